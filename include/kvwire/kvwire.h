@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvwire -- move paged LLM KV caches from prefill hosts to decode hosts.
+ *
+ * The whole public API. Plain C ABI; every call that can fail returns a
+ * kvw_status (0 ok, 1 in progress, negative errors) and, on failure,
+ * leaves a human sentence saying what to do in kvw_ctx_last_error().
+ * Output arguments come last and are written only on success.
+ *
+ * Threading: a context and everything made from it is used from one thread
+ * at a time. The library runs no hidden thread: the caller drives it with
+ * kvw_progress()/kvw_poll() (or sleeps on kvw_ctx_fd()).
+ */
+#ifndef KVWIRE_KVWIRE_H
+#define KVWIRE_KVWIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVW_VERSION_MAJOR 0
+#define KVW_VERSION_MINOR 1
+#define KVW_VERSION_STRING "0.1.0"
+
+/* ---------------------------------------------------------------- status */
+typedef enum kvw_status {
+	KVW_OK = 0,
+	KVW_INPROGRESS = 1,
+	KVW_ERR_INVALID = -1,     /* bad argument or state */
+	KVW_ERR_NOMEM = -2,       /* out of memory or pool exhausted */
+	KVW_ERR_UNSUPPORTED = -3, /* driver or build lacks the feature */
+	KVW_ERR_TIMEDOUT = -4,    /* deadline passed, peer alive */
+	KVW_ERR_PEER_DEAD = -5,   /* connection lost or keepalive expired */
+	KVW_ERR_ABORTED = -6,     /* kvw_req_abort() by this side or the peer */
+	KVW_ERR_REJECTED = -7,    /* descriptor outside the grant / registered memory */
+	KVW_ERR_PROTO = -8,       /* malformed or unexpected frame */
+	KVW_ERR_VERSION = -9,     /* protocol major version mismatch */
+	KVW_ERR_AUTH = -10,       /* shared-secret authentication failed */
+	KVW_ERR_BUSY = -11,       /* resource in use (seq id, memory in flight) */
+	KVW_ERR_MEMLOCK = -12,    /* cannot pin memory: raise `ulimit -l` */
+	KVW_ERR_IO = -13,         /* system call failed */
+	KVW_ERR_CONNREFUSED = -14,/* nobody listens at the URI */
+	KVW_ERR_NOT_FOUND = -15,  /* unknown driver, device or sequence */
+	KVW_ERR_CLOSED = -16,     /* endpoint or listener already closed */
+} kvw_status;
+
+/* Short name of a status ("KVW_ERR_TIMEDOUT: deadline passed ..."). */
+const char *kvw_strerror(kvw_status st);
+
+/* ------------------------------------------------------------ opaque types */
+typedef struct kvw_config kvw_config;
+typedef struct kvw_ctx kvw_ctx;
+typedef struct kvw_mem kvw_mem;
+typedef struct kvw_layout kvw_layout;
+typedef struct kvw_listener kvw_listener;
+typedef struct kvw_ep kvw_ep;
+typedef struct kvw_req kvw_req;
+
+/* ----------------------------------------------------------------- config */
+/* A table of options: name, default, help. kvw_config_create() starts from
+ * the defaults and applies every KVW_<NAME> environment variable (upper
+ * case, e.g. KVW_TIMEOUT_MS=5000). */
+typedef struct kvw_config_entry {
+	const char *name;
+	const char *default_value;
+	const char *help;
+} kvw_config_entry;
+
+/* The table; returns the number of entries. */
+size_t kvw_config_table(const kvw_config_entry **table);
+kvw_status kvw_config_create(kvw_config **cfg);
+kvw_status kvw_config_set(kvw_config *cfg, const char *name, const char *value);
+/* Copies the current value (NUL-terminated) into buf. */
+kvw_status kvw_config_get(const kvw_config *cfg, const char *name, char *buf, size_t len);
+void kvw_config_destroy(kvw_config *cfg);
+
+/* ---------------------------------------------------------------- context */
+/* cfg may be NULL (defaults + environment). The config is copied. */
+kvw_status kvw_ctx_create(const kvw_config *cfg, kvw_ctx **ctx);
+void kvw_ctx_destroy(kvw_ctx *ctx);
+/* The sentence explaining the last failure in this context ("" if none). */
+const char *kvw_ctx_last_error(const kvw_ctx *ctx);
+/* An fd that becomes readable when kvw_progress() has work (epoll-able). */
+int kvw_ctx_fd(const kvw_ctx *ctx);
+/* Drives every driver, endpoint, timer. Never blocks. */
+kvw_status kvw_progress(kvw_ctx *ctx);
+/* Sleeps up to timeout_ms on the context fd (or until the next timer). */
+kvw_status kvw_ctx_wait(kvw_ctx *ctx, int timeout_ms);
+
+/* Names of the drivers built into this library, comma separated. */
+const char *kvw_drivers_built(void);
+
+/* ----------------------------------------------------------------- memory */
+#define KVW_MEM_NO_PIN 0x1u /* do not mlock (tests; data may page out) */
+
+/* Registers caller memory (pinned with mlock unless KVW_MEM_NO_PIN). */
+kvw_status kvw_mem_reg(kvw_ctx *ctx, void *addr, size_t len, unsigned flags, kvw_mem **mem);
+/* Allocates shareable (memfd-backed) memory with PROT_NONE guard pages on
+ * both sides, and registers it. Needed by the shm driver on the send side. */
+kvw_status kvw_mem_alloc(kvw_ctx *ctx, size_t len, unsigned flags, kvw_mem **mem);
+/* KVW_ERR_BUSY while a request still uses it. Frees memory from kvw_mem_alloc. */
+kvw_status kvw_mem_dereg(kvw_mem *mem);
+void *kvw_mem_addr(const kvw_mem *mem);
+size_t kvw_mem_len(const kvw_mem *mem);
+/* Nanoseconds that registration took (pinning + every driver). */
+uint64_t kvw_mem_reg_ns(const kvw_mem *mem);
+
+/* ----------------------------------------------------------------- layout */
+/* Page (layer l, block b) lives at
+ *     mem + layer_offset(l) + b * block_stride, block_bytes long,
+ * where layer_offset(l) = layer_offsets[l] if given, else
+ * base_offset + l * layer_stride. K and V may be separate layers. */
+typedef struct kvw_layout_desc {
+	uint32_t n_layers;
+	uint32_t n_blocks;     /* blocks per layer */
+	uint64_t block_bytes;
+	uint64_t block_stride; /* >= block_bytes */
+	uint64_t base_offset;
+	uint64_t layer_stride;
+	const uint64_t *layer_offsets; /* n_layers entries or NULL */
+} kvw_layout_desc;
+
+#define KVW_MAX_LAYERS 1024u
+#define KVW_MAX_BLOCKS_PER_SEQ 262144u
+
+/* KVW_ERR_REJECTED when a page would fall outside the registered memory. */
+kvw_status kvw_layout_create(kvw_mem *mem, const kvw_layout_desc *desc, kvw_layout **layout);
+void kvw_layout_destroy(kvw_layout *layout);
+/* Number of contiguous memory runs the block list makes in one layer
+ * (what the library moves as single fragments). */
+size_t kvw_layout_runs(const kvw_layout *layout, const uint32_t *blocks, size_t n);
+
+/* ---------------------------------------------------------------- endpoints */
+/* URIs: tcp://HOST:PORT, shm:///path/to/socket, rdma://IP:PORT, dpdk://IP:PORT.
+ * Query parameters override config per endpoint: ?rails=4&secret=... */
+kvw_status kvw_listen(kvw_ctx *ctx, const char *uri, kvw_listener **l);
+/* The bound URI (port 0 resolved to the real port). */
+const char *kvw_listener_uri(const kvw_listener *l);
+/* Waits up to timeout_ms (0 = do not wait, -1 = forever) for a peer that has
+ * completed the handshake. KVW_INPROGRESS when none came in time. */
+kvw_status kvw_accept(kvw_listener *l, int timeout_ms, kvw_ep **ep);
+void kvw_listener_close(kvw_listener *l);
+/* Connects and completes the handshake, driving progress meanwhile
+ * (timeout_ms -1 = the config's connect_timeout_ms). */
+kvw_status kvw_connect(kvw_ctx *ctx, const char *uri, int timeout_ms, kvw_ep **ep);
+/* Non-blocking variant: returns the endpoint at once; kvw_ep_status() says
+ * KVW_INPROGRESS until the handshake is done, then KVW_OK or the failure.
+ * Use it when both sides share one thread but not one context. */
+kvw_status kvw_connect_start(kvw_ctx *ctx, const char *uri, kvw_ep **ep);
+/* Fails every outstanding request of the endpoint with ABORTED and closes it. */
+void kvw_ep_close(kvw_ep *ep);
+/* KVW_OK while usable, KVW_INPROGRESS while connecting, else why not
+ * (PEER_DEAD, PROTO, AUTH, VERSION, ...). */
+kvw_status kvw_ep_status(const kvw_ep *ep);
+
+#define KVW_MAX_RAILS 16u
+
+typedef struct kvw_ep_info {
+	char driver[16];
+	char peer_uri[128];
+	uint16_t peer_version_major, peer_version_minor;
+	uint32_t caps;          /* KVW_CAP_* negotiated */
+	uint32_t rails;
+	uint64_t id;            /* local endpoint id */
+	int authenticated;
+} kvw_ep_info;
+kvw_status kvw_ep_query(const kvw_ep *ep, kvw_ep_info *info);
+
+#define KVW_CAP_ZERO_COPY_TX 0x1u /* no CPU copy on the send side */
+#define KVW_CAP_ONE_SIDED 0x2u    /* writes land without receiver CPU */
+#define KVW_CAP_MULTI_RAIL 0x4u
+#define KVW_CAP_RELIABLE_SW 0x8u  /* reliability implemented by kvwire */
+#define KVW_CAP_AUTH 0x10u
+#define KVW_CAP_SAME_HOST 0x20u
+
+typedef struct kvw_rail_counters {
+	uint64_t bytes_tx, bytes_rx, frags_tx, frags_rx, errors;
+} kvw_rail_counters;
+
+typedef struct kvw_counters {
+	uint64_t bytes_tx, bytes_rx;     /* payload bytes */
+	uint64_t frags_tx, frags_rx;     /* data fragments */
+	uint64_t frames_tx, frames_rx;   /* control frames */
+	uint64_t seqs_ok, seqs_failed;
+	uint64_t rejected;               /* descriptors refused */
+	uint64_t bad_frames;             /* malformed frames dropped */
+	uint64_t retransmits, drops, dups, out_of_order;
+	uint64_t keepalives_tx, keepalives_rx;
+	uint64_t rtt_us;                 /* smoothed keepalive / transport RTT */
+	uint32_t rails;
+	kvw_rail_counters rail[KVW_MAX_RAILS];
+} kvw_counters;
+kvw_status kvw_ep_counters(const kvw_ep *ep, kvw_counters *out);
+
+/* ---------------------------------------------------------------- sequences */
+#define KVW_SEND_LAST 0x1u /* this call holds the sequence's last layers */
+
+/* Decode side: allow the peer to write exactly these blocks (all layers of
+ * the layout) for seq_id. timeout_us 0 = the config's timeout_ms. */
+kvw_status kvw_recv_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *layout,
+			const uint32_t *blocks, size_t n, uint64_t timeout_us, kvw_req **req);
+/* Prefill side: send layers [first_layer, end_layer) of these blocks. Call
+ * once per layer or chunk; the first call creates the request, later calls
+ * for the same seq_id return the same request. n and the layout's block
+ * bytes must match the peer's grant. */
+kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *layout,
+			const uint32_t *blocks, size_t n, uint32_t first_layer,
+			uint32_t end_layer, unsigned flags, kvw_req **req);
+/* Stops the request. When this returns, no byte of it lands in the receiver's
+ * memory any more and this side's pages may be reused at once. */
+kvw_status kvw_req_abort(kvw_req *req);
+/* KVW_INPROGRESS while running, else the final status. */
+kvw_status kvw_req_status(const kvw_req *req);
+kvw_status kvw_req_set_timeout(kvw_req *req, uint64_t timeout_us);
+void kvw_req_set_user_data(kvw_req *req, void *user_data);
+/* Releases a finished request (KVW_ERR_BUSY if still running). */
+kvw_status kvw_req_free(kvw_req *req);
+
+typedef struct kvw_req_info {
+	uint64_t seq_id;
+	int is_send;
+	kvw_status status;
+	uint64_t bytes;        /* bytes landed (recv) / confirmed landed (send) */
+	uint64_t bytes_total;  /* bytes the sequence holds */
+	uint32_t n_layers, layers_done;
+	/* timeline, CLOCK_MONOTONIC ns, 0 = not yet */
+	uint64_t t_posted, t_matched, t_first_byte, t_last_byte, t_completed;
+} kvw_req_info;
+kvw_status kvw_req_query(const kvw_req *req, kvw_req_info *info);
+
+/* ------------------------------------------------------------------ events */
+typedef enum kvw_event_type {
+	KVW_EV_LAYER = 1, /* one layer of a sequence landed */
+	KVW_EV_SEQ = 2,   /* the request finished (status says how) */
+} kvw_event_type;
+
+typedef struct kvw_event {
+	kvw_event_type type;
+	kvw_status status;
+	kvw_req *req;
+	kvw_ep *ep;
+	void *user_data;
+	uint64_t seq_id;
+	uint32_t layer;   /* KVW_EV_LAYER */
+	uint64_t bytes;   /* bytes of the layer / the sequence */
+} kvw_event;
+
+/* Drives progress, then hands out up to max queued events. Returns the
+ * number of events (>= 0) or a negative kvw_status. */
+int kvw_poll(kvw_ctx *ctx, kvw_event *events, int max);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KVWIRE_KVWIRE_H */

@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The driver interface: one ops table per driver (drivers/<name>/).
+ *
+ * The core owns the protocol (handshake, grants, completion, deadlines,
+ * keepalive, abort) and speaks it in frames (wire.h). A driver owns the
+ * transport: it connects, carries control frames reliably and in order,
+ * and moves data fragments. Ops a driver leaves NULL are filled at
+ * registration with stubs that answer KVW_ERR_UNSUPPORTED, so the core
+ * never calls through a NULL pointer.
+ *
+ * Life of a connection
+ *   client: core calls ops->connect(); once the transport is up the driver
+ *           calls kvw_core_ep_up(ep); the core then sends HELLO.
+ *   server: the driver accepts a transport connection and calls
+ *           kvw_core_ep_accepted(listener) to get a new ep in HANDSHAKE.
+ *   both:   every control frame the driver receives goes to
+ *           kvw_core_on_frame(); DATA/DESC payloads are placed by the driver
+ *           after kvw_core_dst() approved them, then kvw_core_landed().
+ *           A lost transport is reported with kvw_ep_fail(ep, PEER_DEAD, ...).
+ */
+#ifndef KVW_DRIVER_H
+#define KVW_DRIVER_H
+
+#include "kvwire/kvwire.h"
+#include <stdint.h>
+#include <stddef.h>
+#include <stdbool.h>
+
+#define KVW_DRV_MAX 8
+
+struct kvw_uri;
+struct kvw_wire_hdr;
+struct kvw_wire_data;
+struct kvw_wire_hello;
+
+typedef struct kvw_drv kvw_drv;
+
+/* One data fragment for ops->post_frags: bytes to move from the sender's
+ * pages into the receiver's granted blocks. The receiver-side location is
+ * named twice: by (token, layer, blk_idx, blk_off), which two-sided drivers
+ * put on the wire and the receiver checks, and by dst_addr/rkey, which
+ * one-sided drivers (rdma) write to directly. */
+typedef struct kvw_frag {
+	uint32_t token, layer, blk_idx, bytes;
+	uint64_t blk_off;
+	const uint8_t *src;
+	const kvw_mem *src_mem;
+	uint64_t src_off;       /* src - src_mem->addr */
+	uint64_t dst_addr;      /* receiver's virtual address (one-sided) */
+	uint32_t rkey;
+	uint32_t rail;          /* the core's striping choice (bytes round robin) */
+	kvw_req *req;           /* sender request, for driver bookkeeping */
+} kvw_frag;
+
+struct kvw_caps_info {
+	uint32_t caps;          /* KVW_CAP_* */
+	uint32_t max_rails;
+	uint64_t max_frag;      /* largest fragment the driver accepts */
+	uint32_t inline_size;
+};
+
+struct kvw_driver_ops {
+	const char *name;
+	/* context-wide */
+	kvw_status (*open)(kvw_drv *d);
+	void (*close)(kvw_drv *d);
+	kvw_status (*query_caps)(kvw_drv *d, struct kvw_caps_info *ci);
+	kvw_status (*mem_reg)(kvw_drv *d, kvw_mem *m);
+	void (*mem_dereg)(kvw_drv *d, kvw_mem *m);
+	kvw_status (*progress)(kvw_drv *d);
+	/* connections */
+	kvw_status (*listen)(kvw_drv *d, kvw_listener *l, const struct kvw_uri *u);
+	void (*listener_close)(kvw_listener *l);
+	kvw_status (*connect)(kvw_drv *d, kvw_ep *ep, const struct kvw_uri *u);
+	/* server side: a HELLO with KVW_HELLO_JOIN arrived on `extra`; move its
+	 * transport into `ep` as rail rail_idx. The core frees `extra` after. */
+	kvw_status (*join)(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx);
+	/* client side: after READY, open the extra rails (HELLO JOIN each). */
+	kvw_status (*open_rails)(kvw_ep *ep);
+	void (*ep_close)(kvw_ep *ep);
+	/* data path */
+	/* Queues one whole frame (header + body); the driver copies it. */
+	kvw_status (*send_ctrl)(kvw_ep *ep, const void *frame, size_t len);
+	/* Takes up to n fragments; returns how many it took (0 = full now). */
+	size_t (*post_frags)(kvw_ep *ep, const kvw_frag *f, size_t n);
+	/* Sender abort: forget queued fragments of req; after it returns the
+	 * driver reads none of req's source pages again. */
+	void (*cancel)(kvw_ep *ep, kvw_req *req);
+	/* Receiver fence for one-sided drivers: after it returns, no write of
+	 * this grant can land (revoke keys / drain). Two-sided drivers leave it
+	 * NULL: the core's token check already refuses late fragments. */
+	kvw_status (*revoke)(kvw_ep *ep, kvw_req *req);
+};
+
+struct kvw_drv {
+	const struct kvw_driver_ops *ops;
+	kvw_ctx *ctx;
+	void *priv;
+	int idx;
+	bool open;
+	struct kvw_caps_info caps;
+};
+
+/* Every built driver's ops table (NULL-terminated), from drivers.c. */
+extern const struct kvw_driver_ops *const kvw_driver_table[];
+
+/* ----------------------------------------------------- core, for drivers */
+/* Client transport is up: the core sends HELLO. */
+void kvw_core_ep_up(kvw_ep *ep);
+/* Server transport accepted: a new endpoint waiting for HELLO. */
+kvw_ep *kvw_core_ep_accepted(kvw_listener *l);
+/* A whole control frame arrived (header already checked by the driver with
+ * kvw_wire_check_hdr; body is hdr->len bytes). The core checks the body.
+ * Returns KVW_OK, or an error after which the endpoint has failed. */
+kvw_status kvw_core_on_frame(kvw_ep *ep, const struct kvw_wire_hdr *h, const void *body);
+/* Where may `d->bytes` of payload for this fragment go? On KVW_OK *dst is
+ * inside the granted blocks. KVW_ERR_ABORTED: the grant is gone (aborted,
+ * timed out): read and discard the payload. KVW_ERR_REJECTED: the fragment
+ * lies outside its grant; the request has been failed; discard the payload. */
+kvw_status kvw_core_dst(kvw_ep *ep, const struct kvw_wire_data *d, uint8_t **dst);
+/* Payload of a fragment approved by kvw_core_dst is in place. */
+void kvw_core_landed(kvw_ep *ep, uint32_t token, uint32_t layer, uint64_t bytes);
+/* Bad frame seen on the transport (counted; the driver decides to drop it
+ * or to fail the endpoint). */
+void kvw_core_bad_frame(kvw_ep *ep, const char *why);
+/* Registers an fd with the context's epoll set so kvw_ctx_fd() wakes. */
+kvw_status kvw_core_watch_fd(kvw_ctx *ctx, int fd, bool want_write);
+void kvw_core_unwatch_fd(kvw_ctx *ctx, int fd);
+/* Config of a context (drivers read their knobs here). */
+const struct kvw_cfgv *kvw_core_cfg(const kvw_ctx *ctx);
+
+#endif

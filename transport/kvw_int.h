@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal structures of the kvwire core, shared with the drivers. */
+#ifndef KVW_INT_H
+#define KVW_INT_H
+
+#include "kvwire/kvwire.h"
+#include "wire.h"
+#include "driver.h"
+
+#include <stdbool.h>
+#include <stdarg.h>
+#include <time.h>
+
+#define KVW_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static inline uint64_t kvw_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ----------------------------------------------------------- config values */
+struct kvw_cfgv {
+	char driver[16];
+	unsigned rails;
+	unsigned timeout_ms;
+	unsigned keepalive_ms;
+	unsigned peer_dead_ms;
+	unsigned connect_timeout_ms;
+	unsigned abort_timeout_ms;
+	uint64_t max_frag;
+	uint64_t window;        /* bytes in flight per endpoint */
+	char secret[128];
+	char stats_socket[108];
+	unsigned log_level;
+	char dpdk_eal[512];
+	char rdma_dev[64];
+	int rdma_gid;
+	unsigned rdma_qp_depth;
+	unsigned rdma_retry;
+	char fault[128];        /* fault-injection spec, "" = off */
+};
+
+#define KVW_CFG_MAX 32
+struct kvw_config {
+	char *val[KVW_CFG_MAX];
+};
+
+kvw_status kvw_cfgv_parse(const kvw_config *cfg, struct kvw_cfgv *out, char *err, size_t errlen);
+
+/* ------------------------------------------------------------------ memory */
+struct kvw_mem {
+	kvw_ctx *ctx;
+	uint8_t *addr;
+	size_t len;
+	unsigned flags;
+	uint32_t id;            /* unique in the context, sent in MEM/DESC */
+	int memfd;              /* -1 unless from kvw_mem_alloc */
+	uint8_t *map_base;      /* whole mapping incl. guard pages (alloc) */
+	size_t map_len;
+	bool pinned;
+	uint32_t users;         /* requests and layouts referring to it */
+	uint64_t reg_ns;
+	uint32_t rkey;          /* one-sided drivers' remote key */
+	void *drv_priv[KVW_DRV_MAX];
+	struct kvw_mem *next;
+};
+
+struct kvw_layout {
+	kvw_mem *mem;
+	uint32_t n_layers, n_blocks;
+	uint64_t block_bytes, block_stride;
+	uint64_t *layer_off;    /* n_layers */
+};
+
+/* --------------------------------------------------------------- requests */
+enum kvw_req_role { KVW_ROLE_RECV = 1, KVW_ROLE_SEND = 2 };
+
+struct kvw_range { uint32_t first, end; };
+
+struct kvw_req {
+	kvw_ep *ep;
+	enum kvw_req_role role;
+	kvw_status status;      /* INPROGRESS until done */
+	uint64_t seq_id;
+	void *user_data;
+	uint64_t deadline_ns;
+	uint64_t bytes_done, bytes_total;
+	uint32_t n_layers, layers_done;
+	uint64_t t_posted, t_matched, t_first_byte, t_last_byte, t_completed;
+	bool freed_by_user;     /* kvw_req_free called while ep closing */
+	bool on_active;         /* in ep->active_sends */
+
+	/* both roles */
+	const kvw_layout *layout;
+	uint32_t *blocks;       /* copy of the caller's list */
+	uint32_t n_blocks;
+	uint64_t *layer_bytes;  /* bytes landed (recv) / confirmed (send) per layer */
+
+	/* recv role */
+	uint32_t token;
+	uint32_t *run_end;      /* per list index: last index of its contiguous run */
+
+	/* send role */
+	bool granted;
+	bool last_seen;
+	bool abort_acked;
+	struct kvw_peer_grant {
+		uint32_t token, n_blocks, n_layers;
+		uint64_t block_bytes, block_stride;
+		uint64_t mem_addr, mem_len;
+		uint32_t mem_key;
+		uint64_t *layer_off;
+		uint32_t *blocks;
+	} pg;
+	uint32_t *frag_end;     /* per list index: end (excl.) of its run on both sides */
+	struct kvw_range *pending; /* layer ranges asked by send calls, in order */
+	uint32_t n_pending, cap_pending, cur_pending;
+	uint32_t cur_layer, cur_idx; /* cursor: layer and list index */
+	uint64_t cur_off;       /* byte offset inside the run starting at cur_idx */
+	uint64_t bytes_posted;
+	struct kvw_req *next_active, *prev_active;
+};
+
+/* ----------------------------------------------------------------- endpoint */
+enum kvw_ep_state {
+	KVW_EP_CONNECTING = 1, /* transport being set up */
+	KVW_EP_HANDSHAKE,      /* HELLO/WELCOME/AUTH in flight */
+	KVW_EP_READY,
+	KVW_EP_FAILED,
+	KVW_EP_CLOSED,
+};
+
+struct kvw_seqmap {          /* open addressing seq_id -> req */
+	uint64_t *keys;
+	kvw_req **vals;
+	uint32_t cap, used, tomb;
+};
+
+struct kvw_ep {
+	kvw_ctx *ctx;
+	kvw_drv *drv;
+	kvw_listener *listener;   /* server side: who accepted it */
+	enum kvw_ep_state state;
+	kvw_status fail_status;
+	bool is_server;
+	bool accepted;            /* handed to the user by kvw_accept */
+	bool authenticated;
+	bool user_closed;
+	uint32_t id, peer_id;
+	uint64_t session;
+	uint32_t rails;
+	uint32_t peer_caps, caps;
+	uint16_t peer_major, peer_minor;
+	char uri[128];
+	char secret[128];
+	uint8_t nonce[KVW_WIRE_NONCE], peer_nonce[KVW_WIRE_NONCE];
+	uint64_t t_start;
+	uint64_t last_rx_ns, last_ping_ns, ping_cookie;
+	kvw_counters cnt;
+
+	struct kvw_seqmap recv_map, send_map;
+	kvw_req **grants;         /* token slot -> recv req */
+	uint32_t *grant_gen;
+	uint32_t n_grants_cap, grant_free_hint;
+	kvw_req *active_head;     /* sends with bytes to post */
+	uint32_t n_reqs;          /* live requests */
+
+	void *drv_priv;
+	struct kvw_ep *next;
+};
+
+struct kvw_listener {
+	kvw_ctx *ctx;
+	kvw_drv *drv;
+	char uri[160];
+	char secret[128];
+	unsigned rails;
+	void *drv_priv;
+	bool closed;
+	struct kvw_listener *next;
+};
+
+/* ----------------------------------------------------------------- context */
+struct kvw_ctx {
+	struct kvw_cfgv cfg;
+	kvw_config *config;      /* copy, for kvw_config_get via the CLI */
+	char err[512];
+	int epfd;
+	kvw_drv drv[KVW_DRV_MAX];
+	uint32_t next_mem_id, next_ep_id;
+	kvw_mem *mems;
+	kvw_ep *eps;
+	kvw_listener *listeners;
+	kvw_event *evq;
+	uint32_t evq_head, evq_tail, evq_cap; /* ring, cap power of two */
+	uint64_t next_timer_ns;
+	void *stats;              /* stats endpoint (tools/kvwire stat) */
+};
+
+/* ------------------------------------------------------------ core helpers */
+/* Records the sentence for kvw_ctx_last_error() and returns st. */
+kvw_status kvw_set_err(kvw_ctx *ctx, kvw_status st, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void kvw_log(kvw_ctx *ctx, unsigned level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* URIs */
+struct kvw_uri {
+	char scheme[16];
+	char host[128];         /* host or path (shm) */
+	char path[160];
+	unsigned port;
+	char query[512];        /* raw "a=b&c=d" */
+};
+kvw_status kvw_uri_parse(const char *s, struct kvw_uri *u);
+/* Looks up a query parameter; copies its value; false when absent. */
+bool kvw_uri_param(const struct kvw_uri *u, const char *key, char *buf, size_t len);
+
+/* driver registry */
+kvw_status kvw_ctx_driver(kvw_ctx *ctx, const char *name, kvw_drv **out);
+
+/* events */
+void kvw_ev_push(kvw_ctx *ctx, const kvw_event *ev);
+
+/* endpoints: made by drivers, run by the core */
+kvw_ep *kvw_ep_alloc(kvw_ctx *ctx, kvw_drv *drv, const char *uri);
+void kvw_ep_free(kvw_ep *ep);
+void kvw_ep_fail(kvw_ep *ep, kvw_status st, const char *why);
+
+/* layouts */
+uint8_t *kvw_layout_page(const kvw_layout *l, uint32_t layer, uint32_t block);
+
+/* memory-range check helper for drivers */
+static inline bool kvw_mem_contains(const kvw_mem *m, const void *p, uint64_t len)
+{
+	const uint8_t *b = p;
+	return b >= m->addr && len <= m->len && (uint64_t)(b - m->addr) <= m->len - len;
+}
+
+#endif
