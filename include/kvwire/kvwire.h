@@ -194,6 +194,9 @@ typedef struct kvw_counters {
 	kvw_rail_counters rail[KVW_MAX_RAILS];
 } kvw_counters;
 kvw_status kvw_ep_counters(const kvw_ep *ep, kvw_counters *out);
+/* One keepalive round trip (PING/PONG) through the control path, driving
+ * progress while waiting; *rtt_ns is the measured round-trip time. */
+kvw_status kvw_ep_ping(kvw_ep *ep, int timeout_ms, uint64_t *rtt_ns);
 
 /* ---------------------------------------------------------------- sequences */
 #define KVW_SEND_LAST 0x1u /* this call holds the sequence's last layers */
