@@ -94,7 +94,8 @@ struct kvw_driver_ops {
 };
 
 struct kvw_drv {
-	const struct kvw_driver_ops *ops;
+	const struct kvw_driver_ops *ops; /* == &filled once open */
+	struct kvw_driver_ops filled;     /* the driver's table, NULLs stubbed */
 	kvw_ctx *ctx;
 	void *priv;
 	int idx;
@@ -119,11 +120,24 @@ kvw_status kvw_core_on_frame(kvw_ep *ep, const struct kvw_wire_hdr *h, const voi
  * timed out): read and discard the payload. KVW_ERR_REJECTED: the fragment
  * lies outside its grant; the request has been failed; discard the payload. */
 kvw_status kvw_core_dst(kvw_ep *ep, const struct kvw_wire_data *d, uint8_t **dst);
+/* Is the grant behind this token still live? A driver that places one
+ * fragment's payload over several reads checks before each read and
+ * discards the rest once it is not (abort fence). */
+bool kvw_core_token_live(kvw_ep *ep, uint32_t token);
 /* Payload of a fragment approved by kvw_core_dst is in place. */
 void kvw_core_landed(kvw_ep *ep, uint32_t token, uint32_t layer, uint64_t bytes);
+/* Fails one request (tells the peer), e.g. when its memory cannot be used
+ * by this driver; why goes to kvw_ctx_last_error. */
+void kvw_core_req_fail(kvw_req *r, kvw_status st, const char *why);
 /* Bad frame seen on the transport (counted; the driver decides to drop it
  * or to fail the endpoint). */
 void kvw_core_bad_frame(kvw_ep *ep, const char *why);
+/* A frame that must not be: during the handshake the core answers REJECT
+ * (st, why) and fails the endpoint; afterwards it fails the endpoint. */
+void kvw_core_reject(kvw_ep *ep, kvw_status st, const char *why);
+/* Builds the HELLO frame (header + body) by which an extra rail joins the
+ * session of a READY client endpoint; returns its length (<= 96 bytes). */
+size_t kvw_core_hello_join(kvw_ep *ep, uint32_t rail_idx, void *buf);
 /* Registers an fd with the context's epoll set so kvw_ctx_fd() wakes. */
 kvw_status kvw_core_watch_fd(kvw_ctx *ctx, int fd, bool want_write);
 void kvw_core_unwatch_fd(kvw_ctx *ctx, int fd);

@@ -89,8 +89,10 @@ struct kvw_req {
 	uint64_t bytes_done, bytes_total;
 	uint32_t n_layers, layers_done;
 	uint64_t t_posted, t_matched, t_first_byte, t_last_byte, t_completed;
-	bool freed_by_user;     /* kvw_req_free called while ep closing */
-	bool on_active;         /* in ep->active_sends */
+	bool user_owned;        /* handed to the user (false: a grant waiting for send_seq) */
+	bool on_active;         /* in ep->active_head list */
+	bool in_map;            /* in recv_map / send_map */
+	struct kvw_req *next_ep, *prev_ep; /* ep->reqs: every request not yet freed */
 
 	/* both roles */
 	const kvw_layout *layout;
@@ -132,10 +134,10 @@ enum kvw_ep_state {
 	KVW_EP_CLOSED,
 };
 
-struct kvw_seqmap {          /* open addressing seq_id -> req */
+struct kvw_seqmap {          /* linear probing seq_id -> req; vals[i] != NULL = live */
 	uint64_t *keys;
 	kvw_req **vals;
-	uint32_t cap, used, tomb;
+	uint32_t cap, used;
 };
 
 struct kvw_ep {
@@ -158,6 +160,10 @@ struct kvw_ep {
 	uint8_t nonce[KVW_WIRE_NONCE], peer_nonce[KVW_WIRE_NONCE];
 	uint64_t t_start;
 	uint64_t last_rx_ns, last_ping_ns, ping_cookie;
+	uint64_t pong_cookie, last_rtt_ns;  /* last PONG seen */
+	bool transport_closed;    /* drv->ep_close done */
+	bool zombie;              /* to be freed by the reap pass */
+	char fail_why[160];
 	kvw_counters cnt;
 
 	struct kvw_seqmap recv_map, send_map;
@@ -165,7 +171,9 @@ struct kvw_ep {
 	uint32_t *grant_gen;
 	uint32_t n_grants_cap, grant_free_hint;
 	kvw_req *active_head;     /* sends with bytes to post */
-	uint32_t n_reqs;          /* live requests */
+	kvw_req *reqs;            /* every request of this endpoint not yet freed */
+	uint64_t next_deadline_ns;
+	uint32_t rail_rr;
 
 	void *drv_priv;
 	struct kvw_ep *next;

@@ -168,12 +168,15 @@ struct kvw_wire_seq_done {
 };
 _Static_assert(sizeof(struct kvw_wire_seq_done) == 24, "seq done");
 
+#define KVW_ABORT_TO_RECEIVER 0x1u /* names the addressee's grant (else its send) */
 struct kvw_wire_abort {
 	uint64_t seq_id;
-	uint32_t token;       /* receiver's token (0 from a sender w/o grant) */
+	uint32_t token;       /* receiver's token (0 when the sender had no grant) */
 	int32_t status;       /* reason: ABORTED, TIMEDOUT, REJECTED */
+	uint32_t flags;       /* KVW_ABORT_TO_RECEIVER */
+	uint32_t rsvd;
 };
-_Static_assert(sizeof(struct kvw_wire_abort) == 16, "abort");
+_Static_assert(sizeof(struct kvw_wire_abort) == 24, "abort");
 
 struct kvw_wire_mem {
 	uint32_t mem_id;

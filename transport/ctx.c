@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: MIT */
+/* Context: drivers, epoll fd, progress loop, event queue. */
+#include "kvw_int.h"
+#include "stats.h"
+#include "seq.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+static kvw_config *kvw_config_dup(const kvw_config *cfg)
+{
+	kvw_config *c;
+
+	if (kvw_config_create(&c) != KVW_OK)
+		return NULL;
+	if (!cfg)
+		return c;
+	for (size_t i = 0; i < KVW_CFG_MAX; i++) {
+		if (!cfg->val[i])
+			continue;
+		free(c->val[i]);
+		c->val[i] = strdup(cfg->val[i]);
+		if (!c->val[i]) {
+			kvw_config_destroy(c);
+			return NULL;
+		}
+	}
+	return c;
+}
+
+kvw_status kvw_ctx_create(const kvw_config *cfg, kvw_ctx **out)
+{
+	kvw_ctx *ctx = calloc(1, sizeof(*ctx));
+	char err[200];
+	kvw_status st = KVW_ERR_NOMEM;
+
+	if (!ctx)
+		return KVW_ERR_NOMEM;
+	ctx->config = kvw_config_dup(cfg);
+	if (!ctx->config)
+		goto err_free_ctx;
+	st = kvw_cfgv_parse(ctx->config, &ctx->cfg, err, sizeof(err));
+	if (st != KVW_OK)
+		goto err_free_config;
+	ctx->evq_cap = 1024;
+	ctx->evq = calloc(ctx->evq_cap, sizeof(*ctx->evq));
+	st = KVW_ERR_NOMEM;
+	if (!ctx->evq)
+		goto err_free_config;
+	ctx->epfd = epoll_create1(EPOLL_CLOEXEC);
+	st = KVW_ERR_IO;
+	if (ctx->epfd < 0)
+		goto err_free_evq;
+	ctx->next_mem_id = 1;
+	ctx->next_ep_id = 1;
+	st = kvw_stats_open(ctx);
+	if (st != KVW_OK)
+		goto err_close_epfd;
+	*out = ctx;
+	return KVW_OK;
+
+err_close_epfd:
+	close(ctx->epfd);
+err_free_evq:
+	free(ctx->evq);
+err_free_config:
+	kvw_config_destroy(ctx->config);
+err_free_ctx:
+	free(ctx);
+	return st;
+}
+
+void kvw_ctx_destroy(kvw_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	while (ctx->eps)
+		kvw_ep_free(ctx->eps);
+	while (ctx->listeners)
+		kvw_listener_close(ctx->listeners);
+	while (ctx->mems) {
+		kvw_mem *m = ctx->mems;
+		m->users = 0;
+		kvw_mem_dereg(m);
+	}
+	for (int i = 0; i < KVW_DRV_MAX; i++)
+		if (ctx->drv[i].open)
+			ctx->drv[i].ops->close(&ctx->drv[i]);
+	kvw_stats_close(ctx);
+	close(ctx->epfd);
+	free(ctx->evq);
+	kvw_config_destroy(ctx->config);
+	free(ctx);
+}
+
+int kvw_ctx_fd(const kvw_ctx *ctx)
+{
+	return ctx ? ctx->epfd : -1;
+}
+
+const struct kvw_cfgv *kvw_core_cfg(const kvw_ctx *ctx)
+{
+	return &ctx->cfg;
+}
+
+kvw_status kvw_core_watch_fd(kvw_ctx *ctx, int fd, bool want_write)
+{
+	struct epoll_event ev = {.events = EPOLLIN | (want_write ? EPOLLOUT : 0u), .data.fd = fd};
+
+	if (epoll_ctl(ctx->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
+		return KVW_OK;
+	if (errno == ENOENT && epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+		return KVW_OK;
+	return kvw_set_err(ctx, KVW_ERR_IO, "epoll_ctl(fd %d): %s", fd, strerror(errno));
+}
+
+void kvw_core_unwatch_fd(kvw_ctx *ctx, int fd)
+{
+	epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+void kvw_ev_push(kvw_ctx *ctx, const kvw_event *ev)
+{
+	if (ctx->evq_tail - ctx->evq_head == ctx->evq_cap) {
+		/* grow (rare: only when the caller does not poll) */
+		uint32_t ncap = ctx->evq_cap * 2;
+		kvw_event *n = calloc(ncap, sizeof(*n));
+		if (!n) {
+			kvw_log(ctx, 1, "event queue full and out of memory: event lost");
+			return;
+		}
+		for (uint32_t i = 0; i < ctx->evq_cap; i++)
+			n[i] = ctx->evq[(ctx->evq_head + i) & (ctx->evq_cap - 1)];
+		free(ctx->evq);
+		ctx->evq = n;
+		ctx->evq_head = 0;
+		ctx->evq_tail = ctx->evq_cap;
+		ctx->evq_cap = ncap;
+	}
+	ctx->evq[ctx->evq_tail++ & (ctx->evq_cap - 1)] = *ev;
+}
+
+kvw_status kvw_progress(kvw_ctx *ctx)
+{
+	uint64_t now;
+
+	if (!ctx)
+		return KVW_ERR_INVALID;
+	for (int i = 0; i < KVW_DRV_MAX; i++)
+		if (ctx->drv[i].open)
+			ctx->drv[i].ops->progress(&ctx->drv[i]);
+	kvw_ctx_reap(ctx);
+	for (kvw_ep *ep = ctx->eps; ep; ep = ep->next)
+		if (ep->state == KVW_EP_READY && ep->active_head)
+			kvw_seq_pump(ep);
+	now = kvw_now_ns();
+	if (now >= ctx->next_timer_ns) {
+		ctx->next_timer_ns = now + 1000000; /* timers at 1 ms granularity */
+		kvw_ep *next;
+		for (kvw_ep *ep = ctx->eps; ep; ep = next) {
+			next = ep->next;
+			kvw_ep_timers(ep, now);
+		}
+		kvw_stats_progress(ctx);
+	}
+	return KVW_OK;
+}
+
+int kvw_poll(kvw_ctx *ctx, kvw_event *events, int max)
+{
+	int n = 0;
+
+	if (!ctx || (!events && max > 0) || max < 0)
+		return KVW_ERR_INVALID;
+	kvw_progress(ctx);
+	while (n < max && ctx->evq_head != ctx->evq_tail)
+		events[n++] = ctx->evq[ctx->evq_head++ & (ctx->evq_cap - 1)];
+	return n;
+}
+
+kvw_status kvw_ctx_wait(kvw_ctx *ctx, int timeout_ms)
+{
+	struct epoll_event ev[8];
+	uint64_t now = kvw_now_ns();
+	int t = timeout_ms;
+
+	if (!ctx)
+		return KVW_ERR_INVALID;
+	if (ctx->evq_head != ctx->evq_tail)
+		return KVW_OK;
+	/* wake for the next timer (keepalive, deadlines) */
+	if (ctx->eps && (t < 0 || t > 1)) {
+		int tm = ctx->next_timer_ns > now ? (int)((ctx->next_timer_ns - now) / 1000000) + 1 : 0;
+		if (t < 0 || tm < t)
+			t = tm;
+	}
+	if (epoll_wait(ctx->epfd, ev, 8, t) < 0 && errno != EINTR)
+		return kvw_set_err(ctx, KVW_ERR_IO, "epoll_wait: %s", strerror(errno));
+	return KVW_OK;
+}

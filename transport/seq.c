@@ -1,0 +1,986 @@
+/* SPDX-License-Identifier: MIT */
+/* Sequences: grants (decode side), sends (prefill side), fragmenting,
+ * completion, deadlines and the abort fence. */
+#include "kvw_int.h"
+#include "seq.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ seq maps */
+static uint32_t kvw_hash64(uint64_t k)
+{
+	k ^= k >> 33;
+	k *= 0xff51afd7ed558ccdull;
+	k ^= k >> 33;
+	return (uint32_t)k;
+}
+
+static kvw_req *kvw_map_get(const struct kvw_seqmap *m, uint64_t key)
+{
+	if (!m->cap)
+		return NULL;
+	for (uint32_t i = kvw_hash64(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+		if (!m->vals[i])
+			return NULL;
+		if (m->keys[i] == key)
+			return m->vals[i];
+	}
+}
+
+static kvw_status kvw_map_grow(struct kvw_seqmap *m)
+{
+	struct kvw_seqmap n = {.cap = m->cap ? m->cap * 2 : 64};
+
+	n.keys = calloc(n.cap, sizeof(*n.keys));
+	n.vals = calloc(n.cap, sizeof(*n.vals));
+	if (!n.keys || !n.vals) {
+		free(n.keys);
+		free(n.vals);
+		return KVW_ERR_NOMEM;
+	}
+	for (uint32_t i = 0; i < m->cap; i++) {
+		if (!m->vals[i])
+			continue;
+		uint32_t j = kvw_hash64(m->keys[i]) & (n.cap - 1);
+		while (n.vals[j])
+			j = (j + 1) & (n.cap - 1);
+		n.keys[j] = m->keys[i];
+		n.vals[j] = m->vals[i];
+		n.used++;
+	}
+	free(m->keys);
+	free(m->vals);
+	*m = n;
+	return KVW_OK;
+}
+
+static kvw_status kvw_map_put(struct kvw_seqmap *m, uint64_t key, kvw_req *r)
+{
+	uint32_t i;
+
+	if ((m->used + 1) * 2 > m->cap && kvw_map_grow(m) != KVW_OK)
+		return KVW_ERR_NOMEM;
+	for (i = kvw_hash64(key) & (m->cap - 1); m->vals[i]; i = (i + 1) & (m->cap - 1))
+		;
+	m->keys[i] = key;
+	m->vals[i] = r;
+	m->used++;
+	return KVW_OK;
+}
+
+/* Deletion with backward shift: no tombstones, vals[i] != NULL = live. */
+static void kvw_map_del(struct kvw_seqmap *m, uint64_t key)
+{
+	uint32_t i, j, mask = m->cap - 1;
+
+	if (!m->cap)
+		return;
+	for (i = kvw_hash64(key) & mask; m->vals[i] && m->keys[i] != key; i = (i + 1) & mask)
+		;
+	if (!m->vals[i])
+		return;
+	m->vals[i] = NULL;
+	m->used--;
+	for (j = (i + 1) & mask; m->vals[j]; j = (j + 1) & mask) {
+		uint32_t h = kvw_hash64(m->keys[j]) & mask;
+		/* move j back to i when i lies cyclically in [h, j) */
+		if ((j > i && (h <= i || h > j)) || (j < i && (h <= i && h > j))) {
+			m->keys[i] = m->keys[j];
+			m->vals[i] = m->vals[j];
+			m->vals[j] = NULL;
+			i = j;
+		}
+	}
+}
+
+/* -------------------------------------------------------------- tokens */
+#define KVW_TOKEN_SLOT_BITS 20u
+#define KVW_TOKEN_SLOT_MASK ((1u << KVW_TOKEN_SLOT_BITS) - 1)
+
+static kvw_status kvw_token_alloc(kvw_ep *ep, kvw_req *r)
+{
+	uint32_t s;
+
+	for (s = 0; s < ep->n_grants_cap; s++) {
+		uint32_t k = (ep->grant_free_hint + s) % ep->n_grants_cap;
+		if (!ep->grants[k]) {
+			s = k;
+			goto found;
+		}
+	}
+	if (ep->n_grants_cap >= KVW_TOKEN_SLOT_MASK - 1)
+		return KVW_ERR_NOMEM;
+	{
+		uint32_t ncap = ep->n_grants_cap ? ep->n_grants_cap * 2 : 256;
+		kvw_req **g = realloc(ep->grants, ncap * sizeof(*g));
+		uint32_t *gen;
+		if (!g)
+			return KVW_ERR_NOMEM;
+		ep->grants = g;
+		gen = realloc(ep->grant_gen, ncap * sizeof(*gen));
+		if (!gen)
+			return KVW_ERR_NOMEM;
+		ep->grant_gen = gen;
+		memset(g + ep->n_grants_cap, 0, (ncap - ep->n_grants_cap) * sizeof(*g));
+		memset(gen + ep->n_grants_cap, 0, (ncap - ep->n_grants_cap) * sizeof(*gen));
+		s = ep->n_grants_cap;
+		ep->n_grants_cap = ncap;
+	}
+found:
+	ep->grants[s] = r;
+	ep->grant_gen[s] = (ep->grant_gen[s] + 1) & 0xfffu;
+	ep->grant_free_hint = s + 1;
+	r->token = (ep->grant_gen[s] << KVW_TOKEN_SLOT_BITS) | (s + 1);
+	return KVW_OK;
+}
+
+static kvw_req *kvw_token_req(const kvw_ep *ep, uint32_t token)
+{
+	uint32_t s = (token & KVW_TOKEN_SLOT_MASK) - 1;
+
+	if ((token & KVW_TOKEN_SLOT_MASK) == 0 || s >= ep->n_grants_cap || !ep->grants[s] ||
+	    ep->grants[s]->token != token)
+		return NULL;
+	return ep->grants[s];
+}
+
+static void kvw_token_release(kvw_ep *ep, kvw_req *r)
+{
+	uint32_t s = (r->token & KVW_TOKEN_SLOT_MASK) - 1;
+
+	if (r->token && s < ep->n_grants_cap && ep->grants[s] == r)
+		ep->grants[s] = NULL;
+}
+
+bool kvw_core_token_live(kvw_ep *ep, uint32_t token)
+{
+	return kvw_token_req(ep, token) != NULL;
+}
+
+/* ------------------------------------------------------------ requests */
+static kvw_req *kvw_req_new(kvw_ep *ep, enum kvw_req_role role, uint64_t seq_id)
+{
+	kvw_req *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->ep = ep;
+	r->role = role;
+	r->seq_id = seq_id;
+	r->status = KVW_INPROGRESS;
+	r->t_posted = kvw_now_ns();
+	r->next_ep = ep->reqs;
+	if (ep->reqs)
+		ep->reqs->prev_ep = r;
+	ep->reqs = r;
+	return r;
+}
+
+static void kvw_req_destroy(kvw_req *r)
+{
+	if (r->ep) {
+		if (r->prev_ep)
+			r->prev_ep->next_ep = r->next_ep;
+		else
+			r->ep->reqs = r->next_ep;
+		if (r->next_ep)
+			r->next_ep->prev_ep = r->prev_ep;
+	}
+	free(r->blocks);
+	free(r->layer_bytes);
+	free(r->run_end);
+	free(r->frag_end);
+	free(r->pending);
+	free(r->pg.layer_off);
+	free(r->pg.blocks);
+	free(r);
+}
+
+static void kvw_active_del(kvw_ep *ep, kvw_req *r)
+{
+	if (!r->on_active)
+		return;
+	if (r->prev_active)
+		r->prev_active->next_active = r->next_active;
+	else
+		ep->active_head = r->next_active;
+	if (r->next_active)
+		r->next_active->prev_active = r->prev_active;
+	r->on_active = false;
+	r->next_active = r->prev_active = NULL;
+}
+
+static void kvw_active_add(kvw_ep *ep, kvw_req *r)
+{
+	if (r->on_active || !r->granted || r->status != KVW_INPROGRESS)
+		return;
+	r->on_active = true;
+	r->prev_active = NULL;
+	r->next_active = ep->active_head;
+	if (ep->active_head)
+		ep->active_head->prev_active = r;
+	ep->active_head = r;
+}
+
+static void kvw_req_unmap(kvw_ep *ep, kvw_req *r)
+{
+	if (!r->in_map)
+		return;
+	r->in_map = false;
+	if (r->role == KVW_ROLE_RECV) {
+		kvw_token_release(ep, r);
+		kvw_map_del(&ep->recv_map, r->seq_id);
+	} else {
+		kvw_map_del(&ep->send_map, r->seq_id);
+	}
+}
+
+/* Final status: event, counters, memory hold released. */
+static void kvw_req_complete(kvw_req *r, kvw_status st)
+{
+	kvw_ep *ep = r->ep;
+	kvw_event ev;
+
+	if (r->status != KVW_INPROGRESS)
+		return;
+	r->status = st;
+	r->t_completed = kvw_now_ns();
+	kvw_active_del(ep, r);
+	if (r->role == KVW_ROLE_RECV)
+		kvw_token_release(ep, r);
+	if (r->layout)
+		r->layout->mem->users--;
+	if (!r->user_owned)
+		return;
+	if (st == KVW_OK)
+		ep->cnt.seqs_ok++;
+	else
+		ep->cnt.seqs_failed++;
+	ev = (kvw_event){.type = KVW_EV_SEQ, .status = st, .req = r, .ep = ep,
+			 .user_data = r->user_data, .seq_id = r->seq_id, .bytes = r->bytes_done};
+	kvw_ev_push(ep->ctx, &ev);
+}
+
+static void kvw_send_abort(kvw_ep *ep, const kvw_req *r, kvw_status why, bool to_receiver)
+{
+	struct kvw_wire_abort a = {.seq_id = r->seq_id, .status = why,
+				   .token = r->role == KVW_ROLE_RECV ? r->token : r->pg.token,
+				   .flags = to_receiver ? KVW_ABORT_TO_RECEIVER : 0};
+
+	if (ep->state == KVW_EP_READY)
+		kvw_ep_send(ep, KVW_T_ABORT, &a, sizeof(a));
+}
+
+/* Ends a live request with st, tells the peer (unless the peer told us). */
+static void kvw_req_fail(kvw_req *r, kvw_status st, bool tell_peer)
+{
+	kvw_ep *ep = r->ep;
+
+	if (r->status != KVW_INPROGRESS)
+		return;
+	if (r->role == KVW_ROLE_RECV) {
+		ep->drv->ops->revoke(ep, r);
+		kvw_token_release(ep, r);
+		if (tell_peer)
+			kvw_send_abort(ep, r, st, false);
+	} else {
+		ep->drv->ops->cancel(ep, r);
+		if (tell_peer && r->granted)
+			kvw_send_abort(ep, r, st, true);
+	}
+	kvw_req_unmap(ep, r);
+	kvw_req_complete(r, st);
+	if (!r->user_owned)
+		kvw_req_destroy(r);
+}
+
+static bool kvw_blocks_ok(const kvw_layout *l, const uint32_t *blocks, size_t n, size_t *bad)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (blocks[i] >= l->n_blocks) {
+			*bad = i;
+			return false;
+		}
+	}
+	return true;
+}
+
+static kvw_status kvw_seq_args(kvw_ep *ep, const kvw_layout *l, const uint32_t *blocks, size_t n)
+{
+	size_t bad;
+	kvw_status st = kvw_ep_status(ep);
+
+	if (st != KVW_OK)
+		return st == KVW_INPROGRESS ? kvw_set_err(ep->ctx, KVW_ERR_INVALID, "endpoint not connected yet")
+					    : kvw_set_err(ep->ctx, st, "endpoint unusable: %s", ep->fail_why);
+	if (!l || !blocks || n == 0 || n > KVW_MAX_BLOCKS_PER_SEQ)
+		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "need a layout and 1..%u blocks",
+				   KVW_MAX_BLOCKS_PER_SEQ);
+	if (!kvw_blocks_ok(l, blocks, n, &bad))
+		return kvw_set_err(ep->ctx, KVW_ERR_REJECTED,
+				   "block list entry %zu is block %u, outside the layout's %u blocks: "
+				   "nothing was sent", bad, blocks[bad], l->n_blocks);
+	return KVW_OK;
+}
+
+/* common request body: block copy and per-layer counters */
+static kvw_status kvw_req_setup(kvw_req *r, const kvw_layout *l, const uint32_t *blocks, size_t n)
+{
+	r->layout = l;
+	r->n_blocks = (uint32_t)n;
+	r->n_layers = l->n_layers;
+	r->bytes_total = (uint64_t)n * l->block_bytes * l->n_layers;
+	r->blocks = malloc(n * sizeof(*r->blocks));
+	r->layer_bytes = calloc(l->n_layers, sizeof(*r->layer_bytes));
+	if (!r->blocks || !r->layer_bytes)
+		return KVW_ERR_NOMEM;
+	memcpy(r->blocks, blocks, n * sizeof(*blocks));
+	l->mem->users++;
+	return KVW_OK;
+}
+
+static uint64_t kvw_deadline(const kvw_ep *ep, uint64_t timeout_us)
+{
+	if (!timeout_us)
+		timeout_us = (uint64_t)ep->ctx->cfg.timeout_ms * 1000;
+	return kvw_now_ns() + timeout_us * 1000;
+}
+
+static void kvw_deadline_note(kvw_ep *ep, uint64_t d)
+{
+	if (!ep->next_deadline_ns || d < ep->next_deadline_ns)
+		ep->next_deadline_ns = d;
+}
+
+/* ----------------------------------------------------------- decode side */
+static kvw_status kvw_grant_send(kvw_ep *ep, const kvw_req *r)
+{
+	const kvw_layout *l = r->layout;
+	size_t len = kvw_wire_grant_len(l->n_layers, r->n_blocks);
+	uint8_t *b = malloc(len);
+	struct kvw_wire_grant g = {
+		.seq_id = r->seq_id, .token = r->token, .n_blocks = r->n_blocks,
+		.n_layers = l->n_layers, .block_bytes = l->block_bytes,
+		.block_stride = l->block_stride,
+		.timeout_us = (r->deadline_ns - r->t_posted) / 1000,
+		.mem_addr = (uint64_t)(uintptr_t)l->mem->addr, .mem_len = l->mem->len,
+		.mem_key = l->mem->rkey,
+	};
+	kvw_status st;
+
+	if (!b)
+		return KVW_ERR_NOMEM;
+	memcpy(b, &g, sizeof(g));
+	memcpy(b + sizeof(g), l->layer_off, l->n_layers * sizeof(uint64_t));
+	memcpy(b + sizeof(g) + l->n_layers * sizeof(uint64_t), r->blocks, r->n_blocks * 4u);
+	st = kvw_ep_send(ep, KVW_T_GRANT, b, len);
+	free(b);
+	return st;
+}
+
+/* run_end[j]: last list index of the contiguous memory run holding j */
+static void kvw_runs_compute(uint32_t *run_end, const uint32_t *blocks, uint32_t n, bool packed)
+{
+	run_end[n - 1] = n - 1;
+	for (uint32_t j = n - 1; j-- > 0;)
+		run_end[j] = packed && blocks[j + 1] == blocks[j] + 1 ? run_end[j + 1] : j;
+}
+
+kvw_status kvw_recv_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const uint32_t *blocks,
+			size_t n, uint64_t timeout_us, kvw_req **out)
+{
+	kvw_req *r;
+	kvw_status st;
+
+	if (!ep || !out)
+		return KVW_ERR_INVALID;
+	if ((st = kvw_seq_args(ep, l, blocks, n)) != KVW_OK)
+		return st;
+	if (kvw_map_get(&ep->recv_map, seq_id))
+		return kvw_set_err(ep->ctx, KVW_ERR_BUSY, "sequence %llu already has a live grant on "
+				   "this endpoint", (unsigned long long)seq_id);
+	if (!(r = kvw_req_new(ep, KVW_ROLE_RECV, seq_id)))
+		return KVW_ERR_NOMEM;
+	r->user_owned = true;
+	st = kvw_req_setup(r, l, blocks, n);
+	if (st == KVW_OK && !(r->run_end = malloc(n * sizeof(*r->run_end))))
+		st = KVW_ERR_NOMEM;
+	if (st == KVW_OK)
+		st = kvw_token_alloc(ep, r);
+	if (st == KVW_OK)
+		st = kvw_map_put(&ep->recv_map, seq_id, r);
+	if (st != KVW_OK) {
+		if (r->layout)
+			l->mem->users--;
+		kvw_token_release(ep, r);
+		kvw_req_destroy(r);
+		return kvw_set_err(ep->ctx, st, "recv_seq: out of memory");
+	}
+	r->in_map = true;
+	kvw_runs_compute(r->run_end, r->blocks, r->n_blocks, l->block_stride == l->block_bytes);
+	r->deadline_ns = kvw_deadline(ep, timeout_us);
+	kvw_deadline_note(ep, r->deadline_ns);
+	if ((st = kvw_grant_send(ep, r)) != KVW_OK) {
+		kvw_req_fail(r, st, false);
+		return st;
+	}
+	*out = r;
+	return KVW_OK;
+}
+
+static kvw_status kvw_dst_reject(kvw_ep *ep, kvw_req *r, const char *what)
+{
+	char why[160];
+
+	ep->cnt.rejected++;
+	snprintf(why, sizeof(why), "sequence %llu: peer sent a fragment %s; request rejected, "
+		 "nothing written", (unsigned long long)r->seq_id, what);
+	kvw_set_err(ep->ctx, KVW_ERR_REJECTED, "%s", why);
+	kvw_req_fail(r, KVW_ERR_REJECTED, true);
+	return KVW_ERR_REJECTED;
+}
+
+kvw_status kvw_core_dst(kvw_ep *ep, const struct kvw_wire_data *d, uint8_t **dst)
+{
+	kvw_req *r = kvw_token_req(ep, d->token);
+	uint64_t bb, span, layer_total;
+
+	if (!r) {
+		ep->cnt.drops++;
+		return KVW_ERR_ABORTED; /* unknown or revoked grant: discard */
+	}
+	bb = r->layout->block_bytes;
+	if (d->layer >= r->n_layers || d->blk_idx >= r->n_blocks)
+		return kvw_dst_reject(ep, r, "naming a layer or block outside its grant");
+	if (d->bytes == 0 || d->blk_off >= bb)
+		return kvw_dst_reject(ep, r, "with a bad offset or length");
+	span = (uint64_t)(r->run_end[d->blk_idx] - d->blk_idx + 1) * bb;
+	if (d->bytes > span || d->blk_off > span - d->bytes)
+		return kvw_dst_reject(ep, r, "running past the end of its granted blocks");
+	layer_total = (uint64_t)r->n_blocks * bb;
+	if (r->layer_bytes[d->layer] + d->bytes > layer_total)
+		return kvw_dst_reject(ep, r, "beyond the bytes its layer holds");
+	if (!r->t_first_byte)
+		r->t_first_byte = kvw_now_ns();
+	*dst = kvw_layout_page(r->layout, d->layer, r->blocks[d->blk_idx]) + d->blk_off;
+	return KVW_OK;
+}
+
+static void kvw_recv_done(kvw_ep *ep, kvw_req *r)
+{
+	struct kvw_wire_seq_done sd = {.seq_id = r->seq_id, .bytes = r->bytes_done};
+
+	r->t_last_byte = kvw_now_ns();
+	kvw_ep_send(ep, KVW_T_SEQ_DONE, &sd, sizeof(sd));
+	kvw_req_unmap(ep, r);
+	kvw_req_complete(r, KVW_OK);
+}
+
+void kvw_core_landed(kvw_ep *ep, uint32_t token, uint32_t layer, uint64_t bytes)
+{
+	kvw_req *r = kvw_token_req(ep, token);
+	uint64_t layer_total;
+
+	ep->cnt.bytes_rx += bytes;
+	ep->cnt.frags_rx++;
+	if (!r || layer >= r->n_layers)
+		return;
+	layer_total = (uint64_t)r->n_blocks * r->layout->block_bytes;
+	r->layer_bytes[layer] += bytes;
+	r->bytes_done += bytes;
+	if (r->layer_bytes[layer] == layer_total) {
+		struct kvw_wire_layer_done ld = {.seq_id = r->seq_id, .layer = layer, .bytes = layer_total};
+		kvw_event ev = {.type = KVW_EV_LAYER, .status = KVW_OK, .req = r, .ep = ep,
+				.user_data = r->user_data, .seq_id = r->seq_id, .layer = layer,
+				.bytes = layer_total};
+		r->layers_done++;
+		kvw_ev_push(ep->ctx, &ev);
+		kvw_ep_send(ep, KVW_T_LAYER_DONE, &ld, sizeof(ld));
+		if (r->layers_done == r->n_layers)
+			kvw_recv_done(ep, r);
+	}
+}
+
+/* ---------------------------------------------------------- prefill side */
+/* frag_end[j]: end (exclusive) of the run holding j on both sides */
+static kvw_status kvw_send_match(kvw_ep *ep, kvw_req *r)
+{
+	const kvw_layout *l = r->layout;
+	bool sp = l->block_stride == l->block_bytes, dp = r->pg.block_stride == r->pg.block_bytes;
+	uint32_t n = r->n_blocks;
+
+	if (r->pg.n_blocks != n || r->pg.block_bytes != l->block_bytes || r->pg.n_layers != l->n_layers) {
+		kvw_set_err(ep->ctx, KVW_ERR_REJECTED,
+			    "sequence %llu: the decode side granted %u blocks of %llu bytes in %u layers, "
+			    "this side sends %u blocks of %llu bytes in %u layers",
+			    (unsigned long long)r->seq_id, r->pg.n_blocks,
+			    (unsigned long long)r->pg.block_bytes, r->pg.n_layers, n,
+			    (unsigned long long)l->block_bytes, l->n_layers);
+		return KVW_ERR_REJECTED;
+	}
+	if (!(r->frag_end = malloc(n * sizeof(*r->frag_end))))
+		return KVW_ERR_NOMEM;
+	r->frag_end[n - 1] = n;
+	for (uint32_t j = n - 1; j-- > 0;) {
+		bool s = sp && r->blocks[j + 1] == r->blocks[j] + 1;
+		bool d = dp && r->pg.blocks[j + 1] == r->pg.blocks[j] + 1;
+		r->frag_end[j] = s && d ? r->frag_end[j + 1] : j + 1;
+	}
+	r->t_matched = kvw_now_ns();
+	kvw_active_add(ep, r);
+	return KVW_OK;
+}
+
+static kvw_status kvw_on_grant(kvw_ep *ep, const void *body)
+{
+	struct kvw_wire_grant g;
+	kvw_req *r;
+	kvw_status st;
+
+	memcpy(&g, body, sizeof(g));
+	r = kvw_map_get(&ep->send_map, g.seq_id);
+	if (r && r->granted) {
+		kvw_core_bad_frame(ep, "second GRANT for a sequence");
+		return KVW_OK;
+	}
+	if (!r) { /* grant before send: keep it until kvw_send_seq */
+		if (!(r = kvw_req_new(ep, KVW_ROLE_SEND, g.seq_id)))
+			return KVW_ERR_NOMEM;
+		if (kvw_map_put(&ep->send_map, g.seq_id, r) != KVW_OK) {
+			kvw_req_destroy(r);
+			return KVW_ERR_NOMEM;
+		}
+		r->in_map = true;
+		r->deadline_ns = kvw_now_ns() + (g.timeout_us ? g.timeout_us : 1000000ull) * 1000;
+		kvw_deadline_note(ep, r->deadline_ns);
+	}
+	r->granted = true;
+	r->pg = (struct kvw_peer_grant){.token = g.token, .n_blocks = g.n_blocks, .n_layers = g.n_layers,
+		.block_bytes = g.block_bytes, .block_stride = g.block_stride, .mem_addr = g.mem_addr,
+		.mem_len = g.mem_len, .mem_key = g.mem_key};
+	r->pg.layer_off = malloc(g.n_layers * sizeof(uint64_t));
+	r->pg.blocks = malloc(g.n_blocks * sizeof(uint32_t));
+	if (!r->pg.layer_off || !r->pg.blocks)
+		return KVW_ERR_NOMEM;
+	for (uint32_t i = 0; i < g.n_layers; i++)
+		r->pg.layer_off[i] = kvw_wire_grant_layer_off(body, i);
+	memcpy(r->pg.blocks, (const uint8_t *)body + sizeof(g) + g.n_layers * 8u, g.n_blocks * 4u);
+	if (!r->user_owned)
+		return KVW_OK;
+	if ((st = kvw_send_match(ep, r)) != KVW_OK)
+		kvw_req_fail(r, st, true);
+	return KVW_OK;
+}
+
+static kvw_status kvw_pending_add(kvw_req *r, uint32_t first, uint32_t end)
+{
+	if (r->n_pending == r->cap_pending) {
+		uint32_t nc = r->cap_pending ? r->cap_pending * 2 : 8;
+		struct kvw_range *p = realloc(r->pending, nc * sizeof(*p));
+		if (!p)
+			return KVW_ERR_NOMEM;
+		r->pending = p;
+		r->cap_pending = nc;
+	}
+	if (r->n_pending == r->cur_pending) { /* cursor starts the new range */
+		r->cur_layer = first;
+		r->cur_idx = 0;
+		r->cur_off = 0;
+	}
+	r->pending[r->n_pending++] = (struct kvw_range){first, end};
+	return KVW_OK;
+}
+
+static kvw_status kvw_send_first(kvw_ep *ep, kvw_req *r, const kvw_layout *l, const uint32_t *blocks,
+				 size_t n)
+{
+	kvw_status st;
+
+	r->user_owned = true;
+	if ((st = kvw_req_setup(r, l, blocks, n)) != KVW_OK)
+		return st;
+	if (!r->deadline_ns || !r->granted) {
+		r->deadline_ns = kvw_deadline(ep, 0);
+		kvw_deadline_note(ep, r->deadline_ns);
+	}
+	r->t_posted = kvw_now_ns();
+	if (r->granted && (st = kvw_send_match(ep, r)) != KVW_OK) {
+		kvw_req_fail(r, st, true);
+		return st;
+	}
+	return KVW_OK;
+}
+
+kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const uint32_t *blocks,
+			size_t n, uint32_t first, uint32_t end, unsigned flags, kvw_req **out)
+{
+	kvw_req *r;
+	kvw_status st;
+
+	if (!ep || !out || (flags & ~KVW_SEND_LAST))
+		return KVW_ERR_INVALID;
+	if ((st = kvw_seq_args(ep, l, blocks, n)) != KVW_OK)
+		return st;
+	if (first >= end || end > l->n_layers)
+		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "layers [%u, %u) not inside the layout's %u",
+				   first, end, l->n_layers);
+	r = kvw_map_get(&ep->send_map, seq_id);
+	if (!r) {
+		if (!(r = kvw_req_new(ep, KVW_ROLE_SEND, seq_id)))
+			return KVW_ERR_NOMEM;
+		if (kvw_map_put(&ep->send_map, seq_id, r) != KVW_OK) {
+			kvw_req_destroy(r);
+			return KVW_ERR_NOMEM;
+		}
+		r->in_map = true;
+	}
+	if (!r->user_owned) {
+		if ((st = kvw_send_first(ep, r, l, blocks, n)) != KVW_OK)
+			return st;
+	} else if (r->layout != l || r->n_blocks != n) {
+		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "sequence %llu: later send_seq calls must "
+				   "use the first call's layout and block count", (unsigned long long)seq_id);
+	}
+	if (r->status != KVW_INPROGRESS) {
+		*out = r;
+		return r->status;
+	}
+	if ((st = kvw_pending_add(r, first, end)) != KVW_OK)
+		return st;
+	if (flags & KVW_SEND_LAST)
+		r->last_seen = true;
+	if (r->frag_end)
+		kvw_active_add(ep, r);
+	*out = r;
+	return KVW_OK;
+}
+
+/* Builds the next fragment at the cursor; false when nothing is pending. */
+static bool kvw_frag_next(kvw_ep *ep, kvw_req *r, kvw_frag *f, uint32_t *layer, uint32_t *idx,
+			  uint64_t *off, uint32_t *pend)
+{
+	const kvw_layout *l = r->layout;
+	uint64_t bb = l->block_bytes, run, chunk;
+
+	while (*pend < r->n_pending && *layer >= r->pending[*pend].end) {
+		if (++*pend < r->n_pending)
+			*layer = r->pending[*pend].first;
+		*idx = 0;
+		*off = 0;
+	}
+	if (*pend >= r->n_pending)
+		return false;
+	run = (uint64_t)(r->frag_end[*idx] - *idx) * bb;
+	chunk = run - *off;
+	if (chunk > ep->ctx->cfg.max_frag)
+		chunk = ep->ctx->cfg.max_frag;
+	*f = (kvw_frag){
+		.token = r->pg.token, .layer = *layer, .blk_idx = *idx + (uint32_t)(*off / bb),
+		.bytes = (uint32_t)chunk, .blk_off = *off % bb,
+		.src = kvw_layout_page(l, *layer, r->blocks[*idx]) + *off, .src_mem = l->mem,
+		.dst_addr = r->pg.mem_addr + r->pg.layer_off[*layer] +
+			    (uint64_t)r->pg.blocks[*idx] * r->pg.block_stride + *off,
+		.rkey = r->pg.mem_key, .rail = ep->rail_rr++ % ep->rails, .req = r,
+	};
+	f->src_off = (uint64_t)(f->src - l->mem->addr);
+	*off += chunk;
+	if (*off == run) {
+		*off = 0;
+		*idx = r->frag_end[*idx];
+		if (*idx >= r->n_blocks) {
+			*idx = 0;
+			++*layer;
+		}
+	}
+	return true;
+}
+
+#define KVW_PUMP_BATCH 32
+
+/* Posts one request's fragments; false when the driver is full. */
+static bool kvw_pump_req(kvw_ep *ep, kvw_req *r)
+{
+	kvw_frag f[KVW_PUMP_BATCH];
+	struct { uint32_t layer, idx, pend; uint64_t off; } cur[KVW_PUMP_BATCH];
+	uint32_t layer = r->cur_layer, idx = r->cur_idx, pend = r->cur_pending;
+	uint64_t off = r->cur_off;
+	size_t n = 0, took;
+
+	while (n < KVW_PUMP_BATCH && kvw_frag_next(ep, r, &f[n], &layer, &idx, &off, &pend)) {
+		cur[n].layer = layer; cur[n].idx = idx; cur[n].off = off; cur[n].pend = pend;
+		n++;
+	}
+	if (n == 0) {
+		r->cur_pending = pend;
+		r->cur_layer = layer;
+		kvw_active_del(ep, r);
+		return true;
+	}
+	took = ep->drv->ops->post_frags(ep, f, n);
+	if (took == 0)
+		return false;
+	if (!r->t_first_byte)
+		r->t_first_byte = kvw_now_ns();
+	for (size_t i = 0; i < took; i++) {
+		r->bytes_posted += f[i].bytes;
+		ep->cnt.bytes_tx += f[i].bytes;
+		ep->cnt.rail[f[i].rail].bytes_tx += f[i].bytes;
+		ep->cnt.rail[f[i].rail].frags_tx++;
+	}
+	ep->cnt.frags_tx += took;
+	r->cur_layer = cur[took - 1].layer;
+	r->cur_idx = cur[took - 1].idx;
+	r->cur_off = cur[took - 1].off;
+	r->cur_pending = cur[took - 1].pend;
+	return took == n;
+}
+
+void kvw_seq_pump(kvw_ep *ep)
+{
+	kvw_req *next;
+
+	for (kvw_req *r = ep->active_head; r; r = next) {
+		next = r->next_active;
+		if (!kvw_pump_req(ep, r))
+			return;
+		if (ep->state != KVW_EP_READY)
+			return;
+	}
+}
+
+static void kvw_on_layer_done(kvw_ep *ep, const struct kvw_wire_layer_done *ld)
+{
+	kvw_req *r = kvw_map_get(&ep->send_map, ld->seq_id);
+	kvw_event ev;
+
+	if (!r || !r->user_owned || r->status != KVW_INPROGRESS || ld->layer >= r->n_layers ||
+	    r->layer_bytes[ld->layer]) {
+		kvw_core_bad_frame(ep, "LAYER_DONE for no live layer");
+		return;
+	}
+	r->layer_bytes[ld->layer] = ld->bytes;
+	r->bytes_done += ld->bytes;
+	r->layers_done++;
+	r->t_last_byte = kvw_now_ns();
+	ev = (kvw_event){.type = KVW_EV_LAYER, .status = KVW_OK, .req = r, .ep = ep,
+			 .user_data = r->user_data, .seq_id = r->seq_id, .layer = ld->layer,
+			 .bytes = ld->bytes};
+	kvw_ev_push(ep->ctx, &ev);
+}
+
+static void kvw_on_seq_done(kvw_ep *ep, const struct kvw_wire_seq_done *sd)
+{
+	kvw_req *r = kvw_map_get(&ep->send_map, sd->seq_id);
+
+	if (!r || !r->user_owned || r->status != KVW_INPROGRESS) {
+		kvw_core_bad_frame(ep, "SEQ_DONE for no live sequence");
+		return;
+	}
+	r->bytes_done = sd->bytes;
+	kvw_req_unmap(ep, r);
+	kvw_req_complete(r, sd->status == 0 ? KVW_OK : KVW_ERR_PROTO);
+}
+
+static kvw_status kvw_peer_status(int32_t s)
+{
+	return s == KVW_ERR_TIMEDOUT || s == KVW_ERR_REJECTED ? (kvw_status)s : KVW_ERR_ABORTED;
+}
+
+static void kvw_on_abort(kvw_ep *ep, const struct kvw_wire_abort *a)
+{
+	struct kvw_wire_abort ack = *a;
+	kvw_req *r;
+
+	if (a->flags & KVW_ABORT_TO_RECEIVER) {
+		r = kvw_map_get(&ep->recv_map, a->seq_id);
+		if (r && (a->token == 0 || a->token == r->token))
+			kvw_req_fail(r, kvw_peer_status(a->status), false);
+		/* the ack follows every fragment already taken from the sender */
+		ack.flags = 0;
+		kvw_ep_send(ep, KVW_T_ABORT_ACK, &ack, sizeof(ack));
+		return;
+	}
+	r = kvw_map_get(&ep->send_map, a->seq_id);
+	if (r && r->granted && r->pg.token == a->token)
+		kvw_req_fail(r, kvw_peer_status(a->status), false);
+}
+
+static void kvw_on_abort_ack(kvw_ep *ep, const struct kvw_wire_abort *a)
+{
+	for (kvw_req *r = ep->reqs; r; r = r->next_ep)
+		if (r->role == KVW_ROLE_SEND && r->seq_id == a->seq_id && r->pg.token == a->token)
+			r->abort_acked = true;
+}
+
+kvw_status kvw_seq_on_frame(kvw_ep *ep, const struct kvw_wire_hdr *h, const void *body)
+{
+	switch (h->type) {
+	case KVW_T_GRANT: return kvw_on_grant(ep, body);
+	case KVW_T_LAYER_DONE: kvw_on_layer_done(ep, body); return KVW_OK;
+	case KVW_T_SEQ_DONE: kvw_on_seq_done(ep, body); return KVW_OK;
+	case KVW_T_ABORT: kvw_on_abort(ep, body); return KVW_OK;
+	case KVW_T_ABORT_ACK: kvw_on_abort_ack(ep, body); return KVW_OK;
+	default:
+		kvw_core_bad_frame(ep, "frame type not expected on the control path");
+		return KVW_OK;
+	}
+}
+
+void kvw_core_req_fail(kvw_req *r, kvw_status st, const char *why)
+{
+	if (r->ep)
+		kvw_set_err(r->ep->ctx, st, "sequence %llu: %s", (unsigned long long)r->seq_id, why);
+	kvw_req_fail(r, st, true);
+}
+
+/* ------------------------------------------------------------- aborts */
+static kvw_status kvw_abort_send(kvw_req *r)
+{
+	kvw_ep *ep = r->ep;
+	kvw_ctx *ctx = ep->ctx;
+	uint64_t end;
+	bool was_granted = r->granted;
+
+	kvw_req_fail(r, KVW_ERR_ABORTED, true);
+	if (!was_granted || ep->state != KVW_EP_READY)
+		return KVW_OK;
+	/* the receiver may still be reading our pages (shm): wait for its ack */
+	end = kvw_now_ns() + (uint64_t)ctx->cfg.abort_timeout_ms * 1000000ull;
+	while (!r->abort_acked && ep->state == KVW_EP_READY) {
+		if (kvw_now_ns() >= end) {
+			kvw_ep_fail(ep, KVW_ERR_PEER_DEAD, "peer did not confirm an abort within "
+				    "abort_timeout_ms; endpoint closed so nothing more can move");
+			ep->transport_closed = true;
+			ep->drv->ops->ep_close(ep);
+			break;
+		}
+		kvw_progress(ctx);
+	}
+	return KVW_OK;
+}
+
+kvw_status kvw_req_abort(kvw_req *r)
+{
+	if (!r)
+		return KVW_ERR_INVALID;
+	if (!r->ep || r->status != KVW_INPROGRESS)
+		return KVW_OK; /* finished: nothing can land any more */
+	if (r->role == KVW_ROLE_SEND)
+		return kvw_abort_send(r);
+	kvw_req_fail(r, KVW_ERR_ABORTED, true);
+	return KVW_OK;
+}
+
+/* ------------------------------------------------------- timers, teardown */
+static void kvw_deadlines(kvw_ep *ep, uint64_t now)
+{
+	struct kvw_seqmap *maps[2] = {&ep->recv_map, &ep->send_map};
+
+	if (!ep->next_deadline_ns || now < ep->next_deadline_ns)
+		return;
+	ep->next_deadline_ns = 0;
+	for (int m = 0; m < 2; m++) {
+		for (uint32_t i = 0; i < maps[m]->cap; i++) {
+			kvw_req *r = maps[m]->vals[i];
+			if (!r)
+				continue;
+			if (r->deadline_ns > now) {
+				kvw_deadline_note(ep, r->deadline_ns);
+				continue;
+			}
+			kvw_set_err(ep->ctx, KVW_ERR_TIMEDOUT, "sequence %llu: deadline passed with %llu of "
+				    "%llu bytes moved (peer alive)", (unsigned long long)r->seq_id,
+				    (unsigned long long)r->bytes_done, (unsigned long long)r->bytes_total);
+			kvw_req_fail(r, KVW_ERR_TIMEDOUT, true);
+			i--; /* backward shift may have moved an entry into slot i */
+		}
+	}
+}
+
+void kvw_ep_timers(kvw_ep *ep, uint64_t now)
+{
+	kvw_ep_keepalive(ep, now);
+	if (ep->state == KVW_EP_READY)
+		kvw_deadlines(ep, now);
+}
+
+void kvw_seq_fail_all(kvw_ep *ep, kvw_status st)
+{
+	struct kvw_seqmap *maps[2] = {&ep->recv_map, &ep->send_map};
+
+	for (int m = 0; m < 2; m++) {
+		for (uint32_t i = 0; i < maps[m]->cap; i++) {
+			kvw_req *r = maps[m]->vals[i];
+			if (!r)
+				continue;
+			kvw_req_fail(r, st, false);
+			i--;
+		}
+	}
+}
+
+void kvw_seq_ep_release(kvw_ep *ep)
+{
+	kvw_req *next;
+
+	for (kvw_req *r = ep->reqs; r; r = next) {
+		next = r->next_ep;
+		r->ep = NULL; /* orphaned: kvw_req_free still works */
+		r->prev_ep = r->next_ep = NULL;
+	}
+	ep->reqs = NULL;
+	free(ep->recv_map.keys);
+	free(ep->recv_map.vals);
+	free(ep->send_map.keys);
+	free(ep->send_map.vals);
+	free(ep->grants);
+	free(ep->grant_gen);
+}
+
+/* --------------------------------------------------------------- public */
+kvw_status kvw_req_status(const kvw_req *r)
+{
+	return r ? r->status : KVW_ERR_INVALID;
+}
+
+kvw_status kvw_req_set_timeout(kvw_req *r, uint64_t timeout_us)
+{
+	if (!r || !r->ep || r->status != KVW_INPROGRESS)
+		return KVW_ERR_INVALID;
+	r->deadline_ns = kvw_now_ns() + timeout_us * 1000;
+	kvw_deadline_note(r->ep, r->deadline_ns);
+	return KVW_OK;
+}
+
+void kvw_req_set_user_data(kvw_req *r, void *user_data)
+{
+	if (r)
+		r->user_data = user_data;
+}
+
+kvw_status kvw_req_free(kvw_req *r)
+{
+	if (!r)
+		return KVW_ERR_INVALID;
+	if (r->status == KVW_INPROGRESS)
+		return r->ep ? kvw_set_err(r->ep->ctx, KVW_ERR_BUSY, "request still running: abort it "
+					   "or wait for its KVW_EV_SEQ event") : KVW_ERR_BUSY;
+	kvw_req_destroy(r);
+	return KVW_OK;
+}
+
+kvw_status kvw_req_query(const kvw_req *r, kvw_req_info *info)
+{
+	if (!r || !info)
+		return KVW_ERR_INVALID;
+	*info = (kvw_req_info){
+		.seq_id = r->seq_id, .is_send = r->role == KVW_ROLE_SEND, .status = r->status,
+		.bytes = r->bytes_done, .bytes_total = r->bytes_total, .n_layers = r->n_layers,
+		.layers_done = r->layers_done, .t_posted = r->t_posted, .t_matched = r->t_matched,
+		.t_first_byte = r->t_first_byte, .t_last_byte = r->t_last_byte,
+		.t_completed = r->t_completed,
+	};
+	return KVW_OK;
+}

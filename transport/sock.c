@@ -1,0 +1,239 @@
+/* SPDX-License-Identifier: MIT */
+/* Socket endpoints shared by the tcp and shm drivers (see sock.h). */
+#include "sock.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static struct kvw_stream *kvw_stream_new(kvw_ep *ep, int fd, bool is_unix, uint32_t rail,
+					 kvw_stream_frame_fn fn, void *drvp)
+{
+	struct kvw_stream *s = calloc(1, sizeof(*s));
+
+	if (!s || kvw_stream_init(s, fd, is_unix, ep, rail) != KVW_OK) {
+		free(s);
+		return NULL;
+	}
+	s->on_frame = fn;
+	s->drv = drvp;
+	kvw_core_watch_fd(ep->ctx, fd, false);
+	return s;
+}
+
+kvw_status kvw_sockep_attach(kvw_ep *ep, int fd, bool is_unix, kvw_stream_frame_fn fn, void *drvp)
+{
+	struct kvw_sockep *se = calloc(1, sizeof(*se));
+
+	if (!se)
+		return KVW_ERR_NOMEM;
+	se->connecting_fd = -1;
+	se->rail[0] = kvw_stream_new(ep, fd, is_unix, 0, fn, drvp);
+	if (!se->rail[0]) {
+		free(se);
+		return KVW_ERR_NOMEM;
+	}
+	se->n = 1;
+	ep->drv_priv = se;
+	return KVW_OK;
+}
+
+kvw_status kvw_sockep_add_rail(kvw_ep *ep, int fd, uint32_t idx)
+{
+	struct kvw_sockep *se = kvw_sockep(ep);
+	struct kvw_stream *s0 = se->rail[0];
+
+	if (idx >= KVW_MAX_RAILS || se->rail[idx])
+		return KVW_ERR_INVALID;
+	se->rail[idx] = kvw_stream_new(ep, fd, s0->is_unix, idx, s0->on_frame, s0->drv);
+	if (!se->rail[idx])
+		return KVW_ERR_NOMEM;
+	if (idx + 1 > se->n)
+		se->n = idx + 1;
+	return KVW_OK;
+}
+
+static void kvw_sock_accept(kvw_listener *l)
+{
+	struct kvw_socklisten *sl = l->drv_priv;
+	int one = 1;
+
+	for (int i = 0; i < 16; i++) {
+		int fd = accept4(sl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		kvw_ep *ep;
+
+		if (fd < 0)
+			return;
+		if (!sl->is_unix)
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		ep = kvw_core_ep_accepted(l);
+		if (!ep || kvw_sockep_attach(ep, fd, sl->is_unix, sl->on_frame, sl->drvp) != KVW_OK) {
+			close(fd);
+			if (ep) {
+				ep->transport_closed = true;
+				ep->zombie = true;
+			}
+		}
+	}
+}
+
+static void kvw_sock_connecting(kvw_ep *ep, struct kvw_sockep *se)
+{
+	struct pollfd p = {.fd = se->connecting_fd, .events = POLLOUT};
+	int err = 0;
+	socklen_t el = sizeof(err);
+
+	if (poll(&p, 1, 0) <= 0)
+		return;
+	getsockopt(se->connecting_fd, SOL_SOCKET, SO_ERROR, &err, &el);
+	se->connecting_fd = -1;
+	if (err) {
+		char why[200];
+		snprintf(why, sizeof(why), "cannot connect to %s: %s%s", ep->uri, strerror(err),
+			 err == ECONNREFUSED ? " (is the decode side's listener running?)" : "");
+		kvw_set_err(ep->ctx, err == ECONNREFUSED ? KVW_ERR_CONNREFUSED : KVW_ERR_IO, "%s", why);
+		kvw_ep_fail(ep, err == ECONNREFUSED ? KVW_ERR_CONNREFUSED : KVW_ERR_IO, why);
+		return;
+	}
+	kvw_core_ep_up(ep);
+}
+
+static void kvw_sock_ep_progress(kvw_ep *ep)
+{
+	struct kvw_sockep *se = kvw_sockep(ep);
+
+	if (se->connecting_fd >= 0) {
+		kvw_sock_connecting(ep, se);
+		return;
+	}
+	for (uint32_t i = 0; i < se->n; i++) {
+		struct kvw_stream *s = se->rail[i];
+		if (!s || s->dead)
+			continue;
+		if (!kvw_stream_idle(s))
+			kvw_stream_flush(s);
+		kvw_stream_read(s);
+		if (ep->state == KVW_EP_FAILED || ep->state == KVW_EP_CLOSED || ep->drv_priv != se)
+			return;
+	}
+}
+
+kvw_status kvw_sock_progress(kvw_drv *d)
+{
+	kvw_ctx *ctx = d->ctx;
+	kvw_ep *next;
+
+	for (kvw_listener *l = ctx->listeners; l; l = l->next)
+		if (l->drv == d && l->drv_priv)
+			kvw_sock_accept(l);
+	for (kvw_ep *ep = ctx->eps; ep; ep = next) {
+		next = ep->next;
+		if (ep->drv != d || !ep->drv_priv || ep->transport_closed ||
+		    ep->state == KVW_EP_FAILED || ep->state == KVW_EP_CLOSED)
+			continue;
+		kvw_sock_ep_progress(ep);
+	}
+	return KVW_OK;
+}
+
+kvw_status kvw_sock_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
+{
+	struct kvw_sockep *se = kvw_sockep(ep);
+	kvw_status st;
+
+	if (!se || !se->rail[0])
+		return KVW_ERR_CLOSED;
+	st = kvw_stream_ctrl(se->rail[0], frame, len, -1);
+	if (st == KVW_OK && se->connecting_fd < 0)
+		kvw_stream_flush(se->rail[0]);
+	return st;
+}
+
+void kvw_sock_cancel(kvw_ep *ep, kvw_req *req)
+{
+	struct kvw_sockep *se = kvw_sockep(ep);
+
+	for (uint32_t i = 0; se && i < se->n; i++)
+		if (se->rail[i])
+			kvw_stream_cancel(se->rail[i], req);
+}
+
+void kvw_sock_ep_close(kvw_ep *ep)
+{
+	struct kvw_sockep *se = kvw_sockep(ep);
+
+	if (!se)
+		return;
+	for (uint32_t i = 0; i < se->n; i++) {
+		struct kvw_stream *s = se->rail[i];
+		if (!s)
+			continue;
+		if (s->fd >= 0) {
+			kvw_stream_flush(s); /* best effort: CLOSE / ABORT frames */
+			kvw_core_unwatch_fd(ep->ctx, s->fd);
+		}
+		kvw_stream_fini(s);
+		free(s);
+	}
+	free(se->priv);
+	free(se);
+	ep->drv_priv = NULL;
+}
+
+kvw_status kvw_sock_join(kvw_ep *ep, kvw_ep *extra, uint32_t idx)
+{
+	struct kvw_sockep *se = kvw_sockep(ep), *sx = kvw_sockep(extra);
+	struct kvw_stream *s;
+
+	if (!se || !sx || idx >= KVW_MAX_RAILS || se->rail[idx])
+		return KVW_ERR_INVALID;
+	s = sx->rail[0];
+	sx->rail[0] = NULL;
+	sx->n = 0;
+	s->ep = ep;
+	s->rail = idx;
+	se->rail[idx] = s;
+	if (idx + 1 > se->n)
+		se->n = idx + 1;
+	free(sx->priv);
+	free(sx);
+	extra->drv_priv = NULL;
+	return KVW_OK;
+}
+
+kvw_status kvw_sock_listen_fd(kvw_listener *l, int fd, bool is_unix, const char *path,
+			      kvw_stream_frame_fn fn, void *drvp)
+{
+	struct kvw_socklisten *sl = calloc(1, sizeof(*sl));
+
+	if (!sl)
+		return KVW_ERR_NOMEM;
+	sl->fd = fd;
+	sl->is_unix = is_unix;
+	snprintf(sl->path, sizeof(sl->path), "%s", path ? path : "");
+	sl->on_frame = fn;
+	sl->drvp = drvp;
+	l->drv_priv = sl;
+	kvw_core_watch_fd(l->ctx, fd, false);
+	return KVW_OK;
+}
+
+void kvw_sock_listener_close(kvw_listener *l)
+{
+	struct kvw_socklisten *sl = l->drv_priv;
+
+	if (!sl)
+		return;
+	kvw_core_unwatch_fd(l->ctx, sl->fd);
+	close(sl->fd);
+	if (sl->path[0])
+		unlink(sl->path);
+	free(sl);
+	l->drv_priv = NULL;
+}

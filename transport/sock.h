@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/* What the socket drivers (tcp, shm) share: endpoints made of framed
+ * streams (one per rail), listeners, and their progress loop. */
+#ifndef KVW_SOCK_H
+#define KVW_SOCK_H
+#include "stream.h"
+
+struct kvw_sockep {
+	struct kvw_stream *rail[KVW_MAX_RAILS];
+	uint32_t n;
+	int connecting_fd;       /* non-blocking connect in flight, or -1 */
+	void *priv;              /* driver's own per-endpoint state */
+};
+
+struct kvw_socklisten {
+	int fd;
+	bool is_unix;
+	char path[108];          /* unix socket to unlink on close */
+	kvw_stream_frame_fn on_frame;
+	void *drvp;
+};
+
+/* Gives ep a sockep whose rail 0 is fd. */
+kvw_status kvw_sockep_attach(kvw_ep *ep, int fd, bool is_unix, kvw_stream_frame_fn fn, void *drvp);
+/* Adds fd as rail idx of ep. */
+kvw_status kvw_sockep_add_rail(kvw_ep *ep, int fd, uint32_t idx);
+static inline struct kvw_sockep *kvw_sockep(const kvw_ep *ep) { return ep->drv_priv; }
+/* Accepts on every listener of d, connects, flushes and reads every
+ * endpoint of d. */
+kvw_status kvw_sock_progress(kvw_drv *d);
+kvw_status kvw_sock_send_ctrl(kvw_ep *ep, const void *frame, size_t len);
+void kvw_sock_cancel(kvw_ep *ep, kvw_req *req);
+void kvw_sock_ep_close(kvw_ep *ep);
+kvw_status kvw_sock_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx);
+void kvw_sock_listener_close(kvw_listener *l);
+kvw_status kvw_sock_listen_fd(kvw_listener *l, int fd, bool is_unix, const char *path,
+			      kvw_stream_frame_fn fn, void *drvp);
+#endif

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+/* Framed, non-blocking byte stream over a socket (tcp rails, shm's unix
+ * socket): a queue of frames to write with writev straight from the pages,
+ * and a reader that places DATA payloads straight into granted blocks. */
+#ifndef KVW_STREAM_H
+#define KVW_STREAM_H
+#include "kvw_int.h"
+#include <sys/uio.h>
+
+struct kvw_txitem {
+	uint8_t head[64];        /* header + fixed body (or a small ctrl frame) */
+	uint32_t hlen;
+	uint8_t *heap;           /* big ctrl frame, owned (used instead of head) */
+	const uint8_t *payload;
+	uint8_t *owned_payload;  /* bounce copy made by cancel, owned */
+	uint64_t plen;
+	uint64_t done;           /* bytes of head+payload written */
+	bool is_data;            /* counts against KVW_STREAM_DATA_MAX */
+	int fd;                  /* fd to pass with SCM_RIGHTS, or -1 */
+	kvw_req *req;
+};
+
+enum kvw_rx_state { KVW_RX_HDR, KVW_RX_BODY, KVW_RX_DATA_FIXED, KVW_RX_PAYLOAD };
+
+struct kvw_stream;
+/* Driver hook for frames the stream does not handle itself (MEM, DESC);
+ * returns KVW_OK, or an error to fail the endpoint. */
+typedef kvw_status (*kvw_stream_frame_fn)(struct kvw_stream *s, const struct kvw_wire_hdr *h,
+					  const void *body);
+
+struct kvw_stream {
+	int fd;
+	bool is_unix;
+	bool dead;
+	kvw_ep *ep;
+	uint32_t rail;
+	kvw_stream_frame_fn on_frame;
+	void *drv;               /* driver context for on_frame */
+	/* tx ring */
+	struct kvw_txitem *tx;
+	uint32_t tx_cap, tx_head, tx_tail; /* cap power of two */
+	uint32_t tx_data;        /* data items queued */
+	bool want_write;
+	/* rx */
+	enum kvw_rx_state rx_state;
+	uint8_t rx_hdr[sizeof(struct kvw_wire_hdr) + sizeof(struct kvw_wire_data)];
+	struct kvw_wire_hdr rx_h;
+	struct kvw_wire_data rx_d;
+	uint8_t *rx_body;
+	uint32_t rx_body_cap;
+	uint64_t rx_got;
+	uint8_t *rx_dst;         /* NULL = discard */
+	int rx_fds[4];
+	uint32_t rx_nfds;
+};
+
+#define KVW_STREAM_DATA_MAX 512 /* data frames queued per stream */
+
+kvw_status kvw_stream_init(struct kvw_stream *s, int fd, bool is_unix, kvw_ep *ep, uint32_t rail);
+void kvw_stream_fini(struct kvw_stream *s);
+/* Queues a control frame (copied) and, optionally, an fd to pass. */
+kvw_status kvw_stream_ctrl(struct kvw_stream *s, const void *frame, size_t len, int pass_fd);
+/* Queues a data frame: head (header + fixed body, <= 64 bytes, copied) and
+ * a payload written straight from the caller's pages. false when full. */
+bool kvw_stream_data(struct kvw_stream *s, const void *head, size_t hlen, const void *payload,
+		     uint64_t plen, kvw_req *req);
+/* Sender abort: drops req's queued frames; a frame already half written is
+ * finished from a bounce copy, so req's pages are not read again. */
+void kvw_stream_cancel(struct kvw_stream *s, kvw_req *req);
+/* Writes what the socket takes. Fails the endpoint on a broken socket. */
+void kvw_stream_flush(struct kvw_stream *s);
+/* Reads and dispatches frames (bounded work per call). */
+void kvw_stream_read(struct kvw_stream *s);
+/* Takes one fd received with SCM_RIGHTS, or -1. */
+int kvw_stream_take_fd(struct kvw_stream *s);
+static inline bool kvw_stream_idle(const struct kvw_stream *s) { return s->tx_head == s->tx_tail; }
+#endif
