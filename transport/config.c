@@ -9,7 +9,7 @@
 #include <string.h>
 
 static const kvw_config_entry kvw_cfg_table[] = {
-	{"driver", "tcp", "default driver for URIs without a scheme: shm, tcp, rdma, dpdk"},
+	{"driver", "shm", "default driver of the tools (kvwire-bench --driver): shm, tcp, rdma, dpdk"},
 	{"rails", "1", "rails (streams / QPs / queues) per endpoint, 1..16"},
 	{"timeout_ms", "30000", "default deadline of a request, from its first call"},
 	{"keepalive_ms", "250", "idle time after which a PING is sent"},
