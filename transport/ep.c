@@ -72,6 +72,8 @@ void kvw_ep_fail(kvw_ep *ep, kvw_status st, const char *why)
 	kvw_log(ep->ctx, ep->is_server && !ep->accepted ? 3 : 2, "endpoint %u (%s): %s: %s", ep->id,
 		ep->uri, kvw_strerror(st), why);
 	snprintf(ep->fail_why, sizeof(ep->fail_why), "%s", why);
+	if (!ep->is_server || ep->accepted)
+		snprintf(ep->ctx->err, sizeof(ep->ctx->err), "endpoint %s: %s", ep->uri, why);
 	ep->state = KVW_EP_FAILED;
 	ep->fail_status = st;
 	kvw_seq_fail_all(ep, st);
