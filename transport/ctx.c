@@ -10,12 +10,13 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-static kvw_config *kvw_config_dup(const kvw_config *cfg)
+static kvw_config *kvw_config_dup(const kvw_config *cfg, kvw_status *st)
 {
 	kvw_config *c;
 
-	if (kvw_config_create(&c) != KVW_OK)
+	if ((*st = kvw_config_create(&c)) != KVW_OK)
 		return NULL;
+	*st = KVW_ERR_NOMEM;
 	if (!cfg)
 		return c;
 	for (size_t i = 0; i < KVW_CFG_MAX; i++) {
@@ -39,7 +40,7 @@ kvw_status kvw_ctx_create(const kvw_config *cfg, kvw_ctx **out)
 
 	if (!ctx)
 		return KVW_ERR_NOMEM;
-	ctx->config = kvw_config_dup(cfg);
+	ctx->config = kvw_config_dup(cfg, &st);
 	if (!ctx->config)
 		goto err_free_ctx;
 	st = kvw_cfgv_parse(ctx->config, &ctx->cfg, err, sizeof(err));

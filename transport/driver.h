@@ -124,6 +124,9 @@ kvw_status kvw_core_dst(kvw_ep *ep, const struct kvw_wire_data *d, uint8_t **dst
  * fragment's payload over several reads checks before each read and
  * discards the rest once it is not (abort fence). */
 bool kvw_core_token_live(kvw_ep *ep, uint32_t token);
+/* Fails the request behind token with REJECTED (a descriptor whose source
+ * or destination lies outside what was registered/granted). */
+void kvw_core_token_reject(kvw_ep *ep, uint32_t token, const char *what);
 /* Payload of a fragment approved by kvw_core_dst is in place. */
 void kvw_core_landed(kvw_ep *ep, uint32_t token, uint32_t layer, uint64_t bytes);
 /* Fails one request (tells the peer), e.g. when its memory cannot be used

@@ -178,8 +178,23 @@ static kvw_req *kvw_req_new(kvw_ep *ep, enum kvw_req_role role, uint64_t seq_id)
 	return r;
 }
 
+static void kvw_map_remove(kvw_ep *ep, kvw_req *r)
+{
+	if (!r->in_map)
+		return;
+	r->in_map = false;
+	if (r->role == KVW_ROLE_RECV) {
+		kvw_token_release(ep, r);
+		kvw_map_del(&ep->recv_map, r->seq_id);
+	} else {
+		kvw_map_del(&ep->send_map, r->seq_id);
+	}
+}
+
 static void kvw_req_destroy(kvw_req *r)
 {
+	if (r->ep)
+		kvw_map_remove(r->ep, r);
 	if (r->ep) {
 		if (r->prev_ep)
 			r->prev_ep->next_ep = r->next_ep;
@@ -224,17 +239,13 @@ static void kvw_active_add(kvw_ep *ep, kvw_req *r)
 	ep->active_head = r;
 }
 
+/* A user's send request stays in send_map until kvw_req_free, so later
+ * kvw_send_seq calls for its seq_id return it (and its final status). */
 static void kvw_req_unmap(kvw_ep *ep, kvw_req *r)
 {
-	if (!r->in_map)
+	if (!r->in_map || (r->role == KVW_ROLE_SEND && r->user_owned))
 		return;
-	r->in_map = false;
-	if (r->role == KVW_ROLE_RECV) {
-		kvw_token_release(ep, r);
-		kvw_map_del(&ep->recv_map, r->seq_id);
-	} else {
-		kvw_map_del(&ep->send_map, r->seq_id);
-	}
+	kvw_map_remove(ep, r);
 }
 
 /* Final status: event, counters, memory hold released. */
@@ -440,6 +451,16 @@ static kvw_status kvw_dst_reject(kvw_ep *ep, kvw_req *r, const char *what)
 	kvw_set_err(ep->ctx, KVW_ERR_REJECTED, "%s", why);
 	kvw_req_fail(r, KVW_ERR_REJECTED, true);
 	return KVW_ERR_REJECTED;
+}
+
+void kvw_core_token_reject(kvw_ep *ep, uint32_t token, const char *what)
+{
+	kvw_req *r = kvw_token_req(ep, token);
+
+	if (r)
+		kvw_dst_reject(ep, r, what);
+	else
+		ep->cnt.rejected++;
 }
 
 kvw_status kvw_core_dst(kvw_ep *ep, const struct kvw_wire_data *d, uint8_t **dst)
@@ -884,7 +905,7 @@ static void kvw_deadlines(kvw_ep *ep, uint64_t now)
 	for (int m = 0; m < 2; m++) {
 		for (uint32_t i = 0; i < maps[m]->cap; i++) {
 			kvw_req *r = maps[m]->vals[i];
-			if (!r)
+			if (!r || r->status != KVW_INPROGRESS)
 				continue;
 			if (r->deadline_ns > now) {
 				kvw_deadline_note(ep, r->deadline_ns);
@@ -894,7 +915,8 @@ static void kvw_deadlines(kvw_ep *ep, uint64_t now)
 				    "%llu bytes moved (peer alive)", (unsigned long long)r->seq_id,
 				    (unsigned long long)r->bytes_done, (unsigned long long)r->bytes_total);
 			kvw_req_fail(r, KVW_ERR_TIMEDOUT, true);
-			i--; /* backward shift may have moved an entry into slot i */
+			if (maps[m]->vals[i] != r)
+				i--; /* backward shift moved an entry into slot i */
 		}
 	}
 }
@@ -913,10 +935,11 @@ void kvw_seq_fail_all(kvw_ep *ep, kvw_status st)
 	for (int m = 0; m < 2; m++) {
 		for (uint32_t i = 0; i < maps[m]->cap; i++) {
 			kvw_req *r = maps[m]->vals[i];
-			if (!r)
+			if (!r || r->status != KVW_INPROGRESS)
 				continue;
 			kvw_req_fail(r, st, false);
-			i--;
+			if (maps[m]->vals[i] != r)
+				i--;
 		}
 	}
 }

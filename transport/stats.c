@@ -315,6 +315,8 @@ kvw_status kvw_stats_open(kvw_ctx *ctx)
 	if (st == KVW_OK)
 		st = kvw_stats_listen(ctx, s);
 	if (st != KVW_OK) {
+		/* kvw_ctx_create fails with this ctx: say why where it is seen */
+		kvw_log(ctx, 1, "%s", ctx->err);
 		free(s);
 		return st;
 	}

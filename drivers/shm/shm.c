@@ -107,8 +107,11 @@ static kvw_status shm_on_desc(struct kvw_stream *s, const struct kvw_wire_desc *
 	for (uint32_t i = 0; se && i < se->n_map; i++)
 		if (se->map[i].id == dsc->mem_id)
 			m = &se->map[i];
-	if (!m || dsc->src_off > m->len || dsc->bytes > m->len - dsc->src_off)
-		return shm_reject(s, "DESC names bytes outside the sender's shared arena");
+	if (!m || dsc->src_off > m->len || dsc->bytes > m->len - dsc->src_off) {
+		kvw_core_token_reject(s->ep, dsc->token, "whose source lies outside the sender's "
+				      "shared arena");
+		return KVW_OK;
+	}
 	if (kvw_core_dst(s->ep, &d, &dst) != KVW_OK)
 		return KVW_OK; /* refused or revoked: nothing copied */
 	memcpy(dst, m->base + dsc->src_off, dsc->bytes);
