@@ -1,0 +1,23 @@
+# SPDX-License-Identifier: MIT
+# kvwire devices: exit 0 and a clear line when there is no RDMA device.
+source "$(dirname "$0")/lib.sh" "$@"
+
+expect_rc 0 "$KVWIRE" devices
+if [ -z "$(ls /sys/class/infiniband 2>/dev/null)" ]; then
+	expect_out '^RDMA devices: none$'
+	expect_out 'no RDMA devices'
+	expect_out '^  rdma +NO '
+else
+	expect_out '^RDMA devices:$'
+	expect_out 'port [0-9]+ '
+fi
+expect_out '^  tcp +usable'
+expect_out '^DPDK ports'
+expect_rc 0 "$KVWIRE" devices --json
+json_check 'isinstance(d["rdma"]["devices"], list) and {x["name"] for x in d["drivers"]} == {"tcp","shm","rdma","dpdk"}'
+json_check '[x for x in d["drivers"] if x["name"] == "tcp"][0]["usable"] == ("tcp" in d["drivers_built"].split(","))'
+json_check 'len(d["rdma"]["devices"]) > 0 or d["rdma"]["why"].startswith("no RDMA devices")'
+expect_rc 2 "$KVWIRE" devices --bogus
+expect_rc 2 "$KVWIRE" nosuchcommand
+expect_rc 0 "$KVWIRE" --help
+finish

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/* kvwire operator CLI: shared declarations. Every command builds one JSON
+ * document; `--json` prints it, otherwise the command's human printer does. */
+#ifndef KVW_CLI_H
+#define KVW_CLI_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Exit codes shared by every command (documented in kvwire(1)). */
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAIL 1   /* a check failed, a peer is unreachable, a frame is malformed */
+#define CLI_EXIT_USAGE 2  /* bad command line */
+#define CLI_EXIT_ERROR 3  /* the tool could not do its job (I/O, library error) */
+
+typedef void (*cli_human_fn)(const json_t *doc);
+
+/* Prints doc (JSON or human), releases it, returns rc. */
+int cli_emit(json_t *doc, bool as_json, cli_human_fn human, int rc);
+/* Prints "kvwire CMD: message" to stderr and returns rc. */
+int cli_err(const char *cmd, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Reads a small text file (sysfs, procfs), trailing whitespace removed. */
+bool cli_read_line(const char *path, char *buf, size_t len);
+long long cli_read_ll(const char *path, long long dflt);
+/* "64M", "1G", "4096", "2KiB" -> bytes. */
+bool cli_parse_size(const char *s, uint64_t *out);
+/* "1.5GiB" style. */
+const char *cli_fmt_bytes(uint64_t b, char *buf, size_t len);
+/* "ZERO_COPY_TX|MULTI_RAIL" */
+const char *cli_caps_str(uint32_t caps, char *buf, size_t len);
+/* Reads a whole file ("-" = stdin); *len set; NULL on error (errno). */
+uint8_t *cli_slurp(const char *path, size_t *len);
+
+/* JSON conveniences */
+#define J_STR(s) json_string((s) ? (s) : "")
+#define J_INT(v) json_integer((json_int_t)(v))
+const char *cli_jstr(const json_t *o, const char *key);
+long long cli_jint(const json_t *o, const char *key);
+
+/* RDMA devices from sysfs, completed by libibverbs when built with it:
+ * an array of {name, driver, numa_node, verbs, ports:[...]}; *why says
+ * why the list is empty when it is. */
+json_t *cli_rdma_scan(char *why, size_t whylen);
+/* PCI network devices bound to a DPDK-capable kernel driver (sysfs). */
+json_t *cli_dpdk_scan(void);
+/* Whether this binary was built with libibverbs. */
+bool cli_have_verbs(void);
+
+int cmd_devices(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
+int cmd_ping(int argc, char **argv);
+int cmd_listen(int argc, char **argv);
+int cmd_stat(int argc, char **argv);
+int cmd_decode(int argc, char **argv);
+int cmd_config(int argc, char **argv);
+
+#endif

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/* kvwire config: the configuration table with defaults, current values
+ * (KVW_* environment applied) and help. Exit 3 when the environment holds
+ * a value the library refuses. */
+#include "cli.h"
+#include "kvwire/kvwire.h"
+
+#include <ctype.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void cfg_env_name(const char *name, char *out, size_t len)
+{
+	size_t i = snprintf(out, len, "KVW_");
+	for (const char *p = name; *p && i + 1 < len; p++)
+		out[i++] = (char)toupper((unsigned char)*p);
+	out[i] = 0;
+}
+
+static void cfg_human(const json_t *doc)
+{
+	const json_t *e;
+	size_t i;
+	printf("%-20s %-14s %-22s %s\n", "NAME", "DEFAULT", "CURRENT", "HELP");
+	json_array_foreach(json_object_get(doc, "options"), i, e) {
+		const char *cur = cli_jstr(e, "current");
+		char shown[64];
+		snprintf(shown, sizeof(shown), "%s%s", cur,
+			 *cli_jstr(e, "env") ? " *" : "");
+		printf("%-20s %-14s %-22s %s\n", cli_jstr(e, "name"), cli_jstr(e, "default"), shown,
+		       cli_jstr(e, "help"));
+	}
+	printf("\n* = set by the environment variable KVW_<NAME>\n");
+}
+
+static int cfg_usage(FILE *f, int rc)
+{
+	fprintf(f, "usage: kvwire config [--json]\n"
+		"Prints every option: name, default, current value (KVW_<NAME> applied), help.\n");
+	return rc;
+}
+
+int cmd_config(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, 0, 'j' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 } };
+	bool as_json = false;
+	int c;
+	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+		if (c == 'j')
+			as_json = true;
+		else
+			return cfg_usage(c == 'h' ? stdout : stderr, c == 'h' ? CLI_EXIT_OK : CLI_EXIT_USAGE);
+	}
+	if (optind != argc)
+		return cfg_usage(stderr, CLI_EXIT_USAGE);
+	kvw_config *cfg = NULL;
+	kvw_status st = kvw_config_create(&cfg);
+	if (st != KVW_OK)
+		return cli_err("config", CLI_EXIT_ERROR, "the KVW_* environment holds a value the "
+			       "library refuses (%s); fix or unset it", kvw_strerror(st));
+	const kvw_config_entry *tab;
+	size_t n = kvw_config_table(&tab);
+	json_t *arr = json_array();
+	for (size_t i = 0; i < n; i++) {
+		char env[64], cur[1024];
+		cfg_env_name(tab[i].name, env, sizeof(env));
+		if (kvw_config_get(cfg, tab[i].name, cur, sizeof(cur)) != KVW_OK)
+			cur[0] = 0;
+		if (!strcmp(tab[i].name, "secret") && cur[0]) /* never print the secret */
+			snprintf(cur, sizeof(cur), "(set)");
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:s,s:s}", "name", tab[i].name,
+			"default", tab[i].default_value ? tab[i].default_value : "", "current", cur,
+			"env", getenv(env) ? env : "", "help", tab[i].help ? tab[i].help : ""));
+	}
+	kvw_config_destroy(cfg);
+	return cli_emit(json_pack("{s:o}", "options", arr), as_json, cfg_human, CLI_EXIT_OK);
+}

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: MIT */
+/* kvwire listen URI: accepts connections and drives progress until
+ * SIGINT/SIGTERM (or --duration), so that pings are answered. Prints the
+ * bound URI first ("listening on URI"), one line per connection event. */
+#include "cli.h"
+#include "kvwire/kvwire.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define LISTEN_MAX_EPS 256
+
+static volatile sig_atomic_t listen_stop;
+
+static void listen_on_signal(int sig)
+{
+	(void)sig;
+	listen_stop = 1;
+}
+
+struct listen_state {
+	kvw_ep *eps[LISTEN_MAX_EPS];
+	size_t n;
+	bool as_json;
+};
+
+static void listen_say(const struct listen_state *s, const char *event, const char *uri,
+		       const char *detail)
+{
+	if (s->as_json) {
+		json_t *j = json_pack("{s:s,s:s,s:s}", "event", event, "uri", uri, "detail", detail);
+		json_dumpf(j, stdout, JSON_COMPACT);
+		json_decref(j);
+		putchar('\n');
+	} else
+		printf("%s%s %s%s%s\n", event, strcmp(event, "listening") ? "" : " on", uri,
+		       *detail ? ": " : "", detail);
+	fflush(stdout);
+}
+
+/* Closes endpoints whose peer went away. */
+static void listen_reap(struct listen_state *s)
+{
+	for (size_t i = 0; i < s->n;) {
+		kvw_status st = kvw_ep_status(s->eps[i]);
+		if (st == KVW_OK || st == KVW_INPROGRESS) {
+			i++;
+			continue;
+		}
+		kvw_ep_info info;
+		memset(&info, 0, sizeof(info));
+		kvw_ep_query(s->eps[i], &info);
+		listen_say(s, "closed", info.peer_uri, kvw_strerror(st));
+		kvw_ep_close(s->eps[i]);
+		s->eps[i] = s->eps[--s->n];
+	}
+}
+
+static void listen_accept(kvw_listener *l, struct listen_state *s)
+{
+	kvw_ep *ep;
+	while (s->n < LISTEN_MAX_EPS && kvw_accept(l, 0, &ep) == KVW_OK) {
+		kvw_ep_info info;
+		char caps[128];
+		memset(&info, 0, sizeof(info));
+		kvw_ep_query(ep, &info);
+		s->eps[s->n++] = ep;
+		listen_say(s, "accepted", info.peer_uri, cli_caps_str(info.caps, caps, sizeof(caps)));
+	}
+}
+
+/* Finished requests (none are posted here, but a peer could fail some). */
+static void listen_drain_events(kvw_ctx *ctx)
+{
+	kvw_event evs[64];
+	int n = kvw_poll(ctx, evs, 64);
+	for (int i = 0; i < n; i++)
+		if (evs[i].type == KVW_EV_SEQ && evs[i].req)
+			kvw_req_free(evs[i].req);
+}
+
+static int listen_usage(FILE *f, int rc)
+{
+	fprintf(f, "usage: kvwire listen URI [-d SECONDS] [--json]\n"
+		"  -d SECONDS  exit after this long (default: until SIGINT/SIGTERM)\n"
+		"Set KVW_STATS_SOCKET to watch it with `kvwire stat`.\n");
+	return rc;
+}
+
+int cmd_listen(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, 0, 'j' }, { "duration", required_argument, 0, 'd' },
+		{ "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 } };
+	static struct listen_state s;
+	double duration = 0;
+	int c;
+	char *end;
+	while ((c = getopt_long(argc, argv, "jd:h", opts, NULL)) != -1) {
+		if (c == 'j') {
+			s.as_json = true;
+		} else if (c == 'd') {
+			duration = strtod(optarg, &end);
+			if (*end || duration <= 0)
+				return cli_err("listen", CLI_EXIT_USAGE, "-d '%s': give seconds > 0", optarg);
+		} else {
+			return listen_usage(c == 'h' ? stdout : stderr, c == 'h' ? CLI_EXIT_OK : CLI_EXIT_USAGE);
+		}
+	}
+	if (optind + 1 != argc)
+		return listen_usage(stderr, CLI_EXIT_USAGE);
+	kvw_ctx *ctx = NULL;
+	kvw_listener *l = NULL;
+	kvw_status st = kvw_ctx_create(NULL, &ctx);
+	if (st != KVW_OK)
+		return cli_err("listen", CLI_EXIT_ERROR, "cannot create a context: %s", kvw_strerror(st));
+	st = kvw_listen(ctx, argv[optind], &l);
+	if (st != KVW_OK) {
+		int rc = cli_err("listen", CLI_EXIT_ERROR, "%s", kvw_ctx_last_error(ctx));
+		kvw_ctx_destroy(ctx);
+		return rc;
+	}
+	signal(SIGINT, listen_on_signal);
+	signal(SIGTERM, listen_on_signal);
+	signal(SIGPIPE, SIG_IGN);
+	listen_say(&s, "listening", kvw_listener_uri(l), "");
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!listen_stop) {
+		kvw_ctx_wait(ctx, 20);
+		listen_drain_events(ctx);
+		listen_accept(l, &s);
+		listen_reap(&s);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (duration > 0 && (double)(now.tv_sec - t0.tv_sec) +
+		    (double)(now.tv_nsec - t0.tv_nsec) / 1e9 >= duration)
+			break;
+	}
+	for (size_t i = 0; i < s.n; i++)
+		kvw_ep_close(s.eps[i]);
+	kvw_listener_close(l);
+	kvw_ctx_destroy(ctx);
+	return CLI_EXIT_OK;
+}
