@@ -133,7 +133,8 @@ static void pcap_pkt(int tcp, uint32_t seq, int syn, const uint8_t *pl, size_t n
 	} else {
 		t[4] = (uint8_t)((8 + n) >> 8); t[5] = (uint8_t)(8 + n);
 	}
-	memcpy(t + l4, pl, n);
+	if (n)
+		memcpy(t + l4, pl, n);
 	uint8_t ph[16] = { 0 };
 	le32(ph + 8, (uint32_t)len);
 	le32(ph + 12, (uint32_t)len);
