@@ -91,6 +91,9 @@ struct kvw_driver_ops {
 	 * this grant can land (revoke keys / drain). Two-sided drivers leave it
 	 * NULL: the core's token check already refuses late fragments. */
 	kvw_status (*revoke)(kvw_ep *ep, kvw_req *req);
+	/* A receive request ended (any status, after revoke when it failed):
+	 * per-grant resources (keys, windows) may go. */
+	void (*grant_done)(kvw_ep *ep, kvw_req *req);
 };
 
 struct kvw_drv {

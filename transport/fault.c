@@ -152,9 +152,12 @@ kvw_status kvw_fault_create_salted(const char *spec, uint64_t salt, struct kvw_f
 		return KVW_ERR_NOMEM;
 	}
 	f->spec = s;
-	f->rng = (s.seed ^ (salt * 0x9E3779B97F4A7C15ull)) | 1;
-	for (int i = 0; i < 8; i++)
-		kvw_fault_next(f);
+	/* splitmix64 of (seed, salt): distinct seeds give distinct streams */
+	uint64_t z = s.seed + 0x9E3779B97F4A7C15ull * (salt + 1);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	z ^= z >> 31;
+	f->rng = z ? z : 1;
 	*out = f;
 	return KVW_OK;
 }

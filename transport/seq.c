@@ -259,8 +259,10 @@ static void kvw_req_complete(kvw_req *r, kvw_status st)
 	r->status = st;
 	r->t_completed = kvw_now_ns();
 	kvw_active_del(ep, r);
-	if (r->role == KVW_ROLE_RECV)
+	if (r->role == KVW_ROLE_RECV) {
 		kvw_token_release(ep, r);
+		ep->drv->ops->grant_done(ep, r);
+	}
 	if (r->layout)
 		r->layout->mem->users--;
 	if (!r->user_owned)

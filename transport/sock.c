@@ -17,7 +17,10 @@ static struct kvw_stream *kvw_stream_new(kvw_ep *ep, int fd, bool is_unix, uint3
 {
 	struct kvw_stream *s = calloc(1, sizeof(*s));
 
-	if (!s || kvw_stream_init(s, fd, is_unix, ep, rail) != KVW_OK) {
+	if (!s || kvw_stream_init(s, fd, is_unix, ep, rail) != KVW_OK ||
+	    (is_unix && kvw_stream_set_buffered(s) != KVW_OK)) { /* shm: no inline payloads */
+		if (s)
+			kvw_stream_fini(s);
 		free(s);
 		return NULL;
 	}

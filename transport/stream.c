@@ -22,7 +22,21 @@ kvw_status kvw_stream_init(struct kvw_stream *s, int fd, bool is_unix, kvw_ep *e
 	s->rail = rail;
 	s->tx_cap = 1024;
 	s->tx = calloc(s->tx_cap, sizeof(*s->tx));
-	return s->tx ? KVW_OK : KVW_ERR_NOMEM;
+	s->rb_cap = KVW_HDR + sizeof(struct kvw_wire_data);
+	s->rb = malloc(s->rb_cap);
+	return s->tx && s->rb ? KVW_OK : KVW_ERR_NOMEM;
+}
+
+kvw_status kvw_stream_set_buffered(struct kvw_stream *s)
+{
+	uint8_t *b = realloc(s->rb, 1u << 16);
+
+	if (!b)
+		return KVW_ERR_NOMEM;
+	s->rb = b;
+	s->rb_cap = 1u << 16;
+	s->buffered = true;
+	return KVW_OK;
 }
 
 static void kvw_txitem_release(struct kvw_txitem *it)
@@ -43,6 +57,7 @@ void kvw_stream_fini(struct kvw_stream *s)
 		kvw_txitem_release(&s->tx[i & (s->tx_cap - 1)]);
 	free(s->tx);
 	free(s->rx_body);
+	free(s->rb);
 	for (uint32_t i = 0; i < s->rx_nfds; i++)
 		close(s->rx_fds[i]);
 	if (s->fd >= 0)
@@ -280,7 +295,7 @@ int kvw_stream_take_fd(struct kvw_stream *s)
 }
 
 /* Reads up to len bytes; >0 bytes, 0 = would block, -1 = stream ended. */
-static ssize_t kvw_rx(struct kvw_stream *s, void *buf, size_t len)
+static ssize_t kvw_rx_sock(struct kvw_stream *s, void *buf, size_t len)
 {
 	union { char buf[CMSG_SPACE(sizeof(int) * 4)]; struct cmsghdr align; } cm;
 	struct iovec iov = {buf, len};
@@ -305,11 +320,38 @@ static ssize_t kvw_rx(struct kvw_stream *s, void *buf, size_t len)
 	return -1;
 }
 
-/* Fills want bytes at p (progress kept in rx_got); true when complete. */
-static bool kvw_rx_fill(struct kvw_stream *s, uint8_t *p, uint64_t want, uint64_t *budget)
+/* Serves from the read-ahead first. `ahead` = how many bytes from here on
+ * may be read ahead without reaching a payload (0 = read exactly). */
+static ssize_t kvw_rx(struct kvw_stream *s, void *buf, size_t len, size_t ahead)
 {
+	ssize_t r;
+
+	if (s->rb_pos == s->rb_len && (s->buffered || ahead > len)) {
+		r = kvw_rx_sock(s, s->rb, s->buffered ? s->rb_cap : ahead);
+		if (r <= 0)
+			return r;
+		s->rb_pos = 0;
+		s->rb_len = (uint32_t)r;
+	}
+	if (s->rb_pos < s->rb_len) {
+		size_t n = s->rb_len - s->rb_pos < len ? s->rb_len - s->rb_pos : len;
+		memcpy(buf, s->rb + s->rb_pos, n);
+		s->rb_pos += (uint32_t)n;
+		return (ssize_t)n;
+	}
+	return kvw_rx_sock(s, buf, len);
+}
+
+/* Fills want bytes at p (progress kept in rx_got); true when complete.
+ * frame_off: offset of p inside the current frame (read-ahead bound). */
+static bool kvw_rx_fill(struct kvw_stream *s, uint8_t *p, uint64_t want, uint64_t frame_off,
+			uint64_t *budget)
+{
+	const uint64_t safe = KVW_HDR + sizeof(struct kvw_wire_data);
+
 	while (s->rx_got < want) {
-		ssize_t r = kvw_rx(s, p + s->rx_got, want - s->rx_got);
+		uint64_t at = frame_off + s->rx_got;
+		ssize_t r = kvw_rx(s, p + s->rx_got, want - s->rx_got, at < safe ? safe - at : 0);
 		if (r <= 0)
 			return false;
 		s->rx_got += (uint64_t)r;
@@ -334,6 +376,11 @@ static void kvw_rx_hdr_done(struct kvw_stream *s)
 		return;
 	}
 	if (s->rx_h.type == KVW_T_DATA) {
+		if (s->buffered) {
+			kvw_core_reject(s->ep, KVW_ERR_PROTO, "DATA frame on a driver that moves no inline payload");
+			s->dead = true;
+			return;
+		}
 		s->rx_state = KVW_RX_DATA_FIXED;
 		return;
 	}
@@ -382,9 +429,9 @@ static bool kvw_rx_payload(struct kvw_stream *s, uint64_t *budget)
 		if (s->rx_dst && !kvw_core_token_live(s->ep, s->rx_d.token))
 			s->rx_dst = NULL;
 		if (s->rx_dst) {
-			r = kvw_rx(s, s->rx_dst + s->rx_got, left);
+			r = kvw_rx(s, s->rx_dst + s->rx_got, left, 0);
 		} else {
-			r = kvw_rx(s, kvw_discard, left < sizeof(kvw_discard) ? left : sizeof(kvw_discard));
+			r = kvw_rx(s, kvw_discard, left < sizeof(kvw_discard) ? left : sizeof(kvw_discard), 0);
 		}
 		if (r <= 0)
 			return false;
@@ -436,12 +483,12 @@ void kvw_stream_read(struct kvw_stream *s)
 	while (!s->dead && budget && s->ep->state != KVW_EP_FAILED && s->ep->state != KVW_EP_CLOSED) {
 		switch (s->rx_state) {
 		case KVW_RX_HDR:
-			if (!kvw_rx_fill(s, s->rx_hdr, KVW_HDR, &budget))
+			if (!kvw_rx_fill(s, s->rx_hdr, KVW_HDR, 0, &budget))
 				return;
 			kvw_rx_hdr_done(s);
 			break;
 		case KVW_RX_DATA_FIXED:
-			if (!kvw_rx_fill(s, s->rx_hdr + KVW_HDR, sizeof(struct kvw_wire_data), &budget))
+			if (!kvw_rx_fill(s, s->rx_hdr + KVW_HDR, sizeof(struct kvw_wire_data), KVW_HDR, &budget))
 				return;
 			kvw_rx_data_fixed_done(s);
 			break;
@@ -452,7 +499,7 @@ void kvw_stream_read(struct kvw_stream *s)
 			s->rx_state = KVW_RX_HDR;
 			break;
 		case KVW_RX_BODY:
-			if (!kvw_rx_fill(s, s->rx_body, s->rx_h.len, &budget))
+			if (!kvw_rx_fill(s, s->rx_body, s->rx_h.len, KVW_HDR, &budget))
 				return;
 			kvw_rx_body_done(s);
 			break;

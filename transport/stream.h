@@ -52,11 +52,20 @@ struct kvw_stream {
 	uint8_t *rx_dst;         /* NULL = discard */
 	int rx_fds[4];
 	uint32_t rx_nfds;
+	/* read-ahead: shm streams (no inline payload) read 64 KiB at a time;
+	 * tcp reads at most header + DATA head (48 bytes) at a frame start,
+	 * which can never reach a payload byte, so payloads still go straight
+	 * from the socket into the granted pages */
+	bool buffered;
+	uint8_t *rb;
+	uint32_t rb_cap, rb_pos, rb_len;
 };
 
 #define KVW_STREAM_DATA_MAX 512 /* data frames queued per stream */
 
 kvw_status kvw_stream_init(struct kvw_stream *s, int fd, bool is_unix, kvw_ep *ep, uint32_t rail);
+/* Large read-ahead for streams that never carry DATA payloads (shm). */
+kvw_status kvw_stream_set_buffered(struct kvw_stream *s);
 void kvw_stream_fini(struct kvw_stream *s);
 /* Queues a control frame (copied) and, optionally, an fd to pass. */
 kvw_status kvw_stream_ctrl(struct kvw_stream *s, const void *frame, size_t len, int pass_fd);
