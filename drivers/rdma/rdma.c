@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: MIT */
+/* RDMA verbs driver: devices, memory registration, progress, ops table. */
+#include "rdma_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void rd_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+int rd_dev_index(struct rd_drv *rd, struct ibv_context *verbs)
+{
+	for (int i = 0; i < rd->ndev; i++)
+		if (rd->dev[i].verbs == verbs)
+			return i;
+	return -1;
+}
+
+/* An IPv4-mapped RoCE v2 GID (::ffff:a.b.c.d): its address, else false. */
+static bool rd_gid_ipv4(struct ibv_context *v, uint8_t port, int idx, struct in_addr *ip)
+{
+	struct ibv_gid_entry e;
+	static const uint8_t pfx[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	if (ibv_query_gid_ex(v, port, (uint32_t)idx, &e, 0) || e.gid_type != IBV_GID_TYPE_ROCE_V2 ||
+	    memcmp(e.gid.raw, pfx, sizeof(pfx)) != 0)
+		return false;
+	memcpy(&ip->s_addr, e.gid.raw + 12, 4);
+	return true;
+}
+
+/* Like perftest: first active port; its IPv4 RoCE GID unless rdma_gid says. */
+static bool rd_dev_probe(struct rd_drv *rd, struct ibv_context *v, struct rd_dev *out)
+{
+	const struct kvw_cfgv *c = kvw_core_cfg(rd->d->ctx);
+	struct ibv_device_attr da;
+	struct ibv_port_attr pa;
+
+	if (ibv_query_device(v, &da))
+		return false;
+	for (uint8_t p = 1; p <= da.phys_port_cnt; p++) {
+		if (ibv_query_port(v, p, &pa) || pa.state != IBV_PORT_ACTIVE)
+			continue;
+		out->port = p;
+		out->active_mtu = pa.active_mtu;
+		out->gid_idx = -1;
+		if (c->rdma_gid >= 0) {
+			if (c->rdma_gid < pa.gid_tbl_len && rd_gid_ipv4(v, p, c->rdma_gid, &out->ip))
+				out->gid_idx = c->rdma_gid;
+		} else {
+			for (int g = 0; g < pa.gid_tbl_len && out->gid_idx < 0; g++)
+				if (rd_gid_ipv4(v, p, g, &out->ip))
+					out->gid_idx = g;
+		}
+		if (out->gid_idx >= 0)
+			return true;
+	}
+	return false;
+}
+
+static kvw_status rd_open_devices(struct rd_drv *rd)
+{
+	const struct kvw_cfgv *c = kvw_core_cfg(rd->d->ctx);
+	int n = 0;
+
+	rd->list = rdma_get_devices(&n);
+	rd->cfg_dev = -1;
+	for (int i = 0; rd->list && i < n && rd->ndev < RD_MAX_DEV; i++) {
+		struct rd_dev *dv = &rd->dev[rd->ndev];
+		const char *name = ibv_get_device_name(rd->list[i]->device);
+
+		if (c->rdma_dev[0] && strcmp(c->rdma_dev, name) != 0)
+			continue;
+		if (!rd_dev_probe(rd, rd->list[i], dv))
+			continue;
+		dv->verbs = rd->list[i];
+		snprintf(dv->name, sizeof(dv->name), "%s", name);
+		if (!(dv->pd = ibv_alloc_pd(dv->verbs)))
+			return kvw_set_err(rd->d->ctx, KVW_ERR_IO, "rdma: ibv_alloc_pd on %s: %s", name,
+					   strerror(errno));
+		rd_nonblock(dv->verbs->async_fd);
+		kvw_core_watch_fd(rd->d->ctx, dv->verbs->async_fd, false);
+		if (c->rdma_dev[0])
+			rd->cfg_dev = rd->ndev;
+		rd->ndev++;
+	}
+	if (rd->ndev > 0)
+		return KVW_OK;
+	if (c->rdma_dev[0])
+		return kvw_set_err(rd->d->ctx, KVW_ERR_NOT_FOUND,
+				   "rdma: device \"%s\" (config rdma_dev) not found, no active port, or no "
+				   "IPv4 RoCE v2 GID%s: check `ibv_devinfo -v -d %s` (port state, GID table)",
+				   c->rdma_dev, c->rdma_gid >= 0 ? " at config rdma_gid" : "", c->rdma_dev);
+	return kvw_set_err(rd->d->ctx, KVW_ERR_NOT_FOUND,
+			   "rdma: no RDMA device with an active port and an IPv4 RoCE v2 GID%s. Check "
+			   "`ibv_devinfo -v`; without a NIC use Soft-RoCE: `modprobe rdma_rxe; rdma link "
+			   "add rxe0 type rxe netdev eth0` (tests: tests/vm/run-rxe-vm.sh)",
+			   c->rdma_gid >= 0 ? " at config rdma_gid" : "");
+}
+
+static void rd_close(kvw_drv *d);
+
+static kvw_status rd_open(kvw_drv *d)
+{
+	struct rd_drv *rd = calloc(1, sizeof(*rd));
+	kvw_status st;
+
+	if (!rd)
+		return KVW_ERR_NOMEM;
+	rd->d = d;
+	d->priv = rd;
+	if (!(rd->ech = rdma_create_event_channel())) {
+		st = kvw_set_err(d->ctx, KVW_ERR_IO, "rdma: rdma_create_event_channel: %s (is rdma_ucm "
+				 "loaded? `modprobe rdma_ucm`)", strerror(errno));
+		goto err_close;
+	}
+	rd_nonblock(rd->ech->fd);
+	kvw_core_watch_fd(d->ctx, rd->ech->fd, false);
+	if ((st = rd_open_devices(rd)) != KVW_OK)
+		goto err_close;
+	return KVW_OK;
+
+err_close:
+	rd_close(d);
+	return st;
+}
+
+static void rd_close(kvw_drv *d)
+{
+	struct rd_drv *rd = rd_of(d);
+
+	if (!rd)
+		return;
+	while (rd->rails)
+		rd_rail_free(rd->rails);
+	for (int i = 0; i < rd->ndev; i++) {
+		kvw_core_unwatch_fd(d->ctx, rd->dev[i].verbs->async_fd);
+		if (rd->dev[i].pd)
+			ibv_dealloc_pd(rd->dev[i].pd);
+	}
+	if (rd->list)
+		rdma_free_devices(rd->list);
+	if (rd->ech) {
+		kvw_core_unwatch_fd(d->ctx, rd->ech->fd);
+		rdma_destroy_event_channel(rd->ech);
+	}
+	free(rd);
+	d->priv = NULL;
+}
+
+static kvw_status rd_query_caps(kvw_drv *d, struct kvw_caps_info *ci)
+{
+	(void)d;
+	memset(ci, 0, sizeof(*ci));
+	ci->caps = KVW_CAP_ZERO_COPY_TX | KVW_CAP_ONE_SIDED | KVW_CAP_MULTI_RAIL;
+	ci->max_rails = KVW_MAX_RAILS;
+	ci->max_frag = 1u << 30;
+	ci->inline_size = 64;
+	return KVW_OK;
+}
+
+/* One local-only MR per device: lkeys for sends. Remote keys are per grant
+ * (rdma_data.c), so no key ever opens the whole arena to the peer. */
+static kvw_status rd_mem_reg(kvw_drv *d, kvw_mem *m)
+{
+	struct rd_drv *rd = rd_of(d);
+	struct rd_mem *rm = calloc(1, sizeof(*rm));
+
+	if (!rm)
+		return KVW_ERR_NOMEM;
+	for (int i = 0; i < rd->ndev; i++) {
+		rm->mr[i] = ibv_reg_mr(rd->dev[i].pd, m->addr, m->len, IBV_ACCESS_LOCAL_WRITE);
+		if (!rm->mr[i]) {
+			int e = errno;
+			while (i-- > 0)
+				ibv_dereg_mr(rm->mr[i]);
+			free(rm);
+			if (e == ENOMEM || e == EPERM || e == EAGAIN)
+				return kvw_set_err(d->ctx, KVW_ERR_MEMLOCK, "rdma: ibv_reg_mr(%zu bytes) on %s: "
+						   "%s: raise the memlock limit (`ulimit -l unlimited`)",
+						   m->len, rd->dev[i < 0 ? 0 : i].name, strerror(e));
+			return kvw_set_err(d->ctx, KVW_ERR_IO, "rdma: ibv_reg_mr(%zu bytes): %s", m->len,
+					   strerror(e));
+		}
+	}
+	m->drv_priv[d->idx] = rm;
+	return KVW_OK;
+}
+
+static void rd_mem_dereg(kvw_drv *d, kvw_mem *m)
+{
+	struct rd_mem *rm = m->drv_priv[d->idx];
+
+	if (!rm)
+		return;
+	for (int i = 0; i < RD_MAX_DEV; i++)
+		if (rm->mr[i])
+			ibv_dereg_mr(rm->mr[i]);
+	free(rm);
+	m->drv_priv[d->idx] = NULL;
+}
+
+/* Marks the rail dead; the endpoint fails with st and why. */
+void rd_rail_fail(struct rd_rail *r, kvw_status st, const char *why)
+{
+	if (r->state == RD_R_DEAD)
+		return;
+	r->state = RD_R_DEAD;
+	if (r->ep)
+		kvw_ep_fail(r->ep, st, why);
+}
+
+static void rd_async_events(struct rd_drv *rd, struct rd_dev *dv)
+{
+	struct ibv_async_event ev;
+	char why[160];
+
+	while (ibv_get_async_event(dv->verbs, &ev) == 0) {
+		switch (ev.event_type) {
+		case IBV_EVENT_QP_FATAL:
+		case IBV_EVENT_QP_REQ_ERR:
+		case IBV_EVENT_QP_ACCESS_ERR:
+			for (struct rd_rail *r = rd->rails; r; r = r->next_all)
+				if (r->qp == ev.element.qp) {
+					snprintf(why, sizeof(why), "rdma: QP of rail %u on %s went to error (%s)%s",
+						 r->idx, dv->name, ibv_event_type_str(ev.event_type),
+						 ev.event_type == IBV_EVENT_QP_ACCESS_ERR ?
+						 ": the peer wrote with a bad key or outside a grant" : "");
+					rd_rail_fail(r, ev.event_type == IBV_EVENT_QP_ACCESS_ERR ?
+						     KVW_ERR_REJECTED : KVW_ERR_PEER_DEAD, why);
+				}
+			break;
+		case IBV_EVENT_PORT_ERR:
+		case IBV_EVENT_DEVICE_FATAL:
+			snprintf(why, sizeof(why), "rdma: %s port %u went down (%s): check the link "
+				 "(`ibv_devinfo -d %s`, `rdma link`)", dv->name, dv->port,
+				 ibv_event_type_str(ev.event_type), dv->name);
+			for (struct rd_rail *r = rd->rails; r; r = r->next_all)
+				if (r->dev == dv)
+					rd_rail_fail(r, KVW_ERR_PEER_DEAD, why);
+			break;
+		default:
+			break;
+		}
+		ibv_ack_async_event(&ev);
+	}
+}
+
+static kvw_status rd_progress(kvw_drv *d)
+{
+	struct rd_drv *rd = rd_of(d);
+	struct rd_rail *r, *next;
+	uint64_t now = kvw_now_ns();
+
+	rd_cm_progress(rd);
+	for (int i = 0; i < rd->ndev; i++)
+		rd_async_events(rd, &rd->dev[i]);
+	for (r = rd->rails; r; r = next) {
+		next = r->next_all;
+		if (r->dead_why) {
+			const char *why = r->dead_why;
+			r->dead_why = NULL;
+			r->state = RD_R_DEAD;
+			if (r->ep)
+				kvw_ep_fail(r->ep, r->dead_st, why);
+		}
+		if (r->state == RD_R_UP)
+			rd_rail_progress(r);
+	}
+	if (now - rd->last_sweep_ns > 20000000ull) {
+		rd->last_sweep_ns = now;
+		for (kvw_ep *ep = d->ctx->eps; ep; ep = ep->next)
+			if (ep->drv == d && ep->drv_priv && !ep->transport_closed)
+				rd_grants_sweep(ep);
+	}
+	return KVW_OK;
+}
+
+const struct kvw_driver_ops kvw_rdma_ops = {
+	.name = "rdma",
+	.open = rd_open,
+	.close = rd_close,
+	.query_caps = rd_query_caps,
+	.mem_reg = rd_mem_reg,
+	.mem_dereg = rd_mem_dereg,
+	.progress = rd_progress,
+	.listen = rd_listen,
+	.listener_close = rd_listener_close,
+	.connect = rd_connect,
+	.join = rd_join,
+	.open_rails = rd_open_rails,
+	.ep_close = rd_ep_close,
+	.send_ctrl = rd_send_ctrl,
+	.post_frags = rd_post_frags,
+	.cancel = rd_cancel,
+	.revoke = rd_revoke,
+};

@@ -1,0 +1,731 @@
+/* SPDX-License-Identifier: MIT */
+/* RDMA driver data path: SEND/RECV messages with credits (control frames,
+ * LANDED notices, keys, fences) and one-sided RDMA WRITEs for payload. */
+#include "rdma_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RD_RECV_TAG (1ull << 63)
+
+/* ------------------------------------------------------------ buffers */
+static kvw_status rd_post_recv(struct rd_rail *r, uint32_t i)
+{
+	struct ibv_sge sg = {.addr = (uintptr_t)(r->rbuf + (size_t)i * RD_BUF), .length = RD_BUF,
+			     .lkey = r->rmr->lkey};
+	struct ibv_recv_wr wr = {.wr_id = RD_RECV_TAG | i, .sg_list = &sg, .num_sge = 1}, *bad;
+
+	return ibv_post_recv(r->qp, &wr, &bad) ? KVW_ERR_IO : KVW_OK;
+}
+
+kvw_status rd_rail_bufs(struct rd_rail *r)
+{
+	size_t rl = (size_t)RD_RECV_DEPTH * RD_BUF, sl = (size_t)r->sq_depth * RD_BUF;
+
+	r->rbuf = aligned_alloc(4096, rl);
+	r->sbuf = aligned_alloc(4096, sl);
+	if (r->rbuf)
+		r->rmr = ibv_reg_mr(r->dev->pd, r->rbuf, rl, IBV_ACCESS_LOCAL_WRITE);
+	if (r->sbuf)
+		r->smr = ibv_reg_mr(r->dev->pd, r->sbuf, sl, 0);
+	if (!r->rmr || !r->smr) {
+		rd_rail_fail(r, KVW_ERR_MEMLOCK, "rdma: cannot register the message buffers: raise the "
+			     "memlock limit (`ulimit -l unlimited`) or lower rdma_qp_depth");
+		return KVW_ERR_MEMLOCK;
+	}
+	for (uint32_t i = 0; i < RD_RECV_DEPTH; i++)
+		if (rd_post_recv(r, i) != KVW_OK) {
+			rd_rail_fail(r, KVW_ERR_IO, "rdma: ibv_post_recv failed");
+			return KVW_ERR_IO;
+		}
+	return KVW_OK;
+}
+
+/* ------------------------------------------------------------ completions */
+static void rd_wc_fail(struct rd_rail *r, const struct ibv_wc *wc)
+{
+	char why[240];
+	kvw_status st = KVW_ERR_PEER_DEAD;
+
+	switch (wc->status) {
+	case IBV_WC_RETRY_EXC_ERR:
+		snprintf(why, sizeof(why), "rdma: rail %u: the peer stopped acknowledging (RETRY_EXC_ERR "
+			 "after retry_cnt tries): peer host down or path broken", r->idx);
+		break;
+	case IBV_WC_RNR_RETRY_EXC_ERR:
+		snprintf(why, sizeof(why), "rdma: rail %u: the peer has no receive buffers (RNR retries "
+			 "exhausted): peer process stuck or gone", r->idx);
+		break;
+	case IBV_WC_REM_ACCESS_ERR:
+		st = KVW_ERR_REJECTED;
+		snprintf(why, sizeof(why), "rdma: rail %u: the peer refused an RDMA WRITE (remote access "
+			 "error): its grant key was revoked or the address lies outside the grant", r->idx);
+		break;
+	case IBV_WC_WR_FLUSH_ERR:
+		snprintf(why, sizeof(why), "rdma: rail %u: the QP is in error (work requests flushed)",
+			 r->idx);
+		break;
+	default:
+		snprintf(why, sizeof(why), "rdma: rail %u: completion error %s (vendor 0x%x)", r->idx,
+			 ibv_wc_status_str(wc->status), wc->vendor_err);
+		break;
+	}
+	r->dead_st = st;
+	r->dead_why = NULL;
+	rd_rail_fail(r, st, why);
+}
+
+/* Send completions only: safe from anywhere (no core callback). */
+static int rd_poll_sends(struct rd_rail *r)
+{
+	struct ibv_wc wc[16];
+	int n = r->state == RD_R_DEAD ? 0 : ibv_poll_cq(r->scq, 16, wc);
+
+	for (int i = 0; i < n; i++) {
+		if (wc[i].status != IBV_WC_SUCCESS) {
+			r->state = RD_R_DEAD; /* fail the ep from progress, not from inside the core */
+			r->dead_st = wc[i].status == IBV_WC_REM_ACCESS_ERR ? KVW_ERR_REJECTED : KVW_ERR_PEER_DEAD;
+			r->dead_why = wc[i].status == IBV_WC_REM_ACCESS_ERR ?
+				"rdma: the peer refused an RDMA WRITE (remote access error): its grant key "
+				"was revoked or the address lies outside the grant" :
+				"rdma: send completion error: the peer stopped acknowledging (host down, "
+				"path broken) or the QP failed";
+			return -1;
+		}
+		if (wc[i].wr_id + 1 > r->wr_done)
+			r->wr_done = wc[i].wr_id + 1;
+	}
+	return n;
+}
+
+void rd_drain_sends(struct rd_rail *r, uint64_t timeout_ns)
+{
+	uint64_t end = kvw_now_ns() + timeout_ns;
+
+	while (r->state == RD_R_UP && r->wr_done < r->wr_posted && kvw_now_ns() < end)
+		if (rd_poll_sends(r) < 0)
+			break;
+}
+
+/* ------------------------------------------------------------ messages */
+static bool rd_can_send(const struct rd_rail *r, unsigned kind)
+{
+	int need = kind == RD_CREDIT ? 1 : 2; /* the last credit is for returning credits */
+
+	return r->state == RD_R_UP && r->credits >= need && r->wr_posted - r->wr_done < r->sq_depth;
+}
+
+/* Posts one message now (the caller checked rd_can_send). */
+static kvw_status rd_post_msg(struct rd_rail *r, unsigned kind, const void *p, size_t len)
+{
+	uint64_t seq = r->wr_posted;
+	uint8_t *slot = r->sbuf + (size_t)(seq % r->sq_depth) * RD_BUF;
+	struct rd_hdr h = {.kind = (uint8_t)kind, .credits = (uint16_t)r->to_return, .len = (uint32_t)len};
+	struct ibv_sge sg = {.addr = (uintptr_t)slot, .length = (uint32_t)(sizeof(h) + len),
+			     .lkey = r->smr->lkey};
+	struct ibv_send_wr wr = {.wr_id = seq, .sg_list = &sg, .num_sge = 1, .opcode = IBV_WR_SEND,
+				 .send_flags = IBV_SEND_SIGNALED}, *bad;
+
+	if (r->credits == (kind == RD_CREDIT ? 1 : 2))
+		h.flags |= RD_F_STARVED;
+	memcpy(slot, &h, sizeof(h));
+	if (len)
+		memcpy(slot + sizeof(h), p, len);
+	if (sg.length <= r->max_inline)
+		wr.send_flags |= IBV_SEND_INLINE;
+	if (ibv_post_send(r->qp, &wr, &bad)) {
+		rd_rail_fail(r, KVW_ERR_IO, "rdma: ibv_post_send failed: the QP is in error");
+		return KVW_ERR_IO;
+	}
+	kvw_log(r->rd->d->ctx, 4, "rdma: rail %u posted msg kind %u len %zu", r->idx, kind, len);
+	r->wr_posted++;
+	r->last_sig = seq;
+	r->credits--;
+	r->to_return = 0;
+	return KVW_OK;
+}
+
+static kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size_t len)
+{
+	struct rd_hdr h = {.kind = (uint8_t)kind, .len = (uint32_t)len};
+	size_t need = r->txq_len + sizeof(h) + len;
+
+	if (need > r->txq_cap) {
+		size_t cap = r->txq_cap ? r->txq_cap : 65536;
+		uint8_t *q;
+		while (cap < need)
+			cap *= 2;
+		if (!(q = realloc(r->txq, cap)))
+			return KVW_ERR_NOMEM;
+		r->txq = q;
+		r->txq_cap = cap;
+	}
+	memcpy(r->txq + r->txq_len, &h, sizeof(h));
+	memcpy(r->txq + r->txq_len + sizeof(h), p, len);
+	r->txq_len = need;
+	return KVW_OK;
+}
+
+/* Sends the queued messages that credits and SQ room allow, in order. */
+static void rd_flush(struct rd_rail *r)
+{
+	size_t off = 0;
+
+	while (off < r->txq_len) {
+		struct rd_hdr h;
+		memcpy(&h, r->txq + off, sizeof(h));
+		if (!rd_can_send(r, h.kind) || rd_post_msg(r, h.kind, r->txq + off + sizeof(h), h.len))
+			break;
+		off += sizeof(h) + h.len;
+	}
+	memmove(r->txq, r->txq + off, r->txq_len - off);
+	r->txq_len -= off;
+}
+
+kvw_status rd_msg(struct rd_rail *r, unsigned kind, const void *p, size_t len)
+{
+	if (r->txq_len == 0 && rd_can_send(r, kind))
+		return rd_post_msg(r, kind, p, len);
+	return rd_queue(r, kind, p, len);
+}
+
+/* ------------------------------------------------------------ keys (sender side) */
+static struct rd_keyent *rd_key_find(struct rd_ep *e, uint32_t token, bool add)
+{
+	uint32_t mask, i;
+
+	if (add && (e->keys_used + 1) * 2 > e->keys_cap) {
+		uint32_t cap = e->keys_cap ? e->keys_cap * 2 : 64;
+		struct rd_keyent *k = calloc(cap, sizeof(*k)), *old = e->keys;
+		if (!k)
+			return NULL;
+		e->keys = k;
+		e->keys_cap = cap;
+		e->keys_used = 0;
+		for (uint32_t j = 0; old && j < cap / 2; j++)
+			if (old[j].used)
+				*rd_key_find(e, old[j].token, true) = old[j];
+		free(old);
+	}
+	if (!e->keys_cap)
+		return NULL;
+	mask = e->keys_cap - 1;
+	for (i = (token * 2654435761u) & mask;; i = (i + 1) & mask) {
+		if (e->keys[i].used && e->keys[i].token == token)
+			return &e->keys[i];
+		if (!e->keys[i].used) {
+			if (!add)
+				return NULL;
+			e->keys[i].used = true;
+			e->keys[i].token = token;
+			e->keys_used++;
+			return &e->keys[i];
+		}
+	}
+}
+
+static void rd_key_del(struct rd_ep *e, uint32_t token)
+{
+	struct rd_keyent *k = rd_key_find(e, token, false), tmp;
+	uint32_t mask = e->keys_cap - 1, i;
+
+	if (!k)
+		return;
+	k->used = false;
+	e->keys_used--;
+	/* re-insert the rest of the probe run */
+	for (i = ((uint32_t)(k - e->keys) + 1) & mask; e->keys[i].used; i = (i + 1) & mask) {
+		tmp = e->keys[i];
+		e->keys[i].used = false;
+		e->keys_used--;
+		*rd_key_find(e, tmp.token, true) = tmp;
+	}
+}
+
+/* ------------------------------------------------------------ grants (receiver side) */
+static void rd_grant_free(struct rd_grant *g)
+{
+	for (int i = 0; i < RD_MAX_DEV; i++)
+		if (g->mr[i])
+			ibv_dereg_mr(g->mr[i]);
+	free(g);
+}
+
+static struct rd_grant **rd_grant_slot(struct rd_ep *e, uint32_t token)
+{
+	struct rd_grant **pp;
+
+	for (pp = &e->grants; *pp; pp = &(*pp)->next)
+		if ((*pp)->token == token)
+			return pp;
+	return NULL;
+}
+
+/* Removes the grant's keys: after this no write with them can land. */
+static void rd_grant_drop(kvw_ep *ep, uint32_t token)
+{
+	struct rd_ep *e = rd_ep_of(ep);
+	struct rd_grant **pp = rd_grant_slot(e, token), *g;
+
+	if (!pp)
+		return;
+	g = *pp;
+	*pp = g->next;
+	rd_grant_free(g);
+	if (e->rail[0] && e->rail[0]->state == RD_R_UP)
+		rd_msg(e->rail[0], RD_KEYDROP, &token, sizeof(token));
+}
+
+/* A GRANT leaves: register exactly its pages' envelope for remote write on
+ * every device, tell the peer the keys, then send the GRANT carrying the
+ * rail-0 device's key. */
+static kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame)
+{
+	struct rd_drv *rd = rd_of(ep->drv);
+	struct rd_ep *e = rd_ep_of(ep);
+	struct kvw_wire_grant *g = (struct kvw_wire_grant *)(frame + sizeof(struct kvw_wire_hdr));
+	uint64_t lo = UINT64_MAX, hi = 0, bmin = UINT32_MAX, bmax = 0;
+	struct rd_keymap km = {.token = g->token, .n = (uint32_t)rd->ndev};
+	struct rd_grant *gr;
+
+	for (uint32_t i = 0; i < g->n_blocks; i++) {
+		uint32_t b = kvw_wire_grant_block(g, i);
+		bmin = b < bmin ? b : bmin;
+		bmax = b > bmax ? b : bmax;
+	}
+	for (uint32_t l = 0; l < g->n_layers; l++) {
+		uint64_t off = kvw_wire_grant_layer_off(g, l);
+		lo = off + bmin * g->block_stride < lo ? off + bmin * g->block_stride : lo;
+		hi = off + bmax * g->block_stride + g->block_bytes > hi ?
+			off + bmax * g->block_stride + g->block_bytes : hi;
+	}
+	if (!g->n_blocks || !g->n_layers || hi <= lo)
+		return KVW_OK;
+	if ((gr = *(rd_grant_slot(e, g->token) ?: &(struct rd_grant *){NULL})))
+		rd_grant_drop(ep, g->token);
+	if (!(gr = calloc(1, sizeof(*gr))))
+		return KVW_ERR_NOMEM;
+	gr->token = g->token;
+	for (int i = 0; i < rd->ndev; i++) {
+		gr->mr[i] = ibv_reg_mr(rd->dev[i].pd, (void *)(uintptr_t)(g->mem_addr + lo), hi - lo,
+				       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+		if (!gr->mr[i]) {
+			rd_grant_free(gr);
+			return kvw_set_err(ep->ctx, KVW_ERR_MEMLOCK, "rdma: registering a grant's %llu "
+					   "bytes: %s (raise `ulimit -l`)", (unsigned long long)(hi - lo),
+					   strerror(errno));
+		}
+		km.rkey[i] = gr->mr[i]->rkey;
+	}
+	gr->next = e->grants;
+	e->grants = gr;
+	g->mem_key = km.rkey[e->rail[0]->dev_idx];
+	return rd_msg(e->rail[0], RD_KEYMAP, &km, sizeof(km));
+}
+
+/* Grants the core has finished (completed, failed) lose their keys. */
+void rd_grants_sweep(kvw_ep *ep)
+{
+	struct rd_ep *e = rd_ep_of(ep);
+	struct rd_grant *g, *next;
+
+	for (g = e->grants; g; g = next) {
+		next = g->next;
+		if (ep->state != KVW_EP_READY || !kvw_core_token_live(ep, g->token))
+			rd_grant_drop(ep, g->token);
+	}
+}
+
+void rd_ep_data_free(kvw_ep *ep)
+{
+	struct rd_ep *e = rd_ep_of(ep);
+
+	while (e->grants) {
+		struct rd_grant *g = e->grants;
+		e->grants = g->next;
+		rd_grant_free(g);
+	}
+	free(e->keys);
+	e->keys = NULL;
+	e->keys_cap = e->keys_used = 0;
+}
+
+/* ------------------------------------------------------------ control frames */
+kvw_status rd_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
+{
+	struct rd_ep *e = rd_ep_of(ep);
+	struct rd_rail *r = e ? e->rail[0] : NULL;
+	uint8_t *copy = NULL;
+	kvw_status st = KVW_OK;
+
+	if (!r || r->state == RD_R_DEAD)
+		return KVW_ERR_CLOSED;
+	if (len > sizeof(struct kvw_wire_hdr) && ((const uint8_t *)frame)[6] == KVW_T_GRANT) {
+		if (!(copy = malloc(len)))
+			return KVW_ERR_NOMEM;
+		memcpy(copy, frame, len);
+		if ((st = rd_grant_keys(ep, copy)) != KVW_OK)
+			goto out;
+		frame = copy;
+	}
+	for (size_t off = 0; off < len && st == KVW_OK; off += RD_PAYLOAD) {
+		size_t n = len - off < RD_PAYLOAD ? len - off : RD_PAYLOAD;
+		st = rd_msg(r, RD_CTRL, (const uint8_t *)frame + off, n);
+	}
+out:
+	free(copy);
+	return st;
+}
+
+static kvw_status rd_rx_append(struct rd_rail *r, const uint8_t *p, size_t n)
+{
+	if (r->rx_len + n > r->rx_cap) {
+		size_t cap = r->rx_cap ? r->rx_cap : 65536;
+		uint8_t *b;
+		while (cap < r->rx_len + n)
+			cap *= 2;
+		if (cap > 2 * (KVW_WIRE_MAX_CTRL + sizeof(struct kvw_wire_hdr)) || !(b = realloc(r->rx, cap)))
+			return KVW_ERR_NOMEM;
+		r->rx = b;
+		r->rx_cap = cap;
+	}
+	memcpy(r->rx + r->rx_len, p, n);
+	r->rx_len += n;
+	return KVW_OK;
+}
+
+/* Hands every whole frame in the stream to the core, in order. */
+static void rd_rx_frames(struct rd_rail *r)
+{
+	size_t off = 0;
+
+	while (r->state == RD_R_UP && r->rx_len - off >= sizeof(struct kvw_wire_hdr)) {
+		struct kvw_wire_hdr h;
+		const char *why = "";
+		kvw_status st = kvw_wire_check_hdr(r->rx + off, r->rx_len - off, &h, &why);
+		if (st != KVW_OK) {
+			kvw_core_reject(r->ep, st, why);
+			r->state = RD_R_DEAD;
+			return;
+		}
+		if (r->rx_len - off < sizeof(h) + h.len)
+			break;
+		off += sizeof(h) + h.len;
+		kvw_core_on_frame(r->ep, &h, r->rx + off - h.len); /* may move r to another ep (join) */
+		if (r->ep->state == KVW_EP_FAILED || r->ep->state == KVW_EP_CLOSED)
+			break;
+	}
+	memmove(r->rx, r->rx + off, r->rx_len - off);
+	r->rx_len -= off;
+}
+
+/* ------------------------------------------------------------ receive side */
+static void rd_on_landed(struct rd_rail *r, const uint8_t *p, size_t len)
+{
+	kvw_ep *ep = r->ep;
+
+	for (size_t off = 0; off + sizeof(struct kvw_wire_data) <= len; off += sizeof(struct kvw_wire_data)) {
+		struct kvw_wire_data d;
+		uint8_t *dst;
+		memcpy(&d, p + off, sizeof(d));
+		if (kvw_core_dst(ep, &d, &dst) != KVW_OK)
+			continue; /* revoked grant (discard) or rejected (request failed) */
+		ep->cnt.rail[r->idx].bytes_rx += d.bytes;
+		ep->cnt.rail[r->idx].frags_rx++;
+		kvw_core_landed(ep, d.token, d.layer, d.bytes);
+		if (ep->state != KVW_EP_READY)
+			return;
+	}
+}
+
+/* The peer asks us (the sender) to stop writing a grant: every write taken
+ * so far completes, later fragments of that token are dropped. */
+static void rd_on_fence(struct rd_rail *r, uint32_t token)
+{
+	struct rd_ep *e = r->rep;
+	struct rd_keyent *k = rd_key_find(e, token, false);
+
+	if (k)
+		k->fenced = true;
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
+		if (e->rail[i])
+			rd_drain_sends(e->rail[i], 2000000000ull);
+	rd_msg(e->rail[0], RD_FENCE_ACK, &token, sizeof(token));
+}
+
+static void rd_on_msg(struct rd_rail *r, const uint8_t *buf, uint32_t len)
+{
+	struct rd_hdr h;
+	const uint8_t *p = buf + sizeof(h);
+	uint32_t tok;
+
+	if (len < sizeof(h))
+		return;
+	memcpy(&h, buf, sizeof(h));
+	kvw_log(r->rd->d->ctx, 4, "rdma: rail %u got msg kind %u len %u", r->idx, h.kind, h.len);
+	r->credits += h.credits;
+	if (h.flags & RD_F_STARVED)
+		r->peer_starved = true;
+	if (h.len > len - sizeof(h)) {
+		kvw_core_bad_frame(r->ep, "rdma: message longer than its receive");
+		return;
+	}
+	switch (h.kind) {
+	case RD_CTRL:
+		if (rd_rx_append(r, p, h.len) != KVW_OK)
+			rd_rail_fail(r, KVW_ERR_PROTO, "rdma: control frame larger than the protocol allows");
+		else
+			rd_rx_frames(r);
+		break;
+	case RD_LANDED:
+		rd_on_landed(r, p, h.len);
+		break;
+	case RD_KEYMAP:
+		if (h.len >= sizeof(struct rd_keymap)) {
+			struct rd_keymap km;
+			struct rd_keyent *k;
+			memcpy(&km, p, sizeof(km));
+			if ((k = rd_key_find(r->rep, km.token, true))) {
+				k->n = km.n < RD_MAX_DEV ? km.n : RD_MAX_DEV;
+				k->fenced = false;
+				memcpy(k->rkey, km.rkey, sizeof(k->rkey));
+			}
+		}
+		break;
+	case RD_KEYDROP:
+	case RD_FENCE:
+	case RD_FENCE_ACK:
+		if (h.len < sizeof(tok))
+			break;
+		memcpy(&tok, p, sizeof(tok));
+		if (h.kind == RD_KEYDROP)
+			rd_key_del(r->rep, tok);
+		else if (h.kind == RD_FENCE)
+			rd_on_fence(r, tok);
+		else if (tok == r->rep->fence_token)
+			r->rep->fence_acked = true;
+		break;
+	default:
+		break;
+	}
+}
+
+static void rd_recv_wc(struct rd_rail *r, const struct ibv_wc *wc)
+{
+	uint32_t i = (uint32_t)(wc->wr_id & ~RD_RECV_TAG);
+
+	if (wc->status != IBV_WC_SUCCESS) {
+		if (r->state == RD_R_UP)
+			rd_wc_fail(r, wc);
+		return;
+	}
+	rd_on_msg(r, r->rbuf + (size_t)i * RD_BUF, wc->byte_len);
+	if (r->state == RD_R_DEAD)
+		return;
+	if (rd_post_recv(r, i) == KVW_OK)
+		r->to_return++;
+}
+
+void rd_rail_progress(struct rd_rail *r)
+{
+	struct ibv_wc wc[16];
+	int n, s = 0;
+
+	if (rd_poll_sends(r) < 0)
+		return;
+	while (r->state == RD_R_UP && s < r->n_stash)
+		rd_recv_wc(r, &r->stash[s++]);
+	r->n_stash = 0;
+	while (r->state == RD_R_UP && (n = ibv_poll_cq(r->rcq, 16, wc)) > 0)
+		for (int i = 0; i < n && r->state == RD_R_UP; i++)
+			rd_recv_wc(r, &wc[i]);
+	if (r->state != RD_R_UP)
+		return;
+	rd_flush(r);
+	if (r->txq_len == 0 && r->to_return > 0 &&
+	    (r->to_return >= RD_RECV_DEPTH / 4 || r->peer_starved) && rd_can_send(r, RD_CREDIT)) {
+		r->peer_starved = false;
+		rd_post_msg(r, RD_CREDIT, NULL, 0);
+	}
+}
+
+/* ------------------------------------------------------------ data path */
+struct rd_batch {
+	struct ibv_send_wr wr[RD_BATCH_MAX + 1];
+	struct ibv_sge sge[RD_BATCH_MAX];
+	struct kvw_wire_data land[RD_BATCH_MAX];
+	uint32_t n;
+};
+
+static bool rd_rail_room(const struct rd_rail *r, const struct rd_batch *b)
+{
+	/* the writes, their LANDED message, and a spare credit */
+	return r->state == RD_R_UP && r->txq_len == 0 && r->credits >= 2 &&
+	       r->wr_posted - r->wr_done + b->n + 2 <= r->sq_depth &&
+	       (b->n + 1) * sizeof(struct kvw_wire_data) <= RD_PAYLOAD && b->n < RD_BATCH_MAX;
+}
+
+static void rd_batch_add(struct rd_rail *r, struct rd_batch *b, const kvw_frag *f, uint32_t rkey)
+{
+	const struct rd_mem *rm = f->src_mem->drv_priv[r->rd->d->idx];
+	uint32_t i = b->n++;
+
+	b->sge[i] = (struct ibv_sge){.addr = (uintptr_t)f->src, .length = f->bytes,
+				     .lkey = rm->mr[r->dev_idx]->lkey};
+	b->wr[i] = (struct ibv_send_wr){.sg_list = &b->sge[i], .num_sge = 1,
+					.opcode = IBV_WR_RDMA_WRITE};
+	b->wr[i].wr.rdma.remote_addr = f->dst_addr;
+	b->wr[i].wr.rdma.rkey = rkey;
+	b->land[i] = (struct kvw_wire_data){.token = f->token, .layer = f->layer,
+					    .blk_idx = f->blk_idx, .bytes = f->bytes,
+					    .blk_off = f->blk_off};
+}
+
+/* One doorbell: the chained writes, then the LANDED SEND that follows them
+ * (RC places every write before a later SEND completes at the peer). */
+static void rd_batch_post(struct rd_rail *r, struct rd_batch *b)
+{
+	struct ibv_send_wr *bad;
+	uint64_t seq = r->wr_posted;
+	size_t len = b->n * sizeof(struct kvw_wire_data);
+	uint8_t *slot;
+	struct rd_hdr h = {.kind = RD_LANDED, .credits = (uint16_t)r->to_return, .len = (uint32_t)len};
+	struct ibv_sge lsg;
+
+	for (uint32_t i = 0; i < b->n; i++) {
+		b->wr[i].wr_id = seq + i;
+		b->wr[i].next = &b->wr[i + 1];
+		if ((seq + i) % RD_SIG_EVERY == RD_SIG_EVERY - 1)
+			b->wr[i].send_flags |= IBV_SEND_SIGNALED;
+	}
+	slot = r->sbuf + (size_t)((seq + b->n) % r->sq_depth) * RD_BUF;
+	if (r->credits == 2)
+		h.flags |= RD_F_STARVED;
+	memcpy(slot, &h, sizeof(h));
+	memcpy(slot + sizeof(h), b->land, len);
+	lsg = (struct ibv_sge){.addr = (uintptr_t)slot, .length = (uint32_t)(sizeof(h) + len),
+			       .lkey = r->smr->lkey};
+	b->wr[b->n] = (struct ibv_send_wr){.wr_id = seq + b->n, .sg_list = &lsg, .num_sge = 1,
+					   .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED};
+	if (lsg.length <= r->max_inline)
+		b->wr[b->n].send_flags |= IBV_SEND_INLINE;
+	if (ibv_post_send(r->qp, &b->wr[0], &bad)) {
+		r->state = RD_R_DEAD;
+		r->dead_st = KVW_ERR_IO;
+		r->dead_why = "rdma: ibv_post_send of a write batch failed: the QP is in error";
+		return;
+	}
+	r->wr_posted = seq + b->n + 1;
+	r->last_sig = r->wr_posted - 1;
+	r->credits--;
+	r->to_return = 0;
+	b->n = 0;
+}
+
+size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
+{
+	struct rd_ep *e = rd_ep_of(ep);
+	static __thread struct rd_batch b[KVW_MAX_RAILS];
+	struct rd_rail *r;
+	size_t took = 0;
+
+	if (!e || !e->rail[0] || e->rail[0]->state != RD_R_UP)
+		return 0;
+	for (; took < n; took++) {
+		const struct rd_keyent *k = rd_key_find(e, f[took].token, false);
+		uint32_t ri = f[took].rail < KVW_MAX_RAILS ? f[took].rail : 0;
+
+		r = e->rail[ri] && e->rail[ri]->state == RD_R_UP ? e->rail[ri] : e->rail[0];
+		if (k && k->fenced)
+			continue; /* the receiver fenced this grant: drop, it is being aborted */
+		if (!f[took].src_mem || !f[took].src_mem->drv_priv[ep->drv->idx])
+			break;
+		if (!rd_rail_room(r, &b[r->idx]))
+			break;
+		rd_batch_add(r, &b[r->idx], &f[took],
+			     k && r->peer_dev < k->n ? k->rkey[r->peer_dev] : f[took].rkey);
+	}
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
+		if (b[i].n && e->rail[i])
+			rd_batch_post(e->rail[i], &b[i]);
+	return took;
+}
+
+/* Sender abort: every write already taken completes before this returns, so
+ * the source pages are free again. */
+void rd_cancel(kvw_ep *ep, kvw_req *req)
+{
+	struct rd_ep *e = rd_ep_of(ep);
+	uint64_t ns = (uint64_t)kvw_core_cfg(ep->ctx)->abort_timeout_ms * 1000000ull;
+
+	(void)req;
+	if (!e)
+		return;
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
+		if (e->rail[i])
+			rd_drain_sends(e->rail[i], ns);
+}
+
+/* While one endpoint waits for a fence, the other endpoints of this context
+ * (both ends in one process) still answer fences; nothing else runs. */
+static void rd_fence_serve_others(struct rd_rail *self)
+{
+	struct ibv_wc wc;
+	struct rd_hdr h;
+
+	for (struct rd_rail *o = self->rd->rails; o; o = o->next_all) {
+		if (o == self || o->state != RD_R_UP || o->n_stash >= RD_RECV_DEPTH ||
+		    ibv_poll_cq(o->rcq, 1, &wc) != 1)
+			continue;
+		memcpy(&h, o->rbuf + (size_t)(wc.wr_id & ~RD_RECV_TAG) * RD_BUF, sizeof(h));
+		if (wc.status == IBV_WC_SUCCESS && h.kind == RD_FENCE)
+			rd_recv_wc(o, &wc); /* drains sends, answers FENCE_ACK */
+		else
+			o->stash[o->n_stash++] = wc;
+	}
+}
+
+/* Waits (bounded) for the sender's FENCE_ACK on rail 0, polling only the
+ * receive CQ; other messages are stashed for the next progress pass. */
+static bool rd_fence_wait(struct rd_rail *r, uint32_t token, uint64_t timeout_ns)
+{
+	struct rd_ep *e = r->rep;
+	uint64_t end = kvw_now_ns() + timeout_ns;
+	struct ibv_wc wc;
+
+	e->fence_token = token;
+	e->fence_acked = false;
+	while (!e->fence_acked && r->state == RD_R_UP && kvw_now_ns() < end) {
+		struct rd_hdr h;
+		rd_flush(r);
+		rd_poll_sends(r);
+		rd_fence_serve_others(r);
+		if (r->n_stash >= RD_RECV_DEPTH || ibv_poll_cq(r->rcq, 1, &wc) != 1)
+			continue;
+		memcpy(&h, r->rbuf + (size_t)(wc.wr_id & ~RD_RECV_TAG) * RD_BUF, sizeof(h));
+		if (wc.status == IBV_WC_SUCCESS && h.kind == RD_FENCE_ACK) {
+			rd_recv_wc(r, &wc); /* sets fence_acked (no core callback) */
+			continue;
+		}
+		r->stash[r->n_stash++] = wc;
+	}
+	return e->fence_acked;
+}
+
+/* Receiver fence: ask the sender to finish and stop this grant's writes,
+ * then deregister its keys. Afterwards nothing can land with them. */
+kvw_status rd_revoke(kvw_ep *ep, kvw_req *req)
+{
+	struct rd_ep *e = rd_ep_of(ep);
+	struct rd_rail *r = e ? e->rail[0] : NULL;
+
+	if (!e || !rd_grant_slot(e, req->token))
+		return KVW_OK;
+	if (ep->state == KVW_EP_READY && r && r->state == RD_R_UP &&
+	    rd_msg(r, RD_FENCE, &req->token, sizeof(req->token)) == KVW_OK)
+		rd_fence_wait(r, req->token, (uint64_t)kvw_core_cfg(ep->ctx)->abort_timeout_ms * 1000000ull);
+	rd_grant_drop(ep, req->token);
+	return KVW_OK;
+}

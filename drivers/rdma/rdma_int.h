@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: MIT */
+/* RDMA verbs driver, internals shared by rdma.c (devices, memory, ops),
+ * rdma_conn.c (rdma_cm, QP state machine) and rdma_data.c (messages,
+ * credits, data path, fences). See docs/drivers/rdma.md. */
+#ifndef KVW_RDMA_INT_H
+#define KVW_RDMA_INT_H
+
+#include "kvw_int.h"
+
+#include <infiniband/verbs.h>
+#include <netinet/in.h>
+#include <rdma/rdma_cma.h>
+
+#define RD_MAX_DEV 8
+#define RD_RECV_DEPTH 64        /* pre-posted receives per QP = peer's credits */
+#define RD_BUF 8192             /* one message buffer (receive and send slot) */
+#define RD_SIG_EVERY 16         /* at least one signalled WR in this many */
+#define RD_MAGIC 0x4b565244u    /* "DRVK" in rdma_cm private data */
+#define RD_ACK_TIMEOUT 16       /* 4.096 us * 2^16 = 268 ms per try (TCG-slow rxe) */
+#define RD_MIN_RNR_TIMER 12     /* 0.64 ms */
+#define RD_RNR_RETRY 6          /* 7 = forever: never; credits make RNR rare */
+#define RD_BATCH_MAX 64        /* writes per rail per doorbell */
+
+enum rd_kind {
+	RD_CTRL = 1,    /* a piece of the kvwire control-frame byte stream */
+	RD_LANDED = 2,  /* kvw_wire_data[]: writes placed before this message */
+	RD_KEYMAP = 3,  /* struct rd_keymap: per-grant rkeys, per device */
+	RD_KEYDROP = 4, /* u32 token: grant key gone */
+	RD_FENCE = 5,   /* u32 token: stop writing this grant, answer FENCE_ACK */
+	RD_FENCE_ACK = 6,
+	RD_CREDIT = 7,  /* credits only */
+};
+#define RD_F_STARVED 0x1u       /* sender spent its last credit: return some */
+
+struct rd_hdr {
+	uint8_t kind, flags;
+	uint16_t credits;       /* receive buffers reposted since the last message */
+	uint32_t len;           /* payload bytes after this header */
+};
+_Static_assert(sizeof(struct rd_hdr) == 8, "rd_hdr");
+#define RD_PAYLOAD (RD_BUF - sizeof(struct rd_hdr))
+
+struct rd_keymap {
+	uint32_t token, n;
+	uint32_t rkey[RD_MAX_DEV];
+};
+
+/* rdma_cm private data: client -> server and server -> client */
+struct rd_cm_priv {
+	uint32_t magic;
+	uint8_t dev_idx;        /* sender's device index (keymap slot) */
+	uint8_t n_ip;
+	uint16_t rsvd;
+	uint32_t ip[RD_MAX_DEV]; /* server: addresses it listens on, rail 0's first */
+};
+
+struct rd_dev {
+	struct ibv_context *verbs;
+	struct ibv_pd *pd;
+	char name[64];
+	uint8_t port;
+	int gid_idx;
+	struct in_addr ip;
+	enum ibv_mtu active_mtu;
+};
+
+struct rd_drv;
+struct rd_ep;
+
+enum rd_rail_state { RD_R_CONNECTING = 1, RD_R_UP, RD_R_DEAD };
+
+struct rd_rail {
+	struct rd_drv *rd;
+	kvw_ep *ep;
+	struct rd_ep *rep;
+	uint32_t idx;
+	enum rd_rail_state state;
+	struct rdma_cm_id *id;
+	struct rd_dev *dev;
+	int dev_idx;
+	uint32_t peer_dev;
+	struct ibv_cq *scq, *rcq;
+	struct ibv_qp *qp;
+	uint8_t *rbuf, *sbuf;
+	struct ibv_mr *rmr, *smr;
+	uint32_t sq_depth, max_inline;
+	uint64_t wr_posted, wr_done, last_sig;
+	int credits, to_return;
+	bool peer_starved;
+	bool cm_established;
+	const char *dead_why;   /* set where failing the ep must wait */
+	kvw_status dead_st;
+	/* messages waiting for credits or SQ room: [struct rd_hdr][payload]... */
+	uint8_t *txq;
+	size_t txq_len, txq_cap;
+	/* control-frame reassembly */
+	uint8_t *rx;
+	size_t rx_len, rx_cap;
+	/* receive completions seen during a fence wait, handled later */
+	struct ibv_wc stash[RD_RECV_DEPTH];
+	int n_stash;
+	struct rd_rail *next_all;
+};
+
+struct rd_keyent {
+	uint32_t token, n;
+	bool used, fenced;
+	uint32_t rkey[RD_MAX_DEV];
+};
+
+struct rd_grant {               /* receiver side: a per-grant MR per device */
+	uint32_t token;
+	struct ibv_mr *mr[RD_MAX_DEV];
+	struct rd_grant *next;
+};
+
+struct rd_ep {
+	struct rd_rail *rail[KVW_MAX_RAILS];
+	struct sockaddr_in peer;
+	uint32_t peer_ip[RD_MAX_DEV];
+	uint32_t n_peer_ip;
+	/* sender side: keys of the peer's grants (open addressing by token) */
+	struct rd_keyent *keys;
+	uint32_t keys_cap, keys_used;
+	/* receiver side */
+	struct rd_grant *grants;
+	uint32_t fence_token;
+	bool fence_acked;
+};
+
+struct rd_lst {
+	struct rdma_cm_id *id[RD_MAX_DEV + 1];
+	int n_id;
+	uint32_t ip[RD_MAX_DEV];
+	int n_ip;
+	kvw_listener *l;
+};
+
+struct rd_drv {
+	kvw_drv *d;
+	struct rdma_event_channel *ech;
+	struct ibv_context **list;
+	struct rd_dev dev[RD_MAX_DEV];
+	int ndev;
+	int cfg_dev;            /* index of rdma_dev in dev[], or -1 */
+	struct rd_rail *rails;  /* every rail of this driver */
+	uint64_t last_sweep_ns;
+};
+
+struct rd_mem {
+	struct ibv_mr *mr[RD_MAX_DEV];
+};
+
+static inline struct rd_drv *rd_of(kvw_drv *d) { return d->priv; }
+static inline struct rd_ep *rd_ep_of(const kvw_ep *ep) { return ep->drv_priv; }
+
+/* rdma.c */
+int rd_dev_index(struct rd_drv *rd, struct ibv_context *verbs);
+void rd_rail_fail(struct rd_rail *r, kvw_status st, const char *why);
+
+/* rdma_conn.c */
+kvw_status rd_listen(kvw_drv *d, kvw_listener *l, const struct kvw_uri *u);
+void rd_listener_close(kvw_listener *l);
+kvw_status rd_connect(kvw_drv *d, kvw_ep *ep, const struct kvw_uri *u);
+kvw_status rd_open_rails(kvw_ep *ep);
+kvw_status rd_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx);
+void rd_ep_close(kvw_ep *ep);
+void rd_cm_progress(struct rd_drv *rd);
+void rd_rail_free(struct rd_rail *r);
+
+/* rdma_data.c */
+kvw_status rd_rail_bufs(struct rd_rail *r);
+kvw_status rd_send_ctrl(kvw_ep *ep, const void *frame, size_t len);
+size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n);
+void rd_cancel(kvw_ep *ep, kvw_req *req);
+kvw_status rd_revoke(kvw_ep *ep, kvw_req *req);
+void rd_rail_progress(struct rd_rail *r);
+kvw_status rd_msg(struct rd_rail *r, unsigned kind, const void *p, size_t len);
+void rd_grants_sweep(kvw_ep *ep);
+void rd_ep_data_free(kvw_ep *ep);
+void rd_drain_sends(struct rd_rail *r, uint64_t timeout_ns);
+
+#endif
