@@ -520,9 +520,10 @@ void kvw_core_landed(kvw_ep *ep, uint32_t token, uint32_t layer, uint64_t bytes)
 				.bytes = layer_total};
 		r->layers_done++;
 		kvw_ev_push(ep->ctx, &ev);
-		kvw_ep_send(ep, KVW_T_LAYER_DONE, &ld, sizeof(ld));
 		if (r->layers_done == r->n_layers)
-			kvw_recv_done(ep, r);
+			kvw_recv_done(ep, r); /* SEQ_DONE also confirms the last layer */
+		else
+			kvw_ep_send(ep, KVW_T_LAYER_DONE, &ld, sizeof(ld));
 	}
 }
 
@@ -800,6 +801,19 @@ static void kvw_on_seq_done(kvw_ep *ep, const struct kvw_wire_seq_done *sd)
 	if (!r || !r->user_owned || r->status != KVW_INPROGRESS) {
 		kvw_core_bad_frame(ep, "SEQ_DONE for no live sequence");
 		return;
+	}
+	if (sd->status == 0) { /* layers not confirmed one by one landed with the sequence */
+		uint64_t lb = (uint64_t)r->n_blocks * r->layout->block_bytes;
+		for (uint32_t l = 0; l < r->n_layers; l++) {
+			if (r->layer_bytes[l])
+				continue;
+			r->layer_bytes[l] = lb;
+			r->layers_done++;
+			kvw_ev_push(ep->ctx, &(kvw_event){.type = KVW_EV_LAYER, .status = KVW_OK, .req = r,
+				    .ep = ep, .user_data = r->user_data, .seq_id = r->seq_id,
+				    .layer = l, .bytes = lb});
+		}
+		r->t_last_byte = kvw_now_ns();
 	}
 	r->bytes_done = sd->bytes;
 	kvw_req_unmap(ep, r);
