@@ -185,20 +185,31 @@ int kvw_poll(kvw_ctx *ctx, kvw_event *events, int max)
 kvw_status kvw_ctx_wait(kvw_ctx *ctx, int timeout_ms)
 {
 	struct epoll_event ev[8];
-	uint64_t now = kvw_now_ns();
+	uint64_t now = kvw_now_ns(), next = UINT64_MAX;
 	int t = timeout_ms;
 
 	if (!ctx)
 		return KVW_ERR_INVALID;
 	if (ctx->evq_head != ctx->evq_tail)
 		return KVW_OK;
-	/* wake for the next timer (keepalive, deadlines) */
-	if (ctx->eps && (t < 0 || t > 1)) {
-		int tm = ctx->next_timer_ns > now ? (int)((ctx->next_timer_ns - now) / 1000000) + 1 : 0;
-		if (t < 0 || tm < t)
-			t = tm;
+	/* wake for the next timer (keepalive, liveness, deadlines) */
+	for (kvw_ep *ep = ctx->eps; ep; ep = ep->next) {
+		uint64_t e = kvw_ep_next_timer(ep);
+		if (e < next)
+			next = e;
+	}
+	for (int i = 0; i < KVW_DRV_MAX; i++)
+		if (ctx->drv[i].open && ctx->drv[i].caps.poll_us && now + ctx->drv[i].caps.poll_us * 1000ull < next)
+			next = now + ctx->drv[i].caps.poll_us * 1000ull;
+	if (ctx->stats && now + 100000000ull < next)
+		next = now + 100000000ull; /* `kvwire stat` clients: served within 100 ms */
+	if (next != UINT64_MAX) {
+		uint64_t ms = next > now ? (next - now + 999999) / 1000000 : 0;
+		if (t < 0 || ms < (uint64_t)t)
+			t = (int)ms;
 	}
 	if (epoll_wait(ctx->epfd, ev, 8, t) < 0 && errno != EINTR)
 		return kvw_set_err(ctx, KVW_ERR_IO, "epoll_wait: %s", strerror(errno));
+	ctx->next_timer_ns = 0; /* run the timer pass on the next progress */
 	return KVW_OK;
 }

@@ -58,6 +58,8 @@ struct kvw_caps_info {
 	uint32_t max_rails;
 	uint64_t max_frag;      /* largest fragment the driver accepts */
 	uint32_t inline_size;
+	uint32_t poll_us;       /* > 0: no fd wakes this driver (dpdk); kvw_ctx_wait
+				 * sleeps at most this long while it is open */
 };
 
 struct kvw_driver_ops {

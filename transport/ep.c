@@ -679,3 +679,23 @@ void kvw_ctx_reap(kvw_ctx *ctx)
 {
 	kvw_ep_reap(ctx);
 }
+
+/* When the next keepalive, liveness or deadline check of ep is due. */
+uint64_t kvw_ep_next_timer(const kvw_ep *ep)
+{
+	const struct kvw_cfgv *c = &ep->ctx->cfg;
+	uint64_t t;
+
+	if (ep->state == KVW_EP_CONNECTING || ep->state == KVW_EP_HANDSHAKE)
+		return ep->t_start + (uint64_t)c->connect_timeout_ms * 1000000ull;
+	if (ep->state != KVW_EP_READY)
+		return UINT64_MAX;
+	t = ep->last_rx_ns + (uint64_t)c->keepalive_ms * 1000000ull;
+	if (ep->last_ping_ns + (uint64_t)c->keepalive_ms * 1000000ull > t)
+		t = ep->last_ping_ns + (uint64_t)c->keepalive_ms * 1000000ull;
+	if (ep->last_rx_ns + (uint64_t)c->peer_dead_ms * 1000000ull < t)
+		t = ep->last_rx_ns + (uint64_t)c->peer_dead_ms * 1000000ull;
+	if (ep->next_deadline_ns && ep->next_deadline_ns < t)
+		t = ep->next_deadline_ns;
+	return t;
+}

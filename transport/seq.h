@@ -20,4 +20,5 @@ kvw_status kvw_ep_send(kvw_ep *ep, unsigned type, const void *body, size_t len);
 /* ep.c */
 void kvw_ep_keepalive(kvw_ep *ep, uint64_t now);
 void kvw_ctx_reap(kvw_ctx *ctx);
+uint64_t kvw_ep_next_timer(const kvw_ep *ep);
 #endif
