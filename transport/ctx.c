@@ -10,25 +10,27 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+/* A private copy of cfg; with cfg NULL, the defaults + KVW_* environment.
+ * A caller's complete config is copied as is: the environment is not read
+ * again (it was, when the caller made it). */
 static kvw_config *kvw_config_dup(const kvw_config *cfg, kvw_status *st)
 {
 	kvw_config *c;
 
-	if ((*st = kvw_config_create(&c)) != KVW_OK)
-		return NULL;
+	if (!cfg) {
+		*st = kvw_config_create(&c);
+		return *st == KVW_OK ? c : NULL;
+	}
 	*st = KVW_ERR_NOMEM;
-	if (!cfg)
-		return c;
+	if (!(c = calloc(1, sizeof(*c))))
+		return NULL;
 	for (size_t i = 0; i < KVW_CFG_MAX; i++) {
-		if (!cfg->val[i])
-			continue;
-		free(c->val[i]);
-		c->val[i] = strdup(cfg->val[i]);
-		if (!c->val[i]) {
+		if (cfg->val[i] && !(c->val[i] = strdup(cfg->val[i]))) {
 			kvw_config_destroy(c);
 			return NULL;
 		}
 	}
+	*st = KVW_OK;
 	return c;
 }
 
