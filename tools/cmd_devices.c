@@ -41,14 +41,26 @@ static void cli_try_listen(const char *uri, char *why, size_t len, bool *ok)
 	kvw_ctx_destroy(ctx);
 }
 
-static bool cli_any_active_port(const json_t *devs)
+/* The rdma driver's own rule: an ACTIVE port with an IPv4 RoCE v2 GID. */
+static bool cli_rdma_usable_port(const json_t *devs, char *why, size_t len)
 {
 	const json_t *d, *p;
 	size_t i, j;
+	bool active = false;
 	json_array_foreach(devs, i, d)
-		json_array_foreach(json_object_get(d, "ports"), j, p)
-			if (!strcmp(cli_jstr(p, "state"), "ACTIVE"))
-				return true;
+		json_array_foreach(json_object_get(d, "ports"), j, p) {
+			if (strcmp(cli_jstr(p, "state"), "ACTIVE"))
+				continue;
+			active = true;
+			if (cli_jint(p, "ipv4_gid_index") < 0)
+				continue;
+			snprintf(why, len, "%s port %lld is ACTIVE with IPv4 RoCE v2 GID %lld (%s): "
+				 "listen on rdma://%s:PORT", cli_jstr(d, "name"), cli_jint(p, "port"),
+				 cli_jint(p, "ipv4_gid_index"), cli_jstr(p, "ipv4"), cli_jstr(p, "ipv4"));
+			return true;
+		}
+	snprintf(why, len, "%s (see `kvwire doctor`)", active ? "no ACTIVE RDMA port has an "
+		 "IPv4 RoCE v2 GID, which the rdma driver needs" : "no RDMA port is ACTIVE");
 	return false;
 }
 
@@ -65,9 +77,9 @@ static json_t *cli_driver(const char *name, const json_t *rdma, const char *rdma
 		snprintf(uri, sizeof(uri), "shm:///tmp/kvwire-devices-probe.%ld.sock", (long)getpid());
 		cli_try_listen(uri, why, sizeof(why), &ok);
 	} else if (!strcmp(name, "rdma")) {
-		ok = cli_any_active_port(rdma);
-		snprintf(why, sizeof(why), "%s", ok ? "an RDMA port is ACTIVE"
-			 : json_array_size(rdma) ? "no RDMA port is ACTIVE (see `kvwire doctor`)" : rdma_why);
+		ok = cli_rdma_usable_port(rdma, why, sizeof(why));
+		if (!json_array_size(rdma))
+			snprintf(why, sizeof(why), "%s", rdma_why);
 	} else {
 		ok = true;
 		snprintf(why, sizeof(why), "built; usable with EAL arguments in config dpdk_eal "
@@ -96,7 +108,8 @@ static void cli_devices_human_rdma(const json_t *devs, const char *why)
 			       cli_jstr(p, "state"), cli_jstr(p, "phys_state"), cli_jstr(p, "link_layer"),
 			       cli_jint(p, "active_mtu"), cli_jstr(p, "rate"), cli_jstr(p, "netdev"));
 			json_array_foreach(json_object_get(p, "gids"), k, g)
-				printf("      gid[%lld] %s  %s  %s\n", cli_jint(g, "index"), cli_jstr(g, "gid"),
+				printf("      gid[%lld] %s  %s  %s\n", cli_jint(g, "index"),
+				       *cli_jstr(g, "addr") ? cli_jstr(g, "addr") : cli_jstr(g, "gid"),
 				       cli_jstr(g, "type"), cli_jstr(g, "netdev"));
 		}
 	}

@@ -135,14 +135,25 @@ static void doc_rdma_ports(json_t *checks, const json_t *devs, const char *why)
 			if (!strcmp(cli_jstr(p, "state"), "ACTIVE"))
 				doc_add(checks, "port-state", "ok", NULL, "%s port %lld ACTIVE", name,
 					cli_jint(p, "port"));
-			else
-				doc_add(checks, "port-state", "fail", "bring the link up: `ip link set NETDEV "
-					"up` (RoCE/rxe) or check cable and subnet manager (IB)",
-					"%s port %lld is %s (%s), netdev '%s'", name, cli_jint(p, "port"),
-					cli_jstr(p, "state"), cli_jstr(p, "phys_state"), cli_jstr(p, "netdev"));
+			else {
+				const char *nd = cli_jstr(p, "netdev");
+				char fix[256];
+				snprintf(fix, sizeof(fix), "bring the link up: `ip link set %s up` (RoCE/rxe) "
+					 "or check cable and subnet manager (IB)", *nd ? nd : "NETDEV");
+				doc_add(checks, "port-state", "fail", fix, "%s port %lld is %s (%s), netdev "
+					"'%s'", name, cli_jint(p, "port"), cli_jstr(p, "state"),
+					cli_jstr(p, "phys_state"), nd);
+			}
 		}
 	}
 }
+
+/* RoCE v2 headers around a payload of the active MTU. Fail: the largest
+ * (IPv6 40 + UDP 8 + BTH 12 + RETH 16 + ICRC 4 = 80, rxe's RXE_MAX_HDR_LENGTH)
+ * no longer fits. Warn: a larger MTU fits even by the most conservative rule
+ * a kernel driver applies (iboe_get_mtu: 40 + 8 + 12 + 4 + 28 + 4 = 96). */
+#define DOC_ROCE_HDR_MAX 80
+#define DOC_ROCE_HDR_IBOE 96
 
 /* Largest RoCE payload MTU that fits the netdev MTU (room for headers). */
 static void doc_mtu(json_t *checks, const json_t *devs)
@@ -158,17 +169,18 @@ static void doc_mtu(json_t *checks, const json_t *devs)
 		snprintf(path, sizeof(path), "/sys/class/net/%s/mtu", nd);
 		long long nmtu = cli_read_ll(path, -1);
 		long long best = 256;
-		while (best * 2 <= 4096 && best * 2 + 78 <= nmtu)
+		while (best * 2 <= 4096 && best * 2 + DOC_ROCE_HDR_IBOE <= nmtu)
 			best *= 2;
 		if (amtu <= 0 || nmtu < 0)
 			doc_add(checks, "mtu", "warn", "build kvwire with libibverbs to read the active MTU",
 				"%s port %lld: cannot compare MTUs (netdev %s mtu %lld)",
 				cli_jstr(d, "name"), cli_jint(p, "port"), nd, nmtu);
-		else if (amtu + 78 > nmtu)
+		else if (amtu + DOC_ROCE_HDR_MAX > nmtu)
 			doc_add(checks, "mtu", "fail", "raise the netdev MTU (`ip link set NETDEV mtu 9000`) "
 				"or recreate the RDMA link after changing it",
-				"%s port %lld active MTU %lld does not fit %s MTU %lld",
-				cli_jstr(d, "name"), cli_jint(p, "port"), amtu, nd, nmtu);
+				"%s port %lld active MTU %lld plus %d bytes of RoCE v2 headers does not "
+				"fit %s MTU %lld", cli_jstr(d, "name"), cli_jint(p, "port"), amtu,
+				DOC_ROCE_HDR_MAX, nd, nmtu);
 		else if (amtu < best)
 			doc_add(checks, "mtu", "warn", "recreate the rxe link or reset the port after "
 				"changing the netdev MTU", "%s port %lld active MTU %lld, but %s MTU %lld "
@@ -216,6 +228,27 @@ static bool doc_is_rdma_netdev(const json_t *devs, const char *nd)
 		if (!strcmp(cli_jstr(p, "netdev"), nd))
 			return true;
 	return false;
+}
+
+/* The rdma driver uses a port only through an IPv4 RoCE v2 GID; the kernel
+ * makes one per IPv4 address of the netdev, so an address-less netdev leaves
+ * its port unusable (nothing in the address loop below notices that). */
+static void doc_port_ipv4_gid(json_t *checks, const json_t *devs)
+{
+	const json_t *d, *p;
+	size_t i, j;
+	json_array_foreach(devs, i, d) json_array_foreach(json_object_get(d, "ports"), j, p) {
+		const char *nd = cli_jstr(p, "netdev");
+		char fix[256];
+		if (strcmp(cli_jstr(p, "link_layer"), "Ethernet") || cli_jint(p, "ipv4_gid_index") >= 0)
+			continue;
+		snprintf(fix, sizeof(fix), "give %s an IPv4 address (`ip addr add ADDR/PREFIX dev %s`): "
+			 "the kernel adds its RoCE v2 GID at once", *nd ? nd : "the netdev",
+			 *nd ? nd : "NETDEV");
+		doc_add(checks, "roce-gid", "fail", fix, "%s port %lld (netdev '%s') has no IPv4 RoCE "
+			"v2 GID: the rdma driver cannot use it", cli_jstr(d, "name"),
+			cli_jint(p, "port"), nd);
+	}
 }
 
 static void doc_gids(json_t *checks, const json_t *devs)
@@ -394,6 +427,7 @@ int cmd_doctor(int argc, char **argv)
 	doc_rdma_ports(checks, devs, why);
 	doc_mtu(checks, devs);
 	doc_gids(checks, devs);
+	doc_port_ipv4_gid(checks, devs);
 	doc_iommu(checks);
 	doc_numa(checks, devs, dpdk);
 	json_decref(devs);

@@ -3,6 +3,7 @@
  * for what sysfs lacks, such as the active MTU) and DPDK-bound ports. */
 #include "cli.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
@@ -58,6 +59,27 @@ static void cli_rdma_driver(const char *dev, char *out, size_t len)
 		snprintf(out, len, "unknown");
 }
 
+/* sysfs "0000:0000:0000:0000:0000:ffff:0a4e:0001" -> "::ffff:10.78.0.1"; *v4 set
+ * for an IPv4-mapped GID. */
+static void cli_gid_addr(const char *gid, char *out, size_t len, bool *v4)
+{
+	unsigned short w[8];
+	uint8_t b[16];
+	out[0] = 0;
+	*v4 = false;
+	if (sscanf(gid, "%4hx:%4hx:%4hx:%4hx:%4hx:%4hx:%4hx:%4hx", &w[0], &w[1], &w[2], &w[3],
+		   &w[4], &w[5], &w[6], &w[7]) != 8)
+		return;
+	for (int i = 0; i < 8; i++) {
+		b[2 * i] = (uint8_t)(w[i] >> 8);
+		b[2 * i + 1] = (uint8_t)w[i];
+	}
+	static const uint8_t pfx[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	*v4 = !memcmp(b, pfx, sizeof(pfx));
+	if (!inet_ntop(AF_INET6, b, out, (socklen_t)len))
+		out[0] = 0;
+}
+
 static json_t *cli_rdma_gids(const char *dev, const char *port)
 {
 	json_t *arr = json_array();
@@ -75,8 +97,12 @@ static json_t *cli_rdma_gids(const char *dev, const char *port)
 		snprintf(p, sizeof(p), IB_SYSFS "/%s/ports/%s/gid_attrs/ndevs/%d", dev, port, i);
 		if (!cli_read_line(p, ndev, sizeof(ndev)))
 			ndev[0] = 0;
-		json_array_append_new(arr, json_pack("{s:i,s:s,s:s,s:s}", "index", i, "gid", gid,
-						     "type", type, "netdev", ndev));
+		char addr[INET6_ADDRSTRLEN];
+		bool v4;
+		cli_gid_addr(gid, addr, sizeof(addr), &v4);
+		json_array_append_new(arr, json_pack("{s:i,s:s,s:s,s:s,s:s,s:b}", "index", i, "gid",
+						     gid, "addr", addr, "type", type, "netdev", ndev,
+						     "ipv4", v4));
 	}
 	return arr;
 }
@@ -107,17 +133,24 @@ static json_t *cli_rdma_port(const char *dev, const char *port)
 	if (!cli_read_line(p, rate, sizeof(rate)))
 		rate[0] = 0;
 	json_t *gids = cli_rdma_gids(dev, port);
-	const char *ndev = "";
+	const char *ndev = "", *v4addr = "";
+	int v4idx = -1;
 	json_t *g;
 	size_t i;
-	json_array_foreach(gids, i, g)
-		if (*cli_jstr(g, "netdev")) {
+	json_array_foreach(gids, i, g) {
+		if (!*ndev && *cli_jstr(g, "netdev"))
 			ndev = cli_jstr(g, "netdev");
-			break;
+		/* the GID the rdma driver picks: the first IPv4-mapped RoCE v2 one */
+		if (v4idx < 0 && json_is_true(json_object_get(g, "ipv4")) &&
+		    !strcmp(cli_jstr(g, "type"), "RoCE v2") &&
+		    !strncmp(cli_jstr(g, "addr"), "::ffff:", strlen("::ffff:"))) {
+			v4idx = (int)cli_jint(g, "index");
+			v4addr = cli_jstr(g, "addr") + strlen("::ffff:");
 		}
-	return json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:i,s:o}", "port", atoi(port), "state", state,
-			 "phys_state", phys, "link_layer", ll, "rate", rate, "netdev", ndev,
-			 "active_mtu", 0, "gids", gids);
+	}
+	return json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:s,s:o}", "port", atoi(port), "state",
+			 state, "phys_state", phys, "link_layer", ll, "rate", rate, "netdev", ndev,
+			 "active_mtu", 0, "ipv4_gid_index", v4idx, "ipv4", v4addr, "gids", gids);
 }
 
 #ifdef KVW_CLI_HAVE_VERBS

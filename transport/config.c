@@ -17,7 +17,7 @@ static const kvw_config_entry kvw_cfg_table[] = {
 	{"connect_timeout_ms", "5000", "time allowed for connect + handshake"},
 	{"abort_timeout_ms", "2000", "time an abort waits for the peer's confirmation before failing the endpoint"},
 	{"max_frag", "1048576", "largest data fragment in bytes"},
-	{"window", "16777216", "bytes in flight per endpoint before the sender waits"},
+	{"window", "16777216", "dpdk: bytes in flight per endpoint before the sender waits for acks (send window)"},
 	{"secret", "", "shared secret; when set, peers must prove it (HMAC challenge-response)"},
 	{"stats_socket", "", "unix socket serving live counters to `kvwire stat` (\"auto\" = /run/kvwire/stats.PID.sock)"},
 	{"log_level", "1", "0 silent, 1 errors, 2 warnings, 3 info, 4 debug (stderr)"},

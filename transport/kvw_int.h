@@ -30,7 +30,7 @@ struct kvw_cfgv {
 	unsigned connect_timeout_ms;
 	unsigned abort_timeout_ms;
 	uint64_t max_frag;
-	uint64_t window;        /* bytes in flight per endpoint */
+	uint64_t window;        /* dpdk send window, bytes in flight per endpoint */
 	char secret[128];
 	char stats_socket[108];
 	unsigned log_level;

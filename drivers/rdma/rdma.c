@@ -259,7 +259,6 @@ static kvw_status rd_progress(kvw_drv *d)
 {
 	struct rd_drv *rd = rd_of(d);
 	struct rd_rail *r, *next;
-	uint64_t now = kvw_now_ns();
 
 	rd_cm_progress(rd);
 	for (int i = 0; i < rd->ndev; i++)
@@ -275,12 +274,6 @@ static kvw_status rd_progress(kvw_drv *d)
 		}
 		if (r->state == RD_R_UP)
 			rd_rail_progress(r);
-	}
-	if (now - rd->last_sweep_ns > 20000000ull) {
-		rd->last_sweep_ns = now;
-		for (kvw_ep *ep = d->ctx->eps; ep; ep = ep->next)
-			if (ep->drv == d && ep->drv_priv && !ep->transport_closed)
-				rd_grants_sweep(ep);
 	}
 	return KVW_OK;
 }
@@ -303,4 +296,5 @@ const struct kvw_driver_ops kvw_rdma_ops = {
 	.post_frags = rd_post_frags,
 	.cancel = rd_cancel,
 	.revoke = rd_revoke,
+	.grant_done = rd_grant_done,
 };

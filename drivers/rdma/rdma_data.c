@@ -308,6 +308,7 @@ static kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame)
 	if (!(gr = calloc(1, sizeof(*gr))))
 		return KVW_ERR_NOMEM;
 	gr->token = g->token;
+	uint64_t t0 = kvw_now_ns();
 	for (int i = 0; i < rd->ndev; i++) {
 		gr->mr[i] = ibv_reg_mr(rd->dev[i].pd, (void *)(uintptr_t)(g->mem_addr + lo), hi - lo,
 				       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
@@ -319,23 +320,20 @@ static kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame)
 		}
 		km.rkey[i] = gr->mr[i]->rkey;
 	}
+	kvw_log(ep->ctx, 3, "rdma: grant MR %llu bytes took %llu us", (unsigned long long)(hi - lo),
+		(unsigned long long)((kvw_now_ns() - t0) / 1000));
 	gr->next = e->grants;
 	e->grants = gr;
 	g->mem_key = km.rkey[e->rail[0]->dev_idx];
 	return rd_msg(e->rail[0], RD_KEYMAP, &km, sizeof(km));
 }
 
-/* Grants the core has finished (completed, failed) lose their keys. */
-void rd_grants_sweep(kvw_ep *ep)
+/* A receive request ended: its keys go. On success every write has landed
+ * (the LANDED notices said so); on failure revoke fenced it first. */
+void rd_grant_done(kvw_ep *ep, kvw_req *req)
 {
-	struct rd_ep *e = rd_ep_of(ep);
-	struct rd_grant *g, *next;
-
-	for (g = e->grants; g; g = next) {
-		next = g->next;
-		if (ep->state != KVW_EP_READY || !kvw_core_token_live(ep, g->token))
-			rd_grant_drop(ep, g->token);
-	}
+	if (rd_ep_of(ep))
+		rd_grant_drop(ep, req->token);
 }
 
 void rd_ep_data_free(kvw_ep *ep)
@@ -531,21 +529,29 @@ static void rd_recv_wc(struct rd_rail *r, const struct ibv_wc *wc)
 void rd_rail_progress(struct rd_rail *r)
 {
 	struct ibv_wc wc[16];
-	int n, s = 0;
+	int n;
 
 	if (rd_poll_sends(r) < 0)
 		return;
-	while (r->state == RD_R_UP && s < r->n_stash)
-		rd_recv_wc(r, &r->stash[s++]);
-	r->n_stash = 0;
+	while (r->state == RD_R_UP && r->n_stash > 0) {
+		struct ibv_wc w = r->stash[r->stash_head];
+		r->stash_head = (r->stash_head + 1) % RD_RECV_DEPTH;
+		r->n_stash--;
+		rd_recv_wc(r, &w);
+	}
 	while (r->state == RD_R_UP && (n = ibv_poll_cq(r->rcq, 16, wc)) > 0)
 		for (int i = 0; i < n && r->state == RD_R_UP; i++)
 			rd_recv_wc(r, &wc[i]);
 	if (r->state != RD_R_UP)
 		return;
 	rd_flush(r);
-	if (r->txq_len == 0 && r->to_return > 0 &&
-	    (r->to_return >= RD_RECV_DEPTH / 4 || r->peer_starved) && rd_can_send(r, RD_CREDIT)) {
+	/* Return credits when a quarter waits, when the peer is starved, or
+	 * when our own queue is stuck for lack of credit: the reserved last
+	 * credit is for exactly this, or two sides with queues would wait on
+	 * each other for ever. */
+	if (r->to_return > 0 &&
+	    (r->to_return >= RD_RECV_DEPTH / 4 || r->peer_starved || (r->txq_len && r->credits < 2)) &&
+	    rd_can_send(r, RD_CREDIT)) {
 		r->peer_starved = false;
 		rd_post_msg(r, RD_CREDIT, NULL, 0);
 	}
@@ -668,6 +674,26 @@ void rd_cancel(kvw_ep *ep, kvw_req *req)
 			rd_drain_sends(e->rail[i], ns);
 }
 
+/* Keeps a receive completion for the next progress pass. Its returned
+ * credits count at once (a fence wait may need them to send). */
+static void rd_stash(struct rd_rail *r, const struct ibv_wc *wc)
+{
+	uint8_t *buf = r->rbuf + (size_t)(wc->wr_id & ~RD_RECV_TAG) * RD_BUF;
+	struct rd_hdr h;
+
+	if (wc->status == IBV_WC_SUCCESS && wc->byte_len >= sizeof(h)) {
+		memcpy(&h, buf, sizeof(h));
+		r->credits += h.credits;
+		if (h.flags & RD_F_STARVED)
+			r->peer_starved = true;
+		h.credits = 0;
+		h.flags &= (uint8_t)~RD_F_STARVED;
+		memcpy(buf, &h, sizeof(h));
+	}
+	r->stash[(r->stash_head + r->n_stash) % RD_RECV_DEPTH] = *wc;
+	r->n_stash++;
+}
+
 /* While one endpoint waits for a fence, the other endpoints of this context
  * (both ends in one process) still answer fences; nothing else runs. */
 static void rd_fence_serve_others(struct rd_rail *self)
@@ -683,7 +709,7 @@ static void rd_fence_serve_others(struct rd_rail *self)
 		if (wc.status == IBV_WC_SUCCESS && h.kind == RD_FENCE)
 			rd_recv_wc(o, &wc); /* drains sends, answers FENCE_ACK */
 		else
-			o->stash[o->n_stash++] = wc;
+			rd_stash(o, &wc);
 	}
 }
 
@@ -709,7 +735,7 @@ static bool rd_fence_wait(struct rd_rail *r, uint32_t token, uint64_t timeout_ns
 			rd_recv_wc(r, &wc); /* sets fence_acked (no core callback) */
 			continue;
 		}
-		r->stash[r->n_stash++] = wc;
+		rd_stash(r, &wc);
 	}
 	return e->fence_acked;
 }

@@ -96,9 +96,10 @@ struct rd_rail {
 	/* control-frame reassembly */
 	uint8_t *rx;
 	size_t rx_len, rx_cap;
-	/* receive completions seen during a fence wait, handled later */
+	/* receive completions seen during a fence wait, handled later (a ring:
+	 * never more than RD_RECV_DEPTH, one per posted receive) */
 	struct ibv_wc stash[RD_RECV_DEPTH];
-	int n_stash;
+	uint32_t stash_head, n_stash;
 	struct rd_rail *next_all;
 };
 
@@ -144,7 +145,6 @@ struct rd_drv {
 	int ndev;
 	int cfg_dev;            /* index of rdma_dev in dev[], or -1 */
 	struct rd_rail *rails;  /* every rail of this driver */
-	uint64_t last_sweep_ns;
 };
 
 struct rd_mem {
@@ -176,7 +176,7 @@ void rd_cancel(kvw_ep *ep, kvw_req *req);
 kvw_status rd_revoke(kvw_ep *ep, kvw_req *req);
 void rd_rail_progress(struct rd_rail *r);
 kvw_status rd_msg(struct rd_rail *r, unsigned kind, const void *p, size_t len);
-void rd_grants_sweep(kvw_ep *ep);
+void rd_grant_done(kvw_ep *ep, kvw_req *req);
 void rd_ep_data_free(kvw_ep *ep);
 void rd_drain_sends(struct rd_rail *r, uint64_t timeout_ns);
 
