@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvwire-bench internals: options, model shapes, statistics, data patterns
+ * and result output. This part has no kvwire dependency; it is built as a
+ * small static library linked by the tool and by tests/bench.
+ */
+#ifndef KVB_BENCH_H
+#define KVB_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#define KVB_MAX_SWEEP 32
+#define KVB_MAX_RAILS 16
+
+/* ------------------------------------------------------------------ options */
+enum kvb_test { KVB_T_NONE = 0, KVB_T_SERVER, KVB_T_BW, KVB_T_LAT, KVB_T_KV, KVB_T_COMPARE };
+
+typedef struct kvb_opts {
+	enum kvb_test test;
+	enum kvb_test compare_test; /* compare: which test (bw default, kv) */
+	char driver[16];
+	char listen[256];
+	char connect[256];
+	char ctl[300];              /* explicit control address (internal) */
+	int ctl_port;               /* -p / --ctl-port, 0 = URI port + 1 */
+	bool loopback;
+	bool once;
+	/* bw / lat */
+	uint64_t size;
+	bool sweep;
+	uint64_t iters;             /* 0 = the test's default */
+	double duration;            /* seconds, 0 = by iterations */
+	unsigned rails;
+	bool bidir;
+	unsigned tx_depth;
+	/* kv */
+	char model[32];
+	unsigned layers, kv_heads, head_dim, dtype_bytes, kv_factor;
+	unsigned tokens, block_tokens;
+	uint64_t layer_interval_us;
+	unsigned seqs;
+	double rate;
+	bool contiguous;
+	unsigned pool_factor;
+	/* output */
+	bool json, csv, report_gbits, quiet;
+	char json_file[256];
+	double min_bw_gbit;         /* < 0 = off */
+	double max_lat_us;          /* < 0 = off */
+	/* pass-through config */
+	char rdma_dev[64];
+	char rdma_gid[16];
+	char fault[128];
+	char secret[128];
+	uint64_t seed;
+	bool no_pin;
+	unsigned repeat;            /* compare: runs of kvwire and each peer (median) */
+	bool inject_corruption;     /* self-test of the verifier: flip a sent bit */
+	unsigned timeout_ms;
+} kvb_opts;
+
+void kvb_opts_init(kvb_opts *o);
+/* 0 ok, 1 help printed/asked (exit 0), -1 error (message in err). */
+int kvb_opts_parse(int argc, char **argv, kvb_opts *o, char *err, size_t errlen);
+/* "64K", "1M", "1MiB", "4096" -> bytes; -1 on bad input. */
+int kvb_parse_size(const char *s, uint64_t *out);
+void kvb_usage(FILE *f);
+const char *kvb_test_name(enum kvb_test t);
+/* Sizes of a perftest-like sweep (-a): 2 B .. 8 MiB. Returns count. */
+size_t kvb_sweep_sizes(uint64_t *sizes, size_t max);
+
+/* --------------------------------------------------------------- kv shapes */
+typedef struct kvb_model {
+	const char *name;
+	unsigned layers, kv_heads, head_dim, kv_factor; /* kv_factor 2 = K,V; 1 = MLA latent */
+} kvb_model;
+
+const kvb_model *kvb_model_find(const char *name);
+const kvb_model *kvb_models(size_t *n);
+/* Applies --model presets, fills defaults; -1 with message on a bad shape. */
+int kvb_kv_resolve(kvb_opts *o, char *err, size_t errlen);
+uint64_t kvb_kv_bytes_per_token(const kvb_opts *o);
+uint64_t kvb_kv_block_bytes(const kvb_opts *o);
+uint32_t kvb_kv_blocks_per_seq(const kvb_opts *o);
+
+/* --------------------------------------------------------------- statistics */
+typedef struct kvb_samples {
+	double *v;
+	size_t n, cap;
+} kvb_samples;
+
+typedef struct kvb_stats {
+	size_t n;
+	double min, max, avg, p50, p99, p999;
+} kvb_stats;
+
+int kvb_samples_add(kvb_samples *s, double v);
+void kvb_samples_free(kvb_samples *s);
+/* Nearest-rank percentiles; sorts s in place. n == 0 gives all zeros. */
+void kvb_stats_compute(kvb_samples *s, kvb_stats *out);
+double kvb_percentile_sorted(const double *v, size_t n, double p);
+
+/* --------------------------------------------------------------- patterns */
+/* Deterministic pseudo-random bytes for (seed, a, b). */
+void kvb_pattern_fill(void *buf, size_t len, uint64_t seed, uint64_t a, uint64_t b);
+/* xxh3 of the page's bytes after the 8-byte stamp (whole page if < 16 B). */
+uint64_t kvb_page_hash(const void *page, size_t len);
+/* Expected hash of a page filled with kvb_pattern_fill(seed, a, b). */
+uint64_t kvb_pattern_hash(size_t len, uint64_t seed, uint64_t a, uint64_t b, void *scratch);
+/* The 8-byte stamp put at the start of page `page` of message `k`. */
+uint64_t kvb_stamp(uint64_t seed, uint64_t k, uint64_t page);
+bool kvb_has_stamp(size_t len);
+
+/* ------------------------------------------------------------------ result */
+typedef struct kvb_side {
+	bool valid;
+	double cpu_pct;             /* (user+sys) / wall of the run */
+	uint64_t reg_ns;
+	uint64_t bytes_tx, bytes_rx;
+	uint64_t retransmits, drops;
+} kvb_side;
+
+typedef struct kvb_result {
+	char test[16];
+	char driver[16];
+	uint64_t size;              /* message / block bytes */
+	uint64_t iterations;
+	uint64_t bytes;             /* payload moved (one direction, or both for -b) */
+	double seconds;
+	double gbit_per_s, gbyte_per_s, msg_rate;
+	bool verified;
+	char verify_note[256];
+	unsigned rails;
+	uint64_t rail_bytes[KVB_MAX_RAILS];
+	bool bidir;
+	bool has_lat;
+	kvb_stats lat;              /* µs */
+	kvb_side local, peer;       /* client (local) and server (peer) */
+	/* kv */
+	bool is_kv;
+	char model[32];
+	unsigned layers, seqs, tokens, block_tokens;
+	uint64_t block_bytes, blocks_per_seq, runs_per_layer;
+	bool contiguous;
+	double ttll_us;             /* time to last layer, mean */
+	double rate;
+	char error[256];
+} kvb_result;
+
+void kvb_result_init(kvb_result *r, const char *test, const char *driver);
+void kvb_result_finish(kvb_result *r); /* derives rates from bytes/seconds */
+json_t *kvb_result_json(const kvb_result *r);
+/* One JSON object for a list of results (a sweep adds "results"). */
+json_t *kvb_results_json(const kvb_result *r, size_t n);
+void kvb_result_table(FILE *f, const kvb_result *r, size_t n, bool report_gbits);
+void kvb_result_csv_header(FILE *f);
+void kvb_result_csv_row(FILE *f, const kvb_result *r);
+/* 1 when not verified, 2 when a threshold is missed, else 0. */
+int kvb_exit_code(const kvb_result *r, size_t n, const kvb_opts *o, char *why, size_t whylen);
+
+/* ------------------------------------------------------------ test params */
+/* What the client sends the server to set up a session (one JSON object). */
+json_t *kvb_params_json(const kvb_opts *o);
+/* Starts from kvb_opts_init() defaults; -1 with message on bad input. */
+int kvb_params_parse(const json_t *j, kvb_opts *o, char *err, size_t errlen);
+/* Iterations the test runs when -n and -D are not given. */
+uint64_t kvb_default_iters(const kvb_opts *o);
+
+/* ------------------------------------------------------------------- misc */
+uint64_t kvb_now_ns(void);
+
+#endif

@@ -1,0 +1,556 @@
+/* SPDX-License-Identifier: MIT */
+/* compare: kvwire and the matching peer tool on the same path, same run. */
+#include "run.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_PEERS 6
+#define MAX_REPEAT 15
+
+typedef struct kvb_peer {
+	char name[48];
+	char status[16];            /* ok, missing, failed, not-run */
+	double gbit;                /* median of the runs */
+	double runs[MAX_REPEAT];
+	unsigned n_runs;
+	char command[400];
+	char note[200];
+} kvb_peer;
+
+static int cmp_dbl(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* Median of v (lower middle for even n); v is not changed. */
+static double median(const double *v, unsigned n)
+{
+	double t[MAX_REPEAT];
+	if (!n)
+		return 0;
+	memcpy(t, v, n * sizeof(double));
+	qsort(t, n, sizeof(double), cmp_dbl);
+	return t[(n - 1) / 2];
+}
+
+static json_t *runs_json(const double *v, unsigned n)
+{
+	json_t *a = json_array();
+	for (unsigned i = 0; i < n; i++)
+		json_array_append_new(a, json_real(v[i]));
+	return a;
+}
+
+static bool in_path(const char *bin)
+{
+	const char *path = getenv("PATH");
+	char buf[4096];
+	if (!path)
+		path = "/usr/bin:/bin";
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *save, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		char full[4200];
+		snprintf(full, sizeof(full), "%s/%s", d, bin);
+		if (!access(full, X_OK))
+			return true;
+	}
+	return false;
+}
+
+static void peer_set(kvb_peer *p, const char *name, const char *status, const char *note)
+{
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	snprintf(p->status, sizeof(p->status), "%s", status);
+	snprintf(p->note, sizeof(p->note), "%s", note ? note : "");
+}
+
+/* Starts argv with env additions (NAME=VAL strings); stdout captured if out. */
+static pid_t spawn(char *const argv[], char *const env[], int *out_fd)
+{
+	int p[2] = {-1, -1};
+	if (out_fd && pipe(p))
+		return -1;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDWR);
+		dup2(nul, 0);
+		dup2(out_fd ? p[1] : nul, 1);
+		dup2(nul, 2);
+		for (size_t i = 0; env && env[i]; i++)
+			putenv(env[i]);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	if (out_fd) {
+		close(p[1]);
+		*out_fd = p[0];
+	}
+	return pid;
+}
+
+/* Runs argv to completion (timeout_s), capturing stdout into a malloc'ed string. */
+static char *run_capture(char *const argv[], char *const env[], int timeout_s, int *status)
+{
+	int fd;
+	size_t len = 0, cap = 65536;
+	char *buf = malloc(cap);
+	pid_t pid = spawn(argv, env, &fd);
+	if (pid < 0 || !buf) {
+		free(buf);
+		return NULL;
+	}
+	uint64_t end = kvb_now_ns() + (uint64_t)timeout_s * 1000000000ull;
+	struct pollfd pf = {.fd = fd, .events = POLLIN};
+	while (kvb_now_ns() < end && poll(&pf, 1, 200) >= 0) {
+		if (!(pf.revents & (POLLIN | POLLHUP)))
+			continue;
+		if (len + 4096 > cap) {
+			char *nb = realloc(buf, cap * 2);
+			if (!nb)
+				break;
+			buf = nb;
+			cap *= 2;
+		}
+		ssize_t n = read(fd, buf + len, cap - len - 1);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	close(fd);
+	if (waitpid(pid, status, WNOHANG) != pid) {
+		kill(pid, SIGKILL);
+		waitpid(pid, status, 0);
+		*status = -1;
+	}
+	return buf;
+}
+
+static void stop_server(pid_t pid)
+{
+	int st;
+	for (int i = 0; i < 50; i++) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return;
+		usleep(20000);
+	}
+	kill(pid, SIGTERM);
+	waitpid(pid, &st, 0);
+}
+
+static int free_port(void)
+{
+	/* the control-port helper of the loopback code is private; 0 bind trick here too */
+	static int next = 0;
+	if (!next)
+		next = 20000 + (int)(getpid() % 20000);
+	return next += 2;
+}
+
+/* ------------------------------------------------------------------ memcpy */
+static void peer_memcpy(const kvb_opts *o, const kvb_result *kr, kvb_peer *p)
+{
+	uint64_t w = (256ull << 20) / o->size;
+	unsigned slots = (unsigned)(w < 2 ? 2 : w < o->tx_depth ? w : o->tx_depth);
+	uint64_t iters = kr->iterations ? kr->iterations : 1000;
+	uint8_t *src = aligned_alloc(4096, (slots * o->size + 4095) & ~4095ull);
+	uint8_t *dst = aligned_alloc(4096, (slots * o->size + 4095) & ~4095ull);
+
+	snprintf(p->command, sizeof(p->command), "in-process memcpy, 1 thread, %u slots x %llu B, %llu copies",
+		 slots, (unsigned long long)o->size, (unsigned long long)iters);
+	if (!src || !dst) {
+		peer_set(p, "memcpy", "failed", "out of memory");
+		goto free_bufs;
+	}
+	kvb_pattern_fill(src, slots * o->size, o->seed, 0, 0);
+	memset(dst, 0, slots * o->size);
+	for (unsigned i = 0; i < slots; i++) /* warm up once */
+		memcpy(dst + i * o->size, src + i * o->size, o->size);
+	uint64_t t0 = kvb_now_ns();
+	for (uint64_t k = 0; k < iters; k++) {
+		unsigned s = (unsigned)(k % slots);
+		memcpy(dst + s * o->size, src + s * o->size, o->size);
+		__asm__ __volatile__("" ::"r"(dst) : "memory");
+	}
+	double sec = (double)(kvb_now_ns() - t0) / 1e9;
+	p->gbit = (double)iters * (double)o->size * 8 / sec / 1e9;
+	peer_set(p, "memcpy", memcmp(src, dst, slots * o->size) ? "failed" : "ok", "");
+free_bufs:
+	free(src);
+	free(dst);
+}
+
+/* ------------------------------------------------------------- ucx_perftest */
+static void peer_ucx(const kvb_opts *o, const kvb_result *kr, const char *test, kvb_peer *p)
+{
+	bool sm = !strcmp(o->driver, "shm");
+	char name[48], port[16], size[32], iters[32];
+	snprintf(name, sizeof(name), "ucx_perftest %s %s", test, sm ? "sm" : "tcp");
+	if (!in_path("ucx_perftest")) {
+		peer_set(p, name, "missing", "ucx_perftest not found in PATH (Debian: ucx-utils)");
+		return;
+	}
+	uint64_t n = kr->bytes / o->size;
+	n = n < 1000 ? 1000 : n > 200000 ? 200000 : n;
+	snprintf(port, sizeof(port), "%d", free_port());
+	snprintf(size, sizeof(size), "%llu", (unsigned long long)o->size);
+	snprintf(iters, sizeof(iters), "%llu", (unsigned long long)n);
+	char *env_sm[] = {"UCX_TLS=sm", NULL};
+	char *env_tcp[] = {"UCX_TLS=tcp", "UCX_NET_DEVICES=lo", NULL};
+	char **env = sm ? env_sm : env_tcp;
+	char *srv[] = {"ucx_perftest", "-p", port, NULL};
+	char *cli[] = {"ucx_perftest", "127.0.0.1", "-p", port, "-t", (char *)test, "-s", size, "-n", iters, NULL};
+	snprintf(p->command, sizeof(p->command), "%s ucx_perftest -p %s & %s ucx_perftest 127.0.0.1 -p %s -t %s "
+		 "-s %s -n %s", sm ? "UCX_TLS=sm" : "UCX_TLS=tcp UCX_NET_DEVICES=lo", port,
+		 sm ? "UCX_TLS=sm" : "UCX_TLS=tcp UCX_NET_DEVICES=lo", port, test, size, iters);
+	pid_t spid = spawn(srv, env, NULL);
+	usleep(300000);
+	int st;
+	char *out = run_capture(cli, env, 120, &st);
+	stop_server(spid);
+	char *fin = out ? strstr(out, "Final:") : NULL;
+	double f[8];
+	if (!fin || sscanf(fin, "Final: %lf %lf %lf %lf %lf %lf", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5]) != 6) {
+		peer_set(p, name, "failed", "no 'Final:' line in ucx_perftest output");
+	} else {
+		p->gbit = f[5] * 1048576.0 * 8 / 1e9; /* overall MB/s (2^20) */
+		peer_set(p, name, "ok", "");
+	}
+	free(out);
+}
+
+/* ------------------------------------------------------------------- iperf3 */
+static void peer_iperf3(const kvb_opts *o, double secs, kvb_peer *p)
+{
+	char port[16], t[16], par[16], len[32];
+	if (!in_path("iperf3")) {
+		peer_set(p, "iperf3", "missing", "iperf3 not found in PATH (Debian: iperf3)");
+		return;
+	}
+	snprintf(port, sizeof(port), "%d", free_port());
+	snprintf(t, sizeof(t), "%d", secs < 1 ? 1 : (int)(secs + 0.5));
+	snprintf(par, sizeof(par), "%u", o->rails);
+	snprintf(len, sizeof(len), "%llu", (unsigned long long)(o->size > (1u << 20) ? (1u << 20) : o->size));
+	char *srv[] = {"iperf3", "-s", "-1", "-p", port, "-B", "127.0.0.1", NULL};
+	char *cli[] = {"iperf3", "-c", "127.0.0.1", "-p", port, "-t", t, "-P", par, "-l", len, "-J", NULL};
+	snprintf(p->command, sizeof(p->command), "iperf3 -s -1 -p %s -B 127.0.0.1 & iperf3 -c 127.0.0.1 -p %s "
+		 "-t %s -P %s -l %s -J", port, port, t, par, len);
+	pid_t spid = spawn(srv, NULL, NULL);
+	usleep(300000);
+	int st;
+	char *out = run_capture(cli, NULL, atoi(t) + 30, &st);
+	stop_server(spid);
+	json_t *j = out ? json_loads(out, 0, NULL) : NULL;
+	json_t *bps = json_object_get(json_object_get(json_object_get(j, "end"), "sum_received"),
+				      "bits_per_second");
+	if (!json_is_number(bps)) {
+		peer_set(p, "iperf3", "failed", "no end.sum_received in iperf3 -J output");
+	} else {
+		p->gbit = json_number_value(bps) / 1e9;
+		peer_set(p, "iperf3", "ok", "");
+	}
+	json_decref(j);
+	free(out);
+}
+
+static bool rdma_device_present(void)
+{
+	DIR *d = opendir("/sys/class/infiniband");
+	struct dirent *e;
+	bool any = false;
+	while (d && (e = readdir(d)))
+		any = any || e->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return any;
+}
+
+static size_t peers_for(const kvb_opts *o, const kvb_result *kr, double secs, kvb_peer *p)
+{
+	size_t n = 0;
+	if (!strcmp(o->driver, "shm")) {
+		peer_memcpy(o, kr, &p[n++]);
+		peer_ucx(o, kr, "tag_bw", &p[n++]);
+		peer_ucx(o, kr, "ucp_put_bw", &p[n++]);
+	} else if (!strcmp(o->driver, "tcp")) {
+		peer_iperf3(o, secs, &p[n++]);
+		peer_ucx(o, kr, "tag_bw", &p[n++]);
+	} else if (!strcmp(o->driver, "rdma")) {
+		if (!in_path("ib_write_bw"))
+			peer_set(&p[n++], "ib_write_bw", "missing", "ib_write_bw not in PATH (Debian: perftest)");
+		else if (!rdma_device_present())
+			peer_set(&p[n++], "ib_write_bw", "missing", "no RDMA device (/sys/class/infiniband empty)");
+		else
+			peer_set(&p[n++], "ib_write_bw", "not-run", "ib_write_bw comparison not implemented yet");
+	} else if (!strcmp(o->driver, "dpdk")) {
+		peer_set(&p[n++], "dpdk-testpmd memif", in_path("dpdk-testpmd") ? "not-run" : "missing",
+			 in_path("dpdk-testpmd") ? "testpmd over memif comparison not implemented yet"
+						 : "dpdk-testpmd not in PATH (Debian: dpdk)");
+	}
+	return n;
+}
+
+/* ------------------------------------------------------------------ output */
+static json_t *peers_json(const kvb_result *kr, const kvb_peer *p, size_t n)
+{
+	json_t *arr = json_array();
+	for (size_t i = 0; i < n; i++) {
+		json_t *j = json_object();
+		json_object_set_new(j, "peer", json_string(p[i].name));
+		json_object_set_new(j, "status", json_string(p[i].status));
+		if (!strcmp(p[i].status, "ok")) {
+			json_object_set_new(j, "gbit_per_s", json_real(p[i].gbit));
+			json_object_set_new(j, "ratio", json_real(p[i].gbit > 0 ? kr->gbit_per_s / p[i].gbit : 0));
+			json_object_set_new(j, "gbit_runs", runs_json(p[i].runs, p[i].n_runs));
+		}
+		json_object_set_new(j, "command", json_string(p[i].command));
+		if (p[i].note[0])
+			json_object_set_new(j, "note", json_string(p[i].note));
+		json_array_append_new(arr, j);
+	}
+	return arr;
+}
+
+static void range(char *buf, size_t len, const double *v, unsigned n)
+{
+	double lo = v[0], hi = v[0];
+	for (unsigned i = 1; i < n; i++) {
+		lo = v[i] < lo ? v[i] : lo;
+		hi = v[i] > hi ? v[i] : hi;
+	}
+	if (n > 1)
+		snprintf(buf, len, "%.2f-%.2f", lo, hi);
+	else
+		snprintf(buf, len, "-");
+}
+
+static void peers_table(const kvb_result *kr, const double *kruns, unsigned nk, const kvb_peer *p, size_t n)
+{
+	char rg[64];
+	range(rg, sizeof(rg), kruns, nk);
+	printf(" %-28s %10s %14s %9s  %s\n", "peer", "Gb/s", "range", "kvwire/x", "status");
+	printf(" %-28s %10.2f %14s %9s  verified %s\n", "kvwire", kr->gbit_per_s, rg, "1.00",
+	       kr->verified ? "yes" : "no");
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(p[i].status, "ok")) {
+			range(rg, sizeof(rg), p[i].runs, p[i].n_runs);
+			printf(" %-28s %10.2f %14s %9.2f  ok\n", p[i].name, p[i].gbit, rg,
+			       p[i].gbit > 0 ? kr->gbit_per_s / p[i].gbit : 0);
+		}
+		else
+			printf(" %-28s %12s %10s  %s: %s\n", p[i].name, "-", "-", p[i].status, p[i].note);
+	}
+	for (size_t i = 0; i < n; i++)
+		if (p[i].command[0])
+			printf("   %s: %s\n", p[i].name, p[i].command);
+}
+
+static void peers_csv(const kvb_result *kr, const kvb_peer *p, size_t n, bool header)
+{
+	if (header)
+		printf("driver,size,peer,status,gbit_per_s,ratio\n");
+	printf("%s,%llu,kvwire,%s,%.4f,1.0\n", kr->driver, (unsigned long long)kr->size,
+	       kr->verified ? "ok" : "unverified", kr->gbit_per_s);
+	for (size_t i = 0; i < n; i++)
+		printf("%s,%llu,%s,%s,%.4f,%.4f\n", kr->driver, (unsigned long long)kr->size, p[i].name,
+		       p[i].status, p[i].gbit, p[i].gbit > 0 ? kr->gbit_per_s / p[i].gbit : 0);
+}
+
+/* ------------------------------------------------------------------ drivers */
+static void kv_compare_print(const kvb_opts *o, kvb_result r[2], const double *sc, const double *ct,
+			     unsigned rep, double ratio)
+{
+	if (o->json) {
+		json_t *j = json_object();
+		json_object_set_new(j, "test", json_string("compare"));
+		json_object_set_new(j, "compare", json_string("kv"));
+		json_object_set_new(j, "driver", json_string(o->driver));
+		json_object_set_new(j, "repeat", json_integer(rep));
+		json_object_set_new(j, "scattered", kvb_result_json(&r[0]));
+		json_object_set_new(j, "contiguous", kvb_result_json(&r[1]));
+		json_object_set_new(j, "scattered_gbit_runs", runs_json(sc, rep));
+		json_object_set_new(j, "contiguous_gbit_runs", runs_json(ct, rep));
+		json_object_set_new(j, "ratio", json_real(ratio));
+		json_object_set_new(j, "verified", json_boolean(r[0].verified && r[1].verified));
+		json_dumpf(j, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+		fputc('\n', stdout);
+		json_decref(j);
+	} else if (o->csv) {
+		printf("driver,model,layout,gbit_per_s,ratio,verified\n");
+		printf("%s,%s,scattered,%.4f,%.4f,%s\n", o->driver, o->model, r[0].gbit_per_s, ratio,
+		       r[0].verified ? "yes" : "no");
+		printf("%s,%s,contiguous,%.4f,1.0,%s\n", o->driver, o->model, r[1].gbit_per_s,
+		       r[1].verified ? "yes" : "no");
+	} else {
+		char a[64], b[64];
+		kvb_result_table(stdout, &r[0], 1, o->report_gbits);
+		kvb_result_table(stdout, &r[1], 1, o->report_gbits);
+		range(a, sizeof(a), sc, rep);
+		range(b, sizeof(b), ct, rep);
+		printf(" kv scattered / contiguous (median of %u): %.2f / %.2f Gb/s = %.3f   ranges %s / %s\n",
+		       rep, r[0].gbit_per_s, r[1].gbit_per_s, ratio, a, b);
+	}
+}
+
+static int compare_kv(kvb_opts *o)
+{
+	kvb_opts c;
+	kvb_loop lp = {0};
+	kvb_result r[2], t;
+	double runs[2][MAX_REPEAT];
+	unsigned rep = o->repeat ? o->repeat : 1;
+	bool verified[2] = {true, true};
+	char err[256];
+
+	if (kvb_kv_resolve(o, err, sizeof(err)) || kvb_loop_start(o, &lp, err, sizeof(err))) {
+		fprintf(stderr, "kvwire-bench compare: %s\n", err);
+		return 1;
+	}
+	c = *o;
+	c.test = KVB_T_KV;
+	memset(r, 0, sizeof(r));
+	for (unsigned k = 0; k < rep; k++)
+		for (int which = 0; which < 2; which++) {
+			c.contiguous = which == 1;
+			kvb_client_run(&c, lp.uri, lp.ctl, &t);
+			runs[which][k] = t.gbit_per_s;
+			verified[which] = verified[which] && t.verified;
+			if (t.error[0])
+				fprintf(stderr, "kvwire-bench compare: %s\n", t.error);
+			if (k == 0 || t.gbit_per_s == median(runs[which], k + 1))
+				r[which] = t; /* keep the run nearest the median so far */
+		}
+	kvb_loop_stop(&lp);
+	for (int which = 0; which < 2; which++) {
+		r[which].verified = verified[which];
+		r[which].gbit_per_s = median(runs[which], rep);
+		r[which].gbyte_per_s = r[which].gbit_per_s / 8;
+	}
+	double ratio = r[1].gbit_per_s > 0 ? r[0].gbit_per_s / r[1].gbit_per_s : 0;
+	kv_compare_print(o, r, runs[0], runs[1], rep, ratio);
+	int rc = kvb_exit_code(r, 2, o, err, sizeof(err));
+	if (rc)
+		fprintf(stderr, "kvwire-bench compare: %s\n", err);
+	return rc;
+}
+
+/* Runs kvwire and every peer o->repeat times (alternating); medians. */
+static void compare_runs(const kvb_opts *o, const kvb_loop *lp, kvb_result *kr, double *kruns,
+			 kvb_peer *peers, size_t *npeers)
+{
+	unsigned rep = o->repeat ? o->repeat : 1;
+	kvb_result *runs = calloc(rep, sizeof(*runs));
+	bool all_verified = true;
+	*npeers = 0;
+	for (unsigned r = 0; runs && r < rep; r++) {
+		kvb_peer tp[MAX_PEERS];
+		memset(tp, 0, sizeof(tp));
+		kvb_client_run(o, lp->uri, lp->ctl, &runs[r]);
+		if (runs[r].error[0])
+			fprintf(stderr, "kvwire-bench compare: kvwire run failed: %s\n", runs[r].error);
+		all_verified = all_verified && runs[r].verified;
+		kruns[r] = runs[r].gbit_per_s;
+		size_t n = peers_for(o, &runs[r], runs[r].seconds > 0 ? runs[r].seconds : 3, tp);
+		for (size_t i = 0; i < n; i++) {
+			if (r == 0)
+				peers[i] = tp[i];
+			if (!strcmp(tp[i].status, "ok"))
+				peers[i].runs[peers[i].n_runs++] = tp[i].gbit;
+			else
+				peers[i] = tp[i]; /* a failed run marks the peer */
+		}
+		*npeers = n;
+	}
+	for (size_t i = 0; i < *npeers; i++)
+		peers[i].gbit = median(peers[i].runs, peers[i].n_runs);
+	double med = median(kruns, rep);
+	for (unsigned r = 0; runs && r < rep; r++)
+		if (runs[r].gbit_per_s == med) {
+			*kr = runs[r];
+			break;
+		}
+	kr->verified = all_verified;
+	free(runs);
+}
+
+static int compare_one(const kvb_opts *o, const kvb_loop *lp, bool first, kvb_result *kr)
+{
+	kvb_peer peers[MAX_PEERS];
+	double kruns[MAX_REPEAT];
+	size_t n;
+	unsigned rep = o->repeat ? o->repeat : 1;
+
+	memset(peers, 0, sizeof(peers));
+	compare_runs(o, lp, kr, kruns, peers, &n);
+	if (o->json) {
+		json_t *j = json_object();
+		json_object_set_new(j, "test", json_string("compare"));
+		json_object_set_new(j, "compare", json_string("bw"));
+		json_object_set_new(j, "driver", json_string(o->driver));
+		json_object_set_new(j, "size", json_integer((json_int_t)o->size));
+		json_object_set_new(j, "repeat", json_integer(rep));
+		json_object_set_new(j, "kvwire", kvb_result_json(kr));
+		json_object_set_new(j, "kvwire_gbit_runs", runs_json(kruns, rep));
+		json_object_set_new(j, "peers", peers_json(kr, peers, n));
+		json_object_set_new(j, "verified", json_boolean(kr->verified));
+		json_dumpf(j, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+		fputc('\n', stdout);
+		json_decref(j);
+	} else if (o->csv) {
+		peers_csv(kr, peers, n, first);
+	} else {
+		printf("---------------------------------------------------------------------------\n");
+		printf(" compare bw   driver %s   size %llu B   rails %u   runs %u (median)\n", o->driver,
+		       (unsigned long long)o->size, o->rails, rep);
+		peers_table(kr, kruns, rep, peers, n);
+	}
+	fflush(stdout);
+	return 0;
+}
+
+int kvb_compare_main(const kvb_opts *in)
+{
+	kvb_opts o = *in;
+	kvb_loop lp = {0};
+	char err[256];
+	uint64_t sizes[KVB_MAX_SWEEP];
+	size_t n = 1;
+
+	if (o.compare_test == KVB_T_KV) {
+		o.test = KVB_T_KV;
+		return compare_kv(&o);
+	}
+	o.test = KVB_T_BW;
+	if (!o.sweep && !o.iters && o.duration <= 0)
+		o.duration = 3;
+	sizes[0] = o.size;
+	if (o.sweep)
+		n = kvb_sweep_sizes(sizes, KVB_MAX_SWEEP);
+	if (kvb_loop_start(&o, &lp, err, sizeof(err))) {
+		fprintf(stderr, "kvwire-bench compare: %s\n", err);
+		return 1;
+	}
+	kvb_result *r = calloc(n, sizeof(*r));
+	for (size_t i = 0; r && i < n; i++) {
+		o.size = sizes[i];
+		compare_one(&o, &lp, i == 0, &r[i]);
+	}
+	kvb_loop_stop(&lp);
+	if (!r)
+		return 1;
+	int rc = kvb_exit_code(r, n, &o, err, sizeof(err));
+	if (rc)
+		fprintf(stderr, "kvwire-bench compare: %s\n", err);
+	free(r);
+	return rc;
+}

@@ -1,0 +1,454 @@
+/* SPDX-License-Identifier: MIT */
+/* kvwire-bench option parser (perftest-compatible where the names overlap). */
+#include "bench.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const test_names[] = {
+	[KVB_T_NONE] = "none", [KVB_T_SERVER] = "server", [KVB_T_BW] = "bw",
+	[KVB_T_LAT] = "lat", [KVB_T_KV] = "kv", [KVB_T_COMPARE] = "compare",
+};
+
+const char *kvb_test_name(enum kvb_test t)
+{
+	if ((unsigned)t >= sizeof(test_names) / sizeof(test_names[0]))
+		return "?";
+	return test_names[t];
+}
+
+void kvb_opts_init(kvb_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->size = 65536;
+	o->rails = 1;
+	o->tx_depth = 16;
+	o->tokens = 4096;
+	o->block_tokens = 16;
+	o->seqs = 1;
+	o->pool_factor = 2;
+	o->min_bw_gbit = -1;
+	o->max_lat_us = -1;
+	o->seed = 0x6b7677697265ull; /* "kvwire" */
+	o->timeout_ms = 30000;
+	o->repeat = 1;
+}
+
+void kvb_usage(FILE *f)
+{
+	fputs("usage: kvwire-bench server --driver D --listen URI [--once]\n"
+	      "       kvwire-bench bw|lat|kv --driver D --connect URI [options]\n"
+	      "       kvwire-bench bw|lat|kv --loopback --driver D [options]\n"
+	      "       kvwire-bench compare [bw|kv] --driver D [--repeat N] [options]\n"
+	      "\n"
+	      "common:  --driver shm|tcp|rdma|dpdk  -p/--ctl-port PORT  --secret S  --fault SPEC\n"
+	      "         -d DEV (rdma_dev)  -x GID (rdma_gid)  --seed N  --timeout-ms MS  --no-pin\n"
+	      "         --inject-corruption (flips one sent bit: checks that verify catches it)\n"
+	      "bw/lat:  -s SIZE  -a (sweep 2 B..8 MiB)  -n ITERS  -D SECONDS  -q RAILS  -b  -t TX_DEPTH\n"
+	      "kv:      --model llama3-8b|llama3-70b|qwen3-8b|qwen3-235b|deepseek-v3\n"
+	      "         --layers N --kv-heads N --head-dim N --dtype bf16|fp16|fp8|fp32\n"
+	      "         --tokens N (4096) --block-tokens N (16) --layer-interval USEC\n"
+	      "         --seqs N --rate REQ_PER_S --contiguous --pool-factor N (2)\n"
+	      "output:  --json | --out_json [--out_json_file F] | --csv  --report_gbits  --quiet\n"
+	      "limits:  --min-bw GBIT  --max-lat USEC (p99)  -> exit 2 when missed; failed verify -> exit 1\n",
+	      f);
+}
+
+int kvb_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	uint64_t mult = 1;
+
+	if (!s || !isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno)
+		return -1;
+	switch (toupper((unsigned char)*end)) {
+	case '\0': break;
+	case 'K': mult = 1ull << 10; end++; break;
+	case 'M': mult = 1ull << 20; end++; break;
+	case 'G': mult = 1ull << 30; end++; break;
+	default: return -1;
+	}
+	if (*end == 'i' || *end == 'I')
+		end++;
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end || v == 0 || v > (1ull << 40) / mult)
+		return -1;
+	*out = v * mult;
+	return 0;
+}
+
+size_t kvb_sweep_sizes(uint64_t *sizes, size_t max)
+{
+	size_t n = 0;
+	for (uint64_t s = 2; s <= (8ull << 20) && n < max; s <<= 1)
+		sizes[n++] = s;
+	return n;
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static int parse_uint(const char *s, unsigned long long max, unsigned long long *out)
+{
+	char *end;
+	if (!s || !isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 0);
+	if (errno || *end || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_double(const char *s, double *out)
+{
+	char *end;
+	if (!s || !*s)
+		return -1;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || *end || !isfinite(v) || v < 0)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int copy_str(char *dst, size_t len, const char *src)
+{
+	if (strlen(src) >= len)
+		return -1;
+	strcpy(dst, src);
+	return 0;
+}
+
+static int dtype_bytes(const char *s)
+{
+	if (!strcmp(s, "bf16") || !strcmp(s, "fp16") || !strcmp(s, "f16"))
+		return 2;
+	if (!strcmp(s, "fp8") || !strcmp(s, "int8"))
+		return 1;
+	if (!strcmp(s, "fp32") || !strcmp(s, "f32"))
+		return 4;
+	return -1;
+}
+
+static enum kvb_test test_from_name(const char *s)
+{
+	for (unsigned i = KVB_T_SERVER; i <= KVB_T_COMPARE; i++)
+		if (!strcmp(s, test_names[i]))
+			return (enum kvb_test)i;
+	return KVB_T_NONE;
+}
+
+enum {
+	O_DRIVER = 1000, O_LISTEN, O_CONNECT, O_LOOPBACK, O_ONCE, O_MODEL, O_LAYERS, O_KVHEADS,
+	O_HEADDIM, O_DTYPE, O_TOKENS, O_BLOCKTOK, O_LAYERINT, O_SEQS, O_RATE, O_CONTIG, O_POOLF,
+	O_JSON, O_OUTJSON, O_OUTJSONF, O_CSV, O_GBITS, O_MINBW, O_MAXLAT, O_FAULT, O_SECRET,
+	O_SEED, O_NOPIN, O_CORRUPT, O_REPEAT, O_TIMEOUT, O_CTL, O_QUIET, O_HELP,
+};
+
+static const struct option long_opts[] = {
+	{"driver", required_argument, 0, O_DRIVER},
+	{"listen", required_argument, 0, O_LISTEN},
+	{"connect", required_argument, 0, O_CONNECT},
+	{"loopback", no_argument, 0, O_LOOPBACK},
+	{"once", no_argument, 0, O_ONCE},
+	{"size", required_argument, 0, 's'},
+	{"all", no_argument, 0, 'a'},
+	{"iters", required_argument, 0, 'n'},
+	{"duration", required_argument, 0, 'D'},
+	{"qp", required_argument, 0, 'q'},
+	{"rails", required_argument, 0, 'q'},
+	{"bidirectional", no_argument, 0, 'b'},
+	{"tx-depth", required_argument, 0, 't'},
+	{"port", required_argument, 0, 'p'},
+	{"ctl-port", required_argument, 0, 'p'},
+	{"ib-dev", required_argument, 0, 'd'},
+	{"gid-index", required_argument, 0, 'x'},
+	{"model", required_argument, 0, O_MODEL},
+	{"layers", required_argument, 0, O_LAYERS},
+	{"kv-heads", required_argument, 0, O_KVHEADS},
+	{"head-dim", required_argument, 0, O_HEADDIM},
+	{"dtype", required_argument, 0, O_DTYPE},
+	{"tokens", required_argument, 0, O_TOKENS},
+	{"block-tokens", required_argument, 0, O_BLOCKTOK},
+	{"layer-interval", required_argument, 0, O_LAYERINT},
+	{"seqs", required_argument, 0, O_SEQS},
+	{"rate", required_argument, 0, O_RATE},
+	{"contiguous", no_argument, 0, O_CONTIG},
+	{"pool-factor", required_argument, 0, O_POOLF},
+	{"json", no_argument, 0, O_JSON},
+	{"out_json", no_argument, 0, O_OUTJSON},
+	{"out_json_file", required_argument, 0, O_OUTJSONF},
+	{"csv", no_argument, 0, O_CSV},
+	{"report_gbits", no_argument, 0, O_GBITS},
+	{"min-bw", required_argument, 0, O_MINBW},
+	{"max-lat", required_argument, 0, O_MAXLAT},
+	{"fault", required_argument, 0, O_FAULT},
+	{"secret", required_argument, 0, O_SECRET},
+	{"seed", required_argument, 0, O_SEED},
+	{"no-pin", no_argument, 0, O_NOPIN},
+	{"inject-corruption", no_argument, 0, O_CORRUPT},
+	{"repeat", required_argument, 0, O_REPEAT},
+	{"timeout-ms", required_argument, 0, O_TIMEOUT},
+	{"ctl", required_argument, 0, O_CTL},
+	{"quiet", no_argument, 0, O_QUIET},
+	{"help", no_argument, 0, O_HELP},
+	{0, 0, 0, 0},
+};
+
+/* Options that take numbers; returns 0, or -1 with a message. */
+static int opt_number(kvb_opts *o, int c, const char *arg, char *err, size_t errlen)
+{
+	unsigned long long u;
+	double d;
+
+	switch (c) {
+	case 's':
+		if (kvb_parse_size(arg, &o->size) || o->size > (1ull << 30))
+			return fail(err, errlen, "-s %s: give a size in bytes up to 1G, e.g. 65536, 64K or 1M", arg);
+		return 0;
+	case 'n':
+		if (parse_uint(arg, 1ull << 40, &u) || u == 0)
+			return fail(err, errlen, "-n %s: give a positive iteration count", arg);
+		o->iters = u;
+		return 0;
+	case 'D':
+		if (parse_double(arg, &d) || d <= 0 || d > 86400)
+			return fail(err, errlen, "-D %s: give a duration in seconds (0 < D <= 86400)", arg);
+		o->duration = d;
+		return 0;
+	case 'q':
+		if (parse_uint(arg, KVB_MAX_RAILS, &u) || u == 0)
+			return fail(err, errlen, "-q %s: rails must be 1..%d", arg, KVB_MAX_RAILS);
+		o->rails = (unsigned)u;
+		return 0;
+	case 't':
+		if (parse_uint(arg, 4096, &u) || u == 0)
+			return fail(err, errlen, "-t %s: tx depth must be 1..4096", arg);
+		o->tx_depth = (unsigned)u;
+		return 0;
+	case 'p':
+		if (parse_uint(arg, 65535, &u) || u == 0)
+			return fail(err, errlen, "-p %s: give a TCP port 1..65535", arg);
+		o->ctl_port = (int)u;
+		return 0;
+	}
+	return 1;
+}
+
+static int opt_kv(kvb_opts *o, int c, const char *arg, char *err, size_t errlen)
+{
+	unsigned long long u;
+	double d;
+	int b;
+
+	switch (c) {
+	case O_MODEL:
+		if (!kvb_model_find(arg))
+			return fail(err, errlen, "--model %s: unknown; use llama3-8b, llama3-70b, qwen3-8b, "
+				    "qwen3-235b or deepseek-v3", arg);
+		return copy_str(o->model, sizeof(o->model), arg);
+	case O_LAYERS: case O_KVHEADS: case O_HEADDIM: case O_TOKENS: case O_BLOCKTOK:
+	case O_SEQS: case O_POOLF:
+		if (parse_uint(arg, 1u << 24, &u) || u == 0)
+			return fail(err, errlen, "%s: give a positive number", arg);
+		if (c == O_LAYERS) o->layers = (unsigned)u;
+		else if (c == O_KVHEADS) o->kv_heads = (unsigned)u;
+		else if (c == O_HEADDIM) o->head_dim = (unsigned)u;
+		else if (c == O_TOKENS) o->tokens = (unsigned)u;
+		else if (c == O_BLOCKTOK) o->block_tokens = (unsigned)u;
+		else if (c == O_SEQS) o->seqs = (unsigned)u;
+		else o->pool_factor = (unsigned)u;
+		return 0;
+	case O_DTYPE:
+		if ((b = dtype_bytes(arg)) < 0)
+			return fail(err, errlen, "--dtype %s: use bf16, fp16, fp8 or fp32", arg);
+		o->dtype_bytes = (unsigned)b;
+		return 0;
+	case O_LAYERINT:
+		if (parse_uint(arg, 60000000, &u))
+			return fail(err, errlen, "--layer-interval %s: give microseconds", arg);
+		o->layer_interval_us = u;
+		return 0;
+	case O_RATE:
+		if (parse_double(arg, &d) || d <= 0)
+			return fail(err, errlen, "--rate %s: give requests per second (> 0)", arg);
+		o->rate = d;
+		return 0;
+	case O_CONTIG:
+		o->contiguous = true;
+		return 0;
+	}
+	return 1;
+}
+
+static int opt_misc(kvb_opts *o, int c, const char *arg, char *err, size_t errlen)
+{
+	unsigned long long u;
+	double d;
+
+	switch (c) {
+	case O_DRIVER: return copy_str(o->driver, sizeof(o->driver), arg);
+	case O_LISTEN: return copy_str(o->listen, sizeof(o->listen), arg);
+	case O_CONNECT: return copy_str(o->connect, sizeof(o->connect), arg);
+	case O_CTL: return copy_str(o->ctl, sizeof(o->ctl), arg);
+	case O_LOOPBACK: o->loopback = true; return 0;
+	case O_ONCE: o->once = true; return 0;
+	case 'a': o->sweep = true; return 0;
+	case 'b': o->bidir = true; return 0;
+	case 'd': return copy_str(o->rdma_dev, sizeof(o->rdma_dev), arg);
+	case 'x': return copy_str(o->rdma_gid, sizeof(o->rdma_gid), arg);
+	case O_JSON: case O_OUTJSON: o->json = true; return 0;
+	case O_OUTJSONF: o->json = true; return copy_str(o->json_file, sizeof(o->json_file), arg);
+	case O_CSV: o->csv = true; return 0;
+	case O_GBITS: o->report_gbits = true; return 0;
+	case O_QUIET: o->quiet = true; return 0;
+	case O_NOPIN: o->no_pin = true; return 0;
+	case O_CORRUPT: o->inject_corruption = true; return 0;
+	case O_FAULT: return copy_str(o->fault, sizeof(o->fault), arg);
+	case O_SECRET: return copy_str(o->secret, sizeof(o->secret), arg);
+	case O_MINBW: case O_MAXLAT:
+		if (parse_double(arg, &d))
+			return fail(err, errlen, "%s: give a non-negative number", arg);
+		if (c == O_MINBW) o->min_bw_gbit = d; else o->max_lat_us = d;
+		return 0;
+	case O_SEED:
+		if (parse_uint(arg, UINT64_MAX, &u))
+			return fail(err, errlen, "--seed %s: give a number", arg);
+		o->seed = u;
+		return 0;
+	case O_REPEAT:
+		if (parse_uint(arg, 15, &u) || u == 0)
+			return fail(err, errlen, "--repeat %s: give 1..15 runs", arg);
+		o->repeat = (unsigned)u;
+		return 0;
+	case O_TIMEOUT:
+		if (parse_uint(arg, 3600000, &u) || u == 0)
+			return fail(err, errlen, "--timeout-ms %s: give 1..3600000", arg);
+		o->timeout_ms = (unsigned)u;
+		return 0;
+	}
+	return fail(err, errlen, "unknown option; see kvwire-bench --help");
+}
+
+static int apply_opt(kvb_opts *o, int c, const char *arg, char *err, size_t errlen)
+{
+	int r = opt_number(o, c, arg, err, errlen);
+	if (r <= 0)
+		return r;
+	r = opt_kv(o, c, arg, err, errlen);
+	if (r <= 0)
+		return r;
+	r = opt_misc(o, c, arg, err, errlen);
+	if (r > 0 || (r < 0 && !err[0]))
+		return fail(err, errlen, "value too long: %s", arg ? arg : "");
+	return r;
+}
+
+static const char *uri_driver(const char *uri)
+{
+	static const char *const schemes[] = {"shm", "tcp", "rdma", "dpdk"};
+	for (size_t i = 0; i < 4; i++) {
+		size_t l = strlen(schemes[i]);
+		if (!strncmp(uri, schemes[i], l) && !strncmp(uri + l, "://", 3))
+			return schemes[i];
+	}
+	return NULL;
+}
+
+static int check_roles(kvb_opts *o, char *err, size_t errlen)
+{
+	const char *uri = o->test == KVB_T_SERVER ? o->listen : o->connect;
+	if (!o->driver[0] && uri[0] && uri_driver(uri))
+		strcpy(o->driver, uri_driver(uri));
+	if (!o->driver[0])
+		return fail(err, errlen, "say which driver to use: --driver shm|tcp|rdma|dpdk");
+	if (uri[0] && uri_driver(uri) && strcmp(uri_driver(uri), o->driver))
+		return fail(err, errlen, "--driver %s does not match the URI %s", o->driver, uri);
+	if (o->test == KVB_T_SERVER) {
+		if (!o->listen[0])
+			return fail(err, errlen, "server needs --listen URI (e.g. tcp://127.0.0.1:18515)");
+		return 0;
+	}
+	if (o->test == KVB_T_COMPARE)
+		o->loopback = true;
+	if (o->loopback && o->connect[0])
+		return fail(err, errlen, "--loopback and --connect exclude each other");
+	if (!o->loopback && !o->connect[0])
+		return fail(err, errlen, "%s needs --connect URI or --loopback", kvb_test_name(o->test));
+	return 0;
+}
+
+static int take_test(kvb_opts *o, const char *name, char *err, size_t errlen)
+{
+	enum kvb_test t = test_from_name(name);
+	if (o->test == KVB_T_NONE) {
+		if (t == KVB_T_NONE)
+			return fail(err, errlen, "unknown test '%s': use server, bw, lat, kv or compare", name);
+		o->test = t;
+		o->compare_test = KVB_T_BW;
+		return 0;
+	}
+	if (o->test == KVB_T_COMPARE && (t == KVB_T_BW || t == KVB_T_KV || t == KVB_T_LAT)) {
+		o->compare_test = t;
+		return 0;
+	}
+	return fail(err, errlen, "unexpected argument '%s'", name);
+}
+
+int kvb_opts_parse(int argc, char **argv, kvb_opts *o, char *err, size_t errlen)
+{
+	int c;
+
+	err[0] = '\0';
+	optind = 0; /* full reset of GNU getopt (tests parse many times) */
+	opterr = 0;
+	for (;;) {
+		/* the test name may come anywhere among the options */
+		while (optind > 0 && optind < argc && argv[optind][0] != '-') {
+			if (take_test(o, argv[optind], err, errlen))
+				return -1;
+			optind++;
+		}
+		c = getopt_long(argc, argv, "+s:an:D:q:bt:p:d:x:h", long_opts, NULL);
+		if (c == -1) {
+			if (optind < argc && argv[optind][0] != '-')
+				continue;
+			break;
+		}
+		if (c == 'h' || c == O_HELP)
+			return 1;
+		if (c == '?' || c == ':')
+			return fail(err, errlen, "bad or incomplete option '%s'; see kvwire-bench --help",
+				    argv[optind - 1]);
+		if (apply_opt(o, c, optarg, err, errlen))
+			return -1;
+	}
+	if (optind < argc)
+		return fail(err, errlen, "unexpected argument '%s'", argv[optind]);
+	if (o->test == KVB_T_NONE)
+		return fail(err, errlen, "say which test to run: server, bw, lat, kv or compare");
+	if (o->json && o->csv)
+		return fail(err, errlen, "choose one of --json and --csv");
+	if (o->sweep && o->test == KVB_T_KV)
+		return fail(err, errlen, "-a (size sweep) applies to bw and lat, not kv");
+	return check_roles(o, err, errlen);
+}
