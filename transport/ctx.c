@@ -152,6 +152,9 @@ kvw_status kvw_progress(kvw_ctx *ctx)
 
 	if (!ctx)
 		return KVW_ERR_INVALID;
+	if (ctx->in_progress) /* called back from inside a pass: nothing to add */
+		return KVW_OK;
+	ctx->in_progress = true;
 	for (int i = 0; i < KVW_DRV_MAX; i++)
 		if (ctx->drv[i].open)
 			ctx->drv[i].ops->progress(&ctx->drv[i]);
@@ -169,7 +172,16 @@ kvw_status kvw_progress(kvw_ctx *ctx)
 		}
 		kvw_stats_progress(ctx);
 	}
+	ctx->in_progress = false;
+	for (int i = 0; i < KVW_DRV_MAX; i++) /* one write per stream for the whole pass */
+		if (ctx->drv[i].open)
+			ctx->drv[i].ops->flush(&ctx->drv[i]);
 	return KVW_OK;
+}
+
+bool kvw_core_batching(const kvw_ctx *ctx)
+{
+	return ctx->in_progress;
 }
 
 int kvw_poll(kvw_ctx *ctx, kvw_event *events, int max)

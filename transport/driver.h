@@ -96,6 +96,9 @@ struct kvw_driver_ops {
 	/* A receive request ended (any status, after revoke when it failed):
 	 * per-grant resources (keys, windows) may go. */
 	void (*grant_done)(kvw_ep *ep, kvw_req *req);
+	/* End of a kvw_progress pass: push out what the pass queued (drivers
+	 * that batch frames; see kvw_core_batching). */
+	void (*flush)(kvw_drv *d);
 };
 
 struct kvw_drv {
@@ -149,6 +152,9 @@ size_t kvw_core_hello_join(kvw_ep *ep, uint32_t rail_idx, void *buf);
 /* Registers an fd with the context's epoll set so kvw_ctx_fd() wakes. */
 kvw_status kvw_core_watch_fd(kvw_ctx *ctx, int fd, bool want_write);
 void kvw_core_unwatch_fd(kvw_ctx *ctx, int fd);
+/* True inside kvw_progress: frames queued now are flushed by ops->flush at
+ * the end of the pass, so a driver may batch instead of writing each one. */
+bool kvw_core_batching(const kvw_ctx *ctx);
 /* Config of a context (drivers read their knobs here). */
 const struct kvw_cfgv *kvw_core_cfg(const kvw_ctx *ctx);
 

@@ -204,6 +204,7 @@ struct kvw_ctx {
 	kvw_event *evq;
 	uint32_t evq_head, evq_tail, evq_cap; /* ring, cap power of two */
 	uint64_t next_timer_ns;
+	bool in_progress;         /* inside kvw_progress: drivers may batch */
 	void *stats;              /* stats endpoint (tools/kvwire stat) */
 };
 

@@ -153,9 +153,29 @@ kvw_status kvw_sock_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
 	if (!se || !se->rail[0])
 		return KVW_ERR_CLOSED;
 	st = kvw_stream_ctrl(se->rail[0], frame, len, -1);
-	if (st == KVW_OK && se->connecting_fd < 0)
+	if (st == KVW_OK && se->connecting_fd < 0 && !kvw_core_batching(ep->ctx))
 		kvw_stream_flush(se->rail[0]);
 	return st;
+}
+
+kvw_status kvw_sock_flush_ep(kvw_ep *ep)
+{
+	struct kvw_sockep *se = kvw_sockep(ep);
+
+	if (!se || se->connecting_fd >= 0 || kvw_core_batching(ep->ctx))
+		return KVW_OK;
+	for (uint32_t i = 0; i < se->n; i++)
+		if (se->rail[i] && !se->rail[i]->dead && !kvw_stream_idle(se->rail[i]))
+			kvw_stream_flush(se->rail[i]);
+	return KVW_OK;
+}
+
+void kvw_sock_flush(kvw_drv *d)
+{
+	for (kvw_ep *ep = d->ctx->eps; ep; ep = ep->next)
+		if (ep->drv == d && ep->drv_priv && !ep->transport_closed &&
+		    ep->state != KVW_EP_FAILED && ep->state != KVW_EP_CLOSED)
+			kvw_sock_flush_ep(ep);
 }
 
 void kvw_sock_cancel(kvw_ep *ep, kvw_req *req)

@@ -29,6 +29,10 @@ static inline struct kvw_sockep *kvw_sockep(const kvw_ep *ep) { return ep->drv_p
  * endpoint of d. */
 kvw_status kvw_sock_progress(kvw_drv *d);
 kvw_status kvw_sock_send_ctrl(kvw_ep *ep, const void *frame, size_t len);
+/* Writes ep's queued frames now, unless inside a progress pass (then the
+ * pass's end does it: ops->flush = kvw_sock_flush). */
+kvw_status kvw_sock_flush_ep(kvw_ep *ep);
+void kvw_sock_flush(kvw_drv *d);
 void kvw_sock_cancel(kvw_ep *ep, kvw_req *req);
 void kvw_sock_ep_close(kvw_ep *ep);
 kvw_status kvw_sock_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx);

@@ -250,7 +250,7 @@ static size_t shm_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 		if (!kvw_stream_data(s, head, sizeof(head), NULL, 0, f[i].req))
 			break;
 	}
-	kvw_stream_flush(s);
+	kvw_sock_flush_ep(ep);
 	return i;
 }
 
@@ -276,4 +276,5 @@ const struct kvw_driver_ops kvw_shm_ops = {
 	.send_ctrl = kvw_sock_send_ctrl,
 	.post_frags = shm_post_frags,
 	.cancel = kvw_sock_cancel,
+	.flush = kvw_sock_flush,
 };

@@ -163,7 +163,6 @@ static size_t tcp_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 {
 	struct kvw_sockep *se = kvw_sockep(ep);
 	uint8_t head[sizeof(struct kvw_wire_hdr) + sizeof(struct kvw_wire_data)];
-	uint32_t touched = 0;
 	size_t i;
 
 	for (i = 0; i < n; i++) {
@@ -177,11 +176,8 @@ static size_t tcp_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 		memcpy(head + sizeof(struct kvw_wire_hdr), &d, sizeof(d));
 		if (!kvw_stream_data(s, head, sizeof(head), f[i].src, f[i].bytes, f[i].req))
 			break;
-		touched |= 1u << s->rail;
 	}
-	for (uint32_t r = 0; r < se->n; r++)
-		if ((touched & (1u << r)) && se->rail[r])
-			kvw_stream_flush(se->rail[r]);
+	kvw_sock_flush_ep(ep);
 	return i;
 }
 
@@ -199,4 +195,5 @@ const struct kvw_driver_ops kvw_tcp_ops = {
 	.send_ctrl = kvw_sock_send_ctrl,
 	.post_frags = tcp_post_frags,
 	.cancel = kvw_sock_cancel,
+	.flush = kvw_sock_flush,
 };
