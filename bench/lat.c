@@ -39,7 +39,7 @@ static int lat_wait_for(kvb_sess *s, lat_wait *w, size_t n, size_t need, bool *s
 		if (w[need].done || !w[need].req)
 			return 0;
 		kvw_event evs[16];
-		int m = kvw_poll(s->ctx, evs, 16);
+		int m = kvw_poll_wait(s->ctx, evs, 16, 1);
 		if (m < 0)
 			return kvb_sess_fail(s, "kvw_poll: %s", kvw_strerror(m));
 		uint64_t now = kvb_now_ns();

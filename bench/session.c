@@ -257,7 +257,7 @@ static bool sess_finished(kvb_sess *s)
 static int sess_turn(kvb_sess *s, uint64_t now, uint64_t *last_event)
 {
 	kvw_event evs[64];
-	int n = kvw_poll(s->ctx, evs, 64);
+	int n = kvw_poll_wait(s->ctx, evs, 64, 1);
 	if (n < 0)
 		return kvb_sess_fail(s, "kvw_poll: %s %s", kvw_strerror(n), kvw_ctx_last_error(s->ctx));
 	for (int i = 0; i < n; i++)

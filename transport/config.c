@@ -20,6 +20,7 @@ static const kvw_config_entry kvw_cfg_table[] = {
 	{"window", "16777216", "dpdk: bytes in flight per endpoint before the sender waits for acks (send window)"},
 	{"secret", "", "shared secret; when set, peers must prove it (HMAC challenge-response)"},
 	{"stats_socket", "", "unix socket serving live counters to `kvwire stat` (\"auto\" = /run/kvwire/stats.PID.sock)"},
+	{"spin_us", "50", "kvw_poll_wait: microseconds to spin before sleeping on the context fd"},
 	{"log_level", "1", "0 silent, 1 errors, 2 warnings, 3 info, 4 debug (stderr)"},
 	{"dpdk_eal", "", "EAL arguments for the dpdk driver, e.g. \"--no-huge --no-pci --vdev=net_memif0,...\""},
 	{"rdma_dev", "", "RDMA device (default: first with an active port)"},
@@ -200,6 +201,7 @@ kvw_status kvw_cfgv_parse(const kvw_config *cfg, struct kvw_cfgv *out, char *err
 	U("window", window, 65536, 1ull << 40);
 	S("secret", secret);
 	S("stats_socket", stats_socket);
+	U("spin_us", spin_us, 0, 10000000);
 	U("log_level", log_level, 0, 4);
 	S("dpdk_eal", dpdk_eal);
 	S("rdma_dev", rdma_dev);

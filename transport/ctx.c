@@ -206,6 +206,9 @@ kvw_status kvw_ctx_wait(kvw_ctx *ctx, int timeout_ms)
 		return KVW_ERR_INVALID;
 	if (ctx->evq_head != ctx->evq_tail)
 		return KVW_OK;
+	for (kvw_ep *ep = ctx->eps; ep; ep = ep->next)
+		if (ep->state == KVW_EP_READY && ep->active_head && !ep->pump_blocked)
+			return KVW_OK; /* fragments to post: no sleeping */
 	/* wake for the next timer (keepalive, liveness, deadlines) */
 	for (kvw_ep *ep = ctx->eps; ep; ep = ep->next) {
 		uint64_t e = kvw_ep_next_timer(ep);
@@ -226,4 +229,26 @@ kvw_status kvw_ctx_wait(kvw_ctx *ctx, int timeout_ms)
 		return kvw_set_err(ctx, KVW_ERR_IO, "epoll_wait: %s", strerror(errno));
 	ctx->next_timer_ns = 0; /* run the timer pass on the next progress */
 	return KVW_OK;
+}
+
+int kvw_poll_wait(kvw_ctx *ctx, kvw_event *events, int max, int timeout_ms)
+{
+	uint64_t t0 = kvw_now_ns(), end, spin;
+	int n;
+
+	if (!ctx)
+		return KVW_ERR_INVALID;
+	end = timeout_ms < 0 ? UINT64_MAX : t0 + (uint64_t)timeout_ms * 1000000ull;
+	spin = t0 + (uint64_t)ctx->cfg.spin_us * 1000ull;
+	for (;;) {
+		uint64_t now;
+		if ((n = kvw_poll(ctx, events, max)) != 0)
+			return n;
+		now = kvw_now_ns();
+		if (now >= end)
+			return 0;
+		if (now < spin)
+			continue;
+		kvw_ctx_wait(ctx, end == UINT64_MAX ? -1 : (int)((end - now + 999999) / 1000000));
+	}
 }

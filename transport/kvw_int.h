@@ -34,6 +34,7 @@ struct kvw_cfgv {
 	char secret[128];
 	char stats_socket[108];
 	unsigned log_level;
+	unsigned spin_us;
 	char dpdk_eal[512];
 	char rdma_dev[64];
 	int rdma_gid;
@@ -174,6 +175,7 @@ struct kvw_ep {
 	kvw_req *reqs;            /* every request of this endpoint not yet freed */
 	uint64_t next_deadline_ns;
 	uint32_t rail_rr;
+	bool pump_blocked;        /* the driver refused fragments: wait for its fd */
 
 	void *drv_priv;
 	struct kvw_ep *next;

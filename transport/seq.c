@@ -743,6 +743,7 @@ static bool kvw_pump_req(kvw_ep *ep, kvw_req *r)
 		return true;
 	}
 	took = ep->drv->ops->post_frags(ep, f, n);
+	ep->pump_blocked = took < n;
 	if (took == 0)
 		return false;
 	if (!r->t_first_byte)

@@ -252,6 +252,8 @@ void kvw_stream_flush(struct kvw_stream *s)
 		w = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if (!s->want_write && s->ep) /* wake kvw_ctx_wait when writable */
+					kvw_core_watch_fd(s->ep->ctx, s->fd, true);
 				s->want_write = true;
 				return;
 			}
@@ -262,6 +264,8 @@ void kvw_stream_flush(struct kvw_stream *s)
 		}
 		kvw_tx_advance(s, (uint64_t)w);
 	}
+	if (s->want_write && s->ep && !s->dead)
+		kvw_core_watch_fd(s->ep->ctx, s->fd, false);
 	s->want_write = false;
 }
 

@@ -254,6 +254,11 @@ typedef struct kvw_event {
 /* Drives progress, then hands out up to max queued events. Returns the
  * number of events (>= 0) or a negative kvw_status. */
 int kvw_poll(kvw_ctx *ctx, kvw_event *events, int max);
+/* kvw_poll that, while nothing is ready, spins for the config's spin_us and
+ * then sleeps on the context fd, up to timeout_ms in all (-1 = until an
+ * event). Returns like kvw_poll (0 = timed out). On a machine with fewer
+ * free cores than busy processes, sleeping beats spinning by far. */
+int kvw_poll_wait(kvw_ctx *ctx, kvw_event *events, int max, int timeout_ms);
 
 #ifdef __cplusplus
 }
