@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+/* dpdk driver internals: ports, flows (one per endpoint), the reliable
+ * packet layer. See docs/drivers/dpdk.md for the design. */
+#ifndef KVW_DK_H
+#define KVW_DK_H
+
+/* rte_dev_dma_map, rte_ipv4_udptcp_cksum_mbuf(_verify) are experimental in 22.11 */
+#ifndef ALLOW_EXPERIMENTAL_API
+#define ALLOW_EXPERIMENTAL_API
+#endif
+
+#include "kvw_int.h"
+#include "fault.h"
+
+#include <rte_ether.h>
+#include <rte_mbuf.h>
+
+#define DK_BURST 32u
+#define DK_TX_BURSTS 4u        /* new-frame bursts per flow per progress call */
+#define DK_RX_BURSTS 4u        /* rx bursts per queue per progress call */
+#define DK_RING 8192u          /* send slots per flow (power of two) */
+#define DK_RWIN 8192u          /* receive window in packets (power of two) */
+#define DK_MAX_QUEUES 8u
+#define DK_MAX_FLOWS 256u
+#define DK_MAX_LISTENERS 16u
+#define DK_HDRS (sizeof(struct rte_ether_hdr) + 20u + 8u) /* eth + ipv4 + udp */
+#define DK_FRAME_HDR 24u       /* struct kvw_wire_hdr */
+#define DK_DATA_HDR 24u        /* struct kvw_wire_data */
+#define DK_ACK_EVERY 16u
+#define DK_INFLIGHT 512u       /* default packets in flight (URI inflight=) */
+#define DK_ACK_DELAY_NS 20000ull
+#define DK_RTO_MIN_NS 5000000ull
+#define DK_RTO_MAX_NS 100000000ull
+#define DK_RTO_INIT_NS 5000000ull
+#define DK_REORDER_TOL 3u
+#define DK_PACE_BURST_NS 200000ull /* pacing: burst allowance */
+#define DK_RTO_BURST 8u        /* oldest unsacked frames resent per timeout */
+
+/* driver-private header flags (wire hdr.flags bits the core never uses) */
+#define DK_F_SEG 0x10u         /* chunk of a control frame split over packets */
+#define DK_F_SEG_END 0x20u     /* last chunk */
+#define DK_F_VOID 0x40u        /* psn filler of a cancelled fragment */
+
+enum dk_slot_kind { DK_SLOT_FREE = 0, DK_SLOT_CTRL, DK_SLOT_DATA, DK_SLOT_VOID };
+#define DK_SL_SACKED 0x1u
+#define DK_SL_SENT 0x2u
+
+struct dk_slot {
+	uint8_t kind, fl;
+	uint16_t ntx;
+	uint32_t len;               /* payload bytes after the frame header */
+	uint64_t t_sent;
+	struct kvw_wire_hdr h;      /* header template (psn/ack filled at tx) */
+	union {
+		struct {
+			struct kvw_wire_data d;
+			const uint8_t *src;
+			const kvw_mem *mem;
+			kvw_req *req;
+		} data;
+		struct {
+			uint8_t *buf;       /* malloc'd body / chunk */
+		} ctrl;
+	};
+};
+
+struct dk_port;
+
+struct dk_flow {
+	struct dk_port *port;
+	kvw_ep *ep;
+	uint32_t lip, rip;          /* network order */
+	uint16_t lport, rport;      /* host order */
+	struct rte_ether_addr rmac;
+	bool mac_known, up_reported, dead, cksum;
+	uint32_t mtu_payload;       /* bytes after the frame header per packet */
+	struct kvw_fault *fault;
+	/* send side: psn una <= nxt <= tail; slot = psn & (DK_RING-1) */
+	struct dk_slot *ring;
+	uint32_t una, nxt, tail;
+	uint32_t peer_credits, max_inflight;
+	uint64_t srtt_ns, rttvar_ns, rto_ns, rto_due_ns, last_progress_ns;
+	uint32_t sack_high;         /* highest psn the peer sacked (+1) */
+	uint64_t pace_ns_per_byte_x1k, pace_next_ns;
+	uint32_t outstanding_ext;   /* extbuf mbufs not yet freed by the PMD */
+	uint32_t txq_rr;
+	/* receive side */
+	uint32_t rcv_nxt;
+	uint64_t *rbits;            /* DK_RWIN bits */
+	uint8_t **held;             /* DK_RWIN: out-of-order control packets */
+	uint32_t rcv_high;          /* highest psn received + 1 */
+	uint32_t last_rx_psn;       /* newest reliable psn received (echoed in ACKs) */
+	uint32_t ack_pending;
+	uint64_t ack_due_ns;
+	bool ack_now;
+	uint8_t *reasm;
+	size_t reasm_len, reasm_cap;
+	uint8_t scratch[2048];
+};
+
+struct dk_listener {
+	kvw_listener *l;
+	uint32_t lip;
+	uint16_t lport;
+};
+
+struct dk_mem {
+	uint8_t *base;              /* page-aligned registration */
+	size_t len;
+	bool ext;                   /* registered with rte_extmem */
+};
+
+struct dk_port {
+	uint16_t port_id;
+	bool started;
+	bool link_up;               /* read once per progress pass */
+	uint32_t users;             /* contexts using it */
+	uint16_t nq;
+	bool multiseg;              /* TX chains accepted */
+	bool jumbo_cksum;           /* frames chained over memif buffers: checksum them */
+	struct rte_mempool *pool, *ext_pool;
+	struct rte_ether_addr mac;
+	uint32_t mtu_payload;
+	char drv_name[32];
+	struct dk_flow *flows[DK_MAX_FLOWS];
+	uint32_t n_flows;
+	struct dk_listener lis[DK_MAX_LISTENERS];
+	uint32_t n_lis;
+	uint64_t bad, unmatched;
+	uint16_t next_eport;
+};
+
+struct dk_drv {
+	kvw_drv *d;
+	int timer_fd;
+	uint64_t timer_cleared_ns;
+	struct dk_port *ports[RTE_MAX_ETHPORTS];
+	struct dk_flow *zombies[DK_MAX_FLOWS];
+	uint32_t n_zombies;
+};
+
+/* CLOCK_MONOTONIC read once per progress call (dpdk.c) */
+extern __thread uint64_t dk_now_ns;
+
+/* dk_eal.c */
+kvw_status dk_eal_ensure(kvw_drv *d, const char *eal_args);
+bool dk_eal_up(void);
+kvw_status dk_port_get(struct dk_drv *dd, const struct kvw_uri *u, bool client, struct dk_port **out);
+void dk_port_put_all(struct dk_drv *dd);
+kvw_status dk_mem_register(kvw_drv *d, kvw_mem *m);
+void dk_mem_unregister(kvw_drv *d, kvw_mem *m);
+struct dk_mem *dk_mem_of(const kvw_drv *d, const kvw_mem *m);
+
+/* dk_tx.c */
+void dk_tx_slot(struct dk_flow *f, uint32_t psn, struct rte_mbuf **out, unsigned *n);
+void dk_tx_ack(struct dk_flow *f, struct rte_mbuf **out, unsigned *n);
+unsigned dk_tx_burst(struct dk_flow *f, struct rte_mbuf **pkts, unsigned n);
+void dk_tx_fault_due(struct dk_flow *f, uint64_t now);
+void dk_tx_drain_ext(struct dk_flow *f, uint64_t max_ns);
+
+/* dk_rel.c */
+kvw_status dk_flow_init(struct dk_flow *f, kvw_ep *ep);
+void dk_flow_fini(struct dk_flow *f);
+kvw_status dk_rel_queue_ctrl(struct dk_flow *f, const void *frame, size_t len);
+size_t dk_rel_queue_frags(struct dk_flow *f, const kvw_frag *fr, size_t n);
+void dk_rel_cancel(struct dk_flow *f, kvw_req *req);
+void dk_rel_on_packet(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wire_hdr *h,
+		      uint32_t off);
+void dk_rel_tick(struct dk_flow *f, uint64_t now);
+/* Sends what the window allows now (close: the last frames get one try). */
+void dk_rel_flush(struct dk_flow *f);
+/* Sends queued new frames the window allows (end of a progress pass). */
+void dk_rel_push(struct dk_flow *f, uint64_t now);
+
+/* dpdk.c */
+struct dk_flow *dk_flow_accept(struct dk_drv *dd, struct dk_port *p, struct dk_listener *dl,
+			       const struct rte_ether_addr *smac, uint32_t sip, uint16_t sport);
+void dk_mem_late(kvw_drv *d);
+
+/* dk_rx.c */
+void dk_rx_port(struct dk_drv *dd, struct dk_port *p);
+uint32_t dk_ip_parse(const char *s, bool *ok);
+
+#endif

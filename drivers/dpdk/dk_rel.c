@@ -1,0 +1,579 @@
+/* SPDX-License-Identifier: MIT */
+/* dpdk driver: the reliable packet layer of one flow (endpoint).
+ * Sender: psn per packet, window = min(ring, peer credits, config window),
+ * cumulative + selective acks, RTO from Jacobson/Karels with Karn's rule,
+ * fast retransmit of SACK holes, pacing, void fillers for cancelled
+ * fragments. Receiver: bitmap window, duplicate suppression, data placed
+ * on arrival (any order), control frames delivered in psn order. */
+#include "dk.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <rte_ethdev.h>
+
+static inline bool dk_bit(const struct dk_flow *f, uint32_t psn)
+{
+	uint32_t i = psn & (DK_RWIN - 1);
+	return f->rbits[i / 64] & (1ull << (i % 64));
+}
+
+static inline void dk_bit_set(struct dk_flow *f, uint32_t psn, bool on)
+{
+	uint32_t i = psn & (DK_RWIN - 1);
+	if (on)
+		f->rbits[i / 64] |= 1ull << (i % 64);
+	else
+		f->rbits[i / 64] &= ~(1ull << (i % 64));
+}
+
+kvw_status dk_flow_init(struct dk_flow *f, kvw_ep *ep)
+{
+	const struct kvw_cfgv *cfg = kvw_core_cfg(ep->ctx);
+	char err[160];
+
+	f->ep = ep;
+	f->ring = calloc(DK_RING, sizeof(*f->ring));
+	f->rbits = calloc(DK_RWIN / 64, sizeof(uint64_t));
+	f->held = calloc(DK_RWIN, sizeof(*f->held));
+	if (!f->ring || !f->rbits || !f->held)
+		return kvw_set_err(ep->ctx, KVW_ERR_NOMEM, "dpdk: out of memory for a flow");
+	f->una = f->nxt = f->tail = 1;
+	f->rcv_nxt = f->rcv_high = 1;
+	f->peer_credits = DK_RWIN;
+	uint64_t win = cfg->window ? cfg->window : (16u << 20);
+	uint64_t pk = win / (f->mtu_payload ? f->mtu_payload : 1400);
+	if (pk > f->max_inflight)
+		pk = f->max_inflight; /* set by the caller: URI inflight= or DK_INFLIGHT */
+	f->max_inflight = pk < 16 ? 16 : pk > DK_RING - 1 ? DK_RING - 1 : (uint32_t)pk;
+	f->rto_ns = DK_RTO_INIT_NS;
+	f->last_progress_ns = kvw_now_ns();
+	if (kvw_fault_create_salted(cfg->fault, ep->id, &f->fault, err, sizeof(err)) != KVW_OK)
+		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "dpdk: config fault: %s", err);
+	if (f->fault && kvw_fault_get_spec(f->fault)->corrupt > 0)
+		f->cksum = true;
+	return KVW_OK;
+}
+
+void dk_flow_fini(struct dk_flow *f)
+{
+	if (f->ring)
+		for (uint32_t p = f->una; p != f->tail; p++) {
+			struct dk_slot *s = &f->ring[p & (DK_RING - 1)];
+			if (s->kind == DK_SLOT_CTRL)
+				free(s->ctrl.buf);
+		}
+	if (f->held)
+		for (uint32_t i = 0; i < DK_RWIN; i++)
+			free(f->held[i]);
+	free(f->ring);
+	free(f->rbits);
+	free(f->held);
+	free(f->reasm);
+	kvw_fault_destroy(f->fault);
+}
+
+/* ---------------------------------------------------------------- sending */
+static struct dk_slot *dk_slot_new(struct dk_flow *f)
+{
+	if (f->tail - f->una >= DK_RING - 1)
+		return NULL;
+	struct dk_slot *s = &f->ring[f->tail & (DK_RING - 1)];
+	memset(s, 0, sizeof(*s));
+	f->tail++;
+	return s;
+}
+
+static uint32_t dk_ring_free(const struct dk_flow *f)
+{
+	return DK_RING - 1 - (f->tail - f->una);
+}
+
+/* A control frame goes out whole when it fits a packet, else as chunks
+ * of its bytes (header included) flagged DK_F_SEG, the last DK_F_SEG_END. */
+kvw_status dk_rel_queue_ctrl(struct dk_flow *f, const void *frame, size_t len)
+{
+	const struct kvw_wire_hdr *fh = frame;
+	uint32_t mp = f->mtu_payload;
+	bool whole = len - DK_FRAME_HDR <= mp;
+	size_t chunks = whole ? 1 : (len + mp - 1) / mp;
+
+	if (len < DK_FRAME_HDR)
+		return kvw_set_err(f->ep->ctx, KVW_ERR_INVALID, "dpdk: control frame shorter than a header");
+	if (chunks > dk_ring_free(f))
+		return kvw_set_err(f->ep->ctx, KVW_ERR_NOMEM, "dpdk: send window full (%u packets queued); "
+				   "the peer is not acknowledging", f->tail - f->una);
+	const uint8_t *src = whole ? (const uint8_t *)frame + DK_FRAME_HDR : frame;
+	size_t left = whole ? len - DK_FRAME_HDR : len;
+	for (size_t c = 0; c < chunks; c++) {
+		size_t n = left < mp ? left : mp;
+		struct dk_slot *s = dk_slot_new(f);
+		s->kind = DK_SLOT_CTRL;
+		s->h = *fh;
+		s->h.flags &= (uint8_t)~(DK_F_SEG | DK_F_SEG_END | DK_F_VOID);
+		if (!whole)
+			s->h.flags |= DK_F_SEG | (c + 1 == chunks ? DK_F_SEG_END : 0);
+		s->len = (uint32_t)n;
+		s->ctrl.buf = n ? malloc(n) : NULL;
+		if (n && !s->ctrl.buf) {
+			s->kind = DK_SLOT_VOID; /* keeps the psn space whole */
+			return kvw_set_err(f->ep->ctx, KVW_ERR_NOMEM, "dpdk: out of memory");
+		}
+		memcpy(s->ctrl.buf, src, n);
+		src += n;
+		left -= n;
+	}
+	return KVW_OK;
+}
+
+/* The receiver names a place by (index in its block list, offset below one
+ * block): a piece `off` bytes into a fragment that spans several blocks of
+ * one run moves to the block it starts in. */
+static void dk_frag_dst(const kvw_frag *x, uint32_t off, struct kvw_wire_data *d)
+{
+	uint64_t bb = x->req ? x->req->pg.block_bytes : 0;
+	uint64_t at = x->blk_off + off;
+
+	if (!bb) {
+		d->blk_idx = x->blk_idx;
+		d->blk_off = at;
+		return;
+	}
+	d->blk_idx = x->blk_idx + (uint32_t)(at / bb);
+	d->blk_off = at % bb;
+}
+
+size_t dk_rel_queue_frags(struct dk_flow *f, const kvw_frag *fr, size_t n)
+{
+	uint32_t mp = f->mtu_payload - DK_DATA_HDR;
+	size_t taken = 0;
+
+	for (; taken < n; taken++) {
+		const kvw_frag *x = &fr[taken];
+		uint32_t pk = (x->bytes + mp - 1) / mp;
+		if (pk > dk_ring_free(f))
+			break;
+		for (uint32_t off = 0; off < x->bytes; off += mp) {
+			struct dk_slot *s = dk_slot_new(f);
+			uint32_t b = x->bytes - off < mp ? x->bytes - off : mp;
+			s->kind = DK_SLOT_DATA;
+			kvw_wire_hdr_encode(&s->h, KVW_T_DATA, 0, 0, f->ep->peer_id);
+			s->len = b;
+			s->data.d.token = x->token;
+			s->data.d.layer = x->layer;
+			s->data.d.bytes = b;
+			dk_frag_dst(x, off, &s->data.d);
+			s->data.src = x->src + off;
+			s->data.mem = x->src_mem;
+			s->data.req = x->req;
+		}
+	}
+	return taken;
+}
+
+/* Abort, sender side: queued and unacked fragments of req become void
+ * fillers (their psns still go out, carrying no payload), and every
+ * external buffer the PMD still holds is given back before we return. */
+void dk_rel_cancel(struct dk_flow *f, kvw_req *req)
+{
+	for (uint32_t p = f->una; p != f->tail; p++) {
+		struct dk_slot *s = &f->ring[p & (DK_RING - 1)];
+		if (s->kind == DK_SLOT_DATA && s->data.req == req) {
+			s->kind = DK_SLOT_VOID;
+			s->len = 0;
+			s->data.src = NULL;
+		}
+	}
+	dk_tx_drain_ext(f, 200000000ull);
+}
+
+static void dk_rtt_sample(struct dk_flow *f, uint64_t rtt)
+{
+	if (!f->srtt_ns) {
+		f->srtt_ns = rtt;
+		f->rttvar_ns = rtt / 2;
+	} else {
+		uint64_t err = rtt > f->srtt_ns ? rtt - f->srtt_ns : f->srtt_ns - rtt;
+		f->rttvar_ns = (3 * f->rttvar_ns + err) / 4;
+		f->srtt_ns = (7 * f->srtt_ns + rtt) / 8;
+	}
+	uint64_t rto = f->srtt_ns + 4 * f->rttvar_ns;
+	f->rto_ns = rto < DK_RTO_MIN_NS ? DK_RTO_MIN_NS : rto > DK_RTO_MAX_NS ? DK_RTO_MAX_NS : rto;
+	f->ep->cnt.rtt_us = f->srtt_ns / 1000;
+}
+
+static void dk_on_cum_ack(struct dk_flow *f, uint32_t ack, uint64_t now)
+{
+	if ((int32_t)(ack - f->una) <= 0 || (int32_t)(ack - f->nxt) > 0)
+		return;
+	for (; f->una != ack; f->una++) {
+		struct dk_slot *s = &f->ring[f->una & (DK_RING - 1)];
+		if (s->kind == DK_SLOT_CTRL)
+			free(s->ctrl.buf);
+		s->kind = DK_SLOT_FREE;
+	}
+	if (f->srtt_ns) { /* progress ends the backoff */
+		uint64_t rto = f->srtt_ns + 4 * f->rttvar_ns;
+		f->rto_ns = rto < DK_RTO_MIN_NS ? DK_RTO_MIN_NS : rto > DK_RTO_MAX_NS ? DK_RTO_MAX_NS : rto;
+	}
+	f->last_progress_ns = now;
+	f->rto_due_ns = f->una != f->nxt ? now + f->rto_ns : 0;
+}
+
+static void dk_on_sack(struct dk_flow *f, const struct kvw_wire_ack *a)
+{
+	uint32_t ns = a->n_sack > KVW_WIRE_SACK_MAX ? KVW_WIRE_SACK_MAX : a->n_sack;
+	for (uint32_t i = 0; i < ns; i++) {
+		uint32_t b = a->sack[i][0], e = a->sack[i][1];
+		if ((int32_t)(b - f->una) < 0)
+			b = f->una;
+		if ((int32_t)(e - f->nxt) > 0)
+			e = f->nxt;
+		for (uint32_t p = b; (int32_t)(e - p) > 0; p++)
+			f->ring[p & (DK_RING - 1)].fl |= DK_SL_SACKED;
+		if ((int32_t)(e - f->sack_high) > 0)
+			f->sack_high = e;
+	}
+}
+
+/* Fast retransmit: holes well below the highest sacked psn, not sent
+ * again within the last smoothed RTT. */
+static void dk_fast_retx(struct dk_flow *f, uint64_t now)
+{
+	struct rte_mbuf *out[DK_BURST];
+	unsigned k = 0;
+	uint64_t guard = f->srtt_ns ? f->srtt_ns : DK_RTO_MIN_NS;
+
+	if ((int32_t)(f->sack_high - f->una) <= (int32_t)DK_REORDER_TOL)
+		return;
+	uint32_t lim = f->sack_high - DK_REORDER_TOL;
+	for (uint32_t p = f->una; (int32_t)(lim - p) > 0 && k < DK_BURST; p++) {
+		struct dk_slot *s = &f->ring[p & (DK_RING - 1)];
+		if ((s->fl & DK_SL_SACKED) || now - s->t_sent < guard)
+			continue;
+		dk_tx_slot(f, p, out, &k);
+		f->ep->cnt.retransmits++;
+	}
+	dk_tx_burst(f, out, k);
+}
+
+/* RTT sample (Karn: first transmissions only) from the psn whose arrival
+ * made the peer send this ACK; the ACK echoes it in echo_t_ns (psn + 1). */
+static void dk_ack_rtt(struct dk_flow *f, const struct kvw_wire_ack *a, uint64_t now)
+{
+	uint32_t p = (uint32_t)a->echo_t_ns - 1;
+	if (!a->echo_t_ns || (int32_t)(p - f->una) < 0 || (int32_t)(f->nxt - p) <= 0)
+		return;
+	struct dk_slot *s = &f->ring[p & (DK_RING - 1)];
+	if (s->ntx == 1 && now > s->t_sent) {
+		dk_rtt_sample(f, now - s->t_sent);
+		s->ntx = 2; /* one sample per packet */
+	}
+}
+
+static void dk_on_ack_frame(struct dk_flow *f, const struct kvw_wire_ack *a, uint64_t now)
+{
+	dk_ack_rtt(f, a, now);
+	dk_on_cum_ack(f, a->cum_ack, now);
+	f->peer_credits = a->credits > DK_RWIN ? DK_RWIN : a->credits;
+	dk_on_sack(f, a);
+	dk_fast_retx(f, now);
+}
+
+/* --------------------------------------------------------------- receiving */
+static void dk_ctrl_frame(struct dk_flow *f, const uint8_t *frame, size_t len)
+{
+	struct kvw_wire_hdr h;
+	const char *why = "";
+
+	if (kvw_wire_check_hdr(frame, len, &h, &why) != KVW_OK || h.len != len - DK_FRAME_HDR) {
+		kvw_core_bad_frame(f->ep, why);
+		return;
+	}
+	kvw_core_on_frame(f->ep, &h, frame + DK_FRAME_HDR);
+}
+
+static void dk_reasm(struct dk_flow *f, const struct kvw_wire_hdr *h, const uint8_t *b, uint32_t n)
+{
+	if (f->reasm_len + n > KVW_WIRE_MAX_CTRL + DK_FRAME_HDR) {
+		kvw_core_bad_frame(f->ep, "segmented control frame too long");
+		f->reasm_len = 0;
+		return;
+	}
+	if (f->reasm_len + n > f->reasm_cap) {
+		size_t cap = (f->reasm_len + n) * 2;
+		uint8_t *nb = realloc(f->reasm, cap);
+		if (!nb) {
+			kvw_ep_fail(f->ep, KVW_ERR_NOMEM, "dpdk: out of memory reassembling a control frame");
+			return;
+		}
+		f->reasm = nb;
+		f->reasm_cap = cap;
+	}
+	memcpy(f->reasm + f->reasm_len, b, n);
+	f->reasm_len += n;
+	if (h->flags & DK_F_SEG_END) {
+		dk_ctrl_frame(f, f->reasm, f->reasm_len);
+		f->reasm_len = 0;
+	}
+}
+
+/* One in-order control packet: header + body (contiguous). */
+static void dk_ctrl_deliver(struct dk_flow *f, const uint8_t *pkt)
+{
+	const struct kvw_wire_hdr *h = (const struct kvw_wire_hdr *)pkt;
+	if (h->flags & DK_F_VOID)
+		return;
+	if (h->flags & DK_F_SEG)
+		dk_reasm(f, h, pkt + DK_FRAME_HDR, h->len);
+	else
+		dk_ctrl_frame(f, pkt, DK_FRAME_HDR + h->len);
+}
+
+/* Copies len bytes at off of m into dst (walks segments). */
+static void dk_copy_out(const struct rte_mbuf *m, uint32_t off, uint8_t *dst, uint32_t len)
+{
+	while (m && off >= m->data_len) {
+		off -= m->data_len;
+		m = m->next;
+	}
+	while (m && len) {
+		uint32_t n = m->data_len - off;
+		if (n > len)
+			n = len;
+		memcpy(dst, rte_pktmbuf_mtod_offset(m, const uint8_t *, off), n);
+		dst += n;
+		len -= n;
+		off = 0;
+		m = m->next;
+	}
+}
+
+static void dk_data_place(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wire_hdr *h, uint32_t off)
+{
+	struct kvw_wire_data d;
+	uint8_t *dst;
+
+	if (h->flags & DK_F_VOID)
+		return;
+	if (h->len < DK_DATA_HDR) {
+		kvw_core_bad_frame(f->ep, "DATA frame shorter than its descriptor");
+		return;
+	}
+	dk_copy_out(m, off, (uint8_t *)&d, DK_DATA_HDR);
+	if (d.bytes != h->len - DK_DATA_HDR) {
+		kvw_core_bad_frame(f->ep, "DATA byte count does not match the frame length");
+		return;
+	}
+	if (kvw_core_dst(f->ep, &d, &dst) != KVW_OK)
+		return; /* aborted grant or rejected: payload discarded */
+	dk_copy_out(m, off + DK_DATA_HDR, dst, d.bytes);
+	kvw_core_landed(f->ep, d.token, d.layer, d.bytes);
+}
+
+static bool dk_ep_live(const struct dk_flow *f)
+{
+	return !f->dead && f->ep->state != KVW_EP_FAILED && f->ep->state != KVW_EP_CLOSED;
+}
+
+static void dk_rcv_advance(struct dk_flow *f)
+{
+	while (dk_bit(f, f->rcv_nxt) && (int32_t)(f->rcv_high - f->rcv_nxt) > 0) {
+		uint32_t i = f->rcv_nxt & (DK_RWIN - 1);
+		dk_bit_set(f, f->rcv_nxt, false);
+		f->rcv_nxt++;
+		uint8_t *held = f->held[i];
+		f->held[i] = NULL;
+		if (held && dk_ep_live(f))
+			dk_ctrl_deliver(f, held);
+		free(held);
+	}
+}
+
+/* Control packet: delivered now when in order, else kept until it is. */
+static void dk_ctrl_arrive(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wire_hdr *h,
+			   uint32_t off, bool in_order)
+{
+	size_t n = DK_FRAME_HDR + h->len;
+	uint8_t *buf = n <= sizeof(f->scratch) && in_order ? f->scratch : malloc(n);
+	if (!buf) {
+		f->ep->cnt.drops++;
+		dk_bit_set(f, h->psn, false); /* the sender retransmits it */
+		return;
+	}
+	dk_copy_out(m, off - DK_FRAME_HDR, buf, (uint32_t)n);
+	if (in_order) {
+		dk_ctrl_deliver(f, buf);
+		if (buf != f->scratch)
+			free(buf);
+	} else {
+		f->held[h->psn & (DK_RWIN - 1)] = buf;
+	}
+}
+
+/* A frame for this flow; off = offset of its body in m. */
+void dk_rel_on_packet(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wire_hdr *h, uint32_t off)
+{
+	uint64_t now = dk_now_ns;
+
+	if (h->type == KVW_T_ACK) {
+		struct kvw_wire_ack a;
+		if (h->len < sizeof(a)) {
+			kvw_core_bad_frame(f->ep, "ACK frame too short");
+			return;
+		}
+		dk_copy_out(m, off, (uint8_t *)&a, sizeof(a));
+		dk_on_ack_frame(f, &a, now);
+		return;
+	}
+	if (h->flags & KVW_WF_ACK_VALID)
+		dk_on_cum_ack(f, h->ack, now);
+	int32_t d = (int32_t)(h->psn - f->rcv_nxt);
+	if (d < 0 || (d < (int32_t)DK_RWIN && dk_bit(f, h->psn))) {
+		f->ep->cnt.dups++;
+		f->ack_now = true;
+		return;
+	}
+	if (d >= (int32_t)DK_RWIN) {
+		f->ep->cnt.drops++;
+		return;
+	}
+	if (d > 0) {
+		f->ep->cnt.out_of_order++;
+		f->ack_now = true;
+	}
+	dk_bit_set(f, h->psn, true);
+	f->last_rx_psn = h->psn;
+	if ((int32_t)(h->psn + 1 - f->rcv_high) > 0)
+		f->rcv_high = h->psn + 1;
+	if (h->type == KVW_T_DATA)
+		dk_data_place(f, m, h, off);
+	else
+		dk_ctrl_arrive(f, m, h, off, d == 0);
+	if (!dk_ep_live(f))
+		return;
+	dk_rcv_advance(f);
+	if (!f->ack_pending++)
+		f->ack_due_ns = now + DK_ACK_DELAY_NS;
+	if (f->ack_pending >= DK_ACK_EVERY || h->type != KVW_T_DATA)
+		f->ack_now = true;
+}
+
+/* ------------------------------------------------------------------ timers */
+static bool dk_send_burst(struct dk_flow *f, uint64_t now);
+
+/* Up to DK_TX_BURSTS bursts a progress call: amortises the core's pass. */
+static void dk_send_new(struct dk_flow *f, uint64_t now)
+{
+	for (unsigned i = 0; i < DK_TX_BURSTS && dk_send_burst(f, now); i++)
+		;
+}
+
+/* One burst of new frames; true when it was full and more may follow. */
+static bool dk_send_burst(struct dk_flow *f, uint64_t now)
+{
+	struct rte_mbuf *out[DK_BURST];
+	unsigned k = 0;
+	uint32_t lim = f->max_inflight < f->peer_credits ? f->max_inflight : f->peer_credits;
+
+	while (f->nxt != f->tail && f->nxt - f->una < lim && k < DK_BURST) {
+		if (f->pace_ns_per_byte_x1k && f->pace_next_ns > now + DK_PACE_BURST_NS)
+			break; /* token bucket: at most DK_PACE_BURST_NS of credit ahead */
+		struct dk_slot *s = &f->ring[f->nxt & (DK_RING - 1)];
+		dk_tx_slot(f, f->nxt, out, &k);
+		if (!(s->fl & DK_SL_SENT))
+			break; /* out of mbufs */
+		f->pace_next_ns = (f->pace_next_ns > now ? f->pace_next_ns : now) +
+				  (s->len + 90) * f->pace_ns_per_byte_x1k / 1000;
+		if (f->una == f->nxt || !f->rto_due_ns)
+			f->rto_due_ns = now + f->rto_ns;
+		f->nxt++;
+	}
+	if (!k)
+		return false;
+	if (f->rcv_high == f->rcv_nxt) { /* the piggybacked ack said it all */
+		f->ack_pending = 0;
+		f->ack_now = false;
+	}
+	unsigned sent = dk_tx_burst(f, out, k);
+	for (unsigned i = sent; i < k; i++) { /* queue full: take them back */
+		f->nxt--;
+		struct dk_slot *s = &f->ring[f->nxt & (DK_RING - 1)];
+		s->ntx--;
+		s->fl &= (uint8_t)~DK_SL_SENT;
+	}
+	return sent == DK_BURST;
+}
+
+void dk_rel_push(struct dk_flow *f, uint64_t now)
+{
+	if (f->nxt != f->tail)
+		dk_send_new(f, now);
+}
+
+/* Close: every queued frame (the CLOSE among them) leaves once, window or
+ * not; a TX queue that is full is retried for up to 20 ms. */
+void dk_rel_flush(struct dk_flow *f)
+{
+	uint64_t end = kvw_now_ns() + 20000000ull;
+
+	f->peer_credits = DK_RWIN;
+	f->max_inflight = DK_RING - 1;
+	f->pace_ns_per_byte_x1k = 0;
+	while (f->nxt != f->tail && kvw_now_ns() < end) {
+		dk_now_ns = kvw_now_ns();
+		dk_send_new(f, dk_now_ns);
+	}
+}
+
+/* Timeout: resend the oldest frame the peer has not sacked, back off. Its
+ * ACK (immediate: a gap or a duplicate) carries the SACK ranges that let
+ * fast retransmit repair the rest; when it was only the ACKs that were
+ * late, one frame is all the timeout cost. */
+static void dk_rto(struct dk_flow *f, uint64_t now)
+{
+	struct rte_mbuf *out[DK_RTO_BURST];
+	unsigned k = 0;
+
+	kvw_log(f->ep->ctx, 4, "dpdk: ep %u timeout: una %u nxt %u tail %u, %lu us since progress, "
+		"srtt %lu us rto %lu us credits %u", f->ep->id, f->una, f->nxt, f->tail,
+		(unsigned long)((now - f->last_progress_ns) / 1000), (unsigned long)(f->srtt_ns / 1000),
+		(unsigned long)(f->rto_ns / 1000), f->peer_credits);
+
+	for (uint32_t p = f->una; p != f->nxt && k < DK_RTO_BURST; p++) {
+		struct dk_slot *s = &f->ring[p & (DK_RING - 1)];
+		if (s->fl & DK_SL_SACKED)
+			continue;
+		dk_tx_slot(f, p, out, &k);
+		f->ep->cnt.retransmits++;
+	}
+	dk_tx_burst(f, out, k);
+	f->rto_ns = f->rto_ns * 2 > DK_RTO_MAX_NS ? DK_RTO_MAX_NS : f->rto_ns * 2;
+	f->rto_due_ns = now + f->rto_ns;
+}
+
+void dk_rel_tick(struct dk_flow *f, uint64_t now)
+{
+	const struct kvw_cfgv *cfg = kvw_core_cfg(f->ep->ctx);
+	struct rte_mbuf *out[1];
+	unsigned k = 0;
+
+	if (f->ack_now || (f->ack_pending && now >= f->ack_due_ns)) {
+		dk_tx_ack(f, out, &k);
+		dk_tx_burst(f, out, k);
+	}
+	dk_tx_fault_due(f, now);
+	if (f->una != f->nxt && f->rto_due_ns && now >= f->rto_due_ns)
+		dk_rto(f, now);
+	/* queued counts too: a link that refuses every frame is no progress */
+	if (f->una != f->tail && cfg->peer_dead_ms &&
+	    now - f->last_progress_ns > (uint64_t)cfg->peer_dead_ms * 1000000ull) {
+		f->dead = true;
+		kvw_ep_fail(f->ep, KVW_ERR_PEER_DEAD, "dpdk: no acknowledgement from the peer within "
+			    "peer_dead_ms; the peer process or the link is gone");
+		return;
+	}
+	if (f->una == f->tail)
+		f->last_progress_ns = now;
+	dk_send_new(f, now);
+}
