@@ -11,6 +11,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Waits for the server's result, driving progress meanwhile. */
@@ -220,6 +221,32 @@ static int free_tcp_port(void)
 	return port;
 }
 
+/* dpdk without a NIC: the two processes meet over net_memif (--no-huge
+ * --no-pci), the server in the memif server role through its URI's eal=,
+ * this process as the client through KVW_DPDK_EAL (unless the user set it). */
+static int loop_addresses_dpdk(kvb_opts *so, char *err, size_t errlen)
+{
+	char sock[96], eal[400];
+	int pid = (int)getpid();
+
+	if (mkdir("/run/kvwire", 0755) && errno != EEXIST) {
+		snprintf(err, errlen, "cannot create /run/kvwire for the memif socket: %s", strerror(errno));
+		return -1;
+	}
+	snprintf(sock, sizeof(sock), "/run/kvwire/bench-memif-%d.sock", pid);
+	unlink(sock);
+	/* EAL pins its main thread: one core each, or both on core 0 */
+	int cl = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? 1 : 0;
+	snprintf(eal, sizeof(eal), "--no-huge --no-pci -m 512 -l %d --log-level=lib.eal:warning "
+		 "--file-prefix=kvwbC%d --vdev=net_memif0,role=client,socket=%s", cl, pid, sock);
+	setenv("KVW_DPDK_EAL", eal, 0);
+	snprintf(so->listen, sizeof(so->listen),
+		 "dpdk://127.0.0.1:7000?eal=--no-huge+--no-pci+-m+512+-l+0+--log-level=lib.eal:warning+"
+		 "--file-prefix=kvwbS%d+--vdev=net_memif0,role=server,socket=%s", pid, sock);
+	snprintf(so->ctl, sizeof(so->ctl), "tcp:127.0.0.1:0");
+	return 0;
+}
+
 static int loop_addresses(const kvb_opts *o, kvb_opts *so, char *err, size_t errlen)
 {
 	if (o->listen[0])
@@ -239,6 +266,8 @@ static int loop_addresses(const kvb_opts *o, kvb_opts *so, char *err, size_t err
 		snprintf(so->ctl, sizeof(so->ctl), "tcp:127.0.0.1:0");
 		return 0;
 	}
+	if (!strcmp(o->driver, "dpdk"))
+		return loop_addresses_dpdk(so, err, errlen);
 	snprintf(err, errlen, "--loopback with driver %s needs --listen URI for the server side", o->driver);
 	return -1;
 }
