@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -275,6 +276,147 @@ static bool rdma_device_present(void)
 	return any;
 }
 
+/* First RDMA device, and its IPv4 RoCE GID index (as perftest's -x). */
+static bool rdma_pick(const kvb_opts *o, char *dev, size_t dlen, char *gid, size_t glen)
+{
+	DIR *d;
+	struct dirent *e;
+
+	dev[0] = 0;
+	if (o->rdma_dev[0]) {
+		snprintf(dev, dlen, "%s", o->rdma_dev);
+	} else if ((d = opendir("/sys/class/infiniband"))) {
+		while ((e = readdir(d)))
+			if (e->d_name[0] != '.' && !dev[0] && strlen(e->d_name) < dlen)
+				memcpy(dev, e->d_name, strlen(e->d_name) + 1);
+		closedir(d);
+	}
+	if (!dev[0])
+		return false;
+	if (o->rdma_gid[0]) {
+		snprintf(gid, glen, "%s", o->rdma_gid);
+		return true;
+	}
+	for (int i = 0; i < 16; i++) {
+		char path[256], val[64] = "";
+		FILE *f;
+		snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/1/gids/%d", dev, i);
+		if (!(f = fopen(path, "r")))
+			break;
+		if (fgets(val, sizeof(val), f) && !strncmp(val, "0000:0000:0000:0000:0000:ffff:", 30)) {
+			fclose(f);
+			snprintf(gid, glen, "%d", i);
+			return true;
+		}
+		fclose(f);
+	}
+	snprintf(gid, glen, "0");
+	return true;
+}
+
+/* perftest's own bandwidth over the same device and size (-n, not -D). */
+static void peer_ib_write_bw(const kvb_opts *o, const kvb_result *kr, kvb_peer *p)
+{
+	char dev[64], gid[16], port[16], size[32], iters[32];
+	if (!in_path("ib_write_bw")) {
+		peer_set(p, "ib_write_bw", "missing", "ib_write_bw not in PATH (Debian: perftest)");
+		return;
+	}
+	if (!rdma_device_present() || !rdma_pick(o, dev, sizeof(dev), gid, sizeof(gid))) {
+		peer_set(p, "ib_write_bw", "missing", "no RDMA device (/sys/class/infiniband empty)");
+		return;
+	}
+	snprintf(port, sizeof(port), "%d", free_port());
+	snprintf(size, sizeof(size), "%llu", (unsigned long long)kr->size);
+	snprintf(iters, sizeof(iters), "%llu", (unsigned long long)(o->iters ? o->iters : 1000));
+	char *srv[] = {"ib_write_bw", "-d", dev, "-x", gid, "-p", port, "-s", size, "-n", iters,
+		       "--report_gbits", NULL};
+	char *cli[] = {"ib_write_bw", "-d", dev, "-x", gid, "-p", port, "-s", size, "-n", iters,
+		       "--report_gbits", "127.0.0.1", NULL};
+	snprintf(p->command, sizeof(p->command), "ib_write_bw -d %s -x %s -p %s -s %s -n %s --report_gbits "
+		 "& ib_write_bw ... 127.0.0.1", dev, gid, port, size, iters);
+	pid_t spid = spawn(srv, NULL, NULL);
+	usleep(500000);
+	int st;
+	char *out = run_capture(cli, NULL, 600, &st);
+	stop_server(spid);
+	/* result line: #bytes #iterations BW-peak BW-average MsgRate */
+	double f[5] = {0};
+	bool got = false;
+	for (char *save, *l = out ? strtok_r(out, "\n", &save) : NULL; l; l = strtok_r(NULL, "\n", &save))
+		if (sscanf(l, " %lf %lf %lf %lf %lf", &f[0], &f[1], &f[2], &f[3], &f[4]) == 5 &&
+		    f[0] == (double)kr->size)
+			got = true;
+	if (!got)
+		peer_set(p, "ib_write_bw", "failed", "no result line in ib_write_bw output");
+	else {
+		p->gbit = f[3];
+		peer_set(p, "ib_write_bw", "ok", "");
+	}
+	free(out);
+}
+
+/* dpdk-testpmd txonly -> rxonly over net_memif between two processes, the
+ * frame size kvwire's dpdk driver uses on memif (one 2048-byte buffer). */
+static void peer_testpmd(double secs, kvb_peer *p)
+{
+	char sock[96], vs[160], vc[160], pr[48], pc[48], t[16];
+	int fd, st, pid = (int)getpid();
+	if (!in_path("dpdk-testpmd")) {
+		peer_set(p, "dpdk-testpmd memif", "missing", "dpdk-testpmd not in PATH (Debian: dpdk)");
+		return;
+	}
+	mkdir("/run/kvwire", 0755);
+	snprintf(sock, sizeof(sock), "/run/kvwire/cmp-testpmd-%d.sock", pid);
+	snprintf(vs, sizeof(vs), "--vdev=net_memif0,role=server,socket=%s", sock);
+	snprintf(vc, sizeof(vc), "--vdev=net_memif0,role=client,socket=%s", sock);
+	snprintf(pr, sizeof(pr), "--file-prefix=kvwcr%d", pid);
+	snprintf(pc, sizeof(pc), "--file-prefix=kvwct%d", pid);
+	snprintf(t, sizeof(t), "%d", secs < 3 ? 5 : (int)secs + 2);
+	char *rx[] = {"dpdk-testpmd", "--no-huge", "--no-pci", "-m", "512", pr, "--lcores=0@0,1@0", vs, "--",
+		      "--forward-mode=rxonly", "--stats-period=1", "--auto-start", "--nb-cores=1",
+		      "--total-num-mbufs=32768", NULL};
+	char *tx[] = {"dpdk-testpmd", "--no-huge", "--no-pci", "-m", "512", pc, "--lcores=0@1,1@1", vc, "--",
+		      "--forward-mode=txonly", "--txpkts=2048", "--stats-period=1", "--auto-start",
+		      "--nb-cores=1", "--total-num-mbufs=32768", NULL};
+	snprintf(p->command, sizeof(p->command), "dpdk-testpmd --no-huge --no-pci -m 512 --vdev=net_memif0,role=server "
+		 "-- --forward-mode=rxonly & dpdk-testpmd ... role=client -- --forward-mode=txonly --txpkts=2048 "
+		 "(%s s)", t);
+	pid_t rpid = spawn(rx, NULL, &fd);
+	usleep(1000000);
+	char *txo = run_capture(tx, NULL, atoi(t), &st); /* runs until the timeout ends it */
+	kill(rpid, SIGINT);
+	/* the receiver's per-second "Rx-bps:" after the first two seconds */
+	size_t len = 0, cap = 1 << 20;
+	char *buf = malloc(cap);
+	ssize_t n;
+	while (buf && len < cap - 1 && (n = read(fd, buf + len, cap - 1 - len)) > 0)
+		len += (size_t)n;
+	close(fd);
+	stop_server(rpid);
+	unlink(sock);
+	double sum = 0;
+	unsigned k = 0, seen = 0;
+	if (buf) {
+		buf[len] = 0;
+		for (char *q = strstr(buf, "Rx-bps:"); q; q = strstr(q + 7, "Rx-bps:")) {
+			double bps = strtod(q + 7, NULL);
+			if (bps > 0 && ++seen > 2) {
+				sum += bps;
+				k++;
+			}
+		}
+	}
+	if (!k)
+		peer_set(p, "dpdk-testpmd memif", "failed", "no Rx-bps samples from testpmd rxonly");
+	else {
+		p->gbit = sum / k / 1e9;
+		peer_set(p, "dpdk-testpmd memif", "ok", "txonly->rxonly, 2048 B frames, payload untouched");
+	}
+	free(buf);
+	free(txo);
+}
+
 static size_t peers_for(const kvb_opts *o, const kvb_result *kr, double secs, kvb_peer *p)
 {
 	size_t n = 0;
@@ -286,16 +428,9 @@ static size_t peers_for(const kvb_opts *o, const kvb_result *kr, double secs, kv
 		peer_iperf3(o, secs, &p[n++]);
 		peer_ucx(o, kr, "tag_bw", &p[n++]);
 	} else if (!strcmp(o->driver, "rdma")) {
-		if (!in_path("ib_write_bw"))
-			peer_set(&p[n++], "ib_write_bw", "missing", "ib_write_bw not in PATH (Debian: perftest)");
-		else if (!rdma_device_present())
-			peer_set(&p[n++], "ib_write_bw", "missing", "no RDMA device (/sys/class/infiniband empty)");
-		else
-			peer_set(&p[n++], "ib_write_bw", "not-run", "ib_write_bw comparison not implemented yet");
+		peer_ib_write_bw(o, kr, &p[n++]);
 	} else if (!strcmp(o->driver, "dpdk")) {
-		peer_set(&p[n++], "dpdk-testpmd memif", in_path("dpdk-testpmd") ? "not-run" : "missing",
-			 in_path("dpdk-testpmd") ? "testpmd over memif comparison not implemented yet"
-						 : "dpdk-testpmd not in PATH (Debian: dpdk)");
+		peer_testpmd(secs, &p[n++]);
 	}
 	return n;
 }
