@@ -24,6 +24,8 @@ run shm-1m compare --driver shm -s 1M -D 3 --repeat 3
 run shm-64k compare --driver shm -s 64K -D 3 --repeat 3
 run tcp-1m compare --driver tcp -s 1M -D 3 --repeat 3
 run tcp-1m-q2 compare --driver tcp -s 1M -D 3 -q 2 --repeat 3
+run dpdk-1m compare --driver dpdk -s 1M -D 3 --repeat 3
+run kv-dpdk kv --loopback --driver dpdk --model llama3-8b --tokens 4096
 run kv-shm compare kv --driver shm --model llama3-8b --tokens 4096 -n 3 --repeat 3
 run kv-tcp compare kv --driver tcp --model llama3-8b --tokens 4096 -n 3 --repeat 3
 run lat-shm lat --loopback --driver shm -s 64 -n 5000
