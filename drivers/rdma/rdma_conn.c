@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,10 @@ void rd_rail_free(struct rd_rail *r)
 		ibv_destroy_cq(r->scq);
 	if (r->rcq)
 		ibv_destroy_cq(r->rcq);
+	if (r->cc) {
+		kvw_core_unwatch_fd(rd->d->ctx, r->cc->fd);
+		ibv_destroy_comp_channel(r->cc);
+	}
 	if (r->rmr)
 		ibv_dereg_mr(r->rmr);
 	if (r->smr)
@@ -67,6 +72,7 @@ void rd_rail_free(struct rd_rail *r)
 		rdma_destroy_id(r->id);
 	free(r->rbuf);
 	free(r->sbuf);
+	free(r->cum_bytes);
 	free(r->txq);
 	free(r->rx);
 	free(r);
@@ -162,8 +168,14 @@ static kvw_status rd_rail_setup(struct rd_rail *r)
 	}
 	r->dev = &r->rd->dev[r->dev_idx];
 	r->sq_depth = c->rdma_qp_depth;
-	r->scq = ibv_create_cq(r->id->verbs, (int)r->sq_depth, r, NULL, 0);
-	r->rcq = ibv_create_cq(r->id->verbs, RD_RECV_DEPTH, r, NULL, 0);
+	r->cc = ibv_create_comp_channel(r->id->verbs);
+	if (r->cc) {
+		int fl = fcntl(r->cc->fd, F_GETFL);
+		fcntl(r->cc->fd, F_SETFL, fl | O_NONBLOCK);
+		kvw_core_watch_fd(r->rd->d->ctx, r->cc->fd, false);
+	}
+	r->scq = ibv_create_cq(r->id->verbs, (int)r->sq_depth, r, r->cc, 0);
+	r->rcq = ibv_create_cq(r->id->verbs, RD_RECV_DEPTH, r, r->cc, 0);
 	memset(&qa, 0, sizeof(qa));
 	qa.send_cq = r->scq;
 	qa.recv_cq = r->rcq;

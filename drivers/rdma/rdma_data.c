@@ -24,6 +24,15 @@ kvw_status rd_rail_bufs(struct rd_rail *r)
 {
 	size_t rl = (size_t)RD_RECV_DEPTH * RD_BUF, sl = (size_t)r->sq_depth * RD_BUF;
 
+	const struct kvw_cfgv *c = kvw_core_cfg(r->rd->d->ctx);
+	uint32_t rails = r->ep && r->ep->rails ? r->ep->rails : 1;
+
+	r->window = c->window / rails > (1u << 20) ? c->window / rails : (1u << 20);
+	r->cum_bytes = calloc(r->sq_depth, sizeof(*r->cum_bytes));
+	if (!r->cum_bytes) {
+		rd_rail_fail(r, KVW_ERR_NOMEM, "rdma: out of memory for a rail");
+		return KVW_ERR_NOMEM;
+	}
 	r->rbuf = aligned_alloc(4096, rl);
 	r->sbuf = aligned_alloc(4096, sl);
 	if (r->rbuf)
@@ -94,8 +103,10 @@ static int rd_poll_sends(struct rd_rail *r)
 				"path broken) or the QP failed";
 			return -1;
 		}
-		if (wc[i].wr_id + 1 > r->wr_done)
+		if (wc[i].wr_id + 1 > r->wr_done) {
 			r->wr_done = wc[i].wr_id + 1;
+			r->bytes_acked = r->cum_bytes[wc[i].wr_id % r->sq_depth];
+		}
 	}
 	return n;
 }
@@ -139,7 +150,7 @@ static kvw_status rd_post_msg(struct rd_rail *r, unsigned kind, const void *p, s
 		rd_rail_fail(r, KVW_ERR_IO, "rdma: ibv_post_send failed: the QP is in error");
 		return KVW_ERR_IO;
 	}
-	kvw_log(r->rd->d->ctx, 4, "rdma: rail %u posted msg kind %u len %zu", r->idx, kind, len);
+	r->cum_bytes[seq % r->sq_depth] = r->bytes_posted;
 	r->wr_posted++;
 	r->last_sig = seq;
 	r->credits--;
@@ -163,7 +174,8 @@ static kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size
 		r->txq_cap = cap;
 	}
 	memcpy(r->txq + r->txq_len, &h, sizeof(h));
-	memcpy(r->txq + r->txq_len + sizeof(h), p, len);
+	if (len)
+		memcpy(r->txq + r->txq_len + sizeof(h), p, len);
 	r->txq_len = need;
 	return KVW_OK;
 }
@@ -180,6 +192,8 @@ static void rd_flush(struct rd_rail *r)
 			break;
 		off += sizeof(h) + h.len;
 	}
+	if (off == 0)
+		return;
 	memmove(r->txq, r->txq + off, r->txq_len - off);
 	r->txq_len -= off;
 }
@@ -289,6 +303,7 @@ static kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame)
 	uint64_t lo = UINT64_MAX, hi = 0, bmin = UINT32_MAX, bmax = 0;
 	struct rd_keymap km = {.token = g->token, .n = (uint32_t)rd->ndev};
 	struct rd_grant *gr;
+	uint64_t t0;
 
 	for (uint32_t i = 0; i < g->n_blocks; i++) {
 		uint32_t b = kvw_wire_grant_block(g, i);
@@ -308,7 +323,7 @@ static kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame)
 	if (!(gr = calloc(1, sizeof(*gr))))
 		return KVW_ERR_NOMEM;
 	gr->token = g->token;
-	uint64_t t0 = kvw_now_ns();
+	t0 = kvw_now_ns();
 	for (int i = 0; i < rd->ndev; i++) {
 		gr->mr[i] = ibv_reg_mr(rd->dev[i].pd, (void *)(uintptr_t)(g->mem_addr + lo), hi - lo,
 				       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
@@ -320,8 +335,9 @@ static kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame)
 		}
 		km.rkey[i] = gr->mr[i]->rkey;
 	}
-	kvw_log(ep->ctx, 3, "rdma: grant MR %llu bytes took %llu us", (unsigned long long)(hi - lo),
-		(unsigned long long)((kvw_now_ns() - t0) / 1000));
+	if (kvw_now_ns() - t0 > 10000000ull)
+		kvw_log(ep->ctx, 3, "rdma: registering a grant's %llu bytes took %llu ms",
+			(unsigned long long)(hi - lo), (unsigned long long)((kvw_now_ns() - t0) / 1000000));
 	gr->next = e->grants;
 	e->grants = gr;
 	g->mem_key = km.rkey[e->rail[0]->dev_idx];
@@ -450,6 +466,8 @@ static void rd_on_fence(struct rd_rail *r, uint32_t token)
 	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
 		if (e->rail[i])
 			rd_drain_sends(e->rail[i], 2000000000ull);
+	kvw_log(r->rd->d->ctx, 3, "rdma: fence of grant %08x (key %s): writes %s", token,
+		k ? "known" : "unknown", r->wr_done >= r->wr_posted ? "drained" : "STILL IN FLIGHT");
 	rd_msg(e->rail[0], RD_FENCE_ACK, &token, sizeof(token));
 }
 
@@ -462,7 +480,6 @@ static void rd_on_msg(struct rd_rail *r, const uint8_t *buf, uint32_t len)
 	if (len < sizeof(h))
 		return;
 	memcpy(&h, buf, sizeof(h));
-	kvw_log(r->rd->d->ctx, 4, "rdma: rail %u got msg kind %u len %u", r->idx, h.kind, h.len);
 	r->credits += h.credits;
 	if (h.flags & RD_F_STARVED)
 		r->peer_starved = true;
@@ -526,22 +543,63 @@ static void rd_recv_wc(struct rd_rail *r, const struct ibv_wc *wc)
 		r->to_return++;
 }
 
-void rd_rail_progress(struct rd_rail *r)
+/* Completion events wake the context's epoll. Busy rails cost no syscall:
+ * an armed rail that sees completions consumes the event (one read) and
+ * stays unarmed while completions keep coming; a pass that found nothing
+ * arms both CQs and polls once more, so a completion that slipped in before
+ * the arm is not left to a sleeper's timeout. */
+static void rd_cq_consume(struct rd_rail *r)
+{
+	struct ibv_cq *cq;
+	void *cctx;
+
+	while (ibv_get_cq_event(r->cc, &cq, &cctx) == 0)
+		ibv_ack_cq_events(cq, 1);
+	r->armed = false;
+}
+
+static bool rd_cq_arm(struct rd_rail *r)
+{
+	if (!r->cc || r->armed)
+		return false;
+	if (ibv_req_notify_cq(r->scq, 0) == 0 && ibv_req_notify_cq(r->rcq, 0) == 0)
+		r->armed = true;
+	return r->armed;
+}
+
+static bool rd_rail_pass(struct rd_rail *r)
 {
 	struct ibv_wc wc[16];
+	bool busy = r->n_stash > 0;
 	int n;
 
-	if (rd_poll_sends(r) < 0)
-		return;
+	if ((n = rd_poll_sends(r)) < 0)
+		return false;
+	busy |= n > 0;
 	while (r->state == RD_R_UP && r->n_stash > 0) {
 		struct ibv_wc w = r->stash[r->stash_head];
 		r->stash_head = (r->stash_head + 1) % RD_RECV_DEPTH;
 		r->n_stash--;
 		rd_recv_wc(r, &w);
 	}
-	while (r->state == RD_R_UP && (n = ibv_poll_cq(r->rcq, 16, wc)) > 0)
+	while (r->state == RD_R_UP && (n = ibv_poll_cq(r->rcq, 16, wc)) > 0) {
+		busy = true;
 		for (int i = 0; i < n && r->state == RD_R_UP; i++)
 			rd_recv_wc(r, &wc[i]);
+	}
+	return busy;
+}
+
+void rd_rail_progress(struct rd_rail *r)
+{
+	bool busy = rd_rail_pass(r);
+
+	if (r->state != RD_R_UP)
+		return;
+	if (busy && r->armed)
+		rd_cq_consume(r);
+	else if (!busy && rd_cq_arm(r) && rd_rail_pass(r))
+		rd_cq_consume(r); /* raced with the arm: its event is moot */
 	if (r->state != RD_R_UP)
 		return;
 	rd_flush(r);
@@ -563,11 +621,18 @@ struct rd_batch {
 	struct ibv_sge sge[RD_BATCH_MAX];
 	struct kvw_wire_data land[RD_BATCH_MAX];
 	uint32_t n;
+	uint64_t bytes;
 };
 
-static bool rd_rail_room(const struct rd_rail *r, const struct rd_batch *b)
+static bool rd_rail_room(const struct rd_rail *r, const struct rd_batch *b, uint32_t bytes)
 {
-	/* the writes, their LANDED message, and a spare credit */
+	uint64_t inflight = r->bytes_posted - r->bytes_acked + b->bytes;
+
+	/* the writes, their LANDED message, and a spare credit; bytes in
+	 * flight under the window, so control messages (PONG, FENCE_ACK)
+	 * queued behind the writes on this QP never wait long */
+	if (inflight && inflight + bytes > r->window)
+		return false;
 	return r->state == RD_R_UP && r->txq_len == 0 && r->credits >= 2 &&
 	       r->wr_posted - r->wr_done + b->n + 2 <= r->sq_depth &&
 	       (b->n + 1) * sizeof(struct kvw_wire_data) <= RD_PAYLOAD && b->n < RD_BATCH_MAX;
@@ -584,6 +649,7 @@ static void rd_batch_add(struct rd_rail *r, struct rd_batch *b, const kvw_frag *
 					.opcode = IBV_WR_RDMA_WRITE};
 	b->wr[i].wr.rdma.remote_addr = f->dst_addr;
 	b->wr[i].wr.rdma.rkey = rkey;
+	b->bytes += f->bytes;
 	b->land[i] = (struct kvw_wire_data){.token = f->token, .layer = f->layer,
 					    .blk_idx = f->blk_idx, .bytes = f->bytes,
 					    .blk_off = f->blk_off};
@@ -601,6 +667,8 @@ static void rd_batch_post(struct rd_rail *r, struct rd_batch *b)
 	struct ibv_sge lsg;
 
 	for (uint32_t i = 0; i < b->n; i++) {
+		r->bytes_posted += b->sge[i].length;
+		r->cum_bytes[(seq + i) % r->sq_depth] = r->bytes_posted;
 		b->wr[i].wr_id = seq + i;
 		b->wr[i].next = &b->wr[i + 1];
 		if ((seq + i) % RD_SIG_EVERY == RD_SIG_EVERY - 1)
@@ -623,11 +691,13 @@ static void rd_batch_post(struct rd_rail *r, struct rd_batch *b)
 		r->dead_why = "rdma: ibv_post_send of a write batch failed: the QP is in error";
 		return;
 	}
+	r->cum_bytes[(seq + b->n) % r->sq_depth] = r->bytes_posted;
 	r->wr_posted = seq + b->n + 1;
 	r->last_sig = r->wr_posted - 1;
 	r->credits--;
 	r->to_return = 0;
 	b->n = 0;
+	b->bytes = 0;
 }
 
 size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
@@ -648,7 +718,7 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 			continue; /* the receiver fenced this grant: drop, it is being aborted */
 		if (!f[took].src_mem || !f[took].src_mem->drv_priv[ep->drv->idx])
 			break;
-		if (!rd_rail_room(r, &b[r->idx]))
+		if (!rd_rail_room(r, &b[r->idx], f[took].bytes))
 			break;
 		rd_batch_add(r, &b[r->idx], &f[took],
 			     k && r->peer_dev < k->n ? k->rkey[r->peer_dev] : f[took].rkey);
@@ -669,9 +739,20 @@ void rd_cancel(kvw_ep *ep, kvw_req *req)
 	(void)req;
 	if (!e)
 		return;
-	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
-		if (e->rail[i])
-			rd_drain_sends(e->rail[i], ns);
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++) {
+		struct rd_rail *r = e->rail[i];
+		if (!r)
+			continue;
+		if (ep->state == KVW_EP_READY) {
+			rd_drain_sends(r, ns);
+		} else if (r->qp && r->state != RD_R_DEAD) {
+			/* the endpoint is failing: no ack may ever come, so do not
+			 * wait for one; the error state stops the QP reading pages */
+			struct ibv_qp_attr a = {.qp_state = IBV_QPS_ERR};
+			ibv_modify_qp(r->qp, &a, IBV_QP_STATE);
+			r->state = RD_R_DEAD;
+		}
+	}
 }
 
 /* Keeps a receive completion for the next progress pass. Its returned
@@ -750,8 +831,15 @@ kvw_status rd_revoke(kvw_ep *ep, kvw_req *req)
 	if (!e || !rd_grant_slot(e, req->token))
 		return KVW_OK;
 	if (ep->state == KVW_EP_READY && r && r->state == RD_R_UP &&
-	    rd_msg(r, RD_FENCE, &req->token, sizeof(req->token)) == KVW_OK)
-		rd_fence_wait(r, req->token, (uint64_t)kvw_core_cfg(ep->ctx)->abort_timeout_ms * 1000000ull);
+	    rd_msg(r, RD_FENCE, &req->token, sizeof(req->token)) == KVW_OK) {
+		uint64_t t0 = kvw_now_ns();
+		bool ok = rd_fence_wait(r, req->token,
+					(uint64_t)kvw_core_cfg(ep->ctx)->abort_timeout_ms * 1000000ull);
+		kvw_log(ep->ctx, ok ? 4 : 2, "rdma: fence of sequence %llu %s after %llu ms",
+			(unsigned long long)req->seq_id, ok ? "acknowledged" :
+			"NOT acknowledged (abort_timeout_ms): its keys go now, a late write fails at the sender",
+			(unsigned long long)((kvw_now_ns() - t0) / 1000000));
+	}
 	rd_grant_drop(ep, req->token);
 	return KVW_OK;
 }

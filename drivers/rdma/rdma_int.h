@@ -80,11 +80,15 @@ struct rd_rail {
 	int dev_idx;
 	uint32_t peer_dev;
 	struct ibv_cq *scq, *rcq;
+	struct ibv_comp_channel *cc; /* wakes kvw_ctx_fd() on completions */
+	bool armed;
 	struct ibv_qp *qp;
 	uint8_t *rbuf, *sbuf;
 	struct ibv_mr *rmr, *smr;
 	uint32_t sq_depth, max_inline;
 	uint64_t wr_posted, wr_done, last_sig;
+	/* write bytes in flight (window): bytes posted up to WR seq, per SQ slot */
+	uint64_t *cum_bytes, bytes_posted, bytes_acked, window;
 	int credits, to_return;
 	bool peer_starved;
 	bool cm_established;

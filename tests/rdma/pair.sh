@@ -1,0 +1,28 @@
+#!/bin/bash
+# Two VMs, two kernels, one virtual wire (tests/vm/run-rxe-pair.sh):
+#   pair.sh kv    BUILD   kvwire-bench kv (Llama-3-8B shape, verified) A <- B
+#   pair.sh netem BUILD   the same with netem loss 2% delay 1ms on both NICs
+#   pair.sh kill  BUILD   B killed mid-sequence: A's grant ends PEER_DEAD in time
+# Exit: the pair's exit code (77 = VMs not set up: skipped).
+set -euo pipefail
+what=$1 build=$(cd "$2" && pwd)
+here=$(cd "$(dirname "$0")/../vm" && pwd)
+bench=$build/bench/kvwire-bench peer=$build/tests/rdma/rdma_peer
+export RXE_VM_MEM=${RXE_VM_MEM:-512M} RXE_PAIR_GRACE=${RXE_PAIR_GRACE:-30}
+uri='rdma://$RXE_SELF_IP:7471' peer_uri='rdma://$RXE_PEER_IP:7471'
+kv="--model llama3-8b --tokens ${KV_TOKENS:-256} --seqs ${KV_SEQS:-1}"
+case "$what" in
+kv|netem)
+	# a lossy, slow link: a smaller window keeps control messages (PONG)
+	# from queueing behind seconds of writes on the same QP
+	[ "$what" = netem ] && export RXE_PAIR_NETEM="loss 2% delay 1ms" KVW_WINDOW=2097152 \
+		KV_TOKENS=${KV_TOKENS:-128}
+	kv="--model llama3-8b --tokens ${KV_TOKENS:-256} --seqs ${KV_SEQS:-1}"
+	exec "$here/run-rxe-pair.sh" \
+		"$bench server --driver rdma --listen $uri --once & rxe-wait-listen 7472 60 && rxe-signal srv; wait \$!" \
+		"rxe-wait srv && $bench kv --driver rdma --connect $peer_uri $kv" ;;
+kill)
+	export KVW_KEEPALIVE_MS=250 KVW_PEER_DEAD_MS=2000
+	exec "$here/run-rxe-pair.sh" "$peer recv $uri" "$peer send $peer_uri" ;;
+*)	echo "usage: $0 kv|netem|kill BUILD_DIR" >&2; exit 2 ;;
+esac

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * RDMA-specific cases, run inside the Soft-RoCE VM (tests/vm/run-rxe-vm.sh):
+ * what the NIC itself must refuse (forged or stale rkeys, addresses outside a
+ * grant), a QP forced into the error state mid-transfer, an rdma_cm peer
+ * that vanishes, and memory deregistered under a pending request. The
+ * "attacker" is the real sender whose driver state is tampered with between
+ * the grant and the writes, so the forged work requests reach the wire.
+ */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvwt.h"
+#include "rdma_int.h"
+
+#define L 4u
+#define N 32u
+#define BB (64u * 1024u)
+#define G 8u /* granted blocks: N/4 .. N/4+G-1 */
+
+static const char *const cfg[] = { "keepalive_ms", "200", "peer_dead_ms", "3000", NULL };
+
+struct fx {
+	kvw_ctx *ctx;
+	struct kvwt_pair p;
+	struct kvwt_pool src, dst;
+	uint32_t blk[G];
+	kvw_req *sreq, *rreq;
+	struct kvwt_rec srec, rrec;
+};
+
+static void fx_open(struct fx *f)
+{
+	memset(f, 0, sizeof(*f));
+	kvw_ep_info in;
+	/* run alone (not through meson) these defaults apply */
+	setenv("KVW_TEST_DRIVER", "rdma", 0);
+	setenv("KVW_TEST_LISTEN_URI", "rdma://10.78.0.1:0", 0);
+	f->ctx = kvwt_ctx(cfg);
+	kvwt_pair_open(f->ctx, &f->p);
+	cr_assert_eq(kvw_ep_query(f->p.client, &in), KVW_OK);
+	cr_assert_str_eq(in.driver, "rdma", "KVW_TEST_DRIVER must be rdma for these cases");
+	kvwt_pool_make(f->ctx, &f->src, L, N, BB, BB);
+	kvwt_pool_make(f->ctx, &f->dst, L, N, BB, BB);
+	kvwt_pool_fill(&f->src, 1);
+	kvwt_pool_fill(&f->dst, 2);
+	for (uint32_t i = 0; i < G; i++)
+		f->blk[i] = N / 4 + i;
+	kvwt_rec_init(&f->srec);
+	kvwt_rec_init(&f->rrec);
+}
+
+static void fx_grant(struct fx *f, uint64_t seq)
+{
+	cr_assert_eq(kvw_recv_seq(f->p.server, seq, f->dst.lay, f->blk, G, 20000000, &f->rreq), KVW_OK);
+	kvw_req_set_user_data(f->rreq, &f->rrec);
+	kvwt_spin(&f->ctx, 1, 100); /* GRANT and KEYMAP reach the sender */
+}
+
+static void fx_send(struct fx *f, uint64_t seq, uint32_t first, uint32_t end, unsigned flags)
+{
+	kvw_req *r = NULL;
+	cr_assert_geq(kvw_send_seq(f->p.client, seq, f->src.lay, f->blk, G, first, end, flags, &r), 0);
+	if (!f->sreq) {
+		f->sreq = r;
+		kvw_req_set_user_data(r, &f->srec);
+	}
+}
+
+static bool both_done(void *arg)
+{
+	struct fx *f = arg;
+	return f->srec.status != KVW_INPROGRESS && f->rrec.status != KVW_INPROGRESS;
+}
+
+/* The sender's copy of the receiver's per-grant rkeys. */
+static struct rd_keyent *sender_key(struct fx *f, uint32_t token)
+{
+	struct rd_ep *e = rd_ep_of(f->p.client);
+	for (uint32_t i = 0; i < e->keys_cap; i++)
+		if (e->keys[i].used && e->keys[i].token == token)
+			return &e->keys[i];
+	cr_assert_fail("the sender never learnt the keys of grant %08x", token);
+	return NULL;
+}
+
+/* No byte of the receiver's arena differs from its fill. */
+static void dst_untouched(struct fx *f)
+{
+	for (uint32_t l = 0; l < L; l++)
+		for (uint32_t b = 0; b < N; b++)
+			cr_assert(kvwt_check(kvwt_page(&f->dst, l, b), BB, kvwt_seed(2, l, b)),
+				  "page (%u, %u) of the receiver was written", l, b);
+}
+
+/* The NIC refused the forged writes: the sender's endpoint says so. */
+static void refused_and_reported(struct fx *f)
+{
+	cr_assert(kvwt_drive1(f->ctx, 15000, both_done, f), "no verdict within 15 s");
+	cr_assert_eq(f->srec.status, KVW_ERR_REJECTED, "sender: %s", kvw_strerror(f->srec.status));
+	cr_assert_lt(f->rrec.status, 0, "receiver: %s", kvw_strerror(f->rrec.status));
+	cr_assert_eq(kvw_ep_status(f->p.client), KVW_ERR_REJECTED);
+	cr_assert(strstr(f->p.client->fail_why, "remote access"), "reason: %s", f->p.client->fail_why);
+	dst_untouched(f);
+}
+
+TestSuite(rdma, .timeout = 60);
+
+Test(rdma, forged_rkey_refused_by_the_nic)
+{
+	static struct fx f;
+	fx_open(&f);
+	fx_grant(&f, 1);
+	struct rd_keyent *k = sender_key(&f, f.rreq->token);
+	for (uint32_t i = 0; i < RD_MAX_DEV; i++)
+		k->rkey[i] ^= 0x5a5a00u; /* another MR index, same key byte */
+	fx_send(&f, 1, 0, L, KVW_SEND_LAST);
+	refused_and_reported(&f);
+}
+
+Test(rdma, stale_rkey_of_a_finished_grant_refused)
+{
+	static struct fx f;
+	fx_open(&f);
+	fx_grant(&f, 1);
+	uint32_t old[RD_MAX_DEV];
+	memcpy(old, sender_key(&f, f.rreq->token)->rkey, sizeof(old));
+	fx_send(&f, 1, 0, L, KVW_SEND_LAST);
+	cr_assert(kvwt_drive1(f.ctx, 10000, both_done, &f));
+	cr_assert_eq(f.rrec.status, KVW_OK);
+	cr_assert_eq(kvw_req_free(f.sreq), KVW_OK);
+	cr_assert_eq(kvw_req_free(f.rreq), KVW_OK);
+	/* the receiver deregistered grant 1 when it ended: its key is dead */
+	kvwt_pool_fill(&f.dst, 2);
+	f.sreq = f.rreq = NULL;
+	kvwt_rec_init(&f.srec);
+	kvwt_rec_init(&f.rrec);
+	fx_grant(&f, 2);
+	memcpy(sender_key(&f, f.rreq->token)->rkey, old, sizeof(old));
+	fx_send(&f, 2, 0, L, KVW_SEND_LAST);
+	refused_and_reported(&f);
+}
+
+Test(rdma, address_outside_the_grant_refused_by_the_nic)
+{
+	static struct fx f;
+	fx_open(&f);
+	fx_grant(&f, 1);
+	fx_send(&f, 1, 0, 1, 0);
+	/* before the first write is built: aim below the granted pages (blocks
+	 * 0..G-1 of layer 0: registered arena, not granted) */
+	f.sreq->pg.mem_addr -= (uint64_t)(N / 4) * BB;
+	fx_send(&f, 1, 1, L, KVW_SEND_LAST);
+	refused_and_reported(&f);
+}
+
+Test(rdma, qp_error_mid_transfer_fails_cleanly)
+{
+	static struct fx f;
+	fx_open(&f);
+	fx_grant(&f, 1);
+	fx_send(&f, 1, 0, 1, 0);
+	kvwt_spin(&f.ctx, 1, 200); /* layer 0 on its way or landed */
+	struct rd_rail *r = rd_ep_of(f.p.client)->rail[0];
+	struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
+	cr_assert_eq(ibv_modify_qp(r->qp, &a, IBV_QP_STATE), 0);
+	fx_send(&f, 1, 1, L, KVW_SEND_LAST);
+	cr_assert(kvwt_drive1(f.ctx, 15000, both_done, &f), "no verdict 15 s after the QP error");
+	cr_assert_eq(f.srec.status, KVW_ERR_PEER_DEAD, "sender: %s", kvw_strerror(f.srec.status));
+	cr_assert_lt(f.rrec.status, 0);
+	cr_assert_eq(kvw_ep_status(f.p.client), KVW_ERR_PEER_DEAD);
+	cr_assert(f.p.client->fail_why[0], "no reason given");
+	/* the layers the receiver reported are whole; the rest untouched or whole */
+	cr_assert_eq(kvw_req_free(f.sreq), KVW_OK);
+	cr_assert_eq(kvw_req_free(f.rreq), KVW_OK);
+}
+
+Test(rdma, rdma_cm_disconnect_is_peer_dead)
+{
+	static struct fx f;
+	fx_open(&f);
+	fx_grant(&f, 1);
+	uint64_t t0 = kvwt_now_ms();
+	cr_assert_eq(rdma_disconnect(rd_ep_of(f.p.client)->rail[0]->id), 0);
+	cr_assert(kvwt_drive1(f.ctx, 5000, kvwt_rec_done, &f.rrec), "grant still alive 5 s later");
+	cr_assert_eq(f.rrec.status, KVW_ERR_PEER_DEAD, "%s", kvw_strerror(f.rrec.status));
+	cr_assert_lt(f.rrec.t_done_ms - t0, 2500, "PEER_DEAD after %llu ms",
+		     (unsigned long long)(f.rrec.t_done_ms - t0));
+	cr_assert_eq(kvw_ep_status(f.p.server), KVW_ERR_PEER_DEAD);
+	cr_assert(strstr(f.p.server->fail_why, "DISCONNECTED"), "reason: %s", f.p.server->fail_why);
+	cr_assert_eq(kvw_req_free(f.rreq), KVW_OK);
+}
+
+Test(rdma, dereg_while_pending_is_busy)
+{
+	static struct fx f;
+	fx_open(&f);
+	fx_grant(&f, 1);
+	fx_send(&f, 1, 0, 1, 0);
+	cr_assert_eq(kvw_mem_dereg(f.dst.mem), KVW_ERR_BUSY);
+	cr_assert_eq(kvw_mem_dereg(f.src.mem), KVW_ERR_BUSY);
+	cr_assert_eq(kvw_ep_status(f.p.client), KVW_OK);
+	fx_send(&f, 1, 1, L, KVW_SEND_LAST);
+	cr_assert(kvwt_drive1(f.ctx, 10000, both_done, &f));
+	cr_assert_eq(f.rrec.status, KVW_OK, "%s", kvw_strerror(f.rrec.status));
+	cr_assert_eq(f.srec.status, KVW_OK, "%s", kvw_strerror(f.srec.status));
+	for (uint32_t l = 0; l < L; l++)
+		for (uint32_t i = 0; i < G; i++)
+			cr_assert_eq(memcmp(kvwt_page(&f.dst, l, f.blk[i]), kvwt_page(&f.src, l, f.blk[i]), BB), 0);
+	cr_assert_eq(kvw_req_free(f.sreq), KVW_OK);
+	cr_assert_eq(kvw_req_free(f.rreq), KVW_OK);
+	kvw_layout_destroy(f.dst.lay);
+	f.dst.lay = NULL;
+	cr_assert_eq(kvw_mem_dereg(f.dst.mem), KVW_OK, "%s", kvw_ctx_last_error(f.ctx));
+}
