@@ -654,7 +654,7 @@ kvw_status kvw_ep_ping(kvw_ep *ep, int timeout_ms, uint64_t *rtt_ns)
 void kvw_ep_keepalive(kvw_ep *ep, uint64_t now)
 {
 	const struct kvw_cfgv *c = &ep->ctx->cfg;
-	uint64_t idle = now - ep->last_rx_ns;
+	uint64_t idle = now - ep->last_rx_ns, ka = (uint64_t)c->keepalive_ms * 1000000ull;
 	char why[128];
 
 	if (ep->state == KVW_EP_CONNECTING || ep->state == KVW_EP_HANDSHAKE) {
@@ -664,14 +664,21 @@ void kvw_ep_keepalive(kvw_ep *ep, uint64_t now)
 	}
 	if (ep->state != KVW_EP_READY)
 		return;
+	if (ep->last_check_ns && now - ep->last_check_ns > ka) {
+		/* this process ran no progress for a while: the silence was ours,
+		 * so the peer gets a full keepalive round from now to answer */
+		if (ep->last_rx_ns < now - ka)
+			ep->last_rx_ns = now - ka;
+		idle = now - ep->last_rx_ns;
+	}
+	ep->last_check_ns = now;
 	if (idle > (uint64_t)c->peer_dead_ms * 1000000ull) {
 		snprintf(why, sizeof(why), "no frame from the peer for %llu ms (peer_dead_ms=%u): "
 			 "peer process or host is gone", (unsigned long long)(idle / 1000000), c->peer_dead_ms);
 		kvw_ep_fail(ep, KVW_ERR_PEER_DEAD, why);
 		return;
 	}
-	if (idle >= (uint64_t)c->keepalive_ms * 1000000ull &&
-	    now - ep->last_ping_ns >= (uint64_t)c->keepalive_ms * 1000000ull)
+	if (idle >= ka && now - ep->last_ping_ns >= ka)
 		kvw_ep_send_ping(ep, now);
 }
 

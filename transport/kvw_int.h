@@ -162,6 +162,7 @@ struct kvw_ep {
 	uint64_t t_start;
 	uint64_t last_rx_ns, last_ping_ns, ping_cookie;
 	uint64_t pong_cookie, last_rtt_ns;  /* last PONG seen */
+	uint64_t last_check_ns;   /* last keepalive check (our own liveness) */
 	bool transport_closed;    /* drv->ep_close done */
 	bool zombie;              /* to be freed by the reap pass */
 	char fail_why[160];

@@ -1210,3 +1210,21 @@ Test(conf_raw, duplicate_fragments_do_not_complete)
 	close(f.fd);
 	free(f.snap);
 }
+
+/* This process, not the peer, went quiet (a long pool fill, a debugger
+ * stop): after a stretch without progress longer than peer_dead_ms the
+ * endpoints must stay up — the peer gets a full keepalive round to answer. */
+Test(conf_proc, own_absence_is_not_peer_death)
+{
+	kvw_ctx *c = kvwt_ctx(proc_cfg);
+	struct kvwt_pair p;
+	kvwt_pair_open(c, &p);
+	usleep((PEER_DEAD_MS + 1000) * 1000);
+	kvwt_spin(&c, 1, 100);
+	cr_assert_eq(kvw_ep_status(p.server), KVW_OK, "server endpoint declared dead: %s",
+		     kvw_ctx_last_error(c));
+	cr_assert_eq(kvw_ep_status(p.client), KVW_OK, "client endpoint declared dead: %s",
+		     kvw_ctx_last_error(c));
+	uint64_t rtt;
+	cr_assert_eq(kvw_ep_ping(p.client, 2000, &rtt), KVW_OK);
+}
