@@ -66,9 +66,18 @@ struct dk_slot {
 
 struct dk_port;
 
+struct dk_drv;
+
 struct dk_flow {
 	struct dk_port *port;
-	kvw_ep *ep;
+	kvw_ep *ep;                 /* NULL once closing (the endpoint is freed) */
+	kvw_ctx *ctx;
+	struct dk_drv *dd;          /* owner: its progress reaps the flow */
+	uint32_t id;                /* the endpoint's id, for logs */
+	kvw_counters *cnt;          /* the endpoint's counters, or cnt_closed */
+	kvw_counters cnt_closed;
+	bool closing;               /* ep closed: finishing the exchange of its last frames */
+	uint64_t close_end_ns;
 	uint32_t lip, rip;          /* network order */
 	uint16_t lport, rport;      /* host order */
 	struct rte_ether_addr rmac;
@@ -146,6 +155,7 @@ extern __thread uint64_t dk_now_ns;
 kvw_status dk_eal_ensure(kvw_drv *d, const char *eal_args);
 bool dk_eal_up(void);
 kvw_status dk_port_get(struct dk_drv *dd, const struct kvw_uri *u, bool client, struct dk_port **out);
+kvw_status dk_port_get_id(struct dk_drv *dd, unsigned pid, const struct kvw_uri *u, struct dk_port **out);
 void dk_port_put_all(struct dk_drv *dd);
 kvw_status dk_mem_register(kvw_drv *d, kvw_mem *m);
 void dk_mem_unregister(kvw_drv *d, kvw_mem *m);
@@ -157,6 +167,7 @@ void dk_tx_ack(struct dk_flow *f, struct rte_mbuf **out, unsigned *n);
 unsigned dk_tx_burst(struct dk_flow *f, struct rte_mbuf **pkts, unsigned n);
 void dk_tx_fault_due(struct dk_flow *f, uint64_t now);
 void dk_tx_drain_ext(struct dk_flow *f, uint64_t max_ns);
+void dk_tx_cleanup(struct dk_flow *f);
 
 /* dk_rel.c */
 kvw_status dk_flow_init(struct dk_flow *f, kvw_ep *ep);
@@ -167,8 +178,11 @@ void dk_rel_cancel(struct dk_flow *f, kvw_req *req);
 void dk_rel_on_packet(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wire_hdr *h,
 		      uint32_t off);
 void dk_rel_tick(struct dk_flow *f, uint64_t now);
-/* Sends what the window allows now (close: the last frames get one try). */
-void dk_rel_flush(struct dk_flow *f);
+/* Close: every fragment becomes a void filler (no page is read again);
+ * returns true when frames (the CLOSE) still wait for the peer's ack. */
+bool dk_rel_close(struct dk_flow *f, uint64_t now);
+/* A closing flow's timers: true when it is finished (all acked or timed out). */
+bool dk_rel_close_tick(struct dk_flow *f, uint64_t now);
 /* Sends queued new frames the window allows (end of a progress pass). */
 void dk_rel_push(struct dk_flow *f, uint64_t now);
 

@@ -168,12 +168,17 @@ static unsigned dk_uri_uint(const struct kvw_uri *u, const char *key, unsigned d
 
 kvw_status dk_port_get(struct dk_drv *dd, const struct kvw_uri *u, bool client, struct dk_port **out)
 {
-	kvw_drv *d = dd->d;
-	unsigned pid = dk_uri_uint(u, "port", 0);
-	kvw_status st = KVW_OK;
+	unsigned pid = dk_uri_uint(u, "port", 0); /* a list "0,2": its first port */
 
 	if (client) /* one process, two ports: the listener's URI may name both */
 		pid = dk_uri_uint(u, "cport", pid);
+	return dk_port_get_id(dd, pid, u, out);
+}
+
+kvw_status dk_port_get_id(struct dk_drv *dd, unsigned pid, const struct kvw_uri *u, struct dk_port **out)
+{
+	kvw_drv *d = dd->d;
+	kvw_status st = KVW_OK;
 
 	if (pid >= RTE_MAX_ETHPORTS || !rte_eth_dev_is_valid_port((uint16_t)pid))
 		return kvw_set_err(d->ctx, KVW_ERR_NOT_FOUND,

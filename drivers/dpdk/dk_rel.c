@@ -33,6 +33,9 @@ kvw_status dk_flow_init(struct dk_flow *f, kvw_ep *ep)
 	char err[160];
 
 	f->ep = ep;
+	f->ctx = ep->ctx;
+	f->id = ep->id;
+	f->cnt = &ep->cnt;
 	f->ring = calloc(DK_RING, sizeof(*f->ring));
 	f->rbits = calloc(DK_RWIN / 64, sizeof(uint64_t));
 	f->held = calloc(DK_RWIN, sizeof(*f->held));
@@ -99,9 +102,9 @@ kvw_status dk_rel_queue_ctrl(struct dk_flow *f, const void *frame, size_t len)
 	size_t chunks = whole ? 1 : (len + mp - 1) / mp;
 
 	if (len < DK_FRAME_HDR)
-		return kvw_set_err(f->ep->ctx, KVW_ERR_INVALID, "dpdk: control frame shorter than a header");
+		return kvw_set_err(f->ctx, KVW_ERR_INVALID, "dpdk: control frame shorter than a header");
 	if (chunks > dk_ring_free(f))
-		return kvw_set_err(f->ep->ctx, KVW_ERR_NOMEM, "dpdk: send window full (%u packets queued); "
+		return kvw_set_err(f->ctx, KVW_ERR_NOMEM, "dpdk: send window full (%u packets queued); "
 				   "the peer is not acknowledging", f->tail - f->una);
 	const uint8_t *src = whole ? (const uint8_t *)frame + DK_FRAME_HDR : frame;
 	size_t left = whole ? len - DK_FRAME_HDR : len;
@@ -117,7 +120,7 @@ kvw_status dk_rel_queue_ctrl(struct dk_flow *f, const void *frame, size_t len)
 		s->ctrl.buf = n ? malloc(n) : NULL;
 		if (n && !s->ctrl.buf) {
 			s->kind = DK_SLOT_VOID; /* keeps the psn space whole */
-			return kvw_set_err(f->ep->ctx, KVW_ERR_NOMEM, "dpdk: out of memory");
+			return kvw_set_err(f->ctx, KVW_ERR_NOMEM, "dpdk: out of memory");
 		}
 		memcpy(s->ctrl.buf, src, n);
 		src += n;
@@ -171,19 +174,25 @@ size_t dk_rel_queue_frags(struct dk_flow *f, const kvw_frag *fr, size_t n)
 	return taken;
 }
 
-/* Abort, sender side: queued and unacked fragments of req become void
- * fillers (their psns still go out, carrying no payload), and every
- * external buffer the PMD still holds is given back before we return. */
-void dk_rel_cancel(struct dk_flow *f, kvw_req *req)
+/* Queued and unacked fragments of req (NULL: of every request) become
+ * void fillers: their psns still go out, carrying no payload. */
+static void dk_rel_void(struct dk_flow *f, const kvw_req *req)
 {
 	for (uint32_t p = f->una; p != f->tail; p++) {
 		struct dk_slot *s = &f->ring[p & (DK_RING - 1)];
-		if (s->kind == DK_SLOT_DATA && s->data.req == req) {
+		if (s->kind == DK_SLOT_DATA && (!req || s->data.req == req)) {
 			s->kind = DK_SLOT_VOID;
 			s->len = 0;
 			s->data.src = NULL;
 		}
 	}
+}
+
+/* Abort, sender side: req's fragments turn void, and every external buffer
+ * the PMD still holds is given back (bounded wait) before we return. */
+void dk_rel_cancel(struct dk_flow *f, kvw_req *req)
+{
+	dk_rel_void(f, req);
 	dk_tx_drain_ext(f, 200000000ull);
 }
 
@@ -199,7 +208,7 @@ static void dk_rtt_sample(struct dk_flow *f, uint64_t rtt)
 	}
 	uint64_t rto = f->srtt_ns + 4 * f->rttvar_ns;
 	f->rto_ns = rto < DK_RTO_MIN_NS ? DK_RTO_MIN_NS : rto > DK_RTO_MAX_NS ? DK_RTO_MAX_NS : rto;
-	f->ep->cnt.rtt_us = f->srtt_ns / 1000;
+	f->cnt->rtt_us = f->srtt_ns / 1000;
 }
 
 static void dk_on_cum_ack(struct dk_flow *f, uint32_t ack, uint64_t now)
@@ -252,7 +261,7 @@ static void dk_fast_retx(struct dk_flow *f, uint64_t now)
 		if ((s->fl & DK_SL_SACKED) || now - s->t_sent < guard)
 			continue;
 		dk_tx_slot(f, p, out, &k);
-		f->ep->cnt.retransmits++;
+		f->cnt->retransmits++;
 	}
 	dk_tx_burst(f, out, k);
 }
@@ -397,7 +406,7 @@ static void dk_ctrl_arrive(struct dk_flow *f, struct rte_mbuf *m, const struct k
 	size_t n = DK_FRAME_HDR + h->len;
 	uint8_t *buf = n <= sizeof(f->scratch) && in_order ? f->scratch : malloc(n);
 	if (!buf) {
-		f->ep->cnt.drops++;
+		f->cnt->drops++;
 		dk_bit_set(f, h->psn, false); /* the sender retransmits it */
 		return;
 	}
@@ -419,7 +428,8 @@ void dk_rel_on_packet(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wi
 	if (h->type == KVW_T_ACK) {
 		struct kvw_wire_ack a;
 		if (h->len < sizeof(a)) {
-			kvw_core_bad_frame(f->ep, "ACK frame too short");
+			if (!f->closing)
+				kvw_core_bad_frame(f->ep, "ACK frame too short");
 			return;
 		}
 		dk_copy_out(m, off, (uint8_t *)&a, sizeof(a));
@@ -428,18 +438,20 @@ void dk_rel_on_packet(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wi
 	}
 	if (h->flags & KVW_WF_ACK_VALID)
 		dk_on_cum_ack(f, h->ack, now);
+	if (f->closing)
+		return; /* nobody to deliver to; the peer stops at our CLOSE */
 	int32_t d = (int32_t)(h->psn - f->rcv_nxt);
 	if (d < 0 || (d < (int32_t)DK_RWIN && dk_bit(f, h->psn))) {
-		f->ep->cnt.dups++;
+		f->cnt->dups++;
 		f->ack_now = true;
 		return;
 	}
 	if (d >= (int32_t)DK_RWIN) {
-		f->ep->cnt.drops++;
+		f->cnt->drops++;
 		return;
 	}
 	if (d > 0) {
-		f->ep->cnt.out_of_order++;
+		f->cnt->out_of_order++;
 		f->ack_now = true;
 	}
 	dk_bit_set(f, h->psn, true);
@@ -450,8 +462,11 @@ void dk_rel_on_packet(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wi
 		dk_data_place(f, m, h, off);
 	else
 		dk_ctrl_arrive(f, m, h, off, d == 0);
-	if (!dk_ep_live(f))
+	if (!dk_ep_live(f)) { /* e.g. this was the peer's CLOSE: confirm it */
+		dk_rcv_advance(f);
+		f->ack_now = true;
 		return;
+	}
 	dk_rcv_advance(f);
 	if (!f->ack_pending++)
 		f->ack_due_ns = now + DK_ACK_DELAY_NS;
@@ -461,6 +476,7 @@ void dk_rel_on_packet(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wi
 
 /* ------------------------------------------------------------------ timers */
 static bool dk_send_burst(struct dk_flow *f, uint64_t now);
+static void dk_rto(struct dk_flow *f, uint64_t now);
 
 /* Up to DK_TX_BURSTS bursts a progress call: amortises the core's pass. */
 static void dk_send_new(struct dk_flow *f, uint64_t now)
@@ -511,19 +527,35 @@ void dk_rel_push(struct dk_flow *f, uint64_t now)
 		dk_send_new(f, now);
 }
 
-/* Close: every queued frame (the CLOSE among them) leaves once, window or
- * not; a TX queue that is full is retried for up to 20 ms. */
-void dk_rel_flush(struct dk_flow *f)
+/* Close: the endpoint goes, its last frames (the CLOSE) still have to
+ * arrive. Fragments turn into void fillers so no page is read again; the
+ * flow keeps its psn state and finishes the exchange in later progress
+ * passes (dk_rel_close_tick), for at most min(peer_dead_ms, 2 s). */
+bool dk_rel_close(struct dk_flow *f, uint64_t now)
 {
-	uint64_t end = kvw_now_ns() + 20000000ull;
+	uint64_t ms = kvw_core_cfg(f->ctx)->peer_dead_ms;
 
-	f->peer_credits = DK_RWIN;
-	f->max_inflight = DK_RING - 1;
-	f->pace_ns_per_byte_x1k = 0;
-	while (f->nxt != f->tail && kvw_now_ns() < end) {
-		dk_now_ns = kvw_now_ns();
-		dk_send_new(f, dk_now_ns);
-	}
+	dk_rel_void(f, NULL);
+	if (f->una == f->tail)
+		return false;
+	ms = ms < 100 ? 100 : ms > 2000 ? 2000 : ms;
+	f->close_end_ns = now + ms * 1000000ull;
+	f->cnt = &f->cnt_closed;
+	f->ep = NULL;
+	f->closing = true;
+	dk_send_new(f, now); /* the CLOSE leaves now when the window allows */
+	return true;
+}
+
+bool dk_rel_close_tick(struct dk_flow *f, uint64_t now)
+{
+	dk_tx_fault_due(f, now);
+	if (f->una != f->nxt && f->rto_due_ns && now >= f->rto_due_ns)
+		dk_rto(f, now);
+	dk_send_new(f, now);
+	if (f->outstanding_ext) /* e.g. net_ring: buffers wait in the ring until read */
+		dk_tx_cleanup(f);
+	return (f->una == f->tail && !f->outstanding_ext) || now >= f->close_end_ns;
 }
 
 /* Timeout: resend the oldest frame the peer has not sacked, back off. Its
@@ -535,8 +567,8 @@ static void dk_rto(struct dk_flow *f, uint64_t now)
 	struct rte_mbuf *out[DK_RTO_BURST];
 	unsigned k = 0;
 
-	kvw_log(f->ep->ctx, 4, "dpdk: ep %u timeout: una %u nxt %u tail %u, %lu us since progress, "
-		"srtt %lu us rto %lu us credits %u", f->ep->id, f->una, f->nxt, f->tail,
+	kvw_log(f->ctx, 4, "dpdk: ep %u timeout: una %u nxt %u tail %u, %lu us since progress, "
+		"srtt %lu us rto %lu us credits %u", f->id, f->una, f->nxt, f->tail,
 		(unsigned long)((now - f->last_progress_ns) / 1000), (unsigned long)(f->srtt_ns / 1000),
 		(unsigned long)(f->rto_ns / 1000), f->peer_credits);
 
@@ -545,7 +577,7 @@ static void dk_rto(struct dk_flow *f, uint64_t now)
 		if (s->fl & DK_SL_SACKED)
 			continue;
 		dk_tx_slot(f, p, out, &k);
-		f->ep->cnt.retransmits++;
+		f->cnt->retransmits++;
 	}
 	dk_tx_burst(f, out, k);
 	f->rto_ns = f->rto_ns * 2 > DK_RTO_MAX_NS ? DK_RTO_MAX_NS : f->rto_ns * 2;
@@ -554,7 +586,7 @@ static void dk_rto(struct dk_flow *f, uint64_t now)
 
 void dk_rel_tick(struct dk_flow *f, uint64_t now)
 {
-	const struct kvw_cfgv *cfg = kvw_core_cfg(f->ep->ctx);
+	const struct kvw_cfgv *cfg = kvw_core_cfg(f->ctx);
 	struct rte_mbuf *out[1];
 	unsigned k = 0;
 

@@ -24,7 +24,7 @@ static void dk_bad(struct dk_port *p, uint32_t sip, const char *why)
 	p->bad++;
 	for (uint32_t i = 0; i < p->n_flows; i++) {
 		struct dk_flow *f = p->flows[i];
-		if (f->rip == sip && !f->dead)
+		if (f->rip == sip && !f->dead && !f->closing)
 			kvw_core_bad_frame(f->ep, why);
 	}
 }

@@ -216,7 +216,7 @@ static unsigned dk_fault_apply(struct dk_flow *f, struct rte_mbuf **pkts, unsign
 		struct rte_mbuf *m = pkts[i];
 		kvw_fault_decide(f->fault, m->data_len, sizeof(struct rte_ether_hdr), &a);
 		if (a.copies == 0) {
-			f->ep->cnt.drops++;
+			f->cnt->drops++;
 			rte_pktmbuf_free(m);
 			continue;
 		}
@@ -277,6 +277,13 @@ void dk_tx_fault_due(struct dk_flow *f, uint64_t now)
 	while (k < DK_BURST && (m = kvw_fault_due(f->fault, now)))
 		out[k++] = m;
 	dk_tx_raw(f, out, k);
+}
+
+/* One pass asking the PMD to release transmitted buffers (no wait). */
+void dk_tx_cleanup(struct dk_flow *f)
+{
+	for (uint16_t q = 0; q < f->port->nq; q++)
+		rte_eth_tx_done_cleanup(f->port->port_id, q, 0);
 }
 
 /* Waits (bounded) until the PMD gave back every external buffer of f:

@@ -42,12 +42,59 @@ static void dk_zombies_free(struct dk_drv *dd)
 	dd->n_zombies = 0;
 }
 
+static void dk_flow_unlink(struct dk_flow *f)
+{
+	struct dk_port *p = f->port;
+	for (uint32_t i = 0; i < p->n_flows; i++)
+		if (p->flows[i] == f) {
+			memmove(&p->flows[i], &p->flows[i + 1], (p->n_flows - i - 1) * sizeof(f));
+			p->n_flows--;
+			return;
+		}
+}
+
+/* Out of the port's table; freed by its owner's next progress pass. A
+ * flow whose external buffers the PMD still holds is leaked instead (their
+ * free callback points at it). */
+static void dk_flow_bury(struct dk_flow *f)
+{
+	struct dk_drv *dd = f->dd;
+	dk_flow_unlink(f);
+	if (f->outstanding_ext) {
+		kvw_log(f->ctx, 1, "dpdk: %u tx buffers still held by the PMD at close; "
+			"leaking the flow state", f->outstanding_ext);
+		return;
+	}
+	if (dd->n_zombies >= DK_MAX_FLOWS)
+		dk_zombies_free(dd);
+	dd->zombies[dd->n_zombies++] = f;
+}
+
+/* Context going away: its closing flows get one last send, then go. */
+static void dk_closing_free(struct dk_drv *dd)
+{
+	for (unsigned i = 0; i < RTE_MAX_ETHPORTS; i++) {
+		struct dk_port *p = dd->ports[i];
+		for (uint32_t j = 0; p && j < p->n_flows;) {
+			struct dk_flow *f = p->flows[j];
+			if (!f->closing || f->dd != dd) {
+				j++;
+				continue;
+			}
+			dk_rel_push(f, kvw_now_ns());
+			dk_tx_drain_ext(f, 0);
+			dk_flow_bury(f);
+		}
+	}
+	dk_zombies_free(dd);
+}
+
 static void dk_close(kvw_drv *d)
 {
 	struct dk_drv *dd = dk_of(d);
 	if (!dd)
 		return;
-	dk_zombies_free(dd);
+	dk_closing_free(dd);
 	dk_port_put_all(dd);
 	if (dd->timer_fd >= 0) {
 		kvw_core_unwatch_fd(d->ctx, dd->timer_fd);
@@ -111,6 +158,13 @@ static void dk_progress_flows(struct dk_port *p, uint64_t now)
 	memcpy(snap, p->flows, n * sizeof(*snap));
 	for (uint32_t i = 0; i < n; i++) {
 		struct dk_flow *f = snap[i];
+		if (f->closing) {
+			if (dk_rel_close_tick(f, now)) {
+				dk_tx_drain_ext(f, 0); /* frames the fault injector still holds */
+				dk_flow_bury(f);
+			}
+			continue;
+		}
 		if (f->dead)
 			continue;
 		if (!f->up_reported) {
@@ -167,7 +221,7 @@ static void dk_flush(kvw_drv *d)
 			continue;
 		for (uint32_t j = 0; j < p->n_flows; j++) {
 			struct dk_flow *f = p->flows[j];
-			if (!f->dead && f->up_reported && f->ep->state != KVW_EP_FAILED)
+			if (!f->dead && !f->closing && f->up_reported && f->ep->state != KVW_EP_FAILED)
 				dk_rel_push(f, dk_now_ns);
 		}
 	}
@@ -210,8 +264,9 @@ static bool dk_uri_flag(const struct kvw_uri *u, const char *key)
 	return kvw_uri_param(u, key, v, sizeof(v)) && v[0] == '1';
 }
 
-static struct dk_flow *dk_flow_new(struct dk_port *p, kvw_ep *ep, uint32_t lip, uint16_t lport,
-				   uint32_t rip, uint16_t rport, uint32_t inflight)
+static struct dk_flow *dk_flow_new(struct dk_drv *dd, struct dk_port *p, kvw_ep *ep,
+				   uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport,
+				   uint32_t inflight)
 {
 	struct dk_flow *f;
 	if (p->n_flows >= DK_MAX_FLOWS) {
@@ -224,6 +279,7 @@ static struct dk_flow *dk_flow_new(struct dk_port *p, kvw_ep *ep, uint32_t lip, 
 		return NULL;
 	}
 	f->port = p;
+	f->dd = dd;
 	f->lip = lip;
 	f->lport = lport;
 	f->rip = rip;
@@ -241,8 +297,11 @@ static struct dk_flow *dk_flow_new(struct dk_port *p, kvw_ep *ep, uint32_t lip, 
 	return f;
 }
 
+#define DK_LIS_PORTS 4u
+
 struct dk_lref {
-	struct dk_port *p;
+	struct dk_port *ps[DK_LIS_PORTS]; /* every port the listener answers on */
+	uint32_t n_ps;
 	uint64_t pace;
 	uint32_t inflight;
 	bool cksum;
@@ -274,6 +333,61 @@ static void dk_lis_uri(kvw_listener *l, const struct kvw_uri *u, uint16_t port)
 		snprintf(l->uri, sizeof(l->uri), "dpdk://%.64s:%u", u->host, port);
 }
 
+/* ?port=N or a list ?port=0,2: the ports a listener answers on (one
+ * process holding several links, e.g. memif to its own clients and to a
+ * forked peer). Returns how many, at least 1. */
+static uint32_t dk_lis_ports(const struct kvw_uri *u, unsigned *ids)
+{
+	char v[64];
+	uint32_t n = 0;
+
+	if (!kvw_uri_param(u, "port", v, sizeof(v)))
+		v[0] = 0;
+	for (char *save = NULL, *t = strtok_r(v, ",", &save); t && n < DK_LIS_PORTS;
+	     t = strtok_r(NULL, ",", &save))
+		ids[n++] = (unsigned)strtoul(t, NULL, 0);
+	if (!n)
+		ids[n++] = 0;
+	return n;
+}
+
+static bool dk_lport_free(const struct dk_lref *lr, uint16_t port)
+{
+	for (uint32_t k = 0; k < lr->n_ps; k++)
+		for (uint32_t i = 0; i < lr->ps[k]->n_lis; i++)
+			if (lr->ps[k]->lis[i].lport == port)
+				return false;
+	return true;
+}
+
+static kvw_status dk_lis_bind(struct dk_drv *dd, struct dk_lref *lr, kvw_listener *l,
+			      const struct kvw_uri *u, uint32_t ip)
+{
+	kvw_drv *d = dd->d;
+	unsigned ids[DK_LIS_PORTS];
+	uint32_t n = dk_lis_ports(u, ids);
+	kvw_status st;
+
+	for (uint32_t k = 0; k < n; k++) {
+		if ((st = dk_port_get_id(dd, ids[k], u, &lr->ps[lr->n_ps])) != KVW_OK)
+			return st;
+		if (lr->ps[lr->n_ps]->n_lis >= DK_MAX_LISTENERS)
+			return kvw_set_err(d->ctx, KVW_ERR_BUSY, "dpdk: too many listeners on port %u", ids[k]);
+		lr->n_ps++;
+	}
+	uint16_t port = (uint16_t)u->port;
+	if (!port)
+		port = lr->ps[0]->next_eport++;
+	if (!dk_lport_free(lr, port))
+		return kvw_set_err(d->ctx, KVW_ERR_BUSY, "dpdk: UDP port %u already has a listener", port);
+	for (uint32_t k = 0; k < lr->n_ps; k++) {
+		struct dk_port *p = lr->ps[k];
+		p->lis[p->n_lis++] = (struct dk_listener){ .l = l, .lip = ip, .lport = port };
+	}
+	dk_lis_uri(l, u, port);
+	return KVW_OK;
+}
+
 static kvw_status dk_listen(kvw_drv *d, kvw_listener *l, const struct kvw_uri *u)
 {
 	struct dk_drv *dd = dk_of(d);
@@ -287,24 +401,17 @@ static kvw_status dk_listen(kvw_drv *d, kvw_listener *l, const struct kvw_uri *u
 	kvw_status st = dk_bring_up(dd, u, false, &p);
 	if (st != KVW_OK)
 		return st;
-	if (p->n_lis >= DK_MAX_LISTENERS)
-		return kvw_set_err(d->ctx, KVW_ERR_BUSY, "dpdk: too many listeners on port %u", p->port_id);
-	uint16_t port = (uint16_t)u->port;
-	if (!port)
-		port = p->next_eport++;
-	for (uint32_t i = 0; i < p->n_lis; i++)
-		if (p->lis[i].lport == port)
-			return kvw_set_err(d->ctx, KVW_ERR_BUSY, "dpdk: UDP port %u already has a listener", port);
 	struct dk_lref *lr = calloc(1, sizeof(*lr));
 	if (!lr)
 		return kvw_set_err(d->ctx, KVW_ERR_NOMEM, "dpdk: out of memory");
-	lr->p = p;
 	lr->pace = dk_pace(u);
 	lr->cksum = dk_uri_flag(u, "csum");
 	lr->inflight = dk_uri_u32(u, "inflight");
-	p->lis[p->n_lis++] = (struct dk_listener){ .l = l, .lip = ip, .lport = port };
+	if ((st = dk_lis_bind(dd, lr, l, u, ip)) != KVW_OK) {
+		free(lr);
+		return st;
+	}
 	l->drv_priv = lr;
-	dk_lis_uri(l, u, port);
 	return KVW_OK;
 }
 
@@ -313,12 +420,14 @@ static void dk_listener_close(kvw_listener *l)
 	struct dk_lref *lr = l->drv_priv;
 	if (!lr)
 		return;
-	struct dk_port *p = lr->p;
-	for (uint32_t i = 0; i < p->n_lis; i++)
-		if (p->lis[i].l == l) {
-			p->lis[i] = p->lis[--p->n_lis];
-			break;
-		}
+	for (uint32_t k = 0; k < lr->n_ps; k++) {
+		struct dk_port *p = lr->ps[k];
+		for (uint32_t i = 0; i < p->n_lis; i++)
+			if (p->lis[i].l == l) {
+				p->lis[i] = p->lis[--p->n_lis];
+				break;
+			}
+	}
 	free(lr);
 	l->drv_priv = NULL;
 }
@@ -326,12 +435,11 @@ static void dk_listener_close(kvw_listener *l)
 struct dk_flow *dk_flow_accept(struct dk_drv *dd, struct dk_port *p, struct dk_listener *dl,
 			       const struct rte_ether_addr *smac, uint32_t sip, uint16_t sport)
 {
-	(void)dd;
 	struct dk_lref *lr = dl->l->drv_priv;
 	kvw_ep *ep = kvw_core_ep_accepted(dl->l);
 	if (!ep)
 		return NULL;
-	struct dk_flow *f = dk_flow_new(p, ep, dl->lip, dl->lport, sip, sport, lr->inflight);
+	struct dk_flow *f = dk_flow_new(dd, p, ep, dl->lip, dl->lport, sip, sport, lr->inflight);
 	if (!f) {
 		kvw_ep_fail(ep, KVW_ERR_NOMEM, "dpdk: cannot set up the flow of an accepted peer");
 		return NULL;
@@ -364,7 +472,7 @@ static kvw_status dk_connect(kvw_drv *d, kvw_ep *ep, const struct kvw_uri *u)
 		if (!ok)
 			return kvw_set_err(d->ctx, KVW_ERR_INVALID, "dpdk: src=%s is not an IPv4 address", src);
 	}
-	struct dk_flow *f = dk_flow_new(p, ep, lip, p->next_eport++, rip, (uint16_t)u->port,
+	struct dk_flow *f = dk_flow_new(dd, p, ep, lip, p->next_eport++, rip, (uint16_t)u->port,
 					  dk_uri_u32(u, "inflight"));
 	if (!f)
 		return KVW_ERR_NOMEM;
@@ -373,35 +481,37 @@ static kvw_status dk_connect(kvw_drv *d, kvw_ep *ep, const struct kvw_uri *u)
 	return KVW_OK;
 }
 
+/* The peer may wait for our ack of its last frame (its CLOSE): send it
+ * now, the flow may be gone before the next pass. */
+static void dk_ep_close_ack(struct dk_flow *f)
+{
+	struct rte_mbuf *out[1];
+	unsigned k = 0;
+
+	if (f->up_reported && !f->dead && f->mac_known && (f->ack_now || f->ack_pending)) {
+		dk_tx_ack(f, out, &k);
+		dk_tx_burst(f, out, k);
+	}
+}
+
+/* A READY endpoint closes with its CLOSE queued: the flow stays on the port,
+ * closing, until the peer acknowledged it (dk_rel_close). Otherwise it goes
+ * at the end of the progress pass. */
 static void dk_ep_close(kvw_ep *ep)
 {
 	struct dk_flow *f = ep->drv_priv;
 	if (!f)
 		return;
-	struct dk_port *p = f->port;
-	struct dk_drv *dd = dk_of(ep->drv);
-	for (uint32_t i = 0; i < p->n_flows; i++)
-		if (p->flows[i] == f) {
-			memmove(&p->flows[i], &p->flows[i + 1], (p->n_flows - i - 1) * sizeof(f));
-			p->n_flows--;
-			break;
-		}
-	if (f->up_reported && ep->state != KVW_EP_FAILED)
-		dk_rel_flush(f);
+	bool finish = f->up_reported && !f->dead && ep->state != KVW_EP_FAILED;
+
+	dk_now_ns = kvw_now_ns();
+	dk_ep_close_ack(f);
+	ep->drv_priv = NULL;
+	if (finish && dk_rel_close(f, dk_now_ns))
+		return;
 	f->dead = true;
 	dk_tx_drain_ext(f, 200000000ull);
-	ep->drv_priv = NULL;
-	if (f->outstanding_ext) {
-		kvw_log(ep->ctx, 1, "dpdk: %u tx buffers still held by the PMD at close; "
-			"leaking the flow state", f->outstanding_ext);
-		return;
-	}
-	if (dd->n_zombies < DK_MAX_FLOWS) {
-		dd->zombies[dd->n_zombies++] = f;
-	} else {
-		dk_zombies_free(dd);
-		dd->zombies[dd->n_zombies++] = f;
-	}
+	dk_flow_bury(f);
 }
 
 static kvw_status dk_send_ctrl(kvw_ep *ep, const void *frame, size_t len)

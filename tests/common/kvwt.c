@@ -2,6 +2,7 @@
 #include "kvwt.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,12 +80,73 @@ static void kvwt_cfg_apply(kvw_config *cfg, const char *const *kv)
 	}
 }
 
+/* Set in a process forked by a test (Criterion execs its workers, so a
+ * worker itself never has it). */
+static bool kvwt_forked;
+
+static void kvwt_on_fork_child(void)
+{
+	kvwt_forked = true;
+}
+
+__attribute__((constructor)) static void kvwt_fork_watch(void)
+{
+	pthread_atfork(NULL, NULL, kvwt_on_fork_child);
+}
+
+/* A forked peer takes the other end of a fabric that its parent holds:
+ * KVW_TEST_CHILD_EAL becomes its dpdk_eal, with %P = the parent's pid
+ * (what %p was in the parent), e.g. the client role of the parent's memif
+ * socket. Unset: nothing changes. */
+static void kvwt_child_eal(kvw_config *cfg)
+{
+	const char *e = getenv("KVW_TEST_CHILD_EAL");
+	char buf[1024], pp[16];
+	size_t o = 0;
+
+	if (!kvwt_forked || !e || !*e)
+		return;
+	snprintf(pp, sizeof(pp), "%d", (int)getppid());
+	for (; *e && o + sizeof(pp) < sizeof(buf); e++) {
+		if (e[0] == '%' && e[1] == 'P') {
+			o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%s", pp);
+			e++;
+		} else {
+			buf[o++] = *e;
+		}
+	}
+	buf[o] = 0;
+	kvw_status st = kvw_config_set(cfg, "dpdk_eal", buf);
+	cr_assert_eq(st, KVW_OK, "KVW_TEST_CHILD_EAL=%s: %s", buf, kvw_strerror(st));
+}
+
+/* KVW_TEST_SKIP="suite::test ..." skips those tests, with the sentence in
+ * KVW_TEST_SKIP_WHY, when they open their first context: a fabric can
+ * leave out a case it cannot run for a known reason, the case keeps
+ * running everywhere else. */
+static void kvwt_skip_listed(void)
+{
+	const char *list = getenv("KVW_TEST_SKIP"), *why = getenv("KVW_TEST_SKIP_WHY");
+	char name[256];
+
+	if (kvwt_forked || !list || !*list || !criterion_current_test)
+		return;
+	snprintf(name, sizeof(name), "%s::%s", criterion_current_test->category,
+		 criterion_current_test->name);
+	size_t n = strlen(name);
+	for (const char *p = strstr(list, name); p; p = strstr(p + 1, name))
+		if ((p == list || p[-1] == ' ' || p[-1] == ',') && (p[n] == 0 || p[n] == ' ' || p[n] == ','))
+			cr_skip_test("%s", why && *why ? why : "listed in KVW_TEST_SKIP");
+}
+
 kvw_ctx *kvwt_ctx(const char *const *extra)
 {
 	kvw_config *cfg = NULL;
 	kvw_ctx *ctx = NULL;
+	kvwt_skip_listed();
 	cr_assert_eq(kvw_config_create(&cfg), KVW_OK);
 	kvwt_cfg_apply(cfg, kvwt_driver()->cfg);
+	kvwt_child_eal(cfg);
 	kvwt_cfg_apply(cfg, extra);
 	kvw_status st = kvw_ctx_create(cfg, &ctx);
 	kvw_config_destroy(cfg);

@@ -36,7 +36,12 @@ const struct kvwt_drv *kvwt_driver(void);
 void kvwt_listen_uri(char *buf, size_t len);
 
 /* --------------------------------------------------------------- ctx */
-/* A context with the driver's config plus extra (name, value, ..., NULL). */
+/* A context with the driver's config plus extra (name, value, ..., NULL).
+ * In a process forked by a test, KVW_TEST_CHILD_EAL (when set) becomes
+ * config dpdk_eal, %P replaced by the parent's pid: the forked peer takes
+ * the other role of a fabric its parent holds (memif client of the
+ * parent's socket). A test named in KVW_TEST_SKIP ("suite::test ...") is
+ * skipped here, with the reason in KVW_TEST_SKIP_WHY. */
 kvw_ctx *kvwt_ctx(const char *const *extra);
 uint64_t kvwt_now_ms(void);
 
