@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -74,6 +75,19 @@ static void peer_set(kvb_peer *p, const char *name, const char *status, const ch
 	snprintf(p->note, sizeof(p->note), "%s", note ? note : "");
 }
 
+/* A peer starts with every CPU allowed: a DPDK run earlier in this process
+ * pinned it to one core, which children would inherit. */
+static void peer_unpin(void)
+{
+	cpu_set_t all;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	CPU_ZERO(&all);
+	for (long i = 0; i < n && i < CPU_SETSIZE; i++)
+		CPU_SET(i, &all);
+	sched_setaffinity(0, sizeof(all), &all);
+}
+
 /* Starts argv with env additions (NAME=VAL strings); stdout captured if out. */
 static pid_t spawn(char *const argv[], char *const env[], int *out_fd)
 {
@@ -83,6 +97,7 @@ static pid_t spawn(char *const argv[], char *const env[], int *out_fd)
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid == 0) {
+		peer_unpin();
 		int nul = open("/dev/null", O_RDWR);
 		dup2(nul, 0);
 		dup2(out_fd ? p[1] : nul, 1);
@@ -356,65 +371,55 @@ static void peer_ib_write_bw(const kvb_opts *o, const kvb_result *kr, kvb_peer *
 	free(out);
 }
 
+/* The kvwire loopback server busy-polls its port between runs; a peer
+ * measured meanwhile would share a core with it. */
+static pid_t g_loop_pid = -1;
+
 /* dpdk-testpmd txonly -> rxonly over net_memif between two processes, the
  * frame size kvwire's dpdk driver uses on memif (one 2048-byte buffer). */
 static void peer_testpmd(double secs, kvb_peer *p)
 {
-	char sock[96], vs[160], vc[160], pr[48], pc[48], t[16];
-	int fd, st, pid = (int)getpid();
+	/* the same commands as tests/dpdk/bench_memif.sh, through sh: receiver in
+	 * the background with its stats in a file, sender for T seconds */
+	static const char script[] =
+		"S=/run/kvwire/cmp-testpmd-$$.sock; L=/run/kvwire/cmp-testpmd-$$.log; mkdir -p /run/kvwire; rm -f $S\n"
+		"E='--no-huge --no-pci -m 512'\n"
+		"timeout $(($1 + 4)) dpdk-testpmd $E --file-prefix=kvwcr$$ --lcores=0@0,1@0 "
+		"--vdev=net_memif0,role=server,socket=$S -- --forward-mode=rxonly --stats-period=1 --auto-start "
+		"--nb-cores=1 --total-num-mbufs=32768 >$L 2>&1 </dev/null &\n"
+		"R=$!; sleep 1\n"
+		"timeout $1 dpdk-testpmd $E --file-prefix=kvwct$$ --lcores=0@1,1@1 --vdev=net_memif0,role=client,socket=$S "
+		"-- --forward-mode=txonly --txpkts=2048 --stats-period=1 --auto-start --nb-cores=1 "
+		"--total-num-mbufs=32768 >/dev/null 2>&1 </dev/null\n"
+		"wait $R\n"
+		"grep -a 'Rx-bps:' $L | awk '{ if ($4 > 0) { n++; if (n > 2) { b += $4; k++ } } } "
+		"END { if (k) printf \"GBPS %.3f\\n\", b / k / 1e9 }'\n"
+		"rm -f $S $L; rm -rf /var/run/dpdk/kvwcr$$ /var/run/dpdk/kvwct$$\n";
+	char t[16];
+	int st;
+
 	if (!in_path("dpdk-testpmd")) {
 		peer_set(p, "dpdk-testpmd memif", "missing", "dpdk-testpmd not in PATH (Debian: dpdk)");
 		return;
 	}
-	mkdir("/run/kvwire", 0755);
-	snprintf(sock, sizeof(sock), "/run/kvwire/cmp-testpmd-%d.sock", pid);
-	snprintf(vs, sizeof(vs), "--vdev=net_memif0,role=server,socket=%s", sock);
-	snprintf(vc, sizeof(vc), "--vdev=net_memif0,role=client,socket=%s", sock);
-	snprintf(pr, sizeof(pr), "--file-prefix=kvwcr%d", pid);
-	snprintf(pc, sizeof(pc), "--file-prefix=kvwct%d", pid);
 	snprintf(t, sizeof(t), "%d", secs < 3 ? 5 : (int)secs + 2);
-	char *rx[] = {"dpdk-testpmd", "--no-huge", "--no-pci", "-m", "512", pr, "--lcores=0@0,1@0", vs, "--",
-		      "--forward-mode=rxonly", "--stats-period=1", "--auto-start", "--nb-cores=1",
-		      "--total-num-mbufs=32768", NULL};
-	char *tx[] = {"dpdk-testpmd", "--no-huge", "--no-pci", "-m", "512", pc, "--lcores=0@1,1@1", vc, "--",
-		      "--forward-mode=txonly", "--txpkts=2048", "--stats-period=1", "--auto-start",
-		      "--nb-cores=1", "--total-num-mbufs=32768", NULL};
+	char *argv[] = {"sh", "-c", (char *)script, "sh", t, NULL};
 	snprintf(p->command, sizeof(p->command), "dpdk-testpmd --no-huge --no-pci -m 512 --vdev=net_memif0,role=server "
 		 "-- --forward-mode=rxonly & dpdk-testpmd ... role=client -- --forward-mode=txonly --txpkts=2048 "
-		 "(%s s)", t);
-	pid_t rpid = spawn(rx, NULL, &fd);
-	usleep(1000000);
-	char *txo = run_capture(tx, NULL, atoi(t), &st); /* runs until the timeout ends it */
-	kill(rpid, SIGINT);
-	/* the receiver's per-second "Rx-bps:" after the first two seconds */
-	size_t len = 0, cap = 1 << 20;
-	char *buf = malloc(cap);
-	ssize_t n;
-	while (buf && len < cap - 1 && (n = read(fd, buf + len, cap - 1 - len)) > 0)
-		len += (size_t)n;
-	close(fd);
-	stop_server(rpid);
-	unlink(sock);
-	double sum = 0;
-	unsigned k = 0, seen = 0;
-	if (buf) {
-		buf[len] = 0;
-		for (char *q = strstr(buf, "Rx-bps:"); q; q = strstr(q + 7, "Rx-bps:")) {
-			double bps = strtod(q + 7, NULL);
-			if (bps > 0 && ++seen > 2) {
-				sum += bps;
-				k++;
-			}
-		}
-	}
-	if (!k)
+		 "(%s s; mean Rx-bps after 2 s)", t);
+	if (g_loop_pid > 0)
+		kill(g_loop_pid, SIGSTOP);
+	char *out = run_capture(argv, NULL, atoi(t) + 15, &st);
+	if (g_loop_pid > 0)
+		kill(g_loop_pid, SIGCONT);
+	char *g = out ? strstr(out, "GBPS ") : NULL;
+	if (!g) {
 		peer_set(p, "dpdk-testpmd memif", "failed", "no Rx-bps samples from testpmd rxonly");
-	else {
-		p->gbit = sum / k / 1e9;
+	} else {
+		p->gbit = strtod(g + 5, NULL);
 		peer_set(p, "dpdk-testpmd memif", "ok", "txonly->rxonly, 2048 B frames, payload untouched");
 	}
-	free(buf);
-	free(txo);
+	free(out);
 }
 
 static size_t peers_for(const kvb_opts *o, const kvb_result *kr, double secs, kvb_peer *p)
@@ -587,15 +592,23 @@ static void compare_runs(const kvb_opts *o, const kvb_loop *lp, kvb_result *kr, 
 	kvb_result *runs = calloc(rep, sizeof(*runs));
 	bool all_verified = true;
 	*npeers = 0;
+	g_loop_pid = lp->pid;
 	for (unsigned r = 0; runs && r < rep; r++) {
 		kvb_peer tp[MAX_PEERS];
 		memset(tp, 0, sizeof(tp));
+		size_t n = 0;
+		bool peers_first = !strcmp(o->driver, "dpdk"); /* before this process's EAL exists */
+		if (peers_first) {
+			runs[r].size = o->size;
+			n = peers_for(o, &runs[r], o->duration > 0 ? o->duration : 3, tp);
+		}
 		kvb_client_run(o, lp->uri, lp->ctl, &runs[r]);
 		if (runs[r].error[0])
 			fprintf(stderr, "kvwire-bench compare: kvwire run failed: %s\n", runs[r].error);
 		all_verified = all_verified && runs[r].verified;
 		kruns[r] = runs[r].gbit_per_s;
-		size_t n = peers_for(o, &runs[r], runs[r].seconds > 0 ? runs[r].seconds : 3, tp);
+		if (!peers_first)
+			n = peers_for(o, &runs[r], runs[r].seconds > 0 ? runs[r].seconds : 3, tp);
 		for (size_t i = 0; i < n; i++) {
 			if (r == 0)
 				peers[i] = tp[i];
