@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,4 +178,18 @@ long long cli_jint(const json_t *o, const char *key)
 	if (json_is_real(v))
 		return (long long)json_real_value(v);
 	return 0;
+}
+
+int cli_opts_json_only(int argc, char **argv, bool *as_json, int (*usage)(FILE *f, int rc))
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, 0, 'j' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 } };
+	int c;
+
+	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+		if (c != 'j')
+			return usage(c == 'h' ? stdout : stderr, c == 'h' ? CLI_EXIT_OK : CLI_EXIT_USAGE);
+		*as_json = true;
+	}
+	return -1;
 }

@@ -19,6 +19,9 @@ typedef void (*cli_human_fn)(const json_t *doc);
 
 /* Prints doc (JSON or human), releases it, returns rc. */
 int cli_emit(json_t *doc, bool as_json, cli_human_fn human, int rc);
+/* Options of a command that takes only --json and --help. Returns -1 to go
+ * on (optind at the first operand), else the exit status to return. */
+int cli_opts_json_only(int argc, char **argv, bool *as_json, int (*usage)(FILE *f, int rc));
 /* Prints "kvwire CMD: message" to stderr and returns rc. */
 int cli_err(const char *cmd, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

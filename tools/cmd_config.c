@@ -44,16 +44,10 @@ static int cfg_usage(FILE *f, int rc)
 
 int cmd_config(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "json", no_argument, 0, 'j' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 } };
 	bool as_json = false;
-	int c;
-	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
-		if (c == 'j')
-			as_json = true;
-		else
-			return cfg_usage(c == 'h' ? stdout : stderr, c == 'h' ? CLI_EXIT_OK : CLI_EXIT_USAGE);
-	}
+	int orc = cli_opts_json_only(argc, argv, &as_json, cfg_usage);
+	if (orc >= 0)
+		return orc;
 	if (optind != argc)
 		return cfg_usage(stderr, CLI_EXIT_USAGE);
 	kvw_config *cfg = NULL;

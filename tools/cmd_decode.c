@@ -99,16 +99,10 @@ static int dec_input(const uint8_t *data, size_t len, struct dec_result *r, json
 
 int cmd_decode(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "json", no_argument, 0, 'j' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 } };
 	bool as_json = false;
-	int c;
-	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
-		if (c == 'j')
-			as_json = true;
-		else
-			return dec_usage(c == 'h' ? stdout : stderr, c == 'h' ? CLI_EXIT_OK : CLI_EXIT_USAGE);
-	}
+	int orc = cli_opts_json_only(argc, argv, &as_json, dec_usage);
+	if (orc >= 0)
+		return orc;
 	if (optind + 1 != argc)
 		return dec_usage(stderr, CLI_EXIT_USAGE);
 	size_t len = 0;

@@ -142,17 +142,10 @@ static int cli_devices_usage(FILE *f, int rc)
 
 int cmd_devices(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "json", no_argument, 0, 'j' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 } };
 	bool as_json = false;
-	int c;
-	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
-		if (c == 'j')
-			as_json = true;
-		else
-			return cli_devices_usage(c == 'h' ? stdout : stderr,
-						 c == 'h' ? CLI_EXIT_OK : CLI_EXIT_USAGE);
-	}
+	int orc = cli_opts_json_only(argc, argv, &as_json, cli_devices_usage);
+	if (orc >= 0)
+		return orc;
 	if (optind != argc)
 		return cli_devices_usage(stderr, CLI_EXIT_USAGE);
 	char why[256];
