@@ -2,6 +2,8 @@
 /* kvwire-bench client: one session per size, the loopback server, output. */
 #include "session.h"
 
+#include <dirent.h>
+#include <stdio.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -221,6 +223,44 @@ static int free_tcp_port(void)
 	return port;
 }
 
+/* Like perftest: the first RDMA device (or -d) and its IPv4 RoCE GID (or
+ * -x); the loopback pair meets on that address. 0 on success. */
+static int rdma_local_ipv4(const kvb_opts *o, char *ip, size_t len)
+{
+	char dev[64] = "", path[300], val[64];
+	DIR *d;
+	struct dirent *e;
+
+	if (o->rdma_dev[0]) {
+		snprintf(dev, sizeof(dev), "%s", o->rdma_dev);
+	} else if ((d = opendir("/sys/class/infiniband"))) {
+		while ((e = readdir(d)))
+			if (e->d_name[0] != '.' && !dev[0] && strlen(e->d_name) < sizeof(dev))
+				memcpy(dev, e->d_name, strlen(e->d_name) + 1);
+		closedir(d);
+	}
+	if (!dev[0])
+		return -1;
+	for (int i = 0; i < 16; i++) {
+		unsigned a, b, c, dd;
+		FILE *f;
+		if (o->rdma_gid[0] && i != atoi(o->rdma_gid))
+			continue;
+		snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/1/gids/%d", dev, i);
+		if (!(f = fopen(path, "r")))
+			break;
+		val[0] = 0;
+		bool got = fgets(val, sizeof(val), f) && !strncmp(val, "0000:0000:0000:0000:0000:ffff:", 30) &&
+			   sscanf(val + 30, "%2x%2x:%2x%2x", &a, &b, &c, &dd) == 4;
+		fclose(f);
+		if (got) {
+			snprintf(ip, len, "%u.%u.%u.%u", a, b, c, dd);
+			return 0;
+		}
+	}
+	return -1;
+}
+
 /* dpdk without a NIC: the two processes meet over net_memif (--no-huge
  * --no-pci), the server in the memif server role through its URI's eal=,
  * this process as the client through KVW_DPDK_EAL (unless the user set it). */
@@ -257,12 +297,18 @@ static int loop_addresses(const kvb_opts *o, kvb_opts *so, char *err, size_t err
 		return 0;
 	}
 	if (!strcmp(o->driver, "tcp") || !strcmp(o->driver, "rdma")) {
+		char host[64] = "127.0.0.1";
+		if (!strcmp(o->driver, "rdma") && rdma_local_ipv4(o, host, sizeof(host))) {
+			snprintf(err, errlen, "--loopback --driver rdma: no RDMA port with an IPv4 RoCE GID "
+				 "(see `kvwire devices`; -d DEV / -x GID pick one)");
+			return -1;
+		}
 		int port = free_tcp_port();
 		if (port < 0) {
 			snprintf(err, errlen, "no free TCP port on 127.0.0.1");
 			return -1;
 		}
-		snprintf(so->listen, sizeof(so->listen), "%s://127.0.0.1:%d", o->driver, port);
+		snprintf(so->listen, sizeof(so->listen), "%s://%s:%d", o->driver, host, port);
 		snprintf(so->ctl, sizeof(so->ctl), "tcp:127.0.0.1:0");
 		return 0;
 	}
