@@ -24,8 +24,9 @@ run_suite() {
   meson test -C "$dir" --print-errorlogs --num-processes 2 $targs ${KVW_TEST_ARGS:-} || true
   logs+=("$dir/meson-logs/testlog.json")
 }
-# the Soft-RoCE VM (kernel + initramfs) once, so the rdma suites do not skip
+# the Soft-RoCE VMs (kernel + initramfs) once, so the rdma suites do not skip
 bash tests/vm/run-rxe-vm.sh --setup || echo "=== Soft-RoCE VM setup failed: rdma suites will skip"
+bash tests/vm/run-rxe-pair.sh --setup || echo "=== Soft-RoCE VM pair setup failed: pair suites will skip"
 run_suite default build-ci/default ""
 run_suite asan build-ci/asan "--suite unit --suite shm --suite tcp --suite bench --suite tools" \
   -Db_sanitize=address,undefined -Db_lundef=false
