@@ -20,8 +20,11 @@
 typedef struct kvb_peer {
 	char name[48];
 	char status[16];            /* ok, missing, failed, not-run */
-	double gbit;                /* median of the runs */
+	double gbit;                /* median of the runs (lat: p50 in us) */
 	double runs[MAX_REPEAT];
+	bool has_p99;               /* lat: the peer reports a 99th percentile */
+	double p99;                 /* lat: median of p99_runs, us */
+	double p99_runs[MAX_REPEAT];
 	unsigned n_runs;
 	char command[400];
 	char note[200];
@@ -129,7 +132,12 @@ static char *run_capture(char *const argv[], char *const env[], int timeout_s, i
 	}
 	uint64_t end = kvb_now_ns() + (uint64_t)timeout_s * 1000000000ull;
 	struct pollfd pf = {.fd = fd, .events = POLLIN};
-	while (kvb_now_ns() < end && poll(&pf, 1, 200) >= 0) {
+	while (kvb_now_ns() < end) {
+		int pr = poll(&pf, 1, 200);
+		if (pr < 0 && errno == EINTR) /* e.g. SIGCHLD of the loopback server */
+			continue;
+		if (pr < 0)
+			break;
 		if (!(pf.revents & (POLLIN | POLLHUP)))
 			continue;
 		if (len + 4096 > cap) {
@@ -140,6 +148,8 @@ static char *run_capture(char *const argv[], char *const env[], int timeout_s, i
 			cap *= 2;
 		}
 		ssize_t n = read(fd, buf + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n <= 0)
 			break;
 		len += (size_t)n;
@@ -209,17 +219,18 @@ free_bufs:
 }
 
 /* ------------------------------------------------------------- ucx_perftest */
-static void peer_ucx(const kvb_opts *o, const kvb_result *kr, const char *test, kvb_peer *p)
+/* Runs ucx_perftest TEST over the driver's UCX transport; on success fills
+ * f[0..5] from its "Final:" line (iterations, p50 us, avg us, overall us,
+ * average MB/s, overall MB/s) and returns true; else p says why. */
+static bool ucx_final(const kvb_opts *o, const char *test, uint64_t n, kvb_peer *p, double f[6])
 {
 	bool sm = !strcmp(o->driver, "shm");
 	char name[48], port[16], size[32], iters[32];
 	snprintf(name, sizeof(name), "ucx_perftest %s %s", test, sm ? "sm" : "tcp");
 	if (!in_path("ucx_perftest")) {
 		peer_set(p, name, "missing", "ucx_perftest not found in PATH (Debian: ucx-utils)");
-		return;
+		return false;
 	}
-	uint64_t n = kr->bytes / o->size;
-	n = n < 1000 ? 1000 : n > 200000 ? 200000 : n;
 	snprintf(port, sizeof(port), "%d", free_port());
 	snprintf(size, sizeof(size), "%llu", (unsigned long long)o->size);
 	snprintf(iters, sizeof(iters), "%llu", (unsigned long long)n);
@@ -237,14 +248,37 @@ static void peer_ucx(const kvb_opts *o, const kvb_result *kr, const char *test, 
 	char *out = run_capture(cli, env, 120, &st);
 	stop_server(spid);
 	char *fin = out ? strstr(out, "Final:") : NULL;
-	double f[8];
-	if (!fin || sscanf(fin, "Final: %lf %lf %lf %lf %lf %lf", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5]) != 6) {
-		peer_set(p, name, "failed", "no 'Final:' line in ucx_perftest output");
-	} else {
-		p->gbit = f[5] * 1048576.0 * 8 / 1e9; /* overall MB/s (2^20) */
-		peer_set(p, name, "ok", "");
-	}
+	bool ok = fin && sscanf(fin, "Final: %lf %lf %lf %lf %lf %lf", &f[0], &f[1], &f[2], &f[3], &f[4],
+				&f[5]) == 6;
+	peer_set(p, name, ok ? "ok" : "failed", ok ? "" : "no 'Final:' line in ucx_perftest output");
 	free(out);
+	return ok;
+}
+
+static void peer_ucx(const kvb_opts *o, const kvb_result *kr, const char *test, kvb_peer *p)
+{
+	double f[6];
+	uint64_t n = kr->bytes / o->size;
+	n = n < 1000 ? 1000 : n > 200000 ? 200000 : n;
+	if (ucx_final(o, test, n, p, f))
+		p->gbit = f[5] * 1048576.0 * 8 / 1e9; /* overall MB/s (2^20) */
+}
+
+/* Iterations a latency peer runs: -n, else what kvwire ran (bounded). */
+static uint64_t lat_peer_iters(const kvb_opts *o, const kvb_result *kr)
+{
+	uint64_t n = o->iters ? o->iters : kr->iterations;
+	if (o->iters)
+		return n;
+	return n < 1000 ? 1000 : n > 100000 ? 100000 : n;
+}
+
+/* ucx_perftest's ping-pong: its 50.0%ile column is one-way (round trip / 2). */
+static void peer_ucx_lat(const kvb_opts *o, const kvb_result *kr, const char *test, kvb_peer *p)
+{
+	double f[6];
+	if (ucx_final(o, test, lat_peer_iters(o, kr), p, f))
+		p->gbit = f[1];
 }
 
 /* ------------------------------------------------------------------- iperf3 */
@@ -369,6 +403,55 @@ static void peer_ib_write_bw(const kvb_opts *o, const kvb_result *kr, kvb_peer *
 	else {
 		p->gbit = f[3];
 		peer_set(p, "ib_write_bw", "ok", "");
+	}
+	free(out);
+}
+
+/* perftest's own latency over the same device, GID and size. Result line:
+ * #bytes #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9% (us,
+ * one-way: round trip / 2); t_typical is its median. */
+static void peer_ib_write_lat(const kvb_opts *o, const kvb_result *kr, kvb_peer *p)
+{
+	char dev[64], gid[16], port[16], size[32], iters[32];
+	if (!in_path("ib_write_lat")) {
+		peer_set(p, "ib_write_lat", "missing", "ib_write_lat not in PATH (Debian: perftest)");
+		return;
+	}
+	if (!rdma_device_present() || !rdma_pick(o, dev, sizeof(dev), gid, sizeof(gid))) {
+		peer_set(p, "ib_write_lat", "missing", "no RDMA device (/sys/class/infiniband empty)");
+		return;
+	}
+	snprintf(port, sizeof(port), "%d", free_port());
+	snprintf(size, sizeof(size), "%llu", (unsigned long long)o->size);
+	snprintf(iters, sizeof(iters), "%llu", (unsigned long long)lat_peer_iters(o, kr));
+	char *srv[] = {"ib_write_lat", "-d", dev, "-x", gid, "-p", port, "-s", size, "-n", iters, NULL};
+	char *cli[] = {"ib_write_lat", "-d", dev, "-x", gid, "-p", port, "-s", size, "-n", iters, "127.0.0.1",
+		       NULL};
+	snprintf(p->command, sizeof(p->command), "ib_write_lat -d %s -x %s -p %s -s %s -n %s "
+		 "& ib_write_lat ... 127.0.0.1", dev, gid, port, size, iters);
+	pid_t spid = spawn(srv, NULL, NULL);
+	usleep(500000);
+	int st;
+	char *out = run_capture(cli, NULL, 600, &st);
+	stop_server(spid);
+	double f[9] = {0};
+	bool got = false;
+	const char *last = "(no output)";
+	for (char *save, *l = out ? strtok_r(out, "\n", &save) : NULL; l && !got; l = strtok_r(NULL, "\n", &save)) {
+		last = l;
+		got = sscanf(l, " %lf %lf %lf %lf %lf %lf %lf %lf %lf", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5],
+			     &f[6], &f[7], &f[8]) == 9 && f[0] == (double)o->size;
+	}
+	if (!got) {
+		char why[200];
+		snprintf(why, sizeof(why), "no result line in ib_write_lat output (exit %d, last line: %.90s)",
+			 WIFEXITED(st) ? WEXITSTATUS(st) : -1, last);
+		peer_set(p, "ib_write_lat", "failed", why);
+	} else {
+		p->gbit = f[4];
+		p->p99 = f[7];
+		p->has_p99 = true;
+		peer_set(p, "ib_write_lat", "ok", "");
 	}
 	free(out);
 }
@@ -590,6 +673,184 @@ static int compare_kv(kvb_opts *o)
 	return rc;
 }
 
+/* ---------------------------------------------------------------- compare lat */
+static size_t lat_peers_for(const kvb_opts *o, const kvb_result *kr, kvb_peer *p)
+{
+	size_t n = 0;
+	if (!strcmp(o->driver, "shm")) {
+		peer_ucx_lat(o, kr, "tag_lat", &p[n++]);
+		peer_ucx_lat(o, kr, "ucp_put_lat", &p[n++]);
+	} else if (!strcmp(o->driver, "tcp")) {
+		peer_ucx_lat(o, kr, "tag_lat", &p[n++]);
+	} else if (!strcmp(o->driver, "rdma")) {
+		peer_ib_write_lat(o, kr, &p[n++]);
+	} else if (!strcmp(o->driver, "dpdk")) {
+		peer_set(&p[n++], "dpdk-testpmd", "missing",
+			 "no latency peer: testpmd has no ping-pong latency test");
+	}
+	return n;
+}
+
+/* kvwire p50 as a multiple of the peer's: > 1 means kvwire is slower. */
+static double lat_ratio(const kvb_result *kr, const kvb_peer *p)
+{
+	return p->gbit > 0 ? kr->lat.p50 / p->gbit : 0;
+}
+
+static json_t *lat_peers_json(const kvb_result *kr, const kvb_peer *p, size_t n)
+{
+	json_t *arr = json_array();
+	for (size_t i = 0; i < n; i++) {
+		json_t *j = json_object();
+		json_object_set_new(j, "peer", json_string(p[i].name));
+		json_object_set_new(j, "status", json_string(p[i].status));
+		if (!strcmp(p[i].status, "ok")) {
+			json_object_set_new(j, "p50_us", json_real(p[i].gbit));
+			if (p[i].has_p99)
+				json_object_set_new(j, "p99_us", json_real(p[i].p99));
+			json_object_set_new(j, "x_of_peer", json_real(lat_ratio(kr, &p[i])));
+			json_object_set_new(j, "p50_runs", runs_json(p[i].runs, p[i].n_runs));
+		}
+		json_object_set_new(j, "command", json_string(p[i].command));
+		if (p[i].note[0])
+			json_object_set_new(j, "note", json_string(p[i].note));
+		json_array_append_new(arr, j);
+	}
+	return arr;
+}
+
+static void lat_table(const kvb_opts *o, const kvb_result *kr, const double *kruns, unsigned rep,
+		      const kvb_peer *p, size_t n)
+{
+	char rg[64];
+	printf("---------------------------------------------------------------------------\n");
+	printf(" compare lat   driver %s   size %llu B   runs %u (median)   one-way = round trip / 2\n",
+	       o->driver, (unsigned long long)o->size, rep);
+	printf(" %-28s %9s %9s %14s %10s  %s\n", "peer", "p50 us", "p99 us", "p50 range", "x of peer", "status");
+	range(rg, sizeof(rg), kruns, rep);
+	printf(" %-28s %9.2f %9.2f %14s %10s  verified %s\n", "kvwire", kr->lat.p50, kr->lat.p99, rg, "1.00",
+	       kr->verified ? "yes" : "no");
+	for (size_t i = 0; i < n; i++) {
+		char p99[32] = "-";
+		if (strcmp(p[i].status, "ok")) {
+			printf(" %-28s %9s %9s %14s %10s  %s: %s\n", p[i].name, "-", "-", "-", "-", p[i].status,
+			       p[i].note);
+			continue;
+		}
+		if (p[i].has_p99)
+			snprintf(p99, sizeof(p99), "%.2f", p[i].p99);
+		range(rg, sizeof(rg), p[i].runs, p[i].n_runs);
+		printf(" %-28s %9.2f %9s %14s %10.2f  ok\n", p[i].name, p[i].gbit, p99, rg, lat_ratio(kr, &p[i]));
+	}
+	printf(" x of peer = kvwire p50 / peer p50: above 1.00 kvwire is slower, below 1.00 faster\n");
+	for (size_t i = 0; i < n; i++)
+		if (p[i].command[0])
+			printf("   %s: %s\n", p[i].name, p[i].command);
+}
+
+static void lat_print(const kvb_opts *o, const kvb_result *kr, const double *kruns, unsigned rep,
+		      const kvb_peer *p, size_t n)
+{
+	if (o->json) {
+		json_t *j = json_object();
+		json_object_set_new(j, "test", json_string("compare"));
+		json_object_set_new(j, "compare", json_string("lat"));
+		json_object_set_new(j, "driver", json_string(o->driver));
+		json_object_set_new(j, "size", json_integer((json_int_t)o->size));
+		json_object_set_new(j, "repeat", json_integer(rep));
+		json_object_set_new(j, "kvwire", kvb_result_json(kr));
+		json_object_set_new(j, "kvwire_p50_runs", runs_json(kruns, rep));
+		json_object_set_new(j, "peers", lat_peers_json(kr, p, n));
+		json_object_set_new(j, "x_of_peer_means", json_string("kvwire p50 / peer p50; > 1: kvwire slower"));
+		json_object_set_new(j, "verified", json_boolean(kr->verified));
+		json_dumpf(j, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+		fputc('\n', stdout);
+		json_decref(j);
+	} else if (o->csv) {
+		printf("driver,size,peer,status,p50_us,p99_us,x_of_peer\n");
+		printf("%s,%llu,kvwire,%s,%.4f,%.4f,1.0\n", o->driver, (unsigned long long)o->size,
+		       kr->verified ? "ok" : "unverified", kr->lat.p50, kr->lat.p99);
+		for (size_t i = 0; i < n; i++) {
+			char p99[32] = ""; /* empty: the peer gives no p99 */
+			if (p[i].has_p99)
+				snprintf(p99, sizeof(p99), "%.4f", p[i].p99);
+			printf("%s,%llu,%s,%s,%.4f,%s,%.4f\n", o->driver, (unsigned long long)o->size, p[i].name,
+			       p[i].status, p[i].gbit, p99, lat_ratio(kr, &p[i]));
+		}
+	} else {
+		lat_table(o, kr, kruns, rep, p, n);
+	}
+	fflush(stdout);
+}
+
+/* Folds one round's peer results into the totals (a failed run marks the peer). */
+static void lat_fold(kvb_peer *peers, const kvb_peer *tp, size_t n, bool first)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (first)
+			peers[i] = tp[i];
+		if (strcmp(tp[i].status, "ok")) {
+			peers[i] = tp[i];
+			continue;
+		}
+		peers[i].p99_runs[peers[i].n_runs] = tp[i].p99;
+		peers[i].runs[peers[i].n_runs++] = tp[i].gbit;
+	}
+}
+
+/* kvwire's lat, then each peer's latency test, o->repeat times; medians of p50. */
+static int compare_lat(kvb_opts *o)
+{
+	kvb_loop lp = {0};
+	kvb_peer peers[MAX_PEERS];
+	double kruns[MAX_REPEAT];
+	unsigned rep = o->repeat ? o->repeat : 1;
+	kvb_result *runs = calloc(rep, sizeof(*runs)), kr;
+	bool verified = true;
+	size_t n = 0;
+	char err[256];
+
+	if (!runs || kvb_loop_start(o, &lp, err, sizeof(err))) {
+		fprintf(stderr, "kvwire-bench compare: %s\n", runs ? err : "out of memory");
+		free(runs);
+		return 1;
+	}
+	g_loop_pid = lp.pid;
+	memset(peers, 0, sizeof(peers));
+	for (unsigned r = 0; r < rep; r++) {
+		kvb_peer tp[MAX_PEERS];
+		memset(tp, 0, sizeof(tp));
+		kvb_client_run(o, lp.uri, lp.ctl, &runs[r]);
+		if (runs[r].error[0])
+			fprintf(stderr, "kvwire-bench compare: kvwire run failed: %s\n", runs[r].error);
+		verified = verified && runs[r].verified;
+		kruns[r] = runs[r].lat.p50;
+		if (lp.pid > 0)
+			kill(lp.pid, SIGSTOP); /* its busy-polling would share a core with the peer */
+		n = lat_peers_for(o, &runs[r], tp);
+		if (lp.pid > 0)
+			kill(lp.pid, SIGCONT);
+		lat_fold(peers, tp, n, r == 0);
+	}
+	kvb_loop_stop(&lp);
+	for (size_t i = 0; i < n; i++) {
+		peers[i].gbit = median(peers[i].runs, peers[i].n_runs);
+		peers[i].p99 = median(peers[i].p99_runs, peers[i].n_runs);
+	}
+	double med = median(kruns, rep);
+	kr = runs[0];
+	for (unsigned r = 0; r < rep; r++)
+		if (runs[r].lat.p50 == med)
+			kr = runs[r];
+	kr.verified = verified;
+	free(runs);
+	lat_print(o, &kr, kruns, rep, peers, n);
+	int rc = kvb_exit_code(&kr, 1, o, err, sizeof(err));
+	if (rc)
+		fprintf(stderr, "kvwire-bench compare: %s\n", err);
+	return rc;
+}
+
 /* Runs kvwire and every peer o->repeat times (alternating); medians. */
 static void compare_runs(const kvb_opts *o, const kvb_loop *lp, kvb_result *kr, double *kruns,
 			 kvb_peer *peers, size_t *npeers)
@@ -683,6 +944,14 @@ int kvb_compare_main(const kvb_opts *in)
 	if (o.compare_test == KVB_T_KV) {
 		o.test = KVB_T_KV;
 		return compare_kv(&o);
+	}
+	if (o.compare_test == KVB_T_LAT) {
+		o.test = KVB_T_LAT;
+		if (o.sweep) {
+			fprintf(stderr, "kvwire-bench compare: compare lat runs one size: give -s SIZE, not -a\n");
+			return 1;
+		}
+		return compare_lat(&o);
 	}
 	o.test = KVB_T_BW;
 	if (!o.sweep && !o.iters && o.duration <= 0)

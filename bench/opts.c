@@ -44,7 +44,7 @@ void kvb_usage(FILE *f)
 	fputs("usage: kvwire-bench server --driver D --listen URI [--once]\n"
 	      "       kvwire-bench bw|lat|kv --driver D --connect URI [options]\n"
 	      "       kvwire-bench bw|lat|kv --loopback --driver D [options]\n"
-	      "       kvwire-bench compare [bw|kv] --driver D [--repeat N] [options]\n"
+	      "       kvwire-bench compare [bw|lat|kv] --driver D [--repeat N] [options]\n"
 	      "\n"
 	      "common:  --driver shm|tcp|rdma|dpdk  -p/--ctl-port PORT  --secret S  --fault SPEC\n"
 	      "         -d DEV (rdma_dev)  -x GID (rdma_gid)  --seed N  --timeout-ms MS  --no-pin\n"

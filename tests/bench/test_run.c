@@ -212,3 +212,42 @@ Test(compare, kv_scattered_vs_contiguous, .timeout = 300)
 	cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "contiguous"), "runs_per_layer")), 1);
 	json_decref(j);
 }
+
+Test(compare, lat_shm_side_by_side, .timeout = 300)
+{
+	json_t *j = bench_json("compare lat --driver shm -s 64 -n 2000 --json", 0);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "compare")), "lat");
+	cr_assert(json_is_true(json_object_get(j, "verified")));
+	json_t *k = json_object_get(j, "kvwire");
+	cr_assert(json_is_true(json_object_get(k, "verified")));
+	cr_assert_gt(json_real_value(json_object_get(k, "p50_us")), 0);
+	cr_assert_geq(json_real_value(json_object_get(k, "p99_us")), json_real_value(json_object_get(k, "p50_us")));
+	const char *names[] = {"ucx_perftest tag_lat sm", "ucx_perftest ucp_put_lat sm"};
+	for (size_t i = 0; i < 2; i++) {
+		json_t *u = peer(j, names[i]);
+		cr_assert_not_null(u, "%s is always listed, present or not", names[i]);
+		const char *st = json_string_value(json_object_get(u, "status"));
+		if (!in_path("ucx_perftest")) {
+			cr_assert_str_eq(st, "missing");
+			continue;
+		}
+		cr_assert_str_eq(st, "ok", "%s: %s", names[i], json_string_value(json_object_get(u, "note")));
+		double p50 = json_real_value(json_object_get(u, "p50_us"));
+		cr_assert_gt(p50, 0);
+		double want = json_real_value(json_object_get(k, "p50_us")) / p50; /* 6 digits in JSON */
+		cr_assert_float_eq(json_real_value(json_object_get(u, "x_of_peer")), want, want * 1e-4);
+	}
+	json_decref(j);
+}
+
+Test(compare, lat_table_labels_ratio, .timeout = 300)
+{
+	char *out;
+	int rc = bench(&out, "compare lat --driver shm -s 64 -n 500");
+	cr_assert_eq(rc, 0, "%s", out);
+	cr_assert_not_null(strstr(out, "compare lat   driver shm"), "%s", out);
+	cr_assert_not_null(strstr(out, "x of peer"), "%s", out);
+	cr_assert_not_null(strstr(out, "above 1.00 kvwire is slower"), "%s", out);
+	cr_assert_not_null(strstr(out, "verified yes"), "%s", out);
+	free(out);
+}
