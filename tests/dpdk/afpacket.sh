@@ -22,21 +22,21 @@ report() { # report NAME
 }
 
 # 1. plain veth pair
-netns_veth "$A" "$B" vA vB || skip "cannot build a veth pair in namespaces"
-afp_pair "$A" vA "$B" vB "$SIZE" "$SIZE" "$OUT"
+netns_veth "$A" "$B" "$VA" "$VB" || skip "cannot build a veth pair in namespaces"
+afp_pair "$A" "$VA" "$B" "$VB" "$SIZE" "$SIZE" "$OUT"
 report "af_packet veth" || true
 
 # 2. garbage from a raw socket in the client namespace, during a transfer
-inject() { sleep 1.5; ip netns exec "$B" python3 "$(dirname "$0")/inject.py" vB 7000 600 >"$OUT/inject.txt" 2>&1; }
-afp_pair "$A" vA "$B" vB "-L 8 -B 64 -b 16384 -n 60 -w 20 -q" "-L 8 -B 64 -b 16384 -n 60 -w 20 -q" "$OUT" inject
+inject() { sleep 1.5; ip netns exec "$B" python3 "$(dirname "$0")/inject.py" "$VB" 7000 600 >"$OUT/inject.txt" 2>&1; }
+afp_pair "$A" "$VA" "$B" "$VB" "-L 8 -B 64 -b 16384 -n 60 -w 20 -q" "-L 8 -B 64 -b 16384 -n 60 -w 20 -q" "$OUT" inject
 if report "garbage injected"; then
 	bad=$(field "$OUT/server.txt" receiver bad_frames)
 	[ "${bad:-0}" -gt 0 ] || fail "injected frames were not counted as bad (bad_frames=$bad; $(cat "$OUT/inject.txt"))"
 fi
 
 # 3. link down for a second mid-transfer
-flap() { sleep 1.5; ip -n "$B" link set vB down; sleep 1; ip -n "$B" link set vB up; }
-afp_pair "$A" vA "$B" vB "-L 8 -B 64 -b 16384 -n 80 -w 25 -q" "-L 8 -B 64 -b 16384 -n 80 -w 25 -q" "$OUT" flap
+flap() { sleep 1.5; ip -n "$B" link set "$VB" down; sleep 1; ip -n "$B" link set "$VB" up; }
+afp_pair "$A" "$VA" "$B" "$VB" "-L 8 -B 64 -b 16384 -n 80 -w 25 -q" "-L 8 -B 64 -b 16384 -n 80 -w 25 -q" "$OUT" flap
 report "link down 1 s mid-transfer" || true
 netns_cleanup "$A" "$B"
 

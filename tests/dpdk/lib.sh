@@ -7,6 +7,7 @@ set -u
 XFER=${XFER:-$(dirname "$0")/dk_xfer}
 EAL_BASE="--no-huge --no-pci -m 512 --log-level=3"
 TAG="dk$$"
+VA="${TAG}a" VB="${TAG}b" # veth names: unique, so concurrent runs do not collide
 FAILS=0
 
 # EAL leaves a runtime folder per --file-prefix; every prefix here starts with $TAG
