@@ -223,42 +223,43 @@ static int free_tcp_port(void)
 	return port;
 }
 
-/* Like perftest: the first RDMA device (or -d) and its IPv4 RoCE GID (or
- * -x); the loopback pair meets on that address. 0 on success. */
-static int rdma_local_ipv4(const kvb_opts *o, char *ip, size_t len)
+int kvb_rdma_pick(const kvb_opts *o, char *dev, size_t dlen, int *gid, char *ipv4, size_t iplen)
 {
-	char dev[64] = "", path[300], val[64];
 	DIR *d;
 	struct dirent *e;
 
+	dev[0] = 0;
+	ipv4[0] = 0;
 	if (o->rdma_dev[0]) {
-		snprintf(dev, sizeof(dev), "%s", o->rdma_dev);
+		snprintf(dev, dlen, "%s", o->rdma_dev);
 	} else if ((d = opendir("/sys/class/infiniband"))) {
 		while ((e = readdir(d)))
-			if (e->d_name[0] != '.' && !dev[0] && strlen(e->d_name) < sizeof(dev))
+			if (e->d_name[0] != '.' && !dev[0] && strlen(e->d_name) < dlen)
 				memcpy(dev, e->d_name, strlen(e->d_name) + 1);
 		closedir(d);
 	}
 	if (!dev[0])
 		return -1;
+	*gid = o->rdma_gid[0] ? atoi(o->rdma_gid) : 0;
 	for (int i = 0; i < 16; i++) {
+		char path[300], val[64] = "";
 		unsigned a, b, c, dd;
 		FILE *f;
-		if (o->rdma_gid[0] && i != atoi(o->rdma_gid))
+		if (o->rdma_gid[0] && i != *gid)
 			continue;
 		snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/1/gids/%d", dev, i);
 		if (!(f = fopen(path, "r")))
 			break;
-		val[0] = 0;
-		bool got = fgets(val, sizeof(val), f) && !strncmp(val, "0000:0000:0000:0000:0000:ffff:", 30) &&
-			   sscanf(val + 30, "%2x%2x:%2x%2x", &a, &b, &c, &dd) == 4;
+		bool v4 = fgets(val, sizeof(val), f) && !strncmp(val, "0000:0000:0000:0000:0000:ffff:", 30) &&
+			  sscanf(val + 30, "%2x%2x:%2x%2x", &a, &b, &c, &dd) == 4;
 		fclose(f);
-		if (got) {
-			snprintf(ip, len, "%u.%u.%u.%u", a, b, c, dd);
-			return 0;
+		if (v4) {
+			*gid = i;
+			snprintf(ipv4, iplen, "%u.%u.%u.%u", a, b, c, dd);
+			break;
 		}
 	}
-	return -1;
+	return 0;
 }
 
 /* dpdk without a NIC: the two processes meet over net_memif (--no-huge
@@ -298,7 +299,10 @@ static int loop_addresses(const kvb_opts *o, kvb_opts *so, char *err, size_t err
 	}
 	if (!strcmp(o->driver, "tcp") || !strcmp(o->driver, "rdma")) {
 		char host[64] = "127.0.0.1";
-		if (!strcmp(o->driver, "rdma") && rdma_local_ipv4(o, host, sizeof(host))) {
+		char dev[64];
+		int gid;
+		if (!strcmp(o->driver, "rdma") &&
+		    (kvb_rdma_pick(o, dev, sizeof(dev), &gid, host, sizeof(host)) || !host[0])) {
 			snprintf(err, errlen, "--loopback --driver rdma: no RDMA port with an IPv4 RoCE GID "
 				 "(see `kvwire devices`; -d DEV / -x GID pick one)");
 			return -1;

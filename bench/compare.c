@@ -327,41 +327,25 @@ static bool rdma_device_present(void)
 	return any;
 }
 
-/* First RDMA device, and its IPv4 RoCE GID index (as perftest's -x). */
-static bool rdma_pick(const kvb_opts *o, char *dev, size_t dlen, char *gid, size_t glen)
+/* What both perftest peers need first: the tool, a device and its GID
+ * (kvb_rdma_pick), a port. false (peer marked missing) when one lacks. */
+static bool perftest_prepare(const kvb_opts *o, const char *tool, kvb_peer *p, char *dev, size_t dlen,
+			     char *gid, size_t glen, char *port, size_t plen)
 {
-	DIR *d;
-	struct dirent *e;
+	char ip[64], note[96];
+	int g;
 
-	dev[0] = 0;
-	if (o->rdma_dev[0]) {
-		snprintf(dev, dlen, "%s", o->rdma_dev);
-	} else if ((d = opendir("/sys/class/infiniband"))) {
-		while ((e = readdir(d)))
-			if (e->d_name[0] != '.' && !dev[0] && strlen(e->d_name) < dlen)
-				memcpy(dev, e->d_name, strlen(e->d_name) + 1);
-		closedir(d);
-	}
-	if (!dev[0])
+	if (!in_path(tool)) {
+		snprintf(note, sizeof(note), "%s not in PATH (Debian: perftest)", tool);
+		peer_set(p, tool, "missing", note);
 		return false;
-	if (o->rdma_gid[0]) {
-		snprintf(gid, glen, "%s", o->rdma_gid);
-		return true;
 	}
-	for (int i = 0; i < 16; i++) {
-		char path[256], val[64] = "";
-		FILE *f;
-		snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/1/gids/%d", dev, i);
-		if (!(f = fopen(path, "r")))
-			break;
-		if (fgets(val, sizeof(val), f) && !strncmp(val, "0000:0000:0000:0000:0000:ffff:", 30)) {
-			fclose(f);
-			snprintf(gid, glen, "%d", i);
-			return true;
-		}
-		fclose(f);
+	if (!rdma_device_present() || kvb_rdma_pick(o, dev, dlen, &g, ip, sizeof(ip))) {
+		peer_set(p, tool, "missing", "no RDMA device (/sys/class/infiniband empty)");
+		return false;
 	}
-	snprintf(gid, glen, "0");
+	snprintf(gid, glen, "%d", g);
+	snprintf(port, plen, "%d", free_port());
 	return true;
 }
 
@@ -369,15 +353,8 @@ static bool rdma_pick(const kvb_opts *o, char *dev, size_t dlen, char *gid, size
 static void peer_ib_write_bw(const kvb_opts *o, const kvb_result *kr, kvb_peer *p)
 {
 	char dev[64], gid[16], port[16], size[32], iters[32];
-	if (!in_path("ib_write_bw")) {
-		peer_set(p, "ib_write_bw", "missing", "ib_write_bw not in PATH (Debian: perftest)");
+	if (!perftest_prepare(o, "ib_write_bw", p, dev, sizeof(dev), gid, sizeof(gid), port, sizeof(port)))
 		return;
-	}
-	if (!rdma_device_present() || !rdma_pick(o, dev, sizeof(dev), gid, sizeof(gid))) {
-		peer_set(p, "ib_write_bw", "missing", "no RDMA device (/sys/class/infiniband empty)");
-		return;
-	}
-	snprintf(port, sizeof(port), "%d", free_port());
 	snprintf(size, sizeof(size), "%llu", (unsigned long long)kr->size);
 	snprintf(iters, sizeof(iters), "%llu", (unsigned long long)(o->iters ? o->iters : 1000));
 	char *srv[] = {"ib_write_bw", "-d", dev, "-x", gid, "-p", port, "-s", size, "-n", iters,
@@ -413,15 +390,8 @@ static void peer_ib_write_bw(const kvb_opts *o, const kvb_result *kr, kvb_peer *
 static void peer_ib_write_lat(const kvb_opts *o, const kvb_result *kr, kvb_peer *p)
 {
 	char dev[64], gid[16], port[16], size[32], iters[32];
-	if (!in_path("ib_write_lat")) {
-		peer_set(p, "ib_write_lat", "missing", "ib_write_lat not in PATH (Debian: perftest)");
+	if (!perftest_prepare(o, "ib_write_lat", p, dev, sizeof(dev), gid, sizeof(gid), port, sizeof(port)))
 		return;
-	}
-	if (!rdma_device_present() || !rdma_pick(o, dev, sizeof(dev), gid, sizeof(gid))) {
-		peer_set(p, "ib_write_lat", "missing", "no RDMA device (/sys/class/infiniband empty)");
-		return;
-	}
-	snprintf(port, sizeof(port), "%d", free_port());
 	snprintf(size, sizeof(size), "%llu", (unsigned long long)o->size);
 	snprintf(iters, sizeof(iters), "%llu", (unsigned long long)lat_peer_iters(o, kr));
 	char *srv[] = {"ib_write_lat", "-d", dev, "-x", gid, "-p", port, "-s", size, "-n", iters, NULL};

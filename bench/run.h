@@ -27,6 +27,12 @@ void kvb_ctl_close(kvb_ctl *c);
 /* Control address beside a kvwire URI: tcp port + 1 (or ctl_port), shm path + ".ctl". */
 int kvb_ctl_addr_for(const char *uri, int ctl_port, char *out, size_t len);
 
+/* ------------------------------------------------------------------- rdma */
+/* The RDMA port to use, as perftest picks it: -d DEV or the first device,
+ * -x GID or the port's IPv4 RoCE GID; ipv4 gets that GID's address ("" when
+ * the GID is not IPv4-mapped). 0 on success, -1 when there is no device. */
+int kvb_rdma_pick(const kvb_opts *o, char *dev, size_t dlen, int *gid, char *ipv4, size_t iplen);
+
 /* --------------------------------------------------------------- sessions */
 
 /* Runs the server until stopped (or one session with --once). Exit status. */
