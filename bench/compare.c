@@ -349,6 +349,17 @@ static bool perftest_prepare(const kvb_opts *o, const char *tool, kvb_peer *p, c
 	return true;
 }
 
+/* A perftest server, then its client against it on 127.0.0.1; the
+ * client's output (malloc'ed) or NULL, and its wait status in *st. */
+static char *perftest_run(char *const srv[], char *const cli[], int *st)
+{
+	pid_t spid = spawn(srv, NULL, NULL);
+	usleep(500000);
+	char *out = run_capture(cli, NULL, 600, st);
+	stop_server(spid);
+	return out;
+}
+
 /* perftest's own bandwidth over the same device and size (-n, not -D). */
 static void peer_ib_write_bw(const kvb_opts *o, const kvb_result *kr, kvb_peer *p)
 {
@@ -363,11 +374,8 @@ static void peer_ib_write_bw(const kvb_opts *o, const kvb_result *kr, kvb_peer *
 		       "--report_gbits", "127.0.0.1", NULL};
 	snprintf(p->command, sizeof(p->command), "ib_write_bw -d %s -x %s -p %s -s %s -n %s --report_gbits "
 		 "& ib_write_bw ... 127.0.0.1", dev, gid, port, size, iters);
-	pid_t spid = spawn(srv, NULL, NULL);
-	usleep(500000);
 	int st;
-	char *out = run_capture(cli, NULL, 600, &st);
-	stop_server(spid);
+	char *out = perftest_run(srv, cli, &st);
 	/* result line: #bytes #iterations BW-peak BW-average MsgRate */
 	double f[5] = {0};
 	bool got = false;
@@ -399,11 +407,8 @@ static void peer_ib_write_lat(const kvb_opts *o, const kvb_result *kr, kvb_peer 
 		       NULL};
 	snprintf(p->command, sizeof(p->command), "ib_write_lat -d %s -x %s -p %s -s %s -n %s "
 		 "& ib_write_lat ... 127.0.0.1", dev, gid, port, size, iters);
-	pid_t spid = spawn(srv, NULL, NULL);
-	usleep(500000);
 	int st;
-	char *out = run_capture(cli, NULL, 600, &st);
-	stop_server(spid);
+	char *out = perftest_run(srv, cli, &st);
 	double f[9] = {0};
 	bool got = false;
 	const char *last = "(no output)";
