@@ -22,12 +22,12 @@ report() { # report NAME
 }
 
 # 1. plain veth pair
-netns_veth "$A" "$B" "$VA" "$VB" || skip "cannot build a veth pair in namespaces"
+netns_veth "$A" "$B" "$VA" "$VB" || { fail "veth pair between namespaces $A and $B"; exit 1; }
 afp_pair "$A" "$VA" "$B" "$VB" "$SIZE" "$SIZE" "$OUT"
 report "af_packet veth" || true
 
 # 2. garbage from a raw socket in the client namespace, during a transfer
-inject() { sleep 1.5; ip netns exec "$B" python3 "$(dirname "$0")/inject.py" "$VB" 7000 600 >"$OUT/inject.txt" 2>&1; }
+inject() { sleep 1.5; in_ns "$B" python3 "$(dirname "$0")/inject.py" "$VB" 7000 600 >"$OUT/inject.txt" 2>&1; }
 afp_pair "$A" "$VA" "$B" "$VB" "-L 8 -B 64 -b 16384 -n 60 -w 20 -q" "-L 8 -B 64 -b 16384 -n 60 -w 20 -q" "$OUT" inject
 if report "garbage injected"; then
 	bad=$(field "$OUT/server.txt" receiver bad_frames)
@@ -35,7 +35,7 @@ if report "garbage injected"; then
 fi
 
 # 3. link down for a second mid-transfer
-flap() { sleep 1.5; ip -n "$B" link set "$VB" down; sleep 1; ip -n "$B" link set "$VB" up; }
+flap() { sleep 1.5; in_ns "$B" ip link set "$VB" down; sleep 1; in_ns "$B" ip link set "$VB" up; }
 afp_pair "$A" "$VA" "$B" "$VB" "-L 8 -B 64 -b 16384 -n 80 -w 25 -q" "-L 8 -B 64 -b 16384 -n 80 -w 25 -q" "$OUT" flap
 report "link down 1 s mid-transfer" || true
 netns_cleanup "$A" "$B"
@@ -48,7 +48,7 @@ for pct in 0 1; do
 	if [ $pct -gt 0 ]; then
 		r=$(field "$OUT/client.txt" sender retransmits)
 		[ "${r:-0}" -gt 0 ] || fail "1% loss on the wire but no retransmission"
-		ip netns exec "$M" nft list ruleset | grep -o 'packets [0-9]*' | sed 's/^/nft dropped /'
+		in_ns "$M" nft list ruleset | grep -o 'packets [0-9]*' | sed 's/^/nft dropped /'
 	fi
 	netns_cleanup "$A" "$M" "$B"
 done

@@ -21,10 +21,34 @@ need_root() {
 	[ "$(id -u)" = 0 ] || skip "needs root (DPDK --no-huge, netns)"
 }
 
+# Namespaces are created with `ip netns add` (pinned under NETNS_DIR, the
+# iproute2 default) and entered with nsenter --net: `ip netns exec` and
+# `ip -n` also remount /sys, which fails where / is not a mount point (a
+# chroot such as CI's fresh-debian) although namespaces work there.
+NETNS_DIR=/run/netns
+in_ns() { # in_ns NS CMD [ARG...]: CMD in the network namespace NS
+	nsenter --net="$NETNS_DIR/$1" -- "${@:2}"
+}
+
+# netns_probe: empty output when this machine can run the namespace tests,
+# else the reason (missing tool, no namespaces, no veth); callers skip on it
+netns_probe() {
+	local p="${TAG}probe" err
+	[ "$(id -u)" = 0 ] || { echo "needs root (DPDK --no-huge, netns)"; return; }
+	for t in ip nsenter; do
+		command -v $t >/dev/null || { echo "$t missing (iproute2, util-linux)"; return; }
+	done
+	err=$(ip netns add "$p" 2>&1) || { echo "cannot create network namespaces: $err"; return; }
+	if ! err=$(in_ns "$p" ip link add "${TAG}p0" type veth peer name "${TAG}p1" 2>&1); then
+		echo "cannot create a veth pair in a namespace: $err"
+	fi
+	ip netns del "$p"
+}
+
 need_netns() {
 	need_root
-	ip netns add "${TAG}probe" 2>/dev/null || skip "cannot create network namespaces"
-	ip netns del "${TAG}probe"
+	local why; why=$(netns_probe)
+	[ -z "$why" ] || skip "$why"
 }
 
 # result FILE: prints the RESULT line, true when ok=1
@@ -59,7 +83,7 @@ wait_pid() { # wait_pid PID SECONDS -> true when it ended in time
 memif_pair() {
 	local q=$1 sargs=$2 cargs=$3 out=$4 sock=/run/kvwire/${TAG}-memif.sock
 	mkdir -p /run/kvwire
-	rm -f "$sock"
+	rm -f "$sock" "$out/server.txt" "$out/client.txt" # no stale "listening on"
 	# shellcheck disable=SC2086
 	timeout 120 "$XFER" server "dpdk://10.0.0.1:7000$q" \
 		-e "$EAL_BASE --file-prefix=${TAG}s -l 0 --vdev=net_memif0,role=server,socket=$sock" \
@@ -80,8 +104,8 @@ netns_veth() { # netns_veth NSA NSB IFA IFB
 	ip netns add "$1" && ip netns add "$2" || return 1
 	ip link add "$3" type veth peer name "$4" || return 1
 	ip link set "$3" netns "$1" && ip link set "$4" netns "$2" || return 1
-	ip -n "$1" link set "$3" up && ip -n "$2" link set "$4" up
-	ip -n "$1" link set lo up; ip -n "$2" link set lo up
+	in_ns "$1" ip link set "$3" up && in_ns "$2" ip link set "$4" up || return 1
+	in_ns "$1" ip link set lo up; in_ns "$2" ip link set lo up
 }
 
 # A - bridge namespace M - B, with nftables loss PCT (percent, per direction) in M
@@ -91,13 +115,13 @@ netns_bridge() { # netns_bridge NSA NSM NSB PCT
 	ip link add "${TAG}b" type veth peer name "${TAG}b2"
 	ip link set "${TAG}a" netns "$1"; ip link set "${TAG}a2" netns "$2"
 	ip link set "${TAG}b" netns "$3"; ip link set "${TAG}b2" netns "$2"
-	ip -n "$2" link add brM type bridge
-	ip -n "$2" link set "${TAG}a2" master brM; ip -n "$2" link set "${TAG}b2" master brM
-	for l in "${TAG}a2" "${TAG}b2" brM; do ip -n "$2" link set "$l" up; done
-	ip -n "$1" link set "${TAG}a" up; ip -n "$3" link set "${TAG}b" up
+	in_ns "$2" ip link add brM type bridge
+	in_ns "$2" ip link set "${TAG}a2" master brM; in_ns "$2" ip link set "${TAG}b2" master brM
+	for l in "${TAG}a2" "${TAG}b2" brM; do in_ns "$2" ip link set "$l" up; done
+	in_ns "$1" ip link set "${TAG}a" up; in_ns "$3" ip link set "${TAG}b" up
 	if [ "$4" -gt 0 ]; then
 		printf 'table bridge fault {\n chain fdrop {\n  type filter hook forward priority 0; policy accept;\n  numgen random mod 100 < %d counter drop\n }\n}\n' "$4" |
-			ip netns exec "$2" nft -f - || return 1
+			in_ns "$2" nft -f - || return 1
 	fi
 }
 
@@ -109,14 +133,18 @@ netns_cleanup() {
 # af_packet pair: afp_pair NSA IFA NSB IFB "SERVER_ARGS" "CLIENT_ARGS" OUTDIR [background-hook]
 afp_pair() {
 	local nsa=$1 ifa=$2 nsb=$3 ifb=$4 sargs=$5 cargs=$6 out=$7 hook=${8:-}
+	# a background job truncates its output file only once it runs: remove
+	# the last round's, or wait_listen could read its "listening on"
+	rm -f "$out/server.txt" "$out/client.txt"
+	# nsenter (not the in_ns function) so that $! is the process itself
 	# shellcheck disable=SC2086
-	ip netns exec "$nsa" timeout 120 "$XFER" server "dpdk://10.0.0.1:7000" \
+	nsenter --net="$NETNS_DIR/$nsa" -- timeout 120 "$XFER" server "dpdk://10.0.0.1:7000" \
 		-e "$EAL_BASE --file-prefix=${TAG}s -l 0 --vdev=net_af_packet0,iface=$ifa,$AF_ARGS" \
 		$sargs >"$out/server.txt" 2>&1 </dev/null &
 	SPID=$!
 	wait_listen "$out/server.txt"
 	# shellcheck disable=SC2086
-	ip netns exec "$nsb" timeout 120 "$XFER" client "dpdk://10.0.0.1:7000" \
+	nsenter --net="$NETNS_DIR/$nsb" -- timeout 120 "$XFER" client "dpdk://10.0.0.1:7000" \
 		-e "$EAL_BASE --file-prefix=${TAG}c -l 1 --vdev=net_af_packet0,iface=$ifb,$AF_ARGS" \
 		$cargs >"$out/client.txt" 2>&1 </dev/null &
 	CPID=$!
