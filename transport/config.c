@@ -27,6 +27,7 @@ static const kvw_config_entry kvw_cfg_table[] = {
 	{"rdma_gid", "-1", "GID index (default: the port's IPv4 RoCE v2 GID)"},
 	{"rdma_qp_depth", "512", "send queue depth per QP"},
 	{"rdma_retry", "6", "RC retry count (7 means forever on rxe: kept below)"},
+	{"rdma_grant_keys", "auto", "remote keys of a grant: mw = a memory window per run of granted blocks, mr = an MR per run (both: the NIC refuses any other byte), span = one MR over the grant's span (fastest; holes between blocks unprotected), auto = mw where the device enforces window bounds, else mr"},
 	{"fault", "", "fault injection, e.g. \"drop=0.01,dup=0.01,reorder=0.02,delay=200us,seed=7\""},
 };
 _Static_assert(KVW_ARRAY_SIZE(kvw_cfg_table) <= KVW_CFG_MAX, "config table too big");
@@ -218,6 +219,18 @@ kvw_status kvw_cfgv_parse(const kvw_config *cfg, struct kvw_cfgv *out, char *err
 	}
 	U("rdma_qp_depth", rdma_qp_depth, 16, 32768);
 	U("rdma_retry", rdma_retry, 0, 7);
+	{
+		const char *k = cfg->val[kvw_cfg_index("rdma_grant_keys")];
+		static const char *const modes[] = {"auto", "mw", "mr", "span"};
+		out->rdma_grant_keys = -1;
+		for (int i = 0; i < 4; i++)
+			if (strcmp(k, modes[i]) == 0)
+				out->rdma_grant_keys = i;
+		if (out->rdma_grant_keys < 0) {
+			snprintf(err, errlen, "config rdma_grant_keys=\"%s\": expected auto, mw, mr or span", k);
+			return KVW_ERR_INVALID;
+		}
+	}
 	S("fault", fault);
 	if (out->keepalive_ms >= out->peer_dead_ms) {
 		snprintf(err, errlen, "config keepalive_ms (%u) must be below peer_dead_ms (%u)",

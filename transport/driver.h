@@ -132,6 +132,8 @@ kvw_status kvw_core_dst(kvw_ep *ep, const struct kvw_wire_data *d, uint8_t **dst
  * fragment's payload over several reads checks before each read and
  * discards the rest once it is not (abort fence). */
 bool kvw_core_token_live(kvw_ep *ep, uint32_t token);
+/* The arena a live grant's blocks lie in (NULL if the token is not live). */
+kvw_mem *kvw_core_grant_mem(kvw_ep *ep, uint32_t token);
 /* Fails the request behind token with REJECTED (a descriptor whose source
  * or destination lies outside what was registered/granted). */
 void kvw_core_token_reject(kvw_ep *ep, uint32_t token, const char *what);

@@ -40,6 +40,7 @@ struct kvw_cfgv {
 	int rdma_gid;
 	unsigned rdma_qp_depth;
 	unsigned rdma_retry;
+	int rdma_grant_keys;      /* 0 auto, 1 mw, 2 mr, 3 span */
 	char fault[128];        /* fault-injection spec, "" = off */
 };
 

@@ -159,6 +159,13 @@ bool kvw_core_token_live(kvw_ep *ep, uint32_t token)
 	return kvw_token_req(ep, token) != NULL;
 }
 
+kvw_mem *kvw_core_grant_mem(kvw_ep *ep, uint32_t token)
+{
+	kvw_req *r = kvw_token_req(ep, token);
+
+	return r && r->layout ? r->layout->mem : NULL;
+}
+
 /* ------------------------------------------------------------ requests */
 static kvw_req *kvw_req_new(kvw_ep *ep, enum kvw_req_role role, uint64_t seq_id)
 {

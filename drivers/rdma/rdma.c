@@ -39,6 +39,27 @@ static bool rd_gid_ipv4(struct ibv_context *v, uint8_t port, int idx, struct in_
 }
 
 /* Like perftest: first active port; its IPv4 RoCE GID unless rdma_gid says. */
+/* How this device keys grants (config rdma_grant_keys). Soft-RoCE (vendor
+ * 0xffffff) checks a window's key but not its bounds (its responder tests the
+ * underlying MR's range), so auto gives it an MR per run. */
+static enum rd_keys rd_keys_mode(struct rd_drv *rd, struct ibv_context *v, const struct ibv_device_attr *da)
+{
+	int want = kvw_core_cfg(rd->d->ctx)->rdma_grant_keys;
+	bool has_mw = da->device_cap_flags & IBV_DEVICE_MEM_WINDOW;
+	bool rxe = da->vendor_id == 0xffffff;
+
+	if (want == 3)
+		return RD_KEYS_SPAN;
+	if (want == 2 || (want == 0 && (!has_mw || rxe)))
+		return RD_KEYS_MR;
+	if (!has_mw) {
+		kvw_log(rd->d->ctx, 2, "rdma: %s has no memory windows (rdma_grant_keys=mw): an MR per "
+			"run of granted blocks instead", ibv_get_device_name(v->device));
+		return RD_KEYS_MR;
+	}
+	return RD_KEYS_MW;
+}
+
 static bool rd_dev_probe(struct rd_drv *rd, struct ibv_context *v, struct rd_dev *out)
 {
 	const struct kvw_cfgv *c = kvw_core_cfg(rd->d->ctx);
@@ -52,6 +73,7 @@ static bool rd_dev_probe(struct rd_drv *rd, struct ibv_context *v, struct rd_dev
 			continue;
 		out->port = p;
 		out->active_mtu = pa.active_mtu;
+		out->keys = rd_keys_mode(rd, v, &da);
 		out->gid_idx = -1;
 		if (c->rdma_gid >= 0) {
 			if (c->rdma_gid < pa.gid_tbl_len && rd_gid_ipv4(v, p, c->rdma_gid, &out->ip))
@@ -168,8 +190,9 @@ static kvw_status rd_query_caps(kvw_drv *d, struct kvw_caps_info *ci)
 	return KVW_OK;
 }
 
-/* One local-only MR per device: lkeys for sends. Remote keys are per grant
- * (rdma_data.c), so no key ever opens the whole arena to the peer. */
+/* One local-only MR per device: lkeys for sends, and the MR that grant
+ * windows bind to. Remote keys are per grant (rdma_keys.c), so no key ever
+ * opens the whole arena to the peer. */
 static kvw_status rd_mem_reg(kvw_drv *d, kvw_mem *m)
 {
 	struct rd_drv *rd = rd_of(d);
@@ -178,7 +201,8 @@ static kvw_status rd_mem_reg(kvw_drv *d, kvw_mem *m)
 	if (!rm)
 		return KVW_ERR_NOMEM;
 	for (int i = 0; i < rd->ndev; i++) {
-		rm->mr[i] = ibv_reg_mr(rd->dev[i].pd, m->addr, m->len, IBV_ACCESS_LOCAL_WRITE);
+		rm->mr[i] = ibv_reg_mr(rd->dev[i].pd, m->addr, m->len, IBV_ACCESS_LOCAL_WRITE |
+				       (rd->dev[i].keys == RD_KEYS_MW ? IBV_ACCESS_MW_BIND : 0));
 		if (!rm->mr[i]) {
 			int e = errno;
 			while (i-- > 0)

@@ -87,7 +87,7 @@ static void rd_wc_fail(struct rd_rail *r, const struct ibv_wc *wc)
 }
 
 /* Send completions only: safe from anywhere (no core callback). */
-static int rd_poll_sends(struct rd_rail *r)
+int rd_poll_sends(struct rd_rail *r)
 {
 	struct ibv_wc wc[16];
 	int n = r->state == RD_R_DEAD ? 0 : ibv_poll_cq(r->scq, 16, wc);
@@ -205,167 +205,6 @@ kvw_status rd_msg(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 	return rd_queue(r, kind, p, len);
 }
 
-/* ------------------------------------------------------------ keys (sender side) */
-static struct rd_keyent *rd_key_find(struct rd_ep *e, uint32_t token, bool add)
-{
-	uint32_t mask, i;
-
-	if (add && (e->keys_used + 1) * 2 > e->keys_cap) {
-		uint32_t cap = e->keys_cap ? e->keys_cap * 2 : 64;
-		struct rd_keyent *k = calloc(cap, sizeof(*k)), *old = e->keys;
-		if (!k)
-			return NULL;
-		e->keys = k;
-		e->keys_cap = cap;
-		e->keys_used = 0;
-		for (uint32_t j = 0; old && j < cap / 2; j++)
-			if (old[j].used)
-				*rd_key_find(e, old[j].token, true) = old[j];
-		free(old);
-	}
-	if (!e->keys_cap)
-		return NULL;
-	mask = e->keys_cap - 1;
-	for (i = (token * 2654435761u) & mask;; i = (i + 1) & mask) {
-		if (e->keys[i].used && e->keys[i].token == token)
-			return &e->keys[i];
-		if (!e->keys[i].used) {
-			if (!add)
-				return NULL;
-			e->keys[i].used = true;
-			e->keys[i].token = token;
-			e->keys_used++;
-			return &e->keys[i];
-		}
-	}
-}
-
-static void rd_key_del(struct rd_ep *e, uint32_t token)
-{
-	struct rd_keyent *k = rd_key_find(e, token, false), tmp;
-	uint32_t mask = e->keys_cap - 1, i;
-
-	if (!k)
-		return;
-	k->used = false;
-	e->keys_used--;
-	/* re-insert the rest of the probe run */
-	for (i = ((uint32_t)(k - e->keys) + 1) & mask; e->keys[i].used; i = (i + 1) & mask) {
-		tmp = e->keys[i];
-		e->keys[i].used = false;
-		e->keys_used--;
-		*rd_key_find(e, tmp.token, true) = tmp;
-	}
-}
-
-/* ------------------------------------------------------------ grants (receiver side) */
-static void rd_grant_free(struct rd_grant *g)
-{
-	for (int i = 0; i < RD_MAX_DEV; i++)
-		if (g->mr[i])
-			ibv_dereg_mr(g->mr[i]);
-	free(g);
-}
-
-static struct rd_grant **rd_grant_slot(struct rd_ep *e, uint32_t token)
-{
-	struct rd_grant **pp;
-
-	for (pp = &e->grants; *pp; pp = &(*pp)->next)
-		if ((*pp)->token == token)
-			return pp;
-	return NULL;
-}
-
-/* Removes the grant's keys: after this no write with them can land. */
-static void rd_grant_drop(kvw_ep *ep, uint32_t token)
-{
-	struct rd_ep *e = rd_ep_of(ep);
-	struct rd_grant **pp = rd_grant_slot(e, token), *g;
-
-	if (!pp)
-		return;
-	g = *pp;
-	*pp = g->next;
-	rd_grant_free(g);
-	if (e->rail[0] && e->rail[0]->state == RD_R_UP)
-		rd_msg(e->rail[0], RD_KEYDROP, &token, sizeof(token));
-}
-
-/* A GRANT leaves: register exactly its pages' envelope for remote write on
- * every device, tell the peer the keys, then send the GRANT carrying the
- * rail-0 device's key. */
-static kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame)
-{
-	struct rd_drv *rd = rd_of(ep->drv);
-	struct rd_ep *e = rd_ep_of(ep);
-	struct kvw_wire_grant *g = (struct kvw_wire_grant *)(frame + sizeof(struct kvw_wire_hdr));
-	uint64_t lo = UINT64_MAX, hi = 0, bmin = UINT32_MAX, bmax = 0;
-	struct rd_keymap km = {.token = g->token, .n = (uint32_t)rd->ndev};
-	struct rd_grant *gr;
-	uint64_t t0;
-
-	for (uint32_t i = 0; i < g->n_blocks; i++) {
-		uint32_t b = kvw_wire_grant_block(g, i);
-		bmin = b < bmin ? b : bmin;
-		bmax = b > bmax ? b : bmax;
-	}
-	for (uint32_t l = 0; l < g->n_layers; l++) {
-		uint64_t off = kvw_wire_grant_layer_off(g, l);
-		lo = off + bmin * g->block_stride < lo ? off + bmin * g->block_stride : lo;
-		hi = off + bmax * g->block_stride + g->block_bytes > hi ?
-			off + bmax * g->block_stride + g->block_bytes : hi;
-	}
-	if (!g->n_blocks || !g->n_layers || hi <= lo)
-		return KVW_OK;
-	if ((gr = *(rd_grant_slot(e, g->token) ?: &(struct rd_grant *){NULL})))
-		rd_grant_drop(ep, g->token);
-	if (!(gr = calloc(1, sizeof(*gr))))
-		return KVW_ERR_NOMEM;
-	gr->token = g->token;
-	t0 = kvw_now_ns();
-	for (int i = 0; i < rd->ndev; i++) {
-		gr->mr[i] = ibv_reg_mr(rd->dev[i].pd, (void *)(uintptr_t)(g->mem_addr + lo), hi - lo,
-				       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
-		if (!gr->mr[i]) {
-			rd_grant_free(gr);
-			return kvw_set_err(ep->ctx, KVW_ERR_MEMLOCK, "rdma: registering a grant's %llu "
-					   "bytes: %s (raise `ulimit -l`)", (unsigned long long)(hi - lo),
-					   strerror(errno));
-		}
-		km.rkey[i] = gr->mr[i]->rkey;
-	}
-	if (kvw_now_ns() - t0 > 10000000ull)
-		kvw_log(ep->ctx, 3, "rdma: registering a grant's %llu bytes took %llu ms",
-			(unsigned long long)(hi - lo), (unsigned long long)((kvw_now_ns() - t0) / 1000000));
-	gr->next = e->grants;
-	e->grants = gr;
-	g->mem_key = km.rkey[e->rail[0]->dev_idx];
-	return rd_msg(e->rail[0], RD_KEYMAP, &km, sizeof(km));
-}
-
-/* A receive request ended: its keys go. On success every write has landed
- * (the LANDED notices said so); on failure revoke fenced it first. */
-void rd_grant_done(kvw_ep *ep, kvw_req *req)
-{
-	if (rd_ep_of(ep))
-		rd_grant_drop(ep, req->token);
-}
-
-void rd_ep_data_free(kvw_ep *ep)
-{
-	struct rd_ep *e = rd_ep_of(ep);
-
-	while (e->grants) {
-		struct rd_grant *g = e->grants;
-		e->grants = g->next;
-		rd_grant_free(g);
-	}
-	free(e->keys);
-	e->keys = NULL;
-	e->keys_cap = e->keys_used = 0;
-}
-
 /* ------------------------------------------------------------ control frames */
 kvw_status rd_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
 {
@@ -459,7 +298,7 @@ static void rd_on_landed(struct rd_rail *r, const uint8_t *p, size_t len)
 static void rd_on_fence(struct rd_rail *r, uint32_t token)
 {
 	struct rd_ep *e = r->rep;
-	struct rd_keyent *k = rd_key_find(e, token, false);
+	struct rd_keyent *k = rd_key_find(e, token);
 
 	if (k)
 		k->fenced = true;
@@ -498,16 +337,7 @@ static void rd_on_msg(struct rd_rail *r, const uint8_t *buf, uint32_t len)
 		rd_on_landed(r, p, h.len);
 		break;
 	case RD_KEYMAP:
-		if (h.len >= sizeof(struct rd_keymap)) {
-			struct rd_keymap km;
-			struct rd_keyent *k;
-			memcpy(&km, p, sizeof(km));
-			if ((k = rd_key_find(r->rep, km.token, true))) {
-				k->n = km.n < RD_MAX_DEV ? km.n : RD_MAX_DEV;
-				k->fenced = false;
-				memcpy(k->rkey, km.rkey, sizeof(k->rkey));
-			}
-		}
+		rd_on_keymap(r, p, h.len);
 		break;
 	case RD_KEYDROP:
 	case RD_FENCE:
@@ -710,7 +540,7 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 	if (!e || !e->rail[0] || e->rail[0]->state != RD_R_UP)
 		return 0;
 	for (; took < n; took++) {
-		const struct rd_keyent *k = rd_key_find(e, f[took].token, false);
+		const struct rd_keyent *k = rd_key_find(e, f[took].token);
 		uint32_t ri = f[took].rail < KVW_MAX_RAILS ? f[took].rail : 0;
 
 		r = e->rail[ri] && e->rail[ri]->state == RD_R_UP ? e->rail[ri] : e->rail[0];
@@ -721,7 +551,7 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 		if (!rd_rail_room(r, &b[r->idx], f[took].bytes))
 			break;
 		rd_batch_add(r, &b[r->idx], &f[took],
-			     k && r->peer_dev < k->n ? k->rkey[r->peer_dev] : f[took].rkey);
+			     k ? rd_key_rkey(k, f[took].dst_addr, f[took].bytes, r->peer_dev) : f[took].rkey);
 	}
 	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
 		if (b[i].n && e->rail[i])
@@ -828,7 +658,7 @@ kvw_status rd_revoke(kvw_ep *ep, kvw_req *req)
 	struct rd_ep *e = rd_ep_of(ep);
 	struct rd_rail *r = e ? e->rail[0] : NULL;
 
-	if (!e || !rd_grant_slot(e, req->token))
+	if (!e || !rd_grant_live(ep, req->token))
 		return KVW_OK;
 	if (ep->state == KVW_EP_READY && r && r->state == RD_R_UP &&
 	    rd_msg(r, RD_FENCE, &req->token, sizeof(req->token)) == KVW_OK) {

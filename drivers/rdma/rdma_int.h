@@ -40,10 +40,22 @@ struct rd_hdr {
 _Static_assert(sizeof(struct rd_hdr) == 8, "rd_hdr");
 #define RD_PAYLOAD (RD_BUF - sizeof(struct rd_hdr))
 
+/* RD_KEYMAP: the keys of one grant, in one or more messages (n_here runs
+ * each, starting at run `first`). n_runs == 0: one key per device over the
+ * grant's whole span (devices without memory windows); else one memory
+ * window per contiguous run of granted blocks per device, so the HCA itself
+ * refuses any byte outside the granted blocks. */
 struct rd_keymap {
-	uint32_t token, n;
+	uint32_t token;
+	uint16_t n_dev, n_here;
+	uint32_t n_runs, first;
+	uint32_t rkey[RD_MAX_DEV];      /* span keys (n_runs == 0) */
+};
+struct rd_krun {
+	uint64_t addr, len;
 	uint32_t rkey[RD_MAX_DEV];
 };
+_Static_assert(sizeof(struct rd_keymap) == 48 && sizeof(struct rd_krun) == 48, "rd_keymap");
 
 /* rdma_cm private data: client -> server and server -> client */
 struct rd_cm_priv {
@@ -62,6 +74,7 @@ struct rd_dev {
 	int gid_idx;
 	struct in_addr ip;
 	enum ibv_mtu active_mtu;
+	enum rd_keys { RD_KEYS_MW = 1, RD_KEYS_MR, RD_KEYS_SPAN } keys; /* how grants are keyed */
 };
 
 struct rd_drv;
@@ -110,12 +123,16 @@ struct rd_rail {
 struct rd_keyent {
 	uint32_t token, n;
 	bool used, fenced;
-	uint32_t rkey[RD_MAX_DEV];
+	uint32_t rkey[RD_MAX_DEV];      /* span keys */
+	struct rd_krun *run;            /* n_runs, sorted by addr once n_got == n_runs */
+	uint32_t n_runs, n_got;
 };
 
-struct rd_grant {               /* receiver side: a per-grant MR per device */
+struct rd_grant {               /* receiver side */
 	uint32_t token;
-	struct ibv_mr *mr[RD_MAX_DEV];
+	struct ibv_mr **mr;             /* per run per device (mr), per device (span) */
+	struct ibv_mw **mw;             /* per run per device (mw) */
+	uint32_t n_mr, n_mw;
 	struct rd_grant *next;
 };
 
@@ -180,8 +197,18 @@ void rd_cancel(kvw_ep *ep, kvw_req *req);
 kvw_status rd_revoke(kvw_ep *ep, kvw_req *req);
 void rd_rail_progress(struct rd_rail *r);
 kvw_status rd_msg(struct rd_rail *r, unsigned kind, const void *p, size_t len);
-void rd_grant_done(kvw_ep *ep, kvw_req *req);
-void rd_ep_data_free(kvw_ep *ep);
 void rd_drain_sends(struct rd_rail *r, uint64_t timeout_ns);
+int rd_poll_sends(struct rd_rail *r);
+
+/* rdma_keys.c */
+kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame);
+void rd_grant_done(kvw_ep *ep, kvw_req *req);
+void rd_grant_drop(kvw_ep *ep, uint32_t token);
+bool rd_grant_live(kvw_ep *ep, uint32_t token);
+void rd_ep_data_free(kvw_ep *ep);
+struct rd_keyent *rd_key_find(struct rd_ep *e, uint32_t token);
+void rd_key_del(struct rd_ep *e, uint32_t token);
+void rd_on_keymap(struct rd_rail *r, const uint8_t *p, size_t len);
+uint32_t rd_key_rkey(const struct rd_keyent *k, uint64_t addr, uint64_t len, uint32_t dev);
 
 #endif

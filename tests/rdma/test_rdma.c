@@ -85,6 +85,17 @@ static struct rd_keyent *sender_key(struct fx *f, uint32_t token)
 	return NULL;
 }
 
+/* Every remote key of a grant: the span keys, or one per run (mw, mr). */
+static uint32_t *key_at(struct rd_keyent *k, uint32_t i)
+{
+	return i < RD_MAX_DEV ? &k->rkey[i] : &k->run[(i - RD_MAX_DEV) / RD_MAX_DEV].rkey[i % RD_MAX_DEV];
+}
+
+static uint32_t n_keys(const struct rd_keyent *k)
+{
+	return RD_MAX_DEV * (1 + k->n_runs);
+}
+
 /* No byte of the receiver's arena differs from its fill. */
 static void dst_untouched(struct fx *f)
 {
@@ -105,6 +116,18 @@ static void refused_and_reported(struct fx *f)
 	dst_untouched(f);
 }
 
+/* Windows on Soft-RoCE: keys are checked, bounds are not (its responder
+ * tests the arena MR's range); those cases are for mr/span keys there. */
+static void skip_unless_bounds_enforced(struct fx *f)
+{
+	struct rd_rail *r = rd_ep_of(f->p.server)->rail[0];
+	struct ibv_device_attr da;
+
+	cr_assert_eq(ibv_query_device(r->dev->verbs, &da), 0);
+	if (r->dev->keys == RD_KEYS_MW && da.vendor_id == 0xffffff)
+		cr_skip_test("rdma_grant_keys=mw on Soft-RoCE: rxe does not enforce window bounds");
+}
+
 TestSuite(rdma, .timeout = 60);
 
 Test(rdma, forged_rkey_refused_by_the_nic)
@@ -113,8 +136,8 @@ Test(rdma, forged_rkey_refused_by_the_nic)
 	fx_open(&f);
 	fx_grant(&f, 1);
 	struct rd_keyent *k = sender_key(&f, f.rreq->token);
-	for (uint32_t i = 0; i < RD_MAX_DEV; i++)
-		k->rkey[i] ^= 0x5a5a00u; /* another MR index, same key byte */
+	for (uint32_t i = 0; i < n_keys(k); i++)
+		*key_at(k, i) ^= 0x5a5a00u; /* another MR/window index, same key byte */
 	fx_send(&f, 1, 0, L, KVW_SEND_LAST);
 	refused_and_reported(&f);
 }
@@ -124,8 +147,11 @@ Test(rdma, stale_rkey_of_a_finished_grant_refused)
 	static struct fx f;
 	fx_open(&f);
 	fx_grant(&f, 1);
-	uint32_t old[RD_MAX_DEV];
-	memcpy(old, sender_key(&f, f.rreq->token)->rkey, sizeof(old));
+	static uint32_t old[RD_MAX_DEV * 64];
+	struct rd_keyent *k = sender_key(&f, f.rreq->token);
+	cr_assert_leq(n_keys(k), 64 * RD_MAX_DEV);
+	for (uint32_t i = 0; i < n_keys(k); i++)
+		old[i] = *key_at(k, i);
 	fx_send(&f, 1, 0, L, KVW_SEND_LAST);
 	cr_assert(kvwt_drive1(f.ctx, 10000, both_done, &f));
 	cr_assert_eq(f.rrec.status, KVW_OK);
@@ -137,7 +163,9 @@ Test(rdma, stale_rkey_of_a_finished_grant_refused)
 	kvwt_rec_init(&f.srec);
 	kvwt_rec_init(&f.rrec);
 	fx_grant(&f, 2);
-	memcpy(sender_key(&f, f.rreq->token)->rkey, old, sizeof(old));
+	k = sender_key(&f, f.rreq->token); /* same blocks: same runs */
+	for (uint32_t i = 0; i < n_keys(k); i++)
+		*key_at(k, i) = old[i];
 	fx_send(&f, 2, 0, L, KVW_SEND_LAST);
 	refused_and_reported(&f);
 }
@@ -146,11 +174,34 @@ Test(rdma, address_outside_the_grant_refused_by_the_nic)
 {
 	static struct fx f;
 	fx_open(&f);
+	skip_unless_bounds_enforced(&f);
 	fx_grant(&f, 1);
 	fx_send(&f, 1, 0, 1, 0);
 	/* before the first write is built: aim below the granted pages (blocks
 	 * 0..G-1 of layer 0: registered arena, not granted) */
 	f.sreq->pg.mem_addr -= (uint64_t)(N / 4) * BB;
+	fx_send(&f, 1, 1, L, KVW_SEND_LAST);
+	refused_and_reported(&f);
+}
+
+/* Memory windows per run of granted blocks: a write aimed at a hole
+ * between two granted blocks (inside the grant's span, so one MR over the
+ * span would let it land) is refused by the NIC itself. */
+Test(rdma, address_between_granted_blocks_refused_by_the_nic)
+{
+	static struct fx f;
+	fx_open(&f);
+	skip_unless_bounds_enforced(&f);
+	if (rd_ep_of(f.p.server)->rail[0]->dev->keys == RD_KEYS_SPAN)
+		cr_skip_test("rdma_grant_keys=span: one MR over the span leaves the holes open (by design)");
+	for (uint32_t i = 0; i < G; i++)
+		f.blk[i] = N / 4 + 2 * i; /* every other block: holes between the runs */
+	fx_grant(&f, 1);
+	fx_send(&f, 1, 0, 1, 0);
+	/* before the first write is built: aim the first block at the hole
+	 * right after it (granted: N/4 and N/4+2, not N/4+1) */
+	cr_assert_eq(f.sreq->pg.blocks[0], N / 4);
+	f.sreq->pg.blocks[0] = N / 4 + 1;
 	fx_send(&f, 1, 1, L, KVW_SEND_LAST);
 	refused_and_reported(&f);
 }

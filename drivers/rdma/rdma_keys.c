@@ -1,0 +1,474 @@
+/* SPDX-License-Identifier: MIT */
+/* RDMA grant keys.
+ *
+ * Receiver: when a GRANT leaves, its blocks are merged into address runs and
+ * each run gets a remote-write key per device (config rdma_grant_keys): a
+ * type 1 memory window bound on the arena's local MR (mw), or an MR over the
+ * run (mr) — either way the HCA refuses any byte outside the granted blocks,
+ * the holes between them included — or one MR over the grant's whole span
+ * (span: fastest, holes open; a write there is caught by the LANDED check
+ * only after it landed). auto = mw where the device bounds windows, else mr
+ * (rdma.c rd_keys_mode). The keys travel ahead of the GRANT on rail 0
+ * (RD_KEYMAP, several messages for many runs) and are invalidated when the
+ * grant ends or its fence is acknowledged.
+ * Sender: the peer's keys by token; rd_key_rkey() picks a fragment's key. */
+#include "rdma_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RD_RUNS_PER_MSG ((RD_PAYLOAD - sizeof(struct rd_keymap)) / sizeof(struct rd_krun))
+#define RD_MAX_RUNS (1u << 22)
+
+/* ------------------------------------------------------------ sender side */
+static struct rd_keyent *rd_key_slot(struct rd_ep *e, uint32_t token, bool add)
+{
+	uint32_t mask, i;
+
+	if (add && (e->keys_used + 1) * 2 > e->keys_cap) {
+		uint32_t cap = e->keys_cap ? e->keys_cap * 2 : 64;
+		struct rd_keyent *k = calloc(cap, sizeof(*k)), *old = e->keys;
+		if (!k)
+			return NULL;
+		e->keys = k;
+		e->keys_cap = cap;
+		e->keys_used = 0;
+		for (uint32_t j = 0; old && j < cap / 2; j++)
+			if (old[j].used)
+				*rd_key_slot(e, old[j].token, true) = old[j];
+		free(old);
+	}
+	if (!e->keys_cap)
+		return NULL;
+	mask = e->keys_cap - 1;
+	for (i = (token * 2654435761u) & mask;; i = (i + 1) & mask) {
+		if (e->keys[i].used && e->keys[i].token == token)
+			return &e->keys[i];
+		if (!e->keys[i].used) {
+			if (!add)
+				return NULL;
+			e->keys[i] = (struct rd_keyent){.used = true, .token = token};
+			e->keys_used++;
+			return &e->keys[i];
+		}
+	}
+}
+
+struct rd_keyent *rd_key_find(struct rd_ep *e, uint32_t token)
+{
+	return rd_key_slot(e, token, false);
+}
+
+void rd_key_del(struct rd_ep *e, uint32_t token)
+{
+	struct rd_keyent *k = rd_key_find(e, token), tmp;
+	uint32_t mask = e->keys_cap - 1, i;
+
+	if (!k)
+		return;
+	free(k->run);
+	*k = (struct rd_keyent){0};
+	e->keys_used--;
+	/* re-insert the rest of the probe run */
+	for (i = ((uint32_t)(k - e->keys) + 1) & mask; e->keys[i].used; i = (i + 1) & mask) {
+		tmp = e->keys[i];
+		e->keys[i].used = false;
+		e->keys_used--;
+		*rd_key_slot(e, tmp.token, true) = tmp;
+	}
+}
+
+static int rd_krun_cmp(const void *a, const void *b)
+{
+	const struct rd_krun *x = a, *y = b;
+
+	return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+/* First message of a key map: a fresh entry (runs to come). */
+static struct rd_keyent *rd_key_start(struct rd_ep *e, const struct rd_keymap *km)
+{
+	struct rd_keyent *k = rd_key_slot(e, km->token, true);
+
+	if (!k)
+		return NULL;
+	free(k->run);
+	*k = (struct rd_keyent){.used = true, .token = km->token, .n = km->n_dev,
+				.n_runs = km->n_runs};
+	memcpy(k->rkey, km->rkey, sizeof(k->rkey));
+	if (km->n_runs && !(k->run = calloc(km->n_runs, sizeof(*k->run)))) {
+		rd_key_del(e, km->token);
+		return NULL;
+	}
+	return k;
+}
+
+void rd_on_keymap(struct rd_rail *r, const uint8_t *p, size_t len)
+{
+	struct rd_keymap km;
+	struct rd_keyent *k;
+
+	if (len < sizeof(km))
+		goto bad;
+	memcpy(&km, p, sizeof(km));
+	if (km.n_dev > RD_MAX_DEV || km.n_runs > RD_MAX_RUNS || km.first > km.n_runs ||
+	    km.n_here > km.n_runs - km.first || len < sizeof(km) + (size_t)km.n_here * sizeof(struct rd_krun))
+		goto bad;
+	if (km.first == 0)
+		k = rd_key_start(r->rep, &km);
+	else if (!(k = rd_key_find(r->rep, km.token)) || k->n_runs != km.n_runs || k->n_got != km.first)
+		goto bad;
+	if (!k) {
+		rd_rail_fail(r, KVW_ERR_NOMEM, "rdma: out of memory for a grant's key map");
+		return;
+	}
+	memcpy(k->run + km.first, p + sizeof(km), (size_t)km.n_here * sizeof(struct rd_krun));
+	k->n_got += km.n_here;
+	if (k->n_runs && k->n_got == k->n_runs)
+		qsort(k->run, k->n_runs, sizeof(*k->run), rd_krun_cmp);
+	return;
+bad:
+	kvw_core_bad_frame(r->ep, "rdma: malformed KEYMAP message (counts out of range or out of order)");
+}
+
+/* The key for [addr, addr+len) on the peer's device dev. A range no run
+ * holds gets the first run's key: the HCA refuses it (remote access error). */
+uint32_t rd_key_rkey(const struct rd_keyent *k, uint64_t addr, uint64_t len, uint32_t dev)
+{
+	uint32_t lo = 0, hi = k->n_runs;
+
+	if (dev >= RD_MAX_DEV || dev >= k->n)
+		return 0;
+	if (!k->n_runs)
+		return k->rkey[dev];
+	if (k->n_got < k->n_runs)
+		return k->run[0].rkey[dev];
+	while (hi - lo > 1) {           /* last run with run.addr <= addr */
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (k->run[mid].addr <= addr)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	if (k->run[lo].addr <= addr && addr + len <= k->run[lo].addr + k->run[lo].len)
+		return k->run[lo].rkey[dev];
+	return k->run[0].rkey[dev];
+}
+
+/* ------------------------------------------------------------ receiver side */
+static void rd_grant_free(struct rd_grant *g)
+{
+	for (uint32_t i = 0; i < g->n_mw; i++)
+		if (g->mw[i])
+			ibv_dealloc_mw(g->mw[i]); /* the window's key is dead from here */
+	for (uint32_t i = 0; i < g->n_mr; i++)
+		if (g->mr[i])
+			ibv_dereg_mr(g->mr[i]);
+	free(g->mw);
+	free(g->mr);
+	free(g);
+}
+
+static struct rd_grant **rd_grant_slot(struct rd_ep *e, uint32_t token)
+{
+	struct rd_grant **pp;
+
+	for (pp = &e->grants; *pp; pp = &(*pp)->next)
+		if ((*pp)->token == token)
+			return pp;
+	return NULL;
+}
+
+/* Removes the grant's keys: after this no write with them can land. */
+void rd_grant_drop(kvw_ep *ep, uint32_t token)
+{
+	struct rd_ep *e = rd_ep_of(ep);
+	struct rd_grant **pp = rd_grant_slot(e, token), *g;
+
+	if (!pp)
+		return;
+	g = *pp;
+	*pp = g->next;
+	rd_grant_free(g);
+	if (e->rail[0] && e->rail[0]->state == RD_R_UP)
+		rd_msg(e->rail[0], RD_KEYDROP, &token, sizeof(token));
+}
+
+bool rd_grant_live(kvw_ep *ep, uint32_t token)
+{
+	return rd_ep_of(ep) && rd_grant_slot(rd_ep_of(ep), token);
+}
+
+static int rd_u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The grant's blocks as address runs: per layer, sorted blocks merged where
+ * they touch (stride == block bytes). */
+static kvw_status rd_grant_runs(const struct kvw_wire_grant *g, struct rd_krun **out, uint32_t *n_out)
+{
+	uint32_t *b = malloc((size_t)g->n_blocks * sizeof(*b)), n = 0;
+	struct rd_krun *v = calloc((size_t)g->n_blocks * g->n_layers, sizeof(*v));
+	bool touch = g->block_stride == g->block_bytes;
+
+	if (!b || !v || (uint64_t)g->n_blocks * g->n_layers > RD_MAX_RUNS) {
+		free(b);
+		free(v);
+		return KVW_ERR_NOMEM;
+	}
+	for (uint32_t i = 0; i < g->n_blocks; i++)
+		b[i] = kvw_wire_grant_block(g, i);
+	qsort(b, g->n_blocks, sizeof(*b), rd_u32_cmp);
+	for (uint32_t l = 0; l < g->n_layers; l++) {
+		uint64_t base = g->mem_addr + kvw_wire_grant_layer_off(g, l);
+		for (uint32_t i = 0; i < g->n_blocks; i++) {
+			uint64_t a = base + b[i] * g->block_stride;
+			if (i && b[i] == b[i - 1])
+				continue;
+			if (i && touch && b[i] == b[i - 1] + 1 && v[n - 1].addr + v[n - 1].len == a)
+				v[n - 1].len += g->block_bytes;
+			else
+				v[n++] = (struct rd_krun){.addr = a, .len = g->block_bytes};
+		}
+	}
+	free(b);
+	*out = v;
+	*n_out = n;
+	return KVW_OK;
+}
+
+/* The ep's first live rail on device dev, or NULL. */
+static struct rd_rail *rd_dev_rail(struct rd_ep *e, int dev)
+{
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
+		if (e->rail[i] && e->rail[i]->dev_idx == dev && e->rail[i]->state == RD_R_UP)
+			return e->rail[i];
+	return NULL;
+}
+
+/* Waits (bounded) until the rail's send queue has done WR `upto` - 1. */
+static bool rd_sq_wait(struct rd_rail *r, uint64_t upto)
+{
+	uint64_t end = kvw_now_ns() + 2000000000ull;
+
+	while (r->wr_done < upto)
+		if (r->state != RD_R_UP || rd_poll_sends(r) < 0 || kvw_now_ns() > end)
+			return false;
+	return true;
+}
+
+/* One window over one run, bound through rail r's send queue. */
+static kvw_status rd_bind_run(struct rd_rail *r, struct ibv_mr *mr, struct ibv_mw *mw,
+			      const struct rd_krun *run, bool last)
+{
+	uint64_t seq = r->wr_posted;
+	struct ibv_mw_bind b = {
+		.wr_id = seq,
+		.bind_info = {.mr = mr, .addr = run->addr, .length = run->len,
+			      .mw_access_flags = IBV_ACCESS_REMOTE_WRITE},
+	};
+
+	if (seq + 2 > r->sq_depth && !rd_sq_wait(r, seq + 2 - r->sq_depth))
+		return KVW_ERR_IO;
+	if (last || seq % RD_SIG_EVERY == RD_SIG_EVERY - 1)
+		b.send_flags = IBV_SEND_SIGNALED;
+	if (ibv_bind_mw(r->qp, mw, &b))
+		return KVW_ERR_IO;
+	r->cum_bytes[seq % r->sq_depth] = r->bytes_posted;
+	r->wr_posted = seq + 1;
+	if (b.send_flags)
+		r->last_sig = seq;
+	return KVW_OK;
+}
+
+static kvw_status rd_key_fail(kvw_ep *ep, const char *what, const char *dev)
+{
+	return kvw_set_err(ep->ctx, errno == ENOMEM || errno == EAGAIN ? KVW_ERR_MEMLOCK : KVW_ERR_IO,
+			   "rdma: %s for a grant on %s: %s (raise `ulimit -l`; or set rdma_grant_keys=span "
+			   "for one MR per grant)", what, dev, strerror(errno ? errno : EIO));
+}
+
+/* Per-run keys on device d: windows bound through rail r (the ep's first
+ * rail on d), or MRs (mr mode, or no rail on d yet: rails may still join). */
+static kvw_status rd_grant_dev(kvw_ep *ep, struct rd_grant *gr, int d, struct rd_rail *r,
+			       struct ibv_mr *arena, struct rd_krun *run, uint32_t n)
+{
+	struct rd_dev *dv = &rd_of(ep->drv)->dev[d];
+	bool mw = dv->keys == RD_KEYS_MW && r;
+
+	for (uint32_t j = 0; j < n; j++) {
+		if (!mw) {
+			struct ibv_mr *mr = ibv_reg_mr(dv->pd, (void *)(uintptr_t)run[j].addr, run[j].len,
+						       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+			if (!(gr->mr[gr->n_mr] = mr))
+				return rd_key_fail(ep, "registering an MR per run", dv->name);
+			gr->n_mr++;
+			run[j].rkey[d] = mr->rkey;
+			continue;
+		}
+		errno = 0;
+		if (!(gr->mw[gr->n_mw] = ibv_alloc_mw(dv->pd, IBV_MW_TYPE_1)))
+			return rd_key_fail(ep, "allocating a memory window", dv->name);
+		gr->n_mw++;
+		if (rd_bind_run(r, arena, gr->mw[gr->n_mw - 1], &run[j], j + 1 == n) != KVW_OK)
+			return rd_key_fail(ep, "binding a memory window", dv->name);
+		run[j].rkey[d] = gr->mw[gr->n_mw - 1]->rkey;
+	}
+	/* windows work once their binds completed: before the peer learns them */
+	if (mw && !rd_sq_wait(r, r->wr_posted))
+		return kvw_set_err(ep->ctx, KVW_ERR_IO, "rdma: the memory-window binds of a grant on %s "
+				   "did not complete: %s", dv->name, r->dead_why ? r->dead_why :
+				   "QP in error or 2 s passed");
+	return KVW_OK;
+}
+
+/* Per-run keys on every device the ep uses. */
+static kvw_status rd_grant_runs_keys(kvw_ep *ep, struct rd_grant *gr, kvw_mem *m, struct rd_krun *run,
+				     uint32_t n)
+{
+	struct rd_drv *rd = rd_of(ep->drv);
+	struct rd_mem *rm = m->drv_priv[ep->drv->idx];
+	size_t cap = (size_t)n * (unsigned)rd->ndev;
+	kvw_status st;
+
+	if (!(gr->mw = calloc(cap, sizeof(*gr->mw))) || !(gr->mr = calloc(cap, sizeof(*gr->mr))))
+		return KVW_ERR_NOMEM;
+	for (int d = 0; d < rd->ndev; d++)
+		if ((st = rd_grant_dev(ep, gr, d, rd_dev_rail(rd_ep_of(ep), d), rm->mr[d], run, n)) != KVW_OK)
+			return st;
+	return KVW_OK;
+}
+
+/* Span mode: one MR per device over [lo, hi) of the grant's pages. */
+static kvw_status rd_grant_span(kvw_ep *ep, struct rd_grant *gr, const struct rd_krun *run,
+				uint32_t n, struct rd_keymap *km)
+{
+	struct rd_drv *rd = rd_of(ep->drv);
+	uint64_t lo = UINT64_MAX, hi = 0;
+
+	if (!(gr->mr = calloc((unsigned)rd->ndev, sizeof(*gr->mr))))
+		return KVW_ERR_NOMEM;
+	for (uint32_t j = 0; j < n; j++) {
+		lo = run[j].addr < lo ? run[j].addr : lo;
+		hi = run[j].addr + run[j].len > hi ? run[j].addr + run[j].len : hi;
+	}
+	for (int i = 0; i < rd->ndev; i++, gr->n_mr++) {
+		gr->mr[i] = ibv_reg_mr(rd->dev[i].pd, (void *)(uintptr_t)lo, hi - lo,
+				       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+		if (!gr->mr[i])
+			return rd_key_fail(ep, "registering an MR over the span", rd->dev[i].name);
+		km->rkey[i] = gr->mr[i]->rkey;
+	}
+	return KVW_OK;
+}
+
+/* The key map to the peer: runs in as many messages as they need. */
+static kvw_status rd_keymap_send(struct rd_rail *r, struct rd_keymap *km, const struct rd_krun *run)
+{
+	static __thread uint8_t buf[RD_PAYLOAD];
+	uint32_t first = 0;
+	kvw_status st;
+
+	do {
+		uint32_t here = km->n_runs - first < RD_RUNS_PER_MSG ? km->n_runs - first :
+			(uint32_t)RD_RUNS_PER_MSG;
+		km->first = first;
+		km->n_here = (uint16_t)here;
+		memcpy(buf, km, sizeof(*km));
+		memcpy(buf + sizeof(*km), run + first, (size_t)here * sizeof(*run));
+		if ((st = rd_msg(r, RD_KEYMAP, buf, sizeof(*km) + (size_t)here * sizeof(*run))) != KVW_OK)
+			return st;
+		first += here;
+	} while (first < km->n_runs);
+	return KVW_OK;
+}
+
+/* Per-run keys unless a device the ep uses is in span mode. */
+static bool rd_keys_per_run(kvw_ep *ep, kvw_mem *m)
+{
+	struct rd_drv *rd = rd_of(ep->drv);
+
+	if (!m || !m->drv_priv[ep->drv->idx])
+		return false;
+	for (int d = 0; d < rd->ndev; d++)
+		if (rd->dev[d].keys == RD_KEYS_SPAN)
+			return false;
+	return true;
+}
+
+/* A GRANT leaves: keys for exactly its blocks on every device, the key map
+ * to the peer, and the GRANT itself carries rail 0's first key. */
+kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame)
+{
+	struct rd_drv *rd = rd_of(ep->drv);
+	struct rd_ep *e = rd_ep_of(ep);
+	struct kvw_wire_grant *g = (struct kvw_wire_grant *)(frame + sizeof(struct kvw_wire_hdr));
+	kvw_mem *m = kvw_core_grant_mem(ep, g->token);
+	struct rd_keymap km = {.token = g->token, .n_dev = (uint16_t)rd->ndev};
+	struct rd_krun *run = NULL;
+	struct rd_grant *gr;
+	uint32_t n = 0;
+	uint64_t t0 = kvw_now_ns();
+	kvw_status st;
+
+	if (!g->n_blocks || !g->n_layers)
+		return KVW_OK;
+	rd_grant_drop(ep, g->token);
+	if ((st = rd_grant_runs(g, &run, &n)) != KVW_OK)
+		return kvw_set_err(ep->ctx, st, "rdma: out of memory for the runs of a grant");
+	if (!(gr = calloc(1, sizeof(*gr)))) {
+		free(run);
+		return KVW_ERR_NOMEM;
+	}
+	gr->token = g->token;
+	if (rd_keys_per_run(ep, m)) {
+		km.n_runs = n;
+		st = rd_grant_runs_keys(ep, gr, m, run, n);
+	} else {
+		st = rd_grant_span(ep, gr, run, n, &km);
+	}
+	if (st != KVW_OK) {
+		rd_grant_free(gr);
+		free(run);
+		return st;
+	}
+	if (kvw_now_ns() - t0 > 10000000ull)
+		kvw_log(ep->ctx, 3, "rdma: keys for a grant of %u runs took %llu ms", n,
+			(unsigned long long)((kvw_now_ns() - t0) / 1000000));
+	gr->next = e->grants;
+	e->grants = gr;
+	g->mem_key = km.n_runs ? run[0].rkey[e->rail[0]->dev_idx] : km.rkey[e->rail[0]->dev_idx];
+	st = rd_keymap_send(e->rail[0], &km, run);
+	free(run);
+	return st;
+}
+
+/* A receive request ended: its keys go. On success every write has landed
+ * (the LANDED notices said so); on failure revoke fenced it first. */
+void rd_grant_done(kvw_ep *ep, kvw_req *req)
+{
+	if (rd_ep_of(ep))
+		rd_grant_drop(ep, req->token);
+}
+
+void rd_ep_data_free(kvw_ep *ep)
+{
+	struct rd_ep *e = rd_ep_of(ep);
+
+	while (e->grants) {
+		struct rd_grant *g = e->grants;
+		e->grants = g->next;
+		rd_grant_free(g);
+	}
+	for (uint32_t i = 0; i < e->keys_cap; i++)
+		if (e->keys[i].used)
+			free(e->keys[i].run);
+	free(e->keys);
+	e->keys = NULL;
+	e->keys_cap = e->keys_used = 0;
+}
