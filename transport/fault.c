@@ -87,6 +87,8 @@ static kvw_status kvw_fault_kv(struct kvw_fault_spec *s, const char *k, const ch
 		return kvw_fault_time(v, &s->delay_ns);
 	if (!strcmp(k, "reorder_delay"))
 		return kvw_fault_time(v, &s->reorder_ns);
+	if (!strcmp(k, "rto"))
+		return kvw_fault_time(v, &s->rto_ns);
 	if (!strcmp(k, "seed")) {
 		char *end;
 		errno = 0;
@@ -98,7 +100,7 @@ static kvw_status kvw_fault_kv(struct kvw_fault_spec *s, const char *k, const ch
 
 kvw_status kvw_fault_parse(const char *spec, struct kvw_fault_spec *out, char *err, size_t errlen)
 {
-	struct kvw_fault_spec s = { .delay_rate = 1.0, .reorder_ns = 50000, .seed = 1 };
+	struct kvw_fault_spec s = { .delay_rate = 1.0, .reorder_ns = 50000, .rto_ns = 1000000, .seed = 1 };
 	char buf[256];
 
 	if (!spec)
@@ -119,7 +121,7 @@ kvw_status kvw_fault_parse(const char *spec, struct kvw_fault_spec *out, char *e
 		kvw_status st = kvw_fault_kv(&s, tok, eq + 1);
 		if (st == KVW_ERR_NOT_FOUND) {
 			snprintf(err, errlen, "fault spec: unknown key \"%s\" (drop, dup, reorder, delay, "
-				 "delay_rate, reorder_delay, corrupt, seed)", tok);
+				 "delay_rate, reorder_delay, corrupt, rto, seed)", tok);
 			return KVW_ERR_INVALID;
 		}
 		if (st != KVW_OK) {

@@ -1,8 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /* Fault injection: seeded drop / duplicate / reorder / delay / corrupt of
- * frames, by rate, applied below the core on packet drivers (dpdk) and on
- * any driver's frames where it can be. Spec string (config `fault`, bench
- * --fault): "drop=0.05,dup=0.01,reorder=0.02,delay=200us,corrupt=0.001,seed=7".
+ * frames, by rate. Spec string (config `fault`, bench --fault):
+ * "drop=0.05,dup=0.01,reorder=0.02,delay=200us,corrupt=0.001,rto=1ms,seed=7".
+ *
+ * Where it acts, per driver:
+ *  - packet drivers (dpdk): on the wire frames themselves, below kvwire's own
+ *    reliability (dk_rel.c), which must recover every loss.
+ *  - stream drivers (tcp rails, shm's control socket; stream.c): below the
+ *    reliable byte stream, as a lossy link under TCP looks from above: a
+ *    dropped or corrupted frame is resent by the transport `rto` later and
+ *    every later frame of its rail waits behind it (head-of-line blocking);
+ *    a duplicate is discarded by the transport (counted); delay and reorder
+ *    hold the frame and its rail, so frames on other rails overtake it.
  *
  * Frame-level API for packet drivers:
  *   kvw_fault_decide() says what happens to one outgoing frame;
@@ -22,6 +31,7 @@ struct kvw_fault_spec {
 	double drop, dup, reorder, corrupt, delay_rate;
 	uint64_t delay_ns;      /* delay=200us: held this long (rate: delay_rate, default 1) */
 	uint64_t reorder_ns;    /* how long a reordered frame is held (default 50us) */
+	uint64_t rto_ns;        /* streams: a lost frame's resend delay (default 1ms) */
 	uint64_t seed;
 };
 

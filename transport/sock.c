@@ -127,6 +127,11 @@ static void kvw_sock_ep_progress(kvw_ep *ep)
 	}
 }
 
+unsigned kvw_sock_fault_poll_us(kvw_drv *d)
+{
+	return kvw_core_cfg(d->ctx)->fault[0] ? 200 : 0;
+}
+
 kvw_status kvw_sock_progress(kvw_drv *d)
 {
 	kvw_ctx *ctx = d->ctx;

@@ -28,6 +28,9 @@ static inline struct kvw_sockep *kvw_sockep(const kvw_ep *ep) { return ep->drv_p
 /* Accepts on every listener of d, connects, flushes and reads every
  * endpoint of d. */
 kvw_status kvw_sock_progress(kvw_drv *d);
+/* With config `fault` set, frames held by the fault layer need a timed
+ * wake-up: the context then polls every this many us (else 0). */
+unsigned kvw_sock_fault_poll_us(kvw_drv *d);
 kvw_status kvw_sock_send_ctrl(kvw_ep *ep, const void *frame, size_t len);
 /* Writes ep's queued frames now, unless inside a progress pass (then the
  * pass's end does it: ops->flush = kvw_sock_flush). */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Framed non-blocking socket stream (see stream.h). */
 #include "stream.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -13,6 +14,48 @@
 #define KVW_IOV_MAX 64
 #define KVW_RX_BUDGET (64u << 20) /* bytes read per call before yielding */
 
+/* Config `fault` set: this rail's own seeded injector (see fault.h). */
+static kvw_status kvw_stream_fault_init(struct kvw_stream *s)
+{
+	char err[200];
+	const char *spec = kvw_core_cfg(s->ep->ctx)->fault;
+
+	if (!spec[0])
+		return KVW_OK;
+	if (kvw_fault_create_salted(spec, s->ep->id * 64ull + s->rail, &s->fault, err, sizeof(err)) != KVW_OK)
+		return kvw_set_err(s->ep->ctx, KVW_ERR_INVALID, "config fault: %s", err);
+	return KVW_OK;
+}
+
+/* What a lossy link below this reliable stream does to one frame: resend
+ * delay, hold, or nothing; later frames on the rail never overtake it.
+ * Held frames go out from a later progress pass (kvw_sock_fault_poll_us). */
+static void kvw_stream_fault(struct kvw_stream *s, struct kvw_txitem *it)
+{
+	struct kvw_fault_action a;
+	struct kvw_fault_stats before, after;
+	uint64_t now = kvw_now_ns(), hold;
+	kvw_counters *c = &s->ep->cnt;
+
+	kvw_fault_get_stats(s->fault, &before);
+	kvw_fault_decide(s->fault, it->hlen + it->plen, 0, &a);
+	kvw_fault_get_stats(s->fault, &after);
+	hold = a.hold_ns;
+	if (a.copies == 0 || a.corrupt) { /* lost, or failed the transport's checksum */
+		c->drops++;
+		c->retransmits++;
+		hold += kvw_fault_get_spec(s->fault)->rto_ns;
+	}
+	if (a.copies == 2)
+		c->dups++; /* discarded by the transport below */
+	if (after.reordered > before.reordered)
+		c->out_of_order++; /* other rails overtake it */
+	it->not_before = hold ? now + hold : 0;
+	if (it->not_before < s->hold_until)
+		it->not_before = s->hold_until;
+	s->hold_until = it->not_before;
+}
+
 kvw_status kvw_stream_init(struct kvw_stream *s, int fd, bool is_unix, kvw_ep *ep, uint32_t rail)
 {
 	memset(s, 0, sizeof(*s));
@@ -24,7 +67,9 @@ kvw_status kvw_stream_init(struct kvw_stream *s, int fd, bool is_unix, kvw_ep *e
 	s->tx = calloc(s->tx_cap, sizeof(*s->tx));
 	s->rb_cap = KVW_HDR + sizeof(struct kvw_wire_data);
 	s->rb = malloc(s->rb_cap);
-	return s->tx && s->rb ? KVW_OK : KVW_ERR_NOMEM;
+	if (!s->tx || !s->rb)
+		return KVW_ERR_NOMEM;
+	return ep ? kvw_stream_fault_init(s) : KVW_OK;
 }
 
 kvw_status kvw_stream_set_buffered(struct kvw_stream *s)
@@ -108,6 +153,8 @@ kvw_status kvw_stream_ctrl(struct kvw_stream *s, const void *frame, size_t len, 
 	}
 	it->hlen = (uint32_t)len;
 	it->fd = pass_fd;
+	if (s->fault)
+		kvw_stream_fault(s, it);
 	return KVW_OK;
 }
 
@@ -127,6 +174,8 @@ bool kvw_stream_data(struct kvw_stream *s, const void *head, size_t hlen, const 
 	it->req = req;
 	it->is_data = true;
 	s->tx_data++;
+	if (s->fault)
+		kvw_stream_fault(s, it);
 	return true;
 }
 
@@ -180,6 +229,7 @@ static void kvw_stream_broken(struct kvw_stream *s, const char *what, int err)
 static int kvw_tx_iov(struct kvw_stream *s, struct iovec *iov, int *pass_fd)
 {
 	int n = 0;
+	uint64_t now = s->hold_until ? kvw_now_ns() : 0;
 
 	*pass_fd = -1;
 	for (uint32_t i = s->tx_head; i != s->tx_tail && n < KVW_IOV_MAX - 1; i++) {
@@ -187,6 +237,8 @@ static int kvw_tx_iov(struct kvw_stream *s, struct iovec *iov, int *pass_fd)
 		const uint8_t *h = it->heap ? it->heap : it->head;
 		uint64_t d = it->done;
 
+		if (it->not_before > now && d == 0)
+			break; /* fault layer: held (and everything behind it) */
 		if (it->fd >= 0) {
 			if (i != s->tx_head)
 				break; /* an fd goes alone, first byte of its own sendmsg */
@@ -236,7 +288,8 @@ void kvw_stream_flush(struct kvw_stream *s)
 	while (!s->dead && s->tx_head != s->tx_tail) {
 		struct msghdr mh = {0};
 
-		n = kvw_tx_iov(s, iov, &pass_fd);
+		if ((n = kvw_tx_iov(s, iov, &pass_fd)) == 0)
+			return; /* held by the fault layer: the next pass retries */
 		mh.msg_iov = iov;
 		mh.msg_iovlen = (size_t)n;
 		if (pass_fd >= 0) {

@@ -18,6 +18,7 @@ struct kvw_txitem {
 	bool is_data;            /* counts against KVW_STREAM_DATA_MAX */
 	int fd;                  /* fd to pass with SCM_RIGHTS, or -1 */
 	kvw_req *req;
+	uint64_t not_before;     /* fault layer: not written before (ns) */
 };
 
 enum kvw_rx_state { KVW_RX_HDR, KVW_RX_BODY, KVW_RX_DATA_FIXED, KVW_RX_PAYLOAD };
@@ -41,6 +42,8 @@ struct kvw_stream {
 	uint32_t tx_cap, tx_head, tx_tail; /* cap power of two */
 	uint32_t tx_data;        /* data items queued */
 	bool want_write;
+	struct kvw_fault *fault; /* config `fault`: link faults below the stream */
+	uint64_t hold_until;     /* latest not_before queued (order on the rail) */
 	/* rx */
 	enum kvw_rx_state rx_state;
 	uint8_t rx_hdr[sizeof(struct kvw_wire_hdr) + sizeof(struct kvw_wire_data)];

@@ -39,9 +39,8 @@ static kvw_status shm_drv_open(kvw_drv *d)
 
 static kvw_status shm_caps(kvw_drv *d, struct kvw_caps_info *ci)
 {
-	(void)d;
 	*ci = (struct kvw_caps_info){.caps = KVW_CAP_SAME_HOST | KVW_CAP_ZERO_COPY_TX, .max_rails = 1,
-				     .max_frag = KVW_WIRE_MAX_DATA};
+				     .max_frag = KVW_WIRE_MAX_DATA, .poll_us = kvw_sock_fault_poll_us(d)};
 	return KVW_OK;
 }
 

@@ -23,9 +23,9 @@ static kvw_status tcp_open(kvw_drv *d)
 
 static kvw_status tcp_caps(kvw_drv *d, struct kvw_caps_info *ci)
 {
-	(void)d;
 	*ci = (struct kvw_caps_info){.caps = KVW_CAP_MULTI_RAIL, .max_rails = KVW_MAX_RAILS,
-				     .max_frag = KVW_WIRE_MAX_DATA, .inline_size = 0};
+				     .max_frag = KVW_WIRE_MAX_DATA, .inline_size = 0,
+				     .poll_us = kvw_sock_fault_poll_us(d)};
 	return KVW_OK;
 }
 
