@@ -6,12 +6,13 @@
  * Where it acts, per driver:
  *  - packet drivers (dpdk): on the wire frames themselves, below kvwire's own
  *    reliability (dk_rel.c), which must recover every loss.
- *  - stream drivers (tcp rails, shm's control socket; stream.c): below the
- *    reliable byte stream, as a lossy link under TCP looks from above: a
- *    dropped or corrupted frame is resent by the transport `rto` later and
- *    every later frame of its rail waits behind it (head-of-line blocking);
- *    a duplicate is discarded by the transport (counted); delay and reorder
- *    hold the frame and its rail, so frames on other rails overtake it.
+ *  - stream drivers (tcp rails, shm's control socket; stream.c) and rdma
+ *    (per RC rail, rdma_data.c rd_fault_gate): below the reliable transport,
+ *    as a lossy link under TCP / RC looks from above: a dropped or corrupted
+ *    frame (rdma: message or write batch) is resent by the transport `rto`
+ *    later and everything later on its rail waits behind it (head-of-line
+ *    blocking); a duplicate is discarded by the transport (counted); delay
+ *    and reorder hold it and its rail, so other rails overtake it.
  *
  * Frame-level API for packet drivers:
  *   kvw_fault_decide() says what happens to one outgoing frame;

@@ -181,8 +181,8 @@ static void rd_close(kvw_drv *d)
 
 static kvw_status rd_query_caps(kvw_drv *d, struct kvw_caps_info *ci)
 {
-	(void)d;
 	memset(ci, 0, sizeof(*ci));
+	ci->poll_us = kvw_core_cfg(d->ctx)->fault[0] ? 200 : 0; /* held posts need a timed wake */
 	ci->caps = KVW_CAP_ZERO_COPY_TX | KVW_CAP_ONE_SIDED | KVW_CAP_MULTI_RAIL;
 	ci->max_rails = KVW_MAX_RAILS;
 	ci->max_frag = 1u << 30;

@@ -3,6 +3,7 @@
  * ours (not rdma_create_qp), moved INIT -> RTR -> RTS by hand so that the
  * retry settings are exact and a failed transition can say why. */
 #include "rdma_int.h"
+#include "fault.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -64,6 +65,7 @@ void rd_rail_free(struct rd_rail *r)
 		kvw_core_unwatch_fd(rd->d->ctx, r->cc->fd);
 		ibv_destroy_comp_channel(r->cc);
 	}
+	kvw_fault_destroy(r->fault);
 	if (r->rmr)
 		ibv_dereg_mr(r->rmr);
 	if (r->smr)

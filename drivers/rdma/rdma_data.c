@@ -2,6 +2,7 @@
 /* RDMA driver data path: SEND/RECV messages with credits (control frames,
  * LANDED notices, keys, fences) and one-sided RDMA WRITEs for payload. */
 #include "rdma_int.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -28,6 +29,14 @@ kvw_status rd_rail_bufs(struct rd_rail *r)
 	uint32_t rails = r->ep && r->ep->rails ? r->ep->rails : 1;
 
 	r->window = c->window / rails > (1u << 20) ? c->window / rails : (1u << 20);
+	if (c->fault[0]) {
+		char err[200];
+		uint64_t salt = (r->ep ? r->ep->id : 0) * 64ull + r->idx + (r->ep && r->ep->listener ? 32 : 0);
+		if (kvw_fault_create_salted(c->fault, salt, &r->fault, err, sizeof(err)) != KVW_OK) {
+			rd_rail_fail(r, KVW_ERR_INVALID, "rdma: config fault: bad spec");
+			return kvw_set_err(r->rd->d->ctx, KVW_ERR_INVALID, "config fault: %s", err);
+		}
+	}
 	r->cum_bytes = calloc(r->sq_depth, sizeof(*r->cum_bytes));
 	if (!r->cum_bytes) {
 		rd_rail_fail(r, KVW_ERR_NOMEM, "rdma: out of memory for a rail");
@@ -120,6 +129,41 @@ void rd_drain_sends(struct rd_rail *r, uint64_t timeout_ns)
 			break;
 }
 
+/* ------------------------------------------------------------ fault layer */
+/* What a lossy link below RC does to this rail (see fault.h): the fate of
+ * the next post unit (a message, or a write batch with its LANDED) is
+ * decided once; lost or corrupted, RC resends it after `rto`; delayed or
+ * reordered, it is held; either way it and every later unit of the rail
+ * wait (other rails go on). A duplicate is discarded by RC (counted). True
+ * when the rail may post now. */
+static bool rd_fault_gate(struct rd_rail *r)
+{
+	struct kvw_fault_action a;
+	struct kvw_fault_stats b, e;
+	uint64_t now, hold;
+
+	if (!r->fault || r->fault_passed)
+		return true;
+	if ((now = kvw_now_ns()) < r->hold_until)
+		return false;
+	kvw_fault_get_stats(r->fault, &b);
+	kvw_fault_decide(r->fault, RD_BUF, 0, &a);
+	kvw_fault_get_stats(r->fault, &e);
+	hold = a.hold_ns;
+	if (a.copies == 0 || a.corrupt) {
+		r->ep->cnt.drops++;
+		r->ep->cnt.retransmits++;
+		hold += kvw_fault_get_spec(r->fault)->rto_ns;
+	}
+	r->ep->cnt.dups += a.copies == 2;
+	r->ep->cnt.out_of_order += e.reordered > b.reordered;
+	r->fault_passed = true;
+	if (!hold)
+		return true;
+	r->hold_until = now + hold;
+	return false;
+}
+
 /* ------------------------------------------------------------ messages */
 static bool rd_can_send(const struct rd_rail *r, unsigned kind)
 {
@@ -155,6 +199,7 @@ static kvw_status rd_post_msg(struct rd_rail *r, unsigned kind, const void *p, s
 	r->last_sig = seq;
 	r->credits--;
 	r->to_return = 0;
+	r->fault_passed = false;
 	return KVW_OK;
 }
 
@@ -188,7 +233,8 @@ static void rd_flush(struct rd_rail *r)
 	while (off < r->txq_len) {
 		struct rd_hdr h;
 		memcpy(&h, r->txq + off, sizeof(h));
-		if (!rd_can_send(r, h.kind) || rd_post_msg(r, h.kind, r->txq + off + sizeof(h), h.len))
+		if (!rd_can_send(r, h.kind) || !rd_fault_gate(r) ||
+		    rd_post_msg(r, h.kind, r->txq + off + sizeof(h), h.len))
 			break;
 		off += sizeof(h) + h.len;
 	}
@@ -200,7 +246,7 @@ static void rd_flush(struct rd_rail *r)
 
 kvw_status rd_msg(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 {
-	if (r->txq_len == 0 && rd_can_send(r, kind))
+	if (r->txq_len == 0 && rd_can_send(r, kind) && rd_fault_gate(r))
 		return rd_post_msg(r, kind, p, len);
 	return rd_queue(r, kind, p, len);
 }
@@ -454,7 +500,7 @@ struct rd_batch {
 	uint64_t bytes;
 };
 
-static bool rd_rail_room(const struct rd_rail *r, const struct rd_batch *b, uint32_t bytes)
+static bool rd_rail_room(struct rd_rail *r, const struct rd_batch *b, uint32_t bytes)
 {
 	uint64_t inflight = r->bytes_posted - r->bytes_acked + b->bytes;
 
@@ -465,7 +511,8 @@ static bool rd_rail_room(const struct rd_rail *r, const struct rd_batch *b, uint
 		return false;
 	return r->state == RD_R_UP && r->txq_len == 0 && r->credits >= 2 &&
 	       r->wr_posted - r->wr_done + b->n + 2 <= r->sq_depth &&
-	       (b->n + 1) * sizeof(struct kvw_wire_data) <= RD_PAYLOAD && b->n < RD_BATCH_MAX;
+	       (b->n + 1) * sizeof(struct kvw_wire_data) <= RD_PAYLOAD && b->n < RD_BATCH_MAX &&
+	       (b->n || rd_fault_gate(r));
 }
 
 static void rd_batch_add(struct rd_rail *r, struct rd_batch *b, const kvw_frag *f, uint32_t rkey)
@@ -526,6 +573,7 @@ static void rd_batch_post(struct rd_rail *r, struct rd_batch *b)
 	r->last_sig = r->wr_posted - 1;
 	r->credits--;
 	r->to_return = 0;
+	r->fault_passed = false;
 	b->n = 0;
 	b->bytes = 0;
 }
@@ -613,6 +661,8 @@ static void rd_fence_serve_others(struct rd_rail *self)
 	struct rd_hdr h;
 
 	for (struct rd_rail *o = self->rd->rails; o; o = o->next_all) {
+		if (o != self && o->state == RD_R_UP && o->txq_len)
+			rd_flush(o); /* a FENCE_ACK held by credits or the fault layer */
 		if (o == self || o->state != RD_R_UP || o->n_stash >= RD_RECV_DEPTH ||
 		    ibv_poll_cq(o->rcq, 1, &wc) != 1)
 			continue;

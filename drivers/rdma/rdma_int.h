@@ -105,6 +105,10 @@ struct rd_rail {
 	int credits, to_return;
 	bool peer_starved;
 	bool cm_established;
+	/* fault layer (config `fault`): a lossy link below RC (rd_fault_gate) */
+	struct kvw_fault *fault;
+	uint64_t hold_until;    /* no post before this (ns) */
+	bool fault_passed;      /* the next post unit's fate is decided: it goes */
 	const char *dead_why;   /* set where failing the ep must wait */
 	kvw_status dead_st;
 	/* messages waiting for credits or SQ room: [struct rd_hdr][payload]... */
