@@ -225,6 +225,9 @@ kvw_status kvw_ctx_wait(kvw_ctx *ctx, int timeout_ms)
 		if (t < 0 || ms < (uint64_t)t)
 			t = (int)ms;
 	}
+	for (int i = 0; i < KVW_DRV_MAX && t != 0; i++)
+		if (ctx->drv[i].open && ctx->drv[i].ops->prepare_wait(&ctx->drv[i]))
+			t = 0; /* work arrived while arming: no sleep */
 	if (epoll_wait(ctx->epfd, ev, 8, t) < 0 && errno != EINTR)
 		return kvw_set_err(ctx, KVW_ERR_IO, "epoll_wait: %s", strerror(errno));
 	ctx->next_timer_ns = 0; /* run the timer pass on the next progress */

@@ -99,6 +99,10 @@ struct kvw_driver_ops {
 	/* End of a kvw_progress pass: push out what the pass queued (drivers
 	 * that batch frames; see kvw_core_batching). */
 	void (*flush)(kvw_drv *d);
+	/* kvw_ctx_wait is about to sleep on the context fd: arm whatever makes
+	 * the driver's fds readable on new work (e.g. CQ notification), so busy
+	 * passes never pay for it. true = work arrived meanwhile: do not sleep. */
+	bool (*prepare_wait)(kvw_drv *d);
 };
 
 struct kvw_drv {

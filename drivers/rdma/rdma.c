@@ -279,14 +279,31 @@ static void rd_async_events(struct rd_drv *rd, struct rd_dev *dv)
 	}
 }
 
+/* rdma_cm and async events are read every 500 us, or every pass while a
+ * rail connects: each look is a syscall, too many for every busy pass. */
+static bool rd_events_due(struct rd_drv *rd)
+{
+	uint64_t now = kvw_now_ns();
+
+	for (struct rd_rail *r = rd->rails; r; r = r->next_all)
+		if (r->state == RD_R_CONNECTING)
+			return true;
+	if (now < rd->next_events_ns)
+		return false;
+	rd->next_events_ns = now + 500000;
+	return true;
+}
+
 static kvw_status rd_progress(kvw_drv *d)
 {
 	struct rd_drv *rd = rd_of(d);
 	struct rd_rail *r, *next;
 
-	rd_cm_progress(rd);
-	for (int i = 0; i < rd->ndev; i++)
-		rd_async_events(rd, &rd->dev[i]);
+	if (rd_events_due(rd)) {
+		rd_cm_progress(rd);
+		for (int i = 0; i < rd->ndev; i++)
+			rd_async_events(rd, &rd->dev[i]);
+	}
 	for (r = rd->rails; r; r = next) {
 		next = r->next_all;
 		if (r->dead_why) {
@@ -302,7 +319,17 @@ static kvw_status rd_progress(kvw_drv *d)
 	return KVW_OK;
 }
 
+static bool rd_prepare_wait(kvw_drv *d)
+{
+	for (struct rd_rail *r = rd_of(d)->rails; r; r = r->next_all)
+		if (rd_rail_prepare_wait(r))
+			return true;
+	return false;
+}
+
 const struct kvw_driver_ops kvw_rdma_ops = {
+	.prepare_wait = rd_prepare_wait,
+	.flush = rd_flush_all,
 	.name = "rdma",
 	.open = rd_open,
 	.close = rd_close,

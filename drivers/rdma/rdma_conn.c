@@ -51,6 +51,8 @@ void rd_rail_free(struct rd_rail *r)
 			*pp = r->next_all;
 			break;
 		}
+	if (r->qp && r->state == RD_R_UP && r->txq_len)
+		rd_flush_all(rd->d); /* queued in this pass: a last CLOSE/REJECT */
 	if (r->qp && r->state == RD_R_UP)
 		rd_drain_sends(r, 50000000ull); /* let a last CLOSE/REJECT go out */
 	if (r->id && r->cm_established)

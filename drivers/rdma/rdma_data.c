@@ -203,7 +203,7 @@ static kvw_status rd_post_msg(struct rd_rail *r, unsigned kind, const void *p, s
 	return KVW_OK;
 }
 
-static kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size_t len)
+kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 {
 	struct rd_hdr h = {.kind = (uint8_t)kind, .len = (uint32_t)len};
 	size_t need = r->txq_len + sizeof(h) + len;
@@ -225,30 +225,105 @@ static kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size
 	return KVW_OK;
 }
 
-/* Sends the queued messages that credits and SQ room allow, in order. */
+/* Bytes of the records from off that fit one send buffer (FENCE and
+ * FENCE_ACK travel alone: fence waits look at a buffer's first record). */
+static size_t rd_pack(const struct rd_rail *r, size_t off, bool *credit_only)
+{
+	size_t n = 0;
+
+	*credit_only = true;
+	while (off + n < r->txq_len) {
+		struct rd_hdr h;
+		memcpy(&h, r->txq + off + n, sizeof(h));
+		bool alone = h.kind == RD_FENCE || h.kind == RD_FENCE_ACK;
+		if ((n && (alone || n + sizeof(h) + h.len > RD_BUF)) || (r->fault && n))
+			break;
+		*credit_only &= h.kind == RD_CREDIT;
+		n += sizeof(h) + h.len;
+		if (alone)
+			break;
+	}
+	return n;
+}
+
+/* Send k of a chain: the packed records in its send slot; the first
+ * record's header carries the returned credits. */
+static void rd_chain_add(struct rd_rail *r, const uint8_t *p, size_t bytes, int need, uint32_t k,
+			 struct ibv_send_wr *wr, struct ibv_sge *sg)
+{
+	uint64_t seq = r->wr_posted + k;
+	uint8_t *slot = r->sbuf + (size_t)(seq % r->sq_depth) * RD_BUF;
+	struct rd_hdr h;
+
+	memcpy(slot, p, bytes);
+	memcpy(&h, slot, sizeof(h));
+	h.credits = k == 0 ? (uint16_t)r->to_return : 0;
+	h.flags = r->credits - (int)k == need ? RD_F_STARVED : 0;
+	memcpy(slot, &h, sizeof(h));
+	*sg = (struct ibv_sge){.addr = (uintptr_t)slot, .length = (uint32_t)bytes, .lkey = r->smr->lkey};
+	*wr = (struct ibv_send_wr){.wr_id = seq, .sg_list = sg, .num_sge = 1, .opcode = IBV_WR_SEND,
+				   .next = wr + 1};
+	if (sg->length <= r->max_inline)
+		wr->send_flags |= IBV_SEND_INLINE;
+	if (seq % RD_SIG_EVERY == RD_SIG_EVERY - 1)
+		wr->send_flags |= IBV_SEND_SIGNALED;
+	r->cum_bytes[seq % r->sq_depth] = r->bytes_posted;
+}
+
+/* Sends the queued messages that credits and SQ room allow, in order:
+ * records packed into as few sends as fit, posted as one chain (one
+ * doorbell, one syscall on rxe, for a whole pass's messages). */
 static void rd_flush(struct rd_rail *r)
 {
+	struct ibv_send_wr wr[RD_CHAIN_MAX], *bad;
+	struct ibv_sge sg[RD_CHAIN_MAX];
 	size_t off = 0;
+	uint32_t n = 0;
 
-	while (off < r->txq_len) {
-		struct rd_hdr h;
-		memcpy(&h, r->txq + off, sizeof(h));
-		if (!rd_can_send(r, h.kind) || !rd_fault_gate(r) ||
-		    rd_post_msg(r, h.kind, r->txq + off + sizeof(h), h.len))
+	while (off < r->txq_len && n < RD_CHAIN_MAX) {
+		bool credit_only;
+		size_t bytes = rd_pack(r, off, &credit_only);
+		int need = credit_only ? 1 : 2; /* the last credit returns credits */
+		if (r->state != RD_R_UP || r->credits - (int)n < need ||
+		    r->wr_posted + n - r->wr_done >= r->sq_depth || (n && r->fault) || !rd_fault_gate(r))
 			break;
-		off += sizeof(h) + h.len;
+		rd_chain_add(r, r->txq + off, bytes, need, n, &wr[n], &sg[n]);
+		off += bytes;
+		n++;
 	}
-	if (off == 0)
+	if (n == 0)
 		return;
+	wr[n - 1].next = NULL;
+	wr[n - 1].send_flags |= IBV_SEND_SIGNALED;
+	if (ibv_post_send(r->qp, wr, &bad)) {
+		rd_rail_fail(r, KVW_ERR_IO, "rdma: ibv_post_send failed: the QP is in error");
+		return;
+	}
+	r->wr_posted += n;
+	r->last_sig = r->wr_posted - 1;
+	r->credits -= (int)n;
+	r->to_return = 0;
+	r->fault_passed = false;
 	memmove(r->txq, r->txq + off, r->txq_len - off);
 	r->txq_len -= off;
 }
 
+/* Queues a message; outside a progress pass it goes at once, inside the
+ * pass's messages leave together at its end (rd_flush_all). */
 kvw_status rd_msg(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 {
-	if (r->txq_len == 0 && rd_can_send(r, kind) && rd_fault_gate(r))
-		return rd_post_msg(r, kind, p, len);
-	return rd_queue(r, kind, p, len);
+	kvw_status st = rd_queue(r, kind, p, len);
+
+	if (st == KVW_OK && !kvw_core_batching(r->rd->d->ctx))
+		rd_flush(r);
+	return st;
+}
+
+void rd_flush_all(kvw_drv *d)
+{
+	for (struct rd_rail *r = rd_of(d)->rails; r; r = r->next_all)
+		if (r->txq_len && r->state == RD_R_UP)
+			rd_flush(r);
 }
 
 /* ------------------------------------------------------------ control frames */
@@ -271,8 +346,10 @@ kvw_status rd_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
 	}
 	for (size_t off = 0; off < len && st == KVW_OK; off += RD_PAYLOAD) {
 		size_t n = len - off < RD_PAYLOAD ? len - off : RD_PAYLOAD;
-		st = rd_msg(r, RD_CTRL, (const uint8_t *)frame + off, n);
+		st = rd_queue(r, RD_CTRL, (const uint8_t *)frame + off, n);
 	}
+	if (st == KVW_OK && !kvw_core_batching(ep->ctx))
+		rd_flush(r); /* with a GRANT: its key map and the GRANT in one chain */
 out:
 	free(copy);
 	return st;
@@ -403,6 +480,24 @@ static void rd_on_msg(struct rd_rail *r, const uint8_t *buf, uint32_t len)
 	}
 }
 
+/* One receive buffer: one or more records packed by the sender's rd_flush. */
+static void rd_on_buf(struct rd_rail *r, const uint8_t *buf, uint32_t len)
+{
+	uint32_t off = 0;
+
+	while (len - off >= sizeof(struct rd_hdr) && r->state == RD_R_UP &&
+	       r->ep->state != KVW_EP_FAILED && r->ep->state != KVW_EP_CLOSED) {
+		struct rd_hdr h;
+		memcpy(&h, buf + off, sizeof(h));
+		if (h.len > len - off - sizeof(h)) {
+			kvw_core_bad_frame(r->ep, "rdma: message longer than its receive");
+			return;
+		}
+		rd_on_msg(r, buf + off, (uint32_t)sizeof(h) + h.len);
+		off += (uint32_t)sizeof(h) + h.len;
+	}
+}
+
 static void rd_recv_wc(struct rd_rail *r, const struct ibv_wc *wc)
 {
 	uint32_t i = (uint32_t)(wc->wr_id & ~RD_RECV_TAG);
@@ -412,18 +507,20 @@ static void rd_recv_wc(struct rd_rail *r, const struct ibv_wc *wc)
 			rd_wc_fail(r, wc);
 		return;
 	}
-	rd_on_msg(r, r->rbuf + (size_t)i * RD_BUF, wc->byte_len);
+	rd_on_buf(r, r->rbuf + (size_t)i * RD_BUF, wc->byte_len);
 	if (r->state == RD_R_DEAD)
 		return;
 	if (rd_post_recv(r, i) == KVW_OK)
 		r->to_return++;
 }
 
-/* Completion events wake the context's epoll. Busy rails cost no syscall:
- * an armed rail that sees completions consumes the event (one read) and
- * stays unarmed while completions keep coming; a pass that found nothing
- * arms both CQs and polls once more, so a completion that slipped in before
- * the arm is not left to a sleeper's timeout. */
+/* Completion events wake the context's epoll. Busy passes cost no
+ * syscall: CQs are armed only by rd_rail_prepare_wait, when the context is
+ * about to sleep; a pass that finds completions on an armed rail consumes
+ * the channel's event (its fd would stay readable). */
+static void rd_stash(struct rd_rail *r, const struct ibv_wc *wc);
+
+/* Reads the completion channel (non-blocking) until empty. */
 static void rd_cq_consume(struct rd_rail *r)
 {
 	struct ibv_cq *cq;
@@ -434,13 +531,28 @@ static void rd_cq_consume(struct rd_rail *r)
 	r->armed = false;
 }
 
-static bool rd_cq_arm(struct rd_rail *r)
+/* Before the context sleeps: CQ notification on, then one look at both
+ * CQs (what completed before the arm would never signal). Busy passes
+ * never arm: in a polling loop no notify or channel syscall is paid. */
+bool rd_rail_prepare_wait(struct rd_rail *r)
 {
-	if (!r->cc || r->armed)
+	struct ibv_wc wc;
+
+	if (!r->cc || r->state != RD_R_UP)
 		return false;
-	if (ibv_req_notify_cq(r->scq, 0) == 0 && ibv_req_notify_cq(r->rcq, 0) == 0)
-		r->armed = true;
-	return r->armed;
+	if (r->n_stash || r->txq_len)
+		return true;
+	rd_cq_consume(r); /* an event of an earlier arm would keep the fd readable */
+	if (ibv_req_notify_cq(r->scq, 0) || ibv_req_notify_cq(r->rcq, 0))
+		return true; /* cannot arm: poll rather than sleep blind */
+	r->armed = true;
+	if (rd_poll_sends(r) != 0)
+		return true;
+	if (ibv_poll_cq(r->rcq, 1, &wc) == 1) {
+		rd_stash(r, &wc); /* handled, in order, by the next pass */
+		return true;
+	}
+	return false;
 }
 
 static bool rd_rail_pass(struct rd_rail *r)
@@ -473,9 +585,7 @@ void rd_rail_progress(struct rd_rail *r)
 	if (r->state != RD_R_UP)
 		return;
 	if (busy && r->armed)
-		rd_cq_consume(r);
-	else if (!busy && rd_cq_arm(r) && rd_rail_pass(r))
-		rd_cq_consume(r); /* raced with the arm: its event is moot */
+		rd_cq_consume(r); /* woken by the channel: clear its fd */
 	if (r->state != RD_R_UP)
 		return;
 	rd_flush(r);
@@ -587,6 +697,9 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 
 	if (!e || !e->rail[0] || e->rail[0]->state != RD_R_UP)
 		return 0;
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
+		if (e->rail[i] && e->rail[i]->txq_len)
+			rd_flush(e->rail[i]); /* messages of this pass go before the writes */
 	for (; took < n; took++) {
 		const struct rd_keyent *k = rd_key_find(e, f[took].token);
 		uint32_t ri = f[took].rail < KVW_MAX_RAILS ? f[took].rail : 0;

@@ -20,6 +20,7 @@
 #define RD_MIN_RNR_TIMER 12     /* 0.64 ms */
 #define RD_RNR_RETRY 6          /* 7 = forever: never; credits make RNR rare */
 #define RD_BATCH_MAX 64        /* writes per rail per doorbell */
+#define RD_CHAIN_MAX 32        /* queued messages per rail per doorbell */
 
 enum rd_kind {
 	RD_CTRL = 1,    /* a piece of the kvwire control-frame byte stream */
@@ -170,6 +171,7 @@ struct rd_drv {
 	int ndev;
 	int cfg_dev;            /* index of rdma_dev in dev[], or -1 */
 	struct rd_rail *rails;  /* every rail of this driver */
+	uint64_t next_events_ns; /* next look at rdma_cm and async events */
 };
 
 struct rd_mem {
@@ -200,7 +202,10 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n);
 void rd_cancel(kvw_ep *ep, kvw_req *req);
 kvw_status rd_revoke(kvw_ep *ep, kvw_req *req);
 void rd_rail_progress(struct rd_rail *r);
+bool rd_rail_prepare_wait(struct rd_rail *r);
 kvw_status rd_msg(struct rd_rail *r, unsigned kind, const void *p, size_t len);
+kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size_t len);
+void rd_flush_all(kvw_drv *d);
 void rd_drain_sends(struct rd_rail *r, uint64_t timeout_ns);
 int rd_poll_sends(struct rd_rail *r);
 

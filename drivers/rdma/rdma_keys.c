@@ -381,7 +381,7 @@ static kvw_status rd_keymap_send(struct rd_rail *r, struct rd_keymap *km, const 
 		km->n_here = (uint16_t)here;
 		memcpy(buf, km, sizeof(*km));
 		memcpy(buf + sizeof(*km), run + first, (size_t)here * sizeof(*run));
-		if ((st = rd_msg(r, RD_KEYMAP, buf, sizeof(*km) + (size_t)here * sizeof(*run))) != KVW_OK)
+		if ((st = rd_queue(r, RD_KEYMAP, buf, sizeof(*km) + (size_t)here * sizeof(*run))) != KVW_OK)
 			return st;
 		first += here;
 	} while (first < km->n_runs);

@@ -281,7 +281,7 @@ start_vm() {  # $1 = A|B
         -nodefaults -no-user-config -display none -no-reboot \
         -serial "file:$OUT/$v.console" -monitor none \
         -kernel "$KIMG" -initrd "$CACHE/initrd-pair.img" \
-        -append "console=ttyS0 $QUIET panic=-1 rdinit=/init rxevm.kdir=$CACHE/kernel rxevm.role=$v" \
+        -append "console=ttyS0 $QUIET panic=-1 tsc=reliable clocksource=tsc rdinit=/init rxevm.kdir=$CACHE/kernel rxevm.role=$v" \
         -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
         -virtfs "local,path=$RUN/xfer.$v,mount_tag=xfer,security_model=none" \
         "${RW[@]}" \

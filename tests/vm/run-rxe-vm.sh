@@ -237,7 +237,7 @@ timeout --foreground -k 10 "$TMO" qemu-system-x86_64 -accel tcg,thread=multi -cp
 	-m "$MEM" -smp "$SMP" -nodefaults -no-user-config -display none -no-reboot \
 	-serial stdio -monitor none \
 	-kernel "$KIMG" -initrd "$CACHE/initrd.img" \
-	-append "console=ttyS0 $QUIET panic=-1 rdinit=/init rxevm.kdir=$CACHE/kernel" \
+	-append "console=ttyS0 $QUIET panic=-1 tsc=reliable clocksource=tsc rdinit=/init rxevm.kdir=$CACHE/kernel" \
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
 	-virtfs "local,path=$XFER,mount_tag=xfer,security_model=none" \
 	"${RW[@]}" </dev/null
