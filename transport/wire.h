@@ -196,7 +196,7 @@ struct kvw_wire_ack {
 	uint32_t cum_ack;     /* every psn < cum_ack received */
 	uint32_t n_sack;
 	uint32_t credits;     /* receive window, in frames */
-	uint32_t rsvd;
+	uint32_t dsack;       /* psn + 1 of a duplicate received since the last ACK (0: none) */
 	uint64_t echo_t_ns;   /* timestamp echo for RTT */
 	uint32_t sack[KVW_WIRE_SACK_MAX][2]; /* [start, end) ranges above cum_ack */
 };

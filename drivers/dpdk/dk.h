@@ -32,7 +32,7 @@
 #define DK_RTO_MIN_NS 5000000ull
 #define DK_RTO_MAX_NS 100000000ull
 #define DK_RTO_INIT_NS 5000000ull
-#define DK_REORDER_TOL 3u
+#define DK_REO_MIN_NS 20000ull /* reordering window floor (RACK: srtt/4 above it) */
 #define DK_PACE_BURST_NS 200000ull /* pacing: burst allowance */
 #define DK_RTO_BURST 8u        /* oldest unsacked frames resent per timeout */
 
@@ -44,6 +44,7 @@
 enum dk_slot_kind { DK_SLOT_FREE = 0, DK_SLOT_CTRL, DK_SLOT_DATA, DK_SLOT_VOID };
 #define DK_SL_SACKED 0x1u
 #define DK_SL_SENT 0x2u
+#define DK_SL_RETX 0x4u         /* sent again by fast retransmit or timeout */
 
 struct dk_slot {
 	uint8_t kind, fl;
@@ -90,6 +91,11 @@ struct dk_flow {
 	uint32_t peer_credits, max_inflight;
 	uint64_t srtt_ns, rttvar_ns, rto_ns, rto_due_ns, last_progress_ns;
 	uint32_t sack_high;         /* highest psn the peer sacked (+1) */
+	uint64_t rack_t;            /* latest send time of a delivered (acked/sacked) packet */
+	uint64_t reo_ns;            /* reordering window learnt from spurious resends */
+	uint64_t min_rtt_ns;        /* smallest RTT sample: RACK's base window is a quarter */
+	uint64_t retx_check_ns;     /* next timer look at SACK holes */
+	uint32_t dsack;             /* receive side: psn + 1 of a duplicate, for the next ACK */
 	uint64_t pace_ns_per_byte_x1k, pace_next_ns;
 	uint32_t outstanding_ext;   /* extbuf mbufs not yet freed by the PMD */
 	uint32_t txq_rr;

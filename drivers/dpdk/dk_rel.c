@@ -198,6 +198,8 @@ void dk_rel_cancel(struct dk_flow *f, kvw_req *req)
 
 static void dk_rtt_sample(struct dk_flow *f, uint64_t rtt)
 {
+	if (!f->min_rtt_ns || rtt < f->min_rtt_ns)
+		f->min_rtt_ns = rtt;
 	if (!f->srtt_ns) {
 		f->srtt_ns = rtt;
 		f->rttvar_ns = rtt / 2;
@@ -211,16 +213,43 @@ static void dk_rtt_sample(struct dk_flow *f, uint64_t rtt)
 	f->cnt->rtt_us = f->srtt_ns / 1000;
 }
 
+/* A packet reached the peer: RACK's clock. */
+static void dk_delivered(struct dk_flow *f, const struct dk_slot *s)
+{
+	if (s->t_sent > f->rack_t)
+		f->rack_t = s->t_sent;
+}
+
+/* D-SACK: the peer got psn twice. If we had resent it, the original was
+ * only late (reordered, not lost): widen the reordering window, as RACK
+ * does (RFC 8985 7.2), up to one smoothed RTT (a longer wait for every
+ * real loss would cost more than the spurious resends it saves). */
+static void dk_on_dsack(struct dk_flow *f, uint32_t dsack)
+{
+	uint32_t p = dsack - 1;
+	const struct dk_slot *s = &f->ring[p & (DK_RING - 1)];
+
+	if (!dsack || (int32_t)(f->nxt - p) <= 0 || (int32_t)(f->tail - p) > (int32_t)DK_RING ||
+	    !(s->fl & DK_SL_RETX))
+		return;
+	uint64_t w = f->reo_ns ? 2 * f->reo_ns : 2 * DK_REO_MIN_NS;
+	uint64_t cap = f->srtt_ns > 2 * DK_REO_MIN_NS ? f->srtt_ns : 2 * DK_REO_MIN_NS;
+	f->reo_ns = w > cap ? cap : w;
+}
+
 static void dk_on_cum_ack(struct dk_flow *f, uint32_t ack, uint64_t now)
 {
 	if ((int32_t)(ack - f->una) <= 0 || (int32_t)(ack - f->nxt) > 0)
 		return;
 	for (; f->una != ack; f->una++) {
 		struct dk_slot *s = &f->ring[f->una & (DK_RING - 1)];
+		if (!(s->fl & DK_SL_SACKED))
+			dk_delivered(f, s);
 		if (s->kind == DK_SLOT_CTRL)
 			free(s->ctrl.buf);
 		s->kind = DK_SLOT_FREE;
 	}
+	f->reo_ns -= f->reo_ns / 64; /* the learnt window fades while all goes well */
 	if (f->srtt_ns) { /* progress ends the backoff */
 		uint64_t rto = f->srtt_ns + 4 * f->rttvar_ns;
 		f->rto_ns = rto < DK_RTO_MIN_NS ? DK_RTO_MIN_NS : rto > DK_RTO_MAX_NS ? DK_RTO_MAX_NS : rto;
@@ -238,29 +267,41 @@ static void dk_on_sack(struct dk_flow *f, const struct kvw_wire_ack *a)
 			b = f->una;
 		if ((int32_t)(e - f->nxt) > 0)
 			e = f->nxt;
-		for (uint32_t p = b; (int32_t)(e - p) > 0; p++)
-			f->ring[p & (DK_RING - 1)].fl |= DK_SL_SACKED;
+		for (uint32_t p = b; (int32_t)(e - p) > 0; p++) {
+			struct dk_slot *s = &f->ring[p & (DK_RING - 1)];
+			if (!(s->fl & DK_SL_SACKED))
+				dk_delivered(f, s);
+			s->fl |= DK_SL_SACKED;
+		}
 		if ((int32_t)(e - f->sack_high) > 0)
 			f->sack_high = e;
 	}
 }
 
-/* Fast retransmit: holes well below the highest sacked psn, not sent
- * again within the last smoothed RTT. */
+/* Fast retransmit, time-based as RACK (RFC 8985): a hole is lost once a
+ * packet sent more than a reordering window after it was delivered; the
+ * window is min_rtt/4 (at least DK_REO_MIN_NS), widened by D-SACKs up to
+ * srtt, so frames merely overtaken (reordering) are not resent. A hole
+ * whose (re)send is older than srtt + window + rttvar is lost too (RACK's
+ * timer: a lost resend, with no later packet to reveal it, must not wait
+ * for the RTO). Never resent within the last smoothed RTT. */
 static void dk_fast_retx(struct dk_flow *f, uint64_t now)
 {
 	struct rte_mbuf *out[DK_BURST];
 	unsigned k = 0;
 	uint64_t guard = f->srtt_ns ? f->srtt_ns : DK_RTO_MIN_NS;
+	uint64_t reo = f->min_rtt_ns / 4 > DK_REO_MIN_NS ? f->min_rtt_ns / 4 : DK_REO_MIN_NS;
 
-	if ((int32_t)(f->sack_high - f->una) <= (int32_t)DK_REORDER_TOL)
-		return;
-	uint32_t lim = f->sack_high - DK_REORDER_TOL;
-	for (uint32_t p = f->una; (int32_t)(lim - p) > 0 && k < DK_BURST; p++) {
+	if (f->reo_ns > reo)
+		reo = f->reo_ns;
+
+	for (uint32_t p = f->una; (int32_t)(f->sack_high - p) > 0 && k < DK_BURST; p++) {
 		struct dk_slot *s = &f->ring[p & (DK_RING - 1)];
-		if ((s->fl & DK_SL_SACKED) || now - s->t_sent < guard)
+		if ((s->fl & DK_SL_SACKED) || now - s->t_sent < guard ||
+		    (s->t_sent + reo > f->rack_t && now - s->t_sent < guard + reo + f->rttvar_ns))
 			continue;
 		dk_tx_slot(f, p, out, &k);
+		s->fl |= DK_SL_RETX;
 		f->cnt->retransmits++;
 	}
 	dk_tx_burst(f, out, k);
@@ -286,6 +327,7 @@ static void dk_on_ack_frame(struct dk_flow *f, const struct kvw_wire_ack *a, uin
 	dk_on_cum_ack(f, a->cum_ack, now);
 	f->peer_credits = a->credits > DK_RWIN ? DK_RWIN : a->credits;
 	dk_on_sack(f, a);
+	dk_on_dsack(f, a->dsack);
 	dk_fast_retx(f, now);
 }
 
@@ -443,6 +485,7 @@ void dk_rel_on_packet(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wi
 	int32_t d = (int32_t)(h->psn - f->rcv_nxt);
 	if (d < 0 || (d < (int32_t)DK_RWIN && dk_bit(f, h->psn))) {
 		f->cnt->dups++;
+		f->dsack = h->psn + 1;
 		f->ack_now = true;
 		return;
 	}
@@ -550,6 +593,10 @@ bool dk_rel_close(struct dk_flow *f, uint64_t now)
 bool dk_rel_close_tick(struct dk_flow *f, uint64_t now)
 {
 	dk_tx_fault_due(f, now);
+	if ((int32_t)(f->sack_high - f->una) > 0 && now >= f->retx_check_ns) {
+		dk_fast_retx(f, now); /* RACK's timer: holes no later ACK will reveal */
+		f->retx_check_ns = now + DK_REO_MIN_NS;
+	}
 	if (f->una != f->nxt && f->rto_due_ns && now >= f->rto_due_ns)
 		dk_rto(f, now);
 	dk_send_new(f, now);
@@ -577,6 +624,7 @@ static void dk_rto(struct dk_flow *f, uint64_t now)
 		if (s->fl & DK_SL_SACKED)
 			continue;
 		dk_tx_slot(f, p, out, &k);
+		s->fl |= DK_SL_RETX;
 		f->cnt->retransmits++;
 	}
 	dk_tx_burst(f, out, k);
@@ -595,6 +643,10 @@ void dk_rel_tick(struct dk_flow *f, uint64_t now)
 		dk_tx_burst(f, out, k);
 	}
 	dk_tx_fault_due(f, now);
+	if ((int32_t)(f->sack_high - f->una) > 0 && now >= f->retx_check_ns) {
+		dk_fast_retx(f, now); /* RACK's timer: holes no later ACK will reveal */
+		f->retx_check_ns = now + DK_REO_MIN_NS;
+	}
 	if (f->una != f->nxt && f->rto_due_ns && now >= f->rto_due_ns)
 		dk_rto(f, now);
 	/* queued counts too: a link that refuses every frame is no progress */

@@ -185,6 +185,8 @@ void dk_tx_ack(struct dk_flow *f, struct rte_mbuf **out, unsigned *n)
 	a.n_sack = dk_sack_ranges(f, &a);
 	a.credits = DK_RWIN - (f->rcv_high - f->rcv_nxt);
 	a.echo_t_ns = f->last_rx_psn ? (uint64_t)f->last_rx_psn + 1 : 0; /* psn echo, see dk_ack_rtt */
+	a.dsack = f->dsack; /* D-SACK: tells the sender a resend was spurious */
+	f->dsack = 0;
 	uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(DK_HDRS + DK_FRAME_HDR + sizeof(a)));
 	uint8_t *kh = dk_put_l2l4(f, p, DK_FRAME_HDR + sizeof(a));
 	kvw_wire_hdr_encode(kh, KVW_T_ACK, KVW_WF_ACK_VALID, sizeof(a), f->ep->peer_id);
