@@ -262,3 +262,22 @@ void kvw_fault_get_stats(const struct kvw_fault *f, struct kvw_fault_stats *out)
 {
 	*out = f->st;
 }
+
+uint64_t kvw_fault_reliable(struct kvw_fault *f, size_t len, kvw_counters *c)
+{
+	struct kvw_fault_action a;
+	uint64_t reordered = f->st.reordered, hold;
+
+	kvw_fault_decide(f, len, 0, &a);
+	hold = a.hold_ns;
+	if (a.copies == 0 || a.corrupt) { /* lost, or failed the transport's checksum */
+		c->drops++;
+		c->retransmits++;
+		hold += f->spec.rto_ns;
+	}
+	if (a.copies == 2)
+		c->dups++; /* discarded by the transport below */
+	if (f->st.reordered > reordered)
+		c->out_of_order++; /* other rails overtake it */
+	return hold;
+}

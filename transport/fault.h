@@ -75,6 +75,12 @@ void *kvw_fault_due(struct kvw_fault *f, uint64_t now_ns);
 void *kvw_fault_drain(struct kvw_fault *f);
 size_t kvw_fault_held(const struct kvw_fault *f);
 void kvw_fault_get_stats(const struct kvw_fault *f, struct kvw_fault_stats *out);
+/* Drivers over a reliable transport (stream.c, rdma): the fate of one unit
+ * of len bytes as seen above that transport, counted in c (drops,
+ * retransmits, dups, out_of_order). Returns how long the unit, and its rail
+ * behind it, is held (0: it goes now): rto for a loss or a corruption,
+ * the delay or reorder hold otherwise. */
+uint64_t kvw_fault_reliable(struct kvw_fault *f, size_t len, kvw_counters *c);
 /* A uniform random number in [0, 1) from the fault's generator. */
 double kvw_fault_rand(struct kvw_fault *f);
 

@@ -32,25 +32,9 @@ static kvw_status kvw_stream_fault_init(struct kvw_stream *s)
  * Held frames go out from a later progress pass (kvw_sock_fault_poll_us). */
 static void kvw_stream_fault(struct kvw_stream *s, struct kvw_txitem *it)
 {
-	struct kvw_fault_action a;
-	struct kvw_fault_stats before, after;
-	uint64_t now = kvw_now_ns(), hold;
-	kvw_counters *c = &s->ep->cnt;
+	uint64_t hold = kvw_fault_reliable(s->fault, it->hlen + it->plen, &s->ep->cnt);
 
-	kvw_fault_get_stats(s->fault, &before);
-	kvw_fault_decide(s->fault, it->hlen + it->plen, 0, &a);
-	kvw_fault_get_stats(s->fault, &after);
-	hold = a.hold_ns;
-	if (a.copies == 0 || a.corrupt) { /* lost, or failed the transport's checksum */
-		c->drops++;
-		c->retransmits++;
-		hold += kvw_fault_get_spec(s->fault)->rto_ns;
-	}
-	if (a.copies == 2)
-		c->dups++; /* discarded by the transport below */
-	if (after.reordered > before.reordered)
-		c->out_of_order++; /* other rails overtake it */
-	it->not_before = hold ? now + hold : 0;
+	it->not_before = hold ? kvw_now_ns() + hold : 0;
 	if (it->not_before < s->hold_until)
 		it->not_before = s->hold_until;
 	s->hold_until = it->not_before;

@@ -138,25 +138,13 @@ void rd_drain_sends(struct rd_rail *r, uint64_t timeout_ns)
  * when the rail may post now. */
 static bool rd_fault_gate(struct rd_rail *r)
 {
-	struct kvw_fault_action a;
-	struct kvw_fault_stats b, e;
 	uint64_t now, hold;
 
 	if (!r->fault || r->fault_passed)
 		return true;
 	if ((now = kvw_now_ns()) < r->hold_until)
 		return false;
-	kvw_fault_get_stats(r->fault, &b);
-	kvw_fault_decide(r->fault, RD_BUF, 0, &a);
-	kvw_fault_get_stats(r->fault, &e);
-	hold = a.hold_ns;
-	if (a.copies == 0 || a.corrupt) {
-		r->ep->cnt.drops++;
-		r->ep->cnt.retransmits++;
-		hold += kvw_fault_get_spec(r->fault)->rto_ns;
-	}
-	r->ep->cnt.dups += a.copies == 2;
-	r->ep->cnt.out_of_order += e.reordered > b.reordered;
+	hold = kvw_fault_reliable(r->fault, RD_BUF, &r->ep->cnt);
 	r->fault_passed = true;
 	if (!hold)
 		return true;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* transport/fault.c: spec parsing, seeded determinism, rates, hold queue. */
+/* transport/fault.c: spec parsing, seeded determinism, rates, hold queue,
+ * the view from above a reliable transport. */
 #include "fault.h"
 
 #include <criterion/criterion.h>
@@ -110,5 +111,37 @@ Test(fault, hold_queue_releases_in_due_order)
 	cr_assert_eq(kvw_fault_held(f), 1u);
 	cr_assert_eq(kvw_fault_drain(f), &a);
 	cr_assert_null(kvw_fault_drain(f));
+	kvw_fault_destroy(f);
+}
+
+/* Below a reliable transport (tcp, shm, rdma): a loss or a corruption is a
+ * resend after rto, a duplicate only a count, reorder/delay a hold. */
+Test(fault, reliable_transport_view)
+{
+	kvw_counters c;
+	struct kvw_fault *f = mk("drop=1,rto=5ms,seed=3");
+	memset(&c, 0, sizeof(c));
+	cr_assert_eq(kvw_fault_reliable(f, 100, &c), 5000000ull);
+	cr_assert(c.drops == 1 && c.retransmits == 1 && c.dups == 0);
+	kvw_fault_destroy(f);
+
+	f = mk("corrupt=1,seed=3"); /* default rto 1 ms */
+	cr_assert_eq(kvw_fault_reliable(f, 100, &c), 1000000ull);
+	cr_assert(c.drops == 2 && c.retransmits == 2);
+	kvw_fault_destroy(f);
+
+	f = mk("dup=1,seed=3");
+	cr_assert_eq(kvw_fault_reliable(f, 100, &c), 0);
+	cr_assert(c.dups == 1 && c.retransmits == 2);
+	kvw_fault_destroy(f);
+
+	f = mk("reorder=1,reorder_delay=70us,seed=3");
+	cr_assert_eq(kvw_fault_reliable(f, 100, &c), 70000ull);
+	cr_assert_eq(c.out_of_order, 1);
+	kvw_fault_destroy(f);
+
+	f = mk("delay=300us,seed=3");
+	cr_assert_eq(kvw_fault_reliable(f, 100, &c), 300000ull);
+	cr_assert_eq(c.out_of_order, 1);
 	kvw_fault_destroy(f);
 }
