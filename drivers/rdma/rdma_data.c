@@ -307,10 +307,32 @@ kvw_status rd_msg(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 	return st;
 }
 
+/* A record nobody waits for (KEYDROP): it leaves with the next message
+ * of its rail instead of in a packet of its own. */
+void rd_queue_lazy(struct rd_rail *r, unsigned kind, const void *p, size_t len)
+{
+	size_t at = r->txq_len;
+
+	if (rd_queue(r, kind, p, len) == KVW_OK)
+		r->txq[at + 1] |= RD_F_LAZY; /* rd_hdr.flags */
+}
+
+static bool rd_txq_lazy_only(const struct rd_rail *r)
+{
+	for (size_t off = 0; off < r->txq_len;) {
+		struct rd_hdr h;
+		memcpy(&h, r->txq + off, sizeof(h));
+		if (!(h.flags & RD_F_LAZY))
+			return false;
+		off += sizeof(h) + h.len;
+	}
+	return true;
+}
+
 void rd_flush_all(kvw_drv *d)
 {
 	for (struct rd_rail *r = rd_of(d)->rails; r; r = r->next_all)
-		if (r->txq_len && r->state == RD_R_UP)
+		if (r->txq_len && r->state == RD_R_UP && !rd_txq_lazy_only(r))
 			rd_flush(r);
 }
 

@@ -32,6 +32,7 @@ enum rd_kind {
 	RD_CREDIT = 7,  /* credits only */
 };
 #define RD_F_STARVED 0x1u       /* sender spent its last credit: return some */
+#define RD_F_LAZY 0x2u          /* queued record that waits for company (rd_flush_all) */
 
 struct rd_hdr {
 	uint8_t kind, flags;
@@ -205,6 +206,7 @@ void rd_rail_progress(struct rd_rail *r);
 bool rd_rail_prepare_wait(struct rd_rail *r);
 kvw_status rd_msg(struct rd_rail *r, unsigned kind, const void *p, size_t len);
 kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size_t len);
+void rd_queue_lazy(struct rd_rail *r, unsigned kind, const void *p, size_t len);
 void rd_flush_all(kvw_drv *d);
 void rd_drain_sends(struct rd_rail *r, uint64_t timeout_ns);
 int rd_poll_sends(struct rd_rail *r);

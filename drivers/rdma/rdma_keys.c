@@ -193,7 +193,7 @@ void rd_grant_drop(kvw_ep *ep, uint32_t token)
 	*pp = g->next;
 	rd_grant_free(g);
 	if (e->rail[0] && e->rail[0]->state == RD_R_UP)
-		rd_msg(e->rail[0], RD_KEYDROP, &token, sizeof(token));
+		rd_queue_lazy(e->rail[0], RD_KEYDROP, &token, sizeof(token)); /* with the next message */
 }
 
 bool rd_grant_live(kvw_ep *ep, uint32_t token)
