@@ -65,6 +65,23 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+/* connect() of the fuzzer's side. libFuzzer's timer signal can interrupt a
+ * connect that waits for room in the listener's backlog; the handshake then
+ * goes on in the kernel: drive the listener (it accepts) and wait for it. */
+static int fz_connect_fd(int fd, const struct sockaddr *a, socklen_t len)
+{
+	for (int i = 0; i < 500; i++) {
+		if (connect(fd, a, len) == 0 || errno == EISCONN)
+			return 0;
+		if (errno != EINTR && errno != EALREADY && errno != EINPROGRESS && errno != EAGAIN)
+			return -1;
+		kvw_progress(fz_ctx); /* the listener accepts: backlog room */
+		poll(NULL, 0, 10);
+	}
+	errno = ETIMEDOUT;
+	return -1;
+}
+
 static int fz_connect(void)
 {
 	int fd;
@@ -72,13 +89,13 @@ static int fz_connect(void)
 		struct sockaddr_un a = { .sun_family = AF_UNIX };
 		snprintf(a.sun_path, sizeof(a.sun_path), "%s", fz_uri.path[0] ? fz_uri.path : fz_uri.host);
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+		if (fd >= 0 && fz_connect_fd(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
 			return fd;
 	} else {
 		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)fz_uri.port) };
 		inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
 		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+		if (fd >= 0 && fz_connect_fd(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
 			return fd;
 	}
 	fprintf(stderr, "fuzz_stream: cannot connect to the listener: %s\n", strerror(errno));
