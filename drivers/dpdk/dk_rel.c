@@ -590,7 +590,8 @@ bool dk_rel_close(struct dk_flow *f, uint64_t now)
 	return true;
 }
 
-bool dk_rel_close_tick(struct dk_flow *f, uint64_t now)
+/* Held fault frames, RACK's timer look at SACK holes, the RTO. */
+static void dk_rel_timers(struct dk_flow *f, uint64_t now)
 {
 	dk_tx_fault_due(f, now);
 	if ((int32_t)(f->sack_high - f->una) > 0 && now >= f->retx_check_ns) {
@@ -599,6 +600,11 @@ bool dk_rel_close_tick(struct dk_flow *f, uint64_t now)
 	}
 	if (f->una != f->nxt && f->rto_due_ns && now >= f->rto_due_ns)
 		dk_rto(f, now);
+}
+
+bool dk_rel_close_tick(struct dk_flow *f, uint64_t now)
+{
+	dk_rel_timers(f, now);
 	dk_send_new(f, now);
 	if (f->outstanding_ext) /* e.g. net_ring: buffers wait in the ring until read */
 		dk_tx_cleanup(f);
@@ -642,13 +648,7 @@ void dk_rel_tick(struct dk_flow *f, uint64_t now)
 		dk_tx_ack(f, out, &k);
 		dk_tx_burst(f, out, k);
 	}
-	dk_tx_fault_due(f, now);
-	if ((int32_t)(f->sack_high - f->una) > 0 && now >= f->retx_check_ns) {
-		dk_fast_retx(f, now); /* RACK's timer: holes no later ACK will reveal */
-		f->retx_check_ns = now + DK_REO_MIN_NS;
-	}
-	if (f->una != f->nxt && f->rto_due_ns && now >= f->rto_due_ns)
-		dk_rto(f, now);
+	dk_rel_timers(f, now);
 	/* queued counts too: a link that refuses every frame is no progress */
 	if (f->una != f->tail && cfg->peer_dead_ms &&
 	    now - f->last_progress_ns > (uint64_t)cfg->peer_dead_ms * 1000000ull) {
