@@ -723,17 +723,26 @@ static void lat_table(const kvb_opts *o, const kvb_result *kr, const double *kru
 			printf("   %s: %s\n", p[i].name, p[i].command);
 }
 
+/* The fields every `compare --json` answer starts with. */
+static json_t *compare_json_head(const kvb_opts *o, const char *what, unsigned rep,
+				 const kvb_result *kr)
+{
+	json_t *j = json_object();
+
+	json_object_set_new(j, "test", json_string("compare"));
+	json_object_set_new(j, "compare", json_string(what));
+	json_object_set_new(j, "driver", json_string(o->driver));
+	json_object_set_new(j, "size", json_integer((json_int_t)o->size));
+	json_object_set_new(j, "repeat", json_integer(rep));
+	json_object_set_new(j, "kvwire", kvb_result_json(kr));
+	return j;
+}
+
 static void lat_print(const kvb_opts *o, const kvb_result *kr, const double *kruns, unsigned rep,
 		      const kvb_peer *p, size_t n)
 {
 	if (o->json) {
-		json_t *j = json_object();
-		json_object_set_new(j, "test", json_string("compare"));
-		json_object_set_new(j, "compare", json_string("lat"));
-		json_object_set_new(j, "driver", json_string(o->driver));
-		json_object_set_new(j, "size", json_integer((json_int_t)o->size));
-		json_object_set_new(j, "repeat", json_integer(rep));
-		json_object_set_new(j, "kvwire", kvb_result_json(kr));
+		json_t *j = compare_json_head(o, "lat", rep, kr);
 		json_object_set_new(j, "kvwire_p50_runs", runs_json(kruns, rep));
 		json_object_set_new(j, "peers", lat_peers_json(kr, p, n));
 		json_object_set_new(j, "x_of_peer_means", json_string("kvwire p50 / peer p50; > 1: kvwire slower"));
@@ -883,13 +892,7 @@ static int compare_one(const kvb_opts *o, const kvb_loop *lp, bool first, kvb_re
 	memset(peers, 0, sizeof(peers));
 	compare_runs(o, lp, kr, kruns, peers, &n);
 	if (o->json) {
-		json_t *j = json_object();
-		json_object_set_new(j, "test", json_string("compare"));
-		json_object_set_new(j, "compare", json_string("bw"));
-		json_object_set_new(j, "driver", json_string(o->driver));
-		json_object_set_new(j, "size", json_integer((json_int_t)o->size));
-		json_object_set_new(j, "repeat", json_integer(rep));
-		json_object_set_new(j, "kvwire", kvb_result_json(kr));
+		json_t *j = compare_json_head(o, "bw", rep, kr);
 		json_object_set_new(j, "kvwire_gbit_runs", runs_json(kruns, rep));
 		json_object_set_new(j, "peers", peers_json(kr, peers, n));
 		json_object_set_new(j, "verified", json_boolean(kr->verified));
