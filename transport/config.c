@@ -18,7 +18,17 @@ static const kvw_config_entry kvw_cfg_table[] = {
 	{"abort_timeout_ms", "2000", "time an abort waits for the peer's confirmation before failing the endpoint"},
 	{"max_frag", "1048576", "largest data fragment in bytes"},
 	{"window", "16777216", "dpdk: bytes in flight per endpoint before the sender waits for acks (send window)"},
-	{"secret", "", "shared secret; when set, peers must prove it (HMAC challenge-response)"},
+	{"secret", "", "shared secret; when set, peers must prove it (CPace password-authenticated key exchange: no offline guessing). Prefer secret_file or KVW_SECRET to a URI's ?secret=, which shows in process listings"},
+	{"secret_file", "", "file whose first line is the shared secret (read at context creation; overrides `secret`); keep it mode 0600"},
+	{"handshake_timeout_ms", "3000", "listener side: time an accepted connection has to finish the handshake before it is dropped"},
+	{"accept_timeout_ms", "30000", "listener side: a READY endpoint that kvw_accept() has not taken within this time is closed"},
+	{"max_handshakes", "256", "listener side: connections allowed in the handshake at once (lowered to a quarter of the fd limit); the oldest silent one is dropped for a new one"},
+	{"max_handshakes_per_addr", "64", "listener side: connections in the handshake at once from one peer address (tcp: IP, shm: uid)"},
+	{"max_unaccepted", "256", "listener side: READY endpoints waiting for kvw_accept(); more are refused with KVW_ERR_BUSY"},
+	{"max_tx_queue", "67108864", "bytes of control frames queued to one peer; a peer that stops reading past it (or sends nothing out for peer_dead_ms) is failed PEER_DEAD"},
+	{"max_peer_grants", "1024", "GRANTs a peer may leave waiting for this side's kvw_send_seq, per endpoint"},
+	{"max_peer_grant_bytes", "67108864", "bytes of waiting GRANT bodies a peer may leave per endpoint"},
+	{"max_peer_timeout_ms", "600000", "longest deadline a peer's GRANT may ask for; longer ones are cut to it"},
 	{"stats_socket", "", "unix socket serving live counters to `kvwire stat` (\"auto\" = /run/kvwire/stats.PID.sock)"},
 	{"spin_us", "50", "kvw_poll_wait: microseconds to spin before sleeping on the context fd"},
 	{"log_level", "1", "0 silent, 1 errors, 2 warnings, 3 info, 4 debug (stderr)"},
@@ -201,6 +211,16 @@ kvw_status kvw_cfgv_parse(const kvw_config *cfg, struct kvw_cfgv *out, char *err
 	U("max_frag", max_frag, 4096, KVW_WIRE_MAX_DATA);
 	U("window", window, 65536, 1ull << 40);
 	S("secret", secret);
+	S("secret_file", secret_file);
+	U("handshake_timeout_ms", handshake_timeout_ms, 1, 3600000);
+	U("accept_timeout_ms", accept_timeout_ms, 1, 86400000);
+	U("max_handshakes", max_handshakes, 1, 1000000);
+	U("max_handshakes_per_addr", max_handshakes_per_addr, 1, 1000000);
+	U("max_unaccepted", max_unaccepted, 1, 1000000);
+	U("max_tx_queue", max_tx_queue, 1u << 16, 1ull << 40);
+	U("max_peer_grants", max_peer_grants, 1, 1u << 24);
+	U("max_peer_grant_bytes", max_peer_grant_bytes, 1u << 16, 1ull << 40);
+	U("max_peer_timeout_ms", max_peer_timeout_ms, 1, 86400000);
 	S("stats_socket", stats_socket);
 	U("spin_us", spin_us, 0, 10000000);
 	U("log_level", log_level, 0, 4);

@@ -32,6 +32,14 @@ struct kvw_cfgv {
 	uint64_t max_frag;
 	uint64_t window;        /* dpdk send window, bytes in flight per endpoint */
 	char secret[128];
+	char secret_file[256];
+	unsigned handshake_timeout_ms; /* server side: handshake deadline */
+	unsigned accept_timeout_ms;    /* READY but not accepted */
+	unsigned max_handshakes, max_handshakes_per_addr, max_unaccepted;
+	uint64_t max_tx_queue;         /* queued control bytes per peer */
+	unsigned max_peer_grants;      /* unsolicited GRANTs held per endpoint */
+	uint64_t max_peer_grant_bytes;
+	unsigned max_peer_timeout_ms;
 	char stats_socket[108];
 	unsigned log_level;
 	unsigned spin_us;
@@ -44,7 +52,7 @@ struct kvw_cfgv {
 	char fault[128];        /* fault-injection spec, "" = off */
 };
 
-#define KVW_CFG_MAX 32
+#define KVW_CFG_MAX 48
 struct kvw_config {
 	char *val[KVW_CFG_MAX];
 };
