@@ -238,6 +238,8 @@ struct kvw_uri {
 kvw_status kvw_uri_parse(const char *s, struct kvw_uri *u);
 /* Looks up a query parameter; copies its value; false when absent. */
 bool kvw_uri_param(const struct kvw_uri *u, const char *key, char *buf, size_t len);
+/* uri with every secret= value replaced by "***" (always terminated). */
+void kvw_uri_redact(const char *uri, char *out, size_t len);
 
 /* driver registry */
 kvw_status kvw_ctx_driver(kvw_ctx *ctx, const char *name, kvw_drv **out);

@@ -89,3 +89,27 @@ bool kvw_uri_param(const struct kvw_uri *u, const char *key, char *buf, size_t l
 	}
 	return false;
 }
+
+/* Copies uri with the value of every secret= parameter replaced by "***",
+ * so that log lines, counters and CLI output never show a shared secret. */
+void kvw_uri_redact(const char *uri, char *out, size_t len)
+{
+	const char *q = uri ? strchr(uri, '?') : NULL;
+	size_t o = 0;
+
+	if (!len)
+		return;
+	if (!uri)
+		uri = "";
+	for (const char *p = uri; *p && o + 1 < len; p++) {
+		out[o++] = *p;
+		if (q && p >= q && (*p == '?' || *p == '&') && strncmp(p + 1, "secret=", 7) == 0) {
+			for (const char *r = "secret=***"; *r && o + 1 < len; r++)
+				out[o++] = *r;
+			p += 7;
+			while (p[1] && p[1] != '&')
+				p++;
+		}
+	}
+	out[o] = 0;
+}
