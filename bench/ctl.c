@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -69,7 +70,8 @@ int kvb_ctl_listen(const char *addr, int *lfd, char *bound, size_t boundlen, cha
 		unlink(((struct sockaddr_un *)&ss)->sun_path);
 	else
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&ss, sl) || listen(fd, 8)) {
+	if (bind(fd, (struct sockaddr *)&ss, sl) || listen(fd, 64) ||
+	    fcntl(fd, F_SETFL, O_NONBLOCK)) {
 		ctl_fail(err, errlen, "control socket %s: %s (is another server running? use -p PORT)",
 			 addr, strerror(errno));
 		close(fd);
@@ -97,17 +99,12 @@ static void ctl_init(kvb_ctl *c, int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails quietly on unix */
 }
 
-int kvb_ctl_accept(int lfd, int timeout_ms, kvb_ctl *c)
+int kvb_ctl_accept(int lfd, kvb_ctl *c)
 {
-	struct pollfd p = {.fd = lfd, .events = POLLIN};
-	int r = poll(&p, 1, timeout_ms);
-	if (r == 0)
-		return 1;
-	if (r < 0)
-		return errno == EINTR ? 1 : -1;
-	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0)
-		return -1;
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+		       errno == ECONNABORTED ? 1 : -1;
 	ctl_init(c, fd);
 	return 0;
 }
@@ -157,7 +154,7 @@ int kvb_ctl_send(kvb_ctl *c, json_t *msg)
 	return rc;
 }
 
-static int ctl_take_line(kvb_ctl *c, json_t **msg)
+int kvb_ctl_take(kvb_ctl *c, json_t **msg)
 {
 	char *nl = memchr(c->buf, '\n', c->len);
 	if (!nl)
@@ -179,7 +176,7 @@ int kvb_ctl_recv(kvb_ctl *c, int timeout_ms, json_t **msg)
 {
 	uint64_t end = kvb_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000ull;
 	for (;;) {
-		int r = ctl_take_line(c, msg);
+		int r = kvb_ctl_take(c, msg);
 		if (r <= 0)
 			return r;
 		uint64_t now = kvb_now_ns();
@@ -192,13 +189,22 @@ int kvb_ctl_recv(kvb_ctl *c, int timeout_ms, json_t **msg)
 			return -1;
 		if (r < 0)
 			continue;
-		if (c->len >= sizeof(c->buf) - 1)
-			return -1; /* a line that long is not ours */
-		ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
-		if (n <= 0)
+		if (kvb_ctl_fill(c) < 0)
 			return -1;
-		c->len += (size_t)n;
 	}
+}
+
+int kvb_ctl_fill(kvb_ctl *c)
+{
+	if (c->len >= sizeof(c->buf) - 1)
+		return -1; /* a line that long is not ours */
+	ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return 0;
+	if (n <= 0)
+		return -1;
+	c->len += (size_t)n;
+	return (int)n;
 }
 
 void kvb_ctl_close(kvb_ctl *c)

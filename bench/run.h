@@ -9,16 +9,25 @@
 
 /* ------------------------------------------------------------ control link */
 /* Newline-delimited JSON over TCP ("tcp:HOST:PORT") or a unix socket
- * ("unix:PATH"), client to server, one session per connection. */
+ * ("unix:PATH"), client to server, one session per connection. A peer can
+ * make one connection buffer at most KVB_CTL_BUF bytes: a longer line is an
+ * error. */
+#define KVB_CTL_BUF 16384
 typedef struct kvb_ctl {
 	int fd;
 	size_t len;
-	char buf[16384];
+	char buf[KVB_CTL_BUF];
 } kvb_ctl;
 
+/* The listening socket is non-blocking. */
 int kvb_ctl_listen(const char *addr, int *lfd, char *bound, size_t boundlen, char *err, size_t errlen);
-/* 0 ok, 1 timeout, -1 error */
-int kvb_ctl_accept(int lfd, int timeout_ms, kvb_ctl *c);
+/* Takes one pending connection, non-blocking: 0 ok, 1 none pending, -1 error */
+int kvb_ctl_accept(int lfd, kvb_ctl *c);
+/* One read of what the peer sent: bytes read (0 none yet), -1 EOF, error or
+ * a full buffer without a complete line. */
+int kvb_ctl_fill(kvb_ctl *c);
+/* The next complete line from the buffer: 0 ok (*msg set), 1 none yet, -1 not a JSON object */
+int kvb_ctl_take(kvb_ctl *c, json_t **msg);
 int kvb_ctl_connect(const char *addr, int timeout_ms, kvb_ctl *c, char *err, size_t errlen);
 int kvb_ctl_send(kvb_ctl *c, json_t *msg); /* takes the reference */
 /* 0 ok (*msg set), 1 timeout, -1 EOF/error */

@@ -196,10 +196,28 @@ void kvb_sess_cpu_stop(kvb_sess *s)
 	s->cpu_pct = wall > 0 ? cpu / wall * 100 : 0;
 }
 
+static void sess_tick(kvb_sess *s)
+{
+	uint64_t now;
+	if (!s->tick || (now = kvb_now_ns()) - s->tick_last < KVB_TICK_NS)
+		return;
+	s->tick_last = now;
+	s->tick(s->tick_arg);
+}
+
 int kvb_sess_ctl_poll(kvb_sess *s, int timeout_ms)
 {
 	json_t *m;
-	int r = kvb_ctl_recv(s->ctl, timeout_ms, &m);
+	uint64_t end = kvb_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000ull;
+	int r;
+	/* wait in 1 ms slices: kvwire progress (keepalive, other peers) goes on */
+	for (;;) {
+		sess_tick(s);
+		r = kvb_ctl_recv(s->ctl, timeout_ms > 0 ? 1 : 0, &m);
+		if (r != 1 || kvb_now_ns() >= end)
+			break;
+		kvw_progress(s->ctx);
+	}
 	if (r == 1)
 		return 0;
 	if (r < 0)

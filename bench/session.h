@@ -9,6 +9,7 @@
 
 #define KVB_BASE_CS 1ull          /* seq ids client -> server */
 #define KVB_BASE_SC (1ull << 40)  /* seq ids server -> client */
+#define KVB_TICK_NS 10000000ull   /* 10 ms */
 
 typedef struct kvb_sess {
 	kvb_opts o;
@@ -18,6 +19,11 @@ typedef struct kvb_sess {
 	kvw_layout *layout;
 	kvw_ep *ep;
 	kvb_ctl *ctl;
+	/* The server's other work (its other control clients), run from
+	 * kvb_sess_ctl_poll at most every KVB_TICK_NS; NULL on the client. */
+	void (*tick)(void *arg);
+	void *tick_arg;
+	uint64_t tick_last;
 	uint32_t n_layers, nblk;
 	uint64_t block_bytes;
 	unsigned slots;
@@ -49,7 +55,8 @@ int kvb_sess_lat(kvb_sess *s);        /* lat, both roles */
 void kvb_sess_cpu_start(kvb_sess *s);
 void kvb_sess_cpu_stop(kvb_sess *s);
 void kvb_sess_free(kvb_sess *s);
-/* Reads one control message if any (non-blocking); handles done/error. */
+/* Reads one control message if any (non-blocking); handles done/error.
+ * Runs the tick when one is due. */
 int kvb_sess_ctl_poll(kvb_sess *s, int timeout_ms);
 int kvb_sess_fail(kvb_sess *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A context with the options' driver, rails (0 = default), secret, fault, rdma_dev/gid. */

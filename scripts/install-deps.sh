@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(
   build-essential meson ninja-build pkg-config python3   # build
-  libsodium-dev      # HMAC challenge-response authentication of peers
+  libsodium-dev      # shared-secret authentication of peers (CPace, HMAC)
   libjansson-dev     # JSON output of kvwire-bench and the kvwire CLI
   libxxhash-dev      # checksums that verify every landed byte in the bench
   libpcap-dev        # `kvwire decode` reads pcap captures

@@ -10,13 +10,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int cli_emit(json_t *doc, bool as_json, cli_human_fn human, int rc)
 {
 	if (!doc)
 		return cli_err("output", CLI_EXIT_ERROR, "out of memory");
+	cli_json_redact(doc);
 	if (as_json) {
-		json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
+		json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(9) | JSON_ENSURE_ASCII);
 		fputc('\n', stdout);
 	} else {
 		human(doc);
@@ -129,38 +131,41 @@ const char *cli_caps_str(uint32_t caps, char *buf, size_t len)
 	return buf;
 }
 
-uint8_t *cli_slurp(const char *path, size_t *len)
+/* Reads up to max + 1 bytes: one more than max says the file is too big. */
+uint8_t *cli_slurp(const char *path, size_t max, size_t *len)
 {
 	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+	struct stat sb;
 	if (!f)
 		return NULL;
-	size_t cap = 65536, n = 0;
-	uint8_t *buf = malloc(cap);
-	while (buf) {
-		size_t got = fread(buf + n, 1, cap - n, f);
-		n += got;
-		if (n < cap)
-			break;
-		uint8_t *nb = cap < (1u << 30) ? realloc(buf, cap * 2) : NULL;
-		if (!nb) {
-			free(buf);
-			buf = NULL;
-			errno = EFBIG;
-			break;
-		}
-		buf = nb;
-		cap *= 2;
-	}
-	bool failed = buf && ferror(f);
-	if (f != stdin)
-		fclose(f);
-	if (failed) {
-		free(buf);
-		errno = EIO;
+	if (!fstat(fileno(f), &sb) && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > max) {
+		if (f != stdin)
+			fclose(f);
+		errno = EFBIG; /* said before reading a byte */
 		return NULL;
 	}
-	if (buf)
-		*len = n;
+	size_t cap = 65536, n = 0;
+	uint8_t *buf = malloc(cap);
+	while (buf && n <= max) {
+		n += fread(buf + n, 1, cap - n, f);
+		if (n < cap || n > max)
+			break;
+		size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+		uint8_t *nb = realloc(buf, ncap);
+		if (!nb)
+			free(buf);
+		buf = nb;
+		cap = ncap;
+	}
+	int err = !buf ? ENOMEM : ferror(f) ? EIO : n > max ? EFBIG : 0;
+	if (f != stdin)
+		fclose(f);
+	if (err) {
+		free(buf);
+		errno = err;
+		return NULL;
+	}
+	*len = n;
 	return buf;
 }
 

@@ -34,8 +34,32 @@ bool cli_parse_size(const char *s, uint64_t *out);
 const char *cli_fmt_bytes(uint64_t b, char *buf, size_t len);
 /* "ZERO_COPY_TX|MULTI_RAIL" */
 const char *cli_caps_str(uint32_t caps, char *buf, size_t len);
-/* Reads a whole file ("-" = stdin); *len set; NULL on error (errno). */
-uint8_t *cli_slurp(const char *path, size_t *len);
+/* Reads a whole file ("-" = stdin) of at most max bytes; *len set; NULL
+ * on error (errno; EFBIG when it holds more than max). */
+uint8_t *cli_slurp(const char *path, size_t max, size_t *len);
+
+/* Text from a peer (or another process) for output: every secret=VALUE
+ * shown as secret=***, and every byte that is not printable ASCII (control
+ * characters, escape sequences, anything not ASCII) as \xNN, so nothing a
+ * peer sends reaches the terminal as a control. Idempotent. Returns one of
+ * 8 rotating buffers: valid until 8 more calls. */
+const char *cli_safe(const char *s);
+const char *cli_jsafe(const json_t *o, const char *key);
+/* cli_safe(s) as a JSON string (never NULL for non-UTF-8 input). */
+json_t *cli_jtext(const char *s);
+/* s with each secret=VALUE (any case; VALUE up to '&' or white space)
+ * replaced by secret=***; out always terminated. */
+void cli_redact(const char *s, char *out, size_t len);
+/* Redacts every string in doc that holds a secret= (recursively). */
+void cli_json_redact(json_t *doc);
+/* Overwrites the secret= values of a command-line argument in place, so
+ * that ps and /proc/PID/cmdline stop showing them (copy it first). */
+void cli_hide_arg(char *arg);
+/* A context from the KVW_* environment; with secret_file (may be NULL) the
+ * file's first line becomes config `secret`. Returns CLI_EXIT_OK or an
+ * exit status after saying why. */
+struct kvw_ctx;
+int cli_ctx_open(const char *cmd, const char *secret_file, struct kvw_ctx **ctx);
 
 /* JSON conveniences */
 #define J_STR(s) json_string((s) ? (s) : "")

@@ -59,7 +59,9 @@ static void dec_human(const json_t *doc)
 static int dec_usage(FILE *f, int rc)
 {
 	fprintf(f, "usage: kvwire decode [--json] FILE|-\n"
-		"FILE: hex text (xxd, od -x, hexdump -C, plain hex), raw frames, or a pcap.\n");
+		"FILE: hex text (xxd, od -x, hexdump -C, plain hex), raw frames, or a pcap.\n"
+		"Bounds: FILE up to %u MiB, %u MiB from hex text ('*' folds expanded), %u frames.\n",
+		DEC_MAX_INPUT >> 20, DEC_MAX_HEX >> 20, DEC_MAX_FRAMES);
 	return rc;
 }
 
@@ -75,7 +77,7 @@ static bool dec_is_text(const uint8_t *data, size_t len)
 /* Fills r from the input, whichever format it is in. */
 static int dec_input(const uint8_t *data, size_t len, struct dec_result *r, json_t *doc)
 {
-	char err[256];
+	char err[512];
 	if (dec_is_pcap(data, len)) {
 		json_object_set_new(doc, "input", json_string("pcap"));
 		if (!dec_pcap(data, len, r, err, sizeof(err)))
@@ -90,11 +92,39 @@ static int dec_input(const uint8_t *data, size_t len, struct dec_result *r, json
 	uint8_t *bytes;
 	size_t n;
 	if (!dec_parse_hex((const char *)data, len, &bytes, &n, err, sizeof(err)))
-		return cli_err("decode", CLI_EXIT_ERROR, "not a pcap, raw frames or hex dump: %s", err);
+		return cli_err("decode", CLI_EXIT_ERROR, "%s", err);
 	json_object_set_new(doc, "input", json_string("hex"));
 	dec_stream(bytes, n, "", r);
 	free(bytes);
 	return CLI_EXIT_OK;
+}
+
+/* Says what the bounds left out; 3 when frames were not decoded. */
+static int dec_bounds(struct dec_result *r, int rc)
+{
+	char msg[512];
+	if (r->notes_dropped) {
+		snprintf(msg, sizeof(msg), "%u more notes not listed (at most %u are)", r->notes_dropped,
+			 DEC_MAX_NOTES);
+		json_array_append_new(r->notes, json_string(msg));
+	}
+	if (!r->truncated)
+		return rc;
+	snprintf(msg, sizeof(msg), "stopped after %u frames, the most one run lists: the input from "
+		 "%s on was not decoded; decode a later piece of it (tail -c +BYTE, or editcap for a "
+		 "capture) to check the rest", DEC_MAX_FRAMES, r->stop);
+	json_array_append_new(r->notes, json_string(msg));
+	fprintf(stderr, "kvwire decode: %s\n", msg);
+	return CLI_EXIT_ERROR;
+}
+
+static int dec_read_err(const char *path)
+{
+	if (errno == EFBIG)
+		return cli_err("decode", CLI_EXIT_ERROR, "%s holds more than %u MiB, the most decode "
+			       "reads: cut it into pieces (head -c, split, or editcap -c for a capture) and "
+			       "decode each", path, DEC_MAX_INPUT >> 20);
+	return cli_err("decode", CLI_EXIT_ERROR, "cannot read %s: %s", path, strerror(errno));
 }
 
 int cmd_decode(int argc, char **argv)
@@ -106,9 +136,9 @@ int cmd_decode(int argc, char **argv)
 	if (optind + 1 != argc)
 		return dec_usage(stderr, CLI_EXIT_USAGE);
 	size_t len = 0;
-	uint8_t *data = cli_slurp(argv[optind], &len);
+	uint8_t *data = cli_slurp(argv[optind], DEC_MAX_INPUT, &len);
 	if (!data)
-		return cli_err("decode", CLI_EXIT_ERROR, "cannot read %s: %s", argv[optind], strerror(errno));
+		return dec_read_err(argv[optind]);
 	struct dec_result r = { .frames = json_array(), .notes = json_array() };
 	json_t *doc = json_object();
 	int rc = dec_input(data, len, &r, doc);
@@ -119,8 +149,10 @@ int cmd_decode(int argc, char **argv)
 		json_decref(r.notes);
 		return rc;
 	}
+	rc = dec_bounds(&r, r.bad ? CLI_EXIT_FAIL : CLI_EXIT_OK);
 	json_object_set_new(doc, "notes", r.notes);
 	json_object_set_new(doc, "frames", r.frames);
 	json_object_set_new(doc, "malformed", json_integer(r.bad));
-	return cli_emit(doc, as_json, dec_human, r.bad ? CLI_EXIT_FAIL : CLI_EXIT_OK);
+	json_object_set_new(doc, "truncated", json_boolean(r.truncated));
+	return cli_emit(doc, as_json, dec_human, rc);
 }

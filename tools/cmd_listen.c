@@ -28,12 +28,15 @@ struct listen_state {
 	bool as_json;
 };
 
+/* uri and detail may come from the peer: printed redacted and escaped. */
 static void listen_say(const struct listen_state *s, const char *event, const char *uri,
 		       const char *detail)
 {
+	uri = cli_safe(uri);
+	detail = cli_safe(detail);
 	if (s->as_json) {
 		json_t *j = json_pack("{s:s,s:s,s:s}", "event", event, "uri", uri, "detail", detail);
-		json_dumpf(j, stdout, JSON_COMPACT);
+		json_dumpf(j, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
 		json_decref(j);
 		putchar('\n');
 	} else
@@ -85,42 +88,69 @@ static void listen_drain_events(kvw_ctx *ctx)
 
 static int listen_usage(FILE *f, int rc)
 {
-	fprintf(f, "usage: kvwire listen URI [-d SECONDS] [--json]\n"
+	fprintf(f, "usage: kvwire listen URI [-d SECONDS] [--secret-file FILE] [--json]\n"
 		"  -d SECONDS  exit after this long (default: until SIGINT/SIGTERM)\n"
+		"  --secret-file FILE  peers must prove the secret on FILE's first line (or\n"
+		"              set KVW_SECRET_FILE / KVW_SECRET; ?secret= shows in ps)\n"
 		"Set KVW_STATS_SOCKET to watch it with `kvwire stat`.\n");
 	return rc;
 }
 
-int cmd_listen(int argc, char **argv)
+struct listen_opts {
+	double duration;
+	const char *secret_file;
+	char *uri;
+};
+
+static int listen_parse(int argc, char **argv, struct listen_opts *o, struct listen_state *s)
 {
 	static const struct option opts[] = {
 		{ "json", no_argument, 0, 'j' }, { "duration", required_argument, 0, 'd' },
-		{ "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 } };
-	static struct listen_state s;
-	double duration = 0;
+		{ "secret-file", required_argument, 0, 'S' }, { "help", no_argument, 0, 'h' },
+		{ 0, 0, 0, 0 } };
 	int c;
 	char *end;
 	while ((c = getopt_long(argc, argv, "jd:h", opts, NULL)) != -1) {
 		if (c == 'j') {
-			s.as_json = true;
+			s->as_json = true;
+		} else if (c == 'S') {
+			o->secret_file = optarg;
 		} else if (c == 'd') {
-			duration = strtod(optarg, &end);
-			if (*end || duration <= 0)
+			o->duration = strtod(optarg, &end);
+			if (*end || o->duration <= 0)
 				return cli_err("listen", CLI_EXIT_USAGE, "-d '%s': give seconds > 0", optarg);
 		} else {
-			return listen_usage(c == 'h' ? stdout : stderr, c == 'h' ? CLI_EXIT_OK : CLI_EXIT_USAGE);
+			return listen_usage(c == 'h' ? stdout : stderr, c == 'h' ? -1 : CLI_EXIT_USAGE);
 		}
 	}
 	if (optind + 1 != argc)
 		return listen_usage(stderr, CLI_EXIT_USAGE);
+	o->uri = strdup(argv[optind]);
+	cli_hide_arg(argv[optind]); /* ps shows secret=*** from here on */
+	return o->uri ? CLI_EXIT_OK : cli_err("listen", CLI_EXIT_ERROR, "out of memory");
+}
+
+static double listen_elapsed(const struct timespec *t0)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+int cmd_listen(int argc, char **argv)
+{
+	static struct listen_state s;
+	struct listen_opts o = { 0 };
+	int rc = listen_parse(argc, argv, &o, &s);
+	if (rc)
+		return rc < 0 ? CLI_EXIT_OK : rc;
 	kvw_ctx *ctx = NULL;
 	kvw_listener *l = NULL;
-	kvw_status st = kvw_ctx_create(NULL, &ctx);
-	if (st != KVW_OK)
-		return cli_err("listen", CLI_EXIT_ERROR, "cannot create a context: %s", kvw_strerror(st));
-	st = kvw_listen(ctx, argv[optind], &l);
-	if (st != KVW_OK) {
-		int rc = cli_err("listen", CLI_EXIT_ERROR, "%s", kvw_ctx_last_error(ctx));
+	if ((rc = cli_ctx_open("listen", o.secret_file, &ctx)) == CLI_EXIT_OK &&
+	    kvw_listen(ctx, o.uri, &l) != KVW_OK)
+		rc = cli_err("listen", CLI_EXIT_ERROR, "%s", cli_safe(kvw_ctx_last_error(ctx)));
+	free(o.uri);
+	if (rc != CLI_EXIT_OK) {
 		kvw_ctx_destroy(ctx);
 		return rc;
 	}
@@ -128,17 +158,13 @@ int cmd_listen(int argc, char **argv)
 	signal(SIGTERM, listen_on_signal);
 	signal(SIGPIPE, SIG_IGN);
 	listen_say(&s, "listening", kvw_listener_uri(l), "");
-	struct timespec t0, now;
+	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!listen_stop) {
+	while (!listen_stop && (o.duration <= 0 || listen_elapsed(&t0) < o.duration)) {
 		kvw_ctx_wait(ctx, 20);
 		listen_drain_events(ctx);
 		listen_accept(l, &s);
 		listen_reap(&s);
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (duration > 0 && (double)(now.tv_sec - t0.tv_sec) +
-		    (double)(now.tv_nsec - t0.tv_nsec) / 1e9 >= duration)
-			break;
 	}
 	for (size_t i = 0; i < s.n; i++)
 		kvw_ep_close(s.eps[i]);

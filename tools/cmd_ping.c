@@ -12,7 +12,8 @@
 #include <time.h>
 
 struct ping_opts {
-	const char *uri;
+	char *uri;
+	const char *secret_file;
 	long count, interval_ms, timeout_ms;
 	bool as_json;
 };
@@ -86,11 +87,11 @@ static json_t *ping_run(kvw_ep *ep, const struct ping_opts *o, long *lost, char 
 static void ping_human(const json_t *d)
 {
 	if (!json_is_true(json_object_get(d, "reachable"))) {
-		printf("%s: unreachable: %s\n", cli_jstr(d, "uri"), cli_jstr(d, "error"));
+		printf("%s: unreachable: %s\n", cli_jsafe(d, "uri"), cli_jsafe(d, "error"));
 		return;
 	}
-	printf("%s: reachable via %s, protocol %s, caps %s, rails %lld, %s\n", cli_jstr(d, "uri"),
-	       cli_jstr(d, "driver"), cli_jstr(d, "peer_version"), cli_jstr(d, "caps_names"),
+	printf("%s: reachable via %s, protocol %s, caps %s, rails %lld, %s\n", cli_jsafe(d, "uri"),
+	       cli_jsafe(d, "driver"), cli_jsafe(d, "peer_version"), cli_jsafe(d, "caps_names"),
 	       cli_jint(d, "rails"), json_is_true(json_object_get(d, "authenticated")) ?
 	       "authenticated" : "not authenticated");
 	printf("connect+handshake %.1f us\n", json_real_value(json_object_get(d, "connect_us")));
@@ -103,7 +104,7 @@ static void ping_human(const json_t *d)
 		       json_real_value(json_object_get(r, "p99_us")), json_real_value(json_object_get(r, "max_us")));
 	printf("\n");
 	if (*cli_jstr(d, "error"))
-		printf("last error: %s\n", cli_jstr(d, "error"));
+		printf("last error: %s\n", cli_jsafe(d, "error"));
 	const json_t *x;
 	size_t i;
 	json_array_foreach(json_object_get(d, "rail"), i, x)
@@ -113,10 +114,13 @@ static void ping_human(const json_t *d)
 
 static int ping_usage(FILE *f, int rc)
 {
-	fprintf(f, "usage: kvwire ping URI [-c COUNT] [-i INTERVAL_MS] [-t TIMEOUT_MS] [--json]\n"
+	fprintf(f, "usage: kvwire ping URI [-c COUNT] [-i INTERVAL_MS] [-t TIMEOUT_MS] "
+		"[--secret-file FILE] [--json]\n"
 		"  -c COUNT        round trips (default 10)\n"
 		"  -i INTERVAL_MS  pause between pings (default 0)\n"
-		"  -t TIMEOUT_MS   per ping and for the connection (default 2000)\n");
+		"  -t TIMEOUT_MS   per ping and for the connection (default 2000)\n"
+		"  --secret-file FILE  the shared secret is FILE's first line (or set\n"
+		"                  KVW_SECRET_FILE / KVW_SECRET; ?secret= shows in ps)\n");
 	return rc;
 }
 
@@ -125,7 +129,8 @@ static int ping_parse(int argc, char **argv, struct ping_opts *o)
 	static const struct option opts[] = {
 		{ "json", no_argument, 0, 'j' }, { "count", required_argument, 0, 'c' },
 		{ "interval", required_argument, 0, 'i' }, { "timeout", required_argument, 0, 't' },
-		{ "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 } };
+		{ "secret-file", required_argument, 0, 'S' }, { "help", no_argument, 0, 'h' },
+		{ 0, 0, 0, 0 } };
 	int c;
 	char *end;
 	*o = (struct ping_opts){ .count = 10, .interval_ms = 0, .timeout_ms = 2000 };
@@ -133,6 +138,8 @@ static int ping_parse(int argc, char **argv, struct ping_opts *o)
 		long *dst = c == 'c' ? &o->count : c == 'i' ? &o->interval_ms : c == 't' ? &o->timeout_ms : NULL;
 		if (c == 'j') {
 			o->as_json = true;
+		} else if (c == 'S') {
+			o->secret_file = optarg;
 		} else if (dst) {
 			*dst = strtol(optarg, &end, 10);
 			if (*end || *dst < (c == 'i' ? 0 : 1) || *dst > 100000000)
@@ -143,8 +150,27 @@ static int ping_parse(int argc, char **argv, struct ping_opts *o)
 	}
 	if (optind + 1 != argc)
 		return ping_usage(stderr, CLI_EXIT_USAGE);
-	o->uri = argv[optind];
-	return CLI_EXIT_OK;
+	o->uri = strdup(argv[optind]);
+	cli_hide_arg(argv[optind]); /* ps shows secret=*** from here on */
+	return o->uri ? CLI_EXIT_OK : cli_err("ping", CLI_EXIT_ERROR, "out of memory");
+}
+
+/* What the handshake settled, and the pings. */
+static void ping_report(json_t *doc, kvw_ep *ep, const struct ping_opts *o, double connect_us,
+			long *lost)
+{
+	kvw_ep_info info;
+	memset(&info, 0, sizeof(info));
+	kvw_ep_query(ep, &info);
+	char caps[128], ver[32], err[256] = "";
+	snprintf(ver, sizeof(ver), "%u.%u", info.peer_version_major, info.peer_version_minor);
+	json_t *rtt = ping_run(ep, o, lost, err, sizeof(err));
+	json_object_update_new(doc, json_pack("{s:o,s:o,s:s,s:i,s:s,s:i,s:b,s:f,s:i,s:i,s:o,s:o,s:o}",
+		"driver", cli_jtext(info.driver), "peer_uri", cli_jtext(info.peer_uri), "peer_version",
+		ver, "caps", (int)info.caps, "caps_names", cli_caps_str(info.caps, caps, sizeof(caps)),
+		"rails", (int)info.rails, "authenticated", info.authenticated, "connect_us", connect_us,
+		"sent", (int)o->count, "lost", (int)*lost, "rtt", rtt, "rail", ping_rails(ep, info.rails),
+		"error", cli_jtext(err)));
 }
 
 int cmd_ping(int argc, char **argv)
@@ -154,36 +180,27 @@ int cmd_ping(int argc, char **argv)
 	if (rc)
 		return rc < 0 ? CLI_EXIT_OK : rc;
 	kvw_ctx *ctx = NULL;
-	kvw_status st = kvw_ctx_create(NULL, &ctx);
-	if (st != KVW_OK)
-		return cli_err("ping", CLI_EXIT_ERROR, "cannot create a context: %s", kvw_strerror(st));
+	if ((rc = cli_ctx_open("ping", o.secret_file, &ctx)) != CLI_EXIT_OK) {
+		free(o.uri);
+		return rc;
+	}
 	kvw_ep *ep = NULL;
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	st = kvw_connect(ctx, o.uri, (int)o.timeout_ms, &ep);
+	kvw_status st = kvw_connect(ctx, o.uri, (int)o.timeout_ms, &ep);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	json_t *doc = json_pack("{s:s,s:b}", "uri", o.uri, "reachable", st == KVW_OK);
+	json_t *doc = json_pack("{s:o,s:b}", "uri", cli_jtext(o.uri), "reachable", st == KVW_OK);
+	free(o.uri);
+	long lost = 0;
 	if (st != KVW_OK) {
+		/* the sentence may carry the peer's REJECT reason: escaped */
 		json_object_set_new(doc, "status", json_string(kvw_strerror(st)));
-		json_object_set_new(doc, "error", json_string(kvw_ctx_last_error(ctx)));
-		kvw_ctx_destroy(ctx);
-		return cli_emit(doc, o.as_json, ping_human, CLI_EXIT_FAIL);
+		json_object_set_new(doc, "error", cli_jtext(kvw_ctx_last_error(ctx)));
+	} else {
+		ping_report(doc, ep, &o, (double)((t1.tv_sec - t0.tv_sec) * 1000000000ll +
+			    (t1.tv_nsec - t0.tv_nsec)) / 1000.0, &lost);
+		kvw_ep_close(ep);
 	}
-	kvw_ep_info info;
-	memset(&info, 0, sizeof(info));
-	kvw_ep_query(ep, &info);
-	char caps[128], ver[32], err[256] = "";
-	snprintf(ver, sizeof(ver), "%u.%u", info.peer_version_major, info.peer_version_minor);
-	long lost;
-	json_t *rtt = ping_run(ep, &o, &lost, err, sizeof(err));
-	json_object_update_new(doc, json_pack("{s:s,s:s,s:s,s:i,s:s,s:i,s:b,s:f,s:i,s:i,s:o,s:o,s:s}",
-		"driver", info.driver, "peer_uri", info.peer_uri, "peer_version", ver, "caps", (int)info.caps,
-		"caps_names", cli_caps_str(info.caps, caps, sizeof(caps)), "rails", (int)info.rails,
-		"authenticated", info.authenticated, "connect_us",
-		(double)((t1.tv_sec - t0.tv_sec) * 1000000000ll + (t1.tv_nsec - t0.tv_nsec)) / 1000.0,
-		"sent", (int)o.count, "lost", (int)lost, "rtt", rtt, "rail", ping_rails(ep, info.rails),
-		"error", err));
-	kvw_ep_close(ep);
 	kvw_ctx_destroy(ctx);
-	return cli_emit(doc, o.as_json, ping_human, lost ? CLI_EXIT_FAIL : CLI_EXIT_OK);
+	return cli_emit(doc, o.as_json, ping_human, st != KVW_OK || lost ? CLI_EXIT_FAIL : CLI_EXIT_OK);
 }

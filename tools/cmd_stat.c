@@ -19,10 +19,13 @@
 
 static const char *const stat_dirs[] = { "/run/kvwire", "/tmp/kvwire" };
 
+#define STAT_MAX_BYTES (16u << 20) /* default -m: a snapshot of ~50,000 requests */
+
 struct stat_opts {
 	char path[108];
 	double wait_s;
-	long count;
+	long count, timeout_ms;
+	size_t max_bytes;
 	bool as_json, prom;
 };
 
@@ -40,7 +43,8 @@ static int stat_find_any(char *out, size_t len)
 			if (!found++)
 				snprintf(out, len, "%s/%s", stat_dirs[i], e->d_name);
 			else
-				fprintf(stderr, "kvwire stat: several processes: %s/%s\n", stat_dirs[i], e->d_name);
+				fprintf(stderr, "kvwire stat: several processes: %s/%s\n", stat_dirs[i],
+					cli_safe(e->d_name));
 		}
 		if (d)
 			closedir(d);
@@ -76,49 +80,105 @@ static int stat_resolve(const char *arg, char *out, size_t len)
 		       "process with KVW_STATS_SOCKET=auto or name its socket");
 }
 
-/* One snapshot: connect, read to EOF (2 s at most), parse. */
-static json_t *stat_fetch(const char *path, char *err, size_t errlen)
+static long stat_left_ms(const struct timespec *deadline)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long ms = (long)(deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
+	return ms > 0 ? ms : 0;
+}
+
+/* Connects without blocking: a socket whose backlog is full (a hung or
+ * hostile server) is retried until the deadline. */
+static int stat_connect(const struct stat_opts *o, const struct timespec *dl, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", o->path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int rc = fd < 0 ? -1 : connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	while (rc && fd >= 0 && errno == EAGAIN && stat_left_ms(dl) > 0) {
+		nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
+		rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	}
+	if (!rc)
+		return fd;
+	if (errno == EAGAIN)
+		snprintf(err, errlen, "%s takes no connection within %ld ms (its backlog is full): is the "
+			 "process hung, or is this not a kvwire stats socket?", o->path, o->timeout_ms);
+	else
 		snprintf(err, errlen, "cannot connect to %s: %s (is the process running with "
-			 "stats_socket set?)", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
+			 "stats_socket set?)", o->path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+/* Reads to EOF: at most max_bytes, all of it before the deadline. */
+static char *stat_read(int fd, const struct stat_opts *o, const struct timespec *dl, size_t *len,
+		       char *err, size_t errlen)
+{
+	size_t cap = 1 << 16, n = 0;
+	char *buf = malloc(cap), *nb = buf;
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	while (nb && n <= o->max_bytes) {
+		if (n == cap && (nb = realloc(buf, cap * 2)) != NULL) {
+			buf = nb;
+			cap *= 2;
+		}
+		if (!nb || poll(&pfd, 1, (int)stat_left_ms(dl)) <= 0)
+			break;
+		ssize_t got = read(fd, buf + n, cap - n);
+		if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
+			*len = n;
+			return buf;
+		}
+		n += got > 0 ? (size_t)got : 0;
+	}
+	if (n > o->max_bytes)
+		snprintf(err, errlen, "%s: the snapshot is larger than %zu bytes, the most stat reads: is "
+			 "this a kvwire stats socket? if the process has that many endpoints, raise -m",
+			 o->path, o->max_bytes);
+	else
+		snprintf(err, errlen, "%s: %s within %ld ms (%zu bytes came): is the process calling "
+			 "kvw_progress? raise -t if it is only slow", o->path, nb ? "no complete snapshot" :
+			 "out of memory", o->timeout_ms, n);
+	free(buf);
+	return NULL;
+}
+
+/* One snapshot: connect, read to EOF (within -t, at most -m bytes), parse. */
+static json_t *stat_fetch(const struct stat_opts *o, char *err, size_t errlen)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += o->timeout_ms / 1000;
+	dl.tv_nsec += o->timeout_ms % 1000 * 1000000;
+	if (dl.tv_nsec >= 1000000000) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000;
+	}
+	int fd = stat_connect(o, &dl, err, errlen);
+	size_t n = 0;
+	char *buf = fd < 0 ? NULL : stat_read(fd, o, &dl, &n, err, errlen);
+	if (fd >= 0)
+		close(fd);
+	if (!buf)
+		return NULL;
+	json_error_t je;
+	json_t *doc = n ? json_loadb(buf, n, 0, &je) : NULL;
+	free(buf);
+	if (!doc) {
+		snprintf(err, errlen, "%s: %s", o->path, n ? cli_safe(je.text) : "closed without a snapshot");
 		return NULL;
 	}
-	size_t cap = 1 << 16, n = 0;
-	char *buf = malloc(cap);
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	while (buf) {
-		if (poll(&pfd, 1, 2000) <= 0) {
-			snprintf(err, errlen, "%s: no snapshot within 2 s (is the process calling "
-				 "kvw_progress?)", path);
-			break;
-		}
-		if (n == cap) {
-			char *nb = realloc(buf, cap *= 2);
-			if (!nb)
-				break;
-			buf = nb;
-		}
-		ssize_t got = read(fd, buf + n, cap - n);
-		if (got <= 0) {
-			json_error_t je;
-			json_t *doc = n ? json_loadb(buf, n, 0, &je) : NULL;
-			if (!doc)
-				snprintf(err, errlen, "%s: %s", path, n ? je.text : "closed without a snapshot");
-			free(buf);
-			close(fd);
-			return doc;
-		}
-		n += (size_t)got;
+	if (!json_is_object(doc)) {
+		snprintf(err, errlen, "%s: the snapshot is not a JSON object: is this a kvwire stats "
+			 "socket?", o->path);
+		json_decref(doc);
+		return NULL;
 	}
-	free(buf);
-	close(fd);
-	return NULL;
+	cli_json_redact(doc); /* --json too: no secret= value leaves this tool */
+	return doc;
 }
 
 static const json_t *stat_prev_ep(const json_t *prev, long long id)
@@ -154,7 +214,7 @@ static void stat_human_reqs(const json_t *ep)
 	json_array_foreach(json_object_get(ep, "requests"), i, r) {
 		char a[32], b[32];
 		printf("     req seq %lld %s %s layers %lld/%lld bytes %s/%s age %.1f ms%s\n",
-		       cli_jint(r, "seq_id"), cli_jstr(r, "role"), cli_jstr(r, "status"),
+		       cli_jint(r, "seq_id"), cli_jsafe(r, "role"), cli_jsafe(r, "status"),
 		       cli_jint(r, "layers_done"), cli_jint(r, "n_layers"),
 		       cli_fmt_bytes((uint64_t)cli_jint(r, "bytes_done"), a, sizeof(a)),
 		       cli_fmt_bytes((uint64_t)cli_jint(r, "bytes_total"), b, sizeof(b)),
@@ -169,10 +229,10 @@ static void stat_human_snap(const json_t *doc, const json_t *prev)
 {
 	const json_t *e, *x;
 	size_t i, j;
-	printf("kvwire pid %lld (v%s, drivers %s)", cli_jint(doc, "pid"), cli_jstr(doc, "kvwire"),
-	       cli_jstr(doc, "drivers"));
+	printf("kvwire pid %lld (v%s, drivers %s)", cli_jint(doc, "pid"), cli_jsafe(doc, "kvwire"),
+	       cli_jsafe(doc, "drivers"));
 	json_array_foreach(json_object_get(doc, "listeners"), i, x)
-		printf("%s%s", i ? ", " : "; listening on ", cli_jstr(x, "uri"));
+		printf("%s%s", i ? ", " : "; listening on ", cli_jsafe(x, "uri"));
 	printf("\n%-4s %-5s %-10s %-5s %-10s %-10s %-12s %-12s %-8s %-6s %-7s %s\n", "EP", "DRV", "STATE",
 	       "RAILS", "TX", "RX", "TX/s", "RX/s", "SEQ_OK", "FAIL", "RTT_us", "URI");
 	if (!json_array_size(json_object_get(doc, "endpoints")))
@@ -181,13 +241,13 @@ static void stat_human_snap(const json_t *doc, const json_t *prev)
 		const json_t *c = json_object_get(e, "counters"), *pe = prev ? stat_prev_ep(prev, cli_jint(e, "id")) : NULL;
 		char tx[32], rx[32], rtx[32], rrx[32];
 		printf("%-4lld %-5s %-10s %-5lld %-10s %-10s %-12s %-12s %-8lld %-6lld %-7lld %s\n",
-		       cli_jint(e, "id"), cli_jstr(e, "driver"), cli_jstr(e, "state"), cli_jint(e, "rails"),
+		       cli_jint(e, "id"), cli_jsafe(e, "driver"), cli_jsafe(e, "state"), cli_jint(e, "rails"),
 		       cli_fmt_bytes((uint64_t)cli_jint(c, "bytes_tx"), tx, sizeof(tx)),
 		       cli_fmt_bytes((uint64_t)cli_jint(c, "bytes_rx"), rx, sizeof(rx)),
 		       stat_rate(doc, prev, e, pe, "bytes_tx", rtx, sizeof(rtx)),
 		       stat_rate(doc, prev, e, pe, "bytes_rx", rrx, sizeof(rrx)),
 		       cli_jint(c, "seqs_ok"), cli_jint(c, "seqs_failed"), cli_jint(c, "rtt_us"),
-		       cli_jstr(e, "uri"));
+		       cli_jsafe(e, "uri"));
 		printf("     frags tx %lld rx %lld, frames tx %lld rx %lld, rejected %lld, bad frames %lld, "
 		       "retransmits %lld, drops %lld\n", cli_jint(c, "frags_tx"), cli_jint(c, "frags_rx"),
 		       cli_jint(c, "frames_tx"), cli_jint(c, "frames_rx"), cli_jint(c, "rejected"),
@@ -227,9 +287,9 @@ static void stat_prom_metric(const json_t *doc, const char *metric, const char *
 			x = per_rail ? json_array_get(rails, j) : c;
 			printf("kvwire_%s{pid=\"%lld\",ep=\"%lld\",driver=\"", metric, cli_jint(doc, "pid"),
 			       cli_jint(e, "id"));
-			stat_prom_label(cli_jstr(e, "driver"));
+			stat_prom_label(cli_jsafe(e, "driver"));
 			printf("\",uri=\"");
-			stat_prom_label(cli_jstr(e, "uri"));
+			stat_prom_label(cli_jsafe(e, "uri"));
 			if (per_rail)
 				printf("\",rail=\"%zu", j);
 			printf("\"} %lld\n", !strcmp(key, "n_reqs") ? cli_jint(e, key) :
@@ -266,9 +326,11 @@ static void stat_prom(const json_t *doc)
 
 static int stat_usage(FILE *f, int rc)
 {
-	fprintf(f, "usage: kvwire stat [PID|SOCKET] [-w SECS] [-n COUNT] [--json|--prom]\n"
+	fprintf(f, "usage: kvwire stat [PID|SOCKET] [-w SECS] [-n COUNT] [-t MS] [-m SIZE] [--json|--prom]\n"
 		"  -w SECS   refresh every SECS seconds (rates shown from the second sample)\n"
 		"  -n COUNT  stop after COUNT samples (default 1, or forever with -w)\n"
+		"  -t MS     the whole snapshot within MS milliseconds (default 2000)\n"
+		"  -m SIZE   refuse a snapshot larger than SIZE (default 16M)\n"
 		"  --json    the snapshot as JSON (one document per sample)\n"
 		"  --prom    Prometheus text exposition\n");
 	return rc;
@@ -279,12 +341,24 @@ static int stat_parse(int argc, char **argv, struct stat_opts *o)
 	static const struct option opts[] = {
 		{ "json", no_argument, 0, 'j' }, { "prom", no_argument, 0, 'p' },
 		{ "watch", required_argument, 0, 'w' }, { "count", required_argument, 0, 'n' },
+		{ "timeout", required_argument, 0, 't' }, { "max-size", required_argument, 0, 'm' },
 		{ "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 } };
 	int c;
 	char *end;
-	*o = (struct stat_opts){ .count = -1 };
-	while ((c = getopt_long(argc, argv, "jpw:n:h", opts, NULL)) != -1) {
-		if (c == 'j') {
+	uint64_t max;
+	*o = (struct stat_opts){ .count = -1, .timeout_ms = 2000, .max_bytes = STAT_MAX_BYTES };
+	while ((c = getopt_long(argc, argv, "jpw:n:t:m:h", opts, NULL)) != -1) {
+		if (c == 't') {
+			o->timeout_ms = strtol(optarg, &end, 10);
+			if (*end || o->timeout_ms < 1 || o->timeout_ms > 3600000)
+				return cli_err("stat", CLI_EXIT_USAGE, "-t '%s': give milliseconds, 1 to 3600000",
+					       optarg);
+		} else if (c == 'm') {
+			if (!cli_parse_size(optarg, &max) || max < 1024 || max > (1ull << 32))
+				return cli_err("stat", CLI_EXIT_USAGE, "-m '%s': give a size from 1K to 4G "
+					       "(e.g. 64M)", optarg);
+			o->max_bytes = (size_t)max;
+		} else if (c == 'j') {
 			o->as_json = true;
 		} else if (c == 'p') {
 			o->prom = true;
@@ -316,13 +390,13 @@ int cmd_stat(int argc, char **argv)
 	json_t *prev = NULL;
 	for (long i = 0; !o.count || i < o.count; i++) {
 		char err[512];
-		json_t *doc = stat_fetch(o.path, err, sizeof(err));
+		json_t *doc = stat_fetch(&o, err, sizeof(err));
 		if (!doc) {
 			json_decref(prev);
-			return cli_err("stat", CLI_EXIT_FAIL, "%s", err);
+			return cli_err("stat", CLI_EXIT_FAIL, "%s", cli_safe(err));
 		}
 		if (o.as_json) {
-			json_dumpf(doc, stdout, o.wait_s > 0 ? JSON_COMPACT : JSON_INDENT(2));
+			json_dumpf(doc, stdout, (o.wait_s > 0 ? JSON_COMPACT : JSON_INDENT(2)) | JSON_ENSURE_ASCII);
 			putchar('\n');
 		} else if (o.prom) {
 			stat_prom(doc);

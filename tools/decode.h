@@ -6,12 +6,24 @@
 #include "cli.h"
 #include "kvwire/kvwire.h"
 
+/* Bounds on what one run reads and prints, whatever the input claims. */
+#define DEC_MAX_INPUT (256u << 20)    /* bytes of FILE */
+#define DEC_MAX_HEX (64u << 20)       /* bytes from hex text, '*' folds expanded */
+#define DEC_MAX_FRAMES 20000u         /* frames listed */
+#define DEC_MAX_NOTES 1000u           /* notes listed */
+
 struct dec_result {
 	json_t *frames;   /* array of decoded frames */
 	json_t *notes;    /* array of strings: what the reader skipped and why */
 	unsigned bad;     /* malformed frames */
 	bool lenient_lead; /* leading non-frame bytes are a note (capture began mid-stream) */
+	bool truncated;   /* DEC_MAX_FRAMES reached: the rest was not decoded */
+	char stop[192];   /* where decoding stopped ("tcp a > b, stream byte 123") */
+	unsigned notes_dropped;
 };
+
+/* Appends a note (a string), or counts it once DEC_MAX_NOTES are listed. */
+void dec_note(struct dec_result *r, const char *msg);
 
 /* Decodes a stream of back-to-back frames; origin names where it came from. */
 void dec_stream(const uint8_t *buf, size_t len, const char *origin, struct dec_result *r);

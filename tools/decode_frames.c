@@ -259,16 +259,37 @@ static size_t dec_one(const uint8_t *buf, size_t len, size_t off, const char *or
 	return off + sizeof(h) + h.len;
 }
 
+void dec_note(struct dec_result *r, const char *msg)
+{
+	if (json_array_size(r->notes) < DEC_MAX_NOTES)
+		json_array_append_new(r->notes, json_string(msg));
+	else
+		r->notes_dropped++;
+}
+
+/* Room for one more frame; at DEC_MAX_FRAMES says where decoding stops. */
+static bool dec_room(struct dec_result *r, const char *origin, size_t off)
+{
+	if (json_array_size(r->frames) < DEC_MAX_FRAMES)
+		return true;
+	if (!r->truncated)
+		snprintf(r->stop, sizeof(r->stop), "%s%sbyte %zu", origin, *origin ? ", stream " : "", off);
+	r->truncated = true;
+	return false;
+}
+
 void dec_stream(const uint8_t *buf, size_t len, const char *origin, struct dec_result *r)
 {
 	size_t off = 0;
+	if (!dec_room(r, origin, 0))
+		return;
 	if (len >= 4 && dec_find_magic(buf, len, 0) != 0) {
 		size_t m = dec_find_magic(buf, len, 0);
 		char msg[256];
 		snprintf(msg, sizeof(msg), "%s%sbad magic: %zu leading bytes hold no kvwire magic "
 			 "(\"KVW1\"); not a kvwire frame", origin, *origin ? ": " : "", m);
 		if (r->lenient_lead) {
-			json_array_append_new(r->notes, json_pack("s", msg));
+			dec_note(r, msg);
 		} else {
 			json_t *fr = dec_frame_new(origin, 0);
 			json_array_append_new(r->frames, fr);
@@ -276,9 +297,10 @@ void dec_stream(const uint8_t *buf, size_t len, const char *origin, struct dec_r
 		}
 		off = m;
 	}
-	while (off < len) {
+	while (off < len && dec_room(r, origin, off)) {
 		size_t next = dec_one(buf, len, off, origin, r);
-		if (next < len && next > off && dec_find_magic(buf, len, next) != next) {
+		if (next < len && next > off && dec_find_magic(buf, len, next) != next &&
+		    dec_room(r, origin, next)) {
 			size_t m = dec_find_magic(buf, len, next);
 			char msg[128];
 			snprintf(msg, sizeof(msg), "%zu bytes of garbage after the frame", m - next);

@@ -16,20 +16,47 @@
 struct hexbuf {
 	uint8_t *b;
 	size_t n, cap;
+	bool full; /* a bound was hit: the input is hex, only too much of it */
 };
+
+/* Room for more bytes, up to DEC_MAX_HEX in all. */
+static bool hex_reserve(struct hexbuf *h, size_t more)
+{
+	if (more > DEC_MAX_HEX - h->n)
+		return false;
+	if (h->n + more <= h->cap)
+		return true;
+	size_t cap = h->cap ? h->cap : 4096;
+	while (cap < h->n + more)
+		cap *= 2;
+	cap = cap < DEC_MAX_HEX ? cap : DEC_MAX_HEX;
+	uint8_t *nb = realloc(h->b, cap);
+	if (!nb)
+		return false;
+	h->b = nb;
+	h->cap = cap;
+	return true;
+}
 
 static bool hex_push(struct hexbuf *h, uint8_t v)
 {
-	if (h->n == h->cap) {
-		size_t cap = h->cap ? h->cap * 2 : 4096;
-		uint8_t *nb = realloc(h->b, cap);
-		if (!nb)
-			return false;
-		h->b = nb;
-		h->cap = cap;
-	}
+	if (h->n == h->cap && !hex_reserve(h, 1))
+		return false;
 	h->b[h->n++] = v;
 	return true;
+}
+
+/* The sentence for a failed hex_reserve/hex_push. */
+static bool hex_full(struct hexbuf *h, char *err, size_t errlen, size_t ln, size_t more)
+{
+	h->full = true;
+	if (more > DEC_MAX_HEX - h->n)
+		snprintf(err, errlen, "line %zu: the dump holds more than %u MiB, the most decode takes "
+			 "from hex text: dump only the part you need (xxd -s OFFSET -l LEN, od -j OFFSET "
+			 "-N LEN)", ln, DEC_MAX_HEX >> 20);
+	else
+		snprintf(err, errlen, "line %zu: out of memory: decode a shorter piece of the dump", ln);
+	return false;
 }
 
 static bool hex_all(const char *t, size_t n, const char *digits)
@@ -111,10 +138,8 @@ static bool hex_token(struct hexbuf *h, char *t, bool swap, char *err, size_t er
 		tmp[1] = x;
 	}
 	for (size_t i = 0; i < k; i++)
-		if (!hex_push(h, tmp[i])) {
-			snprintf(err, errlen, "out of memory");
-			return false;
-		}
+		if (!hex_push(h, tmp[i]))
+			return hex_full(h, err, errlen, ln, 1);
 	return true;
 }
 
@@ -126,21 +151,29 @@ struct hex_fold {
 	size_t last_start, last_len;
 };
 
+/* Repeats the last line up to offset: copies of what is already there,
+ * doubling, so a long fold costs a few memcpy calls. */
 static bool hex_unfold(struct hexbuf *h, struct hex_fold *f, long long offset, char *err,
 		       size_t errlen, size_t ln)
 {
 	f->star = false;
-	if (offset < 0 || (unsigned long long)offset < h->n || !f->last_len ||
-	    (unsigned long long)offset - h->n > (1ull << 30)) {
+	if (offset < 0 || (unsigned long long)offset < h->n || !f->last_len) {
 		snprintf(err, errlen, "line %zu: cannot expand the '*' before it (offset %lld); rerun "
 			 "od/hexdump with -v", ln, offset);
 		return false;
 	}
-	for (size_t i = 0; h->n < (size_t)offset; i++)
-		if (!hex_push(h, h->b[f->last_start + i % f->last_len])) {
-			snprintf(err, errlen, "out of memory");
-			return false;
-		}
+	size_t more = (unsigned long long)offset - h->n > DEC_MAX_HEX ? DEC_MAX_HEX + 1 :
+		      (size_t)offset - h->n;
+	if (!hex_reserve(h, more))
+		return hex_full(h, err, errlen, ln, more);
+	size_t base = h->n, first = f->last_len < more ? f->last_len : more;
+	memcpy(h->b + base, h->b + f->last_start, first); /* the last line ends at or before base */
+	for (size_t done = first; done < more;) { /* [base, base+done) holds whole periods */
+		size_t k = done < more - done ? done : more - done;
+		memcpy(h->b + base + done, h->b + base, k);
+		done += k;
+	}
+	h->n = base + more;
 	return true;
 }
 
@@ -170,6 +203,17 @@ static bool hex_line(struct hexbuf *h, char *line, struct hex_fold *f, char *err
 	return true;
 }
 
+/* A parse error says the input is none of the formats; a bound does not. */
+static bool hex_not(char *err, size_t errlen, bool full)
+{
+	char why[512];
+	if (!full) {
+		snprintf(why, sizeof(why), "%s", err);
+		snprintf(err, errlen, "not a pcap, raw frames or hex dump: %s", why);
+	}
+	return false;
+}
+
 bool dec_parse_hex(const char *text, size_t len, uint8_t **out, size_t *outlen, char *err,
 		   size_t errlen)
 {
@@ -191,19 +235,19 @@ bool dec_parse_hex(const char *text, size_t len, uint8_t **out, size_t *outlen, 
 			*hash = 0;
 		if (!hex_line(&h, line, &fold, err, errlen, ln)) {
 			free(h.b);
-			return false;
+			return hex_not(err, errlen, h.full);
 		}
 	}
 	if (fold.star) {
 		snprintf(err, errlen, "the dump ends with '*' (folded repeated lines) and no final "
 			 "offset: rerun od/hexdump with -v");
 		free(h.b);
-		return false;
+		return hex_not(err, errlen, false);
 	}
 	if (!h.n) {
 		snprintf(err, errlen, "no hex bytes found");
 		free(h.b);
-		return false;
+		return hex_not(err, errlen, false);
 	}
 	*out = h.b;
 	*outlen = h.n;
@@ -245,11 +289,6 @@ struct dec_pcap_ctx {
 	struct dec_result *r;
 	unsigned long pkts, udp_kvw, skipped;
 };
-
-static void dec_note(struct dec_result *r, const char *msg)
-{
-	json_array_append_new(r->notes, json_string(msg));
-}
 
 static struct dec_flow *dec_flow_get(struct dec_pcap_ctx *c, const char *name)
 {

@@ -5,6 +5,8 @@
 #include "seq.h"
 
 #include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -34,10 +36,40 @@ static kvw_config *kvw_config_dup(const kvw_config *cfg, kvw_status *st)
 	return c;
 }
 
+/* Config secret_file: its first line becomes the secret (never on a
+ * command line, so never in /proc/PID/cmdline). */
+static kvw_status kvw_ctx_secret_file(struct kvw_cfgv *c, char *err, size_t errlen)
+{
+	FILE *f;
+	char line[sizeof(c->secret) + 2];
+	size_t n;
+
+	if (!c->secret_file[0])
+		return KVW_OK;
+	if (!(f = fopen(c->secret_file, "re"))) {
+		snprintf(err, errlen, "config secret_file: cannot read %.256s: %s", c->secret_file, strerror(errno));
+		return KVW_ERR_INVALID;
+	}
+	if (!fgets(line, sizeof(line), f))
+		line[0] = 0;
+	fclose(f);
+	n = strcspn(line, "\r\n");
+	line[n] = 0;
+	if (n == 0 || n >= sizeof(c->secret)) {
+		sodium_memzero(line, sizeof(line));
+		snprintf(err, errlen, "config secret_file %.256s: the first line must hold the secret "
+			 "(1..%zu characters)", c->secret_file, sizeof(c->secret) - 1);
+		return KVW_ERR_INVALID;
+	}
+	memcpy(c->secret, line, n + 1);
+	sodium_memzero(line, sizeof(line));
+	return KVW_OK;
+}
+
 kvw_status kvw_ctx_create(const kvw_config *cfg, kvw_ctx **out)
 {
 	kvw_ctx *ctx = calloc(1, sizeof(*ctx));
-	char err[200];
+	char err[512];
 	kvw_status st = KVW_ERR_NOMEM;
 
 	if (!ctx)
@@ -46,8 +78,16 @@ kvw_status kvw_ctx_create(const kvw_config *cfg, kvw_ctx **out)
 	if (!ctx->config)
 		goto err_free_ctx;
 	st = kvw_cfgv_parse(ctx->config, &ctx->cfg, err, sizeof(err));
-	if (st != KVW_OK)
+	if (st == KVW_OK)
+		st = kvw_ctx_secret_file(&ctx->cfg, err, sizeof(err));
+	if (st == KVW_OK && sodium_init() < 0) {
+		snprintf(err, sizeof(err), "libsodium failed to initialise");
+		st = KVW_ERR_IO;
+	}
+	if (st != KVW_OK) {
+		fprintf(stderr, "kvwire: %s\n", err);
 		goto err_free_config;
+	}
 	ctx->evq_cap = 1024;
 	ctx->evq = calloc(ctx->evq_cap, sizeof(*ctx->evq));
 	st = KVW_ERR_NOMEM;

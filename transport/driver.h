@@ -123,6 +123,15 @@ extern const struct kvw_driver_ops *const kvw_driver_table[];
 void kvw_core_ep_up(kvw_ep *ep);
 /* Server transport accepted: a new endpoint waiting for HELLO. */
 kvw_ep *kvw_core_ep_accepted(kvw_listener *l);
+/* The same, naming the peer's address (tcp: its IP, shm: "uid:N"; "" if
+ * unknown) for the per-address limits and the authentication backoff. */
+kvw_ep *kvw_core_ep_accepted_from(kvw_listener *l, const char *peer_addr);
+/* Once the transport of an accepted endpoint can send: applies the
+ * listener's limits on connections in the handshake (max_handshakes, lowered
+ * to a quarter of the fd limit; max_handshakes_per_addr). Over a limit the
+ * oldest connection that sent nothing (else the same address's oldest) is
+ * dropped with a REJECT, or this one is, when none can go. */
+void kvw_core_ep_admit(kvw_ep *ep);
 /* A whole control frame arrived (header already checked by the driver with
  * kvw_wire_check_hdr; body is hdr->len bytes). The core checks the body.
  * Returns KVW_OK, or an error after which the endpoint has failed. */
@@ -141,8 +150,9 @@ kvw_mem *kvw_core_grant_mem(kvw_ep *ep, uint32_t token);
 /* Fails the request behind token with REJECTED (a descriptor whose source
  * or destination lies outside what was registered/granted). */
 void kvw_core_token_reject(kvw_ep *ep, uint32_t token, const char *what);
-/* Payload of a fragment approved by kvw_core_dst is in place. */
-void kvw_core_landed(kvw_ep *ep, uint32_t token, uint32_t layer, uint64_t bytes);
+/* Payload of a fragment approved by kvw_core_dst is in place (d: the same
+ * descriptor). Each granted byte counts once: a duplicate completes nothing. */
+void kvw_core_landed(kvw_ep *ep, const struct kvw_wire_data *d);
 /* Fails one request (tells the peer), e.g. when its memory cannot be used
  * by this driver; why goes to kvw_ctx_last_error. */
 void kvw_core_req_fail(kvw_req *r, kvw_status st, const char *why);

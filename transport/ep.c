@@ -3,6 +3,9 @@
  * HMAC challenge-response, keepalive, frame dispatch, teardown. */
 #include "kvw_int.h"
 #include "seq.h"
+#include "auth.h"
+
+#include <sys/resource.h>
 
 #include <sodium.h>
 #include <stdio.h>
@@ -23,7 +26,7 @@ kvw_ep *kvw_ep_alloc(kvw_ctx *ctx, kvw_drv *drv, const char *uri)
 	ep->state = KVW_EP_CONNECTING;
 	ep->fail_status = KVW_INPROGRESS;
 	ep->t_start = ep->last_rx_ns = kvw_now_ns();
-	snprintf(ep->uri, sizeof(ep->uri), "%s", uri ? uri : "");
+	kvw_uri_redact(uri, ep->uri, sizeof(ep->uri));
 	randombytes_buf(ep->nonce, sizeof(ep->nonce));
 	ep->next = ctx->eps;
 	ctx->eps = ep;
@@ -40,6 +43,9 @@ void kvw_ep_free(kvw_ep *ep)
 		ep->drv->ops->ep_close(ep);
 	}
 	kvw_seq_ep_release(ep);
+	sodium_memzero(ep->secret, sizeof(ep->secret));
+	sodium_memzero(ep->sess_key, sizeof(ep->sess_key));
+	sodium_memzero(ep->auth_scalar, sizeof(ep->auth_scalar));
 	for (kvw_ep **pp = &ctx->eps; *pp; pp = &(*pp)->next) {
 		if (*pp == ep) {
 			*pp = ep->next;
@@ -122,22 +128,9 @@ void kvw_core_bad_frame(kvw_ep *ep, const char *why)
 }
 
 /* ------------------------------------------------------------ handshake */
-/* mac = HMAC-SHA512/256(secret, label | a | b) */
-static void kvw_mac(const kvw_ep *ep, const char *label, const uint8_t *a, const uint8_t *b,
-		    uint8_t mac[KVW_WIRE_MAC])
-{
-	crypto_auth_hmacsha512256_state s;
-	uint8_t key[crypto_auth_hmacsha512256_KEYBYTES];
-
-	crypto_generichash(key, sizeof(key), (const uint8_t *)ep->secret, strlen(ep->secret), NULL, 0);
-	crypto_auth_hmacsha512256_init(&s, key, sizeof(key));
-	crypto_auth_hmacsha512256_update(&s, (const uint8_t *)label, strlen(label));
-	crypto_auth_hmacsha512256_update(&s, a, KVW_WIRE_NONCE);
-	crypto_auth_hmacsha512256_update(&s, b, KVW_WIRE_NONCE);
-	crypto_auth_hmacsha512256_final(&s, mac);
-	sodium_memzero(key, sizeof(key));
-}
-
+/* With a secret, HELLO and WELCOME carry CPace shares in their nonce
+ * fields (auth.h); WELCOME's mac and AUTH's mac confirm the session key.
+ * Neither message lets an offline guess of the secret be checked. */
 static uint32_t kvw_local_caps(const kvw_ep *ep)
 {
 	return ep->drv->caps.caps | (ep->secret[0] ? KVW_CAP_AUTH : 0);
@@ -148,12 +141,19 @@ void kvw_core_ep_up(kvw_ep *ep)
 	struct kvw_wire_hello h = {.caps = kvw_local_caps(ep), .rails = ep->rails};
 
 	ep->state = KVW_EP_HANDSHAKE;
+	if (ep->secret[0]) {
+		if (kvw_auth_start(ep->secret, ep->auth_scalar, ep->nonce) != KVW_OK) {
+			kvw_ep_fail(ep, KVW_ERR_IO, "authentication: the group arithmetic failed");
+			return;
+		}
+		h.flags = KVW_HELLO_PAKE;
+	}
 	memcpy(h.nonce, ep->nonce, sizeof(h.nonce));
 	snprintf(h.driver, sizeof(h.driver), "%s", ep->drv->ops->name);
 	kvw_ep_send(ep, KVW_T_HELLO, &h, sizeof(h));
 }
 
-kvw_ep *kvw_core_ep_accepted(kvw_listener *l)
+kvw_ep *kvw_core_ep_accepted_from(kvw_listener *l, const char *peer_addr)
 {
 	kvw_ep *ep = kvw_ep_alloc(l->ctx, l->drv, l->uri);
 
@@ -163,8 +163,25 @@ kvw_ep *kvw_core_ep_accepted(kvw_listener *l)
 	ep->listener = l;
 	ep->state = KVW_EP_HANDSHAKE;
 	snprintf(ep->secret, sizeof(ep->secret), "%s", l->secret);
+	snprintf(ep->peer_addr, sizeof(ep->peer_addr), "%s", peer_addr ? peer_addr : "");
 	ep->rails = l->rails;
 	return ep;
+}
+
+kvw_ep *kvw_core_ep_accepted(kvw_listener *l)
+{
+	return kvw_core_ep_accepted_from(l, "");
+}
+
+/* join proof = MAC(session key, "kvw-J" | session, rail | server's share) */
+static void kvw_join_proof(const kvw_ep *ep, uint64_t session, uint32_t rail_idx,
+			   const uint8_t *server_share, uint8_t mac[KVW_WIRE_MAC])
+{
+	uint8_t idx[KVW_WIRE_NONCE] = {0};
+
+	memcpy(idx, &session, 8);
+	memcpy(idx + 8, &rail_idx, 4);
+	kvw_auth_mac(ep->sess_key, "kvw-J", idx, server_share, mac);
 }
 
 size_t kvw_core_hello_join(kvw_ep *ep, uint32_t rail_idx, void *buf)
@@ -172,12 +189,9 @@ size_t kvw_core_hello_join(kvw_ep *ep, uint32_t rail_idx, void *buf)
 	struct kvw_wire_hello h = {.caps = kvw_local_caps(ep), .rails = ep->rails,
 				   .flags = KVW_HELLO_JOIN, .rail_idx = rail_idx,
 				   .session = ep->session};
-	uint8_t idx[KVW_WIRE_NONCE] = {0};
 
-	memcpy(idx, &ep->session, 8);
-	memcpy(idx + 8, &rail_idx, 4);
 	if (ep->secret[0])
-		kvw_mac(ep, "kvw-J", idx, ep->peer_nonce, h.nonce);
+		kvw_join_proof(ep, ep->session, rail_idx, ep->peer_nonce, h.nonce);
 	snprintf(h.driver, sizeof(h.driver), "%s", ep->drv->ops->name);
 	kvw_wire_hdr_encode(buf, KVW_T_HELLO, 0, sizeof(h), ep->peer_id);
 	memcpy((uint8_t *)buf + sizeof(struct kvw_wire_hdr), &h, sizeof(h));
@@ -186,17 +200,15 @@ size_t kvw_core_hello_join(kvw_ep *ep, uint32_t rail_idx, void *buf)
 
 static kvw_status kvw_on_join(kvw_ep *ep, const struct kvw_wire_hello *h)
 {
-	uint8_t idx[KVW_WIRE_NONCE] = {0}, mac[KVW_WIRE_MAC];
+	uint8_t mac[KVW_WIRE_MAC];
 	kvw_status st;
 
 	for (kvw_ep *m = ep->ctx->eps; m; m = m->next) {
 		if (m == ep || !m->is_server || m->listener != ep->listener ||
 		    m->state != KVW_EP_READY || m->session != h->session)
 			continue;
-		memcpy(idx, &h->session, 8);
-		memcpy(idx + 8, &h->rail_idx, 4);
 		if (m->secret[0]) {
-			kvw_mac(m, "kvw-J", idx, m->nonce, mac);
+			kvw_join_proof(m, h->session, h->rail_idx, m->nonce, mac);
 			if (sodium_memcmp(mac, h->nonce, sizeof(mac)) != 0)
 				break;
 		}
@@ -214,17 +226,111 @@ static kvw_status kvw_on_join(kvw_ep *ep, const struct kvw_wire_hello *h)
 	return KVW_ERR_PROTO;
 }
 
+/* --------------------------------------------- authentication backoff */
+/* A peer address's failed authentications: from the third in a row on,
+ * the n-th makes the listener refuse that address's handshakes for
+ * 100 ms * 2^(n-3), at most 10 s, so guessing the secret online costs
+ * time (a typo retried costs nothing); other addresses are served as
+ * before. A slot forgets after 60 s without failures. */
+#define KVW_AUTHFAIL_FORGET_NS (60ull * 1000000000ull)
+#define KVW_AUTHFAIL_MAX_NS (10ull * 1000000000ull)
+
+static struct kvw_authfail *kvw_authfail_slot(kvw_listener *l, const char *addr, bool make)
+{
+	struct kvw_authfail *old = &l->authfail[0];
+
+	for (unsigned i = 0; i < KVW_AUTHFAIL_SLOTS; i++) {
+		struct kvw_authfail *f = &l->authfail[i];
+		if (f->fails && strcmp(f->addr, addr) == 0)
+			return f;
+		if (f->last_ns < old->last_ns)
+			old = f;
+	}
+	if (!make)
+		return NULL;
+	memset(old, 0, sizeof(*old));
+	snprintf(old->addr, sizeof(old->addr), "%s", addr);
+	return old;
+}
+
+static void kvw_authfail_note(kvw_ep *ep)
+{
+	struct kvw_authfail *f;
+	uint64_t now = kvw_now_ns(), pen;
+
+	if (!ep->is_server || !ep->listener)
+		return;
+	f = kvw_authfail_slot(ep->listener, ep->peer_addr, true);
+	if (now - f->last_ns > KVW_AUTHFAIL_FORGET_NS)
+		f->fails = 0;
+	f->fails++;
+	f->last_ns = now;
+	pen = f->fails <= 2 ? 0 : 100000000ull << (f->fails - 3 < 7 ? f->fails - 3 : 7);
+	f->until_ns = now + (pen < KVW_AUTHFAIL_MAX_NS ? pen : KVW_AUTHFAIL_MAX_NS);
+	kvw_log(ep->ctx, 2, "listener %s: failed authentication #%u from %s", ep->listener->uri, f->fails,
+		ep->peer_addr[0] ? ep->peer_addr : "an unknown address");
+}
+
+/* Refuses a HELLO from an address in its backoff; true when refused. */
+static bool kvw_authfail_refuse(kvw_ep *ep)
+{
+	struct kvw_authfail *f;
+	uint64_t now = kvw_now_ns();
+	char why[96];
+
+	if (!ep->secret[0] || !ep->listener)
+		return false;
+	f = kvw_authfail_slot(ep->listener, ep->peer_addr, false);
+	if (!f || now >= f->until_ns)
+		return false;
+	snprintf(why, sizeof(why), "too many failed authentications from this address: retry in %llu ms",
+		 (unsigned long long)((f->until_ns - now) / 1000000 + 1));
+	kvw_core_reject(ep, KVW_ERR_BUSY, why);
+	return true;
+}
+
+static kvw_status kvw_auth_refused(kvw_ep *ep, const char *why)
+{
+	kvw_authfail_note(ep);
+	kvw_core_reject(ep, KVW_ERR_AUTH, why);
+	return KVW_ERR_AUTH;
+}
+
+/* Server: our share, the session key, and the key confirmation for WELCOME. */
+static kvw_status kvw_hello_auth(kvw_ep *ep, const struct kvw_wire_hello *h, struct kvw_wire_welcome *w)
+{
+	if (!(h->flags & KVW_HELLO_PAKE)) {
+		kvw_core_reject(ep, KVW_ERR_AUTH, "this listener requires a shared secret: set config "
+				"`secret` (KVW_SECRET, secret_file) on the connecting side");
+		return KVW_ERR_AUTH;
+	}
+	if (kvw_auth_start(ep->secret, ep->auth_scalar, ep->nonce) != KVW_OK ||
+	    kvw_auth_finish(ep->auth_scalar, h->nonce, h->nonce, ep->nonce, ep->sess_key) != KVW_OK)
+		return kvw_auth_refused(ep, "authentication failed: the client's key share is invalid");
+	sodium_memzero(ep->auth_scalar, sizeof(ep->auth_scalar));
+	w->flags = KVW_WELCOME_AUTH;
+	kvw_auth_mac(ep->sess_key, "kvw-S", h->nonce, ep->nonce, w->mac);
+	return KVW_OK;
+}
+
 static kvw_status kvw_on_hello(kvw_ep *ep, const struct kvw_wire_hdr *hdr,
 			       const struct kvw_wire_hello *h)
 {
 	struct kvw_wire_welcome w = {0};
+	kvw_status st;
 
-	if (!ep->is_server || ep->state != KVW_EP_HANDSHAKE) {
+	if (!ep->is_server || ep->state != KVW_EP_HANDSHAKE || ep->session) {
 		kvw_core_reject(ep, KVW_ERR_PROTO, "HELLO out of place");
 		return KVW_ERR_PROTO;
 	}
+	if (hdr->major != KVW_WIRE_MAJOR) {
+		kvw_core_reject(ep, KVW_ERR_VERSION, "unsupported wire protocol major version: this side speaks 1");
+		return KVW_ERR_VERSION;
+	}
 	if (h->flags & KVW_HELLO_JOIN)
 		return kvw_on_join(ep, h);
+	if (kvw_authfail_refuse(ep))
+		return KVW_ERR_BUSY;
 	ep->peer_major = hdr->major;
 	ep->peer_minor = hdr->minor;
 	ep->peer_caps = h->caps;
@@ -233,28 +339,56 @@ static kvw_status kvw_on_hello(kvw_ep *ep, const struct kvw_wire_hdr *hdr,
 		ep->rails = h->rails;
 	if (ep->rails > ep->drv->caps.max_rails)
 		ep->rails = ep->drv->caps.max_rails ? ep->drv->caps.max_rails : 1;
+	if (ep->secret[0] && (st = kvw_hello_auth(ep, h, &w)) != KVW_OK)
+		return st;
 	randombytes_buf(&ep->session, sizeof(ep->session));
 	w.caps = kvw_local_caps(ep);
 	w.rails = ep->rails;
 	w.ep_id = ep->id;
 	w.session = ep->session;
 	memcpy(w.nonce, ep->nonce, sizeof(w.nonce));
-	if (ep->secret[0]) {
-		w.flags = KVW_WELCOME_AUTH;
-		kvw_mac(ep, "kvw-S", ep->peer_nonce, ep->nonce, w.mac);
-	}
 	return kvw_ep_send(ep, KVW_T_WELCOME, &w, sizeof(w));
+}
+
+/* Client: checks the server's key confirmation, makes our own for AUTH. */
+static kvw_status kvw_welcome_auth(kvw_ep *ep, const struct kvw_wire_welcome *w, struct kvw_wire_auth *a)
+{
+	uint8_t mac[KVW_WIRE_MAC];
+
+	if (!ep->secret[0]) {
+		kvw_core_reject(ep, KVW_ERR_AUTH, "the server requires a shared secret: set config "
+				"`secret` (KVW_SECRET, secret_file or ?secret= in the URI)");
+		return KVW_ERR_AUTH;
+	}
+	if (kvw_auth_finish(ep->auth_scalar, w->nonce, ep->nonce, w->nonce, ep->sess_key) != KVW_OK) {
+		kvw_core_reject(ep, KVW_ERR_AUTH, "the server's key share is invalid: is it a kvwire listener?");
+		return KVW_ERR_AUTH;
+	}
+	sodium_memzero(ep->auth_scalar, sizeof(ep->auth_scalar));
+	kvw_auth_mac(ep->sess_key, "kvw-S", ep->nonce, w->nonce, mac);
+	if (sodium_memcmp(mac, w->mac, sizeof(mac)) != 0) {
+		kvw_core_reject(ep, KVW_ERR_AUTH, "the server could not prove the shared secret: the two "
+				"sides' `secret` values differ");
+		return KVW_ERR_AUTH;
+	}
+	kvw_auth_mac(ep->sess_key, "kvw-C", w->nonce, ep->nonce, a->mac);
+	ep->authenticated = true;
+	return KVW_OK;
 }
 
 static kvw_status kvw_on_welcome(kvw_ep *ep, const struct kvw_wire_hdr *hdr,
 				 const struct kvw_wire_welcome *w)
 {
 	struct kvw_wire_auth a = {.ep_id = ep->id};
-	uint8_t mac[KVW_WIRE_MAC];
+	kvw_status st;
 
-	if (ep->is_server || ep->state != KVW_EP_HANDSHAKE) {
+	if (ep->is_server || ep->state != KVW_EP_HANDSHAKE || ep->session) {
 		kvw_core_reject(ep, KVW_ERR_PROTO, "WELCOME out of place");
 		return KVW_ERR_PROTO;
+	}
+	if (hdr->major != KVW_WIRE_MAJOR) {
+		kvw_core_reject(ep, KVW_ERR_VERSION, "unsupported wire protocol major version: this side speaks 1");
+		return KVW_ERR_VERSION;
 	}
 	ep->peer_major = hdr->major;
 	ep->peer_minor = hdr->minor;
@@ -269,22 +403,20 @@ static kvw_status kvw_on_welcome(kvw_ep *ep, const struct kvw_wire_hdr *hdr,
 				"authenticate: set the same `secret` on the listener");
 		return KVW_ERR_AUTH;
 	}
-	if (w->flags & KVW_WELCOME_AUTH) {
-		if (!ep->secret[0]) {
-			kvw_core_reject(ep, KVW_ERR_AUTH, "the server requires a shared secret: set "
-					"config `secret` (KVW_SECRET or ?secret= in the URI)");
-			return KVW_ERR_AUTH;
-		}
-		kvw_mac(ep, "kvw-S", ep->nonce, ep->peer_nonce, mac);
-		if (sodium_memcmp(mac, w->mac, sizeof(mac)) != 0) {
-			kvw_core_reject(ep, KVW_ERR_AUTH, "the server could not prove the shared "
-					"secret: the two sides' `secret` values differ");
-			return KVW_ERR_AUTH;
-		}
-		kvw_mac(ep, "kvw-C", ep->peer_nonce, ep->nonce, a.mac);
-		ep->authenticated = true;
-	}
+	if ((w->flags & KVW_WELCOME_AUTH) && (st = kvw_welcome_auth(ep, w, &a)) != KVW_OK)
+		return st;
 	return kvw_ep_send(ep, KVW_T_AUTH, &a, sizeof(a));
+}
+
+/* READY endpoints that nobody accepted yet, from this endpoint's listener. */
+static unsigned kvw_unaccepted(const kvw_ep *ep)
+{
+	unsigned n = 0;
+
+	for (const kvw_ep *e = ep->ctx->eps; e; e = e->next)
+		n += e->listener == ep->listener && e->is_server && !e->accepted && !e->zombie &&
+		     e->state == KVW_EP_READY;
+	return n;
 }
 
 static kvw_status kvw_on_auth(kvw_ep *ep, const struct kvw_wire_auth *a)
@@ -297,17 +429,20 @@ static kvw_status kvw_on_auth(kvw_ep *ep, const struct kvw_wire_auth *a)
 		return KVW_ERR_PROTO;
 	}
 	if (ep->secret[0]) {
-		kvw_mac(ep, "kvw-C", ep->nonce, ep->peer_nonce, mac);
-		if (sodium_memcmp(mac, a->mac, sizeof(mac)) != 0) {
-			kvw_core_reject(ep, KVW_ERR_AUTH, "authentication failed: the peers' "
-					"`secret` values differ");
-			return KVW_ERR_AUTH;
-		}
+		kvw_auth_mac(ep->sess_key, "kvw-C", ep->nonce, ep->peer_nonce, mac);
+		if (sodium_memcmp(mac, a->mac, sizeof(mac)) != 0)
+			return kvw_auth_refused(ep, "authentication failed: the peers' `secret` values differ");
 		ep->authenticated = true;
+	}
+	if (ep->listener && kvw_unaccepted(ep) >= ep->ctx->cfg.max_unaccepted) {
+		kvw_core_reject(ep, KVW_ERR_BUSY, "the listener has max_unaccepted endpoints waiting for "
+				"kvw_accept(): retry later");
+		return KVW_ERR_BUSY;
 	}
 	ep->peer_id = a->ep_id;
 	r.caps = kvw_local_caps(ep);
 	ep->state = KVW_EP_READY;
+	ep->t_ready = kvw_now_ns();
 	return kvw_ep_send(ep, KVW_T_READY, &r, sizeof(r));
 }
 
@@ -320,21 +455,96 @@ static kvw_status kvw_on_ready(kvw_ep *ep)
 		return KVW_ERR_PROTO;
 	}
 	ep->state = KVW_EP_READY;
+	ep->t_ready = kvw_now_ns();
 	st = ep->rails > 1 ? ep->drv->ops->open_rails(ep) : KVW_OK;
 	if (st != KVW_OK)
 		kvw_ep_fail(ep, st, "could not open the extra rails");
 	return st;
 }
 
+/* The peer's reason, with bytes outside printable ASCII as \xNN: it may
+ * reach a terminal and must not carry escape sequences there. */
+static void kvw_reason_escape(const char *in, size_t inlen, char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < inlen && in[i] && o + 5 < outlen; i++) {
+		unsigned char c = (unsigned char)in[i];
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+			out[o++] = (char)c;
+		else
+			o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", c);
+	}
+	out[o] = 0;
+}
+
 static kvw_status kvw_on_reject(kvw_ep *ep, const struct kvw_wire_reject *r)
 {
-	char why[160];
+	char why[160], reason[4 * sizeof(r->reason) + 1];
 	kvw_status st = r->status < 0 && r->status >= KVW_ERR_CLOSED ? r->status : KVW_ERR_PROTO;
 
-	snprintf(why, sizeof(why), "peer refused: %.*s", (int)sizeof(r->reason), r->reason);
+	kvw_reason_escape(r->reason, sizeof(r->reason), reason, sizeof(reason));
+	snprintf(why, sizeof(why), "peer refused: %.130s", reason);
 	kvw_set_err(ep->ctx, st, "%s", why);
 	kvw_ep_fail(ep, st, why);
 	return st;
+}
+
+/* ------------------------------------------------- listener admission */
+struct kvw_pending_scan {
+	unsigned total, of_addr;
+	kvw_ep *silent, *silent_of_addr, *oldest_of_addr;
+};
+
+static void kvw_pending_scan(const kvw_ep *self, struct kvw_pending_scan *ps)
+{
+	memset(ps, 0, sizeof(*ps));
+	for (kvw_ep *e = self->ctx->eps; e; e = e->next) { /* newest first: the last seen is oldest */
+		bool same;
+		if (e == self || e->listener != self->listener || !e->is_server || e->zombie ||
+		    (e->state != KVW_EP_HANDSHAKE && e->state != KVW_EP_CONNECTING))
+			continue;
+		same = strcmp(e->peer_addr, self->peer_addr) == 0;
+		ps->total++;
+		ps->of_addr += same;
+		if (e->cnt.frames_rx == 0)
+			ps->silent = e;
+		if (same && e->cnt.frames_rx == 0)
+			ps->silent_of_addr = e;
+		if (same)
+			ps->oldest_of_addr = e;
+	}
+}
+
+static unsigned kvw_handshake_cap(const kvw_ctx *ctx)
+{
+	struct rlimit rl;
+	unsigned cap = ctx->cfg.max_handshakes;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 4 < cap)
+		cap = rl.rlim_cur / 4 > 0 ? (unsigned)(rl.rlim_cur / 4) : 1;
+	return cap;
+}
+
+void kvw_core_ep_admit(kvw_ep *ep)
+{
+	struct kvw_pending_scan ps;
+	kvw_ep *victim = NULL;
+
+	if (!ep->listener)
+		return;
+	kvw_pending_scan(ep, &ps);
+	if (ps.of_addr >= ep->ctx->cfg.max_handshakes_per_addr)
+		victim = ps.silent_of_addr ? ps.silent_of_addr : ps.oldest_of_addr;
+	else if (ps.total >= kvw_handshake_cap(ep->ctx))
+		victim = ps.silent;
+	if (victim)
+		kvw_core_reject(victim, KVW_ERR_BUSY, "dropped: the listener is at its limit of connections "
+				"in the handshake (max_handshakes, max_handshakes_per_addr)");
+	else if (ps.of_addr >= ep->ctx->cfg.max_handshakes_per_addr || ps.total >= kvw_handshake_cap(ep->ctx)) {
+		kvw_core_reject(ep, KVW_ERR_BUSY, "the listener is at its limit of connections in the "
+				"handshake: retry later");
+	}
 }
 
 /* ------------------------------------------------------------- dispatch */
@@ -367,9 +577,9 @@ kvw_status kvw_core_on_frame(kvw_ep *ep, const struct kvw_wire_hdr *h, const voi
 	}
 	ep->last_rx_ns = kvw_now_ns();
 	ep->cnt.frames_rx++;
-	if (ep->state != KVW_EP_READY && h->type > KVW_T_REJECT && h->type != KVW_T_PING &&
-	    h->type != KVW_T_PONG) {
-		kvw_core_reject(ep, KVW_ERR_PROTO, "frame before the handshake finished");
+	if (ep->state != KVW_EP_READY && (h->type > KVW_T_REJECT || h->len > KVW_WIRE_MAX_PREAUTH)) {
+		kvw_core_reject(ep, KVW_ERR_PROTO, "frame before the handshake finished: only HELLO, "
+				"WELCOME, AUTH, READY and REJECT may come first");
 		return KVW_ERR_PROTO;
 	}
 	switch (h->type) {
@@ -411,8 +621,9 @@ static kvw_status kvw_uri_overrides(kvw_ctx *ctx, const struct kvw_uri *u, bool 
 			return kvw_set_err(ctx, KVW_ERR_INVALID, "URI rails=%s: expected 1..%u", v, KVW_MAX_RAILS);
 		*rails = (unsigned)r;
 	}
-	if (kvw_uri_param(u, "secret", v, sizeof(v)))
+	if (kvw_uri_param(u, "secret", v, sizeof(v)) && strcmp(v, "***") != 0) /* "***": redacted, keep config's */
 		snprintf(secret, slen, "%s", v);
+	sodium_memzero(v, sizeof(v));
 	return KVW_OK;
 }
 
@@ -436,8 +647,14 @@ kvw_status kvw_listen(kvw_ctx *ctx, const char *uri, kvw_listener **out)
 	if (st == KVW_OK)
 		st = d->ops->listen(d, l, &u);
 	if (st != KVW_OK) {
+		sodium_memzero(l->secret, sizeof(l->secret));
 		free(l);
 		return st;
+	}
+	{ /* the driver may have rewritten it (bound port): redact what it kept */
+		char shown[sizeof(l->uri)];
+		kvw_uri_redact(l->uri, shown, sizeof(shown));
+		memcpy(l->uri, shown, sizeof(shown));
 	}
 	l->next = ctx->listeners;
 	ctx->listeners = l;
@@ -467,6 +684,7 @@ void kvw_listener_close(kvw_listener *l)
 	}
 	kvw_ep_reap(ctx);
 	l->drv->ops->listener_close(l);
+	sodium_memzero(l->secret, sizeof(l->secret));
 	for (kvw_listener **pp = &ctx->listeners; *pp; pp = &(*pp)->next) {
 		if (*pp == l) {
 			*pp = l->next;
@@ -650,6 +868,15 @@ kvw_status kvw_ep_ping(kvw_ep *ep, int timeout_ms, uint64_t *rtt_ns)
 	return KVW_OK;
 }
 
+/* How long this side's handshake may take: the listener's own limit on
+ * accepted connections, the caller's connect_timeout_ms on its own. */
+static uint64_t kvw_ep_handshake_ns(const kvw_ep *ep)
+{
+	const struct kvw_cfgv *c = &ep->ctx->cfg;
+
+	return (uint64_t)(ep->is_server ? c->handshake_timeout_ms : c->connect_timeout_ms) * 1000000ull;
+}
+
 /* Keepalive and liveness; called every ~1 ms from kvw_progress. */
 void kvw_ep_keepalive(kvw_ep *ep, uint64_t now)
 {
@@ -658,12 +885,23 @@ void kvw_ep_keepalive(kvw_ep *ep, uint64_t now)
 	char why[128];
 
 	if (ep->state == KVW_EP_CONNECTING || ep->state == KVW_EP_HANDSHAKE) {
-		if (now - ep->t_start > (uint64_t)c->connect_timeout_ms * 1000000ull)
+		if (now - ep->t_start <= kvw_ep_handshake_ns(ep))
+			return;
+		if (ep->is_server)
+			kvw_core_reject(ep, KVW_ERR_TIMEDOUT, "handshake did not finish within the "
+					"listener's handshake_timeout_ms");
+		else
 			kvw_ep_fail(ep, KVW_ERR_TIMEDOUT, "handshake did not finish within connect_timeout_ms");
 		return;
 	}
 	if (ep->state != KVW_EP_READY)
 		return;
+	if (ep->is_server && !ep->accepted && now - ep->t_ready > (uint64_t)c->accept_timeout_ms * 1000000ull) {
+		struct kvw_wire_close cl = {.status = KVW_ERR_BUSY};
+		kvw_ep_send(ep, KVW_T_CLOSE, &cl, sizeof(cl));
+		kvw_ep_fail(ep, KVW_ERR_CLOSED, "nobody called kvw_accept() for it within accept_timeout_ms");
+		return;
+	}
 	if (ep->last_check_ns && now - ep->last_check_ns > ka) {
 		/* this process ran no progress for a while: the silence was ours,
 		 * so the peer gets a full keepalive round from now to answer */
@@ -694,9 +932,10 @@ uint64_t kvw_ep_next_timer(const kvw_ep *ep)
 	uint64_t t;
 
 	if (ep->state == KVW_EP_CONNECTING || ep->state == KVW_EP_HANDSHAKE)
-		return ep->t_start + (uint64_t)c->connect_timeout_ms * 1000000ull;
+		return ep->t_start + kvw_ep_handshake_ns(ep);
 	if (ep->state != KVW_EP_READY)
 		return UINT64_MAX;
+
 	t = ep->last_rx_ns + (uint64_t)c->keepalive_ms * 1000000ull;
 	if (ep->last_ping_ns + (uint64_t)c->keepalive_ms * 1000000ull > t)
 		t = ep->last_ping_ns + (uint64_t)c->keepalive_ms * 1000000ull;
@@ -704,5 +943,7 @@ uint64_t kvw_ep_next_timer(const kvw_ep *ep)
 		t = ep->last_rx_ns + (uint64_t)c->peer_dead_ms * 1000000ull;
 	if (ep->next_deadline_ns && ep->next_deadline_ns < t)
 		t = ep->next_deadline_ns;
+	if (ep->is_server && !ep->accepted && ep->t_ready + (uint64_t)c->accept_timeout_ms * 1000000ull < t)
+		t = ep->t_ready + (uint64_t)c->accept_timeout_ms * 1000000ull;
 	return t;
 }

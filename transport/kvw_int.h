@@ -6,6 +6,7 @@
 #include "kvwire/kvwire.h"
 #include "wire.h"
 #include "driver.h"
+#include "cover.h"
 
 #include <stdbool.h>
 #include <stdarg.h>
@@ -113,6 +114,7 @@ struct kvw_req {
 	/* recv role */
 	uint32_t token;
 	uint32_t *run_end;      /* per list index: last index of its contiguous run */
+	struct kvw_cover cover;  /* granted bytes landed, each counted once (cover.h) */
 
 	/* send role */
 	bool granted;
@@ -167,7 +169,11 @@ struct kvw_ep {
 	uint16_t peer_major, peer_minor;
 	char uri[128];
 	char secret[128];
-	uint8_t nonce[KVW_WIRE_NONCE], peer_nonce[KVW_WIRE_NONCE];
+	uint8_t nonce[KVW_WIRE_NONCE], peer_nonce[KVW_WIRE_NONCE]; /* with a secret: CPace shares */
+	uint8_t auth_scalar[32];  /* our CPace scalar (wiped once used) */
+	uint8_t sess_key[32];     /* CPace session key: key confirmation, rail joins */
+	char peer_addr[64];       /* server side: tcp IP / shm uid, for per-address limits */
+	uint64_t t_ready;         /* when the handshake finished */
 	uint64_t t_start;
 	uint64_t last_rx_ns, last_ping_ns, ping_cookie;
 	uint64_t pong_cookie, last_rtt_ns;  /* last PONG seen */
@@ -186,12 +192,23 @@ struct kvw_ep {
 	uint64_t next_deadline_ns;
 	uint32_t rail_rr;
 	bool pump_blocked;        /* the driver refused fragments: wait for its fd */
+	uint32_t peer_grants;     /* peer GRANTs waiting for kvw_send_seq (max_peer_grants) */
+	uint64_t peer_grant_bytes; /* their body bytes (max_peer_grant_bytes) */
 
 	void *drv_priv;
 	struct kvw_ep *next;
 };
 
+/* Failed authentications per peer address: the backoff of a listener. */
+#define KVW_AUTHFAIL_SLOTS 32
+struct kvw_authfail {
+	char addr[64];
+	uint32_t fails;
+	uint64_t last_ns, until_ns;
+};
+
 struct kvw_listener {
+	struct kvw_authfail authfail[KVW_AUTHFAIL_SLOTS];
 	kvw_ctx *ctx;
 	kvw_drv *drv;
 	char uri[160];

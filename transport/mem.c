@@ -3,6 +3,7 @@
 #include "kvw_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -88,6 +89,21 @@ kvw_status kvw_mem_reg(kvw_ctx *ctx, void *addr, size_t len, unsigned flags, kvw
 	return KVW_OK;
 }
 
+/* Seals the arena's memfd once its one writable mapping exists: its size
+ * never changes again and no page can be taken out of it (F_SEAL_FUTURE_WRITE
+ * refuses hole punching, write(2) and new writable mappings; ours keeps
+ * working). The shm driver hands the memfd to peers, who map it and rely on
+ * that: a shrunk file kills a reader with SIGBUS, a punched page makes the
+ * reader allocate it. Receivers refuse memfds without these seals. */
+static kvw_status kvw_mem_seal(kvw_ctx *ctx, int memfd)
+{
+	if (fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) == 0)
+		return KVW_OK;
+	return kvw_set_err(ctx, KVW_ERR_IO, "cannot seal the arena's memfd (F_ADD_SEALS): %s; "
+			   "kvw_mem_alloc needs memfd sealing with F_SEAL_FUTURE_WRITE (Linux 5.1+)",
+			   strerror(errno));
+}
+
 kvw_status kvw_mem_alloc(kvw_ctx *ctx, size_t len, unsigned flags, kvw_mem **out)
 {
 	size_t pg = (size_t)sysconf(_SC_PAGESIZE), rlen;
@@ -103,7 +119,7 @@ kvw_status kvw_mem_alloc(kvw_ctx *ctx, size_t len, unsigned flags, kvw_mem **out
 	m->ctx = ctx;
 	m->flags = flags;
 	m->len = len;
-	m->memfd = memfd_create("kvwire-arena", MFD_CLOEXEC);
+	m->memfd = memfd_create("kvwire-arena", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (m->memfd < 0 || ftruncate(m->memfd, (off_t)rlen) != 0) {
 		st = kvw_set_err(ctx, KVW_ERR_NOMEM, "memfd for %zu bytes: %s", len, strerror(errno));
 		goto err_close_memfd;
@@ -115,6 +131,8 @@ kvw_status kvw_mem_alloc(kvw_ctx *ctx, size_t len, unsigned flags, kvw_mem **out
 	m->addr = mmap(m->map_base + pg, rlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
 		       m->memfd, 0);
 	if (m->addr == MAP_FAILED)
+		goto err_unmap;
+	if ((st = kvw_mem_seal(ctx, m->memfd)) != KVW_OK)
 		goto err_unmap;
 	st = kvw_mem_register(ctx, m);
 	if (st != KVW_OK)

@@ -198,8 +198,19 @@ static void kvw_map_remove(kvw_ep *ep, kvw_req *r)
 	}
 }
 
+/* A peer GRANT waiting for kvw_send_seq stops counting against the caps
+ * (max_peer_grants, max_peer_grant_bytes) once matched or gone. */
+static void kvw_grant_unwait(kvw_ep *ep, kvw_req *r)
+{
+	if (!ep || r->role != KVW_ROLE_SEND || !r->granted || r->user_owned)
+		return;
+	ep->peer_grants--;
+	ep->peer_grant_bytes -= kvw_wire_grant_len(r->pg.n_layers, r->pg.n_blocks);
+}
+
 static void kvw_req_destroy(kvw_req *r)
 {
+	kvw_grant_unwait(r->ep, r);
 	if (r->ep)
 		kvw_map_remove(r->ep, r);
 	if (r->ep) {
@@ -213,6 +224,7 @@ static void kvw_req_destroy(kvw_req *r)
 	free(r->blocks);
 	free(r->layer_bytes);
 	free(r->run_end);
+	kvw_cover_free(&r->cover);
 	free(r->frag_end);
 	free(r->pending);
 	free(r->pg.layer_off);
@@ -268,6 +280,7 @@ static void kvw_req_complete(kvw_req *r, kvw_status st)
 	kvw_active_del(ep, r);
 	if (r->role == KVW_ROLE_RECV) {
 		kvw_token_release(ep, r);
+		kvw_cover_free(&r->cover);
 		ep->drv->ops->grant_done(ep, r);
 	}
 	if (r->layout)
@@ -428,6 +441,8 @@ kvw_status kvw_recv_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const 
 	if (st == KVW_OK && !(r->run_end = malloc(n * sizeof(*r->run_end))))
 		st = KVW_ERR_NOMEM;
 	if (st == KVW_OK)
+		st = kvw_cover_init(&r->cover, 8);
+	if (st == KVW_OK)
 		st = kvw_token_alloc(ep, r);
 	if (st == KVW_OK)
 		st = kvw_map_put(&ep->recv_map, seq_id, r);
@@ -490,8 +505,10 @@ kvw_status kvw_core_dst(kvw_ep *ep, const struct kvw_wire_data *d, uint8_t **dst
 	if (d->bytes > span || d->blk_off > span - d->bytes)
 		return kvw_dst_reject(ep, r, "running past the end of its granted blocks");
 	layer_total = (uint64_t)r->n_blocks * bb;
-	if (r->layer_bytes[d->layer] + d->bytes > layer_total)
-		return kvw_dst_reject(ep, r, "beyond the bytes its layer holds");
+	if (r->layer_bytes[d->layer] == layer_total) {
+		ep->cnt.dups++; /* its LAYER event is out: nothing lands in it any more */
+		return KVW_ERR_ABORTED;
+	}
 	if (!r->t_first_byte)
 		r->t_first_byte = kvw_now_ns();
 	*dst = kvw_layout_page(r->layout, d->layer, r->blocks[d->blk_idx]) + d->blk_off;
@@ -508,18 +525,53 @@ static void kvw_recv_done(kvw_ep *ep, kvw_req *r)
 	kvw_req_complete(r, KVW_OK);
 }
 
-void kvw_core_landed(kvw_ep *ep, uint32_t token, uint32_t layer, uint64_t bytes)
+static void kvw_cover_fail(kvw_ep *ep, kvw_req *r, kvw_status st)
 {
-	kvw_req *r = kvw_token_req(ep, token);
+	ep->cnt.rejected++;
+	if (st == KVW_ERR_BUSY)
+		kvw_set_err(ep->ctx, KVW_ERR_REJECTED, "sequence %llu: the peer's fragments left more "
+			    "than %u separate holes in the grant (an honest sender fills its runs in "
+			    "order); request rejected", (unsigned long long)r->seq_id, KVW_COVER_MAX);
+	else
+		kvw_set_err(ep->ctx, KVW_ERR_NOMEM, "sequence %llu: out of memory recording which "
+			    "granted bytes landed; request failed", (unsigned long long)r->seq_id);
+	kvw_req_fail(r, st == KVW_ERR_BUSY ? KVW_ERR_REJECTED : KVW_ERR_NOMEM, true);
+}
+
+/* Counts the bytes of d not covered before; true when some were new. */
+static bool kvw_landed_cover(kvw_ep *ep, kvw_req *r, const struct kvw_wire_data *d, uint64_t lt)
+{
+	uint64_t bb = r->layout->block_bytes, pos, added;
+	kvw_status st;
+
+	if (d->blk_idx >= r->n_blocks || d->blk_off >= bb ||
+	    (uint64_t)d->blk_idx * bb + d->blk_off + d->bytes > lt)
+		return false; /* not approved by kvw_core_dst */
+	pos = (uint64_t)d->layer * lt + (uint64_t)d->blk_idx * bb + d->blk_off;
+	if ((st = kvw_cover_add(&r->cover, pos, pos + d->bytes, &added)) != KVW_OK) {
+		kvw_cover_fail(ep, r, st);
+		return false;
+	}
+	if (added < d->bytes)
+		ep->cnt.dups++; /* bytes landed before: never counted twice */
+	r->layer_bytes[d->layer] += added;
+	r->bytes_done += added;
+	return added > 0;
+}
+
+void kvw_core_landed(kvw_ep *ep, const struct kvw_wire_data *d)
+{
+	kvw_req *r = kvw_token_req(ep, d->token);
+	uint32_t layer = d->layer;
 	uint64_t layer_total;
 
-	ep->cnt.bytes_rx += bytes;
+	ep->cnt.bytes_rx += d->bytes;
 	ep->cnt.frags_rx++;
 	if (!r || layer >= r->n_layers)
 		return;
 	layer_total = (uint64_t)r->n_blocks * r->layout->block_bytes;
-	r->layer_bytes[layer] += bytes;
-	r->bytes_done += bytes;
+	if (!kvw_landed_cover(ep, r, d, layer_total))
+		return;
 	if (r->layer_bytes[layer] == layer_total) {
 		struct kvw_wire_layer_done ld = {.seq_id = r->seq_id, .layer = layer, .bytes = layer_total};
 		kvw_event ev = {.type = KVW_EV_LAYER, .status = KVW_OK, .req = r, .ep = ep,
@@ -564,6 +616,103 @@ static kvw_status kvw_send_match(kvw_ep *ep, kvw_req *r)
 	return KVW_OK;
 }
 
+/* Copies the peer's grant into r (r->granted set: a failure tells the peer). */
+static kvw_status kvw_grant_copy(kvw_req *r, const struct kvw_wire_grant *g, const void *body)
+{
+	r->granted = true;
+	r->pg = (struct kvw_peer_grant){.token = g->token, .n_blocks = g->n_blocks,
+		.n_layers = g->n_layers, .block_bytes = g->block_bytes, .block_stride = g->block_stride,
+		.mem_addr = g->mem_addr, .mem_len = g->mem_len, .mem_key = g->mem_key};
+	r->pg.layer_off = malloc(g->n_layers * sizeof(uint64_t));
+	r->pg.blocks = malloc(g->n_blocks * sizeof(uint32_t));
+	if (!r->pg.layer_off || !r->pg.blocks)
+		return KVW_ERR_NOMEM;
+	for (uint32_t i = 0; i < g->n_layers; i++)
+		r->pg.layer_off[i] = kvw_wire_grant_layer_off(body, i);
+	memcpy(r->pg.blocks, (const uint8_t *)body + sizeof(*g) + g->n_layers * 8u, g->n_blocks * 4u);
+	return KVW_OK;
+}
+
+/* Refuses a GRANT to its sender (ABORT addressed to its grant); the
+ * endpoint and every other sequence go on. */
+static void kvw_grant_refuse(kvw_ep *ep, const struct kvw_wire_grant *g, kvw_status st,
+			     const char *why)
+{
+	struct kvw_wire_abort a = {.seq_id = g->seq_id, .token = g->token, .status = st,
+				   .flags = KVW_ABORT_TO_RECEIVER};
+
+	ep->cnt.rejected++;
+	kvw_set_err(ep->ctx, st, "endpoint %u: the peer's GRANT for sequence %llu was refused with "
+		    "%s: %s", ep->id, (unsigned long long)g->seq_id, kvw_strerror(st), why);
+	kvw_log(ep->ctx, 3, "%s", kvw_ctx_last_error(ep->ctx));
+	kvw_ep_send(ep, KVW_T_ABORT, &a, sizeof(a));
+}
+
+/* Is there room for one more GRANT waiting for kvw_send_seq? */
+static bool kvw_grant_room(kvw_ep *ep, const struct kvw_wire_grant *g)
+{
+	const struct kvw_cfgv *cfg = &ep->ctx->cfg;
+	uint64_t len = kvw_wire_grant_len(g->n_layers, g->n_blocks);
+	char why[256];
+
+	if (ep->peer_grants < cfg->max_peer_grants &&
+	    ep->peer_grant_bytes + len <= cfg->max_peer_grant_bytes)
+		return true;
+	snprintf(why, sizeof(why), "%u GRANTs (%llu bytes) already wait for kvw_send_seq here "
+		 "(limits max_peer_grants %u, max_peer_grant_bytes %llu); the decode side must grant "
+		 "fewer sequences ahead of the sender, or raise the limits on this side",
+		 ep->peer_grants, (unsigned long long)ep->peer_grant_bytes, cfg->max_peer_grants,
+		 (unsigned long long)cfg->max_peer_grant_bytes);
+	kvw_grant_refuse(ep, g, KVW_ERR_BUSY, why);
+	return false;
+}
+
+/* Deadline of a grant that waits: the peer's timeout, cut to max_peer_timeout_ms. */
+static uint64_t kvw_grant_deadline(kvw_ep *ep, const struct kvw_wire_grant *g)
+{
+	uint64_t cap = (uint64_t)ep->ctx->cfg.max_peer_timeout_ms * 1000, us = g->timeout_us;
+
+	if (!us)
+		us = 1000000ull;
+	if (us > cap) {
+		kvw_log(ep->ctx, 3, "endpoint %u: sequence %llu: the peer's GRANT asked for %llu us, "
+			"cut to max_peer_timeout_ms (%llu us)", ep->id, (unsigned long long)g->seq_id,
+			(unsigned long long)us, (unsigned long long)cap);
+		us = cap;
+	}
+	return kvw_now_ns() + us * 1000;
+}
+
+/* GRANT before kvw_send_seq: kept (within the caps) until the send comes. */
+static void kvw_grant_wait(kvw_ep *ep, const struct kvw_wire_grant *g, const void *body)
+{
+	kvw_req *r;
+	kvw_status st;
+
+	if (!kvw_grant_room(ep, g))
+		return;
+	if (!(r = kvw_req_new(ep, KVW_ROLE_SEND, g->seq_id))) {
+		kvw_grant_refuse(ep, g, KVW_ERR_NOMEM, "out of memory on the sending side");
+		return;
+	}
+	if (kvw_map_put(&ep->send_map, g->seq_id, r) != KVW_OK) {
+		kvw_req_destroy(r);
+		kvw_grant_refuse(ep, g, KVW_ERR_NOMEM, "out of memory on the sending side");
+		return;
+	}
+	r->in_map = true;
+	st = kvw_grant_copy(r, g, body);
+	ep->peer_grants++; /* uncounted by kvw_req_destroy / kvw_send_first */
+	ep->peer_grant_bytes += kvw_wire_grant_len(g->n_layers, g->n_blocks);
+	if (st != KVW_OK) {
+		kvw_req_destroy(r);
+		kvw_grant_refuse(ep, g, KVW_ERR_NOMEM, "out of memory on the sending side");
+		return;
+	}
+	r->deadline_ns = kvw_grant_deadline(ep, g);
+	kvw_deadline_note(ep, r->deadline_ns);
+}
+
 static kvw_status kvw_on_grant(kvw_ep *ep, const void *body)
 {
 	struct kvw_wire_grant g;
@@ -576,30 +725,14 @@ static kvw_status kvw_on_grant(kvw_ep *ep, const void *body)
 		kvw_core_bad_frame(ep, "second GRANT for a sequence");
 		return KVW_OK;
 	}
-	if (!r) { /* grant before send: keep it until kvw_send_seq */
-		if (!(r = kvw_req_new(ep, KVW_ROLE_SEND, g.seq_id)))
-			return KVW_ERR_NOMEM;
-		if (kvw_map_put(&ep->send_map, g.seq_id, r) != KVW_OK) {
-			kvw_req_destroy(r);
-			return KVW_ERR_NOMEM;
-		}
-		r->in_map = true;
-		r->deadline_ns = kvw_now_ns() + (g.timeout_us ? g.timeout_us : 1000000ull) * 1000;
-		kvw_deadline_note(ep, r->deadline_ns);
-	}
-	r->granted = true;
-	r->pg = (struct kvw_peer_grant){.token = g.token, .n_blocks = g.n_blocks, .n_layers = g.n_layers,
-		.block_bytes = g.block_bytes, .block_stride = g.block_stride, .mem_addr = g.mem_addr,
-		.mem_len = g.mem_len, .mem_key = g.mem_key};
-	r->pg.layer_off = malloc(g.n_layers * sizeof(uint64_t));
-	r->pg.blocks = malloc(g.n_blocks * sizeof(uint32_t));
-	if (!r->pg.layer_off || !r->pg.blocks)
-		return KVW_ERR_NOMEM;
-	for (uint32_t i = 0; i < g.n_layers; i++)
-		r->pg.layer_off[i] = kvw_wire_grant_layer_off(body, i);
-	memcpy(r->pg.blocks, (const uint8_t *)body + sizeof(g) + g.n_layers * 8u, g.n_blocks * 4u);
-	if (!r->user_owned)
+	if (!r) {
+		kvw_grant_wait(ep, &g, body);
 		return KVW_OK;
+	}
+	if (kvw_grant_copy(r, &g, body) != KVW_OK) {
+		kvw_core_req_fail(r, KVW_ERR_NOMEM, "out of memory taking the peer's grant");
+		return KVW_OK;
+	}
 	if ((st = kvw_send_match(ep, r)) != KVW_OK)
 		kvw_req_fail(r, st, true);
 	return KVW_OK;
@@ -629,6 +762,7 @@ static kvw_status kvw_send_first(kvw_ep *ep, kvw_req *r, const kvw_layout *l, co
 {
 	kvw_status st;
 
+	kvw_grant_unwait(ep, r);
 	r->user_owned = true;
 	if ((st = kvw_req_setup(r, l, blocks, n)) != KVW_OK)
 		return st;
@@ -830,7 +964,21 @@ static void kvw_on_seq_done(kvw_ep *ep, const struct kvw_wire_seq_done *sd)
 
 static kvw_status kvw_peer_status(int32_t s)
 {
-	return s == KVW_ERR_TIMEDOUT || s == KVW_ERR_REJECTED ? (kvw_status)s : KVW_ERR_ABORTED;
+	return s == KVW_ERR_TIMEDOUT || s == KVW_ERR_REJECTED || s == KVW_ERR_BUSY ? (kvw_status)s
+										    : KVW_ERR_ABORTED;
+}
+
+/* The peer ended our grant; BUSY: it holds too many grants not yet sent to. */
+static void kvw_grant_ended(kvw_ep *ep, kvw_req *r, int32_t status)
+{
+	kvw_status st = kvw_peer_status(status);
+
+	if (st == KVW_ERR_BUSY)
+		kvw_set_err(ep->ctx, st, "sequence %llu: the sender refused the grant: too many grants "
+			    "wait there for its kvw_send_seq (its max_peer_grants / max_peer_grant_bytes); "
+			    "grant again once it has sent, or raise those limits on the sender",
+			    (unsigned long long)r->seq_id);
+	kvw_req_fail(r, st, false);
 }
 
 static void kvw_on_abort(kvw_ep *ep, const struct kvw_wire_abort *a)
@@ -841,7 +989,7 @@ static void kvw_on_abort(kvw_ep *ep, const struct kvw_wire_abort *a)
 	if (a->flags & KVW_ABORT_TO_RECEIVER) {
 		r = kvw_map_get(&ep->recv_map, a->seq_id);
 		if (r && (a->token == 0 || a->token == r->token))
-			kvw_req_fail(r, kvw_peer_status(a->status), false);
+			kvw_grant_ended(ep, r, a->status);
 		/* the ack follows every fragment already taken from the sender */
 		ack.flags = 0;
 		kvw_ep_send(ep, KVW_T_ABORT_ACK, &ack, sizeof(ack));

@@ -2,7 +2,9 @@
 /* Socket endpoints shared by the tcp and shm drivers (see sock.h). */
 #include "sock.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -62,27 +64,88 @@ kvw_status kvw_sockep_add_rail(kvw_ep *ep, int fd, uint32_t idx)
 	return KVW_OK;
 }
 
+/* The peer's address for per-address limits: tcp its IP, unix its uid. */
+static void kvw_sock_peer_addr(int fd, bool is_unix, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct ucred cr;
+	socklen_t cl = sizeof(cr);
+
+	buf[0] = 0;
+	if (is_unix) {
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) == 0)
+			snprintf(buf, len, "uid:%u", (unsigned)cr.uid);
+		return;
+	}
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+		return;
+	if (ss.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, (socklen_t)len);
+	else if (ss.ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, (socklen_t)len);
+}
+
+/* Out of fds: the listen socket stays readable, so without this every
+ * progress pass would fail accept() again (a busy loop). The reserve fd is
+ * given up for one accept, the connection is told why and closed, and the
+ * reserve taken back; the backlog drains instead of spinning. */
+static void kvw_sock_accept_emfile(kvw_listener *l, struct kvw_socklisten *sl)
+{
+	struct {
+		uint8_t h[sizeof(struct kvw_wire_hdr)];
+		struct kvw_wire_reject r;
+	} f = {.r = {.status = KVW_ERR_BUSY,
+		     .reason = "listener out of file descriptors: retry later (its operator: raise ulimit -n)"}};
+	int fd;
+
+	if (sl->reserve_fd < 0)
+		return;
+	close(sl->reserve_fd);
+	fd = accept4(sl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd >= 0) {
+		kvw_wire_hdr_encode(f.h, KVW_T_REJECT, 0, sizeof(f.r), 0);
+		(void)!send(fd, &f, sizeof(f), MSG_DONTWAIT | MSG_NOSIGNAL);
+		close(fd);
+	}
+	sl->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (fd < 0) /* accept() says EMFILE before it looks at the backlog */
+		return;
+	sl->emfile_refused++;
+	if ((sl->emfile_refused & (sl->emfile_refused - 1)) == 0) /* 1, 2, 4, ...: no log flood */
+		kvw_log(l->ctx, 1, "listener %s: out of file descriptors, %llu connections refused so far: "
+			"raise `ulimit -n` or lower max_handshakes", l->uri,
+			(unsigned long long)sl->emfile_refused);
+}
+
 static void kvw_sock_accept(kvw_listener *l)
 {
 	struct kvw_socklisten *sl = l->drv_priv;
 	int one = 1;
+	char addr[64];
 
 	for (int i = 0; i < 16; i++) {
 		int fd = accept4(sl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		kvw_ep *ep;
 
-		if (fd < 0)
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				kvw_sock_accept_emfile(l, sl);
 			return;
+		}
 		if (!sl->is_unix)
 			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		ep = kvw_core_ep_accepted(l);
+		kvw_sock_peer_addr(fd, sl->is_unix, addr, sizeof(addr));
+		ep = kvw_core_ep_accepted_from(l, addr);
 		if (!ep || kvw_sockep_attach(ep, fd, sl->is_unix, sl->on_frame, sl->drvp) != KVW_OK) {
 			close(fd);
 			if (ep) {
 				ep->transport_closed = true;
 				ep->zombie = true;
 			}
+			continue;
 		}
+		kvw_core_ep_admit(ep);
 	}
 }
 
@@ -203,7 +266,7 @@ void kvw_sock_ep_close(kvw_ep *ep)
 		if (!s)
 			continue;
 		if (s->fd >= 0) {
-			kvw_stream_flush(s); /* best effort: CLOSE / ABORT frames */
+			kvw_stream_flush_final(s); /* best effort: CLOSE / ABORT / REJECT frames */
 			kvw_core_unwatch_fd(ep->ctx, s->fd);
 		}
 		kvw_stream_fini(s);
@@ -243,6 +306,7 @@ kvw_status kvw_sock_listen_fd(kvw_listener *l, int fd, bool is_unix, const char 
 	if (!sl)
 		return KVW_ERR_NOMEM;
 	sl->fd = fd;
+	sl->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	sl->is_unix = is_unix;
 	snprintf(sl->path, sizeof(sl->path), "%s", path ? path : "");
 	sl->on_frame = fn;
@@ -260,6 +324,8 @@ void kvw_sock_listener_close(kvw_listener *l)
 		return;
 	kvw_core_unwatch_fd(l->ctx, sl->fd);
 	close(sl->fd);
+	if (sl->reserve_fd >= 0)
+		close(sl->reserve_fd);
 	if (sl->path[0])
 		unlink(sl->path);
 	free(sl);

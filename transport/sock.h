@@ -14,6 +14,8 @@ struct kvw_sockep {
 
 struct kvw_socklisten {
 	int fd;
+	int reserve_fd;          /* /dev/null, given up to accept at EMFILE */
+	uint64_t emfile_refused; /* connections refused for want of fds */
 	bool is_unix;
 	char path[108];          /* unix socket to unlink on close */
 	kvw_stream_frame_fn on_frame;

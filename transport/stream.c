@@ -118,11 +118,27 @@ static struct kvw_txitem *kvw_tx_push(struct kvw_stream *s)
 	return it;
 }
 
+/* A peer that stops reading must not make this process queue without end. */
+static bool kvw_stream_over(struct kvw_stream *s, size_t len)
+{
+	char why[200];
+	uint64_t cap = s->ep ? kvw_core_cfg(s->ep->ctx)->max_tx_queue : UINT64_MAX;
+
+	if (s->tx_ctrl_bytes + len <= cap)
+		return false;
+	snprintf(why, sizeof(why), "the peer stopped reading: %llu bytes of control frames are "
+		 "queued for it on rail %u (config max_tx_queue)", (unsigned long long)s->tx_ctrl_bytes, s->rail);
+	s->dead = s->broken = true;
+	if (s->ep)
+		kvw_ep_fail(s->ep, KVW_ERR_PEER_DEAD, why);
+	return true;
+}
+
 kvw_status kvw_stream_ctrl(struct kvw_stream *s, const void *frame, size_t len, int pass_fd)
 {
 	struct kvw_txitem *it;
 
-	if (s->dead)
+	if (s->dead || kvw_stream_over(s, len))
 		return KVW_ERR_PEER_DEAD;
 	if (!(it = kvw_tx_push(s)))
 		return KVW_ERR_NOMEM;
@@ -137,6 +153,7 @@ kvw_status kvw_stream_ctrl(struct kvw_stream *s, const void *frame, size_t len, 
 	}
 	it->hlen = (uint32_t)len;
 	it->fd = pass_fd;
+	s->tx_ctrl_bytes += len;
 	if (s->fault)
 		kvw_stream_fault(s, it);
 	return KVW_OK;
@@ -173,6 +190,8 @@ void kvw_stream_cancel(struct kvw_stream *s, kvw_req *req)
 			kvw_txitem_release(it);
 			if (it->is_data)
 				s->tx_data--;
+			else
+				s->tx_ctrl_bytes -= it->hlen;
 			continue; /* dropped */
 		}
 		if (it->req == req && it->payload && !it->owned_payload) {
@@ -200,7 +219,7 @@ static void kvw_stream_broken(struct kvw_stream *s, const char *what, int err)
 
 	if (s->dead)
 		return;
-	s->dead = true;
+	s->dead = s->broken = true;
 	if (err)
 		snprintf(why, sizeof(why), "%s on rail %u: %s", what, s->rail, strerror(err));
 	else
@@ -257,9 +276,36 @@ static void kvw_tx_advance(struct kvw_stream *s, uint64_t n)
 		n -= left;
 		if (it->is_data)
 			s->tx_data--;
+		else
+			s->tx_ctrl_bytes -= it->hlen;
 		kvw_txitem_release(it);
 		s->tx_head++;
 	}
+}
+
+/* The socket took nothing: a peer that reads nothing for peer_dead_ms is
+ * as good as dead, even if it keeps sending (e.g. PINGs it never reads
+ * the PONGs of). */
+static void kvw_stream_stalled(struct kvw_stream *s)
+{
+	uint64_t now = kvw_now_ns(), lim;
+	char why[200];
+
+	if (!s->ep)
+		return;
+	if (!s->tx_stall_ns) {
+		s->tx_stall_ns = now;
+		return;
+	}
+	lim = (uint64_t)kvw_core_cfg(s->ep->ctx)->peer_dead_ms * 1000000ull;
+	if (now - s->tx_stall_ns <= lim)
+		return;
+	snprintf(why, sizeof(why), "the peer read nothing for %llu ms (peer_dead_ms) with %llu bytes "
+		 "queued for it on rail %u: it stopped reading or is stuck",
+		 (unsigned long long)((now - s->tx_stall_ns) / 1000000), (unsigned long long)s->tx_ctrl_bytes,
+		 s->rail);
+	s->dead = s->broken = true;
+	kvw_ep_fail(s->ep, KVW_ERR_PEER_DEAD, why);
 }
 
 void kvw_stream_flush(struct kvw_stream *s)
@@ -292,6 +338,7 @@ void kvw_stream_flush(struct kvw_stream *s)
 				if (!s->want_write && s->ep) /* wake kvw_ctx_wait when writable */
 					kvw_core_watch_fd(s->ep->ctx, s->fd, true);
 				s->want_write = true;
+				kvw_stream_stalled(s);
 				return;
 			}
 			if (errno == EINTR)
@@ -299,11 +346,27 @@ void kvw_stream_flush(struct kvw_stream *s)
 			kvw_stream_broken(s, "connection lost while sending", errno);
 			return;
 		}
+		s->tx_stall_ns = 0;
 		kvw_tx_advance(s, (uint64_t)w);
 	}
 	if (s->want_write && s->ep && !s->dead)
 		kvw_core_watch_fd(s->ep->ctx, s->fd, false);
 	s->want_write = false;
+}
+
+void kvw_stream_flush_final(struct kvw_stream *s)
+{
+	static uint8_t sink[1u << 14];
+	bool dead = s->dead;
+
+	if (s->broken || s->fd < 0)
+		return;
+	s->dead = false;
+	kvw_stream_flush(s);
+	s->dead = dead || s->dead;
+	for (int i = 0; i < 16; i++) /* at most 256 KiB: then the RST is the peer's doing */
+		if (recv(s->fd, sink, sizeof(sink), MSG_DONTWAIT) <= 0)
+			break;
 }
 
 /* ------------------------------------------------------------------ rx */
@@ -416,6 +479,13 @@ static void kvw_rx_hdr_done(struct kvw_stream *s)
 		s->dead = true; /* a byte stream cannot resynchronise */
 		return;
 	}
+	if (s->ep->state != KVW_EP_READY &&
+	    (s->rx_h.type > KVW_T_REJECT || s->rx_h.len > KVW_WIRE_MAX_PREAUTH)) {
+		kvw_core_reject(s->ep, KVW_ERR_PROTO, "frame before the handshake finished: only "
+				"HELLO, WELCOME, AUTH, READY and REJECT (small bodies) may come first");
+		s->dead = true;
+		return;
+	}
 	if (s->rx_h.type == KVW_T_DATA) {
 		if (s->buffered) {
 			kvw_core_reject(s->ep, KVW_ERR_PROTO, "DATA frame on a driver that moves no inline payload");
@@ -488,7 +558,7 @@ static bool kvw_rx_payload(struct kvw_stream *s, uint64_t *budget)
 	s->ep->cnt.rail[s->rail].bytes_rx += s->rx_d.bytes;
 	s->ep->cnt.rail[s->rail].frags_rx++;
 	if (s->rx_dst)
-		kvw_core_landed(s->ep, s->rx_d.token, s->rx_d.layer, s->rx_d.bytes);
+		kvw_core_landed(s->ep, &s->rx_d);
 	return true;
 }
 

@@ -32,7 +32,8 @@ typedef kvw_status (*kvw_stream_frame_fn)(struct kvw_stream *s, const struct kvw
 struct kvw_stream {
 	int fd;
 	bool is_unix;
-	bool dead;
+	bool dead;               /* no more frames in or out */
+	bool broken;             /* the socket failed: not even a last flush */
 	kvw_ep *ep;
 	uint32_t rail;
 	kvw_stream_frame_fn on_frame;
@@ -42,6 +43,8 @@ struct kvw_stream {
 	uint32_t tx_cap, tx_head, tx_tail; /* cap power of two */
 	uint32_t tx_data;        /* data items queued */
 	bool want_write;
+	uint64_t tx_ctrl_bytes;  /* control bytes queued, bounded by max_tx_queue */
+	uint64_t tx_stall_ns;    /* first EAGAIN with no byte written since, or 0 */
 	struct kvw_fault *fault; /* config `fault`: link faults below the stream */
 	uint64_t hold_until;     /* latest not_before queued (order on the rail) */
 	/* rx */
@@ -81,6 +84,11 @@ bool kvw_stream_data(struct kvw_stream *s, const void *head, size_t hlen, const 
 void kvw_stream_cancel(struct kvw_stream *s, kvw_req *req);
 /* Writes what the socket takes. Fails the endpoint on a broken socket. */
 void kvw_stream_flush(struct kvw_stream *s);
+/* Last words on a stream that is going away (after a REJECT or at close):
+ * writes the queued control frames if the socket still works, then reads
+ * and drops what the peer sent (bounded) so that closing sends FIN, not an
+ * RST that could destroy the REJECT in flight. */
+void kvw_stream_flush_final(struct kvw_stream *s);
 /* Reads and dispatches frames (bounded work per call). */
 void kvw_stream_read(struct kvw_stream *s);
 /* Takes one fd received with SCM_RIGHTS, or -1. */

@@ -189,6 +189,10 @@ int kvw_wire_check_body(unsigned type, const void *body, size_t len, const char 
 			WHY("HELLO rail count or index out of range");
 			return KVW_ERR_PROTO;
 		}
+		if (h.flags & ~KVW_HELLO_FLAGS) {
+			WHY("HELLO has unknown flags");
+			return KVW_ERR_PROTO;
+		}
 		return KVW_OK;
 	}
 	case KVW_T_WELCOME: {
@@ -196,6 +200,10 @@ int kvw_wire_check_body(unsigned type, const void *body, size_t len, const char 
 		memcpy(&w, body, sizeof(w));
 		if (w.rails == 0 || w.rails > KVW_MAX_RAILS) {
 			WHY("WELCOME rail count out of range");
+			return KVW_ERR_PROTO;
+		}
+		if (w.flags & ~KVW_WELCOME_AUTH) {
+			WHY("WELCOME has unknown flags");
 			return KVW_ERR_PROTO;
 		}
 		return KVW_OK;

@@ -16,7 +16,7 @@
 
 #define KVW_WIRE_MAGIC 0x3157564bu /* "KVW1" as bytes on the wire */
 #define KVW_WIRE_MAJOR 1
-#define KVW_WIRE_MINOR 0
+#define KVW_WIRE_MINOR 1  /* 1: CPace authentication (docs/wire.md) */
 #define KVW_WIRE_MAX_CTRL (1u << 22)  /* largest control body (GRANT) */
 #define KVW_WIRE_MAX_DATA (1u << 24)  /* largest inline data payload */
 #define KVW_WIRE_NONCE 32
@@ -58,6 +58,9 @@ _Static_assert(sizeof(struct kvw_wire_hdr) == 24, "wire hdr");
 
 /* HELLO flags */
 #define KVW_HELLO_JOIN 0x1u /* extra rail of an existing session */
+#define KVW_HELLO_PAKE 0x2u /* nonce carries the client's CPace share */
+#define KVW_HELLO_FLAGS (KVW_HELLO_JOIN | KVW_HELLO_PAKE)
+#define KVW_WIRE_MAX_PREAUTH 128u /* largest body before READY (REJECT: 104) */
 
 struct kvw_wire_hello {
 	uint32_t caps;

@@ -351,6 +351,12 @@ static void dk_reasm(struct dk_flow *f, const struct kvw_wire_hdr *h, const uint
 		f->reasm_len = 0;
 		return;
 	}
+	if (f->ep && f->ep->state != KVW_EP_READY && f->reasm_len + n > KVW_WIRE_MAX_PREAUTH + DK_FRAME_HDR) {
+		/* before READY only small handshake frames exist: hold nothing big */
+		kvw_core_reject(f->ep, KVW_ERR_PROTO, "segmented control frame before the handshake finished");
+		f->reasm_len = 0;
+		return;
+	}
 	if (f->reasm_len + n > f->reasm_cap) {
 		size_t cap = (f->reasm_len + n) * 2;
 		uint8_t *nb = realloc(f->reasm, cap);
@@ -419,7 +425,7 @@ static void dk_data_place(struct dk_flow *f, struct rte_mbuf *m, const struct kv
 	if (kvw_core_dst(f->ep, &d, &dst) != KVW_OK)
 		return; /* aborted grant or rejected: payload discarded */
 	dk_copy_out(m, off + DK_DATA_HDR, dst, d.bytes);
-	kvw_core_landed(f->ep, d.token, d.layer, d.bytes);
+	kvw_core_landed(f->ep, &d);
 }
 
 static bool dk_ep_live(const struct dk_flow *f)

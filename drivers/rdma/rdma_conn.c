@@ -51,8 +51,11 @@ void rd_rail_free(struct rd_rail *r)
 			*pp = r->next_all;
 			break;
 		}
-	if (r->qp && r->state == RD_R_UP && r->txq_len)
+	if (r->qp && r->state == RD_R_UP && r->txq_len) {
+		if (r->txq_due) /* fault holds: the link would deliver them later, it closes now */
+			memset(r->txq_due, 0, r->txq_n * sizeof(*r->txq_due));
 		rd_flush_all(rd->d); /* queued in this pass: a last CLOSE/REJECT */
+	}
 	if (r->qp && r->state == RD_R_UP)
 		rd_drain_sends(r, 50000000ull); /* let a last CLOSE/REJECT go out */
 	if (r->id && r->cm_established)
@@ -78,6 +81,7 @@ void rd_rail_free(struct rd_rail *r)
 	free(r->sbuf);
 	free(r->cum_bytes);
 	free(r->txq);
+	free(r->txq_due);
 	free(r->rx);
 	free(r);
 }

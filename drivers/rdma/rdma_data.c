@@ -130,26 +130,53 @@ void rd_drain_sends(struct rd_rail *r, uint64_t timeout_ns)
 }
 
 /* ------------------------------------------------------------ fault layer */
-/* What a lossy link below RC does to this rail (see fault.h): the fate of
- * the next post unit (a message, or a write batch with its LANDED) is
- * decided once; lost or corrupted, RC resends it after `rto`; delayed or
- * reordered, it is held; either way it and every later unit of the rail
- * wait (other rails go on). A duplicate is discarded by RC (counted). True
- * when the rail may post now. */
+/* What a lossy link below RC does to this rail (see fault.h), as
+ * transport/stream.c models it for a stream: the fate of a unit (a queued
+ * message, or a write batch with its LANDED) is decided once, when it is
+ * ready to go; lost or corrupted, RC resends it `rto` later; delayed or
+ * reordered, it is held; and no unit goes before the one ahead of it on the
+ * rail (other rails go on). A hold counts from when the unit was ready: a
+ * delay is latency, so a backlog of N messages waits one delay, not N. A
+ * duplicate is discarded by RC (counted). Returns when the unit may go. */
+static uint64_t rd_fault_due(struct rd_rail *r, size_t len, uint64_t now)
+{
+	static __thread kvw_counters none;
+	uint64_t due = now + kvw_fault_reliable(r->fault, len, r->ep ? &r->ep->cnt : &none);
+
+	if (due < r->fault_tail)
+		due = r->fault_tail;
+	r->fault_tail = due;
+	return due;
+}
+
+/* Write batches: true when the rail's next batch may go now. */
 static bool rd_fault_gate(struct rd_rail *r)
 {
-	uint64_t now, hold;
+	uint64_t now;
 
-	if (!r->fault || r->fault_passed)
+	if (!r->fault)
 		return true;
-	if ((now = kvw_now_ns()) < r->hold_until)
-		return false;
-	hold = kvw_fault_reliable(r->fault, RD_BUF, &r->ep->cnt);
-	r->fault_passed = true;
-	if (!hold)
-		return true;
-	r->hold_until = now + hold;
-	return false;
+	now = kvw_now_ns();
+	if (!r->batch_fated) {
+		r->hold_until = rd_fault_due(r, RD_BUF, now);
+		r->batch_fated = true;
+	}
+	return now >= r->hold_until;
+}
+
+/* Messages: the fate of a record as it is queued (rd_queue). */
+static kvw_status rd_fault_queue(struct rd_rail *r, size_t len)
+{
+	if (r->txq_n == r->txq_due_cap) {
+		size_t cap = r->txq_due_cap ? r->txq_due_cap * 2 : 1024;
+		uint64_t *d = realloc(r->txq_due, cap * sizeof(*d));
+		if (!d)
+			return KVW_ERR_NOMEM;
+		r->txq_due = d;
+		r->txq_due_cap = cap;
+	}
+	r->txq_due[r->txq_n++] = rd_fault_due(r, len, kvw_now_ns());
+	return KVW_OK;
 }
 
 /* ------------------------------------------------------------ messages */
@@ -187,7 +214,6 @@ static kvw_status rd_post_msg(struct rd_rail *r, unsigned kind, const void *p, s
 	r->last_sig = seq;
 	r->credits--;
 	r->to_return = 0;
-	r->fault_passed = false;
 	return KVW_OK;
 }
 
@@ -196,13 +222,17 @@ kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 	struct rd_hdr h = {.kind = (uint8_t)kind, .len = (uint32_t)len};
 	size_t need = r->txq_len + sizeof(h) + len;
 
+	if (r->fault && rd_fault_queue(r, sizeof(h) + len) != KVW_OK)
+		return KVW_ERR_NOMEM;
 	if (need > r->txq_cap) {
 		size_t cap = r->txq_cap ? r->txq_cap : 65536;
 		uint8_t *q;
 		while (cap < need)
 			cap *= 2;
-		if (!(q = realloc(r->txq, cap)))
+		if (!(q = realloc(r->txq, cap))) {
+			r->txq_n -= r->fault ? 1 : 0;
 			return KVW_ERR_NOMEM;
+		}
 		r->txq = q;
 		r->txq_cap = cap;
 	}
@@ -213,21 +243,27 @@ kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 	return KVW_OK;
 }
 
-/* Bytes of the records from off that fit one send buffer (FENCE and
- * FENCE_ACK travel alone: fence waits look at a buffer's first record). */
-static size_t rd_pack(const struct rd_rail *r, size_t off, bool *credit_only)
+/* Bytes of the records from off (record rec) that fit one send buffer
+ * (FENCE and FENCE_ACK travel alone: fence waits look at a buffer's first
+ * record); with the fault layer only records whose time has come. *nrec:
+ * how many records. */
+static size_t rd_pack(const struct rd_rail *r, size_t off, size_t rec, uint64_t now,
+		      bool *credit_only, size_t *nrec)
 {
 	size_t n = 0;
 
 	*credit_only = true;
+	*nrec = 0;
 	while (off + n < r->txq_len) {
 		struct rd_hdr h;
 		memcpy(&h, r->txq + off + n, sizeof(h));
 		bool alone = h.kind == RD_FENCE || h.kind == RD_FENCE_ACK;
-		if ((n && (alone || n + sizeof(h) + h.len > RD_BUF)) || (r->fault && n))
+		if ((n && (alone || n + sizeof(h) + h.len > RD_BUF)) ||
+		    (r->fault && r->txq_due[rec + *nrec] > now))
 			break;
 		*credit_only &= h.kind == RD_CREDIT;
 		n += sizeof(h) + h.len;
+		++*nrec;
 		if (alone)
 			break;
 	}
@@ -265,18 +301,20 @@ static void rd_flush(struct rd_rail *r)
 {
 	struct ibv_send_wr wr[RD_CHAIN_MAX], *bad;
 	struct ibv_sge sg[RD_CHAIN_MAX];
-	size_t off = 0;
+	uint64_t now = r->fault ? kvw_now_ns() : 0;
+	size_t off = 0, rec = 0;
 	uint32_t n = 0;
 
 	while (off < r->txq_len && n < RD_CHAIN_MAX) {
 		bool credit_only;
-		size_t bytes = rd_pack(r, off, &credit_only);
+		size_t k, bytes = rd_pack(r, off, rec, now, &credit_only, &k);
 		int need = credit_only ? 1 : 2; /* the last credit returns credits */
-		if (r->state != RD_R_UP || r->credits - (int)n < need ||
-		    r->wr_posted + n - r->wr_done >= r->sq_depth || (n && r->fault) || !rd_fault_gate(r))
+		if (r->state != RD_R_UP || r->credits - (int)n < need || !bytes ||
+		    r->wr_posted + n - r->wr_done >= r->sq_depth)
 			break;
 		rd_chain_add(r, r->txq + off, bytes, need, n, &wr[n], &sg[n]);
 		off += bytes;
+		rec += k;
 		n++;
 	}
 	if (n == 0)
@@ -291,9 +329,12 @@ static void rd_flush(struct rd_rail *r)
 	r->last_sig = r->wr_posted - 1;
 	r->credits -= (int)n;
 	r->to_return = 0;
-	r->fault_passed = false;
 	memmove(r->txq, r->txq + off, r->txq_len - off);
 	r->txq_len -= off;
+	if (r->fault) {
+		memmove(r->txq_due, r->txq_due + rec, (r->txq_n - rec) * sizeof(*r->txq_due));
+		r->txq_n -= rec;
+	}
 }
 
 /* Queues a message; outside a progress pass it goes at once, inside the
@@ -420,7 +461,7 @@ static void rd_on_landed(struct rd_rail *r, const uint8_t *p, size_t len)
 			continue; /* revoked grant (discard) or rejected (request failed) */
 		ep->cnt.rail[r->idx].bytes_rx += d.bytes;
 		ep->cnt.rail[r->idx].frags_rx++;
-		kvw_core_landed(ep, d.token, d.layer, d.bytes);
+		kvw_core_landed(ep, &d);
 		if (ep->state != KVW_EP_READY)
 			return;
 	}
@@ -517,6 +558,12 @@ static void rd_recv_wc(struct rd_rail *r, const struct ibv_wc *wc)
 			rd_wc_fail(r, wc);
 		return;
 	}
+	/* any message is the peer's progress at work (LANDED, credits, keys):
+	 * it is alive, as a tcp DATA head or an shm DESC says (transport
+	 * liveness counts control frames only, and a keepalive PONG may queue
+	 * behind a long backlog on either side) */
+	if (r->ep)
+		r->ep->last_rx_ns = kvw_now_ns();
 	rd_on_buf(r, r->rbuf + (size_t)i * RD_BUF, wc->byte_len);
 	if (r->state == RD_R_DEAD)
 		return;
@@ -693,7 +740,7 @@ static void rd_batch_post(struct rd_rail *r, struct rd_batch *b)
 	r->last_sig = r->wr_posted - 1;
 	r->credits--;
 	r->to_return = 0;
-	r->fault_passed = false;
+	r->batch_fated = false;
 	b->n = 0;
 	b->bytes = 0;
 }

@@ -107,15 +107,19 @@ struct rd_rail {
 	int credits, to_return;
 	bool peer_starved;
 	bool cm_established;
-	/* fault layer (config `fault`): a lossy link below RC (rd_fault_gate) */
+	/* fault layer (config `fault`): a lossy link below RC (rdma_data.c) */
 	struct kvw_fault *fault;
-	uint64_t hold_until;    /* no post before this (ns) */
-	bool fault_passed;      /* the next post unit's fate is decided: it goes */
+	uint64_t fault_tail;    /* latest time a unit of this rail was let go at (ns) */
+	uint64_t hold_until;    /* the next write batch not before this (ns) */
+	bool batch_fated;       /* the next write batch's fate is decided (hold_until) */
 	const char *dead_why;   /* set where failing the ep must wait */
 	kvw_status dead_st;
 	/* messages waiting for credits or SQ room: [struct rd_hdr][payload]... */
 	uint8_t *txq;
 	size_t txq_len, txq_cap;
+	/* fault layer: when each queued record may go (ns), in txq order */
+	uint64_t *txq_due;
+	size_t txq_n, txq_due_cap;
 	/* control-frame reassembly */
 	uint8_t *rx;
 	size_t rx_len, rx_cap;

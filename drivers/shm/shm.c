@@ -7,34 +7,67 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+/* What a peer may make this process map (docs/drivers/shm.md): at most
+ * SHM_MAPS arenas per endpoint, together at most the host's RAM (an arena
+ * an honest sender sends from lives in this host's memory), and at most
+ * SHM_CTX_MAP_CAP for all endpoints of a context (address space). Mapping
+ * costs address space only: nothing is populated up front (no MAP_POPULATE),
+ * and a copy maps only pages the sender has: a range with a hole is read
+ * with pread, which returns zeros without allocating the hole. */
 #define SHM_MAPS 64
+#define SHM_CTX_MAP_CAP (32ull << 40)
+#define SHM_GRAIN_SHIFT 16 /* hole-free 64 KiB grains are remembered */
+#define SHM_VEC ((KVW_WIRE_MAX_DATA >> 12) + (2u << (SHM_GRAIN_SHIFT - 12))) /* mincore bytes */
 
 struct shm_map {
 	uint32_t id;
-	uint8_t *base;
+	int fd;              /* the peer's memfd (pread of ranges with holes), or -1 */
+	uint8_t *base;       /* NULL: refused, see why */
 	size_t len;
+	uint64_t *seen;      /* bit per grain: no hole in it (holes cannot come back) */
+	const char *why;     /* "arena N <why>": the refusal, or NULL */
 };
 
 struct shm_ep {
 	uint32_t sent[SHM_MAPS]; /* arenas announced to the peer */
 	uint32_t n_sent;
-	struct shm_map map[SHM_MAPS]; /* peer arenas mapped here */
+	struct shm_map map[SHM_MAPS]; /* peer arenas announced here */
 	uint32_t n_map;
+	uint64_t mapped;         /* bytes of them mapped */
+};
+
+struct shm_drv {
+	uint64_t mapped;         /* bytes of peer arenas mapped, all endpoints */
+	uint64_t ep_cap;         /* per endpoint: the host's RAM */
 };
 
 static kvw_status shm_drv_open(kvw_drv *d)
 {
-	d->priv = NULL;
+	struct shm_drv *sd = calloc(1, sizeof(*sd));
+	long pages = sysconf(_SC_PHYS_PAGES), pg = sysconf(_SC_PAGESIZE);
+
+	if (!sd)
+		return KVW_ERR_NOMEM;
+	sd->ep_cap = pages > 0 && pg > 0 ? (uint64_t)pages * (uint64_t)pg : 1ull << 40;
+	d->priv = sd;
 	return KVW_OK;
+}
+
+static void shm_drv_close(kvw_drv *d)
+{
+	free(d->priv);
+	d->priv = NULL;
 }
 
 static kvw_status shm_caps(kvw_drv *d, struct kvw_caps_info *ci)
@@ -66,32 +99,198 @@ static struct shm_ep *shm_ep_state(kvw_ep *ep)
 	return se ? se->priv : NULL;
 }
 
-static kvw_status shm_reject(struct kvw_stream *s, const char *why)
+static kvw_status shm_reject(struct kvw_stream *s, kvw_status st, const char *why)
 {
-	kvw_core_reject(s->ep, KVW_ERR_PROTO, why);
-	return KVW_ERR_PROTO;
+	kvw_core_reject(s->ep, st, why);
+	return st;
 }
 
-static kvw_status shm_on_mem(struct kvw_stream *s, const struct kvw_wire_mem *m)
+static struct shm_map *shm_find(struct shm_ep *se, uint32_t id)
+{
+	for (uint32_t i = 0; se && i < se->n_map; i++)
+		if (se->map[i].id == id)
+			return &se->map[i];
+	return NULL;
+}
+
+/* May this fd be mapped and read for len bytes without a fault this side
+ * cannot survive or pays for? NULL = yes, else the refusal ("arena N ...").
+ * Only a read-only memfd on shmem qualifies, sealed against shrinking (a
+ * read past a shrunk end is SIGBUS) and against hole punching (a page
+ * taken out under a copy would be allocated by it): F_SEAL_WRITE or
+ * F_SEAL_FUTURE_WRITE. The seals are read before the size, so the size
+ * seen can only grow afterwards. Writes through the sender's own mapping
+ * stay possible and change nothing here: this side copies bytes it never
+ * interprets into blocks the grant bounds. */
+static const char *shm_fd_refusal(int fd, uint64_t len)
+{
+	int seals = fcntl(fd, F_GET_SEALS), fl = fcntl(fd, F_GETFL);
+	struct statfs sf;
+	struct stat st;
+
+	if (seals < 0)
+		return "is not a memfd (a pipe, socket or ordinary file was passed); the sender must "
+		       "send from memory allocated with kvw_mem_alloc()";
+	if (fstatfs(fd, &sf) || sf.f_type != TMPFS_MAGIC)
+		return "is a hugetlbfs memfd, whose pages may fail to appear when read (SIGBUS); the "
+		       "sender must send from memory allocated with kvw_mem_alloc()";
+	if (!(seals & F_SEAL_SHRINK) || !(seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)))
+		return "is a memfd not sealed against shrinking and hole punching (F_SEAL_SHRINK "
+		       "and F_SEAL_FUTURE_WRITE), so the sender could pull pages from under this "
+		       "side's copies; the sender must send from kvw_mem_alloc() memory of a kvwire "
+		       "that seals it";
+	if (fl < 0 || (fl & O_ACCMODE) != O_RDONLY)
+		return "came as a writable fd; a kvwire sender passes a read-only one (check that "
+		       "both sides run the same kvwire)";
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < len)
+		return "is smaller than the length its MEM frame announced; the sender must "
+		       "announce the arena's own length";
+	return NULL;
+}
+
+/* The peer's arenas must stay within what one endpoint and the context may
+ * map (see SHM_MAPS). */
+static const char *shm_cap_refusal(const struct shm_drv *sd, const struct shm_ep *se, uint64_t len)
+{
+	if (len == 0)
+		return "is empty; the sender must announce the arena's own length";
+	if (len > sd->ep_cap - se->mapped)
+		return "would take the peer's shared arenas on this endpoint past the host's RAM, "
+		       "the most one endpoint may map; the sender must share only the pools it sends from";
+	if (len > SHM_CTX_MAP_CAP - sd->mapped)
+		return "would take the peer arenas this process maps past 32 TiB; close endpoints "
+		       "that are no longer used";
+	return NULL;
+}
+
+/* Maps the arena read-only, without populating it: O(1) inside progress,
+ * whatever its size. Keeps fd in m. On refusal m->why says why. */
+static void shm_map_arena(kvw_ep *ep, struct shm_ep *se, struct shm_map *m, int fd)
+{
+	struct shm_drv *sd = ep->drv->priv;
+	uint64_t grains = ((uint64_t)m->len + (1u << SHM_GRAIN_SHIFT) - 1) >> SHM_GRAIN_SHIFT;
+	void *p;
+
+	if ((m->why = shm_cap_refusal(sd, se, m->len)) || (m->why = shm_fd_refusal(fd, m->len)))
+		return;
+	m->seen = calloc((grains + 63) / 64, sizeof(uint64_t));
+	p = m->seen ? mmap(NULL, m->len, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+	if (p == MAP_FAILED) {
+		free(m->seen);
+		m->seen = NULL;
+		m->why = "could not be mapped (out of memory or address space, or vm.max_map_count); "
+			 "close endpoints that are no longer used";
+		return;
+	}
+	m->base = p;
+	m->fd = fd;
+	se->mapped += m->len;
+	sd->mapped += m->len;
+}
+
+/* A refused arena is remembered with its reason: every DESC naming it
+ * fails its request with REJECTED, nothing copied; the endpoint stays. */
+static kvw_status shm_on_mem(struct kvw_stream *s, const struct kvw_wire_mem *wm)
 {
 	struct shm_ep *se = shm_ep_state(s->ep);
 	int fd = kvw_stream_take_fd(s);
-	struct stat st;
-	void *p;
+	struct shm_map *m;
 
 	if (fd < 0)
-		return shm_reject(s, "MEM frame without its file descriptor");
-	if (!se || se->n_map == SHM_MAPS || fstat(fd, &st) || m->len == 0 ||
-	    (uint64_t)st.st_size < m->len) {
+		return shm_reject(s, KVW_ERR_PROTO, "MEM frame without its file descriptor: the "
+				  "sender must pass the arena's memfd with the frame (SCM_RIGHTS)");
+	if (!se || shm_find(se, wm->mem_id) || se->n_map == SHM_MAPS) {
 		close(fd);
-		return shm_reject(s, "MEM frame: too many arenas or size larger than the file");
+		return shm_reject(s, KVW_ERR_REJECTED, !se ? "out of memory for the peer's arenas" :
+				  se->n_map == SHM_MAPS ? "the peer announced more than 64 shared arenas "
+				  "on one endpoint; a sender shares each pool once (kvw_mem_alloc)" :
+				  "the peer announced a shared arena id twice; a kvwire sender "
+				  "announces each arena once per endpoint");
 	}
-	p = mmap(NULL, m->len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0); /* fault once, not per page */
-	close(fd);
-	if (p == MAP_FAILED)
-		return shm_reject(s, "MEM frame: cannot map the peer's arena");
-	se->map[se->n_map++] = (struct shm_map){.id = m->mem_id, .base = p, .len = m->len};
+	m = &se->map[se->n_map++];
+	*m = (struct shm_map){.id = wm->mem_id, .fd = -1, .len = wm->len};
+	shm_map_arena(s->ep, se, m, fd);
+	if (m->fd < 0) {
+		close(fd);
+		s->ep->cnt.rejected++;
+		kvw_log(s->ep->ctx, 2, "endpoint %u: shm: refused the peer's arena %u, nothing mapped: "
+			"arena %u %s", s->ep->id, wm->mem_id, wm->mem_id, m->why);
+	}
 	return KVW_OK;
+}
+
+/* Is [off, off + n) free of holes, so that copying it from the mapping
+ * allocates nothing? Grains seen hole-free are remembered (with the seals
+ * required, a hole cannot come back); the others are asked with one
+ * mincore over the range (page cache of the memfd), bounded by n. */
+static bool shm_no_holes(struct shm_map *m, uint64_t off, uint64_t n)
+{
+	const uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE), gpages = (1u << SHM_GRAIN_SHIFT) / pg;
+	uint64_t g = off >> SHM_GRAIN_SHIFT, last = (off + n - 1) >> SHM_GRAIN_SHIFT, at, end;
+	unsigned char vec[SHM_VEC];
+	bool all = true;
+
+	while (g <= last && (m->seen[g / 64] >> (g % 64) & 1))
+		g++;
+	if (g > last)
+		return true;
+	at = g << SHM_GRAIN_SHIFT;
+	end = (last + 1) << SHM_GRAIN_SHIFT;
+	if (end > m->len)
+		end = (m->len + pg - 1) / pg * pg;
+	if ((end - at) / pg > sizeof(vec) || mincore(m->base + at, end - at, vec))
+		return false;
+	for (uint64_t i = 0; g <= last; g++, i += gpages) {
+		uint64_t k = 0, np = (end - at) / pg - i < gpages ? (end - at) / pg - i : gpages;
+		while (k < np && (vec[i + k] & 1))
+			k++;
+		if (k == np)
+			m->seen[g / 64] |= 1ull << (g % 64);
+		else
+			all = false;
+	}
+	return all;
+}
+
+/* The one copy. A range with a hole (never written, or swapped out) is
+ * read with pread: holes come back as zeros and are not allocated. */
+static bool shm_copy(struct shm_map *m, uint8_t *dst, uint64_t off, uint64_t n)
+{
+	if (shm_no_holes(m, off, n)) {
+		memcpy(dst, m->base + off, n);
+		return true;
+	}
+	while (n) {
+		ssize_t r = pread(m->fd, dst, n, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return false; /* cannot be: the seals keep its size */
+		dst += r;
+		off += (uint64_t)r;
+		n -= (uint64_t)r;
+	}
+	return true;
+}
+
+/* A DESC naming an arena this side refused (or never heard of): its
+ * request fails REJECTED, and the sentence says why. */
+static void shm_desc_refused(kvw_ep *ep, const struct kvw_wire_desc *dsc, const struct shm_map *m)
+{
+	char head[sizeof(ep->ctx->err)];
+
+	if (!kvw_core_token_live(ep, dsc->token)) {
+		ep->cnt.drops++;
+		return; /* unknown or revoked grant: nothing to fail */
+	}
+	kvw_core_token_reject(ep, dsc->token, m ? "from a shared arena this side refused" :
+			      "from a shared arena the sender never announced");
+	snprintf(head, sizeof(head), "%s", kvw_ctx_last_error(ep->ctx));
+	if (m)
+		kvw_set_err(ep->ctx, KVW_ERR_REJECTED, "%s: arena %u %s", head, m->id, m->why);
+	else
+		kvw_set_err(ep->ctx, KVW_ERR_REJECTED, "%s: arena %u has had no MEM frame; a kvwire "
+			    "sender announces each arena before naming it", head, dsc->mem_id);
 }
 
 static kvw_status shm_on_desc(struct kvw_stream *s, const struct kvw_wire_desc *dsc)
@@ -99,29 +298,38 @@ static kvw_status shm_on_desc(struct kvw_stream *s, const struct kvw_wire_desc *
 	struct shm_ep *se = shm_ep_state(s->ep);
 	struct kvw_wire_data d = {.token = dsc->token, .layer = dsc->layer, .blk_idx = dsc->blk_idx,
 				  .bytes = dsc->bytes, .blk_off = dsc->blk_off};
-	const struct shm_map *m = NULL;
+	struct shm_map *m = shm_find(se, dsc->mem_id);
 	uint8_t *dst;
 
 	s->ep->last_rx_ns = kvw_now_ns();
-	for (uint32_t i = 0; se && i < se->n_map; i++)
-		if (se->map[i].id == dsc->mem_id)
-			m = &se->map[i];
-	if (!m || dsc->src_off > m->len || dsc->bytes > m->len - dsc->src_off) {
+	if (!m || !m->base) {
+		shm_desc_refused(s->ep, dsc, m);
+		return KVW_OK;
+	}
+	if (dsc->src_off > m->len || dsc->bytes > m->len - dsc->src_off) {
 		kvw_core_token_reject(s->ep, dsc->token, "whose source lies outside the sender's "
 				      "shared arena");
 		return KVW_OK;
 	}
 	if (kvw_core_dst(s->ep, &d, &dst) != KVW_OK)
 		return KVW_OK; /* refused or revoked: nothing copied */
-	memcpy(dst, m->base + dsc->src_off, dsc->bytes);
+	if (!shm_copy(m, dst, dsc->src_off, dsc->bytes)) {
+		kvw_core_token_reject(s->ep, dsc->token, "whose source could not be read");
+		return KVW_OK;
+	}
 	s->ep->cnt.rail[0].bytes_rx += dsc->bytes;
 	s->ep->cnt.rail[0].frags_rx++;
-	kvw_core_landed(s->ep, dsc->token, dsc->layer, dsc->bytes);
+	kvw_core_landed(s->ep, &d);
 	return KVW_OK;
 }
 
+/* MEM and DESC only between READY endpoints: before the handshake a peer
+ * (perhaps without the secret) makes this side map nothing. */
 static kvw_status shm_on_frame(struct kvw_stream *s, const struct kvw_wire_hdr *h, const void *body)
 {
+	if (s->ep->state != KVW_EP_READY)
+		return shm_reject(s, KVW_ERR_PROTO, "MEM or DESC frame before the handshake finished: "
+				  "a peer may share memory only once it is READY");
 	if (h->type == KVW_T_MEM) {
 		struct kvw_wire_mem m;
 		memcpy(&m, body, sizeof(m));
@@ -257,15 +465,24 @@ static void shm_ep_close(kvw_ep *ep)
 {
 	struct kvw_sockep *sk = kvw_sockep(ep);
 	struct shm_ep *se = sk ? sk->priv : NULL;
+	struct shm_drv *sd = ep->drv->priv;
 
-	for (uint32_t i = 0; se && i < se->n_map; i++)
-		munmap(se->map[i].base, se->map[i].len);
+	for (uint32_t i = 0; se && i < se->n_map; i++) {
+		struct shm_map *m = &se->map[i];
+		if (!m->base)
+			continue;
+		munmap(m->base, m->len);
+		close(m->fd);
+		free(m->seen);
+		sd->mapped -= m->len;
+	}
 	kvw_sock_ep_close(ep);
 }
 
 const struct kvw_driver_ops kvw_shm_ops = {
 	.name = "shm",
 	.open = shm_drv_open,
+	.close = shm_drv_close,
 	.query_caps = shm_caps,
 	.progress = kvw_sock_progress,
 	.listen = shm_listen,

@@ -56,7 +56,7 @@ static kvw_status tcp_listen(kvw_drv *d, kvw_listener *l, const struct kvw_uri *
 		return st;
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 128)) {
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, SOMAXCONN)) {
 		st = kvw_set_err(d->ctx, errno == EADDRINUSE ? KVW_ERR_BUSY : KVW_ERR_IO,
 				 "cannot listen on tcp://%s:%u: %s", u->host, u->port, strerror(errno));
 		if (fd >= 0)

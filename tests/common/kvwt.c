@@ -376,3 +376,24 @@ kvw_status kvwt_connect2(kvw_ctx *cctx, const char *uri, kvw_listener *l, int ti
 	*server = s;
 	return st;
 }
+
+long kvwt_rss_kib_of(int pid)
+{
+	char path[64], line[256];
+	long kib = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), pid ? "/proc/%d/status" : "/proc/self/status", pid);
+	if (!(f = fopen(path, "r")))
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+long kvwt_rss_kib(void)
+{
+	return kvwt_rss_kib_of(0);
+}

@@ -44,6 +44,9 @@ void kvwt_listen_uri(char *buf, size_t len);
  * skipped here, with the reason in KVW_TEST_SKIP_WHY. */
 kvw_ctx *kvwt_ctx(const char *const *extra);
 uint64_t kvwt_now_ms(void);
+/* Resident set of this process (or pid, 0 = self) in KiB, from /proc; -1 on error. */
+long kvwt_rss_kib(void);
+long kvwt_rss_kib_of(int pid);
 
 /* -------------------------------------------------------------- pools */
 struct kvwt_pool {

@@ -45,7 +45,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	char uri[128];
 	kvw_config *cfg;
 	if (kvw_config_create(&cfg) || kvw_config_set(cfg, "log_level", "0") ||
-	    kvw_config_set(cfg, "connect_timeout_ms", "50") || kvw_ctx_create(cfg, &fz_ctx))
+	    kvw_config_set(cfg, "connect_timeout_ms", "50") ||
+	    kvw_config_set(cfg, "handshake_timeout_ms", "50") || kvw_ctx_create(cfg, &fz_ctx))
 		fz_die("context");
 	kvw_config_destroy(cfg);
 	if (drv && !strcmp(drv, "shm"))

@@ -8,7 +8,7 @@ set -eu
 build=${1:-build-fuzz}
 secs=${2:-${KVW_FUZZ_SECONDS:-60}}
 fz="$build/tests/fuzz"
-for t in fuzz_wire fuzz_stream gen_corpus; do
+for t in fuzz_wire fuzz_stream fuzz_handshake gen_corpus; do
 	if [ ! -x "$fz/$t" ]; then
 		echo "run.sh: $fz/$t missing: CC=clang meson setup $build -Dfuzz=true && ninja -C $build" >&2
 		exit 2
@@ -21,7 +21,7 @@ mkdir -p "$corpus" "$art"
 status=0
 run() { # target corpus-subdir tag [env...]
 	t=$1; sub=$2; tag=$3; shift 3
-	mkdir -p "$corpus/$sub-run-$tag"
+	mkdir -p "$corpus/$sub-run-$tag" "$corpus/$sub"
 	echo "== $t ($sub, $tag) for ${secs}s"
 	if ! env "$@" "$fz/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 \
 		-print_final_stats=1 -artifact_prefix="$art/$t-$tag-" \
@@ -36,4 +36,7 @@ run() { # target corpus-subdir tag [env...]
 run fuzz_wire wire check
 run fuzz_stream stream tcp KVW_FUZZ_DRIVER=tcp
 run fuzz_stream stream shm KVW_FUZZ_DRIVER=shm
+run fuzz_handshake handshake cpace
+if [ -x "$fz/fuzz_shm" ]; then run fuzz_shm shm mem-desc
+else echo "== fuzz_shm not built (the shm driver is disabled): skipped"; fi
 exit $status

@@ -30,14 +30,14 @@ struct fx {
 	struct kvwt_rec srec, rrec;
 };
 
-static void fx_open(struct fx *f)
+static void fx_open_cfg(struct fx *f, const char *const *c)
 {
 	memset(f, 0, sizeof(*f));
 	kvw_ep_info in;
 	/* run alone (not through meson) these defaults apply */
 	setenv("KVW_TEST_DRIVER", "rdma", 0);
 	setenv("KVW_TEST_LISTEN_URI", "rdma://10.78.0.1:0", 0);
-	f->ctx = kvwt_ctx(cfg);
+	f->ctx = kvwt_ctx(c);
 	kvwt_pair_open(f->ctx, &f->p);
 	cr_assert_eq(kvw_ep_query(f->p.client, &in), KVW_OK);
 	cr_assert_str_eq(in.driver, "rdma", "KVW_TEST_DRIVER must be rdma for these cases");
@@ -49,6 +49,11 @@ static void fx_open(struct fx *f)
 		f->blk[i] = N / 4 + i;
 	kvwt_rec_init(&f->srec);
 	kvwt_rec_init(&f->rrec);
+}
+
+static void fx_open(struct fx *f)
+{
+	fx_open_cfg(f, cfg);
 }
 
 static void fx_grant(struct fx *f, uint64_t seq)
@@ -264,4 +269,59 @@ Test(rdma, dereg_while_pending_is_busy)
 	kvw_layout_destroy(f.dst.lay);
 	f.dst.lay = NULL;
 	cr_assert_eq(kvw_mem_dereg(f.dst.mem), KVW_OK, "%s", kvw_ctx_last_error(f.ctx));
+}
+
+/* A peer that sends no control frame is not silent: every driver message
+ * (here the LANDED notices of its writes) is its progress at work and
+ * counts for liveness, as tcp's DATA heads and shm's DESCs do. (Counting
+ * control frames only, a busy peer whose PONG queued behind a long backlog
+ * was declared dead: the 1,000-sequence case under the fault layer.) */
+static const char *const cfg_quiet[] = { "keepalive_ms", "60000", "peer_dead_ms", "120000", NULL };
+
+Test(rdma, driver_messages_are_proof_of_life)
+{
+	static struct fx f;
+	fx_open_cfg(&f, cfg_quiet);
+	fx_grant(&f, 1);
+	uint64_t t0 = f.p.server->last_rx_ns, frames = f.p.server->cnt.frames_rx;
+	fx_send(&f, 1, 0, L, KVW_SEND_LAST);
+	cr_assert(kvwt_drive1(f.ctx, 10000, kvwt_rec_done, &f.rrec), "the sequence did not land");
+	cr_assert_eq(f.rrec.status, KVW_OK, "%s", kvw_strerror(f.rrec.status));
+	cr_assert_eq(f.p.server->cnt.frames_rx, frames, "the sender sent a control frame: the case "
+		     "no longer tells driver messages from frames");
+	cr_assert_gt(f.p.server->last_rx_ns, t0, "the LANDED notices did not count as a sign of life");
+}
+
+/* The fault layer's delay is latency, not a gap per message: 1,000 grants
+ * queued at once (a GRANT and a KEYMAP each, 2,000 records on rail 0) reach
+ * the sender within one delay and a few credit round trips. When every
+ * record waited for the one before it (and for a context sleep), they took
+ * ~7 s in the VM and the receiver's keepalive PING queued behind them. */
+static const char *const cfg_delay[] = { "keepalive_ms", "200", "peer_dead_ms", "3000",
+					 "fault", "delay=200us,seed=3", NULL };
+#define NG 1000u
+
+static bool grants_delivered(void *arg)
+{
+	struct fx *f = arg;
+	return rd_ep_of(f->p.client)->keys_used == NG && !rd_ep_of(f->p.server)->rail[0]->txq_len;
+}
+
+Test(rdma, fault_delay_is_latency_not_a_gap_per_message, .timeout = 120)
+{
+	static struct fx f;
+	static struct kvwt_pool pool;
+	static kvw_req *rq[NG];
+	fx_open_cfg(&f, cfg_delay);
+	kvwt_pool_make(f.ctx, &pool, 1, NG, 4096, 4096);
+	for (uint32_t k = 0; k < NG; k++)
+		cr_assert_eq(kvw_recv_seq(f.p.server, 100 + k, pool.lay, &k, 1, 60000000, &rq[k]), KVW_OK,
+			     "grant %u: %s", k, kvw_ctx_last_error(f.ctx));
+	uint64_t t0 = kvwt_now_ms();
+	cr_assert(kvwt_drive1(f.ctx, 20000, grants_delivered, &f), "%u of %u key maps after 20 s",
+		  rd_ep_of(f.p.client)->keys_used, NG);
+	uint64_t ms = kvwt_now_ms() - t0;
+	cr_assert_lt(ms, 2000, "2,000 delayed records took %llu ms to drain", (unsigned long long)ms);
+	cr_assert_eq(kvw_ep_status(f.p.server), KVW_OK);
+	cr_assert_eq(kvw_ep_status(f.p.client), KVW_OK);
 }
