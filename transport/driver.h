@@ -119,6 +119,10 @@ struct kvw_drv {
 extern const struct kvw_driver_ops *const kvw_driver_table[];
 
 /* ----------------------------------------------------- core, for drivers */
+/* With a secret, once READY: the 32-byte session key both ends derived in
+ * the handshake (CPace, never sent), for a driver's per-frame MACs. false
+ * without a secret or before READY. */
+bool kvw_core_ep_session_key(const kvw_ep *ep, uint8_t key[32]);
 /* Client transport is up: the core sends HELLO. */
 void kvw_core_ep_up(kvw_ep *ep);
 /* Server transport accepted: a new endpoint waiting for HELLO. */

@@ -168,6 +168,14 @@ kvw_ep *kvw_core_ep_accepted_from(kvw_listener *l, const char *peer_addr)
 	return ep;
 }
 
+bool kvw_core_ep_session_key(const kvw_ep *ep, uint8_t key[32])
+{
+	if (ep->state != KVW_EP_READY || !ep->secret[0])
+		return false;
+	memcpy(key, ep->sess_key, 32);
+	return true;
+}
+
 kvw_ep *kvw_core_ep_accepted(kvw_listener *l)
 {
 	return kvw_core_ep_accepted_from(l, "");
@@ -300,8 +308,8 @@ static kvw_status kvw_auth_refused(kvw_ep *ep, const char *why)
 static kvw_status kvw_hello_auth(kvw_ep *ep, const struct kvw_wire_hello *h, struct kvw_wire_welcome *w)
 {
 	if (!(h->flags & KVW_HELLO_PAKE)) {
-		kvw_core_reject(ep, KVW_ERR_AUTH, "this listener requires a shared secret: set config "
-				"`secret` (KVW_SECRET, secret_file) on the connecting side");
+		kvw_core_reject(ep, KVW_ERR_AUTH, "the listener requires a shared secret: set config "
+				"`secret` or `secret_file` on the connecting side");
 		return KVW_ERR_AUTH;
 	}
 	if (kvw_auth_start(ep->secret, ep->auth_scalar, ep->nonce) != KVW_OK ||
@@ -540,7 +548,7 @@ void kvw_core_ep_admit(kvw_ep *ep)
 		victim = ps.silent;
 	if (victim)
 		kvw_core_reject(victim, KVW_ERR_BUSY, "dropped: the listener is at its limit of connections "
-				"in the handshake (max_handshakes, max_handshakes_per_addr)");
+				"in the handshake (max_handshakes[_per_addr])");
 	else if (ps.of_addr >= ep->ctx->cfg.max_handshakes_per_addr || ps.total >= kvw_handshake_cap(ep->ctx)) {
 		kvw_core_reject(ep, KVW_ERR_BUSY, "the listener is at its limit of connections in the "
 				"handshake: retry later");
@@ -761,6 +769,7 @@ kvw_status kvw_connect(kvw_ctx *ctx, const char *uri, int timeout_ms, kvw_ep **o
 		return st;
 	if (timeout_ms < 0)
 		timeout_ms = (int)ctx->cfg.connect_timeout_ms;
+	ep->hs_limit_ns = (uint64_t)timeout_ms * 1000000ull + 1; /* the call's limit, not the config's */
 	end = kvw_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	while ((st = kvw_ep_status(ep)) == KVW_INPROGRESS) {
 		if (kvw_now_ns() >= end) {
@@ -874,6 +883,8 @@ static uint64_t kvw_ep_handshake_ns(const kvw_ep *ep)
 {
 	const struct kvw_cfgv *c = &ep->ctx->cfg;
 
+	if (ep->hs_limit_ns)
+		return ep->hs_limit_ns;
 	return (uint64_t)(ep->is_server ? c->handshake_timeout_ms : c->connect_timeout_ms) * 1000000ull;
 }
 

@@ -174,6 +174,7 @@ struct kvw_ep {
 	uint8_t sess_key[32];     /* CPace session key: key confirmation, rail joins */
 	char peer_addr[64];       /* server side: tcp IP / shm uid, for per-address limits */
 	uint64_t t_ready;         /* when the handshake finished */
+	uint64_t hs_limit_ns;     /* kvw_connect's own handshake limit (0: the config's) */
 	uint64_t t_start;
 	uint64_t last_rx_ns, last_ping_ns, ping_cookie;
 	uint64_t pong_cookie, last_rtt_ns;  /* last PONG seen */

@@ -481,8 +481,8 @@ static void kvw_rx_hdr_done(struct kvw_stream *s)
 	}
 	if (s->ep->state != KVW_EP_READY &&
 	    (s->rx_h.type > KVW_T_REJECT || s->rx_h.len > KVW_WIRE_MAX_PREAUTH)) {
-		kvw_core_reject(s->ep, KVW_ERR_PROTO, "frame before the handshake finished: only "
-				"HELLO, WELCOME, AUTH, READY and REJECT (small bodies) may come first");
+		kvw_core_reject(s->ep, KVW_ERR_PROTO, "frame before the handshake finished: only small "
+				"HELLO/WELCOME/AUTH/READY/REJECT may come first");
 		s->dead = true;
 		return;
 	}
