@@ -5,6 +5,11 @@
 #include <stdio.h>
 #include <unistd.h>
 
+const char *kvw_version(void)
+{
+	return KVW_VERSION_STRING;
+}
+
 const char *kvw_strerror(kvw_status st)
 {
 	switch (st) {

@@ -22,8 +22,18 @@ extern "C" {
 #endif
 
 #define KVW_VERSION_MAJOR 0
-#define KVW_VERSION_MINOR 1
-#define KVW_VERSION_STRING "0.1.0"
+#define KVW_VERSION_MINOR 2
+#define KVW_VERSION_STRING "0.2.0"
+
+/* The library only exports what this header declares (a version script,
+ * symbol version KVWIRE_0.2, everything else hidden). */
+#if defined(KVW_BUILDING_LIBRARY) && defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
+/* The version of the library actually loaded ("0.2.0"): bindings compare it
+ * with the KVW_VERSION_STRING they were written for. */
+const char *kvw_version(void);
 
 /* ---------------------------------------------------------------- status */
 typedef enum kvw_status {
@@ -259,6 +269,10 @@ int kvw_poll(kvw_ctx *ctx, kvw_event *events, int max);
  * event). Returns like kvw_poll (0 = timed out). On a machine with fewer
  * free cores than busy processes, sleeping beats spinning by far. */
 int kvw_poll_wait(kvw_ctx *ctx, kvw_event *events, int max, int timeout_ms);
+
+#if defined(KVW_BUILDING_LIBRARY) && defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

@@ -221,34 +221,53 @@ static bool fz_handshake(struct fz_peer *p)
 	return fz_expect(p, KVW_T_GRANT, body, sizeof(body));
 }
 
+/* Each choice below reads 0 as what an honest kvwire sender does, so the
+ * fuzzer starts from arenas that are mapped and used and mutates them
+ * into hostile ones. */
+
 /* Sizes a MEM's memfd may have: up to sparse ones past the host's RAM. */
 static uint64_t fz_size(uint8_t k)
 {
-	static const uint64_t sz[] = { 0, 1, 4096, 5000, 65536, 1u << 20, 1ull << 30, 64ull << 30 };
-	if ((k & 7) == 7)
+	static const uint64_t sz[] = { 65536, 0, 1, 4096, 5000, 1u << 20, 1ull << 30, 64ull << 30 };
+	if ((k & 7) == 7 && (k & 8))
 		return (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE) + 4096;
 	return sz[k & 7];
 }
 
-/* The fd a MEM passes: a memfd (seals, fill, read-only or not), a pipe,
- * a regular file, or none. Keeps the peer's own copy of a memfd. */
+static int fz_pipe(void)
+{
+	struct stat st;
+	int ps[2];
+	if (pipe(ps))
+		return -1;
+	close(ps[1]);
+	if (fz_n_pipes < 64 && fstat(ps[0], &st) == 0)
+		fz_pipes[fz_n_pipes++] = st.st_ino;
+	return ps[0];
+}
+
+/* Seals: bit i of `drop` leaves out the i-th of kvw_mem_alloc's seals;
+ * bit 4 adds F_SEAL_WRITE. */
+static void fz_seal(int fd, uint8_t drop)
+{
+	static const unsigned honest[] = { F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_FUTURE_WRITE, F_SEAL_SEAL };
+	if (drop & 0x10)
+		fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE);
+	for (unsigned i = 0; i < 4; i++)
+		if (!(drop >> i & 1))
+			fcntl(fd, F_ADD_SEALS, honest[i]);
+}
+
+/* The fd a MEM passes: a memfd (seals, fill, read-only unless bit 3 of
+ * kind), none, a pipe or a regular file. Keeps the peer's own copy. */
 static int fz_make_fd(struct fz_peer *p, struct fz_in *in, uint32_t id, uint64_t len)
 {
-	uint8_t kind = fz_u8(in), seals = fz_u8(in), fill = fz_u8(in);
-	static const unsigned seal_bits[] = { F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_FUTURE_WRITE,
-					      F_SEAL_WRITE, F_SEAL_SEAL };
-	int fd, ps[2];
+	uint8_t kind = fz_u8(in), drop = fz_u8(in), fill = fz_u8(in) ^ 0xee;
+	int fd;
 	if ((kind & 7) == 5)
 		return -1;
-	if ((kind & 7) == 6) {
-		struct stat st;
-		if (pipe(ps))
-			return -1;
-		close(ps[1]);
-		if (fz_n_pipes < 64 && fstat(ps[0], &st) == 0)
-			fz_pipes[fz_n_pipes++] = st.st_ino;
-		return ps[0];
-	}
+	if ((kind & 7) == 6)
+		return fz_pipe();
 	fd = (kind & 7) == 7 ? open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)
 			     : memfd_create("fz-arena", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0 || ftruncate(fd, (off_t)len)) {
@@ -256,16 +275,14 @@ static int fz_make_fd(struct fz_peer *p, struct fz_in *in, uint32_t id, uint64_t
 			close(fd);
 		return -1;
 	}
-	if (fill && len)
+	if (len)
 		(void)!pwrite(fd, &fill, 1, (off_t)((uint64_t)fz_u16(in) * 4096 % len));
-	for (unsigned i = 0; i < 5; i++)
-		if (seals >> i & 1)
-			fcntl(fd, F_ADD_SEALS, seal_bits[i]);
+	fz_seal(fd, drop);
 	if (p->fds[id] < 0) {
 		p->fds[id] = dup(fd);
 		p->lens[id] = len;
 	}
-	if (kind & 8) { /* read-only, as kvwire sends it */
+	if (!(kind & 8)) { /* read-only, as kvwire sends it */
 		char path[64];
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 		int ro = open(path, O_RDONLY | O_CLOEXEC);
@@ -291,7 +308,7 @@ static void fz_op_mem(struct fz_peer *p, struct fz_in *in)
 
 static void fz_op_desc(struct fz_peer *p, struct fz_in *in)
 {
-	static const uint32_t bytes[] = { 1, 100, 4095, 4096, 8192, 16384, 65536, 1u << 24 };
+	static const uint32_t bytes[] = { 4096, 1, 100, 4095, 8192, 16384, 65536, 1u << 24 };
 	uint8_t k = fz_u8(in), b = fz_u8(in);
 	struct kvw_wire_desc d = { .token = k & 0x80 ? p->token + b : p->token,
 				   .layer = k % 3, .blk_idx = (k >> 2) % 5,
@@ -399,6 +416,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else if (fz_handshake(&p))
 		fz_ops(&p, &in);
 	fz_check_gaps();
+	if (getenv("KVW_FUZZ_VERBOSE"))
+		fprintf(stderr, "fuzz_shm: %zu bytes: endpoint %s, grant %s: %s\n", size,
+			p.ep ? "accepted" : "none", p.req ? kvw_strerror(p.req->status) : "none",
+			kvw_ctx_last_error(fz_ctx));
 	fz_peer_close(&p);
 	fz_check_released();
 	return 0;

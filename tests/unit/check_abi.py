@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""ABI check: libkvwire.so exports exactly the functions that
+include/kvwire/kvwire.h declares, all under one symbol version, and the
+version script lists the same names. Prints TAP.
+usage: check_abi.py HEADER LIBKVWIRE_SO VERSION_MAP"""
+import re
+import subprocess
+import sys
+
+
+def header_functions(path):
+    text = re.sub(r"/\*.*?\*/", "", open(path).read(), flags=re.S)
+    return set(re.findall(r"\b(kvw_[a-z0-9_]+)\s*\(", text))
+
+
+def exported(lib):
+    out = subprocess.run(["nm", "-D", "--defined-only", lib], check=True,
+                         capture_output=True, text=True).stdout
+    syms = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in "TtDdBbRrWwVvi":
+            name, _, ver = parts[2].partition("@@")
+            if name.startswith("KVWIRE_"):
+                continue
+            syms[name] = ver
+    return syms
+
+
+def map_names(path):
+    text = re.sub(r"/\*.*?\*/", "", open(path).read(), flags=re.S)
+    glob = text.split("global:")[1].split("local:")[0]
+    return {n.strip() for n in glob.split(";") if n.strip()}
+
+
+def main():
+    hdr, lib, vmap = sys.argv[1:4]
+    want, got, listed = header_functions(hdr), exported(lib), map_names(vmap)
+    checks = [
+        ("no symbol beyond the public header", sorted(set(got) - want)),
+        ("every public function exported", sorted(want - set(got))),
+        ("version script lists the header's functions", sorted(want ^ listed)),
+        ("one symbol version for all", sorted({v for v in got.values()} - {"KVWIRE_0.2"})),
+    ]
+    print("1..%d" % len(checks))
+    bad = 0
+    for i, (name, diff) in enumerate(checks, 1):
+        if diff:
+            bad += 1
+            print("not ok %d - %s: %s" % (i, name, " ".join(diff)))
+        else:
+            print("ok %d - %s" % (i, name))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
