@@ -71,18 +71,23 @@ static kvw_status kvw_cfg_setval(kvw_config *cfg, int i, const char *value)
 static kvw_status kvw_cfg_check(const kvw_config *cfg)
 {
 	struct kvw_cfgv v;
-	char err[160];
+	char err[200];
 
-	return kvw_cfgv_parse(cfg, &v, err, sizeof(err));
+	if (kvw_cfgv_parse(cfg, &v, err, sizeof(err)) != KVW_OK)
+		return kvw_set_err(NULL, KVW_ERR_INVALID, "%s", err);
+	return KVW_OK;
 }
 
 kvw_status kvw_config_create(kvw_config **out)
 {
-	kvw_config *cfg = calloc(1, sizeof(*cfg));
+	kvw_config *cfg;
 	char envname[64];
 
-	if (!cfg)
-		return KVW_ERR_NOMEM;
+	kvw_err_clear(NULL);
+	if (!out)
+		return kvw_set_err(NULL, KVW_ERR_INVALID, "kvw_config_create: the output pointer is NULL");
+	if (!(cfg = calloc(1, sizeof(*cfg))))
+		return kvw_set_err(NULL, KVW_ERR_NOMEM, "kvw_config_create: out of memory");
 	for (size_t i = 0; i < KVW_ARRAY_SIZE(kvw_cfg_table); i++) {
 		const char *name = kvw_cfg_table[i].name, *env;
 		size_t k = 0;
@@ -102,10 +107,10 @@ kvw_status kvw_config_create(kvw_config **out)
 		char err[200];
 
 		if (kvw_cfgv_parse(cfg, &v, err, sizeof(err)) != KVW_OK) {
-			/* a bad KVW_* variable: refuse loudly rather than guess */
-			fprintf(stderr, "kvwire: %s (from the environment)\n", err);
+			/* a bad KVW_* variable: refuse rather than guess */
 			kvw_config_destroy(cfg);
-			return KVW_ERR_INVALID;
+			return kvw_set_err(NULL, KVW_ERR_INVALID, "%s (from the environment: fix or unset "
+					   "that KVW_* variable)", err);
 		}
 	}
 
@@ -119,8 +124,12 @@ kvw_status kvw_config_set(kvw_config *cfg, const char *name, const char *value)
 	char *old;
 	kvw_status st;
 
-	if (!cfg || !name || !value || (i = kvw_cfg_index(name)) < 0)
-		return KVW_ERR_INVALID;
+	kvw_err_clear(NULL);
+	if (!cfg || !name || !value)
+		return kvw_set_err(NULL, KVW_ERR_INVALID, "kvw_config_set: config, name and value must not be NULL");
+	if ((i = kvw_cfg_index(name)) < 0)
+		return kvw_set_err(NULL, KVW_ERR_INVALID, "config has no option \"%.64s\": `kvwire config` "
+				   "lists them", name);
 	old = cfg->val[i] ? strdup(cfg->val[i]) : NULL;
 	st = kvw_cfg_setval(cfg, i, value);
 	if (st == KVW_OK && (st = kvw_cfg_check(cfg)) != KVW_OK) {
@@ -136,10 +145,15 @@ kvw_status kvw_config_get(const kvw_config *cfg, const char *name, char *buf, si
 {
 	int i;
 
-	if (!cfg || !name || !buf || (i = kvw_cfg_index(name)) < 0)
-		return KVW_ERR_INVALID;
+	kvw_err_clear(NULL);
+	if (!cfg || !name || !buf)
+		return kvw_set_err(NULL, KVW_ERR_INVALID, "kvw_config_get: config, name and buffer must not be NULL");
+	if ((i = kvw_cfg_index(name)) < 0)
+		return kvw_set_err(NULL, KVW_ERR_INVALID, "config has no option \"%.64s\": `kvwire config` "
+				   "lists them", name);
 	if (strlen(cfg->val[i]) + 1 > len)
-		return KVW_ERR_NOMEM;
+		return kvw_set_err(NULL, KVW_ERR_NOMEM, "config %s: its value needs a buffer of %zu bytes",
+				   name, strlen(cfg->val[i]) + 1);
 	strcpy(buf, cfg->val[i]);
 	return KVW_OK;
 }

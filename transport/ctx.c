@@ -66,53 +66,64 @@ static kvw_status kvw_ctx_secret_file(struct kvw_cfgv *c, char *err, size_t errl
 	return KVW_OK;
 }
 
+/* Parses the copied config into ctx->cfg (reason into err). */
+static kvw_status kvw_ctx_config(kvw_ctx *ctx, char *err, size_t errlen)
+{
+	kvw_status st = kvw_cfgv_parse(ctx->config, &ctx->cfg, err, errlen);
+
+	if (st == KVW_OK)
+		st = kvw_ctx_secret_file(&ctx->cfg, err, errlen);
+	if (st == KVW_OK && sodium_init() < 0) {
+		snprintf(err, errlen, "libsodium failed to initialise");
+		st = KVW_ERR_IO;
+	}
+	return st;
+}
+
 kvw_status kvw_ctx_create(const kvw_config *cfg, kvw_ctx **out)
 {
-	kvw_ctx *ctx = calloc(1, sizeof(*ctx));
+	kvw_ctx *ctx;
 	char err[512];
 	kvw_status st = KVW_ERR_NOMEM;
 
-	if (!ctx)
-		return KVW_ERR_NOMEM;
-	ctx->config = kvw_config_dup(cfg, &st);
-	if (!ctx->config)
-		goto err_free_ctx;
-	st = kvw_cfgv_parse(ctx->config, &ctx->cfg, err, sizeof(err));
-	if (st == KVW_OK)
-		st = kvw_ctx_secret_file(&ctx->cfg, err, sizeof(err));
-	if (st == KVW_OK && sodium_init() < 0) {
-		snprintf(err, sizeof(err), "libsodium failed to initialise");
-		st = KVW_ERR_IO;
-	}
-	if (st != KVW_OK) {
-		fprintf(stderr, "kvwire: %s\n", err);
-		goto err_free_config;
+	kvw_err_clear(NULL);
+	if (!out)
+		return kvw_set_err(NULL, KVW_ERR_INVALID, "kvw_ctx_create: the output pointer is NULL");
+	if (!(ctx = calloc(1, sizeof(*ctx))))
+		return kvw_set_err(NULL, KVW_ERR_NOMEM, "kvw_ctx_create: out of memory");
+	ctx->epfd = -1;
+	if (!(ctx->config = kvw_config_dup(cfg, &st)))
+		goto fail; /* kvw_config_create said why */
+	if ((st = kvw_ctx_config(ctx, err, sizeof(err))) != KVW_OK) {
+		kvw_set_err(NULL, st, "%s", err);
+		goto fail;
 	}
 	ctx->evq_cap = 1024;
-	ctx->evq = calloc(ctx->evq_cap, sizeof(*ctx->evq));
-	st = KVW_ERR_NOMEM;
-	if (!ctx->evq)
-		goto err_free_config;
-	ctx->epfd = epoll_create1(EPOLL_CLOEXEC);
-	st = KVW_ERR_IO;
-	if (ctx->epfd < 0)
-		goto err_free_evq;
+	if (!(ctx->evq = calloc(ctx->evq_cap, sizeof(*ctx->evq)))) {
+		st = kvw_set_err(NULL, KVW_ERR_NOMEM, "kvw_ctx_create: out of memory");
+		goto fail;
+	}
+	if ((ctx->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+		st = kvw_set_err(NULL, KVW_ERR_IO, "kvw_ctx_create: epoll_create1: %s (out of file "
+				 "descriptors? raise `ulimit -n`)", strerror(errno));
+		goto fail;
+	}
 	ctx->next_mem_id = 1;
 	ctx->next_ep_id = 1;
-	st = kvw_stats_open(ctx);
-	if (st != KVW_OK)
-		goto err_close_epfd;
+	if ((st = kvw_stats_open(ctx)) != KVW_OK) {
+		kvw_set_err(NULL, st, "%s", ctx->err[0] ? ctx->err : "kvw_ctx_create: cannot open the stats socket");
+		goto fail;
+	}
 	*out = ctx;
 	return KVW_OK;
-
-err_close_epfd:
-	close(ctx->epfd);
-err_free_evq:
+fail:
+	if (ctx->epfd >= 0)
+		close(ctx->epfd);
 	free(ctx->evq);
-err_free_config:
 	kvw_config_destroy(ctx->config);
-err_free_ctx:
 	free(ctx);
+	if (st == KVW_ERR_NOMEM && !kvw_ctx_last_error(NULL)[0])
+		kvw_set_err(NULL, st, "kvw_ctx_create: out of memory");
 	return st;
 }
 

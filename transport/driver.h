@@ -142,7 +142,8 @@ void kvw_core_ep_admit(kvw_ep *ep);
 kvw_status kvw_core_on_frame(kvw_ep *ep, const struct kvw_wire_hdr *h, const void *body);
 /* Where may `d->bytes` of payload for this fragment go? On KVW_OK *dst is
  * inside the granted blocks. KVW_ERR_ABORTED: the grant is gone (aborted,
- * timed out): read and discard the payload. KVW_ERR_REJECTED: the fragment
+ * timed out) or the fragment's layer already completed: read and discard
+ * the payload. KVW_ERR_REJECTED: the fragment
  * lies outside its grant; the request has been failed; discard the payload. */
 kvw_status kvw_core_dst(kvw_ep *ep, const struct kvw_wire_data *d, uint8_t **dst);
 /* Is the grant behind this token still live? A driver that places one

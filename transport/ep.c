@@ -643,11 +643,12 @@ kvw_status kvw_listen(kvw_ctx *ctx, const char *uri, kvw_listener **out)
 	kvw_status st;
 
 	if (!ctx || !out)
-		return KVW_ERR_INVALID;
+		return kvw_set_err(ctx, KVW_ERR_INVALID, "kvw_listen: context and output pointer must not be NULL");
+	kvw_err_clear(ctx);
 	if ((st = kvw_uri_driver(ctx, uri, &u, &d)) != KVW_OK)
 		return st;
 	if (!(l = calloc(1, sizeof(*l))))
-		return KVW_ERR_NOMEM;
+		return kvw_set_err(ctx, KVW_ERR_NOMEM, "kvw_listen: out of memory");
 	l->ctx = ctx;
 	l->drv = d;
 	snprintf(l->uri, sizeof(l->uri), "%s", uri);
@@ -716,7 +717,9 @@ kvw_status kvw_accept(kvw_listener *l, int timeout_ms, kvw_ep **out)
 	kvw_ep *ep;
 
 	if (!l || !out)
-		return KVW_ERR_INVALID;
+		return kvw_set_err(l ? l->ctx : NULL, KVW_ERR_INVALID, "kvw_accept: listener and output "
+				   "pointer must not be NULL");
+	kvw_err_clear(l->ctx);
 	end = kvw_now_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000ull;
 	for (;;) {
 		kvw_progress(l->ctx);
@@ -740,11 +743,12 @@ kvw_status kvw_connect_start(kvw_ctx *ctx, const char *uri, kvw_ep **out)
 	kvw_status st;
 
 	if (!ctx || !out)
-		return KVW_ERR_INVALID;
+		return kvw_set_err(ctx, KVW_ERR_INVALID, "kvw_connect: context and output pointer must not be NULL");
+	kvw_err_clear(ctx);
 	if ((st = kvw_uri_driver(ctx, uri, &u, &d)) != KVW_OK)
 		return st;
 	if (!(ep = kvw_ep_alloc(ctx, d, uri)))
-		return KVW_ERR_NOMEM;
+		return kvw_set_err(ctx, KVW_ERR_NOMEM, "kvw_connect: out of memory");
 	st = kvw_uri_overrides(ctx, &u, false, &ep->rails, ep->secret, sizeof(ep->secret));
 	if (ep->rails > d->caps.max_rails)
 		ep->rails = d->caps.max_rails ? d->caps.max_rails : 1;
@@ -820,7 +824,9 @@ void kvw_ep_close(kvw_ep *ep)
 kvw_status kvw_ep_query(const kvw_ep *ep, kvw_ep_info *info)
 {
 	if (!ep || !info)
-		return KVW_ERR_INVALID;
+		return kvw_set_err(ep ? ep->ctx : NULL, KVW_ERR_INVALID, "kvw_ep_query: endpoint and info "
+				   "must not be NULL");
+	kvw_err_clear(ep->ctx);
 	memset(info, 0, sizeof(*info));
 	snprintf(info->driver, sizeof(info->driver), "%s", ep->drv->ops->name);
 	snprintf(info->peer_uri, sizeof(info->peer_uri), "%s", ep->uri);
@@ -836,7 +842,9 @@ kvw_status kvw_ep_query(const kvw_ep *ep, kvw_ep_info *info)
 kvw_status kvw_ep_counters(const kvw_ep *ep, kvw_counters *out)
 {
 	if (!ep || !out)
-		return KVW_ERR_INVALID;
+		return kvw_set_err(ep ? ep->ctx : NULL, KVW_ERR_INVALID, "kvw_ep_counters: endpoint and "
+				   "output must not be NULL");
+	kvw_err_clear(ep->ctx);
 	*out = ep->cnt;
 	out->rails = ep->rails;
 	return KVW_OK;
@@ -859,9 +867,12 @@ kvw_status kvw_ep_ping(kvw_ep *ep, int timeout_ms, uint64_t *rtt_ns)
 	kvw_status st;
 
 	if (!ep || !rtt_ns)
-		return KVW_ERR_INVALID;
+		return kvw_set_err(ep ? ep->ctx : NULL, KVW_ERR_INVALID, "kvw_ep_ping: endpoint and rtt "
+				   "pointer must not be NULL");
+	kvw_err_clear(ep->ctx);
 	if ((st = kvw_ep_status(ep)) != KVW_OK)
-		return st;
+		return kvw_set_err(ep->ctx, st, "kvw_ep_ping: the endpoint is not usable: %s",
+				   ep->fail_why[0] ? ep->fail_why : kvw_strerror(st));
 	if ((st = kvw_ep_send_ping(ep, kvw_now_ns())) != KVW_OK)
 		return st;
 	cookie = ep->ping_cookie;

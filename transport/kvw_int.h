@@ -236,14 +236,20 @@ struct kvw_ctx {
 	uint64_t next_timer_ns;
 	bool in_progress;         /* inside kvw_progress: drivers may batch */
 	void *stats;              /* stats endpoint (tools/kvwire stat) */
+	kvw_log_fn log_fn;        /* NULL: stderr */
+	void *log_user;
 };
 
 /* ------------------------------------------------------------ core helpers */
-/* Records the sentence for kvw_ctx_last_error() and returns st. */
+/* Records the sentence for kvw_ctx_last_error() and returns st (ctx NULL:
+ * the calling thread's sentence, kvw_ctx_last_error(NULL)). */
 kvw_status kvw_set_err(kvw_ctx *ctx, kvw_status st, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void kvw_log(kvw_ctx *ctx, unsigned level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* At the start of a public call: no stale sentence can be reported. ctx
+ * NULL clears only the thread's context-less sentence. */
+void kvw_err_clear(kvw_ctx *ctx);
 
 /* URIs */
 struct kvw_uri {

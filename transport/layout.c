@@ -22,7 +22,9 @@ kvw_status kvw_layout_create(kvw_mem *mem, const kvw_layout_desc *d, kvw_layout 
 	bool ovf = false;
 
 	if (!mem || !d || !out)
-		return KVW_ERR_INVALID;
+		return kvw_set_err(mem ? mem->ctx : NULL, KVW_ERR_INVALID, "kvw_layout_create: memory, "
+				   "description and output pointer must not be NULL");
+	kvw_err_clear(mem->ctx);
 	if (!d->n_layers || d->n_layers > KVW_MAX_LAYERS || !d->n_blocks || !d->block_bytes ||
 	    d->block_stride < d->block_bytes || d->block_bytes > (1ull << 32))
 		return kvw_set_err(mem->ctx, KVW_ERR_INVALID,
@@ -34,7 +36,7 @@ kvw_status kvw_layout_create(kvw_mem *mem, const kvw_layout_desc *d, kvw_layout 
 	l = calloc(1, sizeof(*l));
 	if (!l || !(l->layer_off = calloc(d->n_layers, sizeof(uint64_t)))) {
 		free(l);
-		return KVW_ERR_NOMEM;
+		return kvw_set_err(mem->ctx, KVW_ERR_NOMEM, "kvw_layout_create: out of memory");
 	}
 	for (uint32_t i = 0; i < d->n_layers; i++) {
 		uint64_t off = kvw_desc_layer_off(d, i, &ovf), end;

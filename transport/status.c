@@ -35,33 +35,57 @@ const char *kvw_strerror(kvw_status st)
 	return "KVW_ERR_?: unknown status";
 }
 
+/* Errors of calls that have no context yet (kvw_config_*, kvw_ctx_create):
+ * per thread, read with kvw_ctx_last_error(NULL). */
+static __thread char kvw_tls_err[512];
+
 kvw_status kvw_set_err(kvw_ctx *ctx, kvw_status st, const char *fmt, ...)
 {
 	va_list ap;
+	char *dst = ctx ? ctx->err : kvw_tls_err;
+	size_t cap = ctx ? sizeof(ctx->err) : sizeof(kvw_tls_err);
 
-	if (!ctx)
-		return st;
 	va_start(ap, fmt);
-	vsnprintf(ctx->err, sizeof(ctx->err), fmt, ap);
+	vsnprintf(dst, cap, fmt, ap);
 	va_end(ap);
-	kvw_log(ctx, 2, "%s", ctx->err);
+	if (ctx)
+		kvw_log(ctx, 2, "%s", ctx->err);
 	return st;
+}
+
+void kvw_err_clear(kvw_ctx *ctx)
+{
+	if (ctx)
+		ctx->err[0] = 0;
+	kvw_tls_err[0] = 0;
 }
 
 void kvw_log(kvw_ctx *ctx, unsigned level, const char *fmt, ...)
 {
 	va_list ap;
+	char line[640];
 
 	if (!ctx || ctx->cfg.log_level < level)
 		return;
-	fprintf(stderr, "kvwire[%d]: ", (int)getpid());
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	if (ctx->log_fn) {
+		ctx->log_fn(ctx->log_user, level, line);
+		return;
+	}
+	fprintf(stderr, "kvwire[%d]: %s\n", (int)getpid(), line);
+}
+
+void kvw_ctx_set_log(kvw_ctx *ctx, kvw_log_fn fn, void *user)
+{
+	if (!ctx)
+		return;
+	ctx->log_fn = fn;
+	ctx->log_user = user;
 }
 
 const char *kvw_ctx_last_error(const kvw_ctx *ctx)
 {
-	return ctx ? ctx->err : "no context";
+	return ctx ? ctx->err : kvw_tls_err;
 }

@@ -225,15 +225,16 @@ static kvw_status shm_on_mem(struct kvw_stream *s, const struct kvw_wire_mem *wm
  * mincore over the range (page cache of the memfd), bounded by n. */
 static bool shm_no_holes(struct shm_map *m, uint64_t off, uint64_t n)
 {
-	const uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE), gpages = (1u << SHM_GRAIN_SHIFT) / pg;
-	uint64_t g = off >> SHM_GRAIN_SHIFT, last = (off + n - 1) >> SHM_GRAIN_SHIFT, at, end;
+	uint64_t g = off >> SHM_GRAIN_SHIFT, last = (off + n - 1) >> SHM_GRAIN_SHIFT, at, end, pg, gpages;
 	unsigned char vec[SHM_VEC];
 	bool all = true;
 
 	while (g <= last && (m->seen[g / 64] >> (g % 64) & 1))
 		g++;
 	if (g > last)
-		return true;
+		return true; /* the usual case after the first copy from these grains */
+	pg = (uint64_t)sysconf(_SC_PAGESIZE);
+	gpages = (1u << SHM_GRAIN_SHIFT) / pg;
 	at = g << SHM_GRAIN_SHIFT;
 	end = (last + 1) << SHM_GRAIN_SHIFT;
 	if (end > m->len)

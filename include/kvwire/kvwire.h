@@ -91,8 +91,16 @@ void kvw_config_destroy(kvw_config *cfg);
 /* cfg may be NULL (defaults + environment). The config is copied. */
 kvw_status kvw_ctx_create(const kvw_config *cfg, kvw_ctx **ctx);
 void kvw_ctx_destroy(kvw_ctx *ctx);
-/* The sentence explaining the last failure in this context ("" if none). */
+/* The sentence explaining the last failure in this context ("" if none);
+ * every public call clears it when it starts, so it is always about the
+ * latest failing call. ctx NULL: the calling thread's last failure of a
+ * call that has no context (kvw_config_*, a failed kvw_ctx_create). */
 const char *kvw_ctx_last_error(const kvw_ctx *ctx);
+/* Where the library's log lines go: fn(user, level, line) for each line at
+ * or below config log_level (1 errors, 2 warnings, 3 info, 4 debug; 0 =
+ * none). Without a callback (fn NULL, the default) lines go to stderr. */
+typedef void (*kvw_log_fn)(void *user, unsigned level, const char *line);
+void kvw_ctx_set_log(kvw_ctx *ctx, kvw_log_fn fn, void *user);
 /* An fd that becomes readable when kvw_progress() has work (epoll-able). */
 int kvw_ctx_fd(const kvw_ctx *ctx);
 /* Drives every driver, endpoint, timer. Never blocks. */

@@ -205,6 +205,23 @@ Test(hostile_shm, sealed_arena_lands)
 	hs_close(&h);
 }
 
+/* A source running past the end of an accepted arena fails the request. */
+Test(hostile_shm, source_outside_arena_refused)
+{
+	static struct hs h;
+	shm_only();
+	hs_open(&h, NULL);
+	int mfd = hs_memfd("kvwt-hs-edge", HS_ARENA, HS_SEALS, 0xee, HS_ARENA);
+	int ro = hs_ro(mfd);
+	hs_mem(&h, 1, HS_ARENA, ro);
+	close(ro);
+	close(mfd);
+	hs_desc(&h, 0, 0, 0, HS_BB, HS_ARENA - HS_BB / 2, 1); /* half outside */
+	static const char *const w[] = { "outside the sender's shared arena", NULL };
+	hs_expect_rejected(&h, w);
+	hs_close(&h);
+}
+
 Test(hostile_shm, desc_unknown_arena_refused)
 {
 	static struct hs h;
