@@ -74,8 +74,8 @@ static double mean(const kvb_samples *sm)
 
 static void fill_local(kvb_result *r, kvb_sess *s)
 {
-	kvw_counters cn;
-	memset(&cn, 0, sizeof(cn));
+	kvw_counters cn = {.size = sizeof(cn)};
+	cn = (kvw_counters){.size = sizeof(cn)};
 	if (s->ep)
 		kvw_ep_counters(s->ep, &cn);
 	r->local.valid = true;

@@ -1,33 +1,39 @@
 /* SPDX-License-Identifier: MIT */
 /* compare: kvwire and the matching peer tool on the same path, same run. */
+#include "peer.h"
 #include "run.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #define MAX_PEERS 6
 #define MAX_REPEAT 15
+#define READY_MS 10000   /* how long a peer server may take to listen */
+#define PEER_GRACE_MS 1000 /* a server ends by itself after its client, else SIGTERM */
+#define NO_GRACE 0         /* a server that never ends by itself: SIGTERM at once */
 
 typedef struct kvb_peer {
 	char name[48];
 	char status[16];            /* ok, missing, failed, not-run */
-	double gbit;                /* median of the runs (lat: p50 in us) */
-	double runs[MAX_REPEAT];
+	double gbit;                /* bw: median of gbit_runs, Gb/s */
+	double gbit_runs[MAX_REPEAT];
+	double p50_us;              /* lat: median of p50_runs, one-way us */
+	double p50_runs[MAX_REPEAT];
 	bool has_p99;               /* lat: the peer reports a 99th percentile */
-	double p99;                 /* lat: median of p99_runs, us */
+	double p99_us;              /* lat: median of p99_runs, us */
 	double p99_runs[MAX_REPEAT];
 	unsigned n_runs;
-	char command[400];
-	char note[200];
+	char command[1024];         /* rendered from the invocations that ran */
+	char note[512];
 } kvb_peer;
 
 static int cmp_dbl(const void *a, const void *b)
@@ -55,22 +61,6 @@ static json_t *runs_json(const double *v, unsigned n)
 	return a;
 }
 
-static bool in_path(const char *bin)
-{
-	const char *path = getenv("PATH");
-	char buf[4096];
-	if (!path)
-		path = "/usr/bin:/bin";
-	snprintf(buf, sizeof(buf), "%s", path);
-	for (char *save, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-		char full[4200];
-		snprintf(full, sizeof(full), "%s/%s", d, bin);
-		if (!access(full, X_OK))
-			return true;
-	}
-	return false;
-}
-
 static void peer_set(kvb_peer *p, const char *name, const char *status, const char *note)
 {
 	snprintf(p->name, sizeof(p->name), "%s", name);
@@ -78,111 +68,52 @@ static void peer_set(kvb_peer *p, const char *name, const char *status, const ch
 	snprintf(p->note, sizeof(p->note), "%s", note ? note : "");
 }
 
-/* A peer starts with every CPU allowed: a DPDK run earlier in this process
- * pinned it to one core, which children would inherit. */
-static void peer_unpin(void)
+/* Whether nothing listens on TCP port on any address now. */
+static bool port_free(int port)
 {
-	cpu_set_t all;
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-	CPU_ZERO(&all);
-	for (long i = 0; i < n && i < CPU_SETSIZE; i++)
-		CPU_SET(i, &all);
-	sched_setaffinity(0, sizeof(all), &all);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok = fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a));
+	if (fd >= 0)
+		close(fd);
+	return ok;
 }
 
-/* Starts argv with env additions (NAME=VAL strings); stdout captured if out. */
-static pid_t spawn(char *const argv[], char *const env[], int *out_fd)
-{
-	int p[2] = {-1, -1};
-	if (out_fd && pipe(p))
-		return -1;
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0) {
-		peer_unpin();
-		int nul = open("/dev/null", O_RDWR);
-		dup2(nul, 0);
-		dup2(out_fd ? p[1] : nul, 1);
-		dup2(nul, 2);
-		for (int f = 3; f < 4096; f++) /* nothing of this process's DPDK/kvwire state */
-			close(f);
-		for (size_t i = 0; env && env[i]; i++)
-			putenv(env[i]);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	if (out_fd) {
-		close(p[1]);
-		*out_fd = p[0];
-	}
-	return pid;
-}
-
-/* Runs argv to completion (timeout_s), capturing stdout into a malloc'ed string. */
-static char *run_capture(char *const argv[], char *const env[], int timeout_s, int *status)
-{
-	int fd;
-	size_t len = 0, cap = 65536;
-	char *buf = malloc(cap);
-	pid_t pid = spawn(argv, env, &fd);
-	if (pid < 0 || !buf) {
-		free(buf);
-		return NULL;
-	}
-	uint64_t end = kvb_now_ns() + (uint64_t)timeout_s * 1000000000ull;
-	struct pollfd pf = {.fd = fd, .events = POLLIN};
-	while (kvb_now_ns() < end) {
-		int pr = poll(&pf, 1, 200);
-		if (pr < 0 && errno == EINTR) /* e.g. SIGCHLD of the loopback server */
-			continue;
-		if (pr < 0)
-			break;
-		if (!(pf.revents & (POLLIN | POLLHUP)))
-			continue;
-		if (len + 4096 > cap) {
-			char *nb = realloc(buf, cap * 2);
-			if (!nb)
-				break;
-			buf = nb;
-			cap *= 2;
-		}
-		ssize_t n = read(fd, buf + len, cap - len - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	buf[len] = '\0';
-	close(fd);
-	if (waitpid(pid, status, WNOHANG) != pid) {
-		kill(pid, SIGKILL);
-		waitpid(pid, status, 0);
-		*status = -1;
-	}
-	return buf;
-}
-
-static void stop_server(pid_t pid)
-{
-	int st;
-	for (int i = 0; i < 50; i++) {
-		if (waitpid(pid, &st, WNOHANG) == pid)
-			return;
-		usleep(20000);
-	}
-	kill(pid, SIGTERM);
-	waitpid(pid, &st, 0);
-}
-
+/* A port for a peer server: this process's own sequence, skipping ports in use. */
 static int free_port(void)
 {
-	/* the control-port helper of the loopback code is private; 0 bind trick here too */
 	static int next = 0;
 	if (!next)
 		next = 20000 + (int)(getpid() % 20000);
-	return next += 2;
+	for (int i = 0; i < 64; i++) {
+		next = next + 2 > 60000 ? 20000 : next + 2;
+		if (port_free(next))
+			break;
+	}
+	return next;
+}
+
+/* Starts srv (until it is ready), runs cli to its end, stops srv (grace_ms
+ * to end by itself); p->command shows both. The client's output
+ * (malloc'ed), or NULL with p marked failed. */
+static char *peer_pair(const char *name, const kvb_cmd *srv, const kvb_cmd *cli, int timeout_s, int grace_ms,
+		       kvb_peer *p, int *st)
+{
+	const kvb_cmd *both[] = {srv, cli};
+	char err[512];
+	kvb_proc sp;
+
+	kvb_cmds_render(both, 2, p->command, sizeof(p->command));
+	*st = -1;
+	if (kvb_cmd_start(srv, READY_MS, &sp, err, sizeof(err))) {
+		peer_set(p, name, "failed", err);
+		return NULL;
+	}
+	char *out = kvb_cmd_capture(cli, timeout_s, st, err, sizeof(err));
+	kvb_proc_stop(&sp, grace_ms);
+	if (!out)
+		peer_set(p, name, "failed", err);
+	return out;
 }
 
 /* ------------------------------------------------------------------ memcpy */
@@ -219,35 +150,49 @@ free_bufs:
 }
 
 /* ------------------------------------------------------------- ucx_perftest */
+/* ucx_perftest's server (no test) or its client of test on 127.0.0.1. */
+static void ucx_cmd(kvb_cmd *c, bool sm, int port, const char *test, uint64_t size, uint64_t n)
+{
+	kvb_cmd_init(c, test ? KVB_ROLE_CLIENT : KVB_ROLE_SERVER, "ucx_perftest");
+	kvb_cmd_env(c, sm ? "UCX_TLS=sm" : "UCX_TLS=tcp");
+	if (!sm)
+		kvb_cmd_env(c, "UCX_NET_DEVICES=lo");
+	if (test)
+		kvb_cmd_args(c, "127.0.0.1", NULL);
+	kvb_cmd_args(c, "-p", NULL);
+	kvb_cmd_argf(c, "%d", port);
+	if (!test) {
+		kvb_cmd_ready_tcp(c, port); /* its out-of-band exchange */
+		return;
+	}
+	kvb_cmd_args(c, "-t", test, "-s", NULL);
+	kvb_cmd_argf(c, "%llu", (unsigned long long)size);
+	kvb_cmd_args(c, "-n", NULL);
+	kvb_cmd_argf(c, "%llu", (unsigned long long)n);
+}
+
 /* Runs ucx_perftest TEST over the driver's UCX transport; on success fills
  * f[0..5] from its "Final:" line (iterations, p50 us, avg us, overall us,
  * average MB/s, overall MB/s) and returns true; else p says why. */
 static bool ucx_final(const kvb_opts *o, const char *test, uint64_t n, kvb_peer *p, double f[6])
 {
 	bool sm = !strcmp(o->driver, "shm");
-	char name[48], port[16], size[32], iters[32];
+	char name[48];
+	kvb_cmd srv, cli;
+	int st;
+
 	snprintf(name, sizeof(name), "ucx_perftest %s %s", test, sm ? "sm" : "tcp");
-	if (!in_path("ucx_perftest")) {
+	if (!kvb_in_path("ucx_perftest")) {
 		peer_set(p, name, "missing", "ucx_perftest not found in PATH (Debian: ucx-utils)");
 		return false;
 	}
-	snprintf(port, sizeof(port), "%d", free_port());
-	snprintf(size, sizeof(size), "%llu", (unsigned long long)o->size);
-	snprintf(iters, sizeof(iters), "%llu", (unsigned long long)n);
-	char *env_sm[] = {"UCX_TLS=sm", NULL};
-	char *env_tcp[] = {"UCX_TLS=tcp", "UCX_NET_DEVICES=lo", NULL};
-	char **env = sm ? env_sm : env_tcp;
-	char *srv[] = {"ucx_perftest", "-p", port, NULL};
-	char *cli[] = {"ucx_perftest", "127.0.0.1", "-p", port, "-t", (char *)test, "-s", size, "-n", iters, NULL};
-	snprintf(p->command, sizeof(p->command), "%s ucx_perftest -p %s & %s ucx_perftest 127.0.0.1 -p %s -t %s "
-		 "-s %s -n %s", sm ? "UCX_TLS=sm" : "UCX_TLS=tcp UCX_NET_DEVICES=lo", port,
-		 sm ? "UCX_TLS=sm" : "UCX_TLS=tcp UCX_NET_DEVICES=lo", port, test, size, iters);
-	pid_t spid = spawn(srv, env, NULL);
-	usleep(300000);
-	int st;
-	char *out = run_capture(cli, env, 120, &st);
-	stop_server(spid);
-	char *fin = out ? strstr(out, "Final:") : NULL;
+	int port = free_port();
+	ucx_cmd(&srv, sm, port, NULL, 0, 0);
+	ucx_cmd(&cli, sm, port, test, o->size, n);
+	char *out = peer_pair(name, &srv, &cli, 120, PEER_GRACE_MS, p, &st);
+	if (!out)
+		return false;
+	char *fin = strstr(out, "Final:");
 	bool ok = fin && sscanf(fin, "Final: %lf %lf %lf %lf %lf %lf", &f[0], &f[1], &f[2], &f[3], &f[4],
 				&f[5]) == 6;
 	peer_set(p, name, ok ? "ok" : "failed", ok ? "" : "no 'Final:' line in ucx_perftest output");
@@ -278,31 +223,45 @@ static void peer_ucx_lat(const kvb_opts *o, const kvb_result *kr, const char *te
 {
 	double f[6];
 	if (ucx_final(o, test, lat_peer_iters(o, kr), p, f))
-		p->gbit = f[1];
+		p->p50_us = f[1];
 }
 
 /* ------------------------------------------------------------------- iperf3 */
+/* The iperf3 server and client; the client's -t, seconds. */
+static int iperf3_cmds(const kvb_opts *o, double secs, kvb_cmd *srv, kvb_cmd *cli)
+{
+	int port = free_port(), t = secs < 1 ? 1 : (int)(secs + 0.5);
+	kvb_cmd_init(srv, KVB_ROLE_SERVER, "iperf3");
+	kvb_cmd_args(srv, "-s", "-1", "-p", NULL);
+	kvb_cmd_argf(srv, "%d", port);
+	kvb_cmd_args(srv, "-B", "127.0.0.1", NULL);
+	kvb_cmd_ready_tcp(srv, port);
+	kvb_cmd_init(cli, KVB_ROLE_CLIENT, "iperf3");
+	kvb_cmd_args(cli, "-c", "127.0.0.1", "-p", NULL);
+	kvb_cmd_argf(cli, "%d", port);
+	kvb_cmd_args(cli, "-t", NULL);
+	kvb_cmd_argf(cli, "%d", t);
+	kvb_cmd_args(cli, "-P", NULL);
+	kvb_cmd_argf(cli, "%u", o->rails);
+	kvb_cmd_args(cli, "-l", NULL);
+	kvb_cmd_argf(cli, "%llu", (unsigned long long)(o->size > (1u << 20) ? (1u << 20) : o->size));
+	kvb_cmd_args(cli, "-J", NULL);
+	return t;
+}
+
 static void peer_iperf3(const kvb_opts *o, double secs, kvb_peer *p)
 {
-	char port[16], t[16], par[16], len[32];
-	if (!in_path("iperf3")) {
+	kvb_cmd srv, cli;
+	int st;
+	if (!kvb_in_path("iperf3")) {
 		peer_set(p, "iperf3", "missing", "iperf3 not found in PATH (Debian: iperf3)");
 		return;
 	}
-	snprintf(port, sizeof(port), "%d", free_port());
-	snprintf(t, sizeof(t), "%d", secs < 1 ? 1 : (int)(secs + 0.5));
-	snprintf(par, sizeof(par), "%u", o->rails);
-	snprintf(len, sizeof(len), "%llu", (unsigned long long)(o->size > (1u << 20) ? (1u << 20) : o->size));
-	char *srv[] = {"iperf3", "-s", "-1", "-p", port, "-B", "127.0.0.1", NULL};
-	char *cli[] = {"iperf3", "-c", "127.0.0.1", "-p", port, "-t", t, "-P", par, "-l", len, "-J", NULL};
-	snprintf(p->command, sizeof(p->command), "iperf3 -s -1 -p %s -B 127.0.0.1 & iperf3 -c 127.0.0.1 -p %s "
-		 "-t %s -P %s -l %s -J", port, port, t, par, len);
-	pid_t spid = spawn(srv, NULL, NULL);
-	usleep(300000);
-	int st;
-	char *out = run_capture(cli, NULL, atoi(t) + 30, &st);
-	stop_server(spid);
-	json_t *j = out ? json_loads(out, 0, NULL) : NULL;
+	int t = iperf3_cmds(o, secs, &srv, &cli);
+	char *out = peer_pair("iperf3", &srv, &cli, t + 30, PEER_GRACE_MS, p, &st);
+	if (!out)
+		return;
+	json_t *j = json_loads(out, 0, NULL);
 	json_t *bps = json_object_get(json_object_get(json_object_get(j, "end"), "sum_received"),
 				      "bits_per_second");
 	if (!json_is_number(bps)) {
@@ -327,59 +286,59 @@ static bool rdma_device_present(void)
 	return any;
 }
 
-/* What both perftest peers need first: the tool, a device and its GID
- * (kvb_rdma_pick), a port. false (peer marked missing) when one lacks. */
-static bool perftest_prepare(const kvb_opts *o, const char *tool, kvb_peer *p, char *dev, size_t dlen,
-			     char *gid, size_t glen, char *port, size_t plen)
+/* The perftest server and client (on 127.0.0.1) of tool: both get the
+ * device, its GID (kvb_rdma_pick) and a port, then tail (NULL-ended words).
+ * false (peer marked missing) when the tool or a device lacks. */
+static bool perftest_cmds(const kvb_opts *o, const char *tool, kvb_peer *p, kvb_cmd *srv, kvb_cmd *cli,
+			  const char *const *tail)
 {
-	char ip[64], note[96];
+	char dev[64], ip[64], note[96];
 	int g;
 
-	if (!in_path(tool)) {
+	if (!kvb_in_path(tool)) {
 		snprintf(note, sizeof(note), "%s not in PATH (Debian: perftest)", tool);
 		peer_set(p, tool, "missing", note);
 		return false;
 	}
-	if (!rdma_device_present() || kvb_rdma_pick(o, dev, dlen, &g, ip, sizeof(ip))) {
+	if (!rdma_device_present() || kvb_rdma_pick(o, dev, sizeof(dev), &g, ip, sizeof(ip))) {
 		peer_set(p, tool, "missing", "no RDMA device (/sys/class/infiniband empty)");
 		return false;
 	}
-	snprintf(gid, glen, "%d", g);
-	snprintf(port, plen, "%d", free_port());
+	int port = free_port();
+	for (int side = 0; side < 2; side++) {
+		kvb_cmd *c = side ? cli : srv;
+		kvb_cmd_init(c, side ? KVB_ROLE_CLIENT : KVB_ROLE_SERVER, tool);
+		kvb_cmd_args(c, "-d", dev, "-x", NULL);
+		kvb_cmd_argf(c, "%d", g);
+		kvb_cmd_args(c, "-p", NULL);
+		kvb_cmd_argf(c, "%d", port);
+		for (size_t i = 0; tail[i]; i++)
+			kvb_cmd_args(c, tail[i], NULL);
+	}
+	kvb_cmd_ready_tcp(srv, port); /* perftest's out-of-band exchange */
+	kvb_cmd_args(cli, "127.0.0.1", NULL);
 	return true;
-}
-
-/* A perftest server, then its client against it on 127.0.0.1; the
- * client's output (malloc'ed) or NULL, and its wait status in *st. */
-static char *perftest_run(char *const srv[], char *const cli[], int *st)
-{
-	pid_t spid = spawn(srv, NULL, NULL);
-	usleep(500000);
-	char *out = run_capture(cli, NULL, 600, st);
-	stop_server(spid);
-	return out;
 }
 
 /* perftest's own bandwidth over the same device and size (-n, not -D). */
 static void peer_ib_write_bw(const kvb_opts *o, const kvb_result *kr, kvb_peer *p)
 {
-	char dev[64], gid[16], port[16], size[32], iters[32];
-	if (!perftest_prepare(o, "ib_write_bw", p, dev, sizeof(dev), gid, sizeof(gid), port, sizeof(port)))
-		return;
+	char size[32], iters[32];
+	kvb_cmd srv, cli;
+	int st;
+
 	snprintf(size, sizeof(size), "%llu", (unsigned long long)kr->size);
 	snprintf(iters, sizeof(iters), "%llu", (unsigned long long)(o->iters ? o->iters : 1000));
-	char *srv[] = {"ib_write_bw", "-d", dev, "-x", gid, "-p", port, "-s", size, "-n", iters,
-		       "--report_gbits", NULL};
-	char *cli[] = {"ib_write_bw", "-d", dev, "-x", gid, "-p", port, "-s", size, "-n", iters,
-		       "--report_gbits", "127.0.0.1", NULL};
-	snprintf(p->command, sizeof(p->command), "ib_write_bw -d %s -x %s -p %s -s %s -n %s --report_gbits "
-		 "& ib_write_bw ... 127.0.0.1", dev, gid, port, size, iters);
-	int st;
-	char *out = perftest_run(srv, cli, &st);
+	const char *tail[] = {"-s", size, "-n", iters, "--report_gbits", NULL};
+	if (!perftest_cmds(o, "ib_write_bw", p, &srv, &cli, tail))
+		return;
+	char *out = peer_pair("ib_write_bw", &srv, &cli, 600, PEER_GRACE_MS, p, &st);
+	if (!out)
+		return;
 	/* result line: #bytes #iterations BW-peak BW-average MsgRate */
 	double f[5] = {0};
 	bool got = false;
-	for (char *save, *l = out ? strtok_r(out, "\n", &save) : NULL; l; l = strtok_r(NULL, "\n", &save))
+	for (char *save, *l = strtok_r(out, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
 		if (sscanf(l, " %lf %lf %lf %lf %lf", &f[0], &f[1], &f[2], &f[3], &f[4]) == 5 &&
 		    f[0] == (double)kr->size)
 			got = true;
@@ -392,39 +351,45 @@ static void peer_ib_write_bw(const kvb_opts *o, const kvb_result *kr, kvb_peer *
 	free(out);
 }
 
+/* The result line of ib_write_lat's output, parsed into f[9]. */
+static bool ib_lat_line(char *out, uint64_t size, double f[9], const char **last)
+{
+	*last = "(no output)";
+	for (char *save, *l = strtok_r(out, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		*last = l;
+		if (sscanf(l, " %lf %lf %lf %lf %lf %lf %lf %lf %lf", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5],
+			   &f[6], &f[7], &f[8]) == 9 && f[0] == (double)size)
+			return true;
+	}
+	return false;
+}
+
 /* perftest's own latency over the same device, GID and size. Result line:
  * #bytes #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9% (us,
  * one-way: round trip / 2); t_typical is its median. */
 static void peer_ib_write_lat(const kvb_opts *o, const kvb_result *kr, kvb_peer *p)
 {
-	char dev[64], gid[16], port[16], size[32], iters[32];
-	if (!perftest_prepare(o, "ib_write_lat", p, dev, sizeof(dev), gid, sizeof(gid), port, sizeof(port)))
-		return;
+	char size[32], iters[32], why[300];
+	kvb_cmd srv, cli;
+	double f[9] = {0};
+	const char *last;
+	int st;
+
 	snprintf(size, sizeof(size), "%llu", (unsigned long long)o->size);
 	snprintf(iters, sizeof(iters), "%llu", (unsigned long long)lat_peer_iters(o, kr));
-	char *srv[] = {"ib_write_lat", "-d", dev, "-x", gid, "-p", port, "-s", size, "-n", iters, NULL};
-	char *cli[] = {"ib_write_lat", "-d", dev, "-x", gid, "-p", port, "-s", size, "-n", iters, "127.0.0.1",
-		       NULL};
-	snprintf(p->command, sizeof(p->command), "ib_write_lat -d %s -x %s -p %s -s %s -n %s "
-		 "& ib_write_lat ... 127.0.0.1", dev, gid, port, size, iters);
-	int st;
-	char *out = perftest_run(srv, cli, &st);
-	double f[9] = {0};
-	bool got = false;
-	const char *last = "(no output)";
-	for (char *save, *l = out ? strtok_r(out, "\n", &save) : NULL; l && !got; l = strtok_r(NULL, "\n", &save)) {
-		last = l;
-		got = sscanf(l, " %lf %lf %lf %lf %lf %lf %lf %lf %lf", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5],
-			     &f[6], &f[7], &f[8]) == 9 && f[0] == (double)o->size;
-	}
-	if (!got) {
-		char why[200];
+	const char *tail[] = {"-s", size, "-n", iters, NULL};
+	if (!perftest_cmds(o, "ib_write_lat", p, &srv, &cli, tail))
+		return;
+	char *out = peer_pair("ib_write_lat", &srv, &cli, 600, PEER_GRACE_MS, p, &st);
+	if (!out)
+		return;
+	if (!ib_lat_line(out, o->size, f, &last)) {
 		snprintf(why, sizeof(why), "no result line in ib_write_lat output (exit %d, last line: %.90s)",
 			 WIFEXITED(st) ? WEXITSTATUS(st) : -1, last);
 		peer_set(p, "ib_write_lat", "failed", why);
 	} else {
-		p->gbit = f[4];
-		p->p99 = f[7];
+		p->p50_us = f[4];
+		p->p99_us = f[7];
 		p->has_p99 = true;
 		peer_set(p, "ib_write_lat", "ok", "");
 	}
@@ -435,55 +400,112 @@ static void peer_ib_write_lat(const kvb_opts *o, const kvb_result *kr, kvb_peer 
  * measured meanwhile would share a core with it. */
 static pid_t g_loop_pid = -1;
 
-/* dpdk-testpmd txonly -> rxonly over net_memif between two processes, the
- * frame size kvwire's dpdk driver uses on memif (one 2048-byte buffer). */
-static void peer_testpmd(double secs, kvb_peer *p)
+/* ------------------------------------------------------------ dpdk-testpmd */
+/* The receiver (rxonly, memif server, stats to log) or the sender (txonly,
+ * memif client) of dpdk-testpmd, each bounded by timeout(1) to secs, on its
+ * own core, the frame size kvwire's dpdk driver uses on memif (one
+ * 2048-byte buffer). The same commands as tests/dpdk/bench_memif.sh. */
+static void testpmd_cmd(kvb_cmd *c, bool rx, int secs, const char *sock, const char *log)
 {
-	/* the same commands as tests/dpdk/bench_memif.sh, through sh: receiver in
-	 * the background with its stats in a file, sender for T seconds */
-	static const char script[] =
-		"S=/run/kvwire/cmp-testpmd-$$.sock; L=/run/kvwire/cmp-testpmd-$$.log; mkdir -p /run/kvwire; rm -f $S\n"
-		"E='--no-huge --no-pci -m 512'\n"
-		"timeout $(($1 + 4)) dpdk-testpmd $E --file-prefix=kvwcr$$ --lcores=0@0,1@0 "
-		"--vdev=net_memif0,role=server,socket=$S -- --forward-mode=rxonly --stats-period=1 --auto-start "
-		"--nb-cores=1 --total-num-mbufs=32768 >$L 2>&1 </dev/null &\n"
-		"R=$!; sleep 1\n"
-		"timeout $1 dpdk-testpmd $E --file-prefix=kvwct$$ --lcores=0@1,1@1 --vdev=net_memif0,role=client,socket=$S "
-		"-- --forward-mode=txonly --txpkts=2048 --stats-period=1 --auto-start --nb-cores=1 "
-		"--total-num-mbufs=32768 >/dev/null 2>&1 </dev/null\n"
-		"wait $R\n"
-		"grep -a 'Rx-bps:' $L | awk '{ if ($4 > 0) { n++; if (n > 2) { b += $4; k++ } } } "
-		"END { if (k) printf \"GBPS %.3f\\n\", b / k / 1e9 }'\n"
-		"rm -f $S $L; rm -rf /var/run/dpdk/kvwcr$$ /var/run/dpdk/kvwct$$\n";
-	char t[16];
+	kvb_cmd_init(c, rx ? KVB_ROLE_SERVER : KVB_ROLE_CLIENT, "timeout");
+	kvb_cmd_argf(c, "%d", secs);
+	kvb_cmd_args(c, "dpdk-testpmd", "--no-huge", "--no-pci", "-m", "512", NULL);
+	kvb_cmd_argf(c, "--file-prefix=kvwc%c%d", rx ? 'r' : 't', (int)getpid());
+	kvb_cmd_args(c, rx ? "--lcores=0@0,1@0" : "--lcores=0@1,1@1", NULL);
+	kvb_cmd_argf(c, "--vdev=net_memif0,role=%s,socket=%s", rx ? "server" : "client", sock);
+	kvb_cmd_args(c, "--", rx ? "--forward-mode=rxonly" : "--forward-mode=txonly", NULL);
+	if (!rx)
+		kvb_cmd_args(c, "--txpkts=2048", NULL);
+	kvb_cmd_args(c, "--stats-period=1", "--auto-start", "--nb-cores=1", "--total-num-mbufs=32768", NULL);
+	if (rx) {
+		kvb_cmd_ready_unix(c, sock); /* the memif server's socket */
+		snprintf(c->out_path, sizeof(c->out_path), "%s", log);
+	}
+}
+
+/* Mean of the receiver's non-zero Rx-bps samples after the first two, Gb/s;
+ * 0 when there are none. */
+static double testpmd_gbit(const char *log)
+{
+	FILE *f = fopen(log, "r");
+	char line[512];
+	double sum = 0;
+	unsigned n = 0, k = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		char *b = strstr(line, "Rx-bps:");
+		double v = b ? strtod(b + 7, NULL) : 0;
+		if (v > 0 && ++n > 2) {
+			sum += v;
+			k++;
+		}
+	}
+	if (f)
+		fclose(f);
+	return k ? sum / k / 1e9 : 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)flag, (void)ftw;
+	remove(path);
+	return 0;
+}
+
+/* What testpmd leaves: its socket, the log, each side's EAL runtime directory. */
+static void testpmd_clean(const char *sock, const char *log)
+{
+	char dir[64];
+	unlink(sock);
+	unlink(log);
+	for (int rx = 0; rx < 2; rx++) {
+		snprintf(dir, sizeof(dir), "/var/run/dpdk/kvwc%c%d", rx ? 'r' : 't', (int)getpid());
+		nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	}
+}
+
+/* One receiver + sender run; Gb/s (0: no samples), or -1 with p marked failed. */
+static double testpmd_once(int secs, kvb_peer *p)
+{
+	char sock[108], log[108];
+	kvb_cmd rx, tx;
 	int st;
 
-	if (!in_path("dpdk-testpmd")) {
-		peer_set(p, "dpdk-testpmd memif", "missing", "dpdk-testpmd not in PATH (Debian: dpdk)");
+	snprintf(sock, sizeof(sock), "/run/kvwire/cmp-testpmd-%d.sock", (int)getpid());
+	snprintf(log, sizeof(log), "/run/kvwire/cmp-testpmd-%d.log", (int)getpid());
+	mkdir("/run/kvwire", 0755);
+	testpmd_cmd(&rx, true, secs + 4, sock, log);
+	testpmd_cmd(&tx, false, secs, sock, log);
+	char *out = peer_pair("dpdk-testpmd memif", &rx, &tx, secs + 15, NO_GRACE, p, &st);
+	double g = out ? testpmd_gbit(log) : -1;
+	free(out);
+	testpmd_clean(sock, log);
+	return g;
+}
+
+/* dpdk-testpmd txonly -> rxonly over net_memif between two processes. */
+static void peer_testpmd(double secs, kvb_peer *p)
+{
+	int t = secs < 3 ? 5 : (int)secs + 2;
+	double g = 0;
+
+	if (!kvb_in_path("dpdk-testpmd")) {
+		peer_set(p, "dpdk-testpmd memif", "missing", "dpdk-testpmd not in PATH (Debian: dpdk-dev)");
 		return;
 	}
-	snprintf(t, sizeof(t), "%d", secs < 3 ? 5 : (int)secs + 2);
-	char *argv[] = {"sh", "-c", (char *)script, "sh", t, NULL};
-	snprintf(p->command, sizeof(p->command), "dpdk-testpmd --no-huge --no-pci -m 512 --vdev=net_memif0,role=server "
-		 "-- --forward-mode=rxonly & dpdk-testpmd ... role=client -- --forward-mode=txonly --txpkts=2048 "
-		 "(%s s; mean Rx-bps after 2 s)", t);
 	if (g_loop_pid > 0)
 		kill(g_loop_pid, SIGSTOP);
-	char *out = NULL, *g = NULL;
-	for (int attempt = 0; attempt < 2 && !g; attempt++) { /* memif links sometimes never come up */
-		free(out);
-		out = run_capture(argv, NULL, atoi(t) + 15, &st);
-		g = out ? strstr(out, "GBPS ") : NULL;
-	}
+	for (int attempt = 0; attempt < 2 && g == 0; attempt++) /* memif links sometimes never come up */
+		g = testpmd_once(t, p);
 	if (g_loop_pid > 0)
 		kill(g_loop_pid, SIGCONT);
-	if (!g) {
-		peer_set(p, "dpdk-testpmd memif", "failed", "no Rx-bps samples from testpmd rxonly");
-	} else {
-		p->gbit = strtod(g + 5, NULL);
-		peer_set(p, "dpdk-testpmd memif", "ok", "txonly->rxonly, 2048 B frames, payload untouched");
+	if (g > 0) {
+		p->gbit = g;
+		peer_set(p, "dpdk-testpmd memif", "ok", "txonly->rxonly, 2048 B frames, payload untouched, "
+			 "mean Rx-bps after the first 2 s");
+	} else if (g == 0) {
+		peer_set(p, "dpdk-testpmd memif", "failed", "no Rx-bps samples from testpmd rxonly; run the "
+			 "commands shown by hand to see whether the memif link comes up");
 	}
-	free(out);
 }
 
 static size_t peers_for(const kvb_opts *o, const kvb_result *kr, double secs, kvb_peer *p)
@@ -515,7 +537,7 @@ static json_t *peers_json(const kvb_result *kr, const kvb_peer *p, size_t n)
 		if (!strcmp(p[i].status, "ok")) {
 			json_object_set_new(j, "gbit_per_s", json_real(p[i].gbit));
 			json_object_set_new(j, "ratio", json_real(p[i].gbit > 0 ? kr->gbit_per_s / p[i].gbit : 0));
-			json_object_set_new(j, "gbit_runs", runs_json(p[i].runs, p[i].n_runs));
+			json_object_set_new(j, "gbit_runs", runs_json(p[i].gbit_runs, p[i].n_runs));
 		}
 		json_object_set_new(j, "command", json_string(p[i].command));
 		if (p[i].note[0])
@@ -547,7 +569,7 @@ static void peers_table(const kvb_result *kr, const double *kruns, unsigned nk, 
 	       kr->verified ? "yes" : "no");
 	for (size_t i = 0; i < n; i++) {
 		if (!strcmp(p[i].status, "ok")) {
-			range(rg, sizeof(rg), p[i].runs, p[i].n_runs);
+			range(rg, sizeof(rg), p[i].gbit_runs, p[i].n_runs);
 			printf(" %-28s %10.2f %14s %9.2f  ok\n", p[i].name, p[i].gbit, rg,
 			       p[i].gbit > 0 ? kr->gbit_per_s / p[i].gbit : 0);
 		}
@@ -669,7 +691,7 @@ static size_t lat_peers_for(const kvb_opts *o, const kvb_result *kr, kvb_peer *p
 /* kvwire p50 as a multiple of the peer's: > 1 means kvwire is slower. */
 static double lat_ratio(const kvb_result *kr, const kvb_peer *p)
 {
-	return p->gbit > 0 ? kr->lat.p50 / p->gbit : 0;
+	return p->p50_us > 0 ? kr->lat.p50 / p->p50_us : 0;
 }
 
 static json_t *lat_peers_json(const kvb_result *kr, const kvb_peer *p, size_t n)
@@ -680,11 +702,11 @@ static json_t *lat_peers_json(const kvb_result *kr, const kvb_peer *p, size_t n)
 		json_object_set_new(j, "peer", json_string(p[i].name));
 		json_object_set_new(j, "status", json_string(p[i].status));
 		if (!strcmp(p[i].status, "ok")) {
-			json_object_set_new(j, "p50_us", json_real(p[i].gbit));
+			json_object_set_new(j, "p50_us", json_real(p[i].p50_us));
 			if (p[i].has_p99)
-				json_object_set_new(j, "p99_us", json_real(p[i].p99));
+				json_object_set_new(j, "p99_us", json_real(p[i].p99_us));
 			json_object_set_new(j, "x_of_peer", json_real(lat_ratio(kr, &p[i])));
-			json_object_set_new(j, "p50_runs", runs_json(p[i].runs, p[i].n_runs));
+			json_object_set_new(j, "p50_runs", runs_json(p[i].p50_runs, p[i].n_runs));
 		}
 		json_object_set_new(j, "command", json_string(p[i].command));
 		if (p[i].note[0])
@@ -713,9 +735,9 @@ static void lat_table(const kvb_opts *o, const kvb_result *kr, const double *kru
 			continue;
 		}
 		if (p[i].has_p99)
-			snprintf(p99, sizeof(p99), "%.2f", p[i].p99);
-		range(rg, sizeof(rg), p[i].runs, p[i].n_runs);
-		printf(" %-28s %9.2f %9s %14s %10.2f  ok\n", p[i].name, p[i].gbit, p99, rg, lat_ratio(kr, &p[i]));
+			snprintf(p99, sizeof(p99), "%.2f", p[i].p99_us);
+		range(rg, sizeof(rg), p[i].p50_runs, p[i].n_runs);
+		printf(" %-28s %9.2f %9s %14s %10.2f  ok\n", p[i].name, p[i].p50_us, p99, rg, lat_ratio(kr, &p[i]));
 	}
 	printf(" x of peer = kvwire p50 / peer p50: above 1.00 kvwire is slower, below 1.00 faster\n");
 	for (size_t i = 0; i < n; i++)
@@ -757,9 +779,9 @@ static void lat_print(const kvb_opts *o, const kvb_result *kr, const double *kru
 		for (size_t i = 0; i < n; i++) {
 			char p99[32] = ""; /* empty: the peer gives no p99 */
 			if (p[i].has_p99)
-				snprintf(p99, sizeof(p99), "%.4f", p[i].p99);
+				snprintf(p99, sizeof(p99), "%.4f", p[i].p99_us);
 			printf("%s,%llu,%s,%s,%.4f,%s,%.4f\n", o->driver, (unsigned long long)o->size, p[i].name,
-			       p[i].status, p[i].gbit, p99, lat_ratio(kr, &p[i]));
+			       p[i].status, p[i].p50_us, p99, lat_ratio(kr, &p[i]));
 		}
 	} else {
 		lat_table(o, kr, kruns, rep, p, n);
@@ -777,8 +799,8 @@ static void lat_fold(kvb_peer *peers, const kvb_peer *tp, size_t n, bool first)
 			peers[i] = tp[i];
 			continue;
 		}
-		peers[i].p99_runs[peers[i].n_runs] = tp[i].p99;
-		peers[i].runs[peers[i].n_runs++] = tp[i].gbit;
+		peers[i].p99_runs[peers[i].n_runs] = tp[i].p99_us;
+		peers[i].p50_runs[peers[i].n_runs++] = tp[i].p50_us;
 	}
 }
 
@@ -818,8 +840,8 @@ static int compare_lat(kvb_opts *o)
 	}
 	kvb_loop_stop(&lp);
 	for (size_t i = 0; i < n; i++) {
-		peers[i].gbit = median(peers[i].runs, peers[i].n_runs);
-		peers[i].p99 = median(peers[i].p99_runs, peers[i].n_runs);
+		peers[i].p50_us = median(peers[i].p50_runs, peers[i].n_runs);
+		peers[i].p99_us = median(peers[i].p99_runs, peers[i].n_runs);
 	}
 	double med = median(kruns, rep);
 	kr = runs[0];
@@ -864,14 +886,14 @@ static void compare_runs(const kvb_opts *o, const kvb_loop *lp, kvb_result *kr, 
 			if (r == 0)
 				peers[i] = tp[i];
 			if (!strcmp(tp[i].status, "ok"))
-				peers[i].runs[peers[i].n_runs++] = tp[i].gbit;
+				peers[i].gbit_runs[peers[i].n_runs++] = tp[i].gbit;
 			else
 				peers[i] = tp[i]; /* a failed run marks the peer */
 		}
 		*npeers = n;
 	}
 	for (size_t i = 0; i < *npeers; i++)
-		peers[i].gbit = median(peers[i].runs, peers[i].n_runs);
+		peers[i].gbit = median(peers[i].gbit_runs, peers[i].n_runs);
 	double med = median(kruns, rep);
 	for (unsigned r = 0; runs && r < rep; r++)
 		if (runs[r].gbit_per_s == med) {

@@ -93,8 +93,8 @@ static void send_error(kvb_ctl *c, const char *msg)
 static json_t *server_result(kvb_sess *s)
 {
 	json_t *m = json_object();
-	kvw_counters cn;
-	memset(&cn, 0, sizeof(cn));
+	kvw_counters cn = {.size = sizeof(cn)};
+	cn = (kvw_counters){.size = sizeof(cn)};
 	if (s->ep)
 		kvw_ep_counters(s->ep, &cn);
 	json_object_set_new(m, "type", json_string("result"));

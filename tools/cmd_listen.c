@@ -54,8 +54,8 @@ static void listen_reap(struct listen_state *s)
 			i++;
 			continue;
 		}
-		kvw_ep_info info;
-		memset(&info, 0, sizeof(info));
+		kvw_ep_info info = {.size = sizeof(info)};
+		info = (kvw_ep_info){.size = sizeof(info)};
 		kvw_ep_query(s->eps[i], &info);
 		listen_say(s, "closed", info.peer_uri, kvw_strerror(st));
 		kvw_ep_close(s->eps[i]);
@@ -67,9 +67,9 @@ static void listen_accept(kvw_listener *l, struct listen_state *s)
 {
 	kvw_ep *ep;
 	while (s->n < LISTEN_MAX_EPS && kvw_accept(l, 0, &ep) == KVW_OK) {
-		kvw_ep_info info;
+		kvw_ep_info info = {.size = sizeof(info)};
 		char caps[128];
-		memset(&info, 0, sizeof(info));
+		info = (kvw_ep_info){.size = sizeof(info)};
 		kvw_ep_query(ep, &info);
 		s->eps[s->n++] = ep;
 		listen_say(s, "accepted", info.peer_uri, cli_caps_str(info.caps, caps, sizeof(caps)));

@@ -47,7 +47,7 @@ static json_t *ping_rtt(uint64_t *rtt, size_t n)
 /* Rails: how many the handshake joined, and what each carried. */
 static json_t *ping_rails(const kvw_ep *ep, uint32_t rails)
 {
-	kvw_counters c;
+	kvw_counters c = {.size = sizeof(c)};
 	json_t *arr = json_array();
 	if (kvw_ep_counters(ep, &c) != KVW_OK)
 		memset(&c, 0, sizeof(c));
@@ -159,8 +159,8 @@ static int ping_parse(int argc, char **argv, struct ping_opts *o)
 static void ping_report(json_t *doc, kvw_ep *ep, const struct ping_opts *o, double connect_us,
 			long *lost)
 {
-	kvw_ep_info info;
-	memset(&info, 0, sizeof(info));
+	kvw_ep_info info = {.size = sizeof(info)};
+	info = (kvw_ep_info){.size = sizeof(info)};
 	kvw_ep_query(ep, &info);
 	char caps[128], ver[32], err[256] = "";
 	snprintf(ver, sizeof(ver), "%u.%u", info.peer_version_major, info.peer_version_minor);

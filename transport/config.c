@@ -20,7 +20,7 @@ static const kvw_config_entry kvw_cfg_table[] = {
 	{"window", "16777216", "dpdk: bytes in flight per endpoint before the sender waits for acks (send window)"},
 	{"secret", "", "shared secret; when set, peers must prove it (CPace password-authenticated key exchange: no offline guessing). Prefer secret_file or KVW_SECRET to a URI's ?secret=, which shows in process listings"},
 	{"secret_file", "", "file whose first line is the shared secret (read at context creation; overrides `secret`); keep it mode 0600"},
-	{"handshake_timeout_ms", "3000", "listener side: time an accepted connection has to finish the handshake before it is dropped"},
+	{"handshake_timeout_ms", "5000", "listener side: time an accepted connection has to finish the handshake before it is dropped"},
 	{"accept_timeout_ms", "30000", "listener side: a READY endpoint that kvw_accept() has not taken within this time is closed"},
 	{"max_handshakes", "256", "listener side: connections allowed in the handshake at once (lowered to a quarter of the fd limit); the oldest silent one is dropped for a new one"},
 	{"max_handshakes_per_addr", "64", "listener side: connections in the handshake at once from one peer address (tcp: IP, shm: uid)"},

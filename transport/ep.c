@@ -823,31 +823,35 @@ void kvw_ep_close(kvw_ep *ep)
 
 kvw_status kvw_ep_query(const kvw_ep *ep, kvw_ep_info *info)
 {
+	kvw_ep_info in = {.size = sizeof(in)};
+
 	if (!ep || !info)
 		return kvw_set_err(ep ? ep->ctx : NULL, KVW_ERR_INVALID, "kvw_ep_query: endpoint and info "
 				   "must not be NULL");
 	kvw_err_clear(ep->ctx);
-	memset(info, 0, sizeof(*info));
-	snprintf(info->driver, sizeof(info->driver), "%s", ep->drv->ops->name);
-	snprintf(info->peer_uri, sizeof(info->peer_uri), "%s", ep->uri);
-	info->peer_version_major = ep->peer_major;
-	info->peer_version_minor = ep->peer_minor;
-	info->caps = kvw_local_caps(ep) & ep->peer_caps;
-	info->rails = ep->rails;
-	info->id = ep->id;
-	info->authenticated = ep->authenticated;
-	return KVW_OK;
+	snprintf(in.driver, sizeof(in.driver), "%s", ep->drv->ops->name);
+	snprintf(in.peer_uri, sizeof(in.peer_uri), "%s", ep->uri);
+	in.peer_version_major = ep->peer_major;
+	in.peer_version_minor = ep->peer_minor;
+	in.caps = kvw_local_caps(ep) & ep->peer_caps;
+	in.rails = ep->rails;
+	in.id = ep->id;
+	in.authenticated = ep->authenticated;
+	return kvw_struct_out(ep->ctx, "kvw_ep_query", info, &in, sizeof(in));
 }
 
 kvw_status kvw_ep_counters(const kvw_ep *ep, kvw_counters *out)
 {
+	kvw_counters c;
+
 	if (!ep || !out)
 		return kvw_set_err(ep ? ep->ctx : NULL, KVW_ERR_INVALID, "kvw_ep_counters: endpoint and "
 				   "output must not be NULL");
 	kvw_err_clear(ep->ctx);
-	*out = ep->cnt;
-	out->rails = ep->rails;
-	return KVW_OK;
+	c = ep->cnt;
+	c.size = sizeof(c);
+	c.rails = ep->rails;
+	return kvw_struct_out(ep->ctx, "kvw_ep_counters", out, &c, sizeof(c));
 }
 
 static kvw_status kvw_ep_send_ping(kvw_ep *ep, uint64_t now)

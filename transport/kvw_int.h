@@ -279,6 +279,11 @@ void kvw_ep_fail(kvw_ep *ep, kvw_status st, const char *why);
 /* layouts */
 uint8_t *kvw_layout_page(const kvw_layout *l, uint32_t layer, uint32_t block);
 
+/* Hands a filled public struct (first member: uint32_t size) to a caller
+ * whose struct says its own size: fields the caller does not know are left
+ * out; fields it has that this version lacks stay as it set them. */
+kvw_status kvw_struct_out(kvw_ctx *ctx, const char *fn, void *dst, const void *src, size_t full);
+
 /* memory-range check helper for drivers */
 static inline bool kvw_mem_contains(const kvw_mem *m, const void *p, uint64_t len)
 {

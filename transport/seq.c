@@ -3,100 +3,19 @@
  * completion, deadlines and the abort fence. */
 #include "kvw_int.h"
 #include "seq.h"
+#include "seqmap.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ------------------------------------------------------------ seq maps */
-static uint32_t kvw_hash64(uint64_t k)
-{
-	k ^= k >> 33;
-	k *= 0xff51afd7ed558ccdull;
-	k ^= k >> 33;
-	return (uint32_t)k;
-}
-
-static kvw_req *kvw_map_get(const struct kvw_seqmap *m, uint64_t key)
-{
-	if (!m->cap)
-		return NULL;
-	for (uint32_t i = kvw_hash64(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
-		if (!m->vals[i])
-			return NULL;
-		if (m->keys[i] == key)
-			return m->vals[i];
-	}
-}
-
-static kvw_status kvw_map_grow(struct kvw_seqmap *m)
-{
-	struct kvw_seqmap n = {.cap = m->cap ? m->cap * 2 : 64};
-
-	n.keys = calloc(n.cap, sizeof(*n.keys));
-	n.vals = calloc(n.cap, sizeof(*n.vals));
-	if (!n.keys || !n.vals) {
-		free(n.keys);
-		free(n.vals);
-		return KVW_ERR_NOMEM;
-	}
-	for (uint32_t i = 0; i < m->cap; i++) {
-		if (!m->vals[i])
-			continue;
-		uint32_t j = kvw_hash64(m->keys[i]) & (n.cap - 1);
-		while (n.vals[j])
-			j = (j + 1) & (n.cap - 1);
-		n.keys[j] = m->keys[i];
-		n.vals[j] = m->vals[i];
-		n.used++;
-	}
-	free(m->keys);
-	free(m->vals);
-	*m = n;
-	return KVW_OK;
-}
-
-static kvw_status kvw_map_put(struct kvw_seqmap *m, uint64_t key, kvw_req *r)
-{
-	uint32_t i;
-
-	if ((m->used + 1) * 2 > m->cap && kvw_map_grow(m) != KVW_OK)
-		return KVW_ERR_NOMEM;
-	for (i = kvw_hash64(key) & (m->cap - 1); m->vals[i]; i = (i + 1) & (m->cap - 1))
-		;
-	m->keys[i] = key;
-	m->vals[i] = r;
-	m->used++;
-	return KVW_OK;
-}
-
-/* Deletion with backward shift: no tombstones, vals[i] != NULL = live. */
-static void kvw_map_del(struct kvw_seqmap *m, uint64_t key)
-{
-	uint32_t i, j, mask = m->cap - 1;
-
-	if (!m->cap)
-		return;
-	for (i = kvw_hash64(key) & mask; m->vals[i] && m->keys[i] != key; i = (i + 1) & mask)
-		;
-	if (!m->vals[i])
-		return;
-	m->vals[i] = NULL;
-	m->used--;
-	for (j = (i + 1) & mask; m->vals[j]; j = (j + 1) & mask) {
-		uint32_t h = kvw_hash64(m->keys[j]) & mask;
-		/* move j back to i when i lies cyclically in [h, j) */
-		if ((j > i && (h <= i || h > j)) || (j < i && (h <= i && h > j))) {
-			m->keys[i] = m->keys[j];
-			m->vals[i] = m->vals[j];
-			m->vals[j] = NULL;
-			i = j;
-		}
-	}
-}
-
 /* -------------------------------------------------------------- tokens */
-#define KVW_TOKEN_SLOT_BITS 20u
+/* A token is (random generation << 16) | (slot + 1): the slot finds the
+ * grant at once, the 16 random bits make a live token unguessable from the
+ * ones seen before (a forged fragment must hit 1 in 65,535), and a stale
+ * token of a reused slot is refused. */
+#define KVW_TOKEN_SLOT_BITS 16u
 #define KVW_TOKEN_SLOT_MASK ((1u << KVW_TOKEN_SLOT_BITS) - 1)
 
 static kvw_status kvw_token_alloc(kvw_ep *ep, kvw_req *r)
@@ -130,7 +49,13 @@ static kvw_status kvw_token_alloc(kvw_ep *ep, kvw_req *r)
 	}
 found:
 	ep->grants[s] = r;
-	ep->grant_gen[s] = (ep->grant_gen[s] + 1) & 0xfffu;
+	{
+		uint32_t g;
+		do
+			g = randombytes_uniform(0xffffu) + 1; /* 1..65535, not the slot's last */
+		while (g == ep->grant_gen[s]);
+		ep->grant_gen[s] = g;
+	}
 	ep->grant_free_hint = s + 1;
 	r->token = (ep->grant_gen[s] << KVW_TOKEN_SLOT_BITS) | (s + 1);
 	return KVW_OK;
@@ -428,14 +353,16 @@ kvw_status kvw_recv_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const 
 	kvw_status st;
 
 	if (!ep || !out)
-		return KVW_ERR_INVALID;
+		return kvw_set_err(ep ? ep->ctx : NULL, KVW_ERR_INVALID, "kvw_recv_seq: endpoint and "
+				   "output pointer must not be NULL");
+	kvw_err_clear(ep->ctx);
 	if ((st = kvw_seq_args(ep, l, blocks, n)) != KVW_OK)
 		return st;
 	if (kvw_map_get(&ep->recv_map, seq_id))
 		return kvw_set_err(ep->ctx, KVW_ERR_BUSY, "sequence %llu already has a live grant on "
 				   "this endpoint", (unsigned long long)seq_id);
 	if (!(r = kvw_req_new(ep, KVW_ROLE_RECV, seq_id)))
-		return KVW_ERR_NOMEM;
+		return kvw_set_err(ep->ctx, KVW_ERR_NOMEM, "kvw_recv_seq: out of memory");
 	r->user_owned = true;
 	st = kvw_req_setup(r, l, blocks, n);
 	if (st == KVW_OK && !(r->run_end = malloc(n * sizeof(*r->run_end))))
@@ -784,8 +711,13 @@ kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const 
 	kvw_req *r;
 	kvw_status st;
 
-	if (!ep || !out || (flags & ~KVW_SEND_LAST))
-		return KVW_ERR_INVALID;
+	if (!ep || !out)
+		return kvw_set_err(ep ? ep->ctx : NULL, KVW_ERR_INVALID, "kvw_send_seq: endpoint and "
+				   "output pointer must not be NULL");
+	kvw_err_clear(ep->ctx);
+	if (flags & ~KVW_SEND_LAST)
+		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "kvw_send_seq: unknown flags 0x%x (only "
+				   "KVW_SEND_LAST)", flags & ~KVW_SEND_LAST);
 	if ((st = kvw_seq_args(ep, l, blocks, n)) != KVW_OK)
 		return st;
 	if (first >= end || end > l->n_layers)
@@ -794,10 +726,10 @@ kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const 
 	r = kvw_map_get(&ep->send_map, seq_id);
 	if (!r) {
 		if (!(r = kvw_req_new(ep, KVW_ROLE_SEND, seq_id)))
-			return KVW_ERR_NOMEM;
+			return kvw_set_err(ep->ctx, KVW_ERR_NOMEM, "kvw_send_seq: out of memory");
 		if (kvw_map_put(&ep->send_map, seq_id, r) != KVW_OK) {
 			kvw_req_destroy(r);
-			return KVW_ERR_NOMEM;
+			return kvw_set_err(ep->ctx, KVW_ERR_NOMEM, "kvw_send_seq: out of memory");
 		}
 		r->in_map = true;
 	}
@@ -808,12 +740,11 @@ kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const 
 		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "sequence %llu: later send_seq calls must "
 				   "use the first call's layout and block count", (unsigned long long)seq_id);
 	}
-	if (r->status != KVW_INPROGRESS) {
-		*out = r;
-		return r->status;
-	}
+	if (r->status != KVW_INPROGRESS) /* the caller holds r from its first call */
+		return kvw_set_err(ep->ctx, r->status, "sequence %llu already ended: %s",
+				   (unsigned long long)seq_id, kvw_strerror(r->status));
 	if ((st = kvw_pending_add(r, first, end)) != KVW_OK)
-		return st;
+		return kvw_set_err(ep->ctx, st, "kvw_send_seq: out of memory");
 	if (flags & KVW_SEND_LAST)
 		r->last_seen = true;
 	if (r->frag_end)
@@ -1057,7 +988,8 @@ static kvw_status kvw_abort_send(kvw_req *r)
 kvw_status kvw_req_abort(kvw_req *r)
 {
 	if (!r)
-		return KVW_ERR_INVALID;
+		return kvw_set_err(NULL, KVW_ERR_INVALID, "kvw_req_abort: request is NULL");
+	kvw_err_clear(r->ep ? r->ep->ctx : NULL);
 	if (!r->ep || r->status != KVW_INPROGRESS)
 		return KVW_OK; /* finished: nothing can land any more */
 	if (r->role == KVW_ROLE_SEND)
@@ -1143,7 +1075,9 @@ kvw_status kvw_req_status(const kvw_req *r)
 kvw_status kvw_req_set_timeout(kvw_req *r, uint64_t timeout_us)
 {
 	if (!r || !r->ep || r->status != KVW_INPROGRESS)
-		return KVW_ERR_INVALID;
+		return kvw_set_err(r && r->ep ? r->ep->ctx : NULL, KVW_ERR_INVALID, "kvw_req_set_timeout: "
+				   "the request is NULL, orphaned or already finished");
+	kvw_err_clear(r->ep->ctx);
 	r->deadline_ns = kvw_now_ns() + timeout_us * 1000;
 	kvw_deadline_note(r->ep, r->deadline_ns);
 	return KVW_OK;
@@ -1158,10 +1092,11 @@ void kvw_req_set_user_data(kvw_req *r, void *user_data)
 kvw_status kvw_req_free(kvw_req *r)
 {
 	if (!r)
-		return KVW_ERR_INVALID;
+		return kvw_set_err(NULL, KVW_ERR_INVALID, "kvw_req_free: request is NULL");
+	kvw_err_clear(r->ep ? r->ep->ctx : NULL);
 	if (r->status == KVW_INPROGRESS)
-		return r->ep ? kvw_set_err(r->ep->ctx, KVW_ERR_BUSY, "request still running: abort it "
-					   "or wait for its KVW_EV_SEQ event") : KVW_ERR_BUSY;
+		return kvw_set_err(r->ep ? r->ep->ctx : NULL, KVW_ERR_BUSY, "request still running: "
+				   "abort it or wait for its KVW_EV_SEQ event");
 	kvw_req_destroy(r);
 	return KVW_OK;
 }
@@ -1169,13 +1104,15 @@ kvw_status kvw_req_free(kvw_req *r)
 kvw_status kvw_req_query(const kvw_req *r, kvw_req_info *info)
 {
 	if (!r || !info)
-		return KVW_ERR_INVALID;
-	*info = (kvw_req_info){
-		.seq_id = r->seq_id, .is_send = r->role == KVW_ROLE_SEND, .status = r->status,
+		return kvw_set_err(r && r->ep ? r->ep->ctx : NULL, KVW_ERR_INVALID, "kvw_req_query: "
+				   "request and info must not be NULL");
+	kvw_err_clear(r->ep ? r->ep->ctx : NULL);
+	kvw_req_info in = {
+		.size = sizeof(in), .seq_id = r->seq_id, .is_send = r->role == KVW_ROLE_SEND, .status = r->status,
 		.bytes = r->bytes_done, .bytes_total = r->bytes_total, .n_layers = r->n_layers,
 		.layers_done = r->layers_done, .t_posted = r->t_posted, .t_matched = r->t_matched,
 		.t_first_byte = r->t_first_byte, .t_last_byte = r->t_last_byte,
 		.t_completed = r->t_completed,
 	};
-	return KVW_OK;
+	return kvw_struct_out(r->ep ? r->ep->ctx : NULL, "kvw_req_query", info, &in, sizeof(in));
 }

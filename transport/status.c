@@ -3,6 +3,7 @@
 #include "kvw_int.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 const char *kvw_version(void)
@@ -88,4 +89,18 @@ void kvw_ctx_set_log(kvw_ctx *ctx, kvw_log_fn fn, void *user)
 const char *kvw_ctx_last_error(const kvw_ctx *ctx)
 {
 	return ctx ? ctx->err : kvw_tls_err;
+}
+
+kvw_status kvw_struct_out(kvw_ctx *ctx, const char *fn, void *dst, const void *src, size_t full)
+{
+	uint32_t size;
+
+	memcpy(&size, dst, sizeof(size));
+	if (size < 8)
+		return kvw_set_err(ctx, KVW_ERR_INVALID, "%s: set the struct's .size to its sizeof before "
+				   "the call (the struct grows between versions)", fn);
+	if (size > full)
+		size = (uint32_t)full;
+	memcpy((uint8_t *)dst + sizeof(size), (const uint8_t *)src + sizeof(size), size - sizeof(size));
+	return KVW_OK;
 }

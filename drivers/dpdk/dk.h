@@ -35,11 +35,20 @@
 #define DK_REO_MIN_NS 20000ull /* reordering window floor (RACK: srtt/4 above it) */
 #define DK_PACE_BURST_NS 200000ull /* pacing: burst allowance */
 #define DK_RTO_BURST 8u        /* oldest unsacked frames resent per timeout */
+#define DK_CREDITS_MIN 16u     /* credits are a hint: a frame cannot stop a flow with 0 */
+#define DK_HELD_FLOW_MAX (4u << 20)  /* out-of-order control bytes kept per flow */
+#define DK_HELD_ALL_MAX (64u << 20)  /* ... and by all flows of the process */
+#define DK_COOKIE_BURST 8u     /* HELLOs resent at once for new cookies, per timeout */
+#define DK_AUTH 24u            /* authenticator after the header: counter (8), tag (16) */
 
 /* driver-private header flags (wire hdr.flags bits the core never uses) */
+#define DK_F_AESGCM 0x02u      /* with DK_F_ID: the sender can check AES-256-GCM tags */
+#define DK_F_MAC 0x08u         /* a DK_AUTH-byte authenticator follows the header */
 #define DK_F_SEG 0x10u         /* chunk of a control frame split over packets */
 #define DK_F_SEG_END 0x20u     /* last chunk */
 #define DK_F_VOID 0x40u        /* psn filler of a cancelled fragment */
+#define DK_F_ID 0x80u          /* hdr.ack holds an id, not an ack: a cookie (HELLO, challenge)
+				* or the listener's connection id (its first frame) */
 
 enum dk_slot_kind { DK_SLOT_FREE = 0, DK_SLOT_CTRL, DK_SLOT_DATA, DK_SLOT_VOID };
 #define DK_SL_SACKED 0x1u
@@ -69,6 +78,8 @@ struct dk_port;
 
 struct dk_drv;
 
+struct dk_mac;                 /* dk_auth.c: the per-frame authenticator's key and state */
+
 struct dk_flow {
 	struct dk_port *port;
 	kvw_ep *ep;                 /* NULL once closing (the endpoint is freed) */
@@ -83,8 +94,21 @@ struct dk_flow {
 	uint16_t lport, rport;      /* host order */
 	struct rte_ether_addr rmac;
 	bool mac_known, up_reported, dead, cksum;
-	uint32_t mtu_payload;       /* bytes after the frame header per packet */
+	uint32_t mtu_payload;       /* bytes after the frame header (and authenticator) per packet */
 	struct kvw_fault *fault;
+	/* identity: an off-path host must guess 32 bits of id and where the
+	 * psn window lies (docs/drivers/dpdk.md "Frames and addressing") */
+	uint32_t lcid, rcid;        /* ids in hdr.ep_id: frames to us carry lcid, ours rcid */
+	uint32_t isn, peer_isn;     /* first psns (random): ours, the peer's */
+	bool is_client, peer_known; /* client: the listener's first frame (its id, psn) seen */
+	bool first_acked;           /* our first frame (it names ids, dk_tx.c) was acknowledged */
+	bool cookie_have, peer_gcm;
+	uint32_t cookie, ck_sends;  /* client: the listener's cookie, HELLOs sent for new ones */
+	/* per-frame authenticator (a secret is set): from READY on */
+	bool mac_want, mac_on;
+	uint32_t rx_mac_psn;        /* frames from this psn on must carry a valid one */
+	uint64_t tx_ctr, rx_ctr;    /* nonce counters: ours, the highest seen from the peer */
+	struct dk_mac *mac;
 	/* send side: psn una <= nxt <= tail; slot = psn & (DK_RING-1) */
 	struct dk_slot *ring;
 	uint32_t una, nxt, tail;
@@ -102,7 +126,8 @@ struct dk_flow {
 	/* receive side */
 	uint32_t rcv_nxt;
 	uint64_t *rbits;            /* DK_RWIN bits */
-	uint8_t **held;             /* DK_RWIN: out-of-order control packets */
+	uint8_t **held;             /* DK_RWIN (allocated at the first): out-of-order control packets */
+	size_t held_bytes;
 	uint32_t rcv_high;          /* highest psn received + 1 */
 	uint32_t last_rx_psn;       /* newest reliable psn received (echoed in ACKs) */
 	uint32_t ack_pending;
@@ -117,6 +142,7 @@ struct dk_listener {
 	kvw_listener *l;
 	uint32_t lip;
 	uint16_t lport;
+	uint8_t ck_key[16];         /* cookies of HELLOs (SipHash key, random per listener) */
 };
 
 struct dk_mem {
@@ -141,7 +167,7 @@ struct dk_port {
 	uint32_t n_flows;
 	struct dk_listener lis[DK_MAX_LISTENERS];
 	uint32_t n_lis;
-	uint64_t bad, unmatched;
+	uint64_t bad, unmatched, forged, challenges;
 	uint16_t next_eport;
 };
 
@@ -170,6 +196,9 @@ struct dk_mem *dk_mem_of(const kvw_drv *d, const kvw_mem *m);
 /* dk_tx.c */
 void dk_tx_slot(struct dk_flow *f, uint32_t psn, struct rte_mbuf **out, unsigned *n);
 void dk_tx_ack(struct dk_flow *f, struct rte_mbuf **out, unsigned *n);
+/* Listener, no flow yet: answers a HELLO with a cookie challenge. */
+void dk_tx_challenge(struct dk_port *p, const struct dk_listener *dl, const struct rte_ether_addr *dmac,
+		     uint32_t dip, uint16_t dport, uint32_t cookie);
 unsigned dk_tx_burst(struct dk_flow *f, struct rte_mbuf **pkts, unsigned n);
 void dk_tx_fault_due(struct dk_flow *f, uint64_t now);
 void dk_tx_drain_ext(struct dk_flow *f, uint64_t max_ns);
@@ -183,6 +212,10 @@ size_t dk_rel_queue_frags(struct dk_flow *f, const kvw_frag *fr, size_t n);
 void dk_rel_cancel(struct dk_flow *f, kvw_req *req);
 void dk_rel_on_packet(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wire_hdr *h,
 		      uint32_t off);
+/* Client: a cookie challenge from the listener (resends the HELLO with it). */
+void dk_rel_on_challenge(struct dk_flow *f, uint32_t cookie);
+/* A frame that is not the peer's (wrong id, no or a bad authenticator). */
+void dk_forged(struct dk_flow *f, const char *what);
 void dk_rel_tick(struct dk_flow *f, uint64_t now);
 /* Close: every fragment becomes a void filler (no page is read again);
  * returns true when frames (the CLOSE) still wait for the peer's ack. */
@@ -193,9 +226,30 @@ bool dk_rel_close_tick(struct dk_flow *f, uint64_t now);
 void dk_rel_push(struct dk_flow *f, uint64_t now);
 
 /* dpdk.c */
+/* A HELLO whose cookie checked out: the flow, its peer's id and psn from it. */
 struct dk_flow *dk_flow_accept(struct dk_drv *dd, struct dk_port *p, struct dk_listener *dl,
-			       const struct rte_ether_addr *smac, uint32_t sip, uint16_t sport);
+			       const struct rte_ether_addr *smac, uint32_t sip, uint16_t sport,
+			       const struct kvw_wire_hdr *hello);
 void dk_mem_late(kvw_drv *d);
+
+/* Copies len bytes at off of m into dst (walks segments). */
+void dk_copy_out(const struct rte_mbuf *m, uint32_t off, uint8_t *dst, uint32_t len);
+
+/* dk_auth.c: ids, cookies, the per-frame authenticator */
+uint32_t dk_rand32(bool nonzero);
+void dk_cookie_key(struct dk_listener *dl);
+uint32_t dk_cookie(const struct dk_listener *dl, uint64_t now, int age, uint32_t sip, uint16_t sport,
+		   const struct rte_ether_addr *smac);
+bool dk_cookie_ok(const struct dk_listener *dl, uint64_t now, uint32_t c, uint32_t sip, uint16_t sport,
+		  const struct rte_ether_addr *smac);
+bool dk_gcm_here(void);
+/* Fetches the session key once the endpoint is READY; true when armed. */
+bool dk_mac_arm(struct dk_flow *f);
+/* Fills the authenticator of a finished frame (before its UDP checksum). */
+void dk_mac_seal(struct dk_flow *f, struct rte_mbuf *m);
+/* Checks a received frame's authenticator (udp: UDP payload bytes). */
+bool dk_mac_check(struct dk_flow *f, struct rte_mbuf *m, uint32_t udp);
+void dk_mac_free(struct dk_flow *f);
 
 /* dk_rx.c */
 void dk_rx_port(struct dk_drv *dd, struct dk_port *p);

@@ -7,10 +7,15 @@
  * on arrival (any order), control frames delivered in psn order. */
 #include "dk.h"
 
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <rte_ethdev.h>
+
+/* Out-of-order control bytes kept by every flow of the process (DK_HELD_ALL_MAX). */
+static size_t dk_held_all;
 
 static inline bool dk_bit(const struct dk_flow *f, uint32_t psn)
 {
@@ -38,12 +43,15 @@ kvw_status dk_flow_init(struct dk_flow *f, kvw_ep *ep)
 	f->cnt = &ep->cnt;
 	f->ring = calloc(DK_RING, sizeof(*f->ring));
 	f->rbits = calloc(DK_RWIN / 64, sizeof(uint64_t));
-	f->held = calloc(DK_RWIN, sizeof(*f->held));
-	if (!f->ring || !f->rbits || !f->held)
+	if (!f->ring || !f->rbits)
 		return kvw_set_err(ep->ctx, KVW_ERR_NOMEM, "dpdk: out of memory for a flow");
-	f->una = f->nxt = f->tail = 1;
-	f->rcv_nxt = f->rcv_high = 1;
+	/* random ids and first psn: nothing an off-path host could predict */
+	f->lcid = dk_rand32(true);
+	f->isn = f->una = f->nxt = f->tail = f->sack_high = dk_rand32(false);
 	f->peer_credits = DK_RWIN;
+	f->mac_want = ep->secret[0] != 0; /* frames carry an authenticator once READY */
+	if (f->mac_want)
+		f->mtu_payload -= DK_AUTH;
 	uint64_t win = cfg->window ? cfg->window : (16u << 20);
 	uint64_t pk = win / (f->mtu_payload ? f->mtu_payload : 1400);
 	if (pk > f->max_inflight)
@@ -58,6 +66,18 @@ kvw_status dk_flow_init(struct dk_flow *f, kvw_ep *ep)
 	return KVW_OK;
 }
 
+static void dk_held_free(struct dk_flow *f, uint32_t i)
+{
+	uint8_t *b = f->held[i];
+	struct kvw_wire_hdr h;
+
+	memcpy(&h, b, sizeof(h));
+	f->held_bytes -= DK_FRAME_HDR + h.len;
+	__atomic_sub_fetch(&dk_held_all, DK_FRAME_HDR + h.len, __ATOMIC_RELAXED);
+	free(b);
+	f->held[i] = NULL;
+}
+
 void dk_flow_fini(struct dk_flow *f)
 {
 	if (f->ring)
@@ -68,12 +88,28 @@ void dk_flow_fini(struct dk_flow *f)
 		}
 	if (f->held)
 		for (uint32_t i = 0; i < DK_RWIN; i++)
-			free(f->held[i]);
+			if (f->held[i])
+				dk_held_free(f, i);
 	free(f->ring);
 	free(f->rbits);
 	free(f->held);
 	free(f->reasm);
+	dk_mac_free(f);
 	kvw_fault_destroy(f->fault);
+}
+
+/* A frame that is not the peer's: dropped, counted, and logged with what
+ * it was; nothing about the peer is concluded from it. */
+void dk_forged(struct dk_flow *f, const char *what)
+{
+	char why[200];
+
+	f->port->forged++;
+	if (!f->ep || f->closing)
+		return;
+	snprintf(why, sizeof(why), "dpdk: dropped %s: not the peer's, forged (or left over from an "
+		 "earlier connection)", what);
+	kvw_core_bad_frame(f->ep, why);
 }
 
 /* ---------------------------------------------------------------- sending */
@@ -103,6 +139,8 @@ kvw_status dk_rel_queue_ctrl(struct dk_flow *f, const void *frame, size_t len)
 
 	if (len < DK_FRAME_HDR)
 		return kvw_set_err(f->ctx, KVW_ERR_INVALID, "dpdk: control frame shorter than a header");
+	if (f->mac_want && !f->mac_on)
+		dk_mac_arm(f); /* listener: READY is queued once the endpoint is READY */
 	if (chunks > dk_ring_free(f))
 		return kvw_set_err(f->ctx, KVW_ERR_NOMEM, "dpdk: send window full (%u packets queued); "
 				   "the peer is not acknowledging", f->tail - f->una);
@@ -122,7 +160,8 @@ kvw_status dk_rel_queue_ctrl(struct dk_flow *f, const void *frame, size_t len)
 			s->kind = DK_SLOT_VOID; /* keeps the psn space whole */
 			return kvw_set_err(f->ctx, KVW_ERR_NOMEM, "dpdk: out of memory");
 		}
-		memcpy(s->ctrl.buf, src, n);
+		if (n)
+			memcpy(s->ctrl.buf, src, n);
 		src += n;
 		left -= n;
 	}
@@ -241,6 +280,7 @@ static void dk_on_cum_ack(struct dk_flow *f, uint32_t ack, uint64_t now)
 {
 	if ((int32_t)(ack - f->una) <= 0 || (int32_t)(ack - f->nxt) > 0)
 		return;
+	f->first_acked = true;
 	for (; f->una != ack; f->una++) {
 		struct dk_slot *s = &f->ring[f->una & (DK_RING - 1)];
 		if (!(s->fl & DK_SL_SACKED))
@@ -258,15 +298,40 @@ static void dk_on_cum_ack(struct dk_flow *f, uint32_t ack, uint64_t now)
 	f->rto_due_ns = f->una != f->nxt ? now + f->rto_ns : 0;
 }
 
+/* An ACK is checked as a whole before any of it is used: its cumulative
+ * ack within what was sent, at most 16 SACK ranges, each non-empty, above
+ * the cumulative ack and the range before it, and ending at most at nxt.
+ * 1 = usable, 0 = stale (an older ACK overtaken by a newer one: ignored),
+ * -1 = impossible from the peer (forged or corrupt): why says what. */
+static int dk_ack_check(const struct dk_flow *f, const struct kvw_wire_ack *a, const char **why)
+{
+	uint32_t low = a->cum_ack;
+
+	*why = "an ACK that acknowledges psns never sent";
+	if ((int32_t)(a->cum_ack - f->nxt) > 0)
+		return -1;
+	if ((int32_t)(a->cum_ack - f->una) < 0)
+		return 0;
+	*why = "an ACK with more than 16 SACK ranges";
+	if (a->n_sack > KVW_WIRE_SACK_MAX)
+		return -1;
+	*why = "an ACK whose SACK ranges are empty, overlap, run backwards or name psns never sent";
+	for (uint32_t i = 0; i < a->n_sack; i++) {
+		uint32_t b = a->sack[i][0], e = a->sack[i][1];
+		if ((int32_t)(b - low) <= 0 || (int32_t)(e - b) <= 0 || (int32_t)(e - f->nxt) > 0)
+			return -1;
+		low = e;
+	}
+	return 1;
+}
+
+/* Ranges already checked (dk_ack_check): at most nxt - una slots in all. */
 static void dk_on_sack(struct dk_flow *f, const struct kvw_wire_ack *a)
 {
-	uint32_t ns = a->n_sack > KVW_WIRE_SACK_MAX ? KVW_WIRE_SACK_MAX : a->n_sack;
-	for (uint32_t i = 0; i < ns; i++) {
+	for (uint32_t i = 0; i < a->n_sack; i++) {
 		uint32_t b = a->sack[i][0], e = a->sack[i][1];
 		if ((int32_t)(b - f->una) < 0)
 			b = f->una;
-		if ((int32_t)(e - f->nxt) > 0)
-			e = f->nxt;
 		for (uint32_t p = b; (int32_t)(e - p) > 0; p++) {
 			struct dk_slot *s = &f->ring[p & (DK_RING - 1)];
 			if (!(s->fl & DK_SL_SACKED))
@@ -276,6 +341,18 @@ static void dk_on_sack(struct dk_flow *f, const struct kvw_wire_ack *a)
 		if ((int32_t)(e - f->sack_high) > 0)
 			f->sack_high = e;
 	}
+}
+
+/* SACKed frames stay until the cumulative ack passes them. One the peer
+ * SACKed but whose psn its cumulative ack still stops at was not received
+ * after all (a lying or reneging peer): it becomes a hole again, so it is
+ * resent, and the lie costs a resend, never the sequence. */
+static void dk_renege(struct dk_flow *f)
+{
+	struct dk_slot *s = &f->ring[f->una & (DK_RING - 1)];
+
+	if (f->una != f->nxt && (s->fl & DK_SL_SACKED))
+		s->fl &= (uint8_t)~DK_SL_SACKED;
 }
 
 /* Fast retransmit, time-based as RACK (RFC 8985): a hole is lost once a
@@ -323,10 +400,20 @@ static void dk_ack_rtt(struct dk_flow *f, const struct kvw_wire_ack *a, uint64_t
 
 static void dk_on_ack_frame(struct dk_flow *f, const struct kvw_wire_ack *a, uint64_t now)
 {
+	const char *why;
+	int ok = dk_ack_check(f, a, &why);
+
+	if (ok <= 0) {
+		if (ok < 0)
+			dk_forged(f, why);
+		return;
+	}
 	dk_ack_rtt(f, a, now);
 	dk_on_cum_ack(f, a->cum_ack, now);
-	f->peer_credits = a->credits > DK_RWIN ? DK_RWIN : a->credits;
+	/* credits are a hint: the ring never passes the receiver's window */
+	f->peer_credits = a->credits > DK_RWIN ? DK_RWIN : a->credits < DK_CREDITS_MIN ? DK_CREDITS_MIN : a->credits;
 	dk_on_sack(f, a);
+	dk_renege(f);
 	dk_on_dsack(f, a->dsack);
 	dk_fast_retx(f, now);
 }
@@ -342,6 +429,8 @@ static void dk_ctrl_frame(struct dk_flow *f, const uint8_t *frame, size_t len)
 		return;
 	}
 	kvw_core_on_frame(f->ep, &h, frame + DK_FRAME_HDR);
+	if (f->mac_want && !f->mac_on)
+		dk_mac_arm(f); /* client: that was the READY */
 }
 
 static void dk_reasm(struct dk_flow *f, const struct kvw_wire_hdr *h, const uint8_t *b, uint32_t n)
@@ -375,20 +464,25 @@ static void dk_reasm(struct dk_flow *f, const struct kvw_wire_hdr *h, const uint
 	}
 }
 
-/* One in-order control packet: header + body (contiguous). */
-static void dk_ctrl_deliver(struct dk_flow *f, const uint8_t *pkt)
+/* One in-order control packet: header + body (contiguous, ours). */
+static void dk_ctrl_deliver(struct dk_flow *f, uint8_t *pkt)
 {
-	const struct kvw_wire_hdr *h = (const struct kvw_wire_hdr *)pkt;
-	if (h->flags & DK_F_VOID)
+	struct kvw_wire_hdr h;
+
+	memcpy(&h, pkt, sizeof(h));
+	if (h.flags & DK_F_VOID)
 		return;
-	if (h->flags & DK_F_SEG)
-		dk_reasm(f, h, pkt + DK_FRAME_HDR, h->len);
-	else
-		dk_ctrl_frame(f, pkt, DK_FRAME_HDR + h->len);
+	if (h.flags & DK_F_SEG) {
+		dk_reasm(f, &h, pkt + DK_FRAME_HDR, h.len);
+		return;
+	}
+	h.flags &= KVW_WF_ACK_VALID; /* the core knows no driver flag */
+	memcpy(pkt, &h, sizeof(h));
+	dk_ctrl_frame(f, pkt, DK_FRAME_HDR + h.len);
 }
 
 /* Copies len bytes at off of m into dst (walks segments). */
-static void dk_copy_out(const struct rte_mbuf *m, uint32_t off, uint8_t *dst, uint32_t len)
+void dk_copy_out(const struct rte_mbuf *m, uint32_t off, uint8_t *dst, uint32_t len)
 {
 	while (m && off >= m->data_len) {
 		off -= m->data_len;
@@ -404,6 +498,26 @@ static void dk_copy_out(const struct rte_mbuf *m, uint32_t off, uint8_t *dst, ui
 		off = 0;
 		m = m->next;
 	}
+}
+
+/* The sentence of a refused DATA frame when frames are not authenticated:
+ * the core's names the peer, but the frame may be anyone's on the link. */
+static void dk_unauth_reject(struct dk_flow *f, const struct kvw_wire_hdr *h)
+{
+	unsigned long long seq = 0;
+	char what[128] = "outside its grant", ip[INET_ADDRSTRLEN] = "?";
+	const char *e = f->ctx->err, *w = strstr(e, "fragment ");
+
+	if (sscanf(e, "sequence %llu:", &seq) != 1)
+		return;
+	if (w)
+		snprintf(what, sizeof(what), "%.*s", (int)strcspn(w + 9, ";"), w + 9);
+	inet_ntop(AF_INET, &f->rip, ip, sizeof(ip));
+	kvw_set_err(f->ctx, KVW_ERR_REJECTED, "sequence %llu: refused a DATA frame (psn %u from %s:%u) %s; "
+		    "request rejected. Without a secret dpdk frames are not authenticated: it may have been "
+		    "forged by another host on the link, and such frames may also have written inside the "
+		    "grant. Set the same secret on both sides so that every frame is authenticated",
+		    seq, h->psn, ip, f->rport, what);
 }
 
 static void dk_data_place(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wire_hdr *h, uint32_t off)
@@ -422,7 +536,10 @@ static void dk_data_place(struct dk_flow *f, struct rte_mbuf *m, const struct kv
 		kvw_core_bad_frame(f->ep, "DATA byte count does not match the frame length");
 		return;
 	}
-	if (kvw_core_dst(f->ep, &d, &dst) != KVW_OK)
+	kvw_status st = kvw_core_dst(f->ep, &d, &dst);
+	if (st == KVW_ERR_REJECTED && !f->mac_on)
+		dk_unauth_reject(f, h);
+	if (st != KVW_OK)
 		return; /* aborted grant or rejected: payload discarded */
 	dk_copy_out(m, off + DK_DATA_HDR, dst, d.bytes);
 	kvw_core_landed(f->ep, &d);
@@ -439,12 +556,32 @@ static void dk_rcv_advance(struct dk_flow *f)
 		uint32_t i = f->rcv_nxt & (DK_RWIN - 1);
 		dk_bit_set(f, f->rcv_nxt, false);
 		f->rcv_nxt++;
-		uint8_t *held = f->held[i];
-		f->held[i] = NULL;
-		if (held && dk_ep_live(f))
+		uint8_t *held = f->held ? f->held[i] : NULL;
+		if (!held)
+			continue;
+		if (dk_ep_live(f))
 			dk_ctrl_deliver(f, held);
-		free(held);
+		dk_held_free(f, i);
 	}
+}
+
+/* May an out-of-order control frame of n bytes be kept? Not before READY
+ * (the handshake is lock-step), nor while a secret's authenticator is not
+ * armed; at most DK_HELD_FLOW_MAX bytes a flow and DK_HELD_ALL_MAX in all.
+ * Refused, it is dropped unmarked and the peer resends it. */
+static bool dk_may_hold(struct dk_flow *f, size_t n)
+{
+	if (!f->ep || f->ep->state != KVW_EP_READY || (f->mac_want && !f->mac_on) ||
+	    f->held_bytes + n > DK_HELD_FLOW_MAX)
+		return false;
+	if (!f->held && !(f->held = calloc(DK_RWIN, sizeof(*f->held))))
+		return false;
+	if (__atomic_add_fetch(&dk_held_all, n, __ATOMIC_RELAXED) > DK_HELD_ALL_MAX) {
+		__atomic_sub_fetch(&dk_held_all, n, __ATOMIC_RELAXED);
+		return false;
+	}
+	f->held_bytes += n;
+	return true;
 }
 
 /* Control packet: delivered now when in order, else kept until it is. */
@@ -452,13 +589,23 @@ static void dk_ctrl_arrive(struct dk_flow *f, struct rte_mbuf *m, const struct k
 			   uint32_t off, bool in_order)
 {
 	size_t n = DK_FRAME_HDR + h->len;
-	uint8_t *buf = n <= sizeof(f->scratch) && in_order ? f->scratch : malloc(n);
+	uint8_t *buf = NULL;
+	struct kvw_wire_hdr hc = *h;
+
+	if (in_order)
+		buf = n <= sizeof(f->scratch) ? f->scratch : malloc(n);
+	else if (dk_may_hold(f, n) && !(buf = malloc(n))) {
+		f->held_bytes -= n;
+		__atomic_sub_fetch(&dk_held_all, n, __ATOMIC_RELAXED);
+	}
 	if (!buf) {
 		f->cnt->drops++;
-		dk_bit_set(f, h->psn, false); /* the sender retransmits it */
+		dk_bit_set(f, h->psn, false); /* the sender resends it */
 		return;
 	}
-	dk_copy_out(m, off - DK_FRAME_HDR, buf, (uint32_t)n);
+	hc.flags &= (uint8_t)(KVW_WF_ACK_VALID | DK_F_SEG | DK_F_SEG_END | DK_F_VOID);
+	memcpy(buf, &hc, sizeof(hc));
+	dk_copy_out(m, off, buf + DK_FRAME_HDR, h->len);
 	if (in_order) {
 		dk_ctrl_deliver(f, buf);
 		if (buf != f->scratch)
@@ -523,6 +670,26 @@ void dk_rel_on_packet(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wi
 		f->ack_now = true;
 }
 
+/* Client: the listener's cookie. The HELLO (our first frame, not yet
+ * acknowledged) goes again at once carrying it, at most DK_COOKIE_BURST
+ * times a timeout: a host that saw our broadcast HELLO can send challenges
+ * too, and the newest cookie is the one used. */
+void dk_rel_on_challenge(struct dk_flow *f, uint32_t cookie)
+{
+	struct rte_mbuf *out[1];
+	unsigned k = 0;
+
+	if (f->first_acked || (f->cookie_have && f->cookie == cookie))
+		return;
+	f->cookie = cookie;
+	f->cookie_have = true;
+	if (f->una != f->isn || f->nxt == f->una || f->ck_sends >= DK_COOKIE_BURST)
+		return;
+	f->ck_sends++;
+	dk_tx_slot(f, f->isn, out, &k);
+	dk_tx_burst(f, out, k);
+}
+
 /* ------------------------------------------------------------------ timers */
 static bool dk_send_burst(struct dk_flow *f, uint64_t now);
 static void dk_rto(struct dk_flow *f, uint64_t now);
@@ -541,6 +708,8 @@ static bool dk_send_burst(struct dk_flow *f, uint64_t now)
 	unsigned k = 0;
 	uint32_t lim = f->max_inflight < f->peer_credits ? f->max_inflight : f->peer_credits;
 
+	if (f->is_client && !f->peer_known)
+		lim = 1; /* the HELLO alone, until the listener named its id */
 	while (f->nxt != f->tail && f->nxt - f->una < lim && k < DK_BURST) {
 		if (f->pace_ns_per_byte_x1k && f->pace_next_ns > now + DK_PACE_BURST_NS)
 			break; /* token bucket: at most DK_PACE_BURST_NS of credit ahead */
@@ -631,6 +800,8 @@ static void dk_rto(struct dk_flow *f, uint64_t now)
 		(unsigned long)((now - f->last_progress_ns) / 1000), (unsigned long)(f->srtt_ns / 1000),
 		(unsigned long)(f->rto_ns / 1000), f->peer_credits);
 
+	f->ck_sends = 0;
+	dk_renege(f); /* the oldest frame goes again even if it was SACKed */
 	for (uint32_t p = f->una; p != f->nxt && k < DK_RTO_BURST; p++) {
 		struct dk_slot *s = &f->ring[p & (DK_RING - 1)];
 		if (s->fl & DK_SL_SACKED)

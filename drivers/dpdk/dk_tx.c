@@ -16,18 +16,24 @@ static void dk_ext_free(void *addr, void *opaque)
 	f->outstanding_ext--;
 }
 
+struct dk_l2l4 {
+	const struct rte_ether_addr *smac, *dmac; /* dmac NULL: broadcast */
+	uint32_t sip, dip;                        /* network order */
+	uint16_t sport, dport;                    /* host order */
+};
+
 /* eth + ipv4 + udp for a UDP payload of udp_len bytes; returns the header area end. */
-static uint8_t *dk_put_l2l4(struct dk_flow *f, uint8_t *p, uint32_t udp_len)
+static uint8_t *dk_put_hdrs(const struct dk_l2l4 *a, uint8_t *p, uint32_t udp_len)
 {
 	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)p;
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1);
 	struct rte_udp_hdr *uh = (struct rte_udp_hdr *)(ip + 1);
 
-	if (f->mac_known)
-		rte_ether_addr_copy(&f->rmac, &eh->dst_addr);
+	if (a->dmac)
+		rte_ether_addr_copy(a->dmac, &eh->dst_addr);
 	else
 		memset(&eh->dst_addr, 0xff, sizeof(eh->dst_addr));
-	rte_ether_addr_copy(&f->port->mac, &eh->src_addr);
+	rte_ether_addr_copy(a->smac, &eh->src_addr);
 	eh->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
 	memset(ip, 0, sizeof(*ip));
 	ip->version_ihl = RTE_IPV4_VHL_DEF;
@@ -35,14 +41,21 @@ static uint8_t *dk_put_l2l4(struct dk_flow *f, uint8_t *p, uint32_t udp_len)
 	ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
 	ip->time_to_live = 64;
 	ip->next_proto_id = IPPROTO_UDP;
-	ip->src_addr = f->lip;
-	ip->dst_addr = f->rip;
+	ip->src_addr = a->sip;
+	ip->dst_addr = a->dip;
 	ip->hdr_checksum = rte_ipv4_cksum(ip);
-	uh->src_port = rte_cpu_to_be_16(f->lport);
-	uh->dst_port = rte_cpu_to_be_16(f->rport);
+	uh->src_port = rte_cpu_to_be_16(a->sport);
+	uh->dst_port = rte_cpu_to_be_16(a->dport);
 	uh->dgram_len = rte_cpu_to_be_16((uint16_t)(8 + udp_len));
 	uh->dgram_cksum = 0;
 	return (uint8_t *)(uh + 1);
+}
+
+static uint8_t *dk_put_l2l4(struct dk_flow *f, uint8_t *p, uint32_t udp_len)
+{
+	struct dk_l2l4 a = { .smac = &f->port->mac, .dmac = f->mac_known ? &f->rmac : NULL,
+			     .sip = f->lip, .dip = f->rip, .sport = f->lport, .dport = f->rport };
+	return dk_put_hdrs(&a, p, udp_len);
 }
 
 /* Appends len bytes by copy, chaining pool mbufs as needed. */
@@ -114,23 +127,51 @@ static bool dk_data_payload(struct dk_flow *f, struct dk_slot *s, struct rte_mbu
 	return dk_append_copy(f, m, s->data.src, s->len);
 }
 
+/* The wire header of slot psn. Each side's first frame names ids instead
+ * of acking (DK_F_ID): the client's HELLO its own id and the listener's
+ * cookie (until it has one, a plain HELLO with psn 0 and no id), the
+ * listener's first frame its id. */
+static void dk_slot_hdr(const struct dk_flow *f, const struct dk_slot *s, uint32_t psn, uint32_t body,
+			struct kvw_wire_hdr *h)
+{
+	*h = s->h;
+	h->psn = psn;
+	h->ep_id = f->rcid;
+	h->ack = f->rcv_nxt;
+	h->flags |= KVW_WF_ACK_VALID | (s->kind == DK_SLOT_VOID ? DK_F_VOID : 0);
+	h->len = body;
+	if (psn != f->isn || f->first_acked)
+		return;
+	h->flags = (uint8_t)((h->flags & ~KVW_WF_ACK_VALID) | DK_F_ID | (dk_gcm_here() ? DK_F_AESGCM : 0));
+	if (!f->is_client) {
+		h->ack = f->lcid;
+	} else if (f->cookie_have) {
+		h->ep_id = f->lcid;
+		h->ack = f->cookie;
+	} else {
+		h->flags &= (uint8_t)~(DK_F_ID | DK_F_AESGCM);
+		h->psn = h->ep_id = h->ack = 0;
+	}
+}
+
 /* Builds the frame of send slot psn (first send or retransmit). */
 void dk_tx_slot(struct dk_flow *f, uint32_t psn, struct rte_mbuf **out, unsigned *n)
 {
 	struct dk_slot *s = &f->ring[psn & (DK_RING - 1)];
 	struct rte_mbuf *m = rte_pktmbuf_alloc(f->port->pool);
+	struct kvw_wire_hdr h;
 	bool ok = true;
 
 	if (!m)
 		return; /* pool empty now: the RTO sends it later */
+	if (f->mac_want && !f->mac_on)
+		dk_mac_arm(f);
+	uint32_t auth = f->mac_on ? DK_AUTH : 0;
 	uint32_t body = s->kind == DK_SLOT_VOID ? 0 : s->len + (s->kind == DK_SLOT_DATA ? DK_DATA_HDR : 0);
-	uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(DK_HDRS + DK_FRAME_HDR));
-	uint8_t *kh = dk_put_l2l4(f, p, DK_FRAME_HDR + body);
-	struct kvw_wire_hdr h = s->h;
-	h.psn = psn;
-	h.ack = f->rcv_nxt;
-	h.flags |= KVW_WF_ACK_VALID | (s->kind == DK_SLOT_VOID ? DK_F_VOID : 0);
-	h.len = body;
+	uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(DK_HDRS + DK_FRAME_HDR + auth));
+	uint8_t *kh = dk_put_l2l4(f, p, DK_FRAME_HDR + auth + body);
+	dk_slot_hdr(f, s, psn, body, &h);
+	h.flags |= auth ? DK_F_MAC : 0;
 	memcpy(kh, &h, sizeof(h));
 	if (s->kind == DK_SLOT_DATA) {
 		ok = dk_append_copy(f, m, (const uint8_t *)&s->data.d, DK_DATA_HDR) &&
@@ -142,6 +183,8 @@ void dk_tx_slot(struct dk_flow *f, uint32_t psn, struct rte_mbuf **out, unsigned
 		rte_pktmbuf_free(m);
 		return;
 	}
+	if (auth)
+		dk_mac_seal(f, m);
 	dk_finish_cksum(f, m);
 	s->t_sent = dk_now_ns;
 	s->ntx++;
@@ -177,9 +220,13 @@ void dk_tx_ack(struct dk_flow *f, struct rte_mbuf **out, unsigned *n)
 {
 	struct rte_mbuf *m = rte_pktmbuf_alloc(f->port->pool);
 	struct kvw_wire_ack a;
+	struct kvw_wire_hdr h;
 
 	if (!m)
 		return;
+	if (f->mac_want && !f->mac_on)
+		dk_mac_arm(f);
+	uint32_t auth = f->mac_on ? DK_AUTH : 0;
 	memset(&a, 0, sizeof(a));
 	a.cum_ack = f->rcv_nxt;
 	a.n_sack = dk_sack_ranges(f, &a);
@@ -187,18 +234,42 @@ void dk_tx_ack(struct dk_flow *f, struct rte_mbuf **out, unsigned *n)
 	a.echo_t_ns = f->last_rx_psn ? (uint64_t)f->last_rx_psn + 1 : 0; /* psn echo, see dk_ack_rtt */
 	a.dsack = f->dsack; /* D-SACK: tells the sender a resend was spurious */
 	f->dsack = 0;
-	uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(DK_HDRS + DK_FRAME_HDR + sizeof(a)));
-	uint8_t *kh = dk_put_l2l4(f, p, DK_FRAME_HDR + sizeof(a));
-	kvw_wire_hdr_encode(kh, KVW_T_ACK, KVW_WF_ACK_VALID, sizeof(a), f->ep->peer_id);
-	struct kvw_wire_hdr *h = (struct kvw_wire_hdr *)kh;
-	h->psn = 0;
-	h->ack = f->rcv_nxt;
-	memcpy(kh + DK_FRAME_HDR, &a, sizeof(a));
+	uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(DK_HDRS + DK_FRAME_HDR + auth + sizeof(a)));
+	uint8_t *kh = dk_put_l2l4(f, p, DK_FRAME_HDR + auth + sizeof(a));
+	kvw_wire_hdr_encode(&h, KVW_T_ACK, KVW_WF_ACK_VALID | (auth ? DK_F_MAC : 0), sizeof(a), f->rcid);
+	h.psn = 0;
+	h.ack = f->rcv_nxt;
+	memcpy(kh, &h, sizeof(h)); /* kh is 2-aligned: no struct access through it */
+	memcpy(kh + DK_FRAME_HDR + auth, &a, sizeof(a));
+	if (auth)
+		dk_mac_seal(f, m);
 	dk_finish_cksum(f, m);
 	f->ack_pending = 0;
 	f->ack_now = false;
 	f->ack_due_ns = 0;
 	out[(*n)++] = m;
+}
+
+/* The listener's answer to a HELLO without a (good) cookie: an ACK-typed
+ * frame with DK_F_ID, no body, the cookie in hdr.ack. Smaller than the
+ * HELLO it answers; nothing is kept. */
+void dk_tx_challenge(struct dk_port *p, const struct dk_listener *dl, const struct rte_ether_addr *dmac,
+		     uint32_t dip, uint16_t dport, uint32_t cookie)
+{
+	struct dk_l2l4 a = { .smac = &p->mac, .dmac = dmac, .sip = dl->lip, .dip = dip,
+			     .sport = dl->lport, .dport = dport };
+	struct rte_mbuf *m = rte_pktmbuf_alloc(p->pool);
+	struct kvw_wire_hdr h;
+
+	if (!m)
+		return;
+	uint8_t *b = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(DK_HDRS + DK_FRAME_HDR));
+	uint8_t *kh = dk_put_hdrs(&a, b, DK_FRAME_HDR);
+	kvw_wire_hdr_encode(&h, KVW_T_ACK, DK_F_ID, 0, 0);
+	h.ack = cookie;
+	memcpy(kh, &h, sizeof(h));
+	if (!p->link_up || rte_eth_tx_burst(p->port_id, 0, &m, 1) != 1)
+		rte_pktmbuf_free(m);
 }
 
 static void dk_corrupt(struct rte_mbuf **pm, const struct kvw_fault_action *a)

@@ -4,6 +4,7 @@
  * &queues=N&mtu=N&src=IP&rate=GBPS&csum=1]. See docs/drivers/dpdk.md. */
 #include "dk.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,7 +267,7 @@ static bool dk_uri_flag(const struct kvw_uri *u, const char *key)
 
 static struct dk_flow *dk_flow_new(struct dk_drv *dd, struct dk_port *p, kvw_ep *ep,
 				   uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport,
-				   uint32_t inflight)
+				   uint32_t inflight, bool client)
 {
 	struct dk_flow *f;
 	if (p->n_flows >= DK_MAX_FLOWS) {
@@ -287,6 +288,7 @@ static struct dk_flow *dk_flow_new(struct dk_drv *dd, struct dk_port *p, kvw_ep 
 	f->mtu_payload = p->mtu_payload;
 	f->max_inflight = inflight ? inflight : DK_INFLIGHT;
 	f->cksum = p->jumbo_cksum;
+	f->is_client = client;
 	if (dk_flow_init(f, ep) != KVW_OK) {
 		dk_flow_fini(f);
 		free(f);
@@ -380,9 +382,11 @@ static kvw_status dk_lis_bind(struct dk_drv *dd, struct dk_lref *lr, kvw_listene
 		port = lr->ps[0]->next_eport++;
 	if (!dk_lport_free(lr, port))
 		return kvw_set_err(d->ctx, KVW_ERR_BUSY, "dpdk: UDP port %u already has a listener", port);
+	struct dk_listener dl = { .l = l, .lip = ip, .lport = port };
+	dk_cookie_key(&dl);
 	for (uint32_t k = 0; k < lr->n_ps; k++) {
 		struct dk_port *p = lr->ps[k];
-		p->lis[p->n_lis++] = (struct dk_listener){ .l = l, .lip = ip, .lport = port };
+		p->lis[p->n_lis++] = dl;
 	}
 	dk_lis_uri(l, u, port);
 	return KVW_OK;
@@ -433,13 +437,17 @@ static void dk_listener_close(kvw_listener *l)
 }
 
 struct dk_flow *dk_flow_accept(struct dk_drv *dd, struct dk_port *p, struct dk_listener *dl,
-			       const struct rte_ether_addr *smac, uint32_t sip, uint16_t sport)
+			       const struct rte_ether_addr *smac, uint32_t sip, uint16_t sport,
+			       const struct kvw_wire_hdr *hello)
 {
 	struct dk_lref *lr = dl->l->drv_priv;
-	kvw_ep *ep = kvw_core_ep_accepted(dl->l);
+	char addr[INET_ADDRSTRLEN] = "";
+
+	inet_ntop(AF_INET, &sip, addr, sizeof(addr)); /* per-address limits and backoff */
+	kvw_ep *ep = kvw_core_ep_accepted_from(dl->l, addr);
 	if (!ep)
 		return NULL;
-	struct dk_flow *f = dk_flow_new(dd, p, ep, dl->lip, dl->lport, sip, sport, lr->inflight);
+	struct dk_flow *f = dk_flow_new(dd, p, ep, dl->lip, dl->lport, sip, sport, lr->inflight, false);
 	if (!f) {
 		kvw_ep_fail(ep, KVW_ERR_NOMEM, "dpdk: cannot set up the flow of an accepted peer");
 		return NULL;
@@ -449,6 +457,11 @@ struct dk_flow *dk_flow_accept(struct dk_drv *dd, struct dk_port *p, struct dk_l
 	rte_ether_addr_copy(smac, &f->rmac);
 	f->mac_known = true;
 	f->up_reported = true;
+	f->rcid = hello->ep_id;
+	f->peer_isn = f->rcv_nxt = f->rcv_high = hello->psn;
+	f->peer_gcm = (hello->flags & DK_F_AESGCM) != 0;
+	f->peer_known = true;
+	kvw_core_ep_admit(ep); /* the listener's handshake limits; over them a REJECT is queued */
 	return f;
 }
 
@@ -473,7 +486,7 @@ static kvw_status dk_connect(kvw_drv *d, kvw_ep *ep, const struct kvw_uri *u)
 			return kvw_set_err(d->ctx, KVW_ERR_INVALID, "dpdk: src=%s is not an IPv4 address", src);
 	}
 	struct dk_flow *f = dk_flow_new(dd, p, ep, lip, p->next_eport++, rip, (uint16_t)u->port,
-					  dk_uri_u32(u, "inflight"));
+					  dk_uri_u32(u, "inflight"), true);
 	if (!f)
 		return KVW_ERR_NOMEM;
 	f->pace_ns_per_byte_x1k = dk_pace(u);
@@ -506,6 +519,8 @@ static void dk_ep_close(kvw_ep *ep)
 
 	dk_now_ns = kvw_now_ns();
 	dk_ep_close_ack(f);
+	if (!finish && f->up_reported && !f->dead && f->mac_known)
+		dk_rel_push(f, dk_now_ns); /* e.g. a REJECT: one try, the endpoint failed */
 	ep->drv_priv = NULL;
 	if (finish && dk_rel_close(f, dk_now_ns))
 		return;

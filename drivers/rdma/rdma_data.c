@@ -558,12 +558,7 @@ static void rd_recv_wc(struct rd_rail *r, const struct ibv_wc *wc)
 			rd_wc_fail(r, wc);
 		return;
 	}
-	/* any message is the peer's progress at work (LANDED, credits, keys):
-	 * it is alive, as a tcp DATA head or an shm DESC says (transport
-	 * liveness counts control frames only, and a keepalive PONG may queue
-	 * behind a long backlog on either side) */
-	if (r->ep)
-		r->ep->last_rx_ns = kvw_now_ns();
+	r->heard = true; /* liveness: rd_rail_progress */
 	rd_on_buf(r, r->rbuf + (size_t)i * RD_BUF, wc->byte_len);
 	if (r->state == RD_R_DEAD)
 		return;
@@ -635,10 +630,24 @@ static bool rd_rail_pass(struct rd_rail *r)
 	return busy;
 }
 
+/* Any message is the peer's progress at work (LANDED, credits, keys), so
+ * it is alive, as a tcp DATA head or an shm DESC says: the core counts
+ * control frames only, and a keepalive PONG may queue behind a long backlog
+ * on either side. Set here, in the driver's progress, never from a fence
+ * wait inside the core's timer pass: a time later than the pass's `now`
+ * would read as a silence of 2^64 ns there. */
+static void rd_heard(struct rd_rail *r)
+{
+	if (r->heard && r->ep)
+		r->ep->last_rx_ns = kvw_now_ns();
+	r->heard = false;
+}
+
 void rd_rail_progress(struct rd_rail *r)
 {
 	bool busy = rd_rail_pass(r);
 
+	rd_heard(r);
 	if (r->state != RD_R_UP)
 		return;
 	if (busy && r->armed)

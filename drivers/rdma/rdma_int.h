@@ -107,6 +107,7 @@ struct rd_rail {
 	int credits, to_return;
 	bool peer_starved;
 	bool cm_established;
+	bool heard;             /* a message arrived since the last progress pass */
 	/* fault layer (config `fault`): a lossy link below RC (rdma_data.c) */
 	struct kvw_fault *fault;
 	uint64_t fault_tail;    /* latest time a unit of this rail was let go at (ns) */

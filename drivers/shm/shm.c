@@ -22,20 +22,24 @@
  * SHM_MAPS arenas per endpoint, together at most the host's RAM (an arena
  * an honest sender sends from lives in this host's memory), and at most
  * SHM_CTX_MAP_CAP for all endpoints of a context (address space). Mapping
- * costs address space only: nothing is populated up front (no MAP_POPULATE),
- * and a copy maps only pages the sender has: a range with a hole is read
- * with pread, which returns zeros without allocating the hole. */
+ * costs address space only: nothing is populated up front (no MAP_POPULATE);
+ * a copy maps the 2 MiB grains it reads from, once each and only when they
+ * hold no hole (pages the sender has), and reads a range with a hole with
+ * pread, which returns zeros without allocating the hole. */
 #define SHM_MAPS 64
 #define SHM_CTX_MAP_CAP (32ull << 40)
-#define SHM_GRAIN_SHIFT 16 /* hole-free 64 KiB grains are remembered */
-#define SHM_VEC ((KVW_WIRE_MAX_DATA >> 12) + (2u << (SHM_GRAIN_SHIFT - 12))) /* mincore bytes */
+#define SHM_GRAIN_SHIFT 21 /* 2 MiB grains: checked for holes and mapped once each */
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14; older kernels refuse it and faults map pages */
+#endif
 
 struct shm_map {
 	uint32_t id;
 	int fd;              /* the peer's memfd (pread of ranges with holes), or -1 */
 	uint8_t *base;       /* NULL: refused, see why */
 	size_t len;
-	uint64_t *seen;      /* bit per grain: no hole in it (holes cannot come back) */
+	uint64_t *seen;      /* bit per grain: no hole in it (holes cannot come back), mapped */
+	bool full;           /* the whole memfd holds no hole */
 	const char *why;     /* "arena N <why>": the refusal, or NULL */
 };
 
@@ -219,38 +223,54 @@ static kvw_status shm_on_mem(struct kvw_stream *s, const struct kvw_wire_mem *wm
 	return KVW_OK;
 }
 
+/* Does the whole memfd hold no hole? (Its allocated blocks cover its size:
+ * true of every arena kvw_mem_alloc pinned.) One fstat. */
+static bool shm_full(const struct shm_map *m)
+{
+	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+	struct stat st;
+
+	return fstat(m->fd, &st) == 0 &&
+	       (uint64_t)st.st_blocks * 512 >= ((uint64_t)st.st_size + pg - 1) / pg * pg;
+}
+
+/* Grain g holds no hole (asked with mincore over its pages unless the
+ * whole memfd is known full): map its pages now, in one bounded call, and
+ * remember it. With the seals required a hole cannot come back. */
+static bool shm_grain_ready(struct shm_map *m, uint64_t g)
+{
+	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE), at = g << SHM_GRAIN_SHIFT;
+	uint64_t end = ((uint64_t)m->len + pg - 1) / pg * pg, len = end - at;
+	unsigned char vec[(1u << SHM_GRAIN_SHIFT) / 4096];
+
+	if (len > (1u << SHM_GRAIN_SHIFT))
+		len = 1u << SHM_GRAIN_SHIFT;
+	if (!m->full) {
+		if (len / pg > sizeof(vec) || mincore(m->base + at, len, vec))
+			return false;
+		for (uint64_t i = 0; i < len / pg; i++)
+			if (!(vec[i] & 1))
+				return false;
+	}
+	madvise(m->base + at, len, MADV_POPULATE_READ); /* best effort: else faults map them */
+	m->seen[g / 64] |= 1ull << (g % 64);
+	return true;
+}
+
 /* Is [off, off + n) free of holes, so that copying it from the mapping
- * allocates nothing? Grains seen hole-free are remembered (with the seals
- * required, a hole cannot come back); the others are asked with one
- * mincore over the range (page cache of the memfd), bounded by n. */
+ * allocates nothing? Checks and maps the grains it touches for the first
+ * time; the work is bounded by n plus a grain at each end. */
 static bool shm_no_holes(struct shm_map *m, uint64_t off, uint64_t n)
 {
-	uint64_t g = off >> SHM_GRAIN_SHIFT, last = (off + n - 1) >> SHM_GRAIN_SHIFT, at, end, pg, gpages;
-	unsigned char vec[SHM_VEC];
-	bool all = true;
-
-	while (g <= last && (m->seen[g / 64] >> (g % 64) & 1))
-		g++;
-	if (g > last)
-		return true; /* the usual case after the first copy from these grains */
-	pg = (uint64_t)sysconf(_SC_PAGESIZE);
-	gpages = (1u << SHM_GRAIN_SHIFT) / pg;
-	at = g << SHM_GRAIN_SHIFT;
-	end = (last + 1) << SHM_GRAIN_SHIFT;
-	if (end > m->len)
-		end = (m->len + pg - 1) / pg * pg;
-	if ((end - at) / pg > sizeof(vec) || mincore(m->base + at, end - at, vec))
-		return false;
-	for (uint64_t i = 0; g <= last; g++, i += gpages) {
-		uint64_t k = 0, np = (end - at) / pg - i < gpages ? (end - at) / pg - i : gpages;
-		while (k < np && (vec[i + k] & 1))
-			k++;
-		if (k == np)
-			m->seen[g / 64] |= 1ull << (g % 64);
-		else
-			all = false;
+	for (uint64_t g = off >> SHM_GRAIN_SHIFT; g <= (off + n - 1) >> SHM_GRAIN_SHIFT; g++) {
+		if (m->seen[g / 64] >> (g % 64) & 1)
+			continue;
+		if (!m->full)
+			m->full = shm_full(m);
+		if (!shm_grain_ready(m, g))
+			return false;
 	}
-	return all;
+	return true;
 }
 
 /* The one copy. A range with a hole (never written, or swapped out) is
@@ -420,7 +440,7 @@ static kvw_status shm_announce(kvw_ep *ep, struct shm_ep *se, const kvw_mem *m)
 		if (se->sent[i] == m->id)
 			return KVW_OK;
 	if (se->n_sent == SHM_MAPS)
-		return KVW_ERR_NOMEM;
+		return KVW_ERR_UNSUPPORTED; /* the peer would refuse a 65th */
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", m->memfd);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -451,7 +471,13 @@ static size_t shm_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 					  "memory allocated with kvw_mem_alloc() (shareable memfd)");
 			break;
 		}
-		if (shm_announce(ep, se, f[i].src_mem) != KVW_OK)
+		kvw_status st = shm_announce(ep, se, f[i].src_mem);
+		if (st == KVW_ERR_UNSUPPORTED || st == KVW_ERR_IO)
+			kvw_core_req_fail(f[i].req, st, st == KVW_ERR_IO ? "cannot reopen the arena's memfd "
+					  "read-only through /proc/self/fd: is /proc mounted?" : "the shm driver "
+					  "shares at most 64 arenas with one peer: send from fewer, larger "
+					  "kvw_mem_alloc() pools");
+		if (st != KVW_OK)
 			break;
 		kvw_wire_hdr_encode(head, KVW_T_DESC, 0, sizeof(d), ep->peer_id);
 		memcpy(head + sizeof(struct kvw_wire_hdr), &d, sizeof(d));

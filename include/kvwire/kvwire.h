@@ -176,7 +176,12 @@ kvw_status kvw_ep_status(const kvw_ep *ep);
 
 #define KVW_MAX_RAILS 16u
 
+/* Structs the caller allocates start with `size`: set it to sizeof the
+ * struct before the call (e.g. kvw_ep_info in = {.size = sizeof(in)}). The
+ * library fills only what fits, so a struct can grow in a later version
+ * without breaking programs built against this one; size 0 is refused. */
 typedef struct kvw_ep_info {
+	uint32_t size;          /* sizeof(kvw_ep_info), set by the caller */
 	char driver[16];
 	char peer_uri[128];
 	uint16_t peer_version_major, peer_version_minor;
@@ -199,6 +204,7 @@ typedef struct kvw_rail_counters {
 } kvw_rail_counters;
 
 typedef struct kvw_counters {
+	uint32_t size;                   /* sizeof(kvw_counters), set by the caller */
 	uint64_t bytes_tx, bytes_rx;     /* payload bytes */
 	uint64_t frags_tx, frags_rx;     /* data fragments */
 	uint64_t frames_tx, frames_rx;   /* control frames */
@@ -241,6 +247,7 @@ void kvw_req_set_user_data(kvw_req *req, void *user_data);
 kvw_status kvw_req_free(kvw_req *req);
 
 typedef struct kvw_req_info {
+	uint32_t size;         /* sizeof(kvw_req_info), set by the caller */
 	uint64_t seq_id;
 	int is_send;
 	kvw_status status;

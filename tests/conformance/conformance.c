@@ -133,7 +133,7 @@ static bool srec_confirmed(void *arg)
 
 static uint64_t req_bytes(kvw_req *r)
 {
-	kvw_req_info in;
+	kvw_req_info in = {.size = sizeof(in)};
 	cr_assert_eq(kvw_req_query(r, &in), KVW_OK);
 	return in.bytes;
 }
@@ -217,7 +217,7 @@ Test(conf, llama3_8b_4k_tokens_integrity, .timeout = 240)
 	check_untouched(&dst, dblk, nblk, 2);
 	cr_assert_eq(x.srec.layer_bytes, xseq_bytes(&x));
 	cr_assert_eq(x.rrec.layer_bytes, xseq_bytes(&x));
-	kvw_req_info ri, si;
+	kvw_req_info ri = {.size = sizeof(ri)}, si = {.size = sizeof(si)};
 	cr_assert_eq(kvw_req_query(x.rreq, &ri), KVW_OK);
 	cr_assert_eq(kvw_req_query(x.sreq, &si), KVW_OK);
 	cr_assert_eq(ri.seq_id, 4096);
@@ -234,7 +234,7 @@ Test(conf, llama3_8b_4k_tokens_integrity, .timeout = 240)
 	cr_assert(ri.t_posted <= ri.t_first_byte && ri.t_first_byte <= ri.t_last_byte &&
 		  ri.t_last_byte <= ri.t_completed, "receiver timeline out of order");
 	cr_assert(si.t_posted && si.t_completed && si.t_posted <= si.t_completed);
-	kvw_counters c;
+	kvw_counters c = {.size = sizeof(c)};
 	cr_assert_eq(kvw_ep_counters(pr.server, &c), KVW_OK);
 	cr_assert_geq(c.bytes_rx, xseq_bytes(&x));
 	cr_assert_eq(c.rejected, 0);
@@ -821,7 +821,7 @@ Test(conf_raw, secret_mismatch_refused)
 	st = kvwt_connect2(good, kvw_listener_uri(l), l, 5000, &c, &s);
 	cr_assert_eq(st, KVW_OK, "same secret: %s: %s", kvw_strerror(st), kvw_ctx_last_error(good));
 	cr_assert_not_null(s);
-	kvw_ep_info ci, si;
+	kvw_ep_info ci = {.size = sizeof(ci)}, si = {.size = sizeof(si)};
 	cr_assert_eq(kvw_ep_query(c, &ci), KVW_OK);
 	cr_assert_eq(kvw_ep_query(s, &si), KVW_OK);
 	cr_assert(ci.authenticated && si.authenticated);
@@ -932,7 +932,7 @@ static void forge_expect_rejected(struct forge *f)
 	cr_assert_eq(memcmp(f->snap, f->dst.base, f->dlen), 0, "a forged descriptor wrote bytes");
 	cr_assert_eq(req_bytes(f->x.rreq), 0);
 	cr_assert_eq(f->x.rrec.status, KVW_ERR_REJECTED, "%s", kvw_strerror(f->x.rrec.status));
-	kvw_counters c;
+	kvw_counters c = {.size = sizeof(c)};
 	cr_assert_eq(kvw_ep_counters(f->ep, &c), KVW_OK);
 	cr_assert_geq(c.rejected, 1);
 	close(f->fd);

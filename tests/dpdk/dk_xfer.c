@@ -5,14 +5,22 @@
  *   dk_xfer server URI [opts]   receiver (grants), listens on URI
  *   dk_xfer client URI [opts]   sender, connects to URI
  * opts: -L layers -B blocks -b block_bytes -n seqs -f fault -e eal -d peer_dead_ms
- *       -t timeout_ms -w wait_ms_between_seqs -q (same bytes each sequence, checked at the end)
+ *       -t timeout_ms -w wait_ms_between_seqs (asleep) -W wait_ms_between_seqs (progressing)
+ *       -q (same bytes each sequence, checked at the end) -r rounds (server: accept and
+ *       serve that many clients in turn) -c (count wrong bytes instead of stopping at them)
  * The receiver grants only the even blocks of a pool twice as large and
  * checks that the odd ones (never granted) keep their background bytes.
- * Prints one line "RESULT ok=1 ..." (exit 0) or "RESULT ok=0 why=..." (exit 1). */
+ * Prints one line "RESULT ok=1 ..." (exit 0) or "RESULT ok=0 why=..." (exit 1),
+ * and a line "STATS maxpoll_us=... rss_start_kb=... rss_max_kb=... cpu_s=..."
+ * (the longest kvw_poll call: a frozen progress loop shows there). With -c the
+ * receiver also prints "WRITTEN inside=N outside=M": bytes of granted blocks
+ * that differ from what the sender sent, bytes of blocks never granted that
+ * were written. */
 #include "kvwire/kvwire.h"
 
 #include <getopt.h>
 #include <inttypes.h>
+#include <sys/resource.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +31,9 @@
 #define BG 0xA5
 
 struct opt {
-	uint32_t L, B, n, dead_ms, wait_ms;
+	uint32_t L, B, n, dead_ms, wait_ms, idle_ms, rounds;
 	bool quick;          /* -q: same bytes every sequence, fill once, check the last */
+	bool count;          /* -c: count wrong bytes, do not stop at them */
 	uint64_t bb;
 	int timeout_ms;
 	const char *fault, *eal, *uri, *mode;
@@ -35,6 +44,54 @@ static uint64_t now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* What the attack tests read: the longest kvw_poll call, resident memory. */
+static struct {
+	uint64_t maxpoll_ns, last_rss_ns;
+	long rss_start_kb, rss_max_kb;
+	uint64_t wrong_in, wrong_out;
+} st_;
+
+static long rss_kb(void)
+{
+	long pages = 0, rss = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (!f)
+		return 0;
+	if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+		rss = 0;
+	fclose(f);
+	return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static int poll_timed(kvw_ctx *ctx, kvw_event *ev, int n)
+{
+	uint64_t t0 = now_ns();
+	int k = kvw_poll(ctx, ev, n);
+	uint64_t t1 = now_ns();
+	if (t1 - t0 > st_.maxpoll_ns)
+		st_.maxpoll_ns = t1 - t0;
+	if (t1 - st_.last_rss_ns > 100000000ull) {
+		long r = rss_kb();
+		st_.last_rss_ns = t1;
+		if (r > st_.rss_max_kb)
+			st_.rss_max_kb = r;
+	}
+	return k;
+}
+
+static void print_stats(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	long r = rss_kb();
+	if (r > st_.rss_max_kb)
+		st_.rss_max_kb = r;
+	printf("STATS maxpoll_us=%" PRIu64 " rss_start_kb=%ld rss_max_kb=%ld rss_end_kb=%ld cpu_s=%.2f\n",
+	       st_.maxpoll_ns / 1000, st_.rss_start_kb, st_.rss_max_kb, r,
+	       (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+	       ru.ru_stime.tv_usec / 1e6);
 }
 
 static void fill(uint8_t *p, uint64_t len, uint64_t seed)
@@ -121,7 +178,7 @@ static kvw_status wait_seq(kvw_ctx *ctx, kvw_req *req, kvw_req *other, kvw_statu
 	uint64_t end = now_ns() + limit_ns;
 
 	while ((st == KVW_INPROGRESS || (other && *other_st == KVW_INPROGRESS)) && now_ns() < end) {
-		int n = kvw_poll(ctx, ev, 64);
+		int n = poll_timed(ctx, ev, 64);
 		for (int i = 0; i < n; i++) {
 			if (ev[i].type != KVW_EV_SEQ)
 				continue;
@@ -134,8 +191,39 @@ static kvw_status wait_seq(kvw_ctx *ctx, kvw_req *req, kvw_req *other, kvw_statu
 	return st;
 }
 
+static uint64_t count_diff(const uint8_t *a, const uint8_t *b, uint64_t n)
+{
+	uint64_t d = 0;
+	for (uint64_t i = 0; i < n; i++)
+		d += a[i] != b[i];
+	return d;
+}
+
+/* -c: counts instead of stopping; the blocks are reset for the next round */
+static void count_recv(const struct opt *o, struct pool *rp, uint64_t seq, uint8_t *tmp)
+{
+	for (uint32_t l = 0; l < o->L; l++)
+		for (uint32_t b = 0; b < rp->nb; b++) {
+			uint8_t *pg = page(o, rp, l, b);
+			if (b % 2 == 0)
+				fill(tmp, o->bb, seed_of(seq, l, b / 2));
+			else
+				memset(tmp, BG, o->bb);
+			uint64_t d = count_diff(pg, tmp, o->bb);
+			if (b % 2 == 0)
+				st_.wrong_in += d;
+			else
+				st_.wrong_out += d;
+			memset(pg, BG, o->bb);
+		}
+}
+
 static int check_recv(const struct opt *o, struct pool *rp, uint64_t seq, uint8_t *tmp)
 {
+	if (o->count) {
+		count_recv(o, rp, seq, tmp);
+		return 0;
+	}
 	for (uint32_t l = 0; l < o->L; l++)
 		for (uint32_t b = 0; b < rp->nb; b++) {
 			uint8_t *pg = page(o, rp, l, b);
@@ -159,7 +247,7 @@ static int check_recv(const struct opt *o, struct pool *rp, uint64_t seq, uint8_
 
 static void print_counters(const char *who, kvw_ep *ep)
 {
-	kvw_counters c;
+	kvw_counters c = {.size = sizeof(c)};
 	if (!ep || kvw_ep_counters(ep, &c) != KVW_OK)
 		return;
 	printf("COUNTERS %s bytes_tx=%" PRIu64 " bytes_rx=%" PRIu64 " retransmits=%" PRIu64
@@ -208,6 +296,8 @@ static int run_seq(struct run *r, uint64_t seq, uint64_t *bytes)
 	if ((rq && rst != KVW_OK) || (sq && sst != KVW_OK)) {
 		printf("SEQSTATUS seq=%" PRIu64 " recv=%s send=%s\n", seq,
 		       rq ? kvw_strerror(rst) : "-", sq ? kvw_strerror(sst) : "-");
+		if (rq && o->count)
+			count_recv(o, &r->rp, dseq, r->tmp); /* what landed before it failed */
 		return fail("sequence did not complete", r->ctx);
 	}
 	if (rq && (!o->quick || last) && check_recv(o, &r->rp, dseq, r->tmp))
@@ -220,34 +310,39 @@ static int run_seq(struct run *r, uint64_t seq, uint64_t *bytes)
 	return 0;
 }
 
-static int setup_eps(struct run *r)
+static int accept_one(struct run *r, kvw_listener *l, kvw_ep **aep)
+{
+	uint64_t end = now_ns() + 30000000000ull;
+	kvw_status st = KVW_INPROGRESS;
+	kvw_event ev[8];
+
+	while (st == KVW_INPROGRESS && now_ns() < end) {
+		poll_timed(r->ctx, ev, 8);
+		st = kvw_accept(l, 0, aep);
+	}
+	return st == KVW_OK ? 0 : fail("accept", r->ctx);
+}
+
+static int setup_eps(struct run *r, kvw_listener **lp)
 {
 	const struct opt *o = r->o;
-	kvw_listener *l = NULL;
 	kvw_ep *cep = NULL, *aep = NULL;
 
-	if (strcmp(o->mode, "client")) {
-		if (kvw_listen(r->ctx, o->uri, &l) != KVW_OK)
+	if (strcmp(o->mode, "client") && !*lp) {
+		if (kvw_listen(r->ctx, o->uri, lp) != KVW_OK)
 			return fail("listen", r->ctx);
-		fprintf(stderr, "listening on %s\n", kvw_listener_uri(l));
+		fprintf(stderr, "listening on %s\n", kvw_listener_uri(*lp));
+		st_.rss_start_kb = st_.rss_max_kb = rss_kb(); /* EAL and pools are up */
 	}
 	if (!strcmp(o->mode, "pair")) {
-		if (kvw_connect_start(r->ctx, kvw_listener_uri(l), &cep) != KVW_OK)
+		if (kvw_connect_start(r->ctx, kvw_listener_uri(*lp), &cep) != KVW_OK)
 			return fail("connect_start", r->ctx);
 	} else if (!strcmp(o->mode, "client")) {
 		if (kvw_connect(r->ctx, o->uri, 20000, &cep) != KVW_OK)
 			return fail("connect", r->ctx);
 	}
-	if (l) {
-		uint64_t end = now_ns() + 30000000000ull;
-		kvw_status st = KVW_INPROGRESS;
-		while (st == KVW_INPROGRESS && now_ns() < end) {
-			kvw_progress(r->ctx);
-			st = kvw_accept(l, 0, &aep);
-		}
-		if (st != KVW_OK)
-			return fail("accept", r->ctx);
-	}
+	if (*lp && accept_one(r, *lp, &aep))
+		return 1;
 	if (cep) {
 		uint64_t end = now_ns() + 20000000000ull;
 		while (kvw_ep_status(cep) == KVW_INPROGRESS && now_ns() < end)
@@ -260,10 +355,64 @@ static int setup_eps(struct run *r)
 	return 0;
 }
 
+/* -W: an idle gap in which both sides keep running progress (keepalive) */
+static void idle(struct run *r, uint32_t ms)
+{
+	uint64_t end = now_ns() + (uint64_t)ms * 1000000ull;
+	kvw_event ev[8];
+
+	while (now_ns() < end)
+		poll_timed(r->ctx, ev, 8);
+}
+
+static void close_eps(struct run *r)
+{
+	if (r->sep)
+		kvw_ep_close(r->sep);
+	if (r->rep) {
+		/* let the peer see the last acks before closing */
+		uint64_t end = now_ns() + 200000000ull;
+		while (now_ns() < end)
+			kvw_progress(r->ctx);
+		kvw_ep_close(r->rep);
+	}
+	r->sep = r->rep = NULL;
+}
+
+static void print_end(struct run *r)
+{
+	print_counters("sender", r->sep);
+	print_counters("receiver", r->rep);
+	print_stats();
+	if (r->o->count && r->rep)
+		printf("WRITTEN inside=%" PRIu64 " outside=%" PRIu64 "\n", st_.wrong_in, st_.wrong_out);
+}
+
+/* One client served: n sequences. */
+static int serve(struct run *r, uint64_t *bytes)
+{
+	const struct opt *o = r->o;
+
+	for (uint64_t s = 1; s <= o->n; s++) {
+		if (run_seq(r, s, bytes)) {
+			print_end(r);
+			return 1;
+		}
+		printf("DONE seq=%" PRIu64 "\n", s);
+		if (o->wait_ms)
+			usleep(o->wait_ms * 1000u);
+		if (o->idle_ms && s < o->n)
+			idle(r, o->idle_ms);
+	}
+	return 0;
+}
+
 static int run(struct opt *o)
 {
 	struct run r = { .o = o };
+	kvw_listener *l = NULL;
 	uint64_t bytes = 0;
+	int bad = 0;
 
 	if (!(r.ctx = mk_ctx(o)))
 		return fail("ctx create", NULL);
@@ -277,36 +426,28 @@ static int run(struct opt *o)
 	if (pool_make(r.ctx, o, o->B, &r.sp) || pool_make(r.ctx, o, 2 * o->B, &r.rp))
 		return fail("pool", r.ctx);
 	memset(r.rp.base, BG, (uint64_t)o->L * 2 * o->B * o->bb);
-	if (setup_eps(&r))
-		return 1;
 	uint64_t t0 = now_ns();
-	for (uint64_t s = 1; s <= o->n; s++) {
-		if (run_seq(&r, s, &bytes))
-			goto out_counters;
-		printf("DONE seq=%" PRIu64 "\n", s);
-		if (o->wait_ms)
-			usleep(o->wait_ms * 1000u);
+	for (uint32_t round = 0; round < (o->rounds ? o->rounds : 1); round++) {
+		if (setup_eps(&r, &l) || serve(&r, &bytes)) {
+			bad++;
+			if (!o->rounds)
+				return 1;
+			printf("ROUND %u failed\n", round + 1);
+		} else if (o->rounds) {
+			printf("ROUND %u ok\n", round + 1);
+		}
+		if (o->rounds)
+			close_eps(&r);
 	}
 	double secs = (double)(now_ns() - t0) / 1e9;
-	print_counters("sender", r.sep);
-	print_counters("receiver", r.rep);
+	print_end(&r);
+	if (bad)
+		return fail("rounds failed", r.ctx);
 	printf("RESULT ok=1 seqs=%u bytes=%" PRIu64 " secs=%.3f gbps=%.3f\n", o->n, bytes, secs,
 	       bytes * 8 / secs / 1e9);
 	fflush(stdout);
-	if (r.sep)
-		kvw_ep_close(r.sep);
-	if (r.rep) {
-		/* let the peer see the last acks before closing */
-		uint64_t end = now_ns() + 200000000ull;
-		while (now_ns() < end)
-			kvw_progress(r.ctx);
-		kvw_ep_close(r.rep);
-	}
+	close_eps(&r);
 	return 0;
-out_counters:
-	print_counters("sender", r.sep);
-	print_counters("receiver", r.rep);
-	return 1;
 }
 
 int main(int argc, char **argv)
@@ -315,7 +456,7 @@ int main(int argc, char **argv)
 	int c;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	while ((c = getopt(argc, argv, "L:B:b:n:f:e:d:t:w:q")) != -1) {
+	while ((c = getopt(argc, argv, "L:B:b:n:f:e:d:t:w:W:r:qc")) != -1) {
 		switch (c) {
 		case 'L': o.L = (uint32_t)atoi(optarg); break;
 		case 'B': o.B = (uint32_t)atoi(optarg); break;
@@ -326,9 +467,12 @@ int main(int argc, char **argv)
 		case 'd': o.dead_ms = (uint32_t)atoi(optarg); break;
 		case 't': o.timeout_ms = atoi(optarg); break;
 		case 'w': o.wait_ms = (uint32_t)atoi(optarg); break;
+		case 'W': o.idle_ms = (uint32_t)atoi(optarg); break;
+		case 'r': o.rounds = (uint32_t)atoi(optarg); break;
 		case 'q': o.quick = true; break;
+		case 'c': o.count = true; break;
 		default:
-			fprintf(stderr, "usage: dk_xfer pair|server|client URI [-L -B -b -n -f -e -d -t -w]\n");
+			fprintf(stderr, "usage: dk_xfer pair|server|client URI [-L -B -b -n -f -e -d -t -w -W -r -q -c]\n");
 			return 2;
 		}
 	}

@@ -118,7 +118,7 @@ Test(fault, hold_queue_releases_in_due_order)
  * resend after rto, a duplicate only a count, reorder/delay a hold. */
 Test(fault, reliable_transport_view)
 {
-	kvw_counters c;
+	kvw_counters c = {.size = sizeof(c)};
 	struct kvw_fault *f = mk("drop=1,rto=5ms,seed=3");
 	memset(&c, 0, sizeof(c));
 	cr_assert_eq(kvw_fault_reliable(f, 100, &c), 5000000ull);

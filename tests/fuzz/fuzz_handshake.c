@@ -210,7 +210,7 @@ static void fz_role_client(struct fz_in *in, bool knows)
 	for (int i = 0; i < 50 && fz_drive(fz_srv, &p, 4); i++)
 		kvw_ctx_wait(fz_srv, 1);
 	if (kvw_accept(fz_l, 0, &ep) == KVW_OK) {
-		kvw_ep_info info;
+		kvw_ep_info info = {.size = sizeof(info)};
 		kvw_ep_query(ep, &info);
 		if (!knows || !info.authenticated) {
 			fprintf(stderr, "fuzz_handshake: the listener accepted a peer without the secret\n");

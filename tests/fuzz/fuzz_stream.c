@@ -177,7 +177,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	close(fd);
 	fz_check_gaps();
 	if (getenv("KVW_FUZZ_VERBOSE")) {
-		kvw_req_info in = { 0 };
+		kvw_req_info in = {.size = sizeof(in)};
 		if (req)
 			kvw_req_query(req, &in);
 		fprintf(stderr, "fuzz_stream: %zu bytes: endpoint %s, grant %s, %llu bytes landed\n",

@@ -54,7 +54,7 @@ static int run_recv(kvw_ctx *c, const char *uri, unsigned peer_dead_ms)
 	kvw_mem *m;
 	kvw_layout *lay;
 	kvw_req *r;
-	kvw_req_info in;
+	kvw_req_info in = {.size = sizeof(in)};
 	uint32_t blk[BLOCKS];
 	kvw_status st;
 

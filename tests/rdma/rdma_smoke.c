@@ -39,6 +39,6 @@ int main(int argc, char **argv)
 	int bad = 0; uint8_t *p = kvw_mem_addr(mr);
 	for (int l2 = 0; l2 < 4; l2++) for (int b = 0; b < 8; b++) for (int k = 0; k < 65536; k++) if (p[l2 * 32 * 65536 + blocks[b] * 65536 + k] != 0xab) bad++;
 	printf("bad bytes %d; untouched block0 %d\n", bad, p[0]);
-	kvw_counters cn; kvw_ep_counters(s, &cn); printf("tx %llu frags %llu\n", (unsigned long long)cn.bytes_tx, (unsigned long long)cn.frags_tx);
+	kvw_counters cn = {.size = sizeof(cn)}; kvw_ep_counters(s, &cn); printf("tx %llu frags %llu\n", (unsigned long long)cn.bytes_tx, (unsigned long long)cn.frags_tx);
 	return bad || done < 2;
 }

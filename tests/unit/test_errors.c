@@ -71,7 +71,7 @@ Test(errors, endpoint_calls)
 	kvw_ctx *c = quiet_ctx();
 	kvw_listener *l = SENTINEL, *ok;
 	kvw_ep *ep = SENTINEL;
-	kvw_ep_info info;
+	kvw_ep_info info = {.size = sizeof(info)};
 	uint64_t rtt = 7;
 
 	cr_expect_neq(kvw_listen(c, "bogus://nowhere", &l), KVW_OK);

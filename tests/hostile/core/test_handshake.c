@@ -281,7 +281,7 @@ Test(hostile_hs, secret_redacted_and_from_file)
 	kvw_ctx *c = kvwt_ctx(lg), *cli;
 	kvw_listener *l;
 	kvw_ep *ce = NULL, *se = NULL;
-	kvw_ep_info info;
+	kvw_ep_info info = {.size = sizeof(info)};
 	kvw_config *cfg;
 	int fd = mkstemp(path), lfd = mkstemp(logp), saved = dup(2);
 	char buf[1 << 16] = {0};

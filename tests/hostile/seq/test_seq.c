@@ -88,7 +88,7 @@ Test(hostile_seq, grant_flood_bytes_capped, .timeout = 120)
 	uint32_t held = (uint32_t)(16 * MiB / len);
 	rp_grant(&p, 1, 1, BIG_L, BIG_N, 4096, HUGE_TIMEOUT_US); /* warms the receive buffer */
 	rp_drive(&p, 50, NULL, NULL);
-	kvw_counters c0, c;
+	kvw_counters c0 = {.size = sizeof(c0)}, c = {.size = sizeof(c)};
 	cr_assert_eq(kvw_ep_counters(p.ep, &c0), KVW_OK);
 	long base = rp_rss_mark();
 	for (uint32_t s = 2; s <= FLOOD; s++)
@@ -251,7 +251,7 @@ Test(hostile_seq, duplicates_in_every_layer_never_complete, .timeout = 60)
 	cr_assert(rp_drive(&x.p, 5000, rec_done, &x.rr));
 	cr_assert_eq(x.rr.status, KVW_ERR_TIMEDOUT, "%s", kvw_strerror(x.rr.status));
 	cr_assert_eq(x.rr.layer_events, 0);
-	kvw_req_info info;
+	kvw_req_info info = {.size = sizeof(info)};
 	cr_assert_eq(kvw_req_query(x.rq, &info), KVW_OK);
 	cr_assert_eq(info.bytes, 2 * 8192, "bytes landed counted %llu, 16 KiB were distinct",
 		     (unsigned long long)info.bytes);
@@ -260,7 +260,7 @@ Test(hostile_seq, duplicates_in_every_layer_never_complete, .timeout = 60)
 		memcpy(x.snap + (kvwt_page(&x.dst, l, 5) - x.dst.base), pay, 8192);
 	}
 	cr_assert_eq(memcmp(x.snap, x.dst.base, x.len), 0, "a page the peer never sent changed");
-	kvw_counters c;
+	kvw_counters c = {.size = sizeof(c)};
 	cr_assert_eq(kvw_ep_counters(x.p.ep, &c), KVW_OK);
 	cr_assert_geq(c.dups, 6, "%llu duplicate fragments counted, 6 sent",
 		      (unsigned long long)c.dups);
@@ -330,7 +330,7 @@ Test(hostile_seq, overlaps_count_once, .timeout = 60)
 			memcpy(x.snap + (pg - x.dst.base), pg, 8192);
 		}
 	cr_assert_eq(memcmp(x.snap, x.dst.base, x.len), 0, "a block outside the grant changed");
-	kvw_counters c;
+	kvw_counters c = {.size = sizeof(c)};
 	cr_assert_eq(kvw_ep_counters(x.p.ep, &c), KVW_OK);
 	cr_assert_eq(c.dups, 5, "%llu fragments counted as duplicates, 5 were",
 		     (unsigned long long)c.dups);

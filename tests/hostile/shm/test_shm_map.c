@@ -28,7 +28,7 @@
 #define MiB (1024ull * 1024)
 #define GiB (1024ull * MiB)
 #define HS_RSS_BOUND_KIB (16 * 1024)
-#define HS_GAP_BOUND_MS 250
+#define HS_GAP_BOUND_MS 500
 #define HS_PING_MS 3000
 
 static void shm_only(void)

@@ -1,0 +1,791 @@
+# SPDX-License-Identifier: MIT
+"""A vLLM V1 KV connector over kvwire: push-based and layer by layer.
+
+    vllm serve MODEL --kv-transfer-config '{"kv_connector": "KVWireConnector",
+        "kv_connector_module_path": "kvwire.connectors.vllm", "kv_role": "kv_both",
+        "kv_connector_extra_config": {"listen": "tcp://0.0.0.0:7471"}}'
+
+How a request moves (docs/python.md has the whole story):
+- The proxy gives both engines the same kv_transfer_params["transfer_id"]
+  (default: the request id). Prefill: {"do_remote_decode": true}. Decode:
+  {"do_remote_prefill": true, "remote_uri": <the prefill's kvwire URI>} --
+  either built by the proxy up front (both requests sent at once: the KV
+  streams while the prefill computes) or taken from the prefill's response
+  (request_finished returns them, as NixlConnector's do).
+- Decode (scheduler): get_num_new_matched_tokens answers (prompt tokens, True):
+  the request waits for remote KV; update_state_after_alloc records its
+  blocks; build_connector_meta hands them to the worker. Decode (worker):
+  start_load_kv connects to the prefill (once per engine), grants exactly
+  those blocks (kvw_recv_seq, one per cache group) plus an aux page, and
+  sends a "pull" message naming the transfer. get_finished reports the
+  request in finished_recving when every layer and the aux page landed.
+- Prefill (worker): save_kv_layer(layer) posts that layer's K and V pages of
+  every request finishing its prompt in this step (kvw_send_seq), as soon as
+  the layer is computed: the transfer of layer L runs while layer L+1 is
+  computed. request_finished (scheduler) returns (True, params): the blocks
+  stay allocated until get_finished reports the request in finished_sending,
+  i.e. until the decode confirmed every byte landed, or the transfer failed
+  or was aborted (kvw_req_abort is a fence: nothing lands after it).
+- The aux page carries the prefill's sampled token ids, so the decode
+  continues from the prefill's first token instead of recomputing the last
+  prompt token (get_remote_output(); a kvwire extension).
+- A request finished or aborted while its transfer runs: the connector
+  aborts the transfer (a fence) before the request's blocks are reported
+  freeable, on both sides: no byte can land in a block that was freed.
+
+Extra config keys (kv_connector_extra_config): listen (kvwire URI to listen
+on; default tcp://0.0.0.0:0), advertise (URI put in kv_transfer_params;
+default: the bound listener URI), layerwise (true: stream from save_kv_layer;
+false: send the whole cache in wait_for_save), staging ("auto", "always",
+"never"), load ("async": vLLM's WAITING_FOR_REMOTE_KVS; "layerwise": the
+step that loads waits per layer in wait_for_layer_load), transfer_timeout_s
+(deadline of each transfer, default 30), kvwire (dict of kvwire config
+options, e.g. {"dpdk_eal": "...", "rails": 2}).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import kvwire
+from kvwire import _abi
+
+from . import _agent
+from ._agent import Agent, Buffer, BufferSet, Peer, Transfer, block_ids_of, group_seq, seq_of
+from ._vllm_base import (CacheConfig, KVTransferConfig, RequestStatus,  # noqa: F401 (re-export)
+                         VllmConfig)
+
+try:  # vLLM's own base class when vLLM is installed
+    from vllm.distributed.kv_transfer.kv_connector.v1.base import (  # type: ignore
+        KVConnectorBase_V1, KVConnectorMetadata, KVConnectorRole)
+    HAVE_VLLM = True
+except Exception:  # noqa: BLE001 - not installable here: the same shapes, locally
+    from ._vllm_base import KVConnectorBase_V1, KVConnectorMetadata, KVConnectorRole
+    HAVE_VLLM = False
+
+log = logging.getLogger("kvwire.connectors.vllm")
+
+AUX_BYTES = 4096
+AUX_SLOTS = 256
+_WORKER_URIS: dict[str, str] = {}   # engine id -> bound URI (scheduler and worker in one process)
+
+
+# ------------------------------------------------------------------ metadata
+@dataclass
+class RecvSpec:
+    req_id: str
+    transfer_id: str
+    block_ids: list[int]
+    remote_engine_id: Optional[str]
+    remote_uri: str
+    num_tokens: int
+    layerwise: bool = False
+
+
+@dataclass
+class SendSpec:
+    req_id: str
+    transfer_id: str
+    block_ids: list[int]
+    num_tokens: int
+
+
+@dataclass
+class KVWireConnectorMetadata(KVConnectorMetadata):
+    reqs_to_recv: dict[str, RecvSpec] = field(default_factory=dict)
+    reqs_to_send: dict[str, SendSpec] = field(default_factory=dict)
+    reqs_to_finish: dict[str, list[int]] = field(default_factory=dict)  # id -> output token ids
+    reqs_to_abort: set[str] = field(default_factory=set)
+
+
+def _params(request: Any) -> dict:
+    p = getattr(request, "kv_transfer_params", None)
+    return p if isinstance(p, dict) else {}
+
+
+def _aborted(request: Any) -> bool:
+    st = getattr(request, "status", None)
+    return st is not None and "ABORT" in str(getattr(st, "name", st)).upper()
+
+
+def _prompt_len(request: Any) -> int:
+    n = getattr(request, "num_prompt_tokens", None)
+    if n is None:
+        n = len(getattr(request, "prompt_token_ids", []) or [])
+    return int(n)
+
+
+# ------------------------------------------------------------------ connector
+class KVWireConnector(KVConnectorBase_V1):
+    """vLLM KVConnectorBase_V1 over kvwire (see the module doc)."""
+
+    def __init__(self, vllm_config: Any, role: Any, kv_cache_config: Any = None):
+        try:
+            super().__init__(vllm_config, role, kv_cache_config)  # type: ignore[call-arg]
+        except TypeError:
+            super().__init__(vllm_config, role)
+        self._vllm_config_ = vllm_config
+        ktc = vllm_config.kv_transfer_config
+        self.kv_transfer_config = ktc
+        extra = dict(getattr(ktc, "kv_connector_extra_config", None) or {})
+        self.extra = extra
+        self.engine_id = str(getattr(ktc, "engine_id", None) or extra.get("engine_id") or
+                             uuid.uuid4().hex[:12])
+        self.block_size = int(vllm_config.cache_config.block_size)
+        self.kv_role = getattr(ktc, "kv_role", "kv_both")
+        self.layerwise = bool(extra.get("layerwise", True))
+        self.load_mode = str(extra.get("load", "async"))
+        self.transfer_timeout_s = float(extra.get("transfer_timeout_s", 30.0))
+        self.is_scheduler = getattr(role, "name", str(role)).upper().endswith("SCHEDULER")
+        self._s = _SchedulerSide(self) if self.is_scheduler else None
+        self._w = None if self.is_scheduler else _WorkerSide(self)
+
+    # ---------------------------------------------------------- scheduler side
+    def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int
+                                   ) -> tuple[Optional[int], bool]:
+        return self._sched().get_num_new_matched_tokens(request, num_computed_tokens)
+
+    def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
+        self._sched().update_state_after_alloc(request, blocks, num_external_tokens)
+
+    def build_connector_meta(self, scheduler_output: Any) -> KVWireConnectorMetadata:
+        return self._sched().build_connector_meta(scheduler_output)
+
+    def update_connector_output(self, connector_output: Any) -> None:
+        self._sched().update_connector_output(connector_output)
+
+    def request_finished(self, request: Any, block_ids: Any) -> tuple[bool, Optional[dict]]:
+        return self._sched().request_finished(request, block_ids)
+
+    # ---------------------------------------------------------- worker side
+    def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
+        self._work().register_kv_caches(kv_caches)
+
+    def start_load_kv(self, forward_context: Any, **kwargs: Any) -> None:
+        self._work().start_load_kv(self._get_connector_metadata())
+
+    def wait_for_layer_load(self, layer_name: str) -> None:
+        self._work().wait_for_layer_load(layer_name)
+
+    def save_kv_layer(self, layer_name: str, kv_layer: Any, attn_metadata: Any,
+                      **kwargs: Any) -> None:
+        self._work().save_kv_layer(self._get_connector_metadata(), layer_name)
+
+    def wait_for_save(self) -> None:
+        self._work().wait_for_save(self._get_connector_metadata())
+
+    def get_finished(self, finished_req_ids: set[str]
+                     ) -> tuple[Optional[set[str]], Optional[set[str]]]:
+        return self._work().get_finished(finished_req_ids)
+
+    def get_block_ids_with_load_errors(self) -> set[int]:
+        return self._work().take_failed_blocks()
+
+    def shutdown(self) -> None:
+        if self._w is not None:
+            self._w.close()
+
+    # ---------------------------------------------------------- kvwire extensions
+    def alloc_kv_caches(self, layer_names: list[str], num_blocks: int, num_kv_heads: int,
+                        head_size: int, dtype: Any) -> dict[str, Any]:
+        """CPU KV caches in vLLM's per-layer layout [2, num_blocks, block_size,
+        num_kv_heads, head_size], allocated by kvwire in one region (zero copy on
+        every driver, shm included). Pass the result to register_kv_caches()."""
+        return self._work().alloc_kv_caches(layer_names, num_blocks, num_kv_heads, head_size, dtype)
+
+    def get_remote_output(self, req_id: str) -> Optional[dict]:
+        """Decode side: what the prefill sent with the KV ({"first_token_ids": [...]})."""
+        return self._work().remote_outputs.pop(req_id, None)
+
+    def get_load_error(self, req_id: str) -> Optional[kvwire.KvwireError]:
+        """Decode side: why a request reported in finished_recving did not load."""
+        return self._work().load_errors.pop(req_id, None)
+
+    def progress(self, timeout: float = 0.0) -> None:
+        """Drives the transfers between engine steps (the engine calls it while idle)."""
+        if self._w is not None:
+            self._w.progress(timeout)
+
+    @property
+    def uri(self) -> Optional[str]:
+        return self._w.agent.uri if self._w is not None else _WORKER_URIS.get(self.engine_id)
+
+    @property
+    def agent(self) -> Agent:
+        return self._work().agent
+
+    def busy(self) -> bool:
+        """True while transfers are in flight (the engine keeps stepping)."""
+        return self._w is not None and self._w.busy()
+
+    def _sched(self) -> "_SchedulerSide":
+        if self._s is None:
+            raise RuntimeError("a scheduler-side call on the worker-role connector")
+        return self._s
+
+    def _work(self) -> "_WorkerSide":
+        if self._w is None:
+            raise RuntimeError("a worker-side call on the scheduler-role connector")
+        return self._w
+
+
+# ------------------------------------------------------------------ scheduler
+class _SchedulerSide:
+    def __init__(self, c: KVWireConnector):
+        self.c = c
+        self._recv: dict[str, RecvSpec] = {}
+        self._sending: dict[str, Any] = {}          # prefill requests to push, by id
+        self._finish: dict[str, list[int]] = {}
+        self._abort: set[str] = set()
+        self._loading: set[str] = set()             # decode: grants in flight
+        self._send_blocks: dict[str, list[int]] = {}  # prefill: the request's blocks so far
+
+    def _n_blocks(self, request: Any) -> int:
+        return math.ceil(_prompt_len(request) / self.c.block_size)
+
+    def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int
+                                   ) -> tuple[Optional[int], bool]:
+        p = _params(request)
+        if p.get("do_remote_prefill"):
+            n = _prompt_len(request)
+            if self.c.load_mode == "layerwise":
+                count = n - 1 - num_computed_tokens      # this step computes the last token
+                return (count, False) if count > 0 else (0, False)
+            count = n - num_computed_tokens
+            return (count, True) if count > 0 else (0, False)
+        return 0, False
+
+    def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
+        p = _params(request)
+        rid = request.request_id
+        if p.get("do_remote_prefill") and num_external_tokens > 0:
+            ids = block_ids_of(blocks)[:self._n_blocks(request)]
+            uri = p.get("remote_uri") or _uri_of(p)
+            if not uri:
+                raise kvwire.InvalidError(
+                    f"request {rid}: kv_transfer_params has do_remote_prefill but no remote_uri "
+                    f"(or remote_host/remote_port) of the prefill engine",
+                    status=_abi.KVW_ERR_INVALID)
+            self._recv[rid] = RecvSpec(rid, str(p.get("transfer_id") or p.get("remote_request_id")
+                                                or rid), ids, p.get("remote_engine_id"), uri,
+                                       _prompt_len(request), self.c.load_mode == "layerwise")
+            p["do_remote_prefill"] = False   # as NixlConnector: load once
+            self._loading.add(rid)
+        elif p.get("do_remote_decode"):
+            self._sending[rid] = request
+            self._send_blocks[rid] = block_ids_of(blocks)
+
+    def build_connector_meta(self, scheduler_output: Any) -> KVWireConnectorMetadata:
+        meta = KVWireConnectorMetadata(reqs_to_recv=self._recv, reqs_to_finish=self._finish,
+                                       reqs_to_abort=self._abort)
+        sched = getattr(scheduler_output, "num_scheduled_tokens", None) or {}
+        # blocks vLLM gave each request this step: new requests list all of theirs,
+        # running ones (later chunks of a chunked prefill) the new ones
+        for nr in getattr(scheduler_output, "scheduled_new_reqs", None) or ():
+            if nr.req_id in self._sending:
+                self._send_blocks[nr.req_id] = block_ids_of(nr.block_ids)
+        cached = getattr(scheduler_output, "scheduled_cached_reqs", None)
+        if cached is not None and getattr(cached, "req_ids", None):
+            for rid, new in zip(cached.req_ids, cached.new_block_ids or ()):
+                if rid in self._sending and new:
+                    self._send_blocks.setdefault(rid, []).extend(block_ids_of(new))
+        for rid, req in list(self._sending.items()):
+            if sched and rid not in sched:
+                continue
+            done_after = int(getattr(req, "num_computed_tokens", 0)) + int(sched.get(rid, 0))
+            if sched and done_after < _prompt_len(req):
+                continue                     # an earlier chunk of a chunked prefill
+            p = _params(req)
+            ids = self._send_blocks.pop(rid, [])[:self._n_blocks(req)]
+            meta.reqs_to_send[rid] = SendSpec(rid, str(p.get("transfer_id") or rid), ids,
+                                              _prompt_len(req))
+            del self._sending[rid]
+        self._recv, self._finish, self._abort = {}, {}, set()
+        return meta
+
+    def update_connector_output(self, out: Any) -> None:
+        for rid in (getattr(out, "finished_recving", None) or ()):
+            self._loading.discard(rid)
+
+    def request_finished(self, request: Any, block_ids: Any) -> tuple[bool, Optional[dict]]:
+        rid = request.request_id
+        p = _params(request)
+        never_sent = self._sending.pop(rid, None) is not None
+        self._send_blocks.pop(rid, None)
+        if p.get("do_remote_decode"):
+            if never_sent and _aborted(request):
+                return False, None         # aborted before its prompt was computed: nothing moved
+            if _aborted(request):
+                self._abort.add(rid)       # the worker fences the send, then frees
+                return True, None
+            out = [int(t) for t in (getattr(request, "output_token_ids", None) or [])]
+            self._finish[rid] = out
+            n = _prompt_len(request)
+            ids = block_ids_of(block_ids)[:math.ceil(n / self.c.block_size)]
+            uri = self.c.extra.get("advertise") or _WORKER_URIS.get(self.c.engine_id) or \
+                self.c.extra.get("listen")
+            host, port = _host_port(uri)
+            return True, {
+                "do_remote_prefill": True, "do_remote_decode": False,
+                "remote_engine_id": self.c.engine_id, "remote_uri": uri,
+                "remote_host": host, "remote_port": port, "remote_block_ids": ids,
+                "remote_request_id": rid, "transfer_id": str(p.get("transfer_id") or rid),
+                "num_tokens": n, "first_token_ids": out,
+            }
+        if rid in self._loading:
+            self._loading.discard(rid)
+            self._abort.add(rid)           # grants still posted: fence them before freeing
+            return True, None
+        return False, None
+
+
+def _uri_of(p: dict) -> Optional[str]:
+    if p.get("remote_host") and p.get("remote_port"):
+        return f"tcp://{p['remote_host']}:{p['remote_port']}"
+    return None
+
+
+def _host_port(uri: Optional[str]) -> tuple[Optional[str], Optional[int]]:
+    if not uri or "://" not in uri:
+        return None, None
+    rest = uri.split("://", 1)[1].split("?", 1)[0]
+    if rest.startswith("/") or ":" not in rest:
+        return None, None
+    h, _, port = rest.rpartition(":")
+    try:
+        return h, int(port)
+    except ValueError:
+        return h, None
+
+
+# ------------------------------------------------------------------ worker
+@dataclass
+class _Send:
+    t: Transfer
+    spec: SendSpec
+    ready: list[bool]                 # per buffer: pages are in place (copied to staging)
+    sent: list[bool]
+    copies: list[tuple[int, Any]] = field(default_factory=list)   # (buffer, copy event)
+    finished_by_scheduler: bool = False
+    first_tokens: Optional[list[int]] = None
+    aux_slot: Optional[int] = None
+    aborted: bool = False
+    t_finished: Optional[float] = None
+    release: bool = False             # may post: layerwise at once, else after wait_for_save
+
+
+@dataclass
+class _Recv:
+    t: Transfer
+    spec: RecvSpec
+    posted: bool = False
+    aux_slot: Optional[int] = None
+    copies: list[Any] = field(default_factory=list)
+    copied: set[int] = field(default_factory=set)
+    aborted: bool = False
+
+
+class _WorkerSide:
+    def __init__(self, c: KVWireConnector):
+        self.c = c
+        extra = c.extra
+        listen = extra.get("listen", "tcp://0.0.0.0:0")
+        self.agent = Agent(c.engine_id, listen, dict(extra.get("kvwire") or {}))
+        _WORKER_URIS[c.engine_id] = self.advertise = extra.get("advertise") or self.agent.uri
+        self.driver = listen.split("://", 1)[0]
+        self.agent.on_message = self._on_message
+        self.staging = str(extra.get("staging", "auto"))
+        self.kv: Optional[BufferSet] = None
+        self.layer_names: list[str] = []
+        self._known: list[kvwire.Memory] = []
+        self.aux_mem = self.agent.ctx.alloc(AUX_SLOTS * AUX_BYTES)
+        self.aux_lay = kvwire.Layout(self.aux_mem, 1, AUX_SLOTS, AUX_BYTES)
+        self.aux_buf = self.aux_mem.numpy()
+        self._aux_free = list(range(AUX_SLOTS))
+        self.sends: dict[str, _Send] = {}
+        self.recvs: dict[str, _Recv] = {}
+        self._pulls: dict[int, Peer] = {}            # seq -> peer that granted it
+        self._freeable: set[str] = set()             # send side: report in finished_sending
+        self.remote_outputs: dict[str, dict] = {}
+        self.load_errors: dict[str, kvwire.KvwireError] = {}
+        self._failed_blocks: set[int] = set()
+        self.stats: dict[str, dict] = {}             # per request timeline (tests, TTFT split)
+
+    # ---- caches
+    def alloc_kv_caches(self, names: list[str], num_blocks: int, heads: int, head_size: int,
+                        dtype: Any) -> dict[str, Any]:
+        import torch
+        es = torch.empty((), dtype=dtype).element_size()
+        per = 2 * num_blocks * self.c.block_size * heads * head_size * es
+        mem = self.agent.ctx.alloc(per * len(names))
+        self._known.append(mem)
+        out = {}
+        for i, n in enumerate(names):
+            out[n] = mem.torch(dtype, (2, num_blocks, self.c.block_size, heads, head_size),
+                               offset=i * per)
+            out[n].zero_()
+        return out
+
+    def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
+        self.layer_names = list(kv_caches)
+        bufs = []
+        for name, t in kv_caches.items():
+            if t.dim() != 5 or t.shape[0] != 2:
+                raise kvwire.InvalidError(
+                    f"KV cache {name}: shape {tuple(t.shape)}; kvwire expects vLLM's per-layer "
+                    f"layout [2, num_blocks, block_size, num_kv_heads, head_size]",
+                    status=_abi.KVW_ERR_INVALID)
+            es = t.element_size()
+            for kv in (0, 1):
+                half = t[kv]
+                if not half.is_contiguous():
+                    raise kvwire.InvalidError(f"KV cache {name}[{kv}] is not contiguous",
+                                              status=_abi.KVW_ERR_INVALID)
+                item = half[0].numel() * es
+                bufs.append(Buffer(half.data_ptr(), half.shape[0], item, half.stride(0) * es, half))
+        sending = self.c.kv_role in ("kv_producer", "kv_both")
+        self.kv = BufferSet(self.agent.ctx, bufs, sending=sending, driver=self.driver,
+                            staging=self.staging, known=self._known)
+        if self.kv.staged:
+            log.info("kvwire: KV caches staged through host memory (%s)",
+                     "CUDA" if self.kv.stager.cuda else "shm sending foreign memory / forced")
+
+    # ---- messages
+    def _on_message(self, peer: Peer, msg: dict) -> None:
+        if msg.get("type") != "pull":
+            return
+        seq = int(msg["seq"])
+        self._pulls[seq] = peer
+        for s in self.sends.values():
+            if s.t.seq == seq and s.t.peer is None:
+                s.t.peer = peer
+                self._flush(s)
+
+    # ---- decode
+    def start_load_kv(self, meta: KVWireConnectorMetadata) -> None:
+        self._apply_finishing(meta)
+        for rid, spec in meta.reqs_to_recv.items():
+            t = Transfer(rid, seq_of(spec.transfer_id), list(spec.block_ids))
+            r = _Recv(t, spec)
+            self.recvs[rid] = r
+            t.peer = self.agent.connect(spec.remote_uri, spec.remote_engine_id)
+            self.stats[rid] = {"t_start_load": time.monotonic()}
+        self.progress(0)
+
+    def _post_recv(self, r: _Recv) -> None:
+        t, kv = r.t, self.kv
+        assert kv is not None, "register_kv_caches() first"
+        p = t.peer
+        if p is None or not p.ep.ready:
+            return
+        blocks = t.blocks
+        if kv.staged:
+            first = kv.stager.alloc(len(blocks))
+            if first is None:
+                return                        # staging full: later
+            t.staging_first = first
+            blocks = list(range(first, first + len(t.blocks)))
+        try:
+            for g, grp in enumerate(kv.groups):
+                t.reqs[g] = p.ep.recv(group_seq(t.seq, g), grp.layout, blocks,
+                                      self.c.transfer_timeout_s)
+            r.aux_slot = self._aux_free.pop() if self._aux_free else None
+            if r.aux_slot is None:
+                raise kvwire.NoMemError(f"all {AUX_SLOTS} aux pages in use",
+                                        status=_abi.KVW_ERR_NOMEM)
+            t.aux_req = p.ep.recv(group_seq(t.seq, 0, aux=True), self.aux_lay, [r.aux_slot],
+                                  self.c.transfer_timeout_s)
+        except kvwire.KvwireError as e:
+            t.error = e
+            t.abort()
+        r.posted = True
+        p.send_msg({"type": "pull", "seq": t.seq, "transfer_id": r.spec.transfer_id,
+                    "engine_id": self.c.engine_id})
+
+    def wait_for_layer_load(self, layer_name: str) -> None:
+        layerwise = [r for r in self.recvs.values() if r.spec.layerwise and not r.aborted]
+        if not layerwise or not self.kv:
+            self.progress(0)
+            return
+        li = self.layer_names.index(layer_name)
+        need = [self.kv.where(2 * li), self.kv.where(2 * li + 1)]
+        deadline = time.monotonic() + self.c.transfer_timeout_s
+        for r in layerwise:
+            while True:
+                if r.t.first_error() is not None:
+                    break
+                if r.posted and all(pos in r.t.reqs[g].layers_done for g, pos in need if
+                                    g in r.t.reqs):
+                    break
+                if time.monotonic() > deadline:
+                    break
+                self.progress(0.001)
+
+    # ---- prefill
+    def save_kv_layer(self, meta: KVWireConnectorMetadata, layer_name: str) -> None:
+        if not meta.reqs_to_send or self.kv is None:
+            return
+        li = self.layer_names.index(layer_name)
+        for rid, spec in meta.reqs_to_send.items():
+            s = self._send_of(rid, spec)
+            if s is None:
+                continue
+            for b in (2 * li, 2 * li + 1):
+                self._stage(s, b)
+            if self.c.layerwise:
+                self._flush(s)
+        self.progress(0)
+
+    def _send_of(self, rid: str, spec: SendSpec) -> Optional[_Send]:
+        s = self.sends.get(rid)
+        if s is not None:
+            return s
+        kv = self.kv
+        t = Transfer(rid, seq_of(spec.transfer_id), list(spec.block_ids))
+        nb = len(kv.buffers)
+        s = _Send(t, spec, [False] * nb, [False] * nb, release=self.c.layerwise)
+        if kv.staged:
+            first = kv.stager.alloc(len(t.blocks))
+            if first is None:
+                t.error = kvwire.NoMemError("kvwire staging memory full", status=_abi.KVW_ERR_NOMEM)
+            t.staging_first = first
+        t.peer = self._pulls.get(t.seq)
+        self.sends[rid] = s
+        self.stats[rid] = {"t_first_layer": time.monotonic()}
+        return s
+
+    def _stage(self, s: _Send, b: int) -> None:
+        kv = self.kv
+        if kv.staged and s.t.staging_first is not None:
+            ev = kv.stager.copy_out(b, s.t.blocks, s.t.staging_first)
+            s.copies.append((b, ev))
+        else:
+            s.ready[b] = True
+
+    def wait_for_save(self, meta: KVWireConnectorMetadata) -> None:
+        now = time.monotonic()
+        for rid in meta.reqs_to_send:
+            s = self.sends.get(rid)
+            if s is not None:
+                self.stats[rid]["t_last_layer"] = now
+                s.release = True
+                self._flush(s)
+        self.progress(0)
+
+    def _flush(self, s: _Send) -> None:
+        """Posts every buffer whose pages are ready, in order, once the decode pulled."""
+        kv, t = self.kv, s.t
+        if s.copies:
+            left = []
+            for b, ev in s.copies:
+                if ev.query():
+                    s.ready[b] = True
+                else:
+                    left.append((b, ev))
+            s.copies = left
+        if t.peer is None or s.aborted or t.error is not None or t.peer.failed is not None \
+                or not s.release:
+            return
+        ep = t.peer.ep
+        try:
+            for g, grp in enumerate(kv.groups):
+                blocks = t.blocks if not kv.staged else \
+                    list(range(t.staging_first, t.staging_first + len(t.blocks)))
+                pos = 0
+                while pos < len(grp.buffers):
+                    b = grp.buffers[pos]
+                    if s.sent[b]:
+                        pos += 1
+                        continue
+                    if not s.ready[b]:
+                        break
+                    end = pos       # a run of ready buffers goes in one call
+                    while end < len(grp.buffers) and s.ready[grp.buffers[end]] and \
+                            not s.sent[grp.buffers[end]]:
+                        end += 1
+                    req = ep.send(group_seq(t.seq, g), grp.layout, blocks, pos, end,
+                                  last=end == len(grp.buffers),
+                                  timeout=self.c.transfer_timeout_s if g not in t.reqs else None)
+                    t.reqs[g] = req
+                    for k in range(pos, end):
+                        s.sent[grp.buffers[k]] = True
+                    pos = end
+            if s.first_tokens is not None and t.aux_req is None and self._aux_free:
+                s.aux_slot = self._aux_free.pop()
+                self._aux_write(s.aux_slot, {"first_token_ids": s.first_tokens,
+                                             "num_tokens": s.spec.num_tokens})
+                t.aux_req = ep.send(group_seq(t.seq, 0, aux=True), self.aux_lay, [s.aux_slot],
+                                    0, 1, timeout=self.c.transfer_timeout_s)
+        except kvwire.KvwireError as e:
+            t.error = e
+            t.abort()
+
+    def _aux_write(self, slot: int, obj: dict) -> None:
+        data = json.dumps(obj).encode()
+        if len(data) + 4 > AUX_BYTES:
+            data = json.dumps({"first_token_ids": obj["first_token_ids"][:500]}).encode()
+        o = slot * AUX_BYTES
+        self.aux_buf[o:o + 4] = list(len(data).to_bytes(4, "little"))
+        self.aux_buf[o + 4:o + 4 + len(data)] = list(data)
+
+    def _aux_read(self, slot: int) -> dict:
+        o = slot * AUX_BYTES
+        n = int.from_bytes(bytes(self.aux_buf[o:o + 4]), "little")
+        return json.loads(bytes(self.aux_buf[o + 4:o + 4 + n]))
+
+    # ---- both
+    def _apply_finishing(self, meta: KVWireConnectorMetadata) -> None:
+        now = time.monotonic()
+        for rid, toks in meta.reqs_to_finish.items():
+            s = self.sends.get(rid)
+            if s is None:       # finished before any layer was saved (e.g. prompt fully cached)
+                self._freeable.add(rid)
+                continue
+            s.finished_by_scheduler = True
+            s.first_tokens = toks
+            s.t_finished = now
+            self._flush(s)
+        for rid in meta.reqs_to_abort:
+            s = self.sends.get(rid)
+            if s is not None:
+                s.aborted = True
+                s.finished_by_scheduler = True
+                s.t.abort()                  # fence: the decode reads no page of ours any more
+            elif rid not in self.recvs:
+                self._freeable.add(rid)
+            r = self.recvs.get(rid)
+            if r is not None:
+                r.aborted = True
+                r.t.abort()                  # fence: nothing lands in these blocks any more
+                self._freeable.add(rid)
+
+    def progress(self, timeout: float = 0.0) -> None:
+        for r in self.recvs.values():
+            if not r.posted and not r.aborted:
+                self._post_recv(r)
+        for s in self.sends.values():
+            if s.copies or (s.t.peer is not None and not all(s.sent)) or \
+                    (s.first_tokens is not None and s.t.aux_req is None):
+                self._flush(s)
+        self.agent.progress(timeout)
+
+    def busy(self) -> bool:
+        return bool(self.sends or self.recvs or self._freeable)
+
+    def get_finished(self, finished_req_ids: set[str]
+                     ) -> tuple[Optional[set[str]], Optional[set[str]]]:
+        self.progress(0)
+        done_send, done_recv = set(self._freeable), set()
+        self._freeable.clear()
+        now = time.monotonic()
+        for rid, s in list(self.sends.items()):
+            t = s.t
+            if not s.finished_by_scheduler:
+                continue
+            over = t.peer is None and s.t_finished is not None and \
+                now - s.t_finished > self.c.transfer_timeout_s
+            sent_all = all(s.sent) and t.aux_req is not None
+            if s.aborted or t.error is not None or over or \
+                    (t.peer is not None and t.peer.failed is not None) or \
+                    (sent_all and t.finished()):
+                if over:
+                    log.warning("kvwire: no decode engine pulled transfer %s of request %s within "
+                                "%.0f s; its blocks are freed", s.spec.transfer_id, rid,
+                                self.c.transfer_timeout_s)
+                t.abort()
+                err = t.first_error()
+                st = self.stats.setdefault(rid, {})
+                st["t_sent"] = now
+                st["status"] = "ok" if (err is None and not s.aborted and not over) else \
+                    ("aborted" if s.aborted else str(err or "not pulled"))
+                self._release_send(s)
+                del self.sends[rid]
+                done_send.add(rid)
+        for rid, r in list(self.recvs.items()):
+            t = r.t
+            if r.aborted:
+                t.abort()
+                self._release_recv(r)
+                del self.recvs[rid]
+                continue
+            if not r.posted:
+                if t.peer is not None and t.peer.failed is not None:
+                    self.load_errors[rid] = t.peer.failed
+                    self._failed_blocks.update(r.spec.block_ids)
+                    self._release_recv(r)
+                    del self.recvs[rid]
+                    done_recv.add(rid)
+                continue
+            err = t.first_error()
+            if err is None and not t.finished():
+                if self.kv.staged:
+                    self._copy_in_landed(r)
+                continue
+            if err is None and self.kv.staged:
+                self._copy_in_landed(r)
+                if not all(ev.query() for ev in r.copies) or \
+                        len(r.copied) < len(self.kv.buffers):
+                    continue
+            if err is not None:
+                t.abort()                    # fence the rest before the blocks are reused
+                self.load_errors[rid] = err
+                self._failed_blocks.update(r.spec.block_ids)
+            else:
+                self.remote_outputs[rid] = self._aux_read(r.aux_slot)
+            st = self.stats.setdefault(rid, {})
+            st["t_loaded"] = now
+            st["status"] = "ok" if err is None else str(err)
+            self._release_recv(r)
+            del self.recvs[rid]
+            done_recv.add(rid)
+        return (done_send or None), (done_recv or None)
+
+    def _copy_in_landed(self, r: _Recv) -> None:
+        kv, t = self.kv, r.t
+        for g, req in t.reqs.items():
+            grp = kv.groups[g]
+            for pos in req.layers_done:
+                b = grp.buffers[pos]
+                if b not in r.copied:
+                    r.copies.append(kv.stager.copy_in(b, t.blocks, t.staging_first))
+                    r.copied.add(b)
+
+    def _release_send(self, s: _Send) -> None:
+        s.t.free()
+        if s.aux_slot is not None:
+            self._aux_free.append(s.aux_slot)
+        if self.kv.staged and s.t.staging_first is not None:
+            self.kv.stager.release(s.t.staging_first, len(s.t.blocks))
+        self._pulls.pop(s.t.seq, None)
+
+    def _release_recv(self, r: _Recv) -> None:
+        r.t.free()
+        if r.aux_slot is not None:
+            self._aux_free.append(r.aux_slot)
+        if self.kv.staged and r.t.staging_first is not None:
+            self.kv.stager.release(r.t.staging_first, len(r.t.blocks))
+
+    def take_failed_blocks(self) -> set[int]:
+        out, self._failed_blocks = self._failed_blocks, set()
+        return out
+
+    def close(self) -> None:
+        for s in self.sends.values():
+            s.t.abort()
+        for r in self.recvs.values():
+            r.t.abort()
+        self.aux_buf = None
+        if self.kv is not None:
+            self.kv.close()
+        self.agent.close()
+        _WORKER_URIS.pop(self.c.engine_id, None)
+
+
+__all__ = ["KVWireConnector", "KVWireConnectorMetadata", "RecvSpec", "SendSpec", "HAVE_VLLM",
+           "KVConnectorBase_V1", "KVConnectorMetadata", "KVConnectorRole", "KVTransferConfig",
+           "VllmConfig", "CacheConfig", "RequestStatus"]
