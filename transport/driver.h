@@ -6,8 +6,12 @@
  * keepalive, abort) and speaks it in frames (wire.h). A driver owns the
  * transport: it connects, carries control frames reliably and in order,
  * and moves data fragments. Ops a driver leaves NULL are filled at
- * registration with stubs that answer KVW_ERR_UNSUPPORTED, so the core
- * never calls through a NULL pointer.
+ * registration (drivers.c), so the core never calls through NULL: listen,
+ * connect, join, open_rails and send_ctrl then answer KVW_ERR_UNSUPPORTED
+ * with a sentence; close, mem_reg, mem_dereg, progress, listener_close,
+ * ep_close, cancel, revoke, grant_done and flush do nothing (and succeed);
+ * query_caps reports 1 rail and 1 MiB fragments; prepare_wait says "no
+ * work". open, send_ctrl and post_frags are required.
  *
  * Life of a connection
  *   client: core calls ops->connect(); once the transport is up the driver

@@ -49,7 +49,12 @@ const char *kvw_drivers_built(void)
 	return names;
 }
 
-/* ---- stubs: every op a driver leaves NULL answers "unsupported" */
+/* ---- stubs: no op is ever NULL. Ops without which nothing can happen
+ * (listen, connect, join, open_rails, send_ctrl) answer UNSUPPORTED with a
+ * sentence; the rest are the no-ops a driver that needs nothing there wants
+ * (mem_reg: nothing to register, progress: nothing to poll, revoke: the
+ * core's token check is the fence of a two-sided driver, ...). driver.h
+ * lists the default of each op. */
 static void st_close(kvw_drv *d) { (void)d; }
 static kvw_status st_caps(kvw_drv *d, struct kvw_caps_info *ci)
 {
@@ -68,7 +73,8 @@ static void st_lclose(kvw_listener *l) { (void)l; }
 static kvw_status st_connect(kvw_drv *d, kvw_ep *ep, const struct kvw_uri *u)
 { (void)ep; (void)u; return kvw_set_err(d->ctx, KVW_ERR_UNSUPPORTED, "driver %s cannot connect", d->ops->name); }
 static kvw_status st_join(kvw_ep *ep, kvw_ep *x, uint32_t r) { (void)ep; (void)x; (void)r; return KVW_ERR_UNSUPPORTED; }
-static kvw_status st_open_rails(kvw_ep *ep) { (void)ep; return KVW_OK; }
+static kvw_status st_open_rails(kvw_ep *ep)
+{ return kvw_set_err(ep->ctx, KVW_ERR_UNSUPPORTED, "driver %s cannot open extra rails", ep->drv->ops->name); }
 static void st_ep_close(kvw_ep *ep) { (void)ep; }
 static kvw_status st_send_ctrl(kvw_ep *ep, const void *f, size_t n) { (void)ep; (void)f; (void)n; return KVW_ERR_UNSUPPORTED; }
 static size_t st_post(kvw_ep *ep, const kvw_frag *f, size_t n) { (void)ep; (void)f; (void)n; return 0; }

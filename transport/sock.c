@@ -170,12 +170,42 @@ static void kvw_sock_connecting(kvw_ep *ep, struct kvw_sockep *se)
 	kvw_core_ep_up(ep);
 }
 
+void kvw_sockep_retry_connect(kvw_ep *ep, const struct sockaddr_un *sa)
+{
+	struct kvw_sockep *se = kvw_sockep(ep);
+
+	se->retry_sa = *sa;
+	se->retry_connect = true;
+}
+
+static void kvw_sock_retry(kvw_ep *ep, struct kvw_sockep *se)
+{
+	int fd = se->rail[0]->fd;
+	char why[200];
+
+	if (connect(fd, (struct sockaddr *)&se->retry_sa, sizeof(se->retry_sa)) == 0 || errno == EISCONN) {
+		se->retry_connect = false;
+		kvw_core_ep_up(ep);
+		return;
+	}
+	if (errno == EAGAIN || errno == EINTR)
+		return; /* still full: the next pass tries again, the handshake deadline bounds it */
+	snprintf(why, sizeof(why), "cannot connect to %s: %s (is the decode side listening there?)",
+		 se->retry_sa.sun_path, strerror(errno));
+	kvw_set_err(ep->ctx, KVW_ERR_CONNREFUSED, "%s", why);
+	kvw_ep_fail(ep, KVW_ERR_CONNREFUSED, why);
+}
+
 static void kvw_sock_ep_progress(kvw_ep *ep)
 {
 	struct kvw_sockep *se = kvw_sockep(ep);
 
 	if (se->connecting_fd >= 0) {
 		kvw_sock_connecting(ep, se);
+		return;
+	}
+	if (se->retry_connect) {
+		kvw_sock_retry(ep, se);
 		return;
 	}
 	for (uint32_t i = 0; i < se->n; i++) {
@@ -188,6 +218,19 @@ static void kvw_sock_ep_progress(kvw_ep *ep)
 		if (ep->state == KVW_EP_FAILED || ep->state == KVW_EP_CLOSED || ep->drv_priv != se)
 			return;
 	}
+}
+
+bool kvw_sock_prepare_wait(kvw_drv *d)
+{
+	for (kvw_ep *ep = d->ctx->eps; ep; ep = ep->next) {
+		struct kvw_sockep *se = ep->drv == d ? kvw_sockep(ep) : NULL;
+		if (!se || ep->transport_closed || ep->state == KVW_EP_FAILED || ep->state == KVW_EP_CLOSED)
+			continue;
+		for (uint32_t i = 0; i < se->n; i++)
+			if (se->rail[i] && !se->rail[i]->dead && se->rail[i]->rb_pos < se->rail[i]->rb_len)
+				return true; /* read ahead but not handled (budget ran out): no sleep */
+	}
+	return false;
 }
 
 unsigned kvw_sock_fault_poll_us(kvw_drv *d)
@@ -221,7 +264,7 @@ kvw_status kvw_sock_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
 	if (!se || !se->rail[0])
 		return KVW_ERR_CLOSED;
 	st = kvw_stream_ctrl(se->rail[0], frame, len, -1);
-	if (st == KVW_OK && se->connecting_fd < 0 && !kvw_core_batching(ep->ctx))
+	if (st == KVW_OK && se->connecting_fd < 0 && !se->retry_connect && !kvw_core_batching(ep->ctx))
 		kvw_stream_flush(se->rail[0]);
 	return st;
 }
@@ -230,7 +273,7 @@ kvw_status kvw_sock_flush_ep(kvw_ep *ep)
 {
 	struct kvw_sockep *se = kvw_sockep(ep);
 
-	if (!se || se->connecting_fd >= 0 || kvw_core_batching(ep->ctx))
+	if (!se || se->connecting_fd >= 0 || se->retry_connect || kvw_core_batching(ep->ctx))
 		return KVW_OK;
 	for (uint32_t i = 0; i < se->n; i++)
 		if (se->rail[i] && !se->rail[i]->dead && !kvw_stream_idle(se->rail[i]))

@@ -4,11 +4,14 @@
 #ifndef KVW_SOCK_H
 #define KVW_SOCK_H
 #include "stream.h"
+#include <sys/un.h>
 
 struct kvw_sockep {
 	struct kvw_stream *rail[KVW_MAX_RAILS];
 	uint32_t n;
 	int connecting_fd;       /* non-blocking connect in flight, or -1 */
+	bool retry_connect;      /* unix socket: the listener's backlog was full (EAGAIN) */
+	struct sockaddr_un retry_sa;
 	void *priv;              /* driver's own per-endpoint state */
 };
 
@@ -24,12 +27,20 @@ struct kvw_socklisten {
 
 /* Gives ep a sockep whose rail 0 is fd. */
 kvw_status kvw_sockep_attach(kvw_ep *ep, int fd, bool is_unix, kvw_stream_frame_fn fn, void *drvp);
+/* A unix-socket connect that found the listener's backlog full (EAGAIN):
+ * progress retries it on fd until it goes through (then HELLO) or the
+ * handshake deadline fails the endpoint. Call after kvw_sockep_attach. */
+void kvw_sockep_retry_connect(kvw_ep *ep, const struct sockaddr_un *sa);
 /* Adds fd as rail idx of ep. */
 kvw_status kvw_sockep_add_rail(kvw_ep *ep, int fd, uint32_t idx);
 static inline struct kvw_sockep *kvw_sockep(const kvw_ep *ep) { return ep->drv_priv; }
 /* Accepts on every listener of d, connects, flushes and reads every
  * endpoint of d. */
 kvw_status kvw_sock_progress(kvw_drv *d);
+/* ops->prepare_wait of the socket drivers: true while a stream holds
+ * read-ahead bytes a pass left unhandled (its budget ran out); the socket's
+ * fd would not wake the context for them. */
+bool kvw_sock_prepare_wait(kvw_drv *d);
 /* With config `fault` set, frames held by the fault layer need a timed
  * wake-up: the context then polls every this many us (else 0). */
 unsigned kvw_sock_fault_poll_us(kvw_drv *d);

@@ -562,13 +562,20 @@ static bool kvw_rx_payload(struct kvw_stream *s, uint64_t *budget)
 	return true;
 }
 
-static void kvw_rx_body_done(struct kvw_stream *s)
+static void kvw_rx_body_done(struct kvw_stream *s, uint64_t *budget)
 {
 	s->rx_got = 0;
 	s->rx_state = KVW_RX_HDR;
 	if (s->on_frame && (s->rx_h.type == KVW_T_MEM || s->rx_h.type == KVW_T_DESC)) {
 		const char *why = "";
 		kvw_status st = kvw_wire_check_body(s->rx_h.type, s->rx_body, s->rx_h.len, &why);
+		if (st == KVW_OK && s->rx_h.type == KVW_T_DESC) {
+			/* a 40-byte DESC can make the driver copy 16 MiB: the pass's
+			 * budget counts what it copies, so other endpoints get their turn */
+			struct kvw_wire_desc d;
+			memcpy(&d, s->rx_body, sizeof(d));
+			*budget = *budget > d.bytes ? *budget - d.bytes : 0;
+		}
 		if (st == KVW_OK)
 			st = s->on_frame(s, &s->rx_h, s->rx_body);
 		else
@@ -612,7 +619,7 @@ void kvw_stream_read(struct kvw_stream *s)
 		case KVW_RX_BODY:
 			if (!kvw_rx_fill(s, s->rx_body, s->rx_h.len, KVW_HDR, &budget))
 				return;
-			kvw_rx_body_done(s);
+			kvw_rx_body_done(s, &budget);
 			break;
 		}
 	}

@@ -393,7 +393,7 @@ static kvw_status shm_listen(kvw_drv *d, kvw_listener *l, const struct kvw_uri *
 	if (st != KVW_OK || (st = shm_claim_path(d->ctx, &sa)) != KVW_OK)
 		return st;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 128)) {
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, SOMAXCONN)) {
 		st = kvw_set_err(d->ctx, KVW_ERR_IO, "cannot listen on %s: %s", sa.sun_path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
@@ -413,18 +413,22 @@ static kvw_status shm_connect(kvw_drv *d, kvw_ep *ep, const struct kvw_uri *u)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return KVW_ERR_IO;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS) {
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS && errno != EAGAIN) {
 		int e = errno;
 		close(fd);
 		return kvw_set_err(d->ctx, e == ECONNREFUSED || e == ENOENT ? KVW_ERR_CONNREFUSED : KVW_ERR_IO,
 				   "cannot connect to %s: %s (is the decode side listening there?)",
 				   sa.sun_path, strerror(e));
 	}
+	bool full = errno == EAGAIN; /* the listener's backlog is full: retried by progress */
 	if ((st = kvw_sockep_attach(ep, fd, true, shm_on_frame, NULL)) != KVW_OK) {
 		close(fd);
 		return st;
 	}
-	kvw_core_ep_up(ep);
+	if (full)
+		kvw_sockep_retry_connect(ep, &sa);
+	else
+		kvw_core_ep_up(ep);
 	return KVW_OK;
 }
 
@@ -520,4 +524,5 @@ const struct kvw_driver_ops kvw_shm_ops = {
 	.post_frags = shm_post_frags,
 	.cancel = kvw_sock_cancel,
 	.flush = kvw_sock_flush,
+	.prepare_wait = kvw_sock_prepare_wait,
 };

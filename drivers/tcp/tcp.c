@@ -196,4 +196,5 @@ const struct kvw_driver_ops kvw_tcp_ops = {
 	.post_frags = tcp_post_frags,
 	.cancel = kvw_sock_cancel,
 	.flush = kvw_sock_flush,
+	.prepare_wait = kvw_sock_prepare_wait,
 };

@@ -835,6 +835,7 @@ Test(conf_raw, secret_mismatch_refused)
 
 /* -------------------------------------------------- forged descriptors */
 struct forge {
+	bool arena_sent;
 	struct raw_env r;
 	kvw_ep *ep;
 	int fd;
@@ -881,21 +882,36 @@ static void forge_open(struct forge *f)
  * bytes in it by DESC; tcp: the bytes travel inline in DATA. */
 #define FORGE_ARENA (64 * 1024)
 
+/* The raw peer's shared arena, announced once per connection as an honest
+ * sender does: a sealed memfd (no shrink, grow or writes through new
+ * mappings), passed read-only, so the receiver's checks under test are the
+ * descriptor's, not the arena's. */
 static void forge_share_arena(struct forge *f)
 {
-	int mfd = memfd_create("kvwt-forge", MFD_CLOEXEC);
+	char path[64];
+	int mfd, ro;
+
+	if (f->arena_sent)
+		return;
+	mfd = memfd_create("kvwt-forge", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	cr_assert_geq(mfd, 0);
 	cr_assert_eq(ftruncate(mfd, FORGE_ARENA), 0);
 	uint8_t *p = mmap(NULL, FORGE_ARENA, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
 	cr_assert_neq(p, MAP_FAILED);
 	memset(p, 0xee, FORGE_ARENA);
 	munmap(p, FORGE_ARENA);
+	cr_assert_eq(fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL), 0);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", mfd);
+	ro = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(ro, 0);
+	close(mfd);
 	uint8_t frame[sizeof(struct kvw_wire_hdr) + sizeof(struct kvw_wire_mem)];
 	struct kvw_wire_mem m = { .mem_id = 1, .len = FORGE_ARENA };
 	kvw_wire_hdr_encode(frame, KVW_T_MEM, 0, sizeof(m), f->srv_id);
 	memcpy(frame + sizeof(struct kvw_wire_hdr), &m, sizeof(m));
-	cr_assert_eq(rawp_send_fd(f->fd, frame, sizeof(frame), mfd), 0);
-	close(mfd);
+	cr_assert_eq(rawp_send_fd(f->fd, frame, sizeof(frame), ro), 0);
+	close(ro);
+	f->arena_sent = true;
 }
 
 static void forge_frag(struct forge *f, uint32_t token, uint32_t layer, uint32_t idx,

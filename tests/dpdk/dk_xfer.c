@@ -14,8 +14,8 @@
  * and a line "STATS maxpoll_us=... rss_start_kb=... rss_max_kb=... cpu_s=..."
  * (the longest kvw_poll call: a frozen progress loop shows there). With -c the
  * receiver also prints "WRITTEN inside=N outside=M": bytes of granted blocks
- * that differ from what the sender sent, bytes of blocks never granted that
- * were written. */
+ * that hold neither what the sender sent nor the background (someone else
+ * wrote them), bytes of blocks never granted that were written. */
 #include "kvwire/kvwire.h"
 
 #include <getopt.h>
@@ -191,11 +191,13 @@ static kvw_status wait_seq(kvw_ctx *ctx, kvw_req *req, kvw_req *other, kvw_statu
 	return st;
 }
 
-static uint64_t count_diff(const uint8_t *a, const uint8_t *b, uint64_t n)
+/* Bytes of pg that hold neither want nor the background: written by
+ * someone else (bytes that never landed keep the background). */
+static uint64_t count_diff(const uint8_t *pg, const uint8_t *want, uint64_t n)
 {
 	uint64_t d = 0;
 	for (uint64_t i = 0; i < n; i++)
-		d += a[i] != b[i];
+		d += pg[i] != want[i] && pg[i] != BG;
 	return d;
 }
 

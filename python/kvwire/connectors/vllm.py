@@ -34,9 +34,10 @@ How a request moves (docs/python.md has the whole story):
   freeable, on both sides: no byte can land in a block that was freed.
 
 Extra config keys (kv_connector_extra_config): listen (kvwire URI to listen
-on; default tcp://0.0.0.0:0), advertise (URI put in kv_transfer_params;
+on; default tcp://0.0.0.0:0; "none" for a decode-only engine), advertise (URI put in kv_transfer_params;
 default: the bound listener URI), layerwise (true: stream from save_kv_layer;
-false: send the whole cache in wait_for_save), staging ("auto", "always",
+false: send the whole cache in wait_for_save; a request's
+kv_transfer_params["layerwise"] overrides it), staging ("auto", "always",
 "never"), load ("async": vLLM's WAITING_FOR_REMOTE_KVS; "layerwise": the
 step that loads waits per layer in wait_for_layer_load), transfer_timeout_s
 (deadline of each transfer, default 30), kvwire (dict of kvwire config
@@ -93,6 +94,7 @@ class SendSpec:
     transfer_id: str
     block_ids: list[int]
     num_tokens: int
+    layerwise: bool = True
 
 
 @dataclass
@@ -303,7 +305,8 @@ class _SchedulerSide:
             p = _params(req)
             ids = self._send_blocks.pop(rid, [])[:self._n_blocks(req)]
             meta.reqs_to_send[rid] = SendSpec(rid, str(p.get("transfer_id") or rid), ids,
-                                              _prompt_len(req))
+                                              _prompt_len(req),
+                                              bool(p.get("layerwise", self.c.layerwise)))
             del self._sending[rid]
         self._recv, self._finish, self._abort = {}, {}, set()
         return meta
@@ -395,9 +398,13 @@ class _WorkerSide:
         self.c = c
         extra = c.extra
         listen = extra.get("listen", "tcp://0.0.0.0:0")
+        if listen in (None, "", "none"):
+            listen = None           # a decode-only engine dials out and needs no listener
         self.agent = Agent(c.engine_id, listen, dict(extra.get("kvwire") or {}))
-        _WORKER_URIS[c.engine_id] = self.advertise = extra.get("advertise") or self.agent.uri
-        self.driver = listen.split("://", 1)[0]
+        self.advertise = extra.get("advertise") or self.agent.uri
+        if self.advertise:
+            _WORKER_URIS[c.engine_id] = self.advertise
+        self.driver = str(extra.get("driver") or (listen or "tcp://").split("://", 1)[0])
         self.agent.on_message = self._on_message
         self.staging = str(extra.get("staging", "auto"))
         self.kv: Optional[BufferSet] = None
@@ -537,7 +544,7 @@ class _WorkerSide:
                 continue
             for b in (2 * li, 2 * li + 1):
                 self._stage(s, b)
-            if self.c.layerwise:
+            if s.release:
                 self._flush(s)
         self.progress(0)
 
@@ -548,7 +555,7 @@ class _WorkerSide:
         kv = self.kv
         t = Transfer(rid, seq_of(spec.transfer_id), list(spec.block_ids))
         nb = len(kv.buffers)
-        s = _Send(t, spec, [False] * nb, [False] * nb, release=self.c.layerwise)
+        s = _Send(t, spec, [False] * nb, [False] * nb, release=spec.layerwise)
         if kv.staged:
             first = kv.stager.alloc(len(t.blocks))
             if first is None:

@@ -176,6 +176,9 @@ class Flow:
                 self.srv_cid = p.ack if p.flags & F_ID else p.ep_id
                 if self.nxt is None:
                     self.nxt = 2  # no cookie: the old psn space from 1
+                # acknowledged, the flow waits for AUTH (handshake_timeout_ms), not for acks
+                self.w.send(self.out(kvw(T_ACK, F_ACKV, ack_body(p.psn + 1, []), ep_id=self.srv_cid,
+                                         ack=p.psn + 1)))
                 return True
         return False
 
@@ -324,7 +327,9 @@ def main():
         sys.exit(2)
     args = dict(kv.split("=", 1) for kv in sys.argv[3:])
     random.seed(int(args.get("seed", 17)))
-    MODES[sys.argv[2]](Wire(sys.argv[1]), args)
+    w = Wire(sys.argv[1])
+    say(ready=1)  # the socket is open: the test starts the client now
+    MODES[sys.argv[2]](w, args)
 
 if __name__ == "__main__":
     main()

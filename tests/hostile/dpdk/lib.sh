@@ -71,7 +71,11 @@ attack() {
 	nsenter --net="$NETNS_DIR/$X" -- timeout "${ATK_TIMEOUT:-150}" python3 "$ATTACK" "${TAG}x" "$@" \
 		>"$OUT/attack.txt" 2>&1 </dev/null &
 	APID=$!
-	sleep 0.3 # its socket is open before the client's HELLO
+	local i=0 # its socket is open before the client's HELLO
+	until grep -q "^ATTACK ready" "$OUT/attack.txt" 2>/dev/null; do
+		sleep 0.1; i=$((i + 1))
+		[ $i -ge 200 ] && { echo "attack.py did not start: $(cat "$OUT/attack.txt")"; return 1; }
+	done
 }
 wait_all() { wait "$CPID" 2>/dev/null; wait "$SPID" 2>/dev/null; wait "$APID" 2>/dev/null; APID=; }
 
@@ -91,7 +95,7 @@ figures() {
 		"written_inside=$(written_of "$OUT/server.txt" inside) written_outside=$(written_of "$OUT/server.txt" outside)" \
 		"bad_frames(listener)=$(field "$OUT/server.txt" receiver bad_frames)" \
 		"retx=$(field "$OUT/client.txt" sender retransmits)" \
-		"$(grep -h '^ATTACK' "$OUT/attack.txt" 2>/dev/null | grep -v seen= | tail -1)"
+		"$(grep -h '^ATTACK' "$OUT/attack.txt" 2>/dev/null | grep -v 'seen=\|ready=' | tail -1)"
 }
 
 # expect_done NAME N: the client completed N sequences and both sides said ok

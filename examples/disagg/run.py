@@ -1,0 +1,281 @@
+# SPDX-License-Identifier: MIT
+"""One command: a disaggregated run of a small Llama-architecture model.
+
+    python3 examples/disagg/run.py                 # the default driver (dpdk over memif, else shm)
+    python3 examples/disagg/run.py --driver tcp --prompts 5,37,600 --max-tokens 12
+
+It starts a prefill engine and a decode engine (two processes, engine.py,
+each with the kvwire vLLM connector) and the proxy (proxy.py), sends each
+prompt prefill -> decode, and compares the decode engine's tokens and final
+logits with one process that ran prefill and decode itself (bit for bit).
+Then the TTFT split: the same long prompt with the KV streamed layer by layer
+from save_kv_layer, and with the whole cache sent after the prefill.
+Prints the tokens, whether they match, and the TTFT split; exits 1 on any
+mismatch.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+def _reexec_with_torch() -> None:
+    """Debian's python3-torch is in /usr/bin/python3; a python3 earlier on PATH
+    (pyenv, a venv without system packages) may not see it."""
+    try:
+        import torch  # noqa: F401
+        return
+    except ImportError:
+        pass
+    sysp = "/usr/bin/python3"
+    if os.path.realpath(sys.executable) != os.path.realpath(sysp) and os.path.exists(sysp):
+        r = subprocess.run([sysp, "-c", "import torch"], capture_output=True)
+        if r.returncode == 0:
+            os.execv(sysp, [sysp, *sys.argv])
+    sys.exit("torch is missing: install Debian's python3-torch (bash scripts/install-deps.sh)")
+
+
+_reexec_with_torch()
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "python"))
+if not os.environ.get("KVWIRE_LIB") and not os.environ.get("KVWIRE_BUILD_DIR"):
+    os.environ["KVWIRE_BUILD_DIR"] = str(ROOT / "build")
+
+import torch  # noqa: E402
+
+from engine import Engine, prompt_tokens  # noqa: E402
+from model import PRESETS  # noqa: E402
+from proxy import Proxy  # noqa: E402
+
+DEFAULT_PROMPTS = [5, 37, 64, 600]     # within a block, mid-block, whole blocks, > a block-table page
+BLOCK_TABLE_PAGE = 32                  # blocks per page of a block table (600 tokens need 38)
+
+
+# ------------------------------------------------------------------ engines
+class Cluster:
+    """Prefill engine(s) + a decode engine, as processes, for one driver."""
+
+    def __init__(self, driver: str, model: str = "tiny", n_prefill: int = 1,
+                 transfer_timeout: float = 30.0, layer_delay: float = 0.0,
+                 num_blocks: int = 512, extra_args: Optional[list[str]] = None):
+        self.driver = driver
+        self.tmp = tempfile.mkdtemp(prefix="kvwire-disagg-")
+        self.procs: list[subprocess.Popen] = []
+        self.prefills: list[dict] = []
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT / "python"), self.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        common = ["--model", model, "--transfer-timeout", str(transfer_timeout),
+                  "--num-blocks", str(num_blocks), *(extra_args or [])]
+        tag = f"{os.getpid()}x{int(time.monotonic() * 1000) % 100000}"
+        dec_kvwire: dict[str, Any] = {}
+        for i in range(n_prefill):
+            if driver == "shm":
+                listen, kvw = f"shm://{self.tmp}/prefill{i}.sock", {}
+            elif driver == "tcp":
+                listen, kvw = "tcp://127.0.0.1:0", {}
+            elif driver == "dpdk":
+                if n_prefill > 1:
+                    raise ValueError("dpdk: one prefill engine (one memif link) in this example")
+                os.makedirs("/run/kvwire", exist_ok=True)
+                sock = f"/run/kvwire/disagg-{tag}.sock"
+                base = "--no-huge --no-pci -m 512 --log-level=lib.eal:warning"
+                srv = f"{base} -l 0 --file-prefix=kvwdP{tag} --vdev=net_memif0,role=server,socket={sock}"
+                cl = 1 if (os.cpu_count() or 1) > 1 else 0
+                dec_kvwire["dpdk_eal"] = (f"{base} -l {cl} --file-prefix=kvwdD{tag} "
+                                          f"--vdev=net_memif0,role=client,socket={sock}")
+                listen, kvw = "dpdk://127.0.0.1:7000?eal=" + srv.replace(" ", "+"), {}
+            else:
+                raise ValueError(f"driver {driver}: shm, tcp or dpdk")
+            self.prefills.append(self._start(
+                ["--role", "prefill", "--kv-listen", listen, "--kvwire", json.dumps(kvw),
+                 "--engine-id", f"prefill{i}", "--layer-delay", str(layer_delay), *common]))
+        self.decode = self._start(["--role", "decode", "--kv-listen", "none", "--kvwire",
+                                   json.dumps(dec_kvwire), "--engine-id", "decode0", *common])
+        self.proxy = Proxy([p["url"] for p in self.prefills], [self.decode["url"]])
+
+    def _start(self, args: list[str]) -> dict:
+        p = subprocess.Popen([sys.executable, str(HERE / "engine.py"), *args], env=self.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        line = p.stdout.readline()
+        if not line.startswith("READY "):
+            err = p.stderr.read() if p.poll() is not None else ""
+            self.stop()
+            raise RuntimeError(f"engine {' '.join(args[:2])} did not start: {line.strip()} "
+                               f"{err.strip()[-1500:]}")
+        info = json.loads(line[6:])
+        info["url"] = f"http://127.0.0.1:{info['http']}"
+        info["proc"] = p
+        return info
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def logits_of(b64: str) -> torch.Tensor:
+    import numpy as np
+    return torch.from_numpy(np.frombuffer(base64.b64decode(b64), dtype=np.float32).copy())
+
+
+def reference(model: str, prompt: list[int], max_tokens: int) -> tuple[list[int], torch.Tensor]:
+    """One process that runs prefill and decode itself (no connector)."""
+    eng = Engine(PRESETS[model], "both", num_blocks=512)
+    r = eng.generate(prompt, max_tokens)
+    return r.output_token_ids, r.last_logits
+
+
+def compare(res: dict, ref_tokens: list[int], ref_logits: torch.Tensor) -> dict:
+    if res.get("error"):
+        return {"match": False, "why": f"error: {res['error']}"}
+    toks_ok = res["token_ids"] == ref_tokens
+    lg = logits_of(res["logits_b64"])
+    lg_ok = torch.equal(lg, ref_logits)
+    why = "" if toks_ok and lg_ok else \
+        f"tokens {'equal' if toks_ok else 'differ'}, logits max |diff| {float((lg - ref_logits).abs().max()):.3g}"
+    return {"match": toks_ok and lg_ok, "tokens_equal": toks_ok, "logits_equal": lg_ok, "why": why}
+
+
+def ttft_split(res: dict) -> dict:
+    pt, dt = res["prefill"]["times"], res["decode"]["times"]
+    t0 = res["t_arrival"]
+    return {
+        "ttft_ms": (dt["first_token"] - t0) * 1e3,
+        "prefill_ms": (pt["first_token"] - pt["arrival"]) * 1e3,
+        "after_prefill_ms": (dt["first_token"] - pt["first_token"]) * 1e3,
+        "kv_after_prefill_ms": max(0.0, dt["kv_loaded"] - pt["first_token"]) * 1e3,
+    }
+
+
+def default_driver() -> tuple[str, str]:
+    """The quick start's choice: dpdk over memif where it can run, else shm (and why)."""
+    import kvwire
+    if "dpdk" not in kvwire.drivers_built():
+        return "shm", "this libkvwire has no dpdk driver (libdpdk-dev missing at build time)"
+    if os.geteuid() != 0:
+        return "shm", "the dpdk driver needs root here (EAL --no-huge, memif under /run)"
+    return "dpdk", ""
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--driver", choices=["shm", "tcp", "dpdk"])
+    ap.add_argument("--model", default="tiny", choices=sorted(PRESETS))
+    ap.add_argument("--prompts", default=",".join(map(str, DEFAULT_PROMPTS)),
+                    help="prompt lengths, comma separated")
+    ap.add_argument("--max-tokens", type=int, default=8)
+    ap.add_argument("--ttft-model", default="ttft", choices=sorted(PRESETS))
+    ap.add_argument("--ttft-tokens", type=int, default=1024)
+    ap.add_argument("--ttft-rounds", type=int, default=3)
+    ap.add_argument("--no-ttft", action="store_true")
+    ap.add_argument("--mode", choices=["concurrent", "sequential"], default="concurrent")
+    ap.add_argument("--json", action="store_true", help="also print one JSON line of results")
+    a = ap.parse_args(argv)
+    driver, why = (a.driver, "") if a.driver else default_driver()
+    if why:
+        print(f"kvwire: {why}; using the shm driver", file=sys.stderr)
+    lengths = [int(x) for x in a.prompts.split(",") if x]
+    out: dict[str, Any] = {"driver": driver, "model": a.model, "results": []}
+    ok = True
+
+    def start(model: str) -> Cluster:
+        nonlocal driver
+        try:
+            return Cluster(driver, model)
+        except RuntimeError as e:
+            if driver != "dpdk" or a.driver:
+                raise
+            print(f"kvwire: the dpdk driver could not run here ({str(e)[:300]}); falling back "
+                  f"to the shm driver", file=sys.stderr)
+            driver = out["driver"] = "shm"
+            return Cluster(driver, model)
+
+    cfg = PRESETS[a.model]
+    print(f"model {a.model}: {cfg.layers} layers, hidden {cfg.hidden}, {cfg.heads} heads / "
+          f"{cfg.kv_heads} KV heads x {cfg.head_dim}, block {cfg.block_size} tokens; driver {driver}")
+    with start(a.model) as cl:
+        cl.proxy.mode = a.mode
+        for i, n in enumerate(lengths):
+            prompt = prompt_tokens(100 + i, n, cfg.vocab)
+            ref_t, ref_l = reference(a.model, prompt, a.max_tokens)
+            res = cl.proxy.complete(prompt, a.max_tokens)
+            c = compare(res, ref_t, ref_l)
+            ok &= c["match"]
+            nblk = (n + cfg.block_size - 1) // cfg.block_size
+            note = []
+            if n % cfg.block_size:
+                note.append("ends mid-block")
+            if nblk > BLOCK_TABLE_PAGE:
+                note.append(f"{nblk} blocks > a {BLOCK_TABLE_PAGE}-block table page")
+            print(f"prompt {n:5d} tokens{' (' + ', '.join(note) + ')' if note else ''}: "
+                  f"decode {res.get('token_ids')}  reference {ref_t}  "
+                  f"{'MATCH (tokens and final logits bit for bit)' if c['match'] else 'MISMATCH: ' + c['why']}")
+            out["results"].append({"tokens": n, "decode": res.get("token_ids"),
+                                   "reference": ref_t, **c})
+    if not a.no_ttft:
+        tcfg = PRESETS[a.ttft_model]
+        prompt = prompt_tokens(7, a.ttft_tokens, tcfg.vocab)
+        ref_t, ref_l = reference(a.ttft_model, prompt, 2)
+        kvb = tcfg.layers * 2 * tcfg.kv_heads * tcfg.head_dim * 4 * a.ttft_tokens
+        with start(a.ttft_model) as cl:
+            cl.proxy.complete(prompt, 2)                    # warm-up (connections, pages)
+            rows: dict[str, list[dict]] = {"layerwise": [], "whole": []}
+            for _ in range(a.ttft_rounds):
+                for mode in ("layerwise", "whole"):
+                    res = cl.proxy.complete(prompt, 2, layerwise=mode == "layerwise")
+                    c = compare(res, ref_t, ref_l)
+                    ok &= c["match"]
+                    if not c["match"]:
+                        print(f"  {mode}: MISMATCH: {c['why']}")
+                        continue
+                    rows[mode].append(ttft_split(res))
+        med = {m: {k: statistics.median(r[k] for r in v) for k in v[0]} for m, v in rows.items()}
+        ls, wh = med["layerwise"], med["whole"]
+        hidden = 1 - ls["kv_after_prefill_ms"] / wh["kv_after_prefill_ms"] \
+            if wh["kv_after_prefill_ms"] > 0 else 0.0
+        print(f"TTFT split, model {a.ttft_model} ({tcfg.layers} layers), {a.ttft_tokens}-token prompt, "
+              f"{kvb / 2**20:.1f} MiB of KV, driver {driver}, median of {a.ttft_rounds}:")
+        for name, m in (("layer-wise streaming", ls), ("whole cache after prefill", wh)):
+            print(f"  {name:26s} TTFT {m['ttft_ms']:8.1f} ms = prefill {m['prefill_ms']:7.1f} ms "
+                  f"+ prefill's last layer -> decode's first token {m['after_prefill_ms']:6.1f} ms "
+                  f"(KV still moving after the prefill: {m['kv_after_prefill_ms']:6.1f} ms)")
+        print(f"  transfer hidden behind prefill with streaming: {hidden * 100:.0f} %  "
+              f"(TTFT {wh['ttft_ms'] - ls['ttft_ms']:+.1f} ms shorter)")
+        out["ttft"] = {"model": a.ttft_model, "tokens": a.ttft_tokens, "kv_bytes": kvb,
+                       "layerwise": ls, "whole": wh, "hidden_fraction": hidden}
+    print("all match: " + ("yes" if ok else "NO"))
+    if a.json:
+        print(json.dumps(out))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
