@@ -44,6 +44,7 @@ sys.path.insert(0, str(HERE))
 if (HERE.parent.parent / "python" / "kvwire").is_dir():
     sys.path.insert(0, str(HERE.parent.parent / "python"))
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # one BLAS thread: the same arithmetic everywhere
 import torch  # noqa: E402
 
 from model import PRESETS, ModelConfig, TinyLlama  # noqa: E402
@@ -443,6 +444,7 @@ class Server:
         self.engine = engine
         self.inbox: "queue.Queue[tuple[str, Any]]" = queue.Queue()
         self.stop = False
+        self.peers: list[str] = []
         outer = self
 
         class H(BaseHTTPRequestHandler):
@@ -465,7 +467,7 @@ class Server:
                     self._reply(200, {"role": e.role, "engine_id": e.work_conn.engine_id
                                       if e.work_conn else None,
                                       "kv_uri": e.work_conn.uri if e.work_conn else None,
-                                      "blocks_used": e.pool.used})
+                                      "blocks_used": e.pool.used, "peers_ready": outer.peers})
                 else:
                     self._reply(404, {"error": "no such path"})
 
@@ -473,6 +475,10 @@ class Server:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
                 if self.path == "/abort":
                     outer.inbox.put(("abort", body["request_id"]))
+                    self._reply(200, {"ok": True})
+                    return
+                if self.path == "/kv_connect":      # dial a prefill engine ahead of time
+                    outer.inbox.put(("connect", (body["uri"], body.get("engine_id"))))
                     self._reply(200, {"ok": True})
                     return
                 if self.path != "/v1/completions":
@@ -501,8 +507,12 @@ class Server:
                         e.add_request(x)
                     elif kind == "abort":
                         e.abort_request(x)
+                    elif kind == "connect" and e.work_conn is not None:
+                        e.work_conn.connect(*x)
             except queue.Empty:
                 pass
+            if e.work_conn is not None:
+                self.peers = e.work_conn.peers_ready()
             if e.runnable() or e.has_work():
                 e.step()
                 if not e.runnable() and e.work_conn is not None:

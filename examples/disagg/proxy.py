@@ -59,6 +59,21 @@ class Proxy:
         self._d = itertools.cycle(range(len(self.decodes)))
         self.mode = mode
         self._lock = threading.Lock()
+        self.connect_all()
+
+    def connect_all(self, timeout: float = 60.0) -> None:
+        """Has every decode engine dial every prefill engine now (kvwire handshakes
+        while the engines are idle), and waits until the endpoints are up."""
+        for durl, _ in self.decodes:
+            for _purl, pinfo in self.prefills:
+                post(durl, "/kv_connect", {"uri": pinfo["kv_uri"], "engine_id": pinfo["engine_id"]})
+        want = {p["engine_id"] for _, p in self.prefills}
+        end = time.monotonic() + timeout
+        for durl, _ in self.decodes:
+            while not want <= set(get(durl, "/health").get("peers_ready") or ()):
+                if time.monotonic() > end:
+                    raise TimeoutError(f"decode {durl} did not connect to {sorted(want)}")
+                time.sleep(0.02)
 
     def complete(self, prompt: list[int], max_tokens: int, request_id: Optional[str] = None,
                  layerwise: bool = True, prefill: Optional[int] = None,

@@ -409,28 +409,27 @@ static int serve(struct run *r, uint64_t *bytes)
 	return 0;
 }
 
-static int run(struct opt *o)
+static int run_all(struct run *r, kvw_listener **l)
 {
-	struct run r = { .o = o };
-	kvw_listener *l = NULL;
+	const struct opt *o = r->o;
 	uint64_t bytes = 0;
 	int bad = 0;
 
-	if (!(r.ctx = mk_ctx(o)))
-		return fail("ctx create", NULL);
-	r.sblocks = calloc(o->B, sizeof(uint32_t));
-	r.rblocks = calloc(o->B, sizeof(uint32_t));
-	r.tmp = malloc(o->bb);
+	r->sblocks = calloc(o->B, sizeof(uint32_t));
+	r->rblocks = calloc(o->B, sizeof(uint32_t));
+	r->tmp = malloc(o->bb);
+	if (!r->sblocks || !r->rblocks || !r->tmp)
+		return fail("out of memory", r->ctx);
 	for (uint32_t i = 0; i < o->B; i++) {
-		r.sblocks[i] = i;
-		r.rblocks[i] = 2 * i;
+		r->sblocks[i] = i;
+		r->rblocks[i] = 2 * i;
 	}
-	if (pool_make(r.ctx, o, o->B, &r.sp) || pool_make(r.ctx, o, 2 * o->B, &r.rp))
-		return fail("pool", r.ctx);
-	memset(r.rp.base, BG, (uint64_t)o->L * 2 * o->B * o->bb);
+	if (pool_make(r->ctx, o, o->B, &r->sp) || pool_make(r->ctx, o, 2 * o->B, &r->rp))
+		return fail("pool", r->ctx);
+	memset(r->rp.base, BG, (uint64_t)o->L * 2 * o->B * o->bb);
 	uint64_t t0 = now_ns();
 	for (uint32_t round = 0; round < (o->rounds ? o->rounds : 1); round++) {
-		if (setup_eps(&r, &l) || serve(&r, &bytes)) {
+		if (setup_eps(r, l) || serve(r, &bytes)) {
 			bad++;
 			if (!o->rounds)
 				return 1;
@@ -439,17 +438,49 @@ static int run(struct opt *o)
 			printf("ROUND %u ok\n", round + 1);
 		}
 		if (o->rounds)
-			close_eps(&r);
+			close_eps(r);
 	}
 	double secs = (double)(now_ns() - t0) / 1e9;
-	print_end(&r);
+	print_end(r);
 	if (bad)
-		return fail("rounds failed", r.ctx);
+		return fail("rounds failed", r->ctx);
 	printf("RESULT ok=1 seqs=%u bytes=%" PRIu64 " secs=%.3f gbps=%.3f\n", o->n, bytes, secs,
 	       bytes * 8 / secs / 1e9);
 	fflush(stdout);
-	close_eps(&r);
+	close_eps(r);
 	return 0;
+}
+
+/* Everything freed, so that a sanitized build reports only real leaks. */
+static void pool_free(struct pool *p)
+{
+	if (p->lay)
+		kvw_layout_destroy(p->lay);
+	if (p->mem)
+		kvw_mem_dereg(p->mem);
+}
+
+static int run(struct opt *o)
+{
+	struct run r = { .o = o };
+	kvw_listener *l = NULL;
+
+	if (!(r.ctx = mk_ctx(o)))
+		return fail("ctx create", NULL);
+	int rc = run_all(&r, &l);
+	if (r.sep)
+		kvw_ep_close(r.sep);
+	if (r.rep)
+		kvw_ep_close(r.rep);
+	if (l)
+		kvw_listener_close(l);
+	pool_free(&r.sp);
+	pool_free(&r.rp);
+	kvw_ctx_destroy(r.ctx);
+	free(r.sblocks);
+	free(r.rblocks);
+	free(r.tmp);
+	return rc;
 }
 
 int main(int argc, char **argv)

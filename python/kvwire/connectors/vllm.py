@@ -208,6 +208,18 @@ class KVWireConnector(KVConnectorBase_V1):
         """Decode side: why a request reported in finished_recving did not load."""
         return self._work().load_errors.pop(req_id, None)
 
+    def connect(self, uri: str, engine_id: Optional[str] = None) -> None:
+        """Dials a prefill engine ahead of its first request (the handshake then
+        runs while both engines are idle, not while one computes a prompt)."""
+        self._work().agent.connect(uri, engine_id)
+        self._work().progress(0)
+
+    def peers_ready(self) -> list[str]:
+        """Engine ids (or URIs) of the peers whose endpoint is up."""
+        a = self._work().agent
+        return sorted({p.engine_id or p.uri or "?" for p in
+                       list(a.peers.values()) + list(a._by_uri.values()) if p.ready})
+
     def progress(self, timeout: float = 0.0) -> None:
         """Drives the transfers between engine steps (the engine calls it while idle)."""
         if self._w is not None:
@@ -400,7 +412,11 @@ class _WorkerSide:
         listen = extra.get("listen", "tcp://0.0.0.0:0")
         if listen in (None, "", "none"):
             listen = None           # a decode-only engine dials out and needs no listener
-        self.agent = Agent(c.engine_id, listen, dict(extra.get("kvwire") or {}))
+        kvcfg = dict(extra.get("kvwire") or {})
+        # a prefill engine busy with a long prompt answers a handshake only between
+        # layers: give connections as long as a transfer
+        kvcfg.setdefault("connect_timeout_ms", int(c.transfer_timeout_s * 1000))
+        self.agent = Agent(c.engine_id, listen, kvcfg)
         self.advertise = extra.get("advertise") or self.agent.uri
         if self.advertise:
             _WORKER_URIS[c.engine_id] = self.advertise

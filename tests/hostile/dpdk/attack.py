@@ -287,13 +287,16 @@ def sacklie(w, a):
 def helloflood(w, a):
     lport, lip = int(a.get("port", 7000)), a.get("lip", "10.0.0.1")
     secs, rate = float(a.get("secs", 20)), float(a.get("rate", 20000))
-    t0, i = time.time(), 0
+    t0, i, shown = time.time(), 0, 0.0
     hb = hello_body()
     while time.time() - t0 < secs:
         mac, ip, port = made_up(1000 + i)
         w.send(frame(BCAST, mac, ip2b(ip), ip2b(lip), port, lport, kvw(T_HELLO, 0, hb, psn=1)))
         i += 1
         pace(rate, i, t0)
+        if time.time() - shown > 1:  # the test may stop us at any time: say it as we go
+            shown = time.time()
+            say(hellos=i, rate="%.0f" % (i / max(0.001, shown - t0)))
     say(hellos=i, rate="%.0f" % (i / max(0.001, time.time() - t0)))
 
 def heldflood(w, a):

@@ -94,6 +94,7 @@ figures() {
 		"listener_cpu_s=$(stat_of "$OUT/server.txt" cpu_s)" \
 		"written_inside=$(written_of "$OUT/server.txt" inside) written_outside=$(written_of "$OUT/server.txt" outside)" \
 		"bad_frames(listener)=$(field "$OUT/server.txt" receiver bad_frames)" \
+		"bad_frames(client)=$(field "$OUT/client.txt" sender bad_frames)" \
 		"retx=$(field "$OUT/client.txt" sender retransmits)" \
 		"$(grep -h '^ATTACK' "$OUT/attack.txt" 2>/dev/null | grep -v 'seen=\|ready=' | tail -1)"
 }

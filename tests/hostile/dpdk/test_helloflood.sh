@@ -18,7 +18,7 @@ for i in $(seq $R); do
 done
 kill "$APID" 2>/dev/null; wait_all
 rs=$(stat_of "$OUT/server.txt" rss_start_kb); rm=$(stat_of "$OUT/server.txt" rss_max_kb)
-echo "FIGURES HELLO flood: honest_connects=$ok/$R listener_rss_mb=$((${rs:-0} / 1024))->$((${rm:-0} / 1024)) $(grep -h '^ATTACK' "$OUT/attack.txt" | tail -1)"
+echo "FIGURES HELLO flood: honest_connects=$ok/$R listener_rss_mb=$((${rs:-0} / 1024))->$((${rm:-0} / 1024)) $(grep -h '^ATTACK hellos' "$OUT/attack.txt" | tail -1)"
 if [ $ok = $R ]; then pass "HELLO flood: $ok/$R honest connections"; else fail "HELLO flood: $ok/$R honest connections"; fi
 if [ -n "$rm" ] && [ $(( (rm - rs) / 1024 )) -lt 64 ]; then pass "listener memory +$(( (rm - rs) / 1024 )) MiB"
 else fail "listener memory +$(( (${rm:-0} - ${rs:-0}) / 1024 )) MiB"; fi
