@@ -44,12 +44,10 @@ sys.path.insert(0, str(HERE))
 if (HERE.parent.parent / "python" / "kvwire").is_dir():
     sys.path.insert(0, str(HERE.parent.parent / "python"))
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # one BLAS thread: the same arithmetic everywhere
+from model import PRESETS, ModelConfig, TinyLlama, pin_threads  # noqa: E402  (before torch)
 import torch  # noqa: E402
 
-from model import PRESETS, ModelConfig, TinyLlama  # noqa: E402
-
-torch.set_num_threads(1)   # one arithmetic, bit for bit, in every process
+pin_threads()   # one arithmetic, bit for bit, in every process
 
 
 def _rs():
@@ -160,8 +158,9 @@ class Engine:
     def __init__(self, cfg: ModelConfig, role: str = "both", num_blocks: int = 512,
                  kv_config: Optional[dict] = None, engine_id: Optional[str] = None,
                  max_batched_tokens: Optional[int] = None, layer_delay: float = 0.0,
-                 block_shuffle: Optional[int] = None):
+                 block_shuffle: Optional[int] = None, corrupt_after_load: bool = False):
         self.cfg = cfg
+        self.corrupt_after_load = corrupt_after_load
         self.role = role
         self.model = TinyLlama(cfg)
         self.layer_names = [f"model.layers.{i}.self_attn.attn" for i in range(cfg.layers)]
@@ -347,13 +346,19 @@ class Engine:
                 continue
             req.times["kv_loaded"] = now
             err = self.work_conn.get_load_error(rid)
+            st = self.work_conn._work().stats.get(rid, {})
             if err is not None:
-                req.error = {"status": getattr(err, "status_name", "ERROR"), "message": str(err)}
+                req.error = {"status": getattr(err, "status_name", "ERROR"), "message": str(err),
+                             "kv_layers_landed": st.get("kv_layers_landed"),
+                             "kv_layers_total": st.get("kv_layers_total"),
+                             "seconds_waiting": now - req.times.get("waiting_for_kv", now)}
                 req.status = RS.FINISHED_ABORTED
                 if req in self.waiting:
                     self.waiting.remove(req)
                 self._free_request(req)
                 continue
+            if self.corrupt_after_load:     # the negative control of the equality tests
+                self.caches[0][0, req.block_ids[0], 0, 0, 0] += 1.0
             ro = self.work_conn.get_remote_output(rid) or {}
             req.output_token_ids = list(ro.get("first_token_ids") or [])[:1]
             req.num_computed_tokens = req.num_prompt_tokens
@@ -543,11 +548,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="seconds of extra time per layer (a slow prefill, for the tests)")
     ap.add_argument("--transfer-timeout", type=float, default=30.0)
     ap.add_argument("--staging", default="auto")
+    ap.add_argument("--corrupt-after-load", action="store_true",
+                    help="decode: change one landed K value (shows the comparison catches it)")
     a = ap.parse_args(argv)
     kv = {"listen": a.kv_listen, "layerwise": not a.whole_cache, "kvwire": json.loads(a.kvwire),
           "transfer_timeout_s": a.transfer_timeout, "staging": a.staging}
     eng = Engine(PRESETS[a.model], a.role, a.num_blocks, kv, a.engine_id, a.max_batched_tokens,
-                 a.layer_delay, block_shuffle=os.getpid() if a.role == "decode" else None)
+                 a.layer_delay, block_shuffle=os.getpid() if a.role == "decode" else None,
+                 corrupt_after_load=a.corrupt_after_load)
     srv = Server(eng, a.http)
     print("READY " + json.dumps({"http": srv.port, "role": a.role,
                                  "engine_id": eng.work_conn.engine_id if eng.work_conn else None,

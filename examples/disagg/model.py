@@ -12,10 +12,37 @@ its step (bitwise: the disaggregated run is compared with one process).
 """
 from __future__ import annotations
 
+import ctypes
 import math
+import os
 from dataclasses import dataclass
 
-import torch
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+
+def pin_threads() -> None:
+    """One arithmetic thread for torch and for the BLAS under it (OpenBLAS splits
+    some products differently with more threads, and the last bits of a result
+    then differ between processes). Works whoever loaded the BLAS first."""
+    torch.set_num_threads(1)
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "blas" in line and ".so" in line}
+    except OSError:
+        libs = set()
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for fn in ("openblas_set_num_threads", "openblas_set_num_threads64_"):
+            if hasattr(lib, fn):
+                getattr(lib, fn)(1)
+
+
+pin_threads()
 
 
 @dataclass(frozen=True)

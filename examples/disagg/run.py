@@ -54,11 +54,14 @@ sys.path.insert(0, str(ROOT / "python"))
 if not os.environ.get("KVWIRE_LIB") and not os.environ.get("KVWIRE_BUILD_DIR"):
     os.environ["KVWIRE_BUILD_DIR"] = str(ROOT / "build")
 
+from engine import Engine, prompt_tokens  # noqa: E402  (pins BLAS threads, then torch)
 import torch  # noqa: E402
-
-from engine import Engine, prompt_tokens  # noqa: E402
 from model import PRESETS  # noqa: E402
-from proxy import Proxy  # noqa: E402
+from proxy import Proxy, get as _get  # noqa: E402
+
+
+def proxy_get(url: str, path: str = "/health") -> dict:
+    return _get(url, path)
 
 DEFAULT_PROMPTS = [5, 37, 64, 600]     # within a block, mid-block, whole blocks, > a block-table page
 BLOCK_TABLE_PAGE = 32                  # blocks per page of a block table (600 tokens need 38)
@@ -70,7 +73,8 @@ class Cluster:
 
     def __init__(self, driver: str, model: str = "tiny", n_prefill: int = 1,
                  transfer_timeout: float = 30.0, layer_delay: float = 0.0,
-                 num_blocks: int = 512, extra_args: Optional[list[str]] = None):
+                 num_blocks: int = 512, extra_args: Optional[list[str]] = None,
+                 decode_args: Optional[list[str]] = None):
         self.driver = driver
         self.tmp = tempfile.mkdtemp(prefix="kvwire-disagg-")
         self.procs: list[subprocess.Popen] = []
@@ -104,7 +108,8 @@ class Cluster:
                 ["--role", "prefill", "--kv-listen", listen, "--kvwire", json.dumps(kvw),
                  "--engine-id", f"prefill{i}", "--layer-delay", str(layer_delay), *common]))
         self.decode = self._start(["--role", "decode", "--kv-listen", "none", "--kvwire",
-                                   json.dumps(dec_kvwire), "--engine-id", "decode0", *common])
+                                   json.dumps(dec_kvwire), "--engine-id", "decode0", *common,
+                                   *(decode_args or [])])
         self.proxy = Proxy([p["url"] for p in self.prefills], [self.decode["url"]])
 
     def _start(self, args: list[str]) -> dict:
@@ -175,6 +180,37 @@ def ttft_split(res: dict) -> dict:
     }
 
 
+def ttft_compare(driver: str, model: str, tokens: int, rounds: int,
+                 start: Any = None) -> dict:
+    """The same prompt with the KV streamed per layer and sent whole after the
+    prefill, `rounds` times each (alternating); medians of the TTFT split."""
+    tcfg = PRESETS[model]
+    prompt = prompt_tokens(7, tokens, tcfg.vocab)
+    ref_t, ref_l = reference(model, prompt, 2)
+    kvb = tcfg.layers * 2 * tcfg.kv_heads * tcfg.head_dim * 4 * tokens
+    ok = True
+    rows: dict[str, list[dict]] = {"layerwise": [], "whole": []}
+    with (start(model) if start else Cluster(driver, model)) as cl:
+        cl.proxy.complete(prompt, 2)                    # warm-up (pages, caches)
+        for _ in range(rounds):
+            for mode in ("layerwise", "whole"):
+                res = cl.proxy.complete(prompt, 2, layerwise=mode == "layerwise")
+                c = compare(res, ref_t, ref_l)
+                if not c["match"]:
+                    ok = False
+                    print(f"  {mode}: MISMATCH: {c['why']}", file=sys.stderr)
+                    continue
+                rows[mode].append(ttft_split(res))
+    if not rows["layerwise"] or not rows["whole"]:
+        return {"all_match": False, "kv_bytes": kvb}
+    med = {m: {k: statistics.median(r[k] for r in v) for k in v[0]} for m, v in rows.items()}
+    ls, wh = med["layerwise"], med["whole"]
+    hidden = 1 - ls["kv_after_prefill_ms"] / wh["kv_after_prefill_ms"] \
+        if wh["kv_after_prefill_ms"] > 0 else 0.0
+    return {"all_match": ok, "model": model, "tokens": tokens, "kv_bytes": kvb, "rounds": rounds,
+            "layerwise": ls, "whole": wh, "hidden_fraction": hidden, "samples": rows}
+
+
 def default_driver() -> tuple[str, str]:
     """The quick start's choice: dpdk over memif where it can run, else shm (and why)."""
     import kvwire
@@ -193,7 +229,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="prompt lengths, comma separated")
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--ttft-model", default="ttft", choices=sorted(PRESETS))
-    ap.add_argument("--ttft-tokens", type=int, default=1024)
+    ap.add_argument("--ttft-tokens", type=int, default=512)
     ap.add_argument("--ttft-rounds", type=int, default=3)
     ap.add_argument("--no-ttft", action="store_true")
     ap.add_argument("--mode", choices=["concurrent", "sequential"], default="concurrent")
@@ -241,36 +277,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             out["results"].append({"tokens": n, "decode": res.get("token_ids"),
                                    "reference": ref_t, **c})
     if not a.no_ttft:
-        tcfg = PRESETS[a.ttft_model]
-        prompt = prompt_tokens(7, a.ttft_tokens, tcfg.vocab)
-        ref_t, ref_l = reference(a.ttft_model, prompt, 2)
-        kvb = tcfg.layers * 2 * tcfg.kv_heads * tcfg.head_dim * 4 * a.ttft_tokens
-        with start(a.ttft_model) as cl:
-            cl.proxy.complete(prompt, 2)                    # warm-up (connections, pages)
-            rows: dict[str, list[dict]] = {"layerwise": [], "whole": []}
-            for _ in range(a.ttft_rounds):
-                for mode in ("layerwise", "whole"):
-                    res = cl.proxy.complete(prompt, 2, layerwise=mode == "layerwise")
-                    c = compare(res, ref_t, ref_l)
-                    ok &= c["match"]
-                    if not c["match"]:
-                        print(f"  {mode}: MISMATCH: {c['why']}")
-                        continue
-                    rows[mode].append(ttft_split(res))
-        med = {m: {k: statistics.median(r[k] for r in v) for k in v[0]} for m, v in rows.items()}
-        ls, wh = med["layerwise"], med["whole"]
-        hidden = 1 - ls["kv_after_prefill_ms"] / wh["kv_after_prefill_ms"] \
-            if wh["kv_after_prefill_ms"] > 0 else 0.0
-        print(f"TTFT split, model {a.ttft_model} ({tcfg.layers} layers), {a.ttft_tokens}-token prompt, "
-              f"{kvb / 2**20:.1f} MiB of KV, driver {driver}, median of {a.ttft_rounds}:")
+        r = ttft_compare(driver, a.ttft_model, a.ttft_tokens, a.ttft_rounds, start)
+        ok &= r["all_match"]
+        out["ttft"] = r
+        ls, wh, tcfg = r["layerwise"], r["whole"], PRESETS[a.ttft_model]
+        print(f"TTFT split, model {a.ttft_model} ({tcfg.layers} layers), {a.ttft_tokens}-token "
+              f"prompt, {r['kv_bytes'] / 2**20:.1f} MiB of KV, driver {driver}, median of "
+              f"{a.ttft_rounds}:")
         for name, m in (("layer-wise streaming", ls), ("whole cache after prefill", wh)):
             print(f"  {name:26s} TTFT {m['ttft_ms']:8.1f} ms = prefill {m['prefill_ms']:7.1f} ms "
                   f"+ prefill's last layer -> decode's first token {m['after_prefill_ms']:6.1f} ms "
                   f"(KV still moving after the prefill: {m['kv_after_prefill_ms']:6.1f} ms)")
-        print(f"  transfer hidden behind prefill with streaming: {hidden * 100:.0f} %  "
-              f"(TTFT {wh['ttft_ms'] - ls['ttft_ms']:+.1f} ms shorter)")
-        out["ttft"] = {"model": a.ttft_model, "tokens": a.ttft_tokens, "kv_bytes": kvb,
-                       "layerwise": ls, "whole": wh, "hidden_fraction": hidden}
+        print(f"  transfer hidden behind prefill with streaming: {r['hidden_fraction'] * 100:.0f} % "
+              f"of what whole-cache leaves after the prefill "
+              f"(last layer -> first token {wh['after_prefill_ms'] - ls['after_prefill_ms']:+.1f} ms)")
     print("all match: " + ("yes" if ok else "NO"))
     if a.json:
         print(json.dumps(out))

@@ -9,11 +9,12 @@
   page into a grant the accepting side keeps posted): first its identity,
   then "pull" messages naming the transfers it has granted blocks for, so
   the prefill knows on which endpoint to send each transfer.
-- BufferSet: the engine's KV (or aux) buffers, grouped so that each group is
-  one registered Memory with one Layout (K and V of every layer as layers of
-  it): buffers that lie in one kvwire Memory, or in one torch storage, form
-  one group; others get a Memory of their own. A transfer is one kvwire
-  sequence per group.
+- BufferSet: the engine's KV (or aux) buffers in transfer units that both
+  sides agree on whatever their memory looks like (vLLM: one unit per model
+  layer = its K and V halves, which share a tensor; SGLang: one per buffer).
+  Each unit has a Layout over the registered Memory that holds it (a kvwire
+  allocation, a torch storage, or staging memory); a transfer is one kvwire
+  sequence per unit.
 - Staging: buffers kvwire cannot move directly (CUDA tensors; foreign memory
   on the sending side of the shm driver, which sends only kvw_mem_alloc
   memory) go through host buffers from kvw_mem_alloc (pinned for CUDA with
@@ -36,7 +37,7 @@ log = logging.getLogger("kvwire.connectors")
 
 MSG_BIT = 1 << 63          # messages from the connecting side: seq MSG_BIT | n
 AUX_BIT = 1 << 62          # the aux sequence of a transfer
-GROUP_SHIFT = 56           # groups of a transfer: seq | group << 56 (group < 64)
+GROUP_SHIFT = 52           # units of a transfer: seq | unit << 52 (unit < 1024)
 SEQ_MASK = (1 << GROUP_SHIFT) - 1
 MSG_BYTES = 4096
 MSG_GRANT_S = 600.0        # a message grant waits this long, then is posted again
@@ -256,14 +257,16 @@ class Group:
 
 
 class BufferSet:
-    """KV or aux buffers of an engine, grouped into kvwire Memory + Layout.
+    """KV or aux buffers of an engine, in transfer units, each with a Layout.
 
-    staging: "never" | "auto" | "always". auto stages CUDA buffers, and, on
-    the sending side of the shm driver, memory kvwire did not allocate."""
+    units: lists of buffer indices, the same on both sides of a transfer
+    (default: one unit per buffer). staging: "never" | "auto" | "always"; auto
+    stages CUDA buffers and, on the sending side of the shm driver, memory
+    kvwire did not allocate."""
 
     def __init__(self, ctx: kvwire.Context, buffers: Sequence[Buffer], *, sending: bool,
                  driver: str, staging: str = "auto", staging_items: int | None = None,
-                 known: Iterable[kvwire.Memory] = ()):
+                 known: Iterable[kvwire.Memory] = (), units: Sequence[Sequence[int]] | None = None):
         self.ctx = ctx
         self.buffers = list(buffers)
         if not self.buffers:
@@ -275,6 +278,10 @@ class BufferSet:
                                       status=_abi.KVW_ERR_INVALID)
         self.item_bytes = sizes.pop()
         self.n_items = min(b.n_items for b in self.buffers)
+        self.units = [list(u) for u in (units or [[i] for i in range(len(self.buffers))])]
+        if len(self.units) > 1 << (62 - GROUP_SHIFT):
+            raise kvwire.InvalidError(f"{len(self.units)} transfer units: at most "
+                                      f"{1 << (62 - GROUP_SHIFT)}", status=_abi.KVW_ERR_INVALID)
         cuda = any(b.tensor is not None and getattr(b.tensor, "is_cuda", False)
                    for b in self.buffers)
         known = list(known)
@@ -289,45 +296,56 @@ class BufferSet:
                 "not allocate) but came as raw pointers: allocate them with kvwire "
                 "(Context.alloc) or pass torch tensors", status=_abi.KVW_ERR_UNSUPPORTED)
         self.groups: list[Group] = []
+        self._mems: list[kvwire.Memory] = []
         if self.staged:
             self.stager = Stager(ctx, self.buffers, staging_items or self.n_items, cuda)
-            self.groups = [Group(self.stager.mem, self.stager.layout,
-                                 list(range(len(self.buffers))), True)]
+            sl = self.stager.layout
+            for u in self.units:
+                lay = kvwire.Layout(self.stager.mem, len(u), sl.n_blocks, self.item_bytes,
+                                    layer_offsets=[sl.layer_offset(b) for b in u])
+                self.groups.append(Group(self.stager.mem, lay, u, True))
         else:
             self.stager = None
             self._group(known)
 
+    def _region(self, i: int, known: list[kvwire.Memory], mems: dict) -> kvwire.Memory:
+        """The registered Memory holding buffer i (registering its storage once)."""
+        b = self.buffers[i]
+        end = b.addr + b.n_items * b.item_stride
+        m = next((m for m in known if m.addr <= b.addr and end <= m.addr + m.nbytes), None)
+        if m is not None:
+            return m
+        if b.tensor is not None:
+            st = b.tensor.untyped_storage() if hasattr(b.tensor, "untyped_storage") \
+                else b.tensor.storage()
+            key = ("storage", st.data_ptr())
+            if key not in mems:
+                mems[key] = self.ctx.register(st.data_ptr(), st.nbytes())
+                mems[key]._keep = b.tensor  # the storage stays alive while registered
+                self._mems.append(mems[key])
+            return mems[key]
+        key = ("buf", b.addr)
+        if key not in mems:
+            mems[key] = self.ctx.register(b.addr, b.n_items * b.item_stride)
+            self._mems.append(mems[key])
+        return mems[key]
+
     def _group(self, known: list[kvwire.Memory]) -> None:
-        regions: dict[Any, list[int]] = {}
-        mems: dict[Any, kvwire.Memory] = {}
-        for i, b in enumerate(self.buffers):
-            end = b.addr + b.n_items * b.item_stride
-            m = next((m for m in known if m.addr <= b.addr and end <= m.addr + m.nbytes), None)
-            if m is None and b.tensor is not None:
-                st = b.tensor.untyped_storage() if hasattr(b.tensor, "untyped_storage") \
-                    else b.tensor.storage()
-                key = ("storage", st.data_ptr())
-                if key not in mems:
-                    mems[key] = self.ctx.register(st.data_ptr(), st.nbytes())
-                    mems[key]._keep = b.tensor  # keep the storage alive
-                m = mems[key]
-            if m is None:
-                key = ("buf", i)
-                mems[key] = m = self.ctx.register(b.addr, b.n_items * b.item_stride)
-            regions.setdefault(m.addr, []).append(i)
-            mems[("mem", m.addr)] = m
-        strides = {b.item_stride for b in self.buffers}
-        for addr, idx in regions.items():
-            m = mems[("mem", addr)]
-            for stride in sorted({self.buffers[i].item_stride for i in idx}):
-                part = [i for i in idx if self.buffers[i].item_stride == stride]
-                lay = kvwire.Layout(m, len(part), self.n_items, self.item_bytes, stride,
-                                    layer_offsets=[self.buffers[i].addr - m.addr for i in part])
-                self.groups.append(Group(m, lay, part))
-        del strides
+        mems: dict = {}
+        for u in self.units:
+            regs = [self._region(i, known, mems) for i in u]
+            strides = {self.buffers[i].item_stride for i in u}
+            if len({m.addr for m in regs}) != 1 or len(strides) != 1:
+                raise kvwire.InvalidError(
+                    f"buffers {u} of one transfer unit lie in different memory or have different "
+                    f"page strides: give each its own unit", status=_abi.KVW_ERR_INVALID)
+            m = regs[0]
+            lay = kvwire.Layout(m, len(u), self.n_items, self.item_bytes, strides.pop(),
+                                layer_offsets=[self.buffers[i].addr - m.addr for i in u])
+            self.groups.append(Group(m, lay, u))
 
     def where(self, buf: int) -> tuple[int, int]:
-        """(group index, layer index inside the group's layout) of buffer `buf`."""
+        """(unit index, layer index inside the unit's layout) of buffer `buf`."""
         for g, grp in enumerate(self.groups):
             if buf in grp.buffers:
                 return g, grp.buffers.index(buf)
@@ -341,6 +359,11 @@ class BufferSet:
                 pass
         if self.stager is not None:
             self.stager.close()
+        for m in self._mems:
+            try:
+                m.close()
+            except kvwire.KvwireError:
+                pass
 
 
 # ------------------------------------------------------------------ staging
@@ -505,6 +528,25 @@ class Transfer:
                 r.free()
         self.reqs.clear()
         self.aux_req = None
+
+
+def refuse(peer: Peer, seq: int, layouts: Sequence[tuple[int, kvwire.Layout]], n: int) -> None:
+    """Tells a receiver that granted a transfer this side will not send: for each
+    (sequence, layout) a send of the granted shape, aborted before any of it is
+    posted (kvw_req_abort sends ABORT, and the grant ends ABORTED at once
+    instead of at its deadline)."""
+    ep = peer.ep
+    if not ep.ready:
+        return
+    for s, lay in layouts:
+        blocks = [i % lay.n_blocks for i in range(n)]
+        try:
+            r = ep.send(s, lay, blocks, 0, lay.n_layers)
+            r.abort()
+            r.free()
+        except kvwire.KvwireError as e:
+            log.info("kvwire: telling %s that sequence %#x will not come failed: %s",
+                     peer.engine_id, s, e)
 
 
 def block_ids_of(blocks: Any) -> list[int]:

@@ -57,7 +57,8 @@ import kvwire
 from kvwire import _abi
 
 from . import _agent
-from ._agent import Agent, Buffer, BufferSet, Peer, Transfer, block_ids_of, group_seq, seq_of
+from ._agent import (Agent, Buffer, BufferSet, Peer, Transfer, block_ids_of, group_seq, refuse,
+                     seq_of)
 from ._vllm_base import (CacheConfig, KVTransferConfig, RequestStatus,  # noqa: F401 (re-export)
                          VllmConfig)
 
@@ -103,6 +104,7 @@ class KVWireConnectorMetadata(KVConnectorMetadata):
     reqs_to_send: dict[str, SendSpec] = field(default_factory=dict)
     reqs_to_finish: dict[str, list[int]] = field(default_factory=dict)  # id -> output token ids
     reqs_to_abort: set[str] = field(default_factory=set)
+    reqs_to_cancel: dict[str, str] = field(default_factory=dict)   # id -> transfer id (never sent)
 
 
 def _params(request: Any) -> dict:
@@ -258,6 +260,7 @@ class _SchedulerSide:
         self._abort: set[str] = set()
         self._loading: set[str] = set()             # decode: grants in flight
         self._send_blocks: dict[str, list[int]] = {}  # prefill: the request's blocks so far
+        self._cancel: dict[str, str] = {}
 
     def _n_blocks(self, request: Any) -> int:
         return math.ceil(_prompt_len(request) / self.c.block_size)
@@ -296,7 +299,7 @@ class _SchedulerSide:
 
     def build_connector_meta(self, scheduler_output: Any) -> KVWireConnectorMetadata:
         meta = KVWireConnectorMetadata(reqs_to_recv=self._recv, reqs_to_finish=self._finish,
-                                       reqs_to_abort=self._abort)
+                                       reqs_to_abort=self._abort, reqs_to_cancel=self._cancel)
         sched = getattr(scheduler_output, "num_scheduled_tokens", None) or {}
         # blocks vLLM gave each request this step: new requests list all of theirs,
         # running ones (later chunks of a chunked prefill) the new ones
@@ -320,7 +323,7 @@ class _SchedulerSide:
                                               _prompt_len(req),
                                               bool(p.get("layerwise", self.c.layerwise)))
             del self._sending[rid]
-        self._recv, self._finish, self._abort = {}, {}, set()
+        self._recv, self._finish, self._abort, self._cancel = {}, {}, set(), {}
         return meta
 
     def update_connector_output(self, out: Any) -> None:
@@ -334,7 +337,10 @@ class _SchedulerSide:
         self._send_blocks.pop(rid, None)
         if p.get("do_remote_decode"):
             if never_sent and _aborted(request):
-                return False, None         # aborted before its prompt was computed: nothing moved
+                # aborted before its prompt was computed: nothing moved, the blocks go
+                # now; the worker tells a decode that granted it (it fails at once)
+                self._cancel[rid] = str(p.get("transfer_id") or rid)
+                return False, None
             if _aborted(request):
                 self._abort.add(rid)       # the worker fences the send, then frees
                 return True, None
@@ -433,6 +439,8 @@ class _WorkerSide:
         self.sends: dict[str, _Send] = {}
         self.recvs: dict[str, _Recv] = {}
         self._pulls: dict[int, Peer] = {}            # seq -> peer that granted it
+        self._pull_n: dict[int, int] = {}            # seq -> blocks it granted
+        self._canceled: set[int] = set()             # never sent: refuse a later pull
         self._freeable: set[str] = set()             # send side: report in finished_sending
         self.remote_outputs: dict[str, dict] = {}
         self.load_errors: dict[str, kvwire.KvwireError] = {}
@@ -473,7 +481,8 @@ class _WorkerSide:
                 bufs.append(Buffer(half.data_ptr(), half.shape[0], item, half.stride(0) * es, half))
         sending = self.c.kv_role in ("kv_producer", "kv_both")
         self.kv = BufferSet(self.agent.ctx, bufs, sending=sending, driver=self.driver,
-                            staging=self.staging, known=self._known)
+                            staging=self.staging, known=self._known,
+                            units=[[2 * i, 2 * i + 1] for i in range(len(self.layer_names))])
         if self.kv.staged:
             log.info("kvwire: KV caches staged through host memory (%s)",
                      "CUDA" if self.kv.stager.cuda else "shm sending foreign memory / forced")
@@ -483,7 +492,12 @@ class _WorkerSide:
         if msg.get("type") != "pull":
             return
         seq = int(msg["seq"])
+        if seq in self._canceled:
+            self._refuse(peer, seq, int(msg.get("n", 1)))
+            self._canceled.discard(seq)
+            return
         self._pulls[seq] = peer
+        self._pull_n[seq] = int(msg.get("n", 1))
         for s in self.sends.values():
             if s.t.seq == seq and s.t.peer is None:
                 s.t.peer = peer
@@ -496,8 +510,12 @@ class _WorkerSide:
             t = Transfer(rid, seq_of(spec.transfer_id), list(spec.block_ids))
             r = _Recv(t, spec)
             self.recvs[rid] = r
-            t.peer = self.agent.connect(spec.remote_uri, spec.remote_engine_id)
             self.stats[rid] = {"t_start_load": time.monotonic()}
+            try:
+                t.peer = self.agent.connect(spec.remote_uri, spec.remote_engine_id)
+            except kvwire.KvwireError as e:     # nobody there: the load fails, reported next
+                t.error = e
+                r.posted = True
         self.progress(0)
 
     def _post_recv(self, r: _Recv) -> None:
@@ -528,7 +546,7 @@ class _WorkerSide:
             t.abort()
         r.posted = True
         p.send_msg({"type": "pull", "seq": t.seq, "transfer_id": r.spec.transfer_id,
-                    "engine_id": self.c.engine_id})
+                    "engine_id": self.c.engine_id, "n": len(blocks)})
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         layerwise = [r for r in self.recvs.values() if r.spec.layerwise and not r.aborted]
@@ -662,8 +680,19 @@ class _WorkerSide:
         return json.loads(bytes(self.aux_buf[o + 4:o + 4 + n]))
 
     # ---- both
+    def _refuse(self, peer: Peer, seq: int, n: int) -> None:
+        lays = [(group_seq(seq, g), grp.layout) for g, grp in enumerate(self.kv.groups)]
+        refuse(peer, seq, lays + [(group_seq(seq, 0, aux=True), self.aux_lay)], n)
+
     def _apply_finishing(self, meta: KVWireConnectorMetadata) -> None:
         now = time.monotonic()
+        for rid, tid in getattr(meta, "reqs_to_cancel", {}).items():
+            seq = seq_of(tid)
+            peer = self._pulls.pop(seq, None)
+            if peer is not None:
+                self._refuse(peer, seq, self._pull_n.pop(seq, 1))
+            else:
+                self._canceled.add(seq)
         for rid, toks in meta.reqs_to_finish.items():
             s = self.sends.get(rid)
             if s is None:       # finished before any layer was saved (e.g. prompt fully cached)
@@ -754,13 +783,15 @@ class _WorkerSide:
                 if not all(ev.query() for ev in r.copies) or \
                         len(r.copied) < len(self.kv.buffers):
                     continue
+            st = self.stats.setdefault(rid, {})
+            st["kv_layers_landed"] = sum(len(q.layers_done) for q in t.reqs.values())
+            st["kv_layers_total"] = sum(q.n_layers for q in t.reqs.values())
             if err is not None:
                 t.abort()                    # fence the rest before the blocks are reused
                 self.load_errors[rid] = err
                 self._failed_blocks.update(r.spec.block_ids)
             else:
                 self.remote_outputs[rid] = self._aux_read(r.aux_slot)
-            st = self.stats.setdefault(rid, {})
             st["t_loaded"] = now
             st["status"] = "ok" if err is None else str(err)
             self._release_recv(r)
@@ -785,6 +816,7 @@ class _WorkerSide:
         if self.kv.staged and s.t.staging_first is not None:
             self.kv.stager.release(s.t.staging_first, len(s.t.blocks))
         self._pulls.pop(s.t.seq, None)
+        self._pull_n.pop(s.t.seq, None)
 
     def _release_recv(self, r: _Recv) -> None:
         r.t.free()
