@@ -15,6 +15,7 @@ PKGS=(
   libdpdk-dev dpdk   # dpdk driver; dpdk-testpmd is its bench peer
   iperf3 ucx-utils   # bench peers for tcp and shm
   qemu-system-x86 busybox-static kmod cpio xz-utils iproute2 nftables procps  # Soft-RoCE VM, netns fault tests
+  python3-numpy python3-torch python3-pytest python3-setuptools python3-pip python3-venv libopenblas0-pthread  # Python binding, examples/disagg, tests/python (OpenBLAS: torch's BLAS, ~5x the reference one)
 )
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

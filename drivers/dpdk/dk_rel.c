@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <rte_ethdev.h>
 
@@ -32,6 +33,16 @@ static inline void dk_bit_set(struct dk_flow *f, uint32_t psn, bool on)
 		f->rbits[i / 64] &= ~(1ull << (i % 64));
 }
 
+/* The send ring (720 KB) is mapped, not malloc'd: untouched slots cost no
+ * memory, so a flow that never gets past the handshake costs a few pages
+ * (from the heap, calloc would zero all of it). */
+static struct dk_slot *dk_ring_alloc(void)
+{
+	void *p = mmap(NULL, DK_RING * sizeof(struct dk_slot), PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
 kvw_status dk_flow_init(struct dk_flow *f, kvw_ep *ep)
 {
 	const struct kvw_cfgv *cfg = kvw_core_cfg(ep->ctx);
@@ -41,7 +52,7 @@ kvw_status dk_flow_init(struct dk_flow *f, kvw_ep *ep)
 	f->ctx = ep->ctx;
 	f->id = ep->id;
 	f->cnt = &ep->cnt;
-	f->ring = calloc(DK_RING, sizeof(*f->ring));
+	f->ring = dk_ring_alloc();
 	f->rbits = calloc(DK_RWIN / 64, sizeof(uint64_t));
 	if (!f->ring || !f->rbits)
 		return kvw_set_err(ep->ctx, KVW_ERR_NOMEM, "dpdk: out of memory for a flow");
@@ -90,7 +101,8 @@ void dk_flow_fini(struct dk_flow *f)
 		for (uint32_t i = 0; i < DK_RWIN; i++)
 			if (f->held[i])
 				dk_held_free(f, i);
-	free(f->ring);
+	if (f->ring)
+		munmap(f->ring, DK_RING * sizeof(*f->ring));
 	free(f->rbits);
 	free(f->held);
 	free(f->reasm);

@@ -464,6 +464,12 @@ static void rd_on_cm_error(struct rd_rail *r, struct rdma_cm_event *ev)
 	kvw_status st = KVW_ERR_PEER_DEAD;
 	const char *peer = r->rep ? inet_ntoa(r->rep->peer.sin_addr) : "?";
 
+	/* A rail that was up: what the peer sent before it went (a REJECT with
+	 * its reason, a CLOSE) has completed here already and says more than
+	 * the DISCONNECTED (or, when it closed before it saw ESTABLISHED, the
+	 * REJECTED) that follows it: handle that first. */
+	if (r->state == RD_R_UP && r->ep)
+		rd_rail_progress(r);
 	switch (ev->event) {
 	case RDMA_CM_EVENT_REJECTED:
 		st = r->state == RD_R_CONNECTING ? KVW_ERR_CONNREFUSED : KVW_ERR_PEER_DEAD;

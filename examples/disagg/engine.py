@@ -214,7 +214,8 @@ class Engine:
         self._free_request(req)
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.delayed_free or
+        # finished ids still to hand the worker count too (vLLM: has_finished_requests)
+        return bool(self.waiting or self.running or self.delayed_free or self._finished_ids or
                     (self.work_conn is not None and self.work_conn.busy()))
 
     def runnable(self) -> bool:

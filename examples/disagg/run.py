@@ -110,7 +110,11 @@ class Cluster:
         self.decode = self._start(["--role", "decode", "--kv-listen", "none", "--kvwire",
                                    json.dumps(dec_kvwire), "--engine-id", "decode0", *common,
                                    *(decode_args or [])])
-        self.proxy = Proxy([p["url"] for p in self.prefills], [self.decode["url"]])
+        try:
+            self.proxy = Proxy([p["url"] for p in self.prefills], [self.decode["url"]])
+        except Exception as e:
+            self.stop()
+            raise RuntimeError(f"the engines did not connect: {e}") from e
 
     def _start(self, args: list[str]) -> dict:
         p = subprocess.Popen([sys.executable, str(HERE / "engine.py"), *args], env=self.env,
@@ -247,6 +251,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             return Cluster(driver, model)
         except RuntimeError as e:
+            if driver == "dpdk" and "did not connect" in str(e):
+                # a memif link that never came up (DPDK 22.11, now and then): once more
+                print(f"kvwire: {e}; starting the engines once more", file=sys.stderr)
+                try:
+                    return Cluster(driver, model)
+                except RuntimeError as e2:
+                    e = e2
             if driver != "dpdk" or a.driver:
                 raise
             print(f"kvwire: the dpdk driver could not run here ({str(e)[:300]}); falling back "

@@ -95,6 +95,7 @@ class kvw_layout_desc(C.Structure):
 
 class kvw_ep_info(C.Structure):
     _fields_ = [
+        ("size", C.c_uint32),          # sizeof(kvw_ep_info), set by the caller
         ("driver", C.c_char * 16),
         ("peer_uri", C.c_char * 128),
         ("peer_version_major", C.c_uint16),
@@ -116,7 +117,7 @@ COUNTER_FIELDS = ("bytes_tx", "bytes_rx", "frags_tx", "frags_rx", "frames_tx", "
 
 
 class kvw_counters(C.Structure):
-    _fields_ = [(n, C.c_uint64) for n in COUNTER_FIELDS] + [
+    _fields_ = [("size", C.c_uint32)] + [(n, C.c_uint64) for n in COUNTER_FIELDS] + [
         ("rails", C.c_uint32),
         ("rail", kvw_rail_counters * KVW_MAX_RAILS),
     ]
@@ -124,6 +125,7 @@ class kvw_counters(C.Structure):
 
 class kvw_req_info(C.Structure):
     _fields_ = [
+        ("size", C.c_uint32),          # sizeof(kvw_req_info), set by the caller
         ("seq_id", C.c_uint64),
         ("is_send", C.c_int),
         ("status", C.c_int),
@@ -154,6 +156,14 @@ class kvw_event(C.Structure):
 
 # void (*kvw_log_fn)(void *user, unsigned level, const char *line)
 kvw_log_fn = C.CFUNCTYPE(None, C.c_void_p, C.c_uint, C.c_char_p)
+
+def sized(cls: type) -> C.Structure:
+    """A caller-allocated struct with its leading `size` member set (kvwire.h:
+    the library fills only what fits, so the struct can grow later)."""
+    obj = cls()
+    obj.size = C.sizeof(cls)
+    return obj
+
 
 # Structs whose size/offsets tests/python/test_abi.py checks against the C compiler.
 STRUCTS = {

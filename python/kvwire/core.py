@@ -21,7 +21,7 @@ import os
 import sys
 import time
 import weakref
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import _abi, _lib
 from .errors import (BusyError, ClosedError, InvalidError, KvwireError, UnsupportedError,
@@ -968,7 +968,7 @@ class Endpoint:
         self.check()
 
     def info(self) -> EndpointInfo:
-        i = _abi.kvw_ep_info()
+        i = _abi.sized(_abi.kvw_ep_info)
         self.ctx._check(_L().kvw_ep_query(self.handle, C.byref(i)), "kvw_ep_query")
         caps = frozenset(n for bit, n in _abi.CAP_NAMES.items() if i.caps & bit)
         return EndpointInfo(i.driver.decode(), i.peer_uri.decode(),
@@ -982,7 +982,7 @@ class Endpoint:
         return self._driver
 
     def counters(self) -> Counters:
-        c = _abi.kvw_counters()
+        c = _abi.sized(_abi.kvw_counters)
         self.ctx._check(_L().kvw_ep_counters(self.handle, C.byref(c)), "kvw_ep_counters")
         rails = tuple(RailCounters(r.bytes_tx, r.bytes_rx, r.frags_tx, r.frags_rx, r.errors)
                       for r in c.rail[:max(0, min(c.rails, _abi.KVW_MAX_RAILS))])
@@ -1149,7 +1149,7 @@ class Request:
                 f"on {self.endpoint.uri}")
 
     def info(self) -> RequestInfo:
-        i = _abi.kvw_req_info()
+        i = _abi.sized(_abi.kvw_req_info)
         self.ctx._check(_L().kvw_req_query(self._handle(), C.byref(i)), "kvw_req_query")
         return RequestInfo(i.seq_id, bool(i.is_send), i.status, i.bytes, i.bytes_total,
                            i.n_layers, i.layers_done, i.t_posted, i.t_matched, i.t_first_byte,
@@ -1177,7 +1177,7 @@ class Request:
         if self._final is not None:
             return
         if st < 0 and not self.ctx.closed:
-            self._sentence = self.ctx.last_error
+            self._sentence = self._own_sentence(self.ctx.last_error)
         if st == _abi.KVW_OK:
             self._layers.update(range(self.n_layers))
         self._final = st
@@ -1196,6 +1196,15 @@ class Request:
                 if not fut.done():
                     fut.set_result(None)
         self._layer_waiters.clear()
+
+    def _own_sentence(self, sentence: str) -> str:
+        """The context's sentence, unless it is visibly about another sequence (two
+        requests that fail in one poll share the context's one sentence)."""
+        import re
+        m = re.search(r"\bsequence (\d+)", sentence)
+        if m and int(m.group(1)) != self.seq_id:
+            return ""
+        return sentence
 
     def _orphaned(self) -> None:
         """Its endpoint was closed: read the final status (ABORTED) at once."""

@@ -4,7 +4,6 @@ process), errors as exceptions with sentences, numpy/torch/bytearray/mmap pools.
 from __future__ import annotations
 
 import mmap
-import os
 import pickle
 import select
 import time

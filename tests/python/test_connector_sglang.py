@@ -10,7 +10,6 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="python3-torch missing (scripts/install-deps.sh)")
 
-import kvwire  # noqa: E402
 from kvwire.connectors import sglang as sg  # noqa: E402
 
 L, PAGES, PAGE, HEADS, DIM = 3, 32, 4, 2, 16
@@ -131,20 +130,51 @@ def test_receiver_abort_is_a_fence_and_the_sender_fails(boot, tmp_path):
 
 
 def test_sender_abort_fails_the_receiver(boot, tmp_path):
+    """As in SGLang, each side runs in its own process; here the prefill side
+    gets a thread (a sender's abort waits for the receiver's acknowledgement)."""
+    import queue
+    import threading
     src, dst, pm, dm = managers(boot, tmp_path)
-    s = sg.KVSender(pm, boot.addr, 8)
+    jobs, stop = queue.Queue(), threading.Event()
+
+    def prefill_loop():
+        while not stop.is_set():
+            while not jobs.empty():
+                fn, out, ev = jobs.get()
+                out.append(fn())
+                ev.set()
+            pm.progress(0.001)
+
+    def on_prefill(fn):
+        out, ev = [], threading.Event()
+        jobs.put((fn, out, ev))
+        assert ev.wait(10)
+        return out[0]
+    th = threading.Thread(target=prefill_loop, daemon=True)
+    th.start()
+    _MGRS[:] = [dm]
+    s = on_prefill(lambda: sg.KVSender(pm, boot.addr, 8))
     r = sg.KVReceiver(dm, boot.addr, 8)
     until(lambda st: st[0] == sg.KVPoll.WaitingForInput, r.poll)
     r.init([1, 2], aux_index=1)
-    until(lambda st: st[0] == sg.KVPoll.WaitingForInput, s.poll)
-    s.abort()
-    assert s.poll() == sg.KVPoll.Failed
+    until(lambda st: st[0] == sg.KVPoll.WaitingForInput, lambda: on_prefill(s.poll))
+    dstop = threading.Event()        # the decode server keeps running meanwhile (acks aborts)
+    dth = threading.Thread(target=lambda: [dm.progress(0.001) for _ in iter(dstop.is_set, True)])
+    dth.start()
+    t_abort = time.monotonic()
+    on_prefill(s.abort)
+    dstop.set()
+    dth.join(10)
+    assert time.monotonic() - t_abort < 1.0, "the sender's abort waited for an acknowledgement"
+    assert on_prefill(s.poll) == sg.KVPoll.Failed
     t = time.monotonic()
     st = until(lambda st: st[0] in (sg.KVPoll.Success, sg.KVPoll.Failed), r.poll, timeout=15)
     assert st == [sg.KVPoll.Failed]
     assert time.monotonic() - t < 2, "the decode learnt of the abort only at its deadline"
     with pytest.raises(sg.KVTransferError, match="ABORTED"):
         r.failure_exception()
+    stop.set()
+    th.join(10)
     pm.close(); dm.close()
 
 

@@ -33,7 +33,9 @@ both sides: nothing lands in the decode's pages after it returns.
 from __future__ import annotations
 
 import enum
+import functools
 import json
+import select
 import threading
 import time
 import urllib.request
@@ -99,6 +101,7 @@ class ServerArgs:
     transfer_timeout_s: float = 30.0
     engine_id: Optional[str] = None
     kvwire_context: Optional[kvwire.Context] = None   # buffers from its alloc() move zero-copy
+    kvwire_progress_thread: bool = True  # move transfers between the scheduler's polls
 
 
 # ------------------------------------------------------------------ bootstrap
@@ -183,12 +186,48 @@ class KVManager:
         self._pull_msgs: dict[int, dict] = {}
         self.senders: dict[int, "KVSender"] = {}
         self._routes: dict[str, dict] = {}
+        self.lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._busy_poll = driver == "dpdk"
         if prefill:
             _http("PUT", f"http://{sa.bootstrap_host}:{sa.bootstrap_port}/route",
                   {"engine_rank": args.engine_rank, "uri": self.agent.uri,
                    "engine_id": self.engine_id})
+        if sa.kvwire_progress_thread:
+            self._thread = threading.Thread(target=self._loop, daemon=True,
+                                            name=f"kvwire-{self.engine_id}")
+            self._thread.start()
+
+    def _loop(self) -> None:
+        """Drives kvwire between the scheduler's poll() calls (under the lock every
+        KVSender/KVReceiver call holds), so transfers move during forward passes."""
+        while not self._stop.is_set():
+            with self.lock:
+                if self._stop.is_set():
+                    break
+                try:
+                    self.agent.progress(0)
+                    for s in list(self.senders.values()):
+                        s._post()
+                except kvwire.ClosedError:
+                    break
+                active = bool(self.senders) or bool(self.agent.ctx._live)
+                fd = self.agent.ctx.fd
+            if active and self._busy_poll:
+                time.sleep(0.0002)
+            else:
+                try:
+                    select.select([fd], [], [], 0.001 if active else 0.02)
+                except (OSError, ValueError):
+                    time.sleep(0.001)
 
     def _on_message(self, peer: Peer, msg: dict) -> None:
+        if msg.get("type") == "cancel":
+            s = self.senders.get(int(msg["room"]))
+            if s is not None:
+                s._fail("KVW_ERR_ABORTED: the decode receiver aborted the transfer (its cancel message)")
+            return
         if msg.get("type") == "pull":
             room = int(msg["room"])
             self._pulls[room] = peer
@@ -204,9 +243,13 @@ class KVManager:
         return self._routes[key]
 
     def progress(self, timeout: float = 0.0) -> None:
-        self.agent.progress(timeout)
+        with self.lock:
+            self.agent.progress(timeout)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
         for s in list(self.senders.values()):
             s.abort()
         self.kv.close()
@@ -221,7 +264,6 @@ def _bufferset(ctx: kvwire.Context, ptrs: Sequence[int], lens: Sequence[int],
     for p, n, it in zip(ptrs, lens, items):
         t = None
         try:  # a torch view over host memory lets the stager copy it (shm from foreign memory)
-            import numpy as np
             import torch
             from ._agent import raw_view
             t = torch.from_numpy(raw_view(int(p), int(n)).reshape(int(n) // int(it), int(it)))
@@ -232,10 +274,22 @@ def _bufferset(ctx: kvwire.Context, ptrs: Sequence[int], lens: Sequence[int],
                      known=[m for m in list(ctx._mems) if m.allocated and m._h is not None])
 
 
+def _locked(fn):
+    @functools.wraps(fn)
+    def wrapper(self, *a, **k):
+        with self.mgr.lock:
+            return fn(self, *a, **k)
+    return wrapper
+
+
 # ------------------------------------------------------------------ sender
 class KVSender:
     def __init__(self, mgr: KVManager, bootstrap_addr: str, bootstrap_room: int,
                  dest_tp_ranks: Optional[list[int]] = None, pp_rank: int = 0):
+        with mgr.lock:
+            self._init(mgr, bootstrap_addr, bootstrap_room)
+
+    def _init(self, mgr: KVManager, bootstrap_addr: str, bootstrap_room: int) -> None:
         self.mgr = mgr
         self.bootstrap_addr = bootstrap_addr
         self.room = int(bootstrap_room)
@@ -257,10 +311,12 @@ class KVSender:
         self.t.peer = peer
         self._post()
 
+    @_locked
     def init(self, num_kv_indices: int, aux_index: Optional[int] = None) -> None:
         self.num_kv_indices = int(num_kv_indices)
         self.aux_index = aux_index
 
+    @_locked
     def send(self, kv_indices: Sequence[int], state_indices: Any = None) -> None:
         """One prefill chunk's pages; the last chunk (num_kv_indices in all) posts."""
         self._pages.extend(int(x) for x in kv_indices)
@@ -303,6 +359,7 @@ class KVSender:
         self._staged = getattr(self, "_staged", []) + [(bs, first, len(pages))]
         return list(range(first, first + len(pages)))
 
+    @_locked
     def poll(self) -> int:
         self.mgr.progress(0)
         self._post()
@@ -343,9 +400,11 @@ class KVSender:
         self.mgr._pulls.pop(self.room, None)
         self.mgr._pull_msgs.pop(self.room, None)
 
+    @_locked
     def failure_exception(self) -> None:
         raise self._exc or KVTransferError(self.room, "the transfer has not failed")
 
+    @_locked
     def abort(self) -> None:
         """Fence: when it returns, the decode receives nothing more of this room
         (and a decode that granted it but got nothing yet is told at once)."""
@@ -369,6 +428,11 @@ class KVSender:
 class KVReceiver:
     def __init__(self, mgr: KVManager, bootstrap_addr: str, bootstrap_room: Optional[int] = None,
                  data_parallel_rank: Optional[int] = None, prefill_engine_rank: int = 0):
+        with mgr.lock:
+            self._init(mgr, bootstrap_addr, bootstrap_room, prefill_engine_rank)
+
+    def _init(self, mgr: KVManager, bootstrap_addr: str, bootstrap_room: Optional[int],
+              prefill_engine_rank: int) -> None:
         self.mgr = mgr
         self.room = int(bootstrap_room or 0)
         self.seq = seq_of(self.room)
@@ -382,6 +446,7 @@ class KVReceiver:
             self._exc = KVTransferError(self.room, f"bootstrap {bootstrap_addr}: {e}", e)
         self.mgr.progress(0)
 
+    @_locked
     def init(self, kv_indices: Sequence[int], aux_index: Optional[int] = None) -> None:
         """Grants these pages (and the aux slot) and tells the prefill: SGLang's
         send_metadata."""
@@ -390,7 +455,8 @@ class KVReceiver:
         self._inited = True
         self._post()
 
-    send_metadata = init
+    def send_metadata(self, kv_indices: Sequence[int], aux_index: Optional[int] = None) -> None:
+        self.init(kv_indices, aux_index)
 
     def _post(self) -> None:
         t, mgr = self.t, self.mgr
@@ -413,6 +479,7 @@ class KVReceiver:
                          "n": len(t.blocks), "aux": self._aux_index is not None})
         mgr.progress(0)
 
+    @_locked
     def poll(self) -> int:
         self.mgr.progress(0)
         self._post()
@@ -436,12 +503,16 @@ class KVReceiver:
             self._exc = KVTransferError(self.room, why, cause)
             self.t.abort()
 
+    @_locked
     def failure_exception(self) -> None:
         raise self._exc or KVTransferError(self.room, "the transfer has not failed")
 
+    @_locked
     def abort(self) -> None:
         """Fence: when it returns nothing lands in the granted pages any more."""
         self.t.abort()
+        if self.t.reqs and self.t.peer is not None and self.t.peer.failed is None:
+            self.t.peer.send_msg({"type": "cancel", "room": self.room})
         if self._exc is None:
             self._exc = KVTransferError(self.room, "aborted by the decode side")
 

@@ -45,9 +45,12 @@ options, e.g. {"dpdk_eal": "...", "rails": 2}).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import select
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -56,7 +59,6 @@ from typing import Any, Optional
 import kvwire
 from kvwire import _abi
 
-from . import _agent
 from ._agent import (Agent, Buffer, BufferSet, Peer, Transfer, block_ids_of, group_seq, refuse,
                      seq_of)
 from ._vllm_base import (CacheConfig, KVTransferConfig, RequestStatus,  # noqa: F401 (re-export)
@@ -124,6 +126,17 @@ def _prompt_len(request: Any) -> int:
     return int(n)
 
 
+def _locked(fn):
+    """Worker-side entry points hold the worker's lock: its progress thread and
+    the engine's thread never use the kvwire context at the same time."""
+    @functools.wraps(fn)
+    def wrapper(self, *a, **k):
+        w = self._work()
+        with w.lock:
+            return fn(self, *a, **k)
+    return wrapper
+
+
 # ------------------------------------------------------------------ connector
 class KVWireConnector(KVConnectorBase_V1):
     """vLLM KVConnectorBase_V1 over kvwire (see the module doc)."""
@@ -167,34 +180,42 @@ class KVWireConnector(KVConnectorBase_V1):
         return self._sched().request_finished(request, block_ids)
 
     # ---------------------------------------------------------- worker side
+    @_locked
     def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
         self._work().register_kv_caches(kv_caches)
 
+    @_locked
     def start_load_kv(self, forward_context: Any, **kwargs: Any) -> None:
         self._work().start_load_kv(self._get_connector_metadata())
 
+    @_locked
     def wait_for_layer_load(self, layer_name: str) -> None:
         self._work().wait_for_layer_load(layer_name)
 
+    @_locked
     def save_kv_layer(self, layer_name: str, kv_layer: Any, attn_metadata: Any,
                       **kwargs: Any) -> None:
         self._work().save_kv_layer(self._get_connector_metadata(), layer_name)
 
+    @_locked
     def wait_for_save(self) -> None:
         self._work().wait_for_save(self._get_connector_metadata())
 
+    @_locked
     def get_finished(self, finished_req_ids: set[str]
                      ) -> tuple[Optional[set[str]], Optional[set[str]]]:
         return self._work().get_finished(finished_req_ids)
 
+    @_locked
     def get_block_ids_with_load_errors(self) -> set[int]:
         return self._work().take_failed_blocks()
 
     def shutdown(self) -> None:
         if self._w is not None:
-            self._w.close()
+            self._w.close()     # stops the progress thread, then frees under the lock
 
     # ---------------------------------------------------------- kvwire extensions
+    @_locked
     def alloc_kv_caches(self, layer_names: list[str], num_blocks: int, num_kv_heads: int,
                         head_size: int, dtype: Any) -> dict[str, Any]:
         """CPU KV caches in vLLM's per-layer layout [2, num_blocks, block_size,
@@ -202,26 +223,31 @@ class KVWireConnector(KVConnectorBase_V1):
         every driver, shm included). Pass the result to register_kv_caches()."""
         return self._work().alloc_kv_caches(layer_names, num_blocks, num_kv_heads, head_size, dtype)
 
+    @_locked
     def get_remote_output(self, req_id: str) -> Optional[dict]:
         """Decode side: what the prefill sent with the KV ({"first_token_ids": [...]})."""
         return self._work().remote_outputs.pop(req_id, None)
 
+    @_locked
     def get_load_error(self, req_id: str) -> Optional[kvwire.KvwireError]:
         """Decode side: why a request reported in finished_recving did not load."""
         return self._work().load_errors.pop(req_id, None)
 
+    @_locked
     def connect(self, uri: str, engine_id: Optional[str] = None) -> None:
         """Dials a prefill engine ahead of its first request (the handshake then
         runs while both engines are idle, not while one computes a prompt)."""
         self._work().agent.connect(uri, engine_id)
         self._work().progress(0)
 
+    @_locked
     def peers_ready(self) -> list[str]:
         """Engine ids (or URIs) of the peers whose endpoint is up."""
         a = self._work().agent
         return sorted({p.engine_id or p.uri or "?" for p in
                        list(a.peers.values()) + list(a._by_uri.values()) if p.ready})
 
+    @_locked
     def progress(self, timeout: float = 0.0) -> None:
         """Drives the transfers between engine steps (the engine calls it while idle)."""
         if self._w is not None:
@@ -237,7 +263,10 @@ class KVWireConnector(KVConnectorBase_V1):
 
     def busy(self) -> bool:
         """True while transfers are in flight (the engine keeps stepping)."""
-        return self._w is not None and self._w.busy()
+        if self._w is None:
+            return False
+        with self._w.lock:
+            return self._w.busy()
 
     def _sched(self) -> "_SchedulerSide":
         if self._s is None:
@@ -446,6 +475,37 @@ class _WorkerSide:
         self.load_errors: dict[str, kvwire.KvwireError] = {}
         self._failed_blocks: set[int] = set()
         self.stats: dict[str, dict] = {}             # per request timeline (tests, TTFT split)
+        self.lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        if bool(extra.get("progress_thread", True)):
+            self._thread = threading.Thread(target=self._progress_loop, daemon=True,
+                                            name=f"kvwire-{c.engine_id}")
+            self._thread.start()
+
+    def _progress_loop(self) -> None:
+        """Moves the transfers while the engine's thread computes (torch releases the
+        GIL in its kernels): a layer posted by save_kv_layer goes on moving -- on dpdk,
+        which only moves when progressed, and on tcp/shm past the socket buffers --
+        and grants, acks and keepalives are answered during a long prefill."""
+        busy_poll = self.driver == "dpdk" or bool((self.c.extra.get("kvwire") or {}).get("fault"))
+        while not self._stop.is_set():
+            with self.lock:
+                if self._stop.is_set():
+                    break
+                try:
+                    self.progress(0)
+                except kvwire.ClosedError:
+                    break
+                active = self.busy()
+                fd = self.agent.ctx.fd
+            if active and busy_poll:
+                time.sleep(0.0002)
+            else:
+                try:
+                    select.select([fd], [], [], 0.001 if active else 0.02)
+                except (OSError, ValueError):
+                    time.sleep(0.001)
 
     # ---- caches
     def alloc_kv_caches(self, names: list[str], num_blocks: int, heads: int, head_size: int,
@@ -489,6 +549,13 @@ class _WorkerSide:
 
     # ---- messages
     def _on_message(self, peer: Peer, msg: dict) -> None:
+        if msg.get("type") == "cancel":      # the decode gave up this transfer
+            seq = int(msg["seq"])
+            for s in self.sends.values():
+                if s.t.seq == seq and not s.aborted:
+                    s.aborted = True
+                    s.t.abort()
+            return
         if msg.get("type") != "pull":
             return
         seq = int(msg["seq"])
@@ -632,6 +699,11 @@ class _WorkerSide:
         if t.peer is None or s.aborted or t.error is not None or t.peer.failed is not None \
                 or not s.release:
             return
+        err = t.first_error()
+        if err is not None:          # e.g. the decode aborted: post nothing more
+            t.error = err
+            t.abort()
+            return
         ep = t.peer.ep
         try:
             for g, grp in enumerate(kv.groups):
@@ -714,6 +786,8 @@ class _WorkerSide:
             if r is not None:
                 r.aborted = True
                 r.t.abort()                  # fence: nothing lands in these blocks any more
+                if r.t.peer is not None and r.posted and r.t.peer.failed is None:
+                    r.t.peer.send_msg({"type": "cancel", "seq": r.t.seq})  # stop the prefill too
                 self._freeable.add(rid)
 
     def progress(self, timeout: float = 0.0) -> None:
@@ -830,6 +904,13 @@ class _WorkerSide:
         return out
 
     def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(10)
+        with self.lock:
+            self._close()
+
+    def _close(self) -> None:
         for s in self.sends.values():
             s.t.abort()
         for r in self.recvs.values():

@@ -19,6 +19,7 @@ modes (the finding of issue 17 each one replays):
   helloflood  5: HELLOs from new made-up sources (secs=, rate=)
   heldflood   6: flows from made-up sources (n=), each sending out-of-order
               control frames (frames=, size=)
+  hold        5: flows from made-up sources (n=) kept in the handshake (secs=)
 A made-up source that is answered (a cookie challenge, a WELCOME) answers
 back as a client would: the attacker receives what is sent to the MAC it
 made up, since the bridge learnt that MAC on its port."""
@@ -282,7 +283,7 @@ def sacklie(w, a):
         w.send(pkt)
         i += 1
         pace(rate, i, t0)
-    say(lying_acks=i, rate="%.0f" % (i / max(0.001, time.time() - t0)), tap=int(tap))
+    say(lying_acks=w.sent, tried=i, rate="%.0f" % (w.sent / max(0.001, time.time() - t0)), tap=int(tap))
 
 def helloflood(w, a):
     lport, lip = int(a.get("port", 7000)), a.get("lip", "10.0.0.1")
@@ -321,8 +322,17 @@ def heldflood(w, a):
             sent += 1
     say(flows=nflows, answered=opened, held_frames=sent, size=size, secs="%.1f" % (time.time() - t0))
 
+def hold(w, a):
+    """Flows from made-up sources that answer the cookie, ack the WELCOME
+    and then keep still: connections in the handshake."""
+    lport, lip = int(a.get("port", 7000)), a.get("lip", "10.0.0.1")
+    n, secs = int(a.get("n", 1)), float(a.get("secs", 20))
+    opened = sum(1 for i in range(n) if Flow(w, 900 + i, lip, lport).open())
+    say(held_flows=opened, of=n)
+    time.sleep(secs)
+
 MODES = {m.__name__: m for m in (sackfreeze, closeflood, credits0, grantwrite, sacklie,
-                                  helloflood, heldflood)}
+                                  helloflood, heldflood, hold)}
 
 def main():
     if len(sys.argv) < 3 or sys.argv[2] not in MODES:

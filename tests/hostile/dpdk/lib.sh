@@ -12,6 +12,7 @@
 ATTACK="$(dirname "$0")/attack.py"
 A=${TAG}A; B=${TAG}B; X=${TAG}X; M=${TAG}M
 OUT=$(mktemp -d)
+SPID= CPID= APID=
 hostile_cleanup() {
 	[ -n "${APID:-}" ] && kill "$APID" 2>/dev/null
 	netns_cleanup "$A" "$B" "$X" "$M"; rm -rf "$OUT"; rundir_cleanup
@@ -77,7 +78,11 @@ attack() {
 		[ $i -ge 200 ] && { echo "attack.py did not start: $(cat "$OUT/attack.txt")"; return 1; }
 	done
 }
-wait_all() { wait "$CPID" 2>/dev/null; wait "$SPID" 2>/dev/null; wait "$APID" 2>/dev/null; APID=; }
+wait_all() {
+	local p
+	for p in "$CPID" "$SPID" "$APID"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
+	APID=
+}
 
 done_of() { local n; n=$(grep -c '^DONE seq=' "$1" 2>/dev/null); echo "${n:-0}"; } # sequences completed
 stat_of() { grep '^STATS' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }

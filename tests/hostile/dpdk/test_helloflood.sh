@@ -2,7 +2,10 @@
 # SPDX-License-Identifier: MIT
 # Issue 17 finding 5, HELLO flood: HELLOs from new made-up sources at
 # 20 k/s while an honest client connects three times in turn. Judged by:
-# 3/3 connections served, the listener's memory grows < 64 MiB.
+# 3/3 connections served, the listener's memory grows < 64 MiB. Then a
+# source that answers cookies holds a connection in the handshake of a
+# listener with max_handshakes=1: the listener's limits apply to dpdk, and
+# the honest client is refused at once with the listener's sentence.
 . "$(dirname "$0")/lib.sh"
 hostile_need
 hostile_net 0 0 || { fail "bridge with three namespaces"; exit 1; }
@@ -22,4 +25,13 @@ echo "FIGURES HELLO flood: honest_connects=$ok/$R listener_rss_mb=$((${rs:-0} / 
 if [ $ok = $R ]; then pass "HELLO flood: $ok/$R honest connections"; else fail "HELLO flood: $ok/$R honest connections"; fi
 if [ -n "$rm" ] && [ $(( (rm - rs) / 1024 )) -lt 64 ]; then pass "listener memory +$(( (rm - rs) / 1024 )) MiB"
 else fail "listener memory +$(( (${rm:-0} - ${rs:-0}) / 1024 )) MiB"; fi
+
+KVW_MAX_HANDSHAKES=1 KVW_HANDSHAKE_TIMEOUT_MS=30000 server $ARGS -r 1
+attack hold n=1 secs=15
+i=0; until grep -q "^ATTACK held_flows" "$OUT/attack.txt" || [ $i -ge 100 ]; do sleep 0.1; i=$((i + 1)); done
+t0=$(date +%s%N); client $ARGS; wait "$CPID"; ms=$((($(date +%s%N) - t0) / 1000000))
+kill "$APID" "$SPID" 2>/dev/null; wait_all
+echo "FIGURES handshake limit: $(grep -h '^ATTACK held' "$OUT/attack.txt") client: $(grep -h '^RESULT' "$OUT/client.txt") after $ms ms"
+if grep -q "limit of connections in the handshake" "$OUT/client.txt"; then pass "max_handshakes=1 held: the client was refused with the listener's sentence"
+else fail "max_handshakes=1 held: no refusal with the listener's sentence"; tail -n 3 "$OUT/client.txt"; fi
 [ $FAILS = 0 ]
