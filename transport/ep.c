@@ -928,9 +928,12 @@ void kvw_ep_keepalive(kvw_ep *ep, uint64_t now)
 		kvw_ep_fail(ep, KVW_ERR_CLOSED, "nobody called kvw_accept() for it within accept_timeout_ms");
 		return;
 	}
-	if (ep->last_check_ns && now - ep->last_check_ns > ka) {
+	if (ep->last_check_ns && now - ep->last_check_ns > 2 * ka) {
 		/* this process ran no progress for a while: the silence was ours,
-		 * so the peer gets a full keepalive round from now to answer */
+		 * so the peer gets a full keepalive round from now to answer. Two
+		 * rounds, not one: a wake on the keepalive timer itself comes a
+		 * little after `ka` (ms rounding, scheduling), and taking that for
+		 * our absence would keep a dead peer alive for ever. */
 		if (ep->last_rx_ns < now - ka)
 			ep->last_rx_ns = now - ka;
 		idle = now - ep->last_rx_ns;

@@ -298,3 +298,41 @@ Test(hostile_lim, silent_flood_at_fd_limit, .timeout = 90)
 			close(fds[i]);
 	kvw_ctx_destroy(good);
 }
+
+/* A stopped peer must be declared dead even by a process that sleeps in
+ * kvw_poll_wait longer than keepalive_ms: a wake on the keepalive timer
+ * comes a little after it, and taking that for this process's own absence
+ * reset the peer's silence at every wake (found by the Python binding:
+ * keepalive 100 ms, poll_wait 200 ms, a SIGSTOPped peer never died). */
+Test(hostile_lim, stopped_peer_dies_despite_long_waits, .timeout = 30)
+{
+	const char *const cfg[] = {"keepalive_ms", "100", "peer_dead_ms", "1000", NULL};
+	kvw_listener *l;
+	kvw_ctx *c = victim(cfg, &l);
+	kvw_ep *ep = NULL;
+	kvw_event ev[8];
+	pid_t pid;
+	uint64_t t0;
+
+	if ((pid = fork()) == 0) {
+		kvw_ctx *pc = kvwt_ctx(cfg);
+		kvw_ep *pe;
+		if (kvw_connect(pc, kvw_listener_uri(l), 5000, &pe) != KVW_OK)
+			_exit(2);
+		for (uint64_t end = kvwt_now_ms() + 300; kvwt_now_ms() < end;)
+			kvw_poll_wait(pc, ev, 8, 10);
+		raise(SIGSTOP);
+		_exit(0);
+	}
+	cr_assert_eq(kvw_accept(l, 5000, &ep), KVW_OK, "%s", kvw_ctx_last_error(c));
+	t0 = kvwt_now_ms();
+	while (kvw_ep_status(ep) == KVW_OK && kvwt_now_ms() - t0 < 8000)
+		kvw_poll_wait(c, ev, 8, 200);
+	cr_log_info("stopped peer declared %s after %llu ms (peer_dead_ms 1000, waits of 200 ms)",
+		    kvw_strerror(kvw_ep_status(ep)), (unsigned long long)(kvwt_now_ms() - t0));
+	cr_expect_eq(kvw_ep_status(ep), KVW_ERR_PEER_DEAD);
+	cr_expect_lt(kvwt_now_ms() - t0, 3000);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	kvw_ctx_destroy(c);
+}
