@@ -118,6 +118,12 @@ kvw_status kvw_config_create(kvw_config **out)
 	return KVW_OK;
 }
 
+static kvw_status kvw_cfg_unknown(const char *name)
+{
+	return kvw_set_err(NULL, KVW_ERR_INVALID, "config has no option \"%.64s\": `kvwire config` "
+			   "lists them", name);
+}
+
 kvw_status kvw_config_set(kvw_config *cfg, const char *name, const char *value)
 {
 	int i;
@@ -128,8 +134,7 @@ kvw_status kvw_config_set(kvw_config *cfg, const char *name, const char *value)
 	if (!cfg || !name || !value)
 		return kvw_set_err(NULL, KVW_ERR_INVALID, "kvw_config_set: config, name and value must not be NULL");
 	if ((i = kvw_cfg_index(name)) < 0)
-		return kvw_set_err(NULL, KVW_ERR_INVALID, "config has no option \"%.64s\": `kvwire config` "
-				   "lists them", name);
+		return kvw_cfg_unknown(name);
 	old = cfg->val[i] ? strdup(cfg->val[i]) : NULL;
 	st = kvw_cfg_setval(cfg, i, value);
 	if (st == KVW_OK && (st = kvw_cfg_check(cfg)) != KVW_OK) {
@@ -149,8 +154,7 @@ kvw_status kvw_config_get(const kvw_config *cfg, const char *name, char *buf, si
 	if (!cfg || !name || !buf)
 		return kvw_set_err(NULL, KVW_ERR_INVALID, "kvw_config_get: config, name and buffer must not be NULL");
 	if ((i = kvw_cfg_index(name)) < 0)
-		return kvw_set_err(NULL, KVW_ERR_INVALID, "config has no option \"%.64s\": `kvwire config` "
-				   "lists them", name);
+		return kvw_cfg_unknown(name);
 	if (strlen(cfg->val[i]) + 1 > len)
 		return kvw_set_err(NULL, KVW_ERR_NOMEM, "config %s: its value needs a buffer of %zu bytes",
 				   name, strlen(cfg->val[i]) + 1);

@@ -1213,34 +1213,14 @@ Test(conf_proc, silent_peer_detected_by_keepalive)
 /* shm: one arena of 0xee, sealed and passed read-only once (mem_id 2), as a
  * kvwire sender shares its own; the fragment names its first 8 KiB by DESC.
  * tcp: the bytes travel in DATA. */
-static void dup_frag(struct forge *f, uint32_t layer, bool *shared)
+static void dup_frag(struct forge *f, uint32_t layer)
 {
 	if (strcmp(kvwt_driver()->name, "shm")) {
 		forge_data(f, f->g.token, layer, 0, 0, 8192);
 		return;
 	}
-	if (!*shared) {
-		int mfd = memfd_create("kvwt-dup", MFD_CLOEXEC | MFD_ALLOW_SEALING), ro;
-		char path[64];
-		cr_assert_geq(mfd, 0);
-		cr_assert_eq(ftruncate(mfd, FORGE_ARENA), 0);
-		uint8_t *p = mmap(NULL, FORGE_ARENA, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
-		cr_assert_neq(p, MAP_FAILED);
-		memset(p, 0xee, FORGE_ARENA);
-		munmap(p, FORGE_ARENA);
-		cr_assert_eq(fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE), 0);
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", mfd);
-		cr_assert_geq(ro = open(path, O_RDONLY | O_CLOEXEC), 0);
-		uint8_t frame[sizeof(struct kvw_wire_hdr) + sizeof(struct kvw_wire_mem)];
-		struct kvw_wire_mem m = { .mem_id = 2, .len = FORGE_ARENA };
-		kvw_wire_hdr_encode(frame, KVW_T_MEM, 0, sizeof(m), f->srv_id);
-		memcpy(frame + sizeof(struct kvw_wire_hdr), &m, sizeof(m));
-		cr_assert_eq(rawp_send_fd(f->fd, frame, sizeof(frame), ro), 0);
-		close(ro);
-		close(mfd);
-		*shared = true;
-	}
-	struct kvw_wire_desc d = { .token = f->g.token, .layer = layer, .bytes = 8192, .mem_id = 2 };
+	forge_share_arena(f); /* once per connection: the sealed arena, mem_id 1 */
+	struct kvw_wire_desc d = { .token = f->g.token, .layer = layer, .bytes = 8192, .mem_id = 1 };
 	cr_assert_eq(rawp_frame(f->fd, KVW_T_DESC, f->srv_id, &d, sizeof(d)), 0);
 }
 
@@ -1256,10 +1236,9 @@ Test(conf_raw, duplicate_fragments_do_not_complete)
 	forge_only_tcp();
 	forge_open(&f);
 	/* 2 layers x 4 blocks x 8 KiB: four copies of block 0 in each layer */
-	bool shared = false;
 	for (uint32_t l = 0; l < 2; l++)
 		for (int i = 0; i < 4; i++)
-			dup_frag(&f, l, &shared);
+			dup_frag(&f, l);
 	kvwt_spin(&f.r.ctx, 1, 300);
 	cr_assert_eq(f.x.rrec.status, KVW_INPROGRESS, "duplicates ended the sequence %s (want it "
 		     "still waiting for 6 of its 8 pages): %s", kvw_strerror(f.x.rrec.status),

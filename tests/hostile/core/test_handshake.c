@@ -8,6 +8,7 @@
 #include "kvw_int.h"
 #include "kvwt.h"
 #include "rawpeer.h"
+#include "hc.h"
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -23,14 +24,8 @@ TestSuite(hostile_hs, .timeout = 60);
 static kvw_ctx *victim(const char *secret, kvw_listener **l)
 {
 	const char *const cfg[] = {"secret", secret ? secret : "", NULL};
-	kvw_ctx *c = kvwt_ctx(cfg);
-	char uri[256];
 
-	if (!kvwt_driver()->raw_stream)
-		cr_skip_test("driver %s has no stream socket to forge frames on", kvwt_driver()->name);
-	kvwt_listen_uri(uri, sizeof(uri));
-	cr_assert_eq(kvw_listen(c, uri, l), KVW_OK, "%s", kvw_ctx_last_error(c));
-	return c;
+	return hc_victim(cfg, l);
 }
 
 /* Sends bytes on a fresh connection; returns the REJECT status that came

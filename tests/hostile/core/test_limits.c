@@ -6,6 +6,7 @@
 #include "kvw_int.h"
 #include "kvwt.h"
 #include "rawpeer.h"
+#include "hc.h"
 
 #include <criterion/criterion.h>
 #include <poll.h>
@@ -19,17 +20,7 @@
 
 TestSuite(hostile_lim, .timeout = 60);
 
-static kvw_ctx *victim(const char *const *cfg, kvw_listener **l)
-{
-	kvw_ctx *c = kvwt_ctx(cfg);
-	char uri[256];
-
-	if (!kvwt_driver()->raw_stream)
-		cr_skip_test("driver %s has no stream socket to forge frames on", kvwt_driver()->name);
-	kvwt_listen_uri(uri, sizeof(uri));
-	cr_assert_eq(kvw_listen(c, uri, l), KVW_OK, "%s", kvw_ctx_last_error(c));
-	return c;
-}
+#define victim hc_victim
 
 /* A peer that sends PINGs and never reads a PONG (found: 1.1 GB in 15 s):
  * the queue stays bounded and the endpoint fails PEER_DEAD with a
@@ -149,24 +140,13 @@ Test(hostile_lim, unaccepted_endpoints_capped_and_expire)
 /* Out of file descriptors (found: ~99 % CPU, 78 k failed accepts in 2 s):
  * the victim refuses with a REJECT and sleeps. It runs in a child whose
  * fd limit is 48; the parent holds READY endpoints until none is left. */
-static void emfile_child(int out, const char *uri_buf_pipe_unused)
+static void emfile_child(int out)
 {
 	const char *const cfg[] = {"max_unaccepted", "1000", "accept_timeout_ms", "60000", NULL};
-	struct rlimit rl = {48, 48};
 	kvw_listener *l;
-	kvw_ctx *c;
+	kvw_ctx *c = hc_child_victim(out, 48, cfg, &l);
 	struct rusage r0, r1;
-	char uri[256];
 
-	(void)uri_buf_pipe_unused;
-	setrlimit(RLIMIT_NOFILE, &rl);
-	c = kvwt_ctx(cfg);
-	kvwt_listen_uri(uri, sizeof(uri));
-	if (kvw_listen(c, uri, &l) != KVW_OK)
-		_exit(2);
-	snprintf(uri, sizeof(uri), "%s", kvw_listener_uri(l));
-	if (write(out, uri, sizeof(uri)) != (ssize_t)sizeof(uri))
-		_exit(3);
 	for (uint64_t end = kvwt_now_ms() + 3000; kvwt_now_ms() < end;) {
 		kvw_progress(c);
 		kvw_ctx_wait(c, 10);
@@ -196,7 +176,7 @@ Test(hostile_lim, out_of_fds_no_spin, .timeout = 60)
 		cr_skip_test("stream drivers only");
 	cr_assert_eq(pipe(p), 0);
 	if ((pid = fork()) == 0)
-		emfile_child(p[1], NULL);
+		emfile_child(p[1]);
 	cr_assert_eq(read(p[0], uri, sizeof(uri)), (ssize_t)sizeof(uri));
 	for (n = 0; n < 80; n++) {
 		int32_t rej = 0;
@@ -224,19 +204,9 @@ Test(hostile_lim, out_of_fds_no_spin, .timeout = 60)
  * this process. */
 static void lockout_child(int out)
 {
-	struct rlimit rl = {256, 256};
 	kvw_listener *l;
-	kvw_ctx *c;
-	char uri[256];
+	kvw_ctx *c = hc_child_victim(out, 256, NULL, &l);
 
-	setrlimit(RLIMIT_NOFILE, &rl);
-	c = kvwt_ctx(NULL);
-	kvwt_listen_uri(uri, sizeof(uri));
-	if (kvw_listen(c, uri, &l) != KVW_OK)
-		_exit(2);
-	snprintf(uri, sizeof(uri), "%s", kvw_listener_uri(l));
-	if (write(out, uri, sizeof(uri)) != (ssize_t)sizeof(uri))
-		_exit(3);
 	for (uint64_t end = kvwt_now_ms() + 40000; kvwt_now_ms() < end;) {
 		kvw_ep *ep;
 		kvw_progress(c);
