@@ -907,7 +907,7 @@ static uint64_t kvw_ep_handshake_ns(const kvw_ep *ep)
 void kvw_ep_keepalive(kvw_ep *ep, uint64_t now)
 {
 	const struct kvw_cfgv *c = &ep->ctx->cfg;
-	uint64_t idle = now - ep->last_rx_ns, ka = (uint64_t)c->keepalive_ms * 1000000ull;
+	uint64_t idle = now > ep->last_rx_ns ? now - ep->last_rx_ns : 0, ka = (uint64_t)c->keepalive_ms * 1000000ull;
 	char why[128];
 
 	if (ep->state == KVW_EP_CONNECTING || ep->state == KVW_EP_HANDSHAKE) {
