@@ -222,6 +222,12 @@ kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 	struct rd_hdr h = {.kind = (uint8_t)kind, .len = (uint32_t)len};
 	size_t need = r->txq_len + sizeof(h) + len;
 
+	if (r->ep && need > kvw_core_cfg(r->ep->ctx)->max_tx_queue) {
+		/* a peer that returns no credits must not make us queue without end */
+		kvw_ep_fail(r->ep, KVW_ERR_PEER_DEAD, "the peer stopped taking messages: max_tx_queue "
+			    "bytes are queued for it (it returns no receive credits)");
+		return KVW_ERR_PEER_DEAD;
+	}
 	if (r->fault && rd_fault_queue(r, sizeof(h) + len) != KVW_OK)
 		return KVW_ERR_NOMEM;
 	if (need > r->txq_cap) {
