@@ -158,23 +158,49 @@ int rawp_wait_closed(int fd, kvw_ctx *ctx, int timeout_ms, int32_t *reject)
 	}
 }
 
-uint32_t rawp_handshake(int fd, kvw_ctx *ctx, const char *driver)
+/* The status of a REJECT that came where the handshake's next frame was due. */
+static void rawp_note_reject(const struct kvw_wire_hdr *h, const uint8_t *body, int32_t *reject)
+{
+	struct kvw_wire_reject rj;
+	if (reject && h->type == KVW_T_REJECT) {
+		memcpy(&rj, body, sizeof(rj));
+		*reject = rj.status;
+	}
+}
+
+uint32_t rawp_handshake_rej(int fd, kvw_ctx *ctx, const char *driver, int32_t *reject)
 {
 	static uint8_t body[4096];
 	struct kvw_wire_hello hello = { .caps = 0, .rails = 1 };
+	struct kvw_wire_welcome w;
 	struct kvw_wire_hdr h;
+	int r;
+
+	if (reject)
+		*reject = 0;
 	memset(hello.nonce, 0x42, sizeof(hello.nonce));
 	snprintf(hello.driver, sizeof(hello.driver), "%s", driver);
-	if (rawp_frame(fd, KVW_T_HELLO, 0, &hello, sizeof(hello)))
+	/* a refused connection may be closed before the HELLO is written:
+	 * its REJECT is still in the receive buffer */
+	(void)rawp_frame(fd, KVW_T_HELLO, 0, &hello, sizeof(hello));
+	r = rawp_recv(fd, ctx, 5000, &h, body, sizeof(body));
+	if (r == 1)
+		rawp_note_reject(&h, body, reject);
+	if (r != 1 || h.type != KVW_T_WELCOME)
 		return 0;
-	if (rawp_recv(fd, ctx, 5000, &h, body, sizeof(body)) != 1 || h.type != KVW_T_WELCOME)
-		return 0;
-	struct kvw_wire_welcome w;
 	memcpy(&w, body, sizeof(w));
 	struct kvw_wire_auth a = { .ep_id = 0x7777 };
 	if (rawp_frame(fd, KVW_T_AUTH, w.ep_id, &a, sizeof(a)))
 		return 0;
-	if (rawp_recv(fd, ctx, 5000, &h, body, sizeof(body)) != 1 || h.type != KVW_T_READY)
+	r = rawp_recv(fd, ctx, 5000, &h, body, sizeof(body));
+	if (r == 1)
+		rawp_note_reject(&h, body, reject);
+	if (r != 1 || h.type != KVW_T_READY)
 		return 0;
 	return w.ep_id;
+}
+
+uint32_t rawp_handshake(int fd, kvw_ctx *ctx, const char *driver)
+{
+	return rawp_handshake_rej(fd, ctx, driver, NULL);
 }

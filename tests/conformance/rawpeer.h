@@ -26,5 +26,8 @@ int rawp_wait_closed(int fd, kvw_ctx *ctx, int timeout_ms, int32_t *reject);
 /* HELLO / WELCOME / AUTH / READY without a secret. Returns the server's
  * endpoint id, 0 on failure. */
 uint32_t rawp_handshake(int fd, kvw_ctx *ctx, const char *driver);
+/* The same; a REJECT received in place of WELCOME or READY leaves its
+ * status in *reject (0 if none). */
+uint32_t rawp_handshake_rej(int fd, kvw_ctx *ctx, const char *driver, int32_t *reject);
 
 #endif

@@ -182,8 +182,10 @@ Test(hostile_lim, out_of_fds_no_spin, .timeout = 60)
 		int32_t rej = 0;
 		if ((fds[n] = rawp_connect(uri)) < 0)
 			break;
-		if (rawp_handshake(fds[n], NULL, kvwt_driver()->name) == 0) {
-			if (rawp_wait_closed(fds[n], NULL, 1000, &rej) == 1 && rej == KVW_ERR_BUSY)
+		if (rawp_handshake_rej(fds[n], NULL, kvwt_driver()->name, &rej) == 0) {
+			if (rej == 0)
+				(void)rawp_wait_closed(fds[n], NULL, 1000, &rej);
+			if (rej == KVW_ERR_BUSY)
 				rejected++;
 		}
 	}
