@@ -152,6 +152,8 @@ struct kvw_seqmap {          /* linear probing seq_id -> req; vals[i] != NULL = 
 	uint32_t cap, used;
 };
 
+#define KVW_ENDED_GRANTS 32
+
 struct kvw_ep {
 	kvw_ctx *ctx;
 	kvw_drv *drv;
@@ -195,6 +197,10 @@ struct kvw_ep {
 	bool pump_blocked;        /* the driver refused fragments: wait for its fd */
 	uint32_t peer_grants;     /* peer GRANTs waiting for kvw_send_seq (max_peer_grants) */
 	uint64_t peer_grant_bytes; /* their body bytes (max_peer_grant_bytes) */
+	/* peer GRANTs that ended before kvw_send_seq came (aborted, timed out):
+	 * that send fails at once instead of waiting for a GRANT till its deadline */
+	struct kvw_ended_grant { uint64_t seq_id; kvw_status st; } ended[KVW_ENDED_GRANTS];
+	uint32_t ended_next;
 
 	void *drv_priv;
 	struct kvw_ep *next;

@@ -221,6 +221,30 @@ static void kvw_req_complete(kvw_req *r, kvw_status st)
 	kvw_ev_push(ep->ctx, &ev);
 }
 
+/* A peer GRANT that waited for kvw_send_seq ended: remember it (a ring of
+ * the last KVW_ENDED_GRANTS), so that send fails at once. */
+static void kvw_grant_ended_note(kvw_ep *ep, const kvw_req *r, kvw_status st)
+{
+	if (r->role != KVW_ROLE_SEND || !r->granted)
+		return;
+	ep->ended[ep->ended_next % KVW_ENDED_GRANTS] = (struct kvw_ended_grant){r->seq_id, st};
+	ep->ended_next++;
+}
+
+/* Takes seq_id out of the ring; its status, or KVW_OK if it is not there. */
+static kvw_status kvw_grant_ended_take(kvw_ep *ep, uint64_t seq_id)
+{
+	for (uint32_t i = 0; i < KVW_ENDED_GRANTS; i++) {
+		struct kvw_ended_grant *e = &ep->ended[i];
+		if (e->st != KVW_OK && e->seq_id == seq_id) {
+			kvw_status st = e->st;
+			e->st = KVW_OK;
+			return st;
+		}
+	}
+	return KVW_OK;
+}
+
 static void kvw_send_abort(kvw_ep *ep, const kvw_req *r, kvw_status why, bool to_receiver)
 {
 	struct kvw_wire_abort a = {.seq_id = r->seq_id, .status = why,
@@ -250,8 +274,10 @@ static void kvw_req_fail(kvw_req *r, kvw_status st, bool tell_peer)
 	}
 	kvw_req_unmap(ep, r);
 	kvw_req_complete(r, st);
-	if (!r->user_owned)
+	if (!r->user_owned) {
+		kvw_grant_ended_note(ep, r, st);
 		kvw_req_destroy(r);
+	}
 }
 
 static bool kvw_blocks_ok(const kvw_layout *l, const uint32_t *blocks, size_t n, size_t *bad)
@@ -653,6 +679,7 @@ static kvw_status kvw_on_grant(kvw_ep *ep, const void *body)
 		return KVW_OK;
 	}
 	if (!r) {
+		(void)kvw_grant_ended_take(ep, g.seq_id); /* granted again */
 		kvw_grant_wait(ep, &g, body);
 		return KVW_OK;
 	}
@@ -724,6 +751,10 @@ kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const 
 		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "layers [%u, %u) not inside the layout's %u",
 				   first, end, l->n_layers);
 	r = kvw_map_get(&ep->send_map, seq_id);
+	if (!r && (st = kvw_grant_ended_take(ep, seq_id)) != KVW_OK)
+		return kvw_set_err(ep->ctx, st, "sequence %llu: the receiver's grant ended before this "
+				   "send (%s): nothing was sent; the decode side must grant it again",
+				   (unsigned long long)seq_id, kvw_strerror(st));
 	if (!r) {
 		if (!(r = kvw_req_new(ep, KVW_ROLE_SEND, seq_id)))
 			return kvw_set_err(ep->ctx, KVW_ERR_NOMEM, "kvw_send_seq: out of memory");

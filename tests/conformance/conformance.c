@@ -304,6 +304,34 @@ Test(conf, grant_before_send)
 	xseq_free(&s.x);
 }
 
+/* The receiver takes its grant back before the sender's kvw_send_seq: the
+ * send fails at once (it used to wait for a GRANT until its deadline), and
+ * a new grant of the same sequence is honoured. */
+Test(conf, grant_aborted_before_send_fails_the_send, .timeout = 30)
+{
+	static struct small s;
+	small_make(&s, 25);
+	xseq_grant(&s.x, pr.server, 0);
+	kvwt_spin(&ctx, 1, 50); /* the grant reaches the sender */
+	cr_assert_eq(kvw_req_abort(s.x.rreq), KVW_OK);
+	kvwt_spin(&ctx, 1, 50); /* and so does its end */
+	uint64_t t0 = kvwt_now_ms();
+	kvw_status st = xseq_send(&s.x, pr.client, 0, SL, KVW_SEND_LAST);
+	cr_assert_eq(st, KVW_ERR_ABORTED, "send after the grant ended: %s", kvw_strerror(st));
+	cr_assert_lt(kvwt_now_ms() - t0, 1000, "the send waited for the ended grant");
+	cr_assert_not_null(strstr(kvw_ctx_last_error(ctx), "grant ended"), "%s", kvw_ctx_last_error(ctx));
+	check_untouched(&s.dst, NULL, 0, 12);
+	cr_assert_eq(kvw_req_free(s.x.rreq), KVW_OK);
+	s.x.rreq = NULL;
+	kvwt_rec_init(&s.x.rrec);
+	xseq_grant(&s.x, pr.server, 0);
+	cr_assert_geq(xseq_send(&s.x, pr.client, 0, SL, KVW_SEND_LAST), 0);
+	cr_assert(kvwt_drive1(ctx, 20000, xseq_done, &s.x));
+	xseq_verify(&s.x);
+	check_untouched(&s.dst, s.dblk, SN, 12);
+	xseq_free(&s.x);
+}
+
 Test(conf, send_before_grant)
 {
 	static struct small s;
