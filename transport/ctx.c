@@ -247,20 +247,12 @@ int kvw_poll(kvw_ctx *ctx, kvw_event *events, int max)
 	return n;
 }
 
-kvw_status kvw_ctx_wait(kvw_ctx *ctx, int timeout_ms)
+/* The context's next wake-up, in ns from now (UINT64_MAX: none): timers,
+ * drivers polled without an fd (dpdk), `kvwire stat` clients. */
+static uint64_t kvw_ctx_next_wake_ns(kvw_ctx *ctx, uint64_t now)
 {
-	struct epoll_event ev[8];
-	uint64_t now = kvw_now_ns(), next = UINT64_MAX;
-	int t = timeout_ms;
+	uint64_t next = UINT64_MAX;
 
-	if (!ctx)
-		return KVW_ERR_INVALID;
-	if (ctx->evq_head != ctx->evq_tail)
-		return KVW_OK;
-	for (kvw_ep *ep = ctx->eps; ep; ep = ep->next)
-		if (ep->state == KVW_EP_READY && ep->active_head && !ep->pump_blocked)
-			return KVW_OK; /* fragments to post: no sleeping */
-	/* wake for the next timer (keepalive, liveness, deadlines) */
 	for (kvw_ep *ep = ctx->eps; ep; ep = ep->next) {
 		uint64_t e = kvw_ep_next_timer(ep);
 		if (e < next)
@@ -271,15 +263,47 @@ kvw_status kvw_ctx_wait(kvw_ctx *ctx, int timeout_ms)
 			next = now + ctx->drv[i].caps.poll_us * 1000ull;
 	if (ctx->stats && now + 100000000ull < next)
 		next = now + 100000000ull; /* `kvwire stat` clients: served within 100 ms */
-	if (next != UINT64_MAX) {
-		uint64_t ms = next > now ? (next - now + 999999) / 1000000 : 0;
-		if (t < 0 || ms < (uint64_t)t)
-			t = (int)ms;
+	return next == UINT64_MAX ? UINT64_MAX : next > now ? next - now : 0;
+}
+
+/* epoll with a ns timeout (UINT64_MAX: forever): a 200 us driver poll
+ * interval is honoured instead of rounded up to 1 ms. Kernels before 5.11
+ * lack epoll_pwait2: then whole milliseconds, rounded up. */
+static int kvw_ctx_epoll(kvw_ctx *ctx, uint64_t wait_ns)
+{
+	struct epoll_event ev[8];
+	struct timespec ts = {(time_t)(wait_ns / 1000000000ull), (long)(wait_ns % 1000000000ull)};
+	int n;
+
+	if (!ctx->no_pwait2) {
+		n = epoll_pwait2(ctx->epfd, ev, 8, wait_ns == UINT64_MAX ? NULL : &ts, NULL);
+		if (n >= 0 || errno != ENOSYS)
+			return n;
+		ctx->no_pwait2 = true;
 	}
+	uint64_t ms = wait_ns == UINT64_MAX ? 0 : (wait_ns + 999999) / 1000000;
+	return epoll_wait(ctx->epfd, ev, 8, wait_ns == UINT64_MAX ? -1 : ms > INT32_MAX ? INT32_MAX : (int)ms);
+}
+
+kvw_status kvw_ctx_wait(kvw_ctx *ctx, int timeout_ms)
+{
+	uint64_t now = kvw_now_ns(), t, next;
+
+	if (!ctx)
+		return KVW_ERR_INVALID;
+	if (ctx->evq_head != ctx->evq_tail)
+		return KVW_OK;
+	for (kvw_ep *ep = ctx->eps; ep; ep = ep->next)
+		if (ep->state == KVW_EP_READY && ep->active_head && !ep->pump_blocked)
+			return KVW_OK; /* fragments to post: no sleeping */
+	t = timeout_ms < 0 ? UINT64_MAX : (uint64_t)timeout_ms * 1000000ull;
+	next = kvw_ctx_next_wake_ns(ctx, now);
+	if (next < t)
+		t = next;
 	for (int i = 0; i < KVW_DRV_MAX && t != 0; i++)
 		if (ctx->drv[i].open && ctx->drv[i].ops->prepare_wait(&ctx->drv[i]))
 			t = 0; /* work arrived while arming: no sleep */
-	if (epoll_wait(ctx->epfd, ev, 8, t) < 0 && errno != EINTR)
+	if (kvw_ctx_epoll(ctx, t) < 0 && errno != EINTR)
 		return kvw_set_err(ctx, KVW_ERR_IO, "epoll_wait: %s", strerror(errno));
 	ctx->next_timer_ns = 0; /* run the timer pass on the next progress */
 	return KVW_OK;

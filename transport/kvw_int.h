@@ -232,6 +232,7 @@ struct kvw_ctx {
 	kvw_config *config;      /* copy, for kvw_config_get via the CLI */
 	char err[512];
 	int epfd;
+	bool no_pwait2;           /* the kernel lacks epoll_pwait2 (< 5.11) */
 	kvw_drv drv[KVW_DRV_MAX];
 	uint32_t next_mem_id, next_ep_id;
 	kvw_mem *mems;
