@@ -1,17 +1,8 @@
 # SPDX-License-Identifier: MIT
 # Shared by the tools-* tests. Usage: source lib.sh KVWIRE MKFRAMES STAT_LOAD FIXTURES
-set -u
 KVWIRE=$1 MKFRAMES=$2 STAT_LOAD=$3 FIXTURES=$4
-TMP=$(mktemp -d /tmp/kvwt-tools.XXXXXX)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-FAILS=0
-ok() { echo "ok: $*"; }
-fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
+# shellcheck source=../common/shlib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common/shlib.sh" kvwt-tools
 # expect_rc WANT CMD...: runs CMD, output in $TMP/out, checks the exit code
 expect_rc() {
 	local want=$1; shift

@@ -1,17 +1,8 @@
 # SPDX-License-Identifier: MIT
 # Shared by the hostile-cli-* tests. Usage: source lib.sh KVWIRE CLI_PEER
-set -u
 KVWIRE=$1 PEER=$2
-TMP=$(mktemp -d /tmp/kvwt-hcli.XXXXXX)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-FAILS=0
-ok() { echo "ok: $*"; }
-fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
+# shellcheck source=../common/shlib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../common/shlib.sh" kvwt-hcli
 # start_peer NAME ARGS...: starts kvwt_cli_peer ARGS, waits for its "ready"
 start_peer() {
 	local name=$1 i; shift
