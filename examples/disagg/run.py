@@ -102,8 +102,10 @@ class Cluster:
                 dec_kvwire["dpdk_eal"] = (f"{base} -l {cl} --file-prefix=kvwdD{tag} "
                                           f"--vdev=net_memif0,role=client,socket={sock}")
                 listen, kvw = "dpdk://127.0.0.1:7000?eal=" + srv.replace(" ", "+"), {}
+            elif driver == "rdma":   # a RoCE/IB device's IPv4 address (the test VM's rxe0)
+                listen, kvw = f"rdma://{os.environ.get('RXE_IP', '10.78.0.1')}:0", {}
             else:
-                raise ValueError(f"driver {driver}: shm, tcp or dpdk")
+                raise ValueError(f"driver {driver}: shm, tcp, dpdk or rdma")
             self.prefills.append(self._start(
                 ["--role", "prefill", "--kv-listen", listen, "--kvwire", json.dumps(kvw),
                  "--engine-id", f"prefill{i}", "--layer-delay", str(layer_delay), *common]))

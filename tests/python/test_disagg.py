@@ -46,11 +46,14 @@ def _check(res, n, seed, max_tokens=MAX_TOKENS):
     assert c["logits_equal"], f"{n} tokens: final logits differ: {c['why']}"
 
 
-DRIVERS = ["shm", "tcp", "dpdk"]
+DRIVERS = ["shm", "tcp", "dpdk", "rdma"]
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_decode_equals_one_process_for_several_prompts(driver):
+    if driver == "rdma" and os.environ.get("RXE_VM") != "1":
+        pytest.skip("rdma needs a RoCE device: `meson test python-disagg-rdma` runs this case "
+                    "in the Soft-RoCE VM (tests/vm/run-rxe-vm.sh)")
     if driver == "dpdk":
         why = dpdk_reason()
         if why:
@@ -67,8 +70,11 @@ def test_decode_equals_one_process_for_several_prompts(driver):
         if driver == "dpdk" and "rte_eal_init" in str(e):
             pytest.skip(f"DPDK's EAL cannot start here: {str(e)[:300]}")
         raise
+    # torch under the VM's TCG emulation is ~50x slower: there one prompt
+    # of 3 blocks, the last one partial
+    lengths = [37] if driver == "rdma" else LENGTHS
     with cl:
-        for i, n in enumerate(LENGTHS):
+        for i, n in enumerate(lengths):
             prompt = ref(n, 100 + i)[0]
             res = cl.proxy.complete(prompt, MAX_TOKENS)
             _check(res, n, 100 + i)
