@@ -23,7 +23,13 @@ modes (the finding of issue 17 each one replays):
 A made-up source that is answered (a cookie challenge, a WELCOME) answers
 back as a client would: the attacker receives what is sent to the MAC it
 made up, since the bridge learnt that MAC on its port."""
-import os, random, select, socket, struct, sys, time
+import os, random, select, signal, socket, struct, sys, time
+
+STOP = []  # set by SIGTERM: the test's honest pair is done, say what was done and end
+
+
+def live(t_end):
+    return not STOP and time.time() < t_end
 
 MAGIC = 0x3157564B
 HDR = struct.Struct("<IBBBBIIII")  # magic major minor type flags len ep_id psn ack
@@ -245,7 +251,7 @@ def grantwrite(w, a):
     forged = 0
     t_end = time.time() + float(a.get("secs", 60))
     data = lambda p: p.typ == T_DATA and p.dport == lport and len(p.body) >= 24
-    while forged < count and time.time() < t_end:
+    while forged < count and live(t_end):
         fresh = [p for p in w.drain() if data(p)]  # the newest DATA frame, not a stale one
         p = fresh[-1] if fresh else w.wait(data, 1)
         if not p:
@@ -270,7 +276,7 @@ def sacklie(w, a):
     pkt = to_c(random.getrandbits(32), ack_body(1, [(1, 0x7FFFFFF0)]))
     cid = cum = top = None
     t0, i, last_learn = time.time(), 0, 0.0
-    while time.time() - t0 < secs:
+    while live(t0 + secs):
         if tap and time.time() - last_learn > 0.01:  # the live ids and psns, from the tap
             last_learn = time.time()
             for p in w.drain(4096):
@@ -290,7 +296,7 @@ def helloflood(w, a):
     secs, rate = float(a.get("secs", 20)), float(a.get("rate", 20000))
     t0, i, shown = time.time(), 0, 0.0
     hb = hello_body()
-    while time.time() - t0 < secs:
+    while live(t0 + secs):
         mac, ip, port = made_up(1000 + i)
         w.send(frame(BCAST, mac, ip2b(ip), ip2b(lip), port, lport, kvw(T_HELLO, 0, hb, psn=1)))
         i += 1
@@ -329,7 +335,9 @@ def hold(w, a):
     n, secs = int(a.get("n", 1)), float(a.get("secs", 20))
     opened = sum(1 for i in range(n) if Flow(w, 900 + i, lip, lport).open())
     say(held_flows=opened, of=n)
-    time.sleep(secs)
+    t_end = time.time() + secs
+    while live(t_end):
+        time.sleep(0.1)
 
 MODES = {m.__name__: m for m in (sackfreeze, closeflood, credits0, grantwrite, sacklie,
                                   helloflood, heldflood, hold)}
@@ -341,6 +349,7 @@ def main():
     args = dict(kv.split("=", 1) for kv in sys.argv[3:])
     random.seed(int(args.get("seed", 17)))
     w = Wire(sys.argv[1])
+    signal.signal(signal.SIGTERM, lambda *_: STOP.append(1))
     say(ready=1)  # the socket is open: the test starts the client now
     MODES[sys.argv[2]](w, args)
 

@@ -78,9 +78,12 @@ attack() {
 		[ $i -ge 200 ] && { echo "attack.py did not start: $(cat "$OUT/attack.txt")"; return 1; }
 	done
 }
+# wait_all: the honest pair ends, then the attacker is told to stop (SIGTERM:
+# it says what it did and exits) instead of running out its secs=
 wait_all() {
 	local p
-	for p in "$CPID" "$SPID" "$APID"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
+	for p in "$CPID" "$SPID"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
+	[ -n "${APID:-}" ] && { kill -TERM "$APID" 2>/dev/null; wait "$APID" 2>/dev/null; }
 	APID=
 }
 
