@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: MIT */
+/* Geometries and the planner: every plan is applied byte by byte between
+ * two arenas and checked element by element against a naive reference
+ * (every granted (layer, kv, token, head, byte) written exactly once, with
+ * the right value, nothing else touched); the receiver's check accepts
+ * every planned fragment and refuses forged ones. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "transport/geom.h"
+
+#define LAYERS 2u
+#define HEADS 8u
+#define DIM 8u   /* elements per head */
+#define ELEM 2u  /* bf16 */
+#define CANARY 0xC3u
+
+TestSuite(geom, .timeout = 120);
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(uint32_t n)
+{
+	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+	return (uint32_t)(rng % n);
+}
+
+/* What an element byte holds, a function of where it sits in the model. */
+static uint8_t val(uint32_t l, uint32_t kv, uint64_t t, uint32_t h, uint32_t b)
+{
+	uint64_t x = ((((uint64_t)l * 3 + kv) * 100003 + t) * 31 + h) * 131 + b;
+	x ^= x >> 29, x *= 0xBF58476D1CE4E5B9ull, x ^= x >> 32;
+	return (uint8_t)x;
+}
+
+/* A side as the test sees it: geometry, block table, arena, write counts. */
+struct side {
+	kvw_geom g;
+	uint64_t offs[2 * LAYERS];
+	uint32_t blocks[512];
+	uint32_t n;
+	uint8_t *buf, *cnt;
+	size_t len;
+};
+
+enum { SEPARATE = 100 }; /* K and V in their own places, as kv_offsets (SGLang) */
+struct spec { int kind; uint32_t bt, h0, h1; };
+
+/* The documented address formula, written out independently. */
+static uint64_t ref_at(const kvw_geom *g, const uint32_t *blocks, uint32_t l, uint32_t kv,
+		       uint64_t t, uint32_t h)
+{
+	uint64_t base = g->kv_offsets ? g->kv_offsets[l * g->n_kv + kv]
+				      : g->base_offset + l * g->layer_stride + kv * g->kv_stride;
+	return base + blocks[t / g->block_tokens] * g->block_stride +
+	       (t % g->block_tokens) * g->token_stride + (h - g->h0) * g->head_stride;
+}
+
+/* Block table: chunks of 1..4 consecutive blocks in shuffled order. */
+static void table(struct side *s)
+{
+	uint32_t starts[512], lens[512], nc = 0, k = 0;
+
+	for (uint32_t b = 0; b < s->g.n_blocks; nc++) {
+		lens[nc] = 1 + rnd(4);
+		if (b + lens[nc] > s->g.n_blocks)
+			lens[nc] = s->g.n_blocks - b;
+		starts[nc] = b;
+		b += lens[nc];
+	}
+	for (uint32_t i = nc; i > 1; i--) {
+		uint32_t j = rnd(i), ts = starts[i - 1], tl = lens[i - 1];
+		starts[i - 1] = starts[j], lens[i - 1] = lens[j], starts[j] = ts, lens[j] = tl;
+	}
+	for (uint32_t c = 0; c < nc; c++)
+		for (uint32_t i = 0; i < lens[c] && k < s->n; i++)
+			s->blocks[k++] = starts[c] + i;
+}
+
+static void make(struct side *s, struct spec sp, uint32_t num_heads, uint32_t dim, uint64_t tokens)
+{
+	*s = (struct side){0};
+	s->g = (kvw_geom){.size = sizeof(kvw_geom), .n_layers = LAYERS, .block_tokens = sp.bt,
+		.elem_bytes = ELEM, .head_dim = dim, .num_heads = num_heads, .h0 = sp.h0, .h1 = sp.h1};
+	s->n = (uint32_t)((tokens + sp.bt - 1) / sp.bt);
+	s->g.n_blocks = s->n + 3;
+	cr_assert_leq(s->g.n_blocks, 512);
+	cr_assert_eq(kvw_geom_init(sp.kind == SEPARATE ? KVW_GEOM_NHD : (kvw_geom_kind)sp.kind, &s->g),
+		     KVW_OK, "%s", kvw_ctx_last_error(NULL));
+	s->len = s->g.layer_stride * LAYERS;
+	if (sp.kind == SEPARATE) { /* V first, then K, a gap between every region */
+		uint64_t region = s->g.kv_stride, at = 64;
+		for (uint32_t i = 2 * LAYERS; i-- > 0; at += region + 64)
+			s->offs[i] = at;
+		s->g.kv_offsets = s->offs;
+		s->len = at;
+	}
+	table(s);
+	s->buf = malloc(s->len);
+	s->cnt = calloc(s->len, 1);
+	cr_assert(s->buf && s->cnt);
+}
+
+static void drop(struct side *s)
+{
+	free(s->buf);
+	free(s->cnt);
+}
+
+static void fill_src(struct side *s, uint64_t tokens)
+{
+	uint32_t ub = s->g.head_dim * s->g.elem_bytes;
+
+	memset(s->buf, 0x5A, s->len);
+	for (uint32_t l = 0; l < LAYERS; l++)
+		for (uint32_t kv = 0; kv < s->g.n_kv; kv++)
+			for (uint64_t t = 0; t < tokens; t++)
+				for (uint32_t h = s->g.h0; h < s->g.h1; h++)
+					for (uint32_t b = 0; b < ub; b++)
+						s->buf[ref_at(&s->g, s->blocks, l, kv, t, h) + b] =
+							val(l, kv, t, h, b);
+}
+
+/* Plans s -> d, applies it, checks each fragment's naming and the
+ * receiver's acceptance; returns the fragment count. */
+static uint64_t apply(struct side *s, struct side *d, uint64_t t0, uint64_t t1)
+{
+	struct kvw_geom_side ss = {&s->g, s->blocks, s->n}, ds = {&d->g, d->blocks, d->n};
+	struct kvw_geom_grant gr = {ds, t0, t1, d->g.h0, d->g.h1};
+	struct kvw_plan p;
+	struct kvw_plan_frag f;
+	char why[200];
+	uint64_t n = 0, cnt;
+
+	cr_assert_eq(kvw_plan_init(&ss, &ds, t0, t1, why, sizeof(why), &p), KVW_OK, "%s", why);
+	cnt = kvw_plan_count(&p);
+	while (kvw_plan_next(&p, &f)) {
+		uint64_t at = (d->g.kv_offsets ? d->g.kv_offsets[f.layer * d->g.n_kv + f.kv]
+			       : f.layer * d->g.layer_stride + f.kv * d->g.kv_stride) +
+			      d->blocks[f.dst_idx] * d->g.block_stride + f.dst_off;
+		cr_assert_eq(at, f.dst_at, "fragment %llu names another place than dst_at",
+			     (unsigned long long)n);
+		cr_assert(f.src_off + f.bytes <= s->len && f.dst_at + f.bytes <= d->len);
+		cr_assert(kvw_geom_frag_ok(&gr, f.layer, f.kv, f.dst_idx, f.dst_off, f.bytes),
+			  "the receiver refuses planned fragment %llu", (unsigned long long)n);
+		memcpy(d->buf + f.dst_at, s->buf + f.src_off, f.bytes);
+		for (uint64_t i = 0; i < f.bytes; i++)
+			d->cnt[f.dst_at + i]++;
+		n++;
+	}
+	cr_assert_eq(n, cnt, "count %llu, cursor %llu", (unsigned long long)cnt, (unsigned long long)n);
+	return n;
+}
+
+/* Every destination element byte: written once with its value iff its
+ * token is in [t0, t1) and some source holds its head; nothing else. */
+static void verify(struct side *d, uint64_t tokens, uint64_t t0, uint64_t t1, const struct spec *src,
+		   uint32_t ns)
+{
+	uint32_t ub = d->g.head_dim * d->g.elem_bytes;
+	uint64_t want = 0, got = 0;
+
+	for (uint32_t l = 0; l < LAYERS; l++)
+		for (uint32_t kv = 0; kv < d->g.n_kv; kv++)
+			for (uint64_t t = 0; t < tokens; t++)
+				for (uint32_t h = d->g.h0; h < d->g.h1; h++) {
+					bool in = t >= t0 && t < t1, held = false;
+					uint64_t at = ref_at(&d->g, d->blocks, l, kv, t, h);
+					for (uint32_t i = 0; i < ns; i++)
+						held |= h >= src[i].h0 && h < src[i].h1;
+					for (uint32_t b = 0; b < ub && in && held; b++) {
+						cr_assert_eq(d->cnt[at + b], 1, "l%u kv%u t%llu h%u b%u written %u times",
+							     l, kv, (unsigned long long)t, h, b, d->cnt[at + b]);
+						cr_assert_eq(d->buf[at + b], val(l, kv, t, h, b));
+					}
+					want += in && held ? ub : 0;
+				}
+	for (size_t i = 0; i < d->len; i++) {
+		got += d->cnt[i];
+		if (!d->cnt[i])
+			cr_assert_eq(d->buf[i], CANARY, "byte %zu outside the plan was written", i);
+	}
+	cr_assert_eq(got, want, "%llu bytes written, %llu granted", (unsigned long long)got,
+		     (unsigned long long)want);
+}
+
+/* Sources src[] (fan-in) into destinations dst[] (fan-out), tokens
+ * [t0, t1) of a sequence of `tokens`. Returns the fragments of all pairs. */
+static uint64_t run_case(const struct spec *src, uint32_t ns, const struct spec *dst, uint32_t nd,
+			 uint32_t heads, uint32_t dim, uint64_t tokens, uint64_t t0, uint64_t t1)
+{
+	struct side *s = calloc(ns, sizeof(*s)), *d = calloc(nd, sizeof(*d));
+	uint64_t frags = 0;
+
+	for (uint32_t i = 0; i < ns; i++) {
+		make(&s[i], src[i], heads, dim, tokens);
+		fill_src(&s[i], tokens);
+	}
+	for (uint32_t j = 0; j < nd; j++) {
+		make(&d[j], dst[j], heads, dim, tokens);
+		memset(d[j].buf, CANARY, d[j].len);
+		for (uint32_t i = 0; i < ns; i++)
+			frags += apply(&s[i], &d[j], t0, t1);
+		verify(&d[j], tokens, t0, t1, src, ns);
+	}
+	for (uint32_t i = 0; i < ns; i++)
+		drop(&s[i]);
+	for (uint32_t j = 0; j < nd; j++)
+		drop(&d[j]);
+	free(s);
+	free(d);
+	return frags;
+}
+
+Test(geom, matrix_block_tokens_layouts_ranges)
+{
+	static const uint32_t bts[] = {16, 32, 64, 128};
+	static const int kinds[][2] = {
+		{KVW_GEOM_NHD, KVW_GEOM_NHD}, {KVW_GEOM_NHD, KVW_GEOM_HND},
+		{KVW_GEOM_HND, KVW_GEOM_NHD_KV_BLOCK}, {KVW_GEOM_NHD_KV_BLOCK, SEPARATE},
+		{SEPARATE, KVW_GEOM_HND_KV_BLOCK}, {KVW_GEOM_HND_KV_BLOCK, KVW_GEOM_HND},
+	};
+	/* whole, after a cached prefix of 48 tokens, starting and ending mid-block */
+	static const uint64_t ranges[][2] = {{0, 300}, {48, 300}, {37, 211}};
+
+	for (uint32_t a = 0; a < 4; a++)
+		for (uint32_t b = 0; b < 4; b++)
+			for (uint32_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
+				for (uint32_t r = 0; r < 3; r++) {
+					struct spec s = {kinds[k][0], bts[a], 0, HEADS};
+					struct spec d = {kinds[k][1], bts[b], 0, HEADS};
+					run_case(&s, 1, &d, 1, HEADS, DIM, 300, ranges[r][0], ranges[r][1]);
+				}
+}
+
+Test(geom, tensor_parallel_fan_in_fan_out)
+{
+	struct spec tp1[] = {{KVW_GEOM_NHD, 16, 0, 8}};
+	struct spec tp2[] = {{KVW_GEOM_HND, 32, 0, 4}, {KVW_GEOM_HND, 32, 4, 8}};
+	struct spec tp4[] = {{KVW_GEOM_NHD_KV_BLOCK, 64, 0, 2}, {KVW_GEOM_NHD_KV_BLOCK, 64, 2, 4},
+			     {KVW_GEOM_NHD_KV_BLOCK, 64, 4, 6}, {KVW_GEOM_NHD_KV_BLOCK, 64, 6, 8}};
+
+	run_case(tp1, 1, tp2, 2, HEADS, DIM, 300, 0, 300);   /* 1 -> 2: fan-out */
+	run_case(tp2, 2, tp1, 1, HEADS, DIM, 300, 0, 300);   /* 2 -> 1: fan-in */
+	run_case(tp4, 4, tp2, 2, HEADS, DIM, 300, 20, 290);  /* 4 -> 2: prefill TP4, decode TP2 */
+	run_case(tp2, 2, tp4, 4, HEADS, DIM, 300, 100, 257); /* 2 -> 4 */
+	/* a destination rank holding heads no source has: only the held ones land */
+	struct spec part[] = {{KVW_GEOM_NHD, 16, 2, 6}};
+	run_case(part, 1, tp2, 2, HEADS, DIM, 300, 0, 300);
+}
+
+Test(geom, mla_latent)
+{
+	struct spec a = {KVW_GEOM_MLA, 64, 0, 1}, b = {KVW_GEOM_MLA, 16, 0, 1};
+	/* one latent per token (36 bf16 here; DeepSeek's is 576), no K/V, no heads */
+	uint64_t n = run_case(&a, 1, &b, 1, 1, 36, 300, 48, 300);
+	cr_assert_gt(n, 0);
+	run_case(&b, 1, &a, 1, 1, 36, 300, 0, 131);
+}
+
+/* Today's plan for a simple layout (seq.c's frag_end): one fragment per run
+ * contiguous on both sides, per layer. */
+static uint64_t today_frags(const kvw_layout_desc *s, const uint32_t *sb, const kvw_layout_desc *d,
+			    const uint32_t *db, uint32_t n)
+{
+	bool sp = s->block_stride == s->block_bytes, dp = d->block_stride == d->block_bytes;
+	uint64_t runs = 1;
+
+	for (uint32_t j = 0; j + 1 < n; j++)
+		runs += !(sp && sb[j + 1] == sb[j] + 1 && dp && db[j + 1] == db[j] + 1);
+	return runs * s->n_layers;
+}
+
+Test(geom, simple_layout_plan_equals_today)
+{
+	for (int round = 0; round < 50; round++) {
+		kvw_layout_desc sd = {.n_layers = 3, .n_blocks = 40, .block_bytes = 4096,
+				      .block_stride = round % 3 ? 4096 : 8192};
+		kvw_layout_desc dd = {.n_layers = 3, .n_blocks = 40, .block_bytes = 4096,
+				      .block_stride = round % 5 ? 4096 : 4096 + 64, .base_offset = 128};
+		kvw_geom sg = {.size = sizeof(sg)}, dg = {.size = sizeof(dg)};
+		struct side s = {.n = 30}, d = {.n = 30};
+		struct kvw_plan p;
+		struct kvw_plan_frag f;
+		char why[200];
+		uint64_t want, n = 0;
+		sd.layer_stride = sd.n_blocks * sd.block_stride;
+		dd.layer_stride = dd.n_blocks * dd.block_stride;
+		cr_assert_eq(kvw_geom_from_layout(&sd, &sg), KVW_OK, "%s", kvw_ctx_last_error(NULL));
+		cr_assert_eq(kvw_geom_from_layout(&dd, &dg), KVW_OK, "%s", kvw_ctx_last_error(NULL));
+		s.g = sg, d.g = dg;
+		table(&s);
+		table(&d);
+		struct kvw_geom_side ss = {&s.g, s.blocks, s.n}, ds = {&d.g, d.blocks, d.n};
+		cr_assert_eq(kvw_plan_init(&ss, &ds, 0, s.n, why, sizeof(why), &p), KVW_OK, "%s", why);
+		want = today_frags(&sd, s.blocks, &dd, d.blocks, s.n);
+		/* fragment by fragment: whole runs from block starts, as seq.c cuts them */
+		uint32_t idx = 0, layer = 0;
+		while (kvw_plan_next(&p, &f)) {
+			uint32_t end = idx + (uint32_t)(f.bytes / 4096);
+			cr_assert_eq(f.layer, layer);
+			cr_assert_eq(f.dst_idx, idx);
+			cr_assert_eq(f.dst_off, 0);
+			cr_assert_eq(f.bytes % 4096, 0);
+			cr_assert_eq(f.src_off, layer * sd.layer_stride + s.blocks[idx] * sd.block_stride);
+			idx = end;
+			if (idx == s.n)
+				idx = 0, layer++;
+			n++;
+		}
+		cr_assert_eq(layer, 3);
+		cr_assert_eq(n, want, "round %d: %llu fragments, today's plan has %llu", round,
+			     (unsigned long long)n, (unsigned long long)want);
+	}
+}
