@@ -313,3 +313,164 @@ Test(geom, simple_layout_plan_equals_today)
 			     (unsigned long long)n, (unsigned long long)want);
 	}
 }
+
+/* Llama-3-8B: 32 layers, 8 KV heads of 128 bf16, 2048 tokens. Only the
+ * plan is walked (no arenas): offsets are all the planner computes. */
+static uint64_t llama_count(int sk, uint32_t sbt, bool s_scatter, int dk, uint32_t dbt, bool d_scatter)
+{
+	static uint32_t sb[2048], db[2048];
+	const uint32_t tokens = 2048;
+	kvw_geom s = {.size = sizeof(s), .n_layers = 32, .block_tokens = sbt, .elem_bytes = 2,
+		      .head_dim = 128, .num_heads = 8, .n_blocks = 2 * tokens / sbt};
+	kvw_geom d = s;
+	struct kvw_plan p;
+	char why[200];
+
+	d.block_tokens = dbt, d.n_blocks = 2 * tokens / dbt;
+	cr_assert_eq(kvw_geom_init(sk, &s), KVW_OK, "%s", kvw_ctx_last_error(NULL));
+	cr_assert_eq(kvw_geom_init(dk, &d), KVW_OK, "%s", kvw_ctx_last_error(NULL));
+	for (uint32_t j = 0; j < tokens / sbt; j++)
+		sb[j] = s_scatter ? 2 * j : j;
+	for (uint32_t j = 0; j < tokens / dbt; j++)
+		db[j] = d_scatter ? 2 * j : j;
+	struct kvw_geom_side ss = {&s, sb, tokens / sbt}, ds = {&d, db, tokens / dbt};
+	cr_assert_eq(kvw_plan_init(&ss, &ds, 0, tokens, why, sizeof(why), &p), KVW_OK, "%s", why);
+	return kvw_plan_count(&p);
+}
+
+Test(geom, llama3_8b_fragment_counts)
+{
+	struct { const char *what; int sk; uint32_t sbt; bool ss; int dk; uint32_t dbt; bool ds;
+		 uint64_t want; } c[] = {
+		/* one per (layer, K/V, run): the whole layer half when both tables are one run */
+		{"same geometry, contiguous tables", KVW_GEOM_NHD, 16, false, KVW_GEOM_NHD, 16, false, 64},
+		{"same geometry, scattered blocks", KVW_GEOM_NHD, 16, true, KVW_GEOM_NHD, 16, true, 64 * 128},
+		{"16 -> 64 block tokens, scattered", KVW_GEOM_NHD, 16, true, KVW_GEOM_NHD, 64, true, 64 * 128},
+		{"16 contiguous -> 64 scattered", KVW_GEOM_NHD, 16, false, KVW_GEOM_NHD, 64, true, 64 * 32},
+		/* every (token, head) moves alone: 256-byte fragments */
+		{"NHD -> HND", KVW_GEOM_NHD, 16, true, KVW_GEOM_HND, 16, true, 64ull * 2048 * 8},
+		{"FlashInfer -> vLLM NHD", KVW_GEOM_NHD_KV_BLOCK, 16, false, KVW_GEOM_NHD, 16, false, 64 * 128},
+	};
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		uint64_t n = llama_count(c[i].sk, c[i].sbt, c[i].ss, c[i].dk, c[i].dbt, c[i].ds);
+		cr_log_info("Llama-3-8B, 2048 tokens, %s: %llu fragments (%.1f KiB average)", c[i].what,
+			    (unsigned long long)n, 32.0 * 2 * 2048 * 8 * 256 / n / 1024);
+		cr_expect_eq(n, c[i].want, "%s: %llu fragments, expected %llu", c[i].what,
+			     (unsigned long long)n, (unsigned long long)c[i].want);
+	}
+}
+
+/* The receiver's grant for the forged-fragment cases: NHD, 16 tokens a
+ * block, heads [0, 4) of 8 held, tokens [16, 100) granted of 8 blocks. */
+static kvw_geom fg;
+static const uint32_t fblocks[8] = {5, 6, 7, 1, 2, 9, 10, 3};
+
+static struct kvw_geom_grant forge_grant(uint32_t h0, uint32_t h1)
+{
+	fg = (kvw_geom){.size = sizeof(fg), .n_layers = 2, .block_tokens = 16, .elem_bytes = 2,
+			.head_dim = 64, .num_heads = 8, .h0 = 0, .h1 = 4, .n_blocks = 12};
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_NHD, &fg), KVW_OK);
+	return (struct kvw_geom_grant){{&fg, fblocks, 8}, 16, 100, h0, h1};
+}
+
+Test(geom, receiver_refuses_forged_fragments)
+{
+	struct kvw_geom_grant gr = forge_grant(0, 4);
+	const uint64_t u = 128, tok = 4 * u, blk = 16 * tok; /* unit, token row, block */
+
+	/* honest: a head, a token row, blocks 1..2 (5, 6, 7 follow in memory), V */
+	cr_assert(kvw_geom_frag_ok(&gr, 0, 0, 1, 0, u));
+	cr_assert(kvw_geom_frag_ok(&gr, 1, 1, 1, 3 * tok, tok));
+	cr_assert(kvw_geom_frag_ok(&gr, 0, 0, 1, 0, 2 * blk));
+	/* outside the grant: the cached prefix (tokens < 16), tokens >= 100, past the list */
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 0, 15 * tok, tok));
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 1, 0, 3 * blk)); /* into block 1 (index 3) */
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 6, 3 * tok, 2 * tok)); /* token 99 ok, 100 not */
+	cr_assert(kvw_geom_frag_ok(&gr, 0, 0, 6, 3 * tok, tok));
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 8, 0, u));
+	cr_assert_not(kvw_geom_frag_ok(&gr, 2, 0, 1, 0, u));
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 2, 1, 0, u));
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 1, 0, 0));
+	/* offsets that overflow or run off the block list */
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 1, UINT64_MAX - 10, 100));
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 1, 1ull << 62, u));
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 1, 0, UINT64_MAX));
+	/* a foreign head range: this rank granted heads [0, 2) only (fan-in) */
+	gr = forge_grant(0, 2);
+	cr_assert(kvw_geom_frag_ok(&gr, 0, 0, 2, 0, 2 * u));
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 2, 0, 3 * u));
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 2, 2 * u, u));
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 2, 0, tok)); /* a whole row is 4 heads */
+	/* a grant claiming heads this geometry does not hold */
+	gr = forge_grant(2, 6);
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 2, 2 * u, u));
+	cr_assert_not(kvw_geom_frag_ok(NULL, 0, 0, 2, 0, u));
+}
+
+Test(geom, receiver_refuses_padding)
+{
+	kvw_geom g = {.size = sizeof(g), .n_layers = 1, .block_tokens = 16, .elem_bytes = 2,
+		      .head_dim = 64, .num_heads = 2, .h1 = 2, .n_blocks = 4};
+	const uint32_t blocks[4] = {0, 1, 2, 3};
+
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_HND, &g), KVW_OK);
+	g.token_stride = 256, g.head_stride = 16 * 256, g.block_stride = 3 * 16 * 256;
+	g.kv_stride = 4 * g.block_stride;
+	g.layer_stride = 2 * g.kv_stride;
+	struct kvw_geom_grant gr = {{&g, blocks, 4}, 0, 64, 0, 2};
+	char why[200];
+	cr_assert_eq(kvw_geom_check(&g, 0, why, sizeof(why)), KVW_OK, "%s", why);
+	cr_assert(kvw_geom_frag_ok(&gr, 0, 0, 0, 0, 128));      /* token 0 of head 0 */
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 0, 128, 8));  /* the gap after an element */
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 0, 2 * 16 * 256, 8)); /* the block's tail */
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 0, 0, 256));  /* runs into the gap */
+}
+
+Test(geom, bad_geometries_and_plans_refused)
+{
+	kvw_geom g = {.size = sizeof(g), .n_layers = 2, .block_tokens = 16, .elem_bytes = 2,
+		      .head_dim = 64, .num_heads = 8, .n_blocks = 4}, keep, h;
+	uint32_t blocks[4] = {0, 1, 2, 3};
+	struct kvw_plan p;
+	char why[200];
+
+	keep = g;
+	cr_assert_eq(kvw_geom_init(0, &g), KVW_ERR_INVALID);
+	cr_assert(strlen(kvw_ctx_last_error(NULL)) > 0);
+	g.h0 = 5, g.h1 = 3;
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_NHD, &g), KVW_ERR_INVALID);
+	cr_assert_eq(memcmp(&g.token_stride, &keep.token_stride, 8), 0, "written on failure");
+	g = keep, g.size = 0;
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_NHD, &g), KVW_ERR_INVALID);
+	g = keep;
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_NHD, &g), KVW_OK);
+	cr_assert_eq(g.h1, 8, "h1 0 means all heads");
+	/* strides that overlap: tokens closer than a row of 8 heads */
+	h = g, h.token_stride = 4 * 128;
+	cr_assert_eq(kvw_geom_check(&h, 0, why, sizeof(why)), KVW_ERR_INVALID);
+	h = g, h.layer_stride = h.kv_stride;  /* layer 1's K on layer 0's V */
+	cr_assert_eq(kvw_geom_check(&h, 0, why, sizeof(why)), KVW_ERR_INVALID);
+	cr_assert_eq(kvw_geom_check(&g, g.layer_stride * 2 - 1, why, sizeof(why)), KVW_ERR_INVALID);
+	cr_assert_eq(kvw_geom_check(&g, g.layer_stride * 2, why, sizeof(why)), KVW_OK, "%s", why);
+	/* plans: another head size, a table too short for the range, a block outside */
+	h = keep, h.head_dim = 128;
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_NHD, &h), KVW_OK);
+	struct kvw_geom_side a = {&g, blocks, 4}, b = {&h, blocks, 4};
+	cr_assert_eq(kvw_plan_init(&a, &b, 0, 64, why, sizeof(why), &p), KVW_ERR_INVALID);
+	b.g = &g;
+	cr_assert_eq(kvw_plan_init(&a, &b, 0, 65, why, sizeof(why), &p), KVW_ERR_INVALID);
+	cr_assert(strstr(why, "64 tokens"), "%s", why);
+	cr_assert_eq(kvw_plan_init(&a, &b, 10, 5, why, sizeof(why), &p), KVW_ERR_INVALID);
+	blocks[2] = 4;
+	cr_assert_eq(kvw_plan_init(&a, &b, 0, 64, why, sizeof(why), &p), KVW_ERR_INVALID);
+	cr_assert_eq(kvw_plan_init(&a, &b, 0, 32, why, sizeof(why), &p), KVW_OK, "%s", why);
+	/* disjoint head ranges: nothing to move, not an error */
+	h = keep, h.h0 = 0, h.h1 = 4;
+	kvw_geom h2 = keep;
+	h2.h0 = 4, h2.h1 = 8;
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_NHD, &h), KVW_OK);
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_NHD, &h2), KVW_OK);
+	a.g = &h, b.g = &h2;
+	cr_assert_eq(kvw_plan_init(&a, &b, 0, 32, why, sizeof(why), &p), KVW_OK, "%s", why);
+	cr_assert_eq(kvw_plan_count(&p), 0);
+}
