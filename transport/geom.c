@@ -316,6 +316,20 @@ static void kvw_plan_advance(struct kvw_plan *p)
 		p->done = true;
 }
 
+/* Heads packed next to each other on both sides: the unit becomes the row
+ * of common heads of a token (8 times fewer steps for NHD with 8 heads). */
+static void kvw_plan_rows(struct kvw_plan *p)
+{
+	struct kvw_geom_dims *d = &p->dims;
+	uint32_t n = p->h1 - p->h0;
+
+	if (n < 2 || p->s.g->head_stride != p->unit || !d->n || d->dim[d->n - 1] != KVW_GD_HEAD ||
+	    d->stride[d->n - 1] != p->unit)
+		return;
+	d->n--;
+	p->unit *= n;
+}
+
 kvw_status kvw_plan_init(const struct kvw_geom_side *s, const struct kvw_geom_side *d,
 			 uint64_t t0, uint64_t t1, char *why, size_t len, struct kvw_plan *out)
 {
@@ -335,6 +349,7 @@ kvw_status kvw_plan_init(const struct kvw_geom_side *s, const struct kvw_geom_si
 	p.h1 = s->g->h1 < d->g->h1 ? s->g->h1 : d->g->h1;
 	p.kv_in_block = kvw_geom_kv_in_block(d->g);
 	kvw_geom_dims_of(d->g, &p.dims);
+	kvw_plan_rows(&p);
 	p.done = t0 == t1 || p.h0 >= p.h1;
 	if (!p.done) {
 		p.bi = (uint32_t)(t0 / d->g->block_tokens);
@@ -349,7 +364,7 @@ kvw_status kvw_plan_init(const struct kvw_geom_side *s, const struct kvw_geom_si
 static void kvw_plan_unit(const struct kvw_plan *p, struct kvw_plan_frag *f)
 {
 	const kvw_geom *g = p->d.g;
-	uint32_t kv = p->kvo, i = 0, hr = 0;
+	uint32_t kv = p->kvo, i = 0, hr = p->h0 - g->h0; /* the row's first head when rows */
 
 	for (uint32_t k = 0; k < p->dims.n; k++) {
 		if (p->dims.dim[k] == KVW_GD_KV)

@@ -247,6 +247,12 @@ Test(geom, tensor_parallel_fan_in_fan_out)
 	/* a destination rank holding heads no source has: only the held ones land */
 	struct spec part[] = {{KVW_GEOM_NHD, 16, 2, 6}};
 	run_case(part, 1, tp2, 2, HEADS, DIM, 300, 0, 300);
+	/* heads packed on both sides (rows of common heads move whole) */
+	struct spec n2[] = {{KVW_GEOM_NHD, 32, 0, 4}, {KVW_GEOM_NHD_KV_BLOCK, 16, 4, 8}};
+	struct spec n3[] = {{KVW_GEOM_NHD, 64, 0, 3}, {KVW_GEOM_NHD, 16, 3, 6}, {SEPARATE, 32, 6, 8}};
+	run_case(n2, 2, n3, 3, HEADS, DIM, 300, 5, 299);
+	run_case(n3, 3, n2, 2, HEADS, DIM, 300, 0, 300);
+	run_case(part, 1, n3, 3, HEADS, DIM, 300, 17, 18);
 }
 
 Test(geom, mla_latent)
