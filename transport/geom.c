@@ -96,7 +96,7 @@ static kvw_status kvw_geom_region(const kvw_geom *g, uint64_t *region, char *why
 	if (!kvw_geom_block_extent(g, &d, &ext))
 		return kvw_geom_why(why, len, "geometry: token, head and K/V strides overlap inside "
 				    "a block (each must be at least the bytes of what it contains)");
-	if (g->n_blocks > 1 && g->block_stride < ext)
+	if (g->block_stride < ext)
 		return kvw_geom_why(why, len, "geometry: block_stride is smaller than a block");
 	ovf |= __builtin_mul_overflow((uint64_t)(g->n_blocks - 1), g->block_stride, &m);
 	ovf |= __builtin_add_overflow(m, ext, region);
@@ -445,9 +445,9 @@ static uint64_t kvw_grant_piece(const struct kvw_geom_grant *gr, const struct kv
 	uint32_t c = 0, h = g->h0;
 
 	for (uint32_t k = 0; k < d->n; k++) {
-		c = (uint32_t)(in / d->stride[k] < d->count[k] ? in / d->stride[k] : d->count[k]);
-		if (c >= d->count[k])
+		if (in / d->stride[k] >= d->count[k])
 			return 0;
+		c = (uint32_t)(in / d->stride[k]);
 		in %= d->stride[k];
 		if (d->dim[k] == KVW_GD_KV)
 			kv += c;
@@ -488,9 +488,9 @@ bool kvw_geom_frag_ok(const struct kvw_geom_grant *gr, uint32_t layer, uint32_t 
 	seen = dst_idx;
 	while (pos < end) {
 		uint64_t piece;
-		slot = dst_idx + pos / g->block_stride;
-		if (slot >= gr->side.n)
+		if (pos / g->block_stride >= gr->side.n - dst_idx) /* no wrap: dst_idx < n */
 			return false;
+		slot = dst_idx + pos / g->block_stride;
 		for (; seen < slot; seen++) /* a run crosses only into the block that follows */
 			if (gr->side.blocks[seen + 1] != gr->side.blocks[seen] + 1)
 				return false;

@@ -75,7 +75,8 @@ struct kvw_geom_grant {
 	uint64_t t0, t1;
 	uint32_t h0, h1;
 };
-/* Whether every byte of a fragment (layer, kv, dst_idx, dst_off, bytes)
+/* The grant's geometry must have passed kvw_geom_check (the receiver's
+ * own, checked when it granted). Whether every byte of a fragment (layer, kv, dst_idx, dst_off, bytes)
  * is a granted unit byte: granted blocks (runs across blocks only where
  * they follow in memory), tokens and heads; no padding, no overflow. */
 bool kvw_geom_frag_ok(const struct kvw_geom_grant *gr, uint32_t layer, uint32_t kv,

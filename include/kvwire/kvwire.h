@@ -172,7 +172,8 @@ size_t kvw_layout_runs(const kvw_layout *layout, const uint32_t *blocks, size_t 
  * num_heads (tensor parallelism: TP=4 over 8 KV heads holds 2 per rank).
  * MLA: n_kv 1, num_heads 1, head_dim the latent width. Inside a block the
  * strides must nest without overlap (each dimension fits in the stride of
- * the one above); docs/ARCHITECTURE.md writes out vLLM, FlashInfer, SGLang
+ * the one above) and layers and separate K/V regions may not overlap
+ * (kv_offsets, when given, are trusted not to); docs/ARCHITECTURE.md writes out vLLM, FlashInfer, SGLang
  * and MLA as example geometries. */
 typedef struct kvw_geom {
 	uint32_t size;          /* sizeof(kvw_geom), set by the caller */

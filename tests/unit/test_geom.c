@@ -480,3 +480,22 @@ Test(geom, bad_geometries_and_plans_refused)
 	cr_assert_eq(kvw_plan_init(&a, &b, 0, 32, why, sizeof(why), &p), KVW_OK, "%s", why);
 	cr_assert_eq(kvw_plan_count(&p), 0);
 }
+
+Test(geom, receiver_refuses_wrapping_offsets)
+{
+	/* one-byte units, one-byte blocks: an offset of 2^64 - 3 blocks must not wrap
+	 * back onto a granted block */
+	kvw_geom g = {.size = sizeof(g), .n_layers = 1, .block_tokens = 1, .elem_bytes = 1,
+		      .head_dim = 1, .num_heads = 1, .h1 = 1, .n_blocks = 8};
+	const uint32_t blocks[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+	char why[200];
+
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_MLA, &g), KVW_OK);
+	struct kvw_geom_grant gr = {{&g, blocks, 8}, 0, 8, 0, 1};
+	cr_assert(kvw_geom_frag_ok(&gr, 0, 0, 0, 0, 8));
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 0, 0, 9));
+	cr_assert_not(kvw_geom_frag_ok(&gr, 0, 0, 5, UINT64_MAX - 2, 1));
+	/* a zero block stride (division by it) is no geometry */
+	g.n_blocks = 1, g.block_stride = 0;
+	cr_assert_eq(kvw_geom_check(&g, 0, why, sizeof(why)), KVW_ERR_INVALID);
+}
