@@ -330,6 +330,17 @@ static void kvw_plan_rows(struct kvw_plan *p)
 	p->unit *= n;
 }
 
+/* Tokens (or rows of them) packed next to each other on both sides: a step
+ * takes the tokens up to the end of the destination's range in the block
+ * or of the source's block, whichever comes first. */
+static void kvw_plan_tok_runs(struct kvw_plan *p)
+{
+	const struct kvw_geom_dims *d = &p->dims;
+
+	p->tok_runs = d->n && d->dim[d->n - 1] == KVW_GD_TOK && d->stride[d->n - 1] == p->unit &&
+		      (p->s.g->token_stride == p->unit || p->s.g->block_tokens == 1);
+}
+
 kvw_status kvw_plan_init(const struct kvw_geom_side *s, const struct kvw_geom_side *d,
 			 uint64_t t0, uint64_t t1, char *why, size_t len, struct kvw_plan *out)
 {
@@ -350,6 +361,7 @@ kvw_status kvw_plan_init(const struct kvw_geom_side *s, const struct kvw_geom_si
 	p.kv_in_block = kvw_geom_kv_in_block(d->g);
 	kvw_geom_dims_of(d->g, &p.dims);
 	kvw_plan_rows(&p);
+	kvw_plan_tok_runs(&p);
 	p.done = t0 == t1 || p.h0 >= p.h1;
 	if (!p.done) {
 		p.bi = (uint32_t)(t0 / d->g->block_tokens);
@@ -381,12 +393,31 @@ static void kvw_plan_unit(const struct kvw_plan *p, struct kvw_plan_frag *f)
 				      (uint64_t)p->bi * g->block_tokens + i, g->h0 + hr);
 }
 
+/* Units the step at the cursor takes (1 unless tokens run on both sides). */
+static uint32_t kvw_plan_step(const struct kvw_plan *p)
+{
+	uint32_t k = p->dims.n - 1, lo, hi, left;
+	uint64_t t, sbt = p->s.g->block_tokens;
+
+	if (!p->tok_runs)
+		return 1;
+	kvw_plan_bounds(p, k, &lo, &hi);
+	left = hi - p->at[k];
+	t = (uint64_t)p->bi * p->d.g->block_tokens + p->at[k];
+	if (sbt - t % sbt < left)
+		left = (uint32_t)(sbt - t % sbt);
+	return left;
+}
+
 bool kvw_plan_next(struct kvw_plan *p, struct kvw_plan_frag *f)
 {
 	struct kvw_plan_frag u;
 
 	while (!p->done) {
+		uint32_t k = kvw_plan_step(p);
 		kvw_plan_unit(p, &u);
+		u.bytes *= k;
+		p->at[p->dims.n ? p->dims.n - 1 : 0] += k - 1;
 		kvw_plan_advance(p);
 		if (p->have && u.layer == p->pend.layer && (p->kv_in_block || u.kv == p->pend.kv) &&
 		    u.src_off == p->pend.src_off + p->pend.bytes &&

@@ -48,6 +48,7 @@ struct kvw_plan {
 	struct kvw_geom_dims dims;/* destination in-block order */
 	uint32_t l, kvo, bi, b_end, at[3];
 	bool done, have;
+	bool tok_runs;             /* tokens packed on both sides: steps take runs */
 	struct kvw_plan_frag pend;
 };
 
