@@ -499,3 +499,69 @@ Test(geom, receiver_refuses_wrapping_offsets)
 	g.n_blocks = 1, g.block_stride = 0;
 	cr_assert_eq(kvw_geom_check(&g, 0, why, sizeof(why)), KVW_ERR_INVALID);
 }
+
+/* The receiver's check against a naive one: a byte map of every granted
+ * unit byte, and "list entry idx + q holds block blocks[idx] + q" for each
+ * block a fragment reaches. Random fragments, many of them unit-aligned. */
+static bool naive_ok(const struct side *d, const uint8_t *map, uint32_t l, uint32_t kv,
+		     uint32_t idx, uint64_t off, uint64_t bytes)
+{
+	const kvw_geom *g = &d->g;
+	uint64_t base;
+
+	if (l >= g->n_layers || kv >= g->n_kv || idx >= d->n || !bytes)
+		return false;
+	base = g->kv_offsets ? g->kv_offsets[l * g->n_kv + kv] : l * g->layer_stride + kv * g->kv_stride;
+	/* V of an interleaved block starts mid-block: count block ends from the block's start */
+	uint64_t in0 = !g->kv_offsets && g->kv_stride < g->block_stride ? kv * g->kv_stride : 0;
+	for (uint64_t p = off; p < off + bytes; p++) {
+		uint64_t q = (p + in0) / g->block_stride;
+		uint64_t at = base + (uint64_t)d->blocks[idx] * g->block_stride + p;
+		if (idx + q >= d->n || d->blocks[idx + q] != d->blocks[idx] + q || at >= d->len ||
+		    !map[at])
+			return false;
+	}
+	return true;
+}
+
+Test(geom, receiver_check_against_naive)
+{
+	static const int kinds[] = {KVW_GEOM_NHD, KVW_GEOM_HND, KVW_GEOM_NHD_KV_BLOCK,
+				    KVW_GEOM_HND_KV_BLOCK, SEPARATE, KVW_GEOM_MLA};
+	uint64_t agree_ok = 0, agree_no = 0;
+
+	for (uint32_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
+		for (uint32_t round = 0; round < 4; round++) {
+			bool mla = kinds[k] == KVW_GEOM_MLA;
+			struct spec sp = {kinds[k], round % 2 ? 16 : 4, mla ? 0 : 2, mla ? 1 : 6};
+			struct side d;
+			make(&d, sp, mla ? 1 : 8, 4, 60);
+			uint32_t gh0 = round < 2 ? d.g.h0 : d.g.h0 + 1, gh1 = d.g.h1;
+			uint64_t t0 = round * 3, t1 = 60 - round * 5, u = d.g.head_dim * d.g.elem_bytes;
+			struct kvw_geom_grant gr = {{&d.g, d.blocks, d.n}, t0, t1, mla ? 0 : gh0, gh1};
+			memset(d.cnt, 0, d.len);
+			for (uint32_t l = 0; l < LAYERS; l++)
+				for (uint32_t kv = 0; kv < d.g.n_kv; kv++)
+					for (uint64_t t = t0; t < t1; t++)
+						for (uint32_t h = gr.h0; h < gr.h1; h++)
+							memset(d.cnt + ref_at(&d.g, d.blocks, l, kv, t, h), 1, u);
+			for (uint32_t i = 0; i < 20000; i++) {
+				bool aligned = rnd(2);
+				uint32_t l = rnd(LAYERS + 1), kv = rnd(d.g.n_kv + 1), idx = rnd(d.n + 1);
+				uint64_t span = 3 * d.g.block_stride;
+				uint64_t off = aligned ? rnd((uint32_t)(span / u)) * u : rnd((uint32_t)span);
+				uint64_t bytes = aligned ? (1 + rnd(3 * d.g.block_tokens)) * u
+							 : 1 + rnd((uint32_t)span);
+				bool want = naive_ok(&d, d.cnt, l, kv, idx, off, bytes);
+				bool got = kvw_geom_frag_ok(&gr, l, kv, idx, off, bytes);
+				cr_assert_eq(got, want, "kind %d round %u: l%u kv%u idx %u off %llu bytes %llu: "
+					     "check says %d, naive %d", kinds[k], round, l, kv, idx,
+					     (unsigned long long)off, (unsigned long long)bytes, got, want);
+				agree_ok += want, agree_no += !want;
+			}
+			drop(&d);
+		}
+	cr_log_info("receiver check agrees with the naive one: %llu accepted, %llu refused",
+		    (unsigned long long)agree_ok, (unsigned long long)agree_no);
+	cr_assert_gt(agree_ok, 1000, "too few honest fragments drawn to mean anything");
+}
