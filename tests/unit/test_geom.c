@@ -565,3 +565,22 @@ Test(geom, receiver_check_against_naive)
 		    (unsigned long long)agree_ok, (unsigned long long)agree_no);
 	cr_assert_gt(agree_ok, 1000, "too few honest fragments drawn to mean anything");
 }
+
+/* Random pairs: kinds, block tokens, TP degree on each side, token range. */
+Test(geom, random_pairs_and_splits)
+{
+	static const int kinds[] = {KVW_GEOM_NHD, KVW_GEOM_HND, KVW_GEOM_NHD_KV_BLOCK,
+				    KVW_GEOM_HND_KV_BLOCK, SEPARATE};
+	static const uint32_t bts[] = {1, 16, 32, 64, 128}, tps[] = {1, 2, 4, 8};
+
+	for (int round = 0; round < 40; round++) {
+		struct spec s[8], d[8];
+		uint32_t ns = tps[rnd(4)], nd = tps[rnd(4)];
+		uint64_t t0 = rnd(300), t1 = t0 + 1 + rnd((uint32_t)(300 - t0));
+		for (uint32_t i = 0; i < ns; i++)
+			s[i] = (struct spec){kinds[rnd(5)], bts[rnd(5)], i * HEADS / ns, (i + 1) * HEADS / ns};
+		for (uint32_t j = 0; j < nd; j++)
+			d[j] = (struct spec){kinds[rnd(5)], bts[rnd(5)], j * HEADS / nd, (j + 1) * HEADS / nd};
+		run_case(s, ns, d, nd, HEADS, DIM, 300, t0, t1);
+	}
+}
