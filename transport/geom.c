@@ -452,18 +452,41 @@ uint64_t kvw_plan_count(const struct kvw_plan *p)
 }
 
 /* ------------------------------------------------------- receiver's check */
-/* Upper index bound of dimension k of gr's geometry in block slot. */
-static uint32_t kvw_grant_hi(const struct kvw_geom_grant *gr, const struct kvw_geom_dims *d,
-			     uint32_t k, uint64_t slot)
+/* Granted index range [lo, hi) of dimension k of gr's geometry in block slot. */
+static void kvw_grant_range(const struct kvw_geom_grant *gr, const struct kvw_geom_dims *d,
+			    uint32_t k, uint64_t slot, uint32_t *lo, uint32_t *hi)
 {
 	const kvw_geom *g = gr->side.g;
 	uint64_t first = slot * g->block_tokens;
 
-	if (d->dim[k] == KVW_GD_KV)
-		return 2;
-	if (d->dim[k] == KVW_GD_HEAD)
-		return gr->h1 - g->h0;
-	return gr->t1 - first < g->block_tokens ? (uint32_t)(gr->t1 - first) : g->block_tokens;
+	if (d->dim[k] == KVW_GD_KV) {
+		*lo = 0, *hi = 2;
+	} else if (d->dim[k] == KVW_GD_HEAD) {
+		*lo = gr->h0 - g->h0, *hi = gr->h1 - g->h0;
+	} else {
+		*lo = gr->t0 > first ? (uint32_t)(gr->t0 - first) : 0;
+		*hi = gr->t1 - first < g->block_tokens ? (uint32_t)(gr->t1 - first) : g->block_tokens;
+	}
+}
+
+/* Granted bytes that follow the unit byte at c[] (indices), rem (byte in
+ * the unit): the rest of the unit, then of every packed dimension from the
+ * innermost out, as long as the dimensions inside it are granted whole. */
+static uint64_t kvw_grant_run(const struct kvw_geom_grant *gr, const struct kvw_geom_dims *d,
+			      uint64_t slot, const uint32_t *c, uint64_t rem)
+{
+	uint64_t span = kvw_geom_unit(gr->side.g), piece = span - rem;
+	uint32_t lo, hi;
+
+	for (uint32_t k = d->n; k-- > 0 && d->stride[k] == span;) {
+		kvw_grant_range(gr, d, k, slot, &lo, &hi);
+		if (hi > c[k] + 1)
+			piece += (uint64_t)(hi - c[k] - 1) * span;
+		if (lo != 0 || hi != d->count[k])
+			break;
+		span *= d->count[k];
+	}
+	return piece;
 }
 
 /* Checks the unit byte at in-block offset `in` of block slot; returns the
@@ -472,30 +495,25 @@ static uint64_t kvw_grant_piece(const struct kvw_geom_grant *gr, const struct kv
 				uint64_t slot, uint64_t in, uint32_t kv)
 {
 	const kvw_geom *g = gr->side.g;
-	uint64_t unit = kvw_geom_unit(g), t = slot * g->block_tokens, piece;
-	uint32_t c = 0, h = g->h0;
+	uint64_t t = slot * g->block_tokens;
+	uint32_t c[3] = {0}, h = g->h0;
 
 	for (uint32_t k = 0; k < d->n; k++) {
 		if (in / d->stride[k] >= d->count[k])
 			return 0;
-		c = (uint32_t)(in / d->stride[k]);
+		c[k] = (uint32_t)(in / d->stride[k]);
 		in %= d->stride[k];
 		if (d->dim[k] == KVW_GD_KV)
-			kv += c;
+			kv += c[k];
 		else if (d->dim[k] == KVW_GD_TOK)
-			t += c;
+			t += c[k];
 		else
-			h += c;
+			h += c[k];
 	}
-	if (in >= unit || kv >= g->n_kv || t < gr->t0 || t >= gr->t1 || h < gr->h0 || h >= gr->h1)
+	if (in >= kvw_geom_unit(g) || kv >= g->n_kv || t < gr->t0 || t >= gr->t1 || h < gr->h0 ||
+	    h >= gr->h1)
 		return 0;
-	piece = unit - in;
-	if (d->n && d->stride[d->n - 1] == unit) { /* innermost dimension packed: run over it */
-		uint32_t hi = kvw_grant_hi(gr, d, d->n - 1, slot);
-		if (hi > c + 1)
-			piece += (uint64_t)(hi - c - 1) * unit;
-	}
-	return piece;
+	return kvw_grant_run(gr, d, slot, c, in);
 }
 
 bool kvw_geom_frag_ok(const struct kvw_geom_grant *gr, uint32_t layer, uint32_t kv,
