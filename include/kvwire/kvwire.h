@@ -151,6 +151,72 @@ void kvw_layout_destroy(kvw_layout *layout);
  * (what the library moves as single fragments). */
 size_t kvw_layout_runs(const kvw_layout *layout, const uint32_t *blocks, size_t n);
 
+/* --------------------------------------------------------------- geometry */
+/* Where each element of a KV cache lives: the model both sides describe so
+ * that a prefill engine and a decode engine with different layouts (block
+ * size, NHD/HND, K/V interleaved or separate, tensor-parallel head split)
+ * can exchange pages. The unit is one head of one token of K or V (or of
+ * the MLA latent) in one layer: head_dim * elem_bytes contiguous bytes. Its
+ * byte offset in the arena, for token t of the sequence (block table entry
+ * blocks[t / block_tokens], slot i = t % block_tokens) and head h, is
+ *
+ *     kv_base(layer, kv) + blocks[t / block_tokens] * block_stride
+ *                        + i * token_stride + (h - h0) * head_stride
+ *
+ *     kv_base(layer, kv) = kv_offsets[layer * n_kv + kv]           if given,
+ *                        = base_offset + layer * layer_stride + kv * kv_stride.
+ *
+ * kv_stride smaller than block_stride puts K and V inside one block
+ * (interleaved, FlashInfer); larger puts them in separate regions (vLLM's
+ * [2, num_blocks, ...] per layer). This side holds heads [h0, h1) of
+ * num_heads (tensor parallelism: TP=4 over 8 KV heads holds 2 per rank).
+ * MLA: n_kv 1, num_heads 1, head_dim the latent width. Inside a block the
+ * strides must nest without overlap (each dimension fits in the stride of
+ * the one above) and layers and separate K/V regions may not overlap
+ * (kv_offsets, when given, are trusted not to); docs/ARCHITECTURE.md writes out vLLM, FlashInfer, SGLang
+ * and MLA as example geometries. */
+typedef struct kvw_geom {
+	uint32_t size;          /* sizeof(kvw_geom), set by the caller */
+	uint32_t n_layers;
+	uint32_t n_kv;          /* 2: K and V; 1: one latent (MLA) */
+	uint32_t n_blocks;      /* blocks per layer in the arena */
+	uint32_t block_tokens;  /* tokens per block: 16, 32, 64, 128, ... */
+	uint32_t elem_bytes;    /* 2 for bf16/fp16, 1 for fp8 */
+	uint32_t head_dim;      /* elements per head per token */
+	uint32_t num_heads;     /* KV heads of the whole model */
+	uint32_t h0, h1;        /* the heads [h0, h1) held here */
+	uint64_t token_stride;  /* bytes between tokens of a block */
+	uint64_t head_stride;   /* bytes between held heads of a token */
+	uint64_t kv_stride;     /* bytes from K to V */
+	uint64_t block_stride;  /* bytes between blocks b and b + 1 */
+	uint64_t base_offset;   /* arena offset of layer 0's K */
+	uint64_t layer_stride;  /* bytes between layers */
+	const uint64_t *kv_offsets; /* n_layers * n_kv bases, or NULL */
+} kvw_geom;
+
+typedef enum kvw_geom_kind {
+	/* per layer [2][n_blocks][block_tokens][heads][head_dim]: vLLM flash-attn */
+	KVW_GEOM_NHD = 1,
+	/* per layer [2][n_blocks][heads][block_tokens][head_dim]: head-major (NIXL) */
+	KVW_GEOM_HND = 2,
+	/* per layer [n_blocks][2][block_tokens][heads][head_dim]: FlashInfer */
+	KVW_GEOM_NHD_KV_BLOCK = 3,
+	/* per layer [n_blocks][2][heads][block_tokens][head_dim] */
+	KVW_GEOM_HND_KV_BLOCK = 4,
+	/* per layer [n_blocks][block_tokens][head_dim]: one latent, MLA */
+	KVW_GEOM_MLA = 5,
+} kvw_geom_kind;
+
+/* Fills the strides of g for a common layout from the shape fields the
+ * caller set (size, n_layers, n_blocks, block_tokens, elem_bytes, head_dim,
+ * num_heads, h0, h1; base_offset is kept; h1 0 means all heads). Layers
+ * follow each other packed; set layer_stride or kv_offsets afterwards for
+ * anything else. g is left unchanged on failure. */
+kvw_status kvw_geom_init(kvw_geom_kind kind, kvw_geom *g);
+/* The simple layout as a geometry: one "head" of block_bytes per block and
+ * layer, one token per block (what kvw_layout_create describes). */
+kvw_status kvw_geom_from_layout(const kvw_layout_desc *d, kvw_geom *g);
+
 /* ---------------------------------------------------------------- endpoints */
 /* URIs: tcp://HOST:PORT, shm:///path/to/socket, rdma://IP:PORT, dpdk://IP:PORT.
  * Query parameters override config per endpoint: ?rails=4&secret=... */

@@ -93,6 +93,36 @@ class kvw_layout_desc(C.Structure):
     ]
 
 
+# kvw_geom_kind
+KVW_GEOM_NHD = 1
+KVW_GEOM_HND = 2
+KVW_GEOM_NHD_KV_BLOCK = 3
+KVW_GEOM_HND_KV_BLOCK = 4
+KVW_GEOM_MLA = 5
+
+
+class kvw_geom(C.Structure):
+    _fields_ = [
+        ("size", C.c_uint32),          # sizeof(kvw_geom), set by the caller
+        ("n_layers", C.c_uint32),
+        ("n_kv", C.c_uint32),
+        ("n_blocks", C.c_uint32),
+        ("block_tokens", C.c_uint32),
+        ("elem_bytes", C.c_uint32),
+        ("head_dim", C.c_uint32),
+        ("num_heads", C.c_uint32),
+        ("h0", C.c_uint32),
+        ("h1", C.c_uint32),
+        ("token_stride", C.c_uint64),
+        ("head_stride", C.c_uint64),
+        ("kv_stride", C.c_uint64),
+        ("block_stride", C.c_uint64),
+        ("base_offset", C.c_uint64),
+        ("layer_stride", C.c_uint64),
+        ("kv_offsets", C.POINTER(C.c_uint64)),
+    ]
+
+
 class kvw_ep_info(C.Structure):
     _fields_ = [
         ("size", C.c_uint32),          # sizeof(kvw_ep_info), set by the caller
@@ -169,6 +199,7 @@ def sized(cls: type) -> C.Structure:
 STRUCTS = {
     "kvw_config_entry": kvw_config_entry,
     "kvw_layout_desc": kvw_layout_desc,
+    "kvw_geom": kvw_geom,
     "kvw_ep_info": kvw_ep_info,
     "kvw_rail_counters": kvw_rail_counters,
     "kvw_counters": kvw_counters,
@@ -205,6 +236,8 @@ FUNCTIONS = {
     "kvw_layout_create": (kvw_status, [handle, _P(kvw_layout_desc), _P(handle)]),
     "kvw_layout_destroy": (None, [handle]),
     "kvw_layout_runs": (C.c_size_t, [handle, _u32p, C.c_size_t]),
+    "kvw_geom_init": (kvw_status, [C.c_int, _P(kvw_geom)]),
+    "kvw_geom_from_layout": (kvw_status, [_P(kvw_layout_desc), _P(kvw_geom)]),
     "kvw_listen": (kvw_status, [handle, C.c_char_p, _P(handle)]),
     "kvw_listener_uri": (C.c_char_p, [handle]),
     "kvw_accept": (kvw_status, [handle, C.c_int, _P(handle)]),
