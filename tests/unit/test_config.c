@@ -2,6 +2,7 @@
 /* The configuration table, its defaults, KVW_* overrides and bad values. */
 #include <criterion/criterion.h>
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,4 +210,56 @@ Test(config, ctx_copies_config, .init = clear_env)
 	cr_assert_str_eq(kvw_ctx_last_error(ctx), "");
 	cr_assert_geq(kvw_ctx_fd(ctx), 0);
 	kvw_ctx_destroy(ctx);
+}
+
+/* The drivers' options are served like the core's: by name, defaults, KVW_*;
+ * an enumerated one takes only its named values, and its refusal names them. */
+static bool in_table(const char *name)
+{
+	const kvw_config_entry *t;
+	size_t n = kvw_config_table(&t);
+	for (size_t j = 0; j < n; j++)
+		if (!strcmp(t[j].name, name))
+			return true;
+	return false;
+}
+
+Test(config, driver_enum_named_values, .init = clear_env)
+{
+	static const char *const modes[] = {"auto", "mw", "mr", "span"};
+	kvw_config *cfg;
+	char buf[64];
+	if (!in_table("rdma_grant_keys"))
+		cr_skip_test("the rdma driver is not built");
+	cr_assert_eq(kvw_config_create(&cfg), KVW_OK);
+	for (size_t i = 0; i < 4; i++) {
+		cr_assert_eq(kvw_config_set(cfg, "rdma_grant_keys", modes[i]), KVW_OK, "%s", modes[i]);
+		cr_assert_eq(kvw_config_get(cfg, "rdma_grant_keys", buf, sizeof(buf)), KVW_OK);
+		cr_assert_str_eq(buf, modes[i]);
+	}
+	cr_assert_eq(kvw_config_set(cfg, "rdma_grant_keys", "2"), KVW_ERR_INVALID, "a bare literal");
+	cr_assert_eq(kvw_config_set(cfg, "rdma_grant_keys", "MW"), KVW_ERR_INVALID);
+	cr_assert(strstr(kvw_ctx_last_error(NULL), "expected auto, mw, mr or span"), "%s",
+		  kvw_ctx_last_error(NULL));
+	cr_assert_eq(kvw_config_get(cfg, "rdma_grant_keys", buf, sizeof(buf)), KVW_OK);
+	cr_assert_str_eq(buf, "span", "a refused value must not stick");
+	kvw_config_destroy(cfg);
+	setenv("KVW_RDMA_GRANT_KEYS", "mr", 1);
+	cr_assert_eq(kvw_config_create(&cfg), KVW_OK);
+	cr_assert_eq(kvw_config_get(cfg, "rdma_grant_keys", buf, sizeof(buf)), KVW_OK);
+	cr_assert_str_eq(buf, "mr");
+	kvw_config_destroy(cfg);
+	setenv("KVW_RDMA_GRANT_KEYS", "banana", 1);
+	cr_assert_eq(kvw_config_create(&cfg), KVW_ERR_INVALID);
+	cr_assert(strstr(kvw_ctx_last_error(NULL), "rdma_grant_keys"));
+	unsetenv("KVW_RDMA_GRANT_KEYS");
+}
+
+Test(config, unknown_sentence_names_the_lister, .init = clear_env)
+{
+	kvw_config *cfg;
+	cr_assert_eq(kvw_config_create(&cfg), KVW_OK);
+	cr_assert_eq(kvw_config_set(cfg, "rdma_nonsense", "1"), KVW_ERR_INVALID);
+	cr_assert(strstr(kvw_ctx_last_error(NULL), "`kvwire config` lists them"));
+	kvw_config_destroy(cfg);
 }
