@@ -60,12 +60,12 @@ verdict() { json_check "len($(C "$1" "$2")) > 0 and all(c['verdict'] == '$3' for
 sane() {
 	json_check "d['fail'] == sum(c['verdict'] == 'fail' for c in d['checks'])"
 	json_check "all(c['fix'] for c in d['checks'] if c['verdict'] != 'ok')"
-	for c in port-state mtu roce-gid; do verdict $c 1 ok; done
+	for c in port-state mtu roce-gid rdma-driver; do verdict $c 1 ok; done
 }
 healthy() { # rail 0 passes every RDMA check again
 	sane
 	json_check "d['fail'] == 0"
-	for c in port-state mtu roce-gid; do verdict $c 0 ok; done
+	for c in port-state mtu roce-gid rdma-driver; do verdict $c 0 ok; done
 	json_check "'dummy0 10.78.0.1 has RoCE v2 GID 0000:0000:0000:0000:0000:ffff:0a4e:0001' in [c['detail'] for c in d['checks']]"
 }
 
@@ -106,6 +106,9 @@ healthy
 step noaddr 1
 sane
 verdict port-state 0 ok
+# the rdma driver's own probe agrees: rxe0 is not usable, and says what to do
+verdict rdma-driver 0 warn
+json_check "all('IPv4 address' in c['fix'] for c in $(C rdma-driver 0))"
 json_check "[c['detail'] for c in $(C roce-gid 0) if c['verdict'] != 'ok'] == [\"rxe0 port 1 (netdev 'dummy0') has no IPv4 RoCE v2 GID: the rdma driver cannot use it\"]"
 json_check "all('ip addr add ADDR/PREFIX dev dummy0' in c['fix'] for c in $(C roce-gid 0) if c['verdict'] != 'ok')"
 # dummy0's link-local address keeps its GID: that one stays ok
