@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The configuration table: name, default, help; KVW_<NAME> overrides. */
 #include "kvw_int.h"
+#include "kvw_config.h"
 
 #include <ctype.h>
 #include <pthread.h>
@@ -164,8 +165,34 @@ kvw_status kvw_config_create(kvw_config **out)
 	return KVW_OK;
 }
 
+/* "rdma_x" in a build without rdma: say whose option it would be. */
+static bool kvw_cfg_unbuilt_owner(const char *name, char *drv, size_t len)
+{
+	const char *us = strchr(name, '_');
+	char known[96];
+
+	if (!us || (size_t)(us - name) >= len)
+		return false;
+	snprintf(drv, len, "%.*s", (int)(us - name), name);
+	snprintf(known, sizeof(known), ",%s,", KVW_DRIVERS_KNOWN);
+	for (int i = 0; kvw_driver_table[i]; i++)
+		if (strcmp(kvw_driver_table[i]->name, drv) == 0)
+			return false;
+	{
+		char key[40];
+		snprintf(key, sizeof(key), ",%s,", drv);
+		return strstr(known, key) != NULL;
+	}
+}
+
 static kvw_status kvw_cfg_unknown(const char *name)
 {
+	char drv[32];
+
+	if (kvw_cfg_unbuilt_owner(name, drv, sizeof(drv)))
+		return kvw_set_err(NULL, KVW_ERR_INVALID, "config has no option \"%.64s\": options "
+				   "named %s_* belong to the %s driver, which this build left out (built: "
+				   "%s; meson's summary says why)", name, drv, drv, kvw_drivers_built());
 	return kvw_set_err(NULL, KVW_ERR_INVALID, "config has no option \"%.64s\": `kvwire config` "
 			   "lists them", name);
 }
