@@ -307,6 +307,8 @@ static void doc_rdma_driver(json_t *checks, const json_t *devs)
 		if (e[i].usable)
 			doc_add(checks, "rdma-driver", "ok", NULL, "%s is usable by the rdma driver: %s",
 				e[i].name, e[i].details);
+		else if (e[i].by_config)
+			doc_add(checks, "rdma-driver", "ok", NULL, "%s", e[i].reason);
 		else
 			doc_add(checks, "rdma-driver", "warn", e[i].reason, "%s is not usable by the "
 				"rdma driver", e[i].name);

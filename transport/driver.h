@@ -139,6 +139,7 @@ struct kvw_cfg_opt {
 struct kvw_probe_entry {
 	char name[64];          /* e.g. "rxe0 port 1" */
 	bool usable;
+	bool by_config;         /* not usable only because the config leaves it out */
 	char reason[256];       /* a sentence: why (not), and what to do */
 	char details[256];      /* e.g. "gid 1 10.0.2.15, mtu 1024, keys mr" */
 };

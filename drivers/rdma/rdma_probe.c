@@ -105,6 +105,7 @@ static void rd_probe_one(const struct kvw_cfgv *c, struct ibv_context *v, struct
 	if (c->rdma_dev[0] && strcmp(c->rdma_dev, name) != 0) {
 		snprintf(e->reason, sizeof(e->reason), "%s is not config rdma_dev (\"%s\"): the driver "
 			 "leaves it alone; unset rdma_dev to use every device", name, c->rdma_dev);
+		e->by_config = true;
 		return;
 	}
 	if (!rd_dev_pick(c, v, &dv, &no_mw, why, sizeof(why))) {

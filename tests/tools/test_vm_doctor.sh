@@ -40,6 +40,7 @@ ip addr del 10.78.0.1/24 dev dummy0; doc noaddr --json; doc noaddr_h
 ip addr add 10.78.0.1/24 dev dummy0; doc readd --json
 ip link set dummy0 down; doc down --json; doc down_h
 ip link set dummy0 up; active; doc up --json
+KVW_RDMA_DEV=rxe1; export KVW_RDMA_DEV; doc onlyrxe1 --json; unset KVW_RDMA_DEV
 EOF
 RXE_VM_SETUP=0 RXE_VM_RAILS=2 RXE_VM_TIMEOUT=100 RXE_VM_RW_DIRS="$TMP/vm" \
 	"$RXE_VM" sh "$TMP/guest.sh" "$KVWIRE" "$TMP/vm" >"$TMP/vm.log" 2>&1
@@ -130,4 +131,9 @@ expect_out "^\[fail\] port-state +rxe0 port 1 is DOWN \(Disabled\), netdev 'dumm
 expect_out '^ +fix: bring the link up: `ip link set dummy0 up`'
 step up 0
 healthy
+
+# (d) config rdma_dev=rxe1: rxe0 is left out by configuration, not a warning
+step onlyrxe1 0
+json_check "[c['verdict'] for c in $(C rdma-driver 0)] == ['ok'] and 'config rdma_dev' in $(C rdma-driver 0)[0]['detail']"
+verdict rdma-driver 1 ok
 finish
