@@ -4,6 +4,7 @@
  * a value the library refuses. */
 #include "cli.h"
 #include "kvwire/kvwire.h"
+#include "kvw_int.h"
 
 #include <ctype.h>
 #include <getopt.h>
@@ -19,18 +20,31 @@ static void cfg_env_name(const char *name, char *out, size_t len)
 	out[i] = 0;
 }
 
+static void cfg_human_row(const json_t *e)
+{
+	const char *cur = cli_jstr(e, "current");
+	char shown[64];
+	snprintf(shown, sizeof(shown), "%s%s", cur, *cli_jstr(e, "env") ? " *" : "");
+	printf("%-20s %-14s %-22s %s\n", cli_jstr(e, "name"), cli_jstr(e, "default"), shown,
+	       cli_jstr(e, "help"));
+}
+
+/* Grouped by owner (the core, then each built driver), in table order. */
 static void cfg_human(const json_t *doc)
 {
 	const json_t *e;
+	const char *owner = "";
 	size_t i;
 	printf("%-20s %-14s %-22s %s\n", "NAME", "DEFAULT", "CURRENT", "HELP");
 	json_array_foreach(json_object_get(doc, "options"), i, e) {
-		const char *cur = cli_jstr(e, "current");
-		char shown[64];
-		snprintf(shown, sizeof(shown), "%s%s", cur,
-			 *cli_jstr(e, "env") ? " *" : "");
-		printf("%-20s %-14s %-22s %s\n", cli_jstr(e, "name"), cli_jstr(e, "default"), shown,
-		       cli_jstr(e, "help"));
+		if (strcmp(owner, cli_jstr(e, "owner"))) {
+			owner = cli_jstr(e, "owner");
+			if (!strcmp(owner, "core"))
+				printf("# core\n");
+			else
+				printf("\n# %s driver (drivers/%s)\n", owner, owner);
+		}
+		cfg_human_row(e);
 	}
 	printf("\n* = set by the environment variable KVW_<NAME>\n");
 }
@@ -38,7 +52,8 @@ static void cfg_human(const json_t *doc)
 static int cfg_usage(FILE *f, int rc)
 {
 	fprintf(f, "usage: kvwire config [--json]\n"
-		"Prints every option: name, default, current value (KVW_<NAME> applied), help.\n");
+		"Prints every option, grouped by owner (the core, then each built driver):\n"
+		"name, default, current value (KVW_<NAME> applied), help.\n");
 	return rc;
 }
 
@@ -56,7 +71,9 @@ int cmd_config(int argc, char **argv)
 		return cli_err("config", CLI_EXIT_ERROR, "the KVW_* environment holds a value the "
 			       "library refuses (%s); fix or unset it", kvw_strerror(st));
 	const kvw_config_entry *tab;
+	const char *const *owner;
 	size_t n = kvw_config_table(&tab);
+	kvw_cfg_all(NULL, &owner);
 	json_t *arr = json_array();
 	for (size_t i = 0; i < n; i++) {
 		char env[64], cur[1024];
@@ -65,7 +82,8 @@ int cmd_config(int argc, char **argv)
 			cur[0] = 0;
 		if (!strcmp(tab[i].name, "secret") && cur[0]) /* never print the secret */
 			snprintf(cur, sizeof(cur), "(set)");
-		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:s,s:s}", "name", tab[i].name,
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "name", tab[i].name,
+			"owner", owner[i],
 			"default", tab[i].default_value ? tab[i].default_value : "", "current", cur,
 			"env", getenv(env) ? env : "", "help", tab[i].help ? tab[i].help : ""));
 	}

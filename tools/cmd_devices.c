@@ -4,6 +4,7 @@
  * 3 when the listing itself failed. */
 #include "cli.h"
 #include "kvwire/kvwire.h"
+#include "kvw_int.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -41,33 +42,35 @@ static void cli_try_listen(const char *uri, char *why, size_t len, bool *ok)
 	kvw_ctx_destroy(ctx);
 }
 
-/* The rdma driver's own rule: an ACTIVE port with an IPv4 RoCE v2 GID. */
-static bool cli_rdma_usable_port(const json_t *devs, char *why, size_t len)
+/* The driver's own verdict (ops->probe through the library): the first
+ * usable device's sentence, else the first device's reason. */
+static bool cli_probe_verdict(const char *name, json_t *devices, char *why, size_t len)
 {
-	const json_t *d, *p;
-	size_t i, j;
-	bool active = false;
-	json_array_foreach(devs, i, d)
-		json_array_foreach(json_object_get(d, "ports"), j, p) {
-			if (strcmp(cli_jstr(p, "state"), "ACTIVE"))
-				continue;
-			active = true;
-			if (cli_jint(p, "ipv4_gid_index") < 0)
-				continue;
-			snprintf(why, len, "%s port %lld is ACTIVE with IPv4 RoCE v2 GID %lld (%s): "
-				 "listen on rdma://%s:PORT", cli_jstr(d, "name"), cli_jint(p, "port"),
-				 cli_jint(p, "ipv4_gid_index"), cli_jstr(p, "ipv4"), cli_jstr(p, "ipv4"));
-			return true;
-		}
-	snprintf(why, len, "%s (see `kvwire doctor`)", active ? "no ACTIVE RDMA port has an "
-		 "IPv4 RoCE v2 GID, which the rdma driver needs" : "no RDMA port is ACTIVE");
-	return false;
+	struct kvw_probe_entry e[16];
+	size_t n = 0;
+	bool ok = false;
+	if (kvw_driver_probe(name, e, 16, &n) != KVW_OK) {
+		snprintf(why, len, "%s", kvw_ctx_last_error(NULL));
+		return false;
+	}
+	why[0] = 0;
+	for (size_t i = 0; i < n && i < 16; i++) {
+		json_array_append_new(devices, json_pack("{s:s,s:b,s:s,s:s}", "name", e[i].name,
+			"usable", e[i].usable, "reason", e[i].reason, "details", e[i].details));
+		if (e[i].usable && !ok)
+			snprintf(why, len, "%s", e[i].reason);
+		else if (!ok && !why[0])
+			snprintf(why, len, "%s (see `kvwire doctor`)", e[i].reason);
+		ok = ok || e[i].usable;
+	}
+	return ok;
 }
 
 static json_t *cli_driver(const char *name, const json_t *rdma, const char *rdma_why)
 {
 	char why[512];
 	bool ok = false;
+	json_t *probed = json_array();
 	if (!cli_built(name)) {
 		snprintf(why, sizeof(why), "not built into this library (built: %s)", kvw_drivers_built());
 	} else if (!strcmp(name, "tcp")) {
@@ -76,17 +79,15 @@ static json_t *cli_driver(const char *name, const json_t *rdma, const char *rdma
 		char uri[128];
 		snprintf(uri, sizeof(uri), "shm:///tmp/kvwire-devices-probe.%ld.sock", (long)getpid());
 		cli_try_listen(uri, why, sizeof(why), &ok);
-	} else if (!strcmp(name, "rdma")) {
-		ok = cli_rdma_usable_port(rdma, why, sizeof(why));
-		if (!json_array_size(rdma))
-			snprintf(why, sizeof(why), "%s", rdma_why);
 	} else {
-		ok = true;
-		snprintf(why, sizeof(why), "built; usable with EAL arguments in config dpdk_eal "
-			 "(vdevs such as net_memif/net_af_packet need no bound port)");
+		ok = cli_probe_verdict(name, probed, why, sizeof(why));
+		if (!strcmp(name, "rdma") && !json_array_size(probed))
+			snprintf(why, sizeof(why), "%s", json_array_size(rdma) ? "libibverbs/rdma_cm sees "
+				 "no device although sysfs lists some: check the provider (`kvwire "
+				 "doctor`, verbs-provider)" : rdma_why);
 	}
-	return json_pack("{s:s,s:b,s:b,s:s}", "name", name, "built", cli_built(name), "usable", ok,
-			 "why", why);
+	return json_pack("{s:s,s:b,s:b,s:s,s:o}", "name", name, "built", cli_built(name), "usable", ok,
+			 "why", why, "devices", probed);
 }
 
 static void cli_devices_human_rdma(const json_t *devs, const char *why)
@@ -115,6 +116,23 @@ static void cli_devices_human_rdma(const json_t *devs, const char *why)
 	}
 }
 
+/* A driver's line, then the devices its probe listed (each usable one's
+ * details, each other one's reason) unless the line says it already. */
+static void cli_devices_human_drv(const json_t *x)
+{
+	const json_t *y;
+	size_t j;
+	printf("  %-5s %-8s %s\n", cli_jstr(x, "name"),
+	       json_is_true(json_object_get(x, "usable")) ? "usable" : "NO", cli_jstr(x, "why"));
+	json_array_foreach(json_object_get(x, "devices"), j, y) {
+		const char *d = *cli_jstr(y, "details") ? cli_jstr(y, "details") : cli_jstr(y, "reason");
+		if (strstr(cli_jstr(x, "why"), d))
+			continue;
+		printf("        %-14s %-6s %s\n", cli_jstr(y, "name"),
+		       json_is_true(json_object_get(y, "usable")) ? "usable" : "NO", d);
+	}
+}
+
 static void cli_devices_human(const json_t *doc)
 {
 	const json_t *rdma = json_object_get(doc, "rdma");
@@ -129,8 +147,7 @@ static void cli_devices_human(const json_t *doc)
 		       cli_jstr(x, "vendor"), cli_jstr(x, "device"), cli_jint(x, "numa_node"));
 	printf("\nkvwire drivers (built: %s):\n", cli_jstr(doc, "drivers_built"));
 	json_array_foreach(json_object_get(doc, "drivers"), i, x)
-		printf("  %-5s %-8s %s\n", cli_jstr(x, "name"),
-		       json_is_true(json_object_get(x, "usable")) ? "usable" : "NO", cli_jstr(x, "why"));
+		cli_devices_human_drv(x);
 }
 
 static int cli_devices_usage(FILE *f, int rc)

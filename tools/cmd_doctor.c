@@ -3,6 +3,7 @@
  * Exit 1 when any check fails (with --strict also on warnings), else 0. */
 #include "cli.h"
 #include "kvwire/kvwire.h"
+#include "kvw_int.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -288,6 +289,32 @@ static int doc_count_dir(const char *path)
 	return d ? n : -1;
 }
 
+/* The rdma driver's own verdict on each device (ops->probe through the
+ * library, the rule kvw_ctx_create applies), next to the sysfs checks that
+ * explain it: ok for a device it would use, warn with its reason else. */
+static void doc_rdma_driver(json_t *checks, const json_t *devs)
+{
+	struct kvw_probe_entry e[16];
+	size_t n = 0;
+	if (!json_array_size(devs) || !doc_built("rdma"))
+		return;
+	if (kvw_driver_probe("rdma", e, 16, &n) != KVW_OK) {
+		doc_add(checks, "rdma-driver", "warn", "see the sentence", "the rdma driver's probe "
+			"failed: %s", kvw_ctx_last_error(NULL));
+		return;
+	}
+	for (size_t i = 0; i < n && i < 16; i++) {
+		if (e[i].usable)
+			doc_add(checks, "rdma-driver", "ok", NULL, "%s is usable by the rdma driver: %s",
+				e[i].name, e[i].details);
+		else if (e[i].by_config)
+			doc_add(checks, "rdma-driver", "ok", NULL, "%s", e[i].reason);
+		else
+			doc_add(checks, "rdma-driver", "warn", e[i].reason, "%s is not usable by the "
+				"rdma driver", e[i].name);
+	}
+}
+
 static void doc_iommu(json_t *checks)
 {
 	int groups = doc_count_dir("/sys/kernel/iommu_groups");
@@ -428,6 +455,7 @@ int cmd_doctor(int argc, char **argv)
 	doc_mtu(checks, devs);
 	doc_gids(checks, devs);
 	doc_port_ipv4_gid(checks, devs);
+	doc_rdma_driver(checks, devs);
 	doc_iommu(checks);
 	doc_numa(checks, devs, dpdk);
 	json_decref(devs);

@@ -1,57 +1,104 @@
 /* SPDX-License-Identifier: MIT */
 /* The configuration table: name, default, help; KVW_<NAME> overrides. */
 #include "kvw_int.h"
+#include "kvw_config.h"
 
 #include <ctype.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const kvw_config_entry kvw_cfg_table[] = {
-	{"driver", "shm", "default driver of the tools (kvwire-bench --driver): shm, tcp, rdma, dpdk"},
-	{"rails", "1", "rails (streams / QPs / queues) per endpoint, 1..16"},
-	{"timeout_ms", "30000", "default deadline of a request, from its first call"},
-	{"keepalive_ms", "250", "idle time after which a PING is sent"},
-	{"peer_dead_ms", "5000", "silence after which the peer is declared dead (PEER_DEAD)"},
-	{"connect_timeout_ms", "5000", "time allowed for connect + handshake"},
-	{"abort_timeout_ms", "2000", "time an abort waits for the peer's confirmation before failing the endpoint"},
-	{"max_frag", "1048576", "largest data fragment in bytes"},
-	{"window", "16777216", "dpdk: bytes in flight per endpoint before the sender waits for acks (send window)"},
-	{"secret", "", "shared secret; when set, peers must prove it (CPace password-authenticated key exchange: no offline guessing). Prefer secret_file or KVW_SECRET to a URI's ?secret=, which shows in process listings"},
-	{"secret_file", "", "file whose first line is the shared secret (read at context creation; overrides `secret`); keep it mode 0600"},
-	{"handshake_timeout_ms", "5000", "listener side: time an accepted connection has to finish the handshake before it is dropped"},
-	{"accept_timeout_ms", "30000", "listener side: a READY endpoint that kvw_accept() has not taken within this time is closed"},
-	{"max_handshakes", "256", "listener side: connections allowed in the handshake at once (lowered to a quarter of the fd limit); the oldest silent one is dropped for a new one"},
-	{"max_handshakes_per_addr", "64", "listener side: connections in the handshake at once from one peer address (tcp: IP, shm: uid)"},
-	{"max_unaccepted", "256", "listener side: READY endpoints waiting for kvw_accept(); more are refused with KVW_ERR_BUSY"},
-	{"max_tx_queue", "67108864", "bytes of control frames queued to one peer; a peer that stops reading past it (or sends nothing out for peer_dead_ms) is failed PEER_DEAD"},
-	{"max_peer_grants", "1024", "GRANTs a peer may leave waiting for this side's kvw_send_seq, per endpoint"},
-	{"max_peer_grant_bytes", "67108864", "bytes of waiting GRANT bodies a peer may leave per endpoint"},
-	{"max_peer_timeout_ms", "600000", "longest deadline a peer's GRANT may ask for; longer ones are cut to it"},
-	{"stats_socket", "", "unix socket serving live counters to `kvwire stat` (\"auto\" = /run/kvwire/stats.PID.sock)"},
-	{"spin_us", "50", "kvw_poll_wait: microseconds to spin before sleeping on the context fd"},
-	{"log_level", "1", "0 silent, 1 errors, 2 warnings, 3 info, 4 debug (stderr)"},
-	{"dpdk_eal", "", "EAL arguments for the dpdk driver, e.g. \"--no-huge --no-pci --vdev=net_memif0,...\""},
-	{"rdma_dev", "", "RDMA device (default: first with an active port)"},
-	{"rdma_gid", "-1", "GID index (default: the port's IPv4 RoCE v2 GID)"},
-	{"rdma_qp_depth", "512", "send queue depth per QP"},
-	{"rdma_retry", "6", "RC retry count (7 means forever on rxe: kept below)"},
-	{"rdma_grant_keys", "auto", "remote keys of a grant: mw = a memory window per run of granted blocks, mr = an MR per run (both: the NIC refuses any other byte), span = one MR over the grant's span (fastest; holes between blocks unprotected), auto = mw where the device enforces window bounds, else mr"},
-	{"fault", "", "fault injection, e.g. \"drop=0.01,dup=0.01,reorder=0.02,delay=200us,seed=7\""},
+#define F(field) offsetof(struct kvw_cfgv, field), sizeof(((struct kvw_cfgv *)0)->field)
+#define OU(n, def, lo, hi, field, help) {n, def, help, KVW_CFG_U64, lo, hi, NULL, F(field)}
+#define OS(n, def, field, help) {n, def, help, KVW_CFG_STR, 0, 0, NULL, F(field)}
+
+/* The core's options; each driver declares its own (ops->cfg_opts, in its
+ * folder) and kvw_cfg_all() serves both: core first, then every built
+ * driver's, in kvw_driver_table order. */
+static const struct kvw_cfg_opt kvw_cfg_core[] = {
+	OS("driver", "shm", driver, "default driver of the tools (kvwire-bench --driver): shm, tcp, rdma, dpdk"),
+	OU("rails", "1", 1, KVW_MAX_RAILS, rails, "rails (streams / QPs / queues) per endpoint, 1..16"),
+	OU("timeout_ms", "30000", 1, 86400000, timeout_ms, "default deadline of a request, from its first call"),
+	OU("keepalive_ms", "250", 1, 3600000, keepalive_ms, "idle time after which a PING is sent"),
+	OU("peer_dead_ms", "5000", 1, 86400000, peer_dead_ms, "silence after which the peer is declared dead (PEER_DEAD)"),
+	OU("connect_timeout_ms", "5000", 1, 3600000, connect_timeout_ms, "time allowed for connect + handshake"),
+	OU("abort_timeout_ms", "2000", 1, 3600000, abort_timeout_ms, "time an abort waits for the peer's confirmation before failing the endpoint"),
+	OU("max_frag", "1048576", 4096, KVW_WIRE_MAX_DATA, max_frag, "largest data fragment in bytes"),
+	OU("window", "16777216", 65536, 1ull << 40, window, "drivers with their own flow control (rdma, dpdk): bytes in flight per endpoint before the sender waits for acks (send window)"),
+	OS("secret", "", secret, "shared secret; when set, peers must prove it (CPace password-authenticated key exchange: no offline guessing). Prefer secret_file or KVW_SECRET to a URI's ?secret=, which shows in process listings"),
+	OS("secret_file", "", secret_file, "file whose first line is the shared secret (read at context creation; overrides `secret`); keep it mode 0600"),
+	OU("handshake_timeout_ms", "5000", 1, 3600000, handshake_timeout_ms, "listener side: time an accepted connection has to finish the handshake before it is dropped"),
+	OU("accept_timeout_ms", "30000", 1, 86400000, accept_timeout_ms, "listener side: a READY endpoint that kvw_accept() has not taken within this time is closed"),
+	OU("max_handshakes", "256", 1, 1000000, max_handshakes, "listener side: connections allowed in the handshake at once (lowered to a quarter of the fd limit); the oldest silent one is dropped for a new one"),
+	OU("max_handshakes_per_addr", "64", 1, 1000000, max_handshakes_per_addr, "listener side: connections in the handshake at once from one peer address (tcp: IP, shm: uid)"),
+	OU("max_unaccepted", "256", 1, 1000000, max_unaccepted, "listener side: READY endpoints waiting for kvw_accept(); more are refused with KVW_ERR_BUSY"),
+	OU("max_tx_queue", "67108864", 1u << 16, 1ull << 40, max_tx_queue, "bytes of control frames queued to one peer; a peer that stops reading past it (or sends nothing out for peer_dead_ms) is failed PEER_DEAD"),
+	OU("max_peer_grants", "1024", 1, 1u << 24, max_peer_grants, "GRANTs a peer may leave waiting for this side's kvw_send_seq, per endpoint"),
+	OU("max_peer_grant_bytes", "67108864", 1u << 16, 1ull << 40, max_peer_grant_bytes, "bytes of waiting GRANT bodies a peer may leave per endpoint"),
+	OU("max_peer_timeout_ms", "600000", 1, 86400000, max_peer_timeout_ms, "longest deadline a peer's GRANT may ask for; longer ones are cut to it"),
+	OS("stats_socket", "", stats_socket, "unix socket serving live counters to `kvwire stat` (\"auto\" = /run/kvwire/stats.PID.sock)"),
+	OU("spin_us", "50", 0, 10000000, spin_us, "kvw_poll_wait: microseconds to spin before sleeping on the context fd"),
+	OU("log_level", "1", 0, 4, log_level, "0 silent, 1 errors, 2 warnings, 3 info, 4 debug (stderr)"),
+	OS("fault", "", fault, "fault injection, e.g. \"drop=0.01,dup=0.01,reorder=0.02,delay=200us,seed=7\""),
+	{NULL},
 };
-_Static_assert(KVW_ARRAY_SIZE(kvw_cfg_table) <= KVW_CFG_MAX, "config table too big");
+
+static struct {
+	pthread_once_t once;
+	size_t n;
+	const struct kvw_cfg_opt *opt[KVW_CFG_MAX];
+	const char *owner[KVW_CFG_MAX];
+	kvw_config_entry pub[KVW_CFG_MAX];
+} kvw_cfg_all_ = {.once = PTHREAD_ONCE_INIT};
+
+static void kvw_cfg_add(const struct kvw_cfg_opt *t, const char *owner)
+{
+	for (; t && t->name; t++) {
+		size_t i = kvw_cfg_all_.n;
+		if (i == KVW_CFG_MAX) /* a build-time mistake: raise KVW_CFG_MAX */
+			abort();
+		kvw_cfg_all_.opt[i] = t;
+		kvw_cfg_all_.owner[i] = owner;
+		kvw_cfg_all_.pub[i] = (kvw_config_entry){t->name, t->default_value, t->help};
+		kvw_cfg_all_.n++;
+	}
+}
+
+static void kvw_cfg_build(void)
+{
+	kvw_cfg_add(kvw_cfg_core, "core");
+	for (int d = 0; kvw_driver_table[d]; d++)
+		kvw_cfg_add(kvw_driver_table[d]->cfg_opts, kvw_driver_table[d]->name);
+}
+
+size_t kvw_cfg_all(const struct kvw_cfg_opt *const **opts, const char *const **owners)
+{
+	pthread_once(&kvw_cfg_all_.once, kvw_cfg_build);
+	if (opts)
+		*opts = kvw_cfg_all_.opt;
+	if (owners)
+		*owners = kvw_cfg_all_.owner;
+	return kvw_cfg_all_.n;
+}
 
 size_t kvw_config_table(const kvw_config_entry **table)
 {
-	*table = kvw_cfg_table;
-	return KVW_ARRAY_SIZE(kvw_cfg_table);
+	size_t n = kvw_cfg_all(NULL, NULL);
+
+	if (table)
+		*table = kvw_cfg_all_.pub;
+	return n;
 }
 
 static int kvw_cfg_index(const char *name)
 {
-	for (size_t i = 0; i < KVW_ARRAY_SIZE(kvw_cfg_table); i++)
-		if (strcmp(kvw_cfg_table[i].name, name) == 0)
+	size_t n = kvw_cfg_all(NULL, NULL);
+
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(kvw_cfg_all_.opt[i]->name, name) == 0)
 			return (int)i;
 	return -1;
 }
@@ -88,8 +135,8 @@ kvw_status kvw_config_create(kvw_config **out)
 		return kvw_set_err(NULL, KVW_ERR_INVALID, "kvw_config_create: the output pointer is NULL");
 	if (!(cfg = calloc(1, sizeof(*cfg))))
 		return kvw_set_err(NULL, KVW_ERR_NOMEM, "kvw_config_create: out of memory");
-	for (size_t i = 0; i < KVW_ARRAY_SIZE(kvw_cfg_table); i++) {
-		const char *name = kvw_cfg_table[i].name, *env;
+	for (size_t i = 0; i < kvw_cfg_all(NULL, NULL); i++) {
+		const char *name = kvw_cfg_all_.opt[i]->name, *env;
 		size_t k = 0;
 
 		k = (size_t)snprintf(envname, sizeof(envname), "KVW_");
@@ -97,7 +144,7 @@ kvw_status kvw_config_create(kvw_config **out)
 			envname[k++] = (char)toupper((unsigned char)*p);
 		envname[k] = 0;
 		env = getenv(envname);
-		if (kvw_cfg_setval(cfg, (int)i, env ? env : kvw_cfg_table[i].default_value)) {
+		if (kvw_cfg_setval(cfg, (int)i, env ? env : kvw_cfg_all_.opt[i]->default_value)) {
 			kvw_config_destroy(cfg);
 			return KVW_ERR_NOMEM;
 		}
@@ -118,8 +165,34 @@ kvw_status kvw_config_create(kvw_config **out)
 	return KVW_OK;
 }
 
+/* "rdma_x" in a build without rdma: say whose option it would be. */
+static bool kvw_cfg_unbuilt_owner(const char *name, char *drv, size_t len)
+{
+	const char *us = strchr(name, '_');
+	char known[96];
+
+	if (!us || (size_t)(us - name) >= len)
+		return false;
+	snprintf(drv, len, "%.*s", (int)(us - name), name);
+	snprintf(known, sizeof(known), ",%s,", KVW_DRIVERS_KNOWN);
+	for (int i = 0; kvw_driver_table[i]; i++)
+		if (strcmp(kvw_driver_table[i]->name, drv) == 0)
+			return false;
+	{
+		char key[40];
+		snprintf(key, sizeof(key), ",%s,", drv);
+		return strstr(known, key) != NULL;
+	}
+}
+
 static kvw_status kvw_cfg_unknown(const char *name)
 {
+	char drv[32];
+
+	if (kvw_cfg_unbuilt_owner(name, drv, sizeof(drv)))
+		return kvw_set_err(NULL, KVW_ERR_INVALID, "config has no option \"%.64s\": options "
+				   "named %s_* belong to the %s driver, which this build left out (built: "
+				   "%s; meson's summary says why)", name, drv, drv, kvw_drivers_built());
 	return kvw_set_err(NULL, KVW_ERR_INVALID, "config has no option \"%.64s\": `kvwire config` "
 			   "lists them", name);
 }
@@ -194,82 +267,92 @@ static bool kvw_parse_str(const char *s, char *dst, size_t cap)
 	return true;
 }
 
-#define U(name, field, lo, hi)                                                        \
-	do {                                                                          \
-		uint64_t t_;                                                          \
-		if (!kvw_parse_u64(cfg->val[kvw_cfg_index(name)], lo, hi, &t_)) {     \
-			snprintf(err, errlen, "config %s=\"%s\": expected an integer in [%llu, %llu]", \
-				 name, cfg->val[kvw_cfg_index(name)], (unsigned long long)(lo), \
-				 (unsigned long long)(hi));                           \
-			return KVW_ERR_INVALID;                                       \
-		}                                                                     \
-		out->field = t_;                                                      \
-	} while (0)
-#define S(name, field)                                                                \
-	do {                                                                          \
-		if (!kvw_parse_str(cfg->val[kvw_cfg_index(name)], out->field, sizeof(out->field))) { \
-			snprintf(err, errlen, "config %s: value longer than %zu characters", name, \
-				 sizeof(out->field) - 1);                             \
-			return KVW_ERR_INVALID;                                       \
-		}                                                                     \
-	} while (0)
+static void kvw_cfg_names(const char *const *names, char *buf, size_t len)
+{
+	size_t k = 0;
+
+	buf[0] = 0;
+	for (size_t i = 0; names[i] && k < len; i++)
+		k += (size_t)snprintf(buf + k, len - k, "%s%s", i ? (names[i + 1] ? ", " : " or ") : "",
+				      names[i]);
+}
+
+static void kvw_cfg_store_u(void *field, size_t size, uint64_t v)
+{
+	if (size == sizeof(uint64_t)) {
+		memcpy(field, &v, sizeof(v));
+	} else {
+		unsigned u = (unsigned)v;
+		memcpy(field, &u, sizeof(u));
+	}
+}
+
+static bool kvw_cfg_parse_enum(const struct kvw_cfg_opt *o, const char *s, void *field)
+{
+	for (int i = 0; o->names[i]; i++)
+		if (strcmp(s, o->names[i]) == 0) {
+			memcpy(field, &i, sizeof(i));
+			return true;
+		}
+	return false;
+}
+
+/* One option's value into its field; false with err set when it is bad. */
+static bool kvw_cfg_parse_one(const struct kvw_cfg_opt *o, const char *s, struct kvw_cfgv *out,
+			      char *err, size_t errlen)
+{
+	void *field = (char *)out + o->off;
+	char names[160];
+	uint64_t v;
+
+	switch (o->kind) {
+	case KVW_CFG_STR:
+		if (kvw_parse_str(s, field, o->size))
+			return true;
+		snprintf(err, errlen, "config %s: value longer than %zu characters", o->name, o->size - 1);
+		return false;
+	case KVW_CFG_ENUM:
+		if (kvw_cfg_parse_enum(o, s, field))
+			return true;
+		kvw_cfg_names(o->names, names, sizeof(names));
+		snprintf(err, errlen, "config %s=\"%s\": expected %s", o->name, s, names);
+		return false;
+	case KVW_CFG_INT:
+		if (strcmp(s, "-1") == 0) {
+			int m1 = -1;
+			memcpy(field, &m1, sizeof(m1));
+			return true;
+		}
+		if (kvw_parse_u64(s, o->lo, o->hi, &v)) {
+			int iv = (int)v;
+			memcpy(field, &iv, sizeof(iv));
+			return true;
+		}
+		snprintf(err, errlen, "config %s=\"%s\": expected -1 or %llu..%llu", o->name, s,
+			 (unsigned long long)o->lo, (unsigned long long)o->hi);
+		return false;
+	case KVW_CFG_U64:
+		break;
+	}
+	if (kvw_parse_u64(s, o->lo, o->hi, &v)) {
+		kvw_cfg_store_u(field, o->size, v);
+		return true;
+	}
+	snprintf(err, errlen, "config %s=\"%s\": expected an integer in [%llu, %llu]", o->name, s,
+		 (unsigned long long)o->lo, (unsigned long long)o->hi);
+	return false;
+}
 
 kvw_status kvw_cfgv_parse(const kvw_config *cfg, struct kvw_cfgv *out, char *err, size_t errlen)
 {
-	const char *gid;
+	const struct kvw_cfg_opt *const *opt;
+	size_t n = kvw_cfg_all(&opt, NULL);
 
 	memset(out, 0, sizeof(*out));
-	S("driver", driver);
-	U("rails", rails, 1, KVW_MAX_RAILS);
-	U("timeout_ms", timeout_ms, 1, 86400000);
-	U("keepalive_ms", keepalive_ms, 1, 3600000);
-	U("peer_dead_ms", peer_dead_ms, 1, 86400000);
-	U("connect_timeout_ms", connect_timeout_ms, 1, 3600000);
-	U("abort_timeout_ms", abort_timeout_ms, 1, 3600000);
-	U("max_frag", max_frag, 4096, KVW_WIRE_MAX_DATA);
-	U("window", window, 65536, 1ull << 40);
-	S("secret", secret);
-	S("secret_file", secret_file);
-	U("handshake_timeout_ms", handshake_timeout_ms, 1, 3600000);
-	U("accept_timeout_ms", accept_timeout_ms, 1, 86400000);
-	U("max_handshakes", max_handshakes, 1, 1000000);
-	U("max_handshakes_per_addr", max_handshakes_per_addr, 1, 1000000);
-	U("max_unaccepted", max_unaccepted, 1, 1000000);
-	U("max_tx_queue", max_tx_queue, 1u << 16, 1ull << 40);
-	U("max_peer_grants", max_peer_grants, 1, 1u << 24);
-	U("max_peer_grant_bytes", max_peer_grant_bytes, 1u << 16, 1ull << 40);
-	U("max_peer_timeout_ms", max_peer_timeout_ms, 1, 86400000);
-	S("stats_socket", stats_socket);
-	U("spin_us", spin_us, 0, 10000000);
-	U("log_level", log_level, 0, 4);
-	S("dpdk_eal", dpdk_eal);
-	S("rdma_dev", rdma_dev);
-	gid = cfg->val[kvw_cfg_index("rdma_gid")];
-	if (strcmp(gid, "-1") == 0) {
-		out->rdma_gid = -1;
-	} else {
-		uint64_t g;
-		if (!kvw_parse_u64(gid, 0, 255, &g)) {
-			snprintf(err, errlen, "config rdma_gid=\"%s\": expected -1 or 0..255", gid);
+	for (size_t i = 0; i < n; i++)
+		if (!kvw_cfg_parse_one(opt[i], cfg->val[i] ? cfg->val[i] : opt[i]->default_value, out,
+				       err, errlen))
 			return KVW_ERR_INVALID;
-		}
-		out->rdma_gid = (int)g;
-	}
-	U("rdma_qp_depth", rdma_qp_depth, 16, 32768);
-	U("rdma_retry", rdma_retry, 0, 7);
-	{
-		const char *k = cfg->val[kvw_cfg_index("rdma_grant_keys")];
-		static const char *const modes[] = {"auto", "mw", "mr", "span"};
-		out->rdma_grant_keys = -1;
-		for (int i = 0; i < 4; i++)
-			if (strcmp(k, modes[i]) == 0)
-				out->rdma_grant_keys = i;
-		if (out->rdma_grant_keys < 0) {
-			snprintf(err, errlen, "config rdma_grant_keys=\"%s\": expected auto, mw, mr or span", k);
-			return KVW_ERR_INVALID;
-		}
-	}
-	S("fault", fault);
 	if (out->keepalive_ms >= out->peer_dead_ms) {
 		snprintf(err, errlen, "config keepalive_ms (%u) must be below peer_dead_ms (%u)",
 			 out->keepalive_ms, out->peer_dead_ms);

@@ -37,6 +37,9 @@ struct kvw_uri;
 struct kvw_wire_hdr;
 struct kvw_wire_data;
 struct kvw_wire_hello;
+struct kvw_cfgv;
+struct kvw_cfg_opt;
+struct kvw_probe_entry;
 
 typedef struct kvw_drv kvw_drv;
 
@@ -107,6 +110,38 @@ struct kvw_driver_ops {
 	 * the driver's fds readable on new work (e.g. CQ notification), so busy
 	 * passes never pay for it. true = work arrived meanwhile: do not sleep. */
 	bool (*prepare_wait)(kvw_drv *d);
+	/* The driver's own config options ({NULL}-terminated, names prefixed by
+	 * the driver's name; may be NULL). The config API serves them with the
+	 * core's (config.c): set/get by name, KVW_<NAME>, `kvwire config`. */
+	const struct kvw_cfg_opt *cfg_opts;
+	/* Lists this host's devices of the driver and whether the driver can use
+	 * each, by the same rule open() applies (no context needed; cfg: the
+	 * options in force). Fills up to cap entries, sets *n to the number
+	 * found (may exceed cap). May be NULL: the tools then try a listener. */
+	kvw_status (*probe)(const struct kvw_cfgv *cfg, struct kvw_probe_entry *out, size_t cap,
+			    size_t *n);
+};
+
+/* One config option. The parsed value lands in struct kvw_cfgv at off
+ * (size bytes): U64 an unsigned integer in [lo, hi] (field of 4 or 8
+ * bytes), INT -1 or [lo, hi] (int), STR a string (char[size]), ENUM the
+ * index of the value in names[] (int; the driver's enum names them). */
+enum kvw_cfg_kind { KVW_CFG_U64, KVW_CFG_INT, KVW_CFG_STR, KVW_CFG_ENUM };
+struct kvw_cfg_opt {
+	const char *name, *default_value, *help;
+	enum kvw_cfg_kind kind;
+	uint64_t lo, hi;
+	const char *const *names;       /* ENUM: NULL-terminated */
+	size_t off, size;
+};
+
+/* One device as ops->probe sees it. */
+struct kvw_probe_entry {
+	char name[64];          /* e.g. "rxe0 port 1" */
+	bool usable;
+	bool by_config;         /* not usable only because the config leaves it out */
+	char reason[256];       /* a sentence: why (not), and what to do */
+	char details[256];      /* e.g. "gid 1 10.0.2.15, mtu 1024, keys mr" */
 };
 
 struct kvw_drv {

@@ -138,3 +138,31 @@ kvw_status kvw_ctx_driver(kvw_ctx *ctx, const char *name, kvw_drv **out)
 			   "driver \"%s\" is not built into this library (built: %s); "
 			   "see `kvwire devices` for why", name, kvw_drivers_built());
 }
+
+/* For the tools (kvwire devices, doctor): a built driver's ops->probe with
+ * the options in force (defaults + KVW_* environment). Not exported. */
+kvw_status kvw_driver_probe(const char *name, struct kvw_probe_entry *out, size_t cap, size_t *n)
+{
+	struct kvw_cfgv v;
+	kvw_config *cfg = NULL;
+	char err[200];
+	kvw_status st;
+
+	for (int i = 0; kvw_driver_table[i]; i++) {
+		const struct kvw_driver_ops *o = kvw_driver_table[i];
+		if (strcmp(o->name, name) != 0)
+			continue;
+		if (!o->probe)
+			return kvw_set_err(NULL, KVW_ERR_UNSUPPORTED, "driver %s has no probe: try a "
+					   "listener (kvwire ping)", name);
+		if ((st = kvw_config_create(&cfg)) != KVW_OK)
+			return st;
+		st = kvw_cfgv_parse(cfg, &v, err, sizeof(err));
+		kvw_config_destroy(cfg);
+		if (st != KVW_OK)
+			return kvw_set_err(NULL, st, "%s", err);
+		return o->probe(&v, out, cap, n);
+	}
+	return kvw_set_err(NULL, KVW_ERR_NOT_FOUND, "driver %s is not built into this library "
+			   "(built: %s)", name, kvw_drivers_built());
+}

@@ -44,21 +44,30 @@ struct kvw_cfgv {
 	char stats_socket[108];
 	unsigned log_level;
 	unsigned spin_us;
-	char dpdk_eal[512];
-	char rdma_dev[64];
+	/* the drivers' options, declared in their folders (ops->cfg_opts) */
+	char dpdk_eal[512];     /* drivers/dpdk/dk_cfg.c */
+	char rdma_dev[64];      /* drivers/rdma/rdma_cfg.c */
 	int rdma_gid;
 	unsigned rdma_qp_depth;
 	unsigned rdma_retry;
-	int rdma_grant_keys;      /* 0 auto, 1 mw, 2 mr, 3 span */
+	int rdma_grant_keys;      /* enum rd_grant_keys (drivers/rdma/rdma_int.h) */
 	char fault[128];        /* fault-injection spec, "" = off */
 };
 
-#define KVW_CFG_MAX 48
+#define KVW_CFG_MAX 64
 struct kvw_config {
 	char *val[KVW_CFG_MAX];
 };
 
 kvw_status kvw_cfgv_parse(const kvw_config *cfg, struct kvw_cfgv *out, char *err, size_t errlen);
+/* Every option: the core's, then each built driver's (ops->cfg_opts); the
+ * index is that of kvw_config_table() and of kvw_config.val. owners[i] is
+ * "core" or the driver's name. Either output may be NULL. */
+size_t kvw_cfg_all(const struct kvw_cfg_opt *const **opts, const char *const **owners);
+/* drivers.c, for the tools: ops->probe of the built driver `name` with the
+ * defaults + KVW_* environment; NOT_FOUND if not built, UNSUPPORTED if it
+ * has no probe (kvw_ctx_last_error(NULL) says). */
+kvw_status kvw_driver_probe(const char *name, struct kvw_probe_entry *out, size_t cap, size_t *n);
 
 /* ------------------------------------------------------------------ memory */
 struct kvw_mem {

@@ -182,6 +182,9 @@ struct dk_drv {
 
 /* CLOCK_MONOTONIC read once per progress call (dpdk.c) */
 extern __thread uint64_t dk_now_ns;
+/* dk_cfg.c: the driver's options and ops->probe */
+extern const struct kvw_cfg_opt dk_cfg_opts[];
+kvw_status dk_probe(const struct kvw_cfgv *c, struct kvw_probe_entry *out, size_t cap, size_t *n);
 
 /* dk_eal.c */
 kvw_status dk_eal_ensure(kvw_drv *d, const char *eal_args);

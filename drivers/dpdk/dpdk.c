@@ -569,4 +569,6 @@ const struct kvw_driver_ops kvw_dpdk_ops = {
 	.post_frags = dk_post_frags,
 	.cancel = dk_cancel,
 	.flush = dk_flush,
+	.cfg_opts = dk_cfg_opts,
+	.probe = dk_probe,
 };

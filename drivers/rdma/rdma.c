@@ -25,68 +25,18 @@ int rd_dev_index(struct rd_drv *rd, struct ibv_context *verbs)
 	return -1;
 }
 
-/* An IPv4-mapped RoCE v2 GID (::ffff:a.b.c.d): its address, else false. */
-static bool rd_gid_ipv4(struct ibv_context *v, uint8_t port, int idx, struct in_addr *ip)
-{
-	struct ibv_gid_entry e;
-	static const uint8_t pfx[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-
-	if (ibv_query_gid_ex(v, port, (uint32_t)idx, &e, 0) || e.gid_type != IBV_GID_TYPE_ROCE_V2 ||
-	    memcmp(e.gid.raw, pfx, sizeof(pfx)) != 0)
-		return false;
-	memcpy(&ip->s_addr, e.gid.raw + 12, 4);
-	return true;
-}
-
-/* Like perftest: first active port; its IPv4 RoCE GID unless rdma_gid says. */
-/* How this device keys grants (config rdma_grant_keys). Soft-RoCE (vendor
- * 0xffffff) checks a window's key but not its bounds (its responder tests the
- * underlying MR's range), so auto gives it an MR per run. */
-static enum rd_keys rd_keys_mode(struct rd_drv *rd, struct ibv_context *v, const struct ibv_device_attr *da)
-{
-	int want = kvw_core_cfg(rd->d->ctx)->rdma_grant_keys;
-	bool has_mw = da->device_cap_flags & IBV_DEVICE_MEM_WINDOW;
-	bool rxe = da->vendor_id == 0xffffff;
-
-	if (want == 3)
-		return RD_KEYS_SPAN;
-	if (want == 2 || (want == 0 && (!has_mw || rxe)))
-		return RD_KEYS_MR;
-	if (!has_mw) {
-		kvw_log(rd->d->ctx, 2, "rdma: %s has no memory windows (rdma_grant_keys=mw): an MR per "
-			"run of granted blocks instead", ibv_get_device_name(v->device));
-		return RD_KEYS_MR;
-	}
-	return RD_KEYS_MW;
-}
-
+/* rdma_probe.c's rule, logging what it chose instead of what was asked. */
 static bool rd_dev_probe(struct rd_drv *rd, struct ibv_context *v, struct rd_dev *out)
 {
-	const struct kvw_cfgv *c = kvw_core_cfg(rd->d->ctx);
-	struct ibv_device_attr da;
-	struct ibv_port_attr pa;
+	char why[200];
+	bool no_mw;
 
-	if (ibv_query_device(v, &da))
+	if (!rd_dev_pick(kvw_core_cfg(rd->d->ctx), v, out, &no_mw, why, sizeof(why)))
 		return false;
-	for (uint8_t p = 1; p <= da.phys_port_cnt; p++) {
-		if (ibv_query_port(v, p, &pa) || pa.state != IBV_PORT_ACTIVE)
-			continue;
-		out->port = p;
-		out->active_mtu = pa.active_mtu;
-		out->keys = rd_keys_mode(rd, v, &da);
-		out->gid_idx = -1;
-		if (c->rdma_gid >= 0) {
-			if (c->rdma_gid < pa.gid_tbl_len && rd_gid_ipv4(v, p, c->rdma_gid, &out->ip))
-				out->gid_idx = c->rdma_gid;
-		} else {
-			for (int g = 0; g < pa.gid_tbl_len && out->gid_idx < 0; g++)
-				if (rd_gid_ipv4(v, p, g, &out->ip))
-					out->gid_idx = g;
-		}
-		if (out->gid_idx >= 0)
-			return true;
-	}
-	return false;
+	if (no_mw)
+		kvw_log(rd->d->ctx, 2, "rdma: %s has no memory windows (rdma_grant_keys=mw): an MR per "
+			"run of granted blocks instead", ibv_get_device_name(v->device));
+	return true;
 }
 
 static kvw_status rd_open_devices(struct rd_drv *rd)
@@ -348,4 +298,6 @@ const struct kvw_driver_ops kvw_rdma_ops = {
 	.cancel = rd_cancel,
 	.revoke = rd_revoke,
 	.grant_done = rd_grant_done,
+	.cfg_opts = rd_cfg_opts,
+	.probe = rd_probe,
 };

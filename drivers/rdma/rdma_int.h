@@ -79,6 +79,14 @@ struct rd_dev {
 	enum rd_keys { RD_KEYS_MW = 1, RD_KEYS_MR, RD_KEYS_SPAN } keys; /* how grants are keyed */
 };
 
+/* config rdma_grant_keys, in the order of its names (rdma_cfg.c) */
+enum rd_grant_keys { RD_GRANT_KEYS_AUTO, RD_GRANT_KEYS_MW, RD_GRANT_KEYS_MR, RD_GRANT_KEYS_SPAN };
+extern const struct kvw_cfg_opt rd_cfg_opts[];
+/* rdma_probe.c: the rule for a usable device (open and probe) */
+bool rd_dev_pick(const struct kvw_cfgv *c, struct ibv_context *v, struct rd_dev *out, bool *no_mw,
+		 char *why, size_t len);
+kvw_status rd_probe(const struct kvw_cfgv *c, struct kvw_probe_entry *out, size_t cap, size_t *n);
+
 struct rd_drv;
 struct rd_ep;
 

@@ -459,6 +459,42 @@ static kvw_status shm_announce(kvw_ep *ep, struct shm_ep *se, const kvw_mem *m)
 	return KVW_OK;
 }
 
+/* Can a peer map this arena? The verdict is kept per arena (drv_priv: NULL =
+ * yes, else the sentence) and the first send over shm from it fails with it.
+ * Registration itself succeeds: the context may move the arena over another
+ * driver (tcp, rdma), which can. */
+static const char *shm_mem_refusal(const kvw_mem *m)
+{
+	char path[64];
+	int fd;
+
+	if (m->memfd < 0)
+		return "the shm driver cannot share this arena with a peer: it was registered with "
+		       "kvw_mem_reg() (caller memory, no memfd); allocate it with kvw_mem_alloc() "
+		       "(a sealed memfd the peer maps), or send it over tcp or rdma";
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", m->memfd);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return "the shm driver cannot share this arena: its memfd does not reopen read-only "
+		       "through /proc/self/fd; mount /proc (in a container: do not mask it)";
+	close(fd);
+	return NULL;
+}
+
+static kvw_status shm_mem_reg(kvw_drv *d, kvw_mem *m)
+{
+	const char *why = shm_mem_refusal(m);
+
+	m->drv_priv[d->idx] = (void *)(uintptr_t)why;
+	if (why)
+		kvw_log(d->ctx, 3, "shm: arena %u: %s", m->id, why);
+	return KVW_OK;
+}
+
+static void shm_mem_dereg(kvw_drv *d, kvw_mem *m)
+{
+	m->drv_priv[d->idx] = NULL;
+}
+
 static size_t shm_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 {
 	struct shm_ep *se = shm_ep_state(ep);
@@ -470,9 +506,9 @@ static size_t shm_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 		struct kvw_wire_desc d = {.token = f[i].token, .layer = f[i].layer, .blk_idx = f[i].blk_idx,
 					  .bytes = f[i].bytes, .blk_off = f[i].blk_off,
 					  .src_off = f[i].src_off, .mem_id = f[i].src_mem->id};
-		if (f[i].src_mem->memfd < 0) {
-			kvw_core_req_fail(f[i].req, KVW_ERR_UNSUPPORTED, "the shm driver sends only from "
-					  "memory allocated with kvw_mem_alloc() (shareable memfd)");
+		const char *why = f[i].src_mem->drv_priv[ep->drv->idx]; /* shm_mem_reg's verdict */
+		if (why) {
+			kvw_core_req_fail(f[i].req, KVW_ERR_UNSUPPORTED, why);
 			break;
 		}
 		kvw_status st = shm_announce(ep, se, f[i].src_mem);
@@ -515,6 +551,8 @@ const struct kvw_driver_ops kvw_shm_ops = {
 	.open = shm_drv_open,
 	.close = shm_drv_close,
 	.query_caps = shm_caps,
+	.mem_reg = shm_mem_reg,
+	.mem_dereg = shm_mem_dereg,
 	.progress = kvw_sock_progress,
 	.listen = shm_listen,
 	.listener_close = kvw_sock_listener_close,

@@ -16,6 +16,7 @@ run devices "$K" devices
 run json "$K" devices --json
 run devinfo ibv_devinfo -v -d rxe0
 run rdmalink rdma link show
+run onlyrxe1 env KVW_RDMA_DEV=rxe1 "$K" devices --json
 # no IPv4 address, so no IPv4 RoCE v2 GID anywhere: the rdma driver has no port
 ip addr del 10.78.0.1/24 dev dummy0
 ip addr del 10.78.1.1/24 dev dummy1
@@ -72,6 +73,15 @@ done
 rdma="[x for x in d['drivers'] if x['name'] == 'rdma'][0]"
 json_check "$rdma['built'] and $rdma['usable'] and 'rdma://10.78.0.1:PORT' in $rdma['why']"
 json_check '[x["usable"] for x in d["drivers"] if x["name"] in ("tcp", "shm")] == [True, True]'
+# the driver's own probe (ops->probe) lists both devices, usable, keyed by an MR per run on rxe
+json_check "sorted((x['name'], x['usable']) for x in $rdma['devices']) == [('rxe0 port 1', True), ('rxe1 port 1', True)]"
+json_check "all('grant keys mr' in x['details'] and 'active mtu 4096' in x['details'] for x in $rdma['devices'])"
+
+# config rdma_dev narrows the driver to one device: the probe says so for the other
+step onlyrxe1 0
+json_check "$rdma['usable'] and 'rdma://10.78.1.1:PORT' in $rdma['why']"
+json_check "[x['usable'] for x in $rdma['devices'] if x['name'].startswith('rxe0')] == [False]"
+json_check "all('config rdma_dev' in x['reason'] for x in $rdma['devices'] if not x['usable'])"
 
 # Ports stay ACTIVE but have no IPv4 RoCE v2 GID: the rdma driver cannot use
 # them, and devices must not call it usable.
@@ -79,4 +89,6 @@ step noaddr 0
 json_check "all(p['state'] == 'ACTIVE' and p['ipv4_gid_index'] == -1 and p['ipv4'] == '' for x in d['rdma']['devices'] for p in x['ports'])"
 json_check "not any(g['ipv4'] for x in d['rdma']['devices'] for p in x['ports'] for g in p['gids'])"
 json_check "not $rdma['usable'] and 'IPv4 RoCE v2 GID' in $rdma['why'] and 'kvwire doctor' in $rdma['why']"
+json_check "len($rdma['devices']) == 2 and not any(x['usable'] for x in $rdma['devices'])"
+json_check "all('IPv4 address' in x['reason'] for x in $rdma['devices'])"
 finish

@@ -40,6 +40,7 @@ ip addr del 10.78.0.1/24 dev dummy0; doc noaddr --json; doc noaddr_h
 ip addr add 10.78.0.1/24 dev dummy0; doc readd --json
 ip link set dummy0 down; doc down --json; doc down_h
 ip link set dummy0 up; active; doc up --json
+KVW_RDMA_DEV=rxe1; export KVW_RDMA_DEV; doc onlyrxe1 --json; unset KVW_RDMA_DEV
 EOF
 RXE_VM_SETUP=0 RXE_VM_RAILS=2 RXE_VM_TIMEOUT=100 RXE_VM_RW_DIRS="$TMP/vm" \
 	"$RXE_VM" sh "$TMP/guest.sh" "$KVWIRE" "$TMP/vm" >"$TMP/vm.log" 2>&1
@@ -60,12 +61,12 @@ verdict() { json_check "len($(C "$1" "$2")) > 0 and all(c['verdict'] == '$3' for
 sane() {
 	json_check "d['fail'] == sum(c['verdict'] == 'fail' for c in d['checks'])"
 	json_check "all(c['fix'] for c in d['checks'] if c['verdict'] != 'ok')"
-	for c in port-state mtu roce-gid; do verdict $c 1 ok; done
+	for c in port-state mtu roce-gid rdma-driver; do verdict $c 1 ok; done
 }
 healthy() { # rail 0 passes every RDMA check again
 	sane
 	json_check "d['fail'] == 0"
-	for c in port-state mtu roce-gid; do verdict $c 0 ok; done
+	for c in port-state mtu roce-gid rdma-driver; do verdict $c 0 ok; done
 	json_check "'dummy0 10.78.0.1 has RoCE v2 GID 0000:0000:0000:0000:0000:ffff:0a4e:0001' in [c['detail'] for c in d['checks']]"
 }
 
@@ -106,6 +107,9 @@ healthy
 step noaddr 1
 sane
 verdict port-state 0 ok
+# the rdma driver's own probe agrees: rxe0 is not usable, and says what to do
+verdict rdma-driver 0 warn
+json_check "all('IPv4 address' in c['fix'] for c in $(C rdma-driver 0))"
 json_check "[c['detail'] for c in $(C roce-gid 0) if c['verdict'] != 'ok'] == [\"rxe0 port 1 (netdev 'dummy0') has no IPv4 RoCE v2 GID: the rdma driver cannot use it\"]"
 json_check "all('ip addr add ADDR/PREFIX dev dummy0' in c['fix'] for c in $(C roce-gid 0) if c['verdict'] != 'ok')"
 # dummy0's link-local address keeps its GID: that one stays ok
@@ -127,4 +131,9 @@ expect_out "^\[fail\] port-state +rxe0 port 1 is DOWN \(Disabled\), netdev 'dumm
 expect_out '^ +fix: bring the link up: `ip link set dummy0 up`'
 step up 0
 healthy
+
+# (d) config rdma_dev=rxe1: rxe0 is left out by configuration, not a warning
+step onlyrxe1 0
+json_check "[c['verdict'] for c in $(C rdma-driver 0)] == ['ok'] and 'config rdma_dev' in $(C rdma-driver 0)[0]['detail']"
+verdict rdma-driver 1 ok
 finish

@@ -2,6 +2,7 @@
 /* The configuration table, its defaults, KVW_* overrides and bad values. */
 #include <criterion/criterion.h>
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,7 @@ TestSuite(config, .timeout = 20);
 static const char *const documented[] = {
 	"driver", "rails", "timeout_ms", "keepalive_ms", "peer_dead_ms", "connect_timeout_ms",
 	"abort_timeout_ms", "max_frag", "window", "secret", "stats_socket", "log_level",
-	"dpdk_eal", "rdma_dev", "rdma_gid", "rdma_qp_depth", "rdma_retry", "fault",
+	"dpdk_eal", "rdma_dev", "rdma_gid", "rdma_qp_depth", "rdma_retry", "rdma_grant_keys", "fault",
 };
 #define N_DOC (sizeof(documented) / sizeof(documented[0]))
 
@@ -35,6 +36,30 @@ static void clear_env(void)
 	}
 }
 
+/* The drivers' options are served like the core's: by name, defaults, KVW_*;
+ * an enumerated one takes only its named values, and its refusal names them. */
+static bool in_table(const char *name)
+{
+	const kvw_config_entry *t;
+	size_t n = kvw_config_table(&t);
+	for (size_t j = 0; j < n; j++)
+		if (!strcmp(t[j].name, name))
+			return true;
+	return false;
+}
+
+/* Options of the drivers (rdma_*, dpdk_*) exist only when that driver is built. */
+static bool expected(const char *name)
+{
+	char drv[16], built[96];
+	const char *us = strchr(name, '_');
+	if (!us || (strncmp(name, "rdma_", 5) && strncmp(name, "dpdk_", 5)))
+		return true;
+	snprintf(drv, sizeof(drv), ",%.*s,", (int)(us - name), name);
+	snprintf(built, sizeof(built), ",%s,", kvw_drivers_built());
+	return strstr(built, drv) != NULL;
+}
+
 Test(config, table_is_complete, .init = clear_env)
 {
 	const kvw_config_entry *t = NULL;
@@ -43,6 +68,10 @@ Test(config, table_is_complete, .init = clear_env)
 	cr_assert_geq(n, N_DOC);
 	for (size_t i = 0; i < N_DOC; i++) {
 		size_t j = 0;
+		if (!expected(documented[i])) {
+			cr_assert(!in_table(documented[i]), "%s without its driver", documented[i]);
+			continue;
+		}
 		while (j < n && strcmp(t[j].name, documented[i]))
 			j++;
 		cr_assert_lt(j, n, "option %s missing from the table", documented[i]);
@@ -88,11 +117,14 @@ Test(config, env_overrides_every_option, .init = clear_env)
 	char env[64], buf[256];
 	for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
 		env_name(vals[i][0], env, sizeof(env));
-		setenv(env, vals[i][1], 1);
+		if (expected(vals[i][0]))
+			setenv(env, vals[i][1], 1);
 	}
 	kvw_config *cfg;
 	cr_assert_eq(kvw_config_create(&cfg), KVW_OK);
 	for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+		if (!expected(vals[i][0]))
+			continue;
 		cr_assert_eq(kvw_config_get(cfg, vals[i][0], buf, sizeof(buf)), KVW_OK);
 		cr_assert_str_eq(buf, vals[i][1], "%s from the environment", vals[i][0]);
 	}
@@ -137,13 +169,15 @@ Test(config, bad_values_invalid, .init = clear_env)
 		{ "rdma_qp_depth", "1" }, { "keepalive_ms", "999999" }, /* >= peer_dead_ms */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		cr_assert_eq(set_bad(bad[i][0], bad[i][1]), KVW_ERR_INVALID, "%s=\"%s\" accepted",
-			     bad[i][0], bad[i][1]);
+		if (expected(bad[i][0]))
+			cr_assert_eq(set_bad(bad[i][0], bad[i][1]), KVW_ERR_INVALID,
+				     "%s=\"%s\" accepted", bad[i][0], bad[i][1]);
 	char longs[600];
 	memset(longs, 'x', sizeof(longs) - 1);
 	longs[sizeof(longs) - 1] = 0;
 	cr_assert_eq(set_bad("secret", longs), KVW_ERR_INVALID, "secret of 599 bytes accepted");
-	cr_assert_eq(set_bad("dpdk_eal", longs), KVW_ERR_INVALID);
+	if (expected("dpdk_eal"))
+		cr_assert_eq(set_bad("dpdk_eal", longs), KVW_ERR_INVALID);
 }
 
 Test(config, bad_env_refused, .init = clear_env)
@@ -209,4 +243,55 @@ Test(config, ctx_copies_config, .init = clear_env)
 	cr_assert_str_eq(kvw_ctx_last_error(ctx), "");
 	cr_assert_geq(kvw_ctx_fd(ctx), 0);
 	kvw_ctx_destroy(ctx);
+}
+
+Test(config, driver_enum_named_values, .init = clear_env)
+{
+	static const char *const modes[] = {"auto", "mw", "mr", "span"};
+	kvw_config *cfg;
+	char buf[64];
+	if (!in_table("rdma_grant_keys"))
+		cr_skip_test("the rdma driver is not built");
+	cr_assert_eq(kvw_config_create(&cfg), KVW_OK);
+	for (size_t i = 0; i < 4; i++) {
+		cr_assert_eq(kvw_config_set(cfg, "rdma_grant_keys", modes[i]), KVW_OK, "%s", modes[i]);
+		cr_assert_eq(kvw_config_get(cfg, "rdma_grant_keys", buf, sizeof(buf)), KVW_OK);
+		cr_assert_str_eq(buf, modes[i]);
+	}
+	cr_assert_eq(kvw_config_set(cfg, "rdma_grant_keys", "2"), KVW_ERR_INVALID, "a bare literal");
+	cr_assert_eq(kvw_config_set(cfg, "rdma_grant_keys", "MW"), KVW_ERR_INVALID);
+	cr_assert(strstr(kvw_ctx_last_error(NULL), "expected auto, mw, mr or span"), "%s",
+		  kvw_ctx_last_error(NULL));
+	cr_assert_eq(kvw_config_get(cfg, "rdma_grant_keys", buf, sizeof(buf)), KVW_OK);
+	cr_assert_str_eq(buf, "span", "a refused value must not stick");
+	kvw_config_destroy(cfg);
+	setenv("KVW_RDMA_GRANT_KEYS", "mr", 1);
+	cr_assert_eq(kvw_config_create(&cfg), KVW_OK);
+	cr_assert_eq(kvw_config_get(cfg, "rdma_grant_keys", buf, sizeof(buf)), KVW_OK);
+	cr_assert_str_eq(buf, "mr");
+	kvw_config_destroy(cfg);
+	setenv("KVW_RDMA_GRANT_KEYS", "banana", 1);
+	cr_assert_eq(kvw_config_create(&cfg), KVW_ERR_INVALID);
+	cr_assert(strstr(kvw_ctx_last_error(NULL), "rdma_grant_keys"));
+	unsetenv("KVW_RDMA_GRANT_KEYS");
+}
+
+Test(config, unknown_sentence_names_the_lister, .init = clear_env)
+{
+	kvw_config *cfg;
+	cr_assert_eq(kvw_config_create(&cfg), KVW_OK);
+	cr_assert_eq(kvw_config_set(cfg, "zzz_nonsense", "1"), KVW_ERR_INVALID);
+	cr_assert(strstr(kvw_ctx_last_error(NULL), "`kvwire config` lists them"));
+	/* an option of a driver this build left out says so (-Ddrivers_disabled=rdma) */
+	kvw_status st = kvw_config_set(cfg, "rdma_dev", "rxe0");
+	if (in_table("rdma_dev")) {
+		cr_assert_eq(st, KVW_OK);
+	} else {
+		cr_assert_eq(st, KVW_ERR_INVALID);
+		cr_assert(strstr(kvw_ctx_last_error(NULL), "belong to the rdma driver, which this "
+				 "build left out"), "%s", kvw_ctx_last_error(NULL));
+	}
+	cr_assert_eq(kvw_config_set(cfg, "max_nonsense", "1"), KVW_ERR_INVALID);
+	cr_assert(strstr(kvw_ctx_last_error(NULL), "`kvwire config` lists them"), "not a driver's");
+	kvw_config_destroy(cfg);
 }
