@@ -9,7 +9,7 @@
 #define ALLOW_EXPERIMENTAL_API
 #endif
 
-#include "kvw_int.h"
+#include "driver.h"
 #include "fault.h"
 
 #include <rte_ether.h>
@@ -149,6 +149,7 @@ struct dk_mem {
 	uint8_t *base;              /* page-aligned registration */
 	size_t len;
 	bool ext;                   /* registered with rte_extmem */
+	struct dk_mem *next;        /* dk_drv.mems */
 };
 
 struct dk_port {
@@ -173,6 +174,7 @@ struct dk_port {
 
 struct dk_drv {
 	kvw_drv *d;
+	struct dk_mem *mems;        /* every arena registered with this driver */
 	int timer_fd;
 	uint64_t timer_cleared_ns;
 	struct dk_port *ports[RTE_MAX_ETHPORTS];
@@ -192,6 +194,8 @@ void dk_port_put_all(struct dk_drv *dd);
 kvw_status dk_mem_register(kvw_drv *d, kvw_mem *m);
 void dk_mem_unregister(kvw_drv *d, kvw_mem *m);
 struct dk_mem *dk_mem_of(const kvw_drv *d, const kvw_mem *m);
+/* Late registration once the EAL is up (arenas registered before it). */
+void dk_mem_late(kvw_drv *d);
 
 /* dk_tx.c */
 void dk_tx_slot(struct dk_flow *f, uint32_t psn, struct rte_mbuf **out, unsigned *n);
