@@ -80,6 +80,8 @@ static kvw_status st_send_ctrl(kvw_ep *ep, const void *f, size_t n) { (void)ep; 
 static size_t st_post(kvw_ep *ep, const kvw_frag *f, size_t n) { (void)ep; (void)f; (void)n; return 0; }
 static void st_cancel(kvw_ep *ep, kvw_req *r) { (void)ep; (void)r; }
 static kvw_status st_revoke(kvw_ep *ep, kvw_req *r) { (void)ep; (void)r; return KVW_OK; }
+static kvw_status st_grant_keys(kvw_ep *ep, kvw_req *r, const void *b, size_t n, uint32_t *key)
+{ (void)ep; (void)r; (void)b; (void)n; (void)key; return KVW_OK; }
 static void st_grant_done(kvw_ep *ep, kvw_req *r) { (void)ep; (void)r; }
 static void st_flush(kvw_drv *d) { (void)d; }
 static bool st_prepare_wait(kvw_drv *d) { (void)d; return false; }
@@ -92,7 +94,7 @@ static void kvw_ops_fill(struct kvw_driver_ops *o)
 	FILL(listener_close, st_lclose); FILL(connect, st_connect); FILL(join, st_join);
 	FILL(open_rails, st_open_rails); FILL(ep_close, st_ep_close);
 	FILL(send_ctrl, st_send_ctrl); FILL(post_frags, st_post); FILL(cancel, st_cancel);
-	FILL(revoke, st_revoke); FILL(grant_done, st_grant_done);
+	FILL(revoke, st_revoke); FILL(grant_keys, st_grant_keys); FILL(grant_done, st_grant_done);
 	FILL(flush, st_flush); FILL(prepare_wait, st_prepare_wait);
 }
 

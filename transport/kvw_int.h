@@ -5,54 +5,12 @@
 
 #include "kvwire/kvwire.h"
 #include "wire.h"
-#include "driver.h"
+#include "driver.h"  /* drivers/include: what drivers see */
 #include "cover.h"
 
 #include <stdbool.h>
 #include <stdarg.h>
 #include <time.h>
-
-#define KVW_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-
-static inline uint64_t kvw_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* ----------------------------------------------------------- config values */
-struct kvw_cfgv {
-	char driver[16];
-	unsigned rails;
-	unsigned timeout_ms;
-	unsigned keepalive_ms;
-	unsigned peer_dead_ms;
-	unsigned connect_timeout_ms;
-	unsigned abort_timeout_ms;
-	uint64_t max_frag;
-	uint64_t window;        /* dpdk send window, bytes in flight per endpoint */
-	char secret[128];
-	char secret_file[256];
-	unsigned handshake_timeout_ms; /* server side: handshake deadline */
-	unsigned accept_timeout_ms;    /* READY but not accepted */
-	unsigned max_handshakes, max_handshakes_per_addr, max_unaccepted;
-	uint64_t max_tx_queue;         /* queued control bytes per peer */
-	unsigned max_peer_grants;      /* unsolicited GRANTs held per endpoint */
-	uint64_t max_peer_grant_bytes;
-	unsigned max_peer_timeout_ms;
-	char stats_socket[108];
-	unsigned log_level;
-	unsigned spin_us;
-	/* the drivers' options, declared in their folders (ops->cfg_opts) */
-	char dpdk_eal[512];     /* drivers/dpdk/dk_cfg.c */
-	char rdma_dev[64];      /* drivers/rdma/rdma_cfg.c */
-	int rdma_gid;
-	unsigned rdma_qp_depth;
-	unsigned rdma_retry;
-	int rdma_grant_keys;      /* enum rd_grant_keys (drivers/rdma/rdma_int.h) */
-	char fault[128];        /* fault-injection spec, "" = off */
-};
 
 #define KVW_CFG_MAX 64
 struct kvw_config {
@@ -82,7 +40,6 @@ struct kvw_mem {
 	bool pinned;
 	uint32_t users;         /* requests and layouts referring to it */
 	uint64_t reg_ns;
-	uint32_t rkey;          /* one-sided drivers' remote key */
 	void *drv_priv[KVW_DRV_MAX];
 	struct kvw_mem *next;
 };
@@ -227,7 +184,7 @@ struct kvw_listener {
 	struct kvw_authfail authfail[KVW_AUTHFAIL_SLOTS];
 	kvw_ctx *ctx;
 	kvw_drv *drv;
-	char uri[160];
+	char uri[KVW_CORE_URI_MAX];
 	char secret[128];
 	unsigned rails;
 	void *drv_priv;
@@ -239,7 +196,7 @@ struct kvw_listener {
 struct kvw_ctx {
 	struct kvw_cfgv cfg;
 	kvw_config *config;      /* copy, for kvw_config_get via the CLI */
-	char err[512];
+	char err[KVW_CORE_ERR_MAX];
 	int epfd;
 	bool no_pwait2;           /* the kernel lacks epoll_pwait2 (< 5.11) */
 	kvw_drv drv[KVW_DRV_MAX];
@@ -257,29 +214,10 @@ struct kvw_ctx {
 };
 
 /* ------------------------------------------------------------ core helpers */
-/* Records the sentence for kvw_ctx_last_error() and returns st (ctx NULL:
- * the calling thread's sentence, kvw_ctx_last_error(NULL)). */
-kvw_status kvw_set_err(kvw_ctx *ctx, kvw_status st, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-void kvw_log(kvw_ctx *ctx, unsigned level, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 /* At the start of a public call: no stale sentence can be reported. ctx
  * NULL clears only the thread's context-less sentence. */
 void kvw_err_clear(kvw_ctx *ctx);
 
-/* URIs */
-struct kvw_uri {
-	char scheme[16];
-	char host[128];         /* host or path (shm) */
-	char path[160];
-	unsigned port;
-	char query[512];        /* raw "a=b&c=d" */
-};
-kvw_status kvw_uri_parse(const char *s, struct kvw_uri *u);
-/* Looks up a query parameter; copies its value; false when absent. */
-bool kvw_uri_param(const struct kvw_uri *u, const char *key, char *buf, size_t len);
-/* uri with every secret= value replaced by "***" (always terminated). */
-void kvw_uri_redact(const char *uri, char *out, size_t len);
 
 /* driver registry */
 kvw_status kvw_ctx_driver(kvw_ctx *ctx, const char *name, kvw_drv **out);
@@ -290,7 +228,6 @@ void kvw_ev_push(kvw_ctx *ctx, const kvw_event *ev);
 /* endpoints: made by drivers, run by the core */
 kvw_ep *kvw_ep_alloc(kvw_ctx *ctx, kvw_drv *drv, const char *uri);
 void kvw_ep_free(kvw_ep *ep);
-void kvw_ep_fail(kvw_ep *ep, kvw_status st, const char *why);
 
 /* layouts */
 uint8_t *kvw_layout_page(const kvw_layout *l, uint32_t layer, uint32_t block);
@@ -300,11 +237,5 @@ uint8_t *kvw_layout_page(const kvw_layout *l, uint32_t layer, uint32_t block);
  * out; fields it has that this version lacks stay as it set them. */
 kvw_status kvw_struct_out(kvw_ctx *ctx, const char *fn, void *dst, const void *src, size_t full);
 
-/* memory-range check helper for drivers */
-static inline bool kvw_mem_contains(const kvw_mem *m, const void *p, uint64_t len)
-{
-	const uint8_t *b = p;
-	return b >= m->addr && len <= m->len && (uint64_t)(b - m->addr) <= m->len - len;
-}
 
 #endif

@@ -339,7 +339,9 @@ static void kvw_deadline_note(kvw_ep *ep, uint64_t d)
 }
 
 /* ----------------------------------------------------------- decode side */
-static kvw_status kvw_grant_send(kvw_ep *ep, const kvw_req *r)
+/* Builds the GRANT; the driver keys it (ops->grant_keys: one-sided drivers
+ * give the remote key it carries, two-sided ones leave 0) before it leaves. */
+static kvw_status kvw_grant_send(kvw_ep *ep, kvw_req *r)
 {
 	const kvw_layout *l = r->layout;
 	size_t len = kvw_wire_grant_len(l->n_layers, r->n_blocks);
@@ -350,7 +352,6 @@ static kvw_status kvw_grant_send(kvw_ep *ep, const kvw_req *r)
 		.block_stride = l->block_stride,
 		.timeout_us = (r->deadline_ns - r->t_posted) / 1000,
 		.mem_addr = (uint64_t)(uintptr_t)l->mem->addr, .mem_len = l->mem->len,
-		.mem_key = l->mem->rkey,
 	};
 	kvw_status st;
 
@@ -359,7 +360,11 @@ static kvw_status kvw_grant_send(kvw_ep *ep, const kvw_req *r)
 	memcpy(b, &g, sizeof(g));
 	memcpy(b + sizeof(g), l->layer_off, l->n_layers * sizeof(uint64_t));
 	memcpy(b + sizeof(g) + l->n_layers * sizeof(uint64_t), r->blocks, r->n_blocks * 4u);
-	st = kvw_ep_send(ep, KVW_T_GRANT, b, len);
+	st = ep->drv->ops->grant_keys(ep, r, b, len, &g.mem_key);
+	if (st == KVW_OK) {
+		memcpy(b, &g, sizeof(g));
+		st = kvw_ep_send(ep, KVW_T_GRANT, b, len);
+	}
 	free(b);
 	return st;
 }

@@ -15,9 +15,9 @@ void kvw_seq_fail_all(kvw_ep *ep, kvw_status st);
 /* Frees the endpoint's request tables (requests not yet freed by the user
  * are orphaned: ep pointer cleared, kvw_req_free still works). */
 void kvw_seq_ep_release(kvw_ep *ep);
+/* ep.c */
 /* Sends a control frame built from a body. */
 kvw_status kvw_ep_send(kvw_ep *ep, unsigned type, const void *body, size_t len);
-/* ep.c */
 void kvw_ep_keepalive(kvw_ep *ep, uint64_t now);
 void kvw_ctx_reap(kvw_ctx *ctx);
 uint64_t kvw_ep_next_timer(const kvw_ep *ep);

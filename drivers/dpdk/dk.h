@@ -9,7 +9,7 @@
 #define ALLOW_EXPERIMENTAL_API
 #endif
 
-#include "kvw_int.h"
+#include "driver.h"
 #include "fault.h"
 
 #include <rte_ether.h>
@@ -24,8 +24,8 @@
 #define DK_MAX_FLOWS 256u
 #define DK_MAX_LISTENERS 16u
 #define DK_HDRS (sizeof(struct rte_ether_hdr) + 20u + 8u) /* eth + ipv4 + udp */
-#define DK_FRAME_HDR 24u       /* struct kvw_wire_hdr */
-#define DK_DATA_HDR 24u        /* struct kvw_wire_data */
+#define DK_FRAME_HDR ((uint32_t)sizeof(struct kvw_wire_hdr))
+#define DK_DATA_HDR ((uint32_t)sizeof(struct kvw_wire_data))
 #define DK_ACK_EVERY 16u
 #define DK_INFLIGHT 512u       /* default packets in flight (URI inflight=) */
 #define DK_ACK_DELAY_NS 20000ull
@@ -149,6 +149,7 @@ struct dk_mem {
 	uint8_t *base;              /* page-aligned registration */
 	size_t len;
 	bool ext;                   /* registered with rte_extmem */
+	struct dk_mem *next;        /* dk_drv.mems */
 };
 
 struct dk_port {
@@ -173,6 +174,7 @@ struct dk_port {
 
 struct dk_drv {
 	kvw_drv *d;
+	struct dk_mem *mems;        /* every arena registered with this driver */
 	int timer_fd;
 	uint64_t timer_cleared_ns;
 	struct dk_port *ports[RTE_MAX_ETHPORTS];
@@ -195,6 +197,8 @@ void dk_port_put_all(struct dk_drv *dd);
 kvw_status dk_mem_register(kvw_drv *d, kvw_mem *m);
 void dk_mem_unregister(kvw_drv *d, kvw_mem *m);
 struct dk_mem *dk_mem_of(const kvw_drv *d, const kvw_mem *m);
+/* Late registration once the EAL is up (arenas registered before it). */
+void dk_mem_late(kvw_drv *d);
 
 /* dk_tx.c */
 void dk_tx_slot(struct dk_flow *f, uint32_t psn, struct rte_mbuf **out, unsigned *n);
@@ -227,16 +231,14 @@ bool dk_rel_close(struct dk_flow *f, uint64_t now);
 bool dk_rel_close_tick(struct dk_flow *f, uint64_t now);
 /* Sends queued new frames the window allows (end of a progress pass). */
 void dk_rel_push(struct dk_flow *f, uint64_t now);
+/* Copies len bytes at off of m into dst (walks segments). */
+void dk_copy_out(const struct rte_mbuf *m, uint32_t off, uint8_t *dst, uint32_t len);
 
 /* dpdk.c */
 /* A HELLO whose cookie checked out: the flow, its peer's id and psn from it. */
 struct dk_flow *dk_flow_accept(struct dk_drv *dd, struct dk_port *p, struct dk_listener *dl,
 			       const struct rte_ether_addr *smac, uint32_t sip, uint16_t sport,
 			       const struct kvw_wire_hdr *hello);
-void dk_mem_late(kvw_drv *d);
-
-/* Copies len bytes at off of m into dst (walks segments). */
-void dk_copy_out(const struct rte_mbuf *m, uint32_t off, uint8_t *dst, uint32_t len);
 
 /* dk_auth.c: ids, cookies, the per-frame authenticator */
 uint32_t dk_rand32(bool nonzero);

@@ -233,7 +233,7 @@ void dk_port_put_all(struct dk_drv *dd)
 /* ------------------------------------------------------------------ memory */
 struct dk_mem *dk_mem_of(const kvw_drv *d, const kvw_mem *m)
 {
-	return m ? (struct dk_mem *)m->drv_priv[d->idx] : NULL;
+	return m ? (struct dk_mem *)kvw_core_mem_priv(m, d) : NULL;
 }
 
 static void dk_mem_dma(kvw_drv *d, struct dk_mem *dm, bool map)
@@ -278,11 +278,14 @@ kvw_status dk_mem_register(kvw_drv *d, kvw_mem *m)
 
 	if (!dm)
 		return kvw_set_err(d->ctx, KVW_ERR_NOMEM, "dpdk: out of memory");
-	uintptr_t b = (uintptr_t)m->addr & ~(uintptr_t)(pg - 1);
-	uintptr_t e = ((uintptr_t)m->addr + m->len + pg - 1) & ~(uintptr_t)(pg - 1);
+	struct dk_drv *dd = d->priv;
+	uintptr_t b = (uintptr_t)kvw_mem_addr(m) & ~(uintptr_t)(pg - 1);
+	uintptr_t e = ((uintptr_t)kvw_mem_addr(m) + kvw_mem_len(m) + pg - 1) & ~(uintptr_t)(pg - 1);
 	dm->base = (uint8_t *)b;
 	dm->len = e - b;
-	m->drv_priv[d->idx] = dm;
+	dm->next = dd->mems;
+	dd->mems = dm;
+	kvw_core_mem_set_priv(m, d, dm);
 	dk_mem_extmem(d, dm);
 	return KVW_OK;
 }
@@ -290,23 +293,26 @@ kvw_status dk_mem_register(kvw_drv *d, kvw_mem *m)
 void dk_mem_unregister(kvw_drv *d, kvw_mem *m)
 {
 	struct dk_mem *dm = dk_mem_of(d, m);
+	struct dk_drv *dd = d->priv;
 	if (!dm)
 		return;
+	for (struct dk_mem **pp = &dd->mems; *pp; pp = &(*pp)->next)
+		if (*pp == dm) {
+			*pp = dm->next;
+			break;
+		}
 	if (dm->ext) {
 		dk_mem_dma(d, dm, false);
 		rte_extmem_unregister(dm->base, dm->len);
 	}
 	free(dm);
-	m->drv_priv[d->idx] = NULL;
+	kvw_core_mem_set_priv(m, d, NULL);
 }
 
-/* Late registration once the EAL is up (memory registered before). */
-void dk_mem_late(kvw_drv *d);
 void dk_mem_late(kvw_drv *d)
 {
-	for (kvw_mem *m = d->ctx->mems; m; m = m->next) {
-		struct dk_mem *dm = dk_mem_of(d, m);
-		if (dm)
-			dk_mem_extmem(d, dm);
-	}
+	struct dk_drv *dd = d->priv;
+
+	for (struct dk_mem *dm = dd->mems; dm; dm = dm->next)
+		dk_mem_extmem(d, dm);
 }

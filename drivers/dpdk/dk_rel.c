@@ -45,22 +45,22 @@ static struct dk_slot *dk_ring_alloc(void)
 
 kvw_status dk_flow_init(struct dk_flow *f, kvw_ep *ep)
 {
-	const struct kvw_cfgv *cfg = kvw_core_cfg(ep->ctx);
+	const struct kvw_cfgv *cfg = kvw_core_cfg(kvw_core_ep_ctx(ep));
 	char err[160];
 
 	f->ep = ep;
-	f->ctx = ep->ctx;
-	f->id = ep->id;
-	f->cnt = &ep->cnt;
+	f->ctx = kvw_core_ep_ctx(ep);
+	f->id = kvw_core_ep_id(ep);
+	f->cnt = kvw_core_ep_counters(ep);
 	f->ring = dk_ring_alloc();
 	f->rbits = calloc(DK_RWIN / 64, sizeof(uint64_t));
 	if (!f->ring || !f->rbits)
-		return kvw_set_err(ep->ctx, KVW_ERR_NOMEM, "dpdk: out of memory for a flow");
+		return kvw_set_err(kvw_core_ep_ctx(ep), KVW_ERR_NOMEM, "dpdk: out of memory for a flow");
 	/* random ids and first psn: nothing an off-path host could predict */
 	f->lcid = dk_rand32(true);
 	f->isn = f->una = f->nxt = f->tail = f->sack_high = dk_rand32(false);
 	f->peer_credits = DK_RWIN;
-	f->mac_want = ep->secret[0] != 0; /* frames carry an authenticator once READY */
+	f->mac_want = kvw_core_ep_has_secret(ep); /* frames carry an authenticator once READY */
 	if (f->mac_want)
 		f->mtu_payload -= DK_AUTH;
 	uint64_t win = cfg->window ? cfg->window : (16u << 20);
@@ -70,8 +70,8 @@ kvw_status dk_flow_init(struct dk_flow *f, kvw_ep *ep)
 	f->max_inflight = pk < 16 ? 16 : pk > DK_RING - 1 ? DK_RING - 1 : (uint32_t)pk;
 	f->rto_ns = DK_RTO_INIT_NS;
 	f->last_progress_ns = kvw_now_ns();
-	if (kvw_fault_create_salted(cfg->fault, ep->id, &f->fault, err, sizeof(err)) != KVW_OK)
-		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "dpdk: config fault: %s", err);
+	if (kvw_fault_create_salted(cfg->fault, kvw_core_ep_id(ep), &f->fault, err, sizeof(err)) != KVW_OK)
+		return kvw_set_err(kvw_core_ep_ctx(ep), KVW_ERR_INVALID, "dpdk: config fault: %s", err);
 	if (f->fault && kvw_fault_get_spec(f->fault)->corrupt > 0)
 		f->cksum = true;
 	return KVW_OK;
@@ -185,7 +185,7 @@ kvw_status dk_rel_queue_ctrl(struct dk_flow *f, const void *frame, size_t len)
  * one run moves to the block it starts in. */
 static void dk_frag_dst(const kvw_frag *x, uint32_t off, struct kvw_wire_data *d)
 {
-	uint64_t bb = x->req ? x->req->pg.block_bytes : 0;
+	uint64_t bb = x->req ? kvw_core_req_peer_block_bytes(x->req) : 0;
 	uint64_t at = x->blk_off + off;
 
 	if (!bb) {
@@ -211,7 +211,7 @@ size_t dk_rel_queue_frags(struct dk_flow *f, const kvw_frag *fr, size_t n)
 			struct dk_slot *s = dk_slot_new(f);
 			uint32_t b = x->bytes - off < mp ? x->bytes - off : mp;
 			s->kind = DK_SLOT_DATA;
-			kvw_wire_hdr_encode(&s->h, KVW_T_DATA, 0, 0, f->ep->peer_id);
+			kvw_wire_hdr_encode(&s->h, KVW_T_DATA, 0, 0, kvw_core_ep_peer_id(f->ep));
 			s->len = b;
 			s->data.d.token = x->token;
 			s->data.d.layer = x->layer;
@@ -452,7 +452,7 @@ static void dk_reasm(struct dk_flow *f, const struct kvw_wire_hdr *h, const uint
 		f->reasm_len = 0;
 		return;
 	}
-	if (f->ep && f->ep->state != KVW_EP_READY && f->reasm_len + n > KVW_WIRE_MAX_PREAUTH + DK_FRAME_HDR) {
+	if (f->ep && !kvw_core_ep_ready(f->ep) && f->reasm_len + n > KVW_WIRE_MAX_PREAUTH + DK_FRAME_HDR) {
 		/* before READY only small handshake frames exist: hold nothing big */
 		kvw_core_reject(f->ep, KVW_ERR_PROTO, "segmented control frame before the handshake finished");
 		f->reasm_len = 0;
@@ -518,7 +518,7 @@ static void dk_unauth_reject(struct dk_flow *f, const struct kvw_wire_hdr *h)
 {
 	unsigned long long seq = 0;
 	char what[128] = "outside its grant", ip[INET_ADDRSTRLEN] = "?";
-	const char *e = f->ctx->err, *w = strstr(e, "fragment ");
+	const char *e = kvw_ctx_last_error(f->ctx), *w = strstr(e, "fragment ");
 
 	if (sscanf(e, "sequence %llu:", &seq) != 1)
 		return;
@@ -559,7 +559,7 @@ static void dk_data_place(struct dk_flow *f, struct rte_mbuf *m, const struct kv
 
 static bool dk_ep_live(const struct dk_flow *f)
 {
-	return !f->dead && f->ep->state != KVW_EP_FAILED && f->ep->state != KVW_EP_CLOSED;
+	return !f->dead && kvw_core_ep_alive(f->ep);
 }
 
 static void dk_rcv_advance(struct dk_flow *f)
@@ -583,7 +583,7 @@ static void dk_rcv_advance(struct dk_flow *f)
  * Refused, it is dropped unmarked and the peer resends it. */
 static bool dk_may_hold(struct dk_flow *f, size_t n)
 {
-	if (!f->ep || f->ep->state != KVW_EP_READY || (f->mac_want && !f->mac_on) ||
+	if (!f->ep || !kvw_core_ep_ready(f->ep) || (f->mac_want && !f->mac_on) ||
 	    f->held_bytes + n > DK_HELD_FLOW_MAX)
 		return false;
 	if (!f->held && !(f->held = calloc(DK_RWIN, sizeof(*f->held))))

@@ -119,7 +119,7 @@ static void dk_finish_cksum(struct dk_flow *f, struct rte_mbuf *m)
 
 static bool dk_data_payload(struct dk_flow *f, struct dk_slot *s, struct rte_mbuf *m)
 {
-	const struct dk_mem *dm = dk_mem_of(f->ep->drv, s->data.mem);
+	const struct dk_mem *dm = dk_mem_of(kvw_core_ep_drv(f->ep), s->data.mem);
 	bool ext = f->port->multiseg && dm && dm->ext && s->len <= UINT16_MAX &&
 		   s->data.src >= dm->base && s->data.src + s->len <= dm->base + dm->len;
 	if (ext)

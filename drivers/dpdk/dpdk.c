@@ -111,7 +111,6 @@ static kvw_status dk_query_caps(kvw_drv *d, struct kvw_caps_info *ci)
 	ci->caps = KVW_CAP_ZERO_COPY_TX | KVW_CAP_RELIABLE_SW;
 	ci->max_rails = 1;
 	ci->max_frag = 256u << 10;
-	ci->inline_size = 0;
 	ci->poll_us = 50; /* busy-polled: nothing but time wakes it */
 	return KVW_OK;
 }
@@ -222,7 +221,7 @@ static void dk_flush(kvw_drv *d)
 			continue;
 		for (uint32_t j = 0; j < p->n_flows; j++) {
 			struct dk_flow *f = p->flows[j];
-			if (!f->dead && !f->closing && f->up_reported && f->ep->state != KVW_EP_FAILED)
+			if (!f->dead && !f->closing && f->up_reported && !kvw_core_ep_failed(f->ep))
 				dk_rel_push(f, dk_now_ns);
 		}
 	}
@@ -271,12 +270,12 @@ static struct dk_flow *dk_flow_new(struct dk_drv *dd, struct dk_port *p, kvw_ep 
 {
 	struct dk_flow *f;
 	if (p->n_flows >= DK_MAX_FLOWS) {
-		kvw_set_err(ep->ctx, KVW_ERR_NOMEM, "dpdk: more than %u endpoints on port %u",
+		kvw_set_err(kvw_core_ep_ctx(ep), KVW_ERR_NOMEM, "dpdk: more than %u endpoints on port %u",
 			    DK_MAX_FLOWS, p->port_id);
 		return NULL;
 	}
 	if (!(f = calloc(1, sizeof(*f)))) {
-		kvw_set_err(ep->ctx, KVW_ERR_NOMEM, "dpdk: out of memory");
+		kvw_set_err(kvw_core_ep_ctx(ep), KVW_ERR_NOMEM, "dpdk: out of memory");
 		return NULL;
 	}
 	f->port = p;
@@ -295,7 +294,7 @@ static struct dk_flow *dk_flow_new(struct dk_drv *dd, struct dk_port *p, kvw_ep 
 		return NULL;
 	}
 	p->flows[p->n_flows++] = f;
-	ep->drv_priv = f;
+	kvw_core_ep_set_priv(ep, f);
 	return f;
 }
 
@@ -329,10 +328,10 @@ static void dk_lis_uri(kvw_listener *l, const struct kvw_uri *u, uint16_t port)
 		p += seg + (amp ? 1 : 0);
 	}
 	int n = snprintf(tmp, sizeof(tmp), "dpdk://%s:%u%s%s", u->host, port, ql ? "?" : "", q);
-	if (n > 0 && (size_t)n < sizeof(l->uri))
-		memcpy(l->uri, tmp, (size_t)n + 1);
-	else
-		snprintf(l->uri, sizeof(l->uri), "dpdk://%.64s:%u", u->host, port);
+	if (n <= 0 || !kvw_core_listener_set_uri(l, tmp)) {
+		snprintf(tmp, sizeof(tmp), "dpdk://%.64s:%u", u->host, port);
+		kvw_core_listener_set_uri(l, tmp);
+	}
 }
 
 /* ?port=N or a list ?port=0,2: the ports a listener answers on (one
@@ -415,13 +414,13 @@ static kvw_status dk_listen(kvw_drv *d, kvw_listener *l, const struct kvw_uri *u
 		free(lr);
 		return st;
 	}
-	l->drv_priv = lr;
+	kvw_core_listener_set_priv(l, lr);
 	return KVW_OK;
 }
 
 static void dk_listener_close(kvw_listener *l)
 {
-	struct dk_lref *lr = l->drv_priv;
+	struct dk_lref *lr = kvw_core_listener_priv(l);
 	if (!lr)
 		return;
 	for (uint32_t k = 0; k < lr->n_ps; k++) {
@@ -433,14 +432,14 @@ static void dk_listener_close(kvw_listener *l)
 			}
 	}
 	free(lr);
-	l->drv_priv = NULL;
+	kvw_core_listener_set_priv(l, NULL);
 }
 
 struct dk_flow *dk_flow_accept(struct dk_drv *dd, struct dk_port *p, struct dk_listener *dl,
 			       const struct rte_ether_addr *smac, uint32_t sip, uint16_t sport,
 			       const struct kvw_wire_hdr *hello)
 {
-	struct dk_lref *lr = dl->l->drv_priv;
+	struct dk_lref *lr = kvw_core_listener_priv(dl->l);
 	char addr[INET_ADDRSTRLEN] = "";
 
 	inet_ntop(AF_INET, &sip, addr, sizeof(addr)); /* per-address limits and backoff */
@@ -512,16 +511,16 @@ static void dk_ep_close_ack(struct dk_flow *f)
  * at the end of the progress pass. */
 static void dk_ep_close(kvw_ep *ep)
 {
-	struct dk_flow *f = ep->drv_priv;
+	struct dk_flow *f = kvw_core_ep_priv(ep);
 	if (!f)
 		return;
-	bool finish = f->up_reported && !f->dead && ep->state != KVW_EP_FAILED;
+	bool finish = f->up_reported && !f->dead && !kvw_core_ep_failed(ep);
 
 	dk_now_ns = kvw_now_ns();
 	dk_ep_close_ack(f);
 	if (!finish && f->up_reported && !f->dead && f->mac_known)
 		dk_rel_push(f, dk_now_ns); /* e.g. a REJECT: one try, the endpoint failed */
-	ep->drv_priv = NULL;
+	kvw_core_ep_set_priv(ep, NULL);
 	if (finish && dk_rel_close(f, dk_now_ns))
 		return;
 	f->dead = true;
@@ -532,7 +531,7 @@ static void dk_ep_close(kvw_ep *ep)
 static kvw_status dk_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
 {
 	dk_now_ns = kvw_now_ns();
-	struct dk_flow *f = ep->drv_priv;
+	struct dk_flow *f = kvw_core_ep_priv(ep);
 	if (!f || f->dead)
 		return KVW_ERR_CLOSED;
 	return dk_rel_queue_ctrl(f, frame, len);
@@ -540,7 +539,7 @@ static kvw_status dk_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
 
 static size_t dk_post_frags(kvw_ep *ep, const kvw_frag *fr, size_t n)
 {
-	struct dk_flow *f = ep->drv_priv;
+	struct dk_flow *f = kvw_core_ep_priv(ep);
 	if (!f || f->dead)
 		return 0;
 	return dk_rel_queue_frags(f, fr, n);
@@ -548,7 +547,7 @@ static size_t dk_post_frags(kvw_ep *ep, const kvw_frag *fr, size_t n)
 
 static void dk_cancel(kvw_ep *ep, kvw_req *req)
 {
-	struct dk_flow *f = ep->drv_priv;
+	struct dk_flow *f = kvw_core_ep_priv(ep);
 	if (f)
 		dk_rel_cancel(f, req);
 }

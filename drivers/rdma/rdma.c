@@ -136,7 +136,6 @@ static kvw_status rd_query_caps(kvw_drv *d, struct kvw_caps_info *ci)
 	ci->caps = KVW_CAP_ZERO_COPY_TX | KVW_CAP_ONE_SIDED | KVW_CAP_MULTI_RAIL;
 	ci->max_rails = KVW_MAX_RAILS;
 	ci->max_frag = 1u << 30;
-	ci->inline_size = 64;
 	return KVW_OK;
 }
 
@@ -151,28 +150,29 @@ static kvw_status rd_mem_reg(kvw_drv *d, kvw_mem *m)
 	if (!rm)
 		return KVW_ERR_NOMEM;
 	for (int i = 0; i < rd->ndev; i++) {
-		rm->mr[i] = ibv_reg_mr(rd->dev[i].pd, m->addr, m->len, IBV_ACCESS_LOCAL_WRITE |
+		rm->mr[i] = ibv_reg_mr(rd->dev[i].pd, kvw_mem_addr(m), kvw_mem_len(m), IBV_ACCESS_LOCAL_WRITE |
 				       (rd->dev[i].keys == RD_KEYS_MW ? IBV_ACCESS_MW_BIND : 0));
 		if (!rm->mr[i]) {
 			int e = errno;
+			const char *dev = rd->dev[i].name; /* the device that refused */
 			while (i-- > 0)
 				ibv_dereg_mr(rm->mr[i]);
 			free(rm);
 			if (e == ENOMEM || e == EPERM || e == EAGAIN)
 				return kvw_set_err(d->ctx, KVW_ERR_MEMLOCK, "rdma: ibv_reg_mr(%zu bytes) on %s: "
 						   "%s: raise the memlock limit (`ulimit -l unlimited`)",
-						   m->len, rd->dev[i < 0 ? 0 : i].name, strerror(e));
-			return kvw_set_err(d->ctx, KVW_ERR_IO, "rdma: ibv_reg_mr(%zu bytes): %s", m->len,
-					   strerror(e));
+						   kvw_mem_len(m), dev, strerror(e));
+			return kvw_set_err(d->ctx, KVW_ERR_IO, "rdma: ibv_reg_mr(%zu bytes) on %s: %s",
+					   kvw_mem_len(m), dev, strerror(e));
 		}
 	}
-	m->drv_priv[d->idx] = rm;
+	kvw_core_mem_set_priv(m, d, rm);
 	return KVW_OK;
 }
 
 static void rd_mem_dereg(kvw_drv *d, kvw_mem *m)
 {
-	struct rd_mem *rm = m->drv_priv[d->idx];
+	struct rd_mem *rm = kvw_core_mem_priv(m, d);
 
 	if (!rm)
 		return;
@@ -180,7 +180,7 @@ static void rd_mem_dereg(kvw_drv *d, kvw_mem *m)
 		if (rm->mr[i])
 			ibv_dereg_mr(rm->mr[i]);
 	free(rm);
-	m->drv_priv[d->idx] = NULL;
+	kvw_core_mem_set_priv(m, d, NULL);
 }
 
 /* Marks the rail dead; the endpoint fails with st and why. */
@@ -297,6 +297,7 @@ const struct kvw_driver_ops kvw_rdma_ops = {
 	.post_frags = rd_post_frags,
 	.cancel = rd_cancel,
 	.revoke = rd_revoke,
+	.grant_keys = rd_grant_keys,
 	.grant_done = rd_grant_done,
 	.cfg_opts = rd_cfg_opts,
 	.probe = rd_probe,

@@ -265,10 +265,11 @@ kvw_status rd_listen(kvw_drv *d, kvw_listener *l, const struct kvw_uri *u)
 		if (rd_listen_on(rd, ls, &s2) == KVW_OK)
 			ls->ip[ls->n_ip++] = s2.sin_addr.s_addr;
 	}
-	if (u->port == 0)
-		snprintf(l->uri, sizeof(l->uri), "rdma://%.40s:%u%s%.100s", u->host[0] ? u->host : "0.0.0.0",
-			 ntohs(sa.sin_port), u->query[0] ? "?" : "", u->query);
-	l->drv_priv = ls;
+	char uri[KVW_CORE_URI_MAX];
+	if (u->port == 0 && snprintf(uri, sizeof(uri), "rdma://%.40s:%u%s%.100s", u->host[0] ? u->host : "0.0.0.0",
+			 ntohs(sa.sin_port), u->query[0] ? "?" : "", u->query) > 0)
+		kvw_core_listener_set_uri(l, uri);
+	kvw_core_listener_set_priv(l, ls);
 	return KVW_OK;
 
 err_free:
@@ -278,14 +279,14 @@ err_free:
 
 void rd_listener_close(kvw_listener *l)
 {
-	struct rd_lst *ls = l->drv_priv;
+	struct rd_lst *ls = kvw_core_listener_priv(l);
 
 	if (!ls)
 		return;
 	for (int i = 0; i < ls->n_id; i++)
 		rdma_destroy_id(ls->id[i]);
 	free(ls);
-	l->drv_priv = NULL;
+	kvw_core_listener_set_priv(l, NULL);
 }
 
 /* A CONNECT_REQUEST on one of the listener's ids: QP to RTS, accept, new ep. */
@@ -320,7 +321,7 @@ static void rd_on_request(struct rd_drv *rd, struct rd_lst *ls, struct rdma_cm_e
 		goto err_reject;
 	if (!(ep = kvw_core_ep_accepted(ls->l)))
 		goto err_reject;
-	ep->drv_priv = e;
+	kvw_core_ep_set_priv(ep, e);
 	r->ep = ep;
 	r->state = RD_R_UP;
 	return;
@@ -375,9 +376,9 @@ kvw_status rd_connect(kvw_drv *d, kvw_ep *ep, const struct kvw_uri *u)
 		st = kvw_set_err(d->ctx, KVW_ERR_INVALID, "rdma: connect needs a port (rdma://IP:PORT)");
 		goto err_free;
 	}
-	ep->drv_priv = e;
+	kvw_core_ep_set_priv(ep, e);
 	if ((st = rd_rail_connect(rd_of(d), e, ep, 0, &e->peer)) != KVW_OK) {
-		ep->drv_priv = NULL;
+		kvw_core_ep_set_priv(ep, NULL);
 		goto err_free;
 	}
 	return KVW_OK;
@@ -392,11 +393,11 @@ kvw_status rd_open_rails(kvw_ep *ep)
 	struct rd_ep *e = rd_ep_of(ep);
 	kvw_status st;
 
-	for (uint32_t i = 1; i < ep->rails; i++) {
+	for (uint32_t i = 1; i < kvw_core_ep_rails(ep); i++) {
 		struct sockaddr_in dst = e->peer;
 		if (e->n_peer_ip)
 			dst.sin_addr.s_addr = e->peer_ip[i % e->n_peer_ip];
-		if ((st = rd_rail_connect(rd_of(ep->drv), e, ep, i, &dst)) != KVW_OK)
+		if ((st = rd_rail_connect(rd_of(kvw_core_ep_drv(ep)), e, ep, i, &dst)) != KVW_OK)
 			return st;
 	}
 	return KVW_OK;
@@ -566,7 +567,7 @@ kvw_status rd_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx)
 	x->rail[0] = NULL;
 	rd_ep_data_free(extra);
 	free(x);
-	extra->drv_priv = NULL;
+	kvw_core_ep_set_priv(extra, NULL);
 	return KVW_OK;
 }
 
@@ -581,5 +582,5 @@ void rd_ep_close(kvw_ep *ep)
 			rd_rail_free(e->rail[i]);
 	rd_ep_data_free(ep);
 	free(e);
-	ep->drv_priv = NULL;
+	kvw_core_ep_set_priv(ep, NULL);
 }

@@ -26,12 +26,12 @@ kvw_status rd_rail_bufs(struct rd_rail *r)
 	size_t rl = (size_t)RD_RECV_DEPTH * RD_BUF, sl = (size_t)r->sq_depth * RD_BUF;
 
 	const struct kvw_cfgv *c = kvw_core_cfg(r->rd->d->ctx);
-	uint32_t rails = r->ep && r->ep->rails ? r->ep->rails : 1;
+	uint32_t rails = r->ep && kvw_core_ep_rails(r->ep) ? kvw_core_ep_rails(r->ep) : 1;
 
 	r->window = c->window / rails > (1u << 20) ? c->window / rails : (1u << 20);
 	if (c->fault[0]) {
 		char err[200];
-		uint64_t salt = (r->ep ? r->ep->id : 0) * 64ull + r->idx + (r->ep && r->ep->listener ? 32 : 0);
+		uint64_t salt = (r->ep ? kvw_core_ep_id(r->ep) : 0) * 64ull + r->idx + (r->ep && kvw_core_ep_is_server(r->ep) ? 32 : 0);
 		if (kvw_fault_create_salted(c->fault, salt, &r->fault, err, sizeof(err)) != KVW_OK) {
 			rd_rail_fail(r, KVW_ERR_INVALID, "rdma: config fault: bad spec");
 			return kvw_set_err(r->rd->d->ctx, KVW_ERR_INVALID, "config fault: %s", err);
@@ -131,7 +131,7 @@ void rd_drain_sends(struct rd_rail *r, uint64_t timeout_ns)
 
 /* ------------------------------------------------------------ fault layer */
 /* What a lossy link below RC does to this rail (see fault.h), as
- * transport/stream.c models it for a stream: the fate of a unit (a queued
+ * drivers/common/stream.c models it for a stream: the fate of a unit (a queued
  * message, or a write batch with its LANDED) is decided once, when it is
  * ready to go; lost or corrupted, RC resends it `rto` later; delayed or
  * reordered, it is held; and no unit goes before the one ahead of it on the
@@ -141,7 +141,7 @@ void rd_drain_sends(struct rd_rail *r, uint64_t timeout_ns)
 static uint64_t rd_fault_due(struct rd_rail *r, size_t len, uint64_t now)
 {
 	static __thread kvw_counters none;
-	uint64_t due = now + kvw_fault_reliable(r->fault, len, r->ep ? &r->ep->cnt : &none);
+	uint64_t due = now + kvw_fault_reliable(r->fault, len, r->ep ? kvw_core_ep_counters(r->ep) : &none);
 
 	if (due < r->fault_tail)
 		due = r->fault_tail;
@@ -222,7 +222,7 @@ kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 	struct rd_hdr h = {.kind = (uint8_t)kind, .len = (uint32_t)len};
 	size_t need = r->txq_len + sizeof(h) + len;
 
-	if (r->ep && need > kvw_core_cfg(r->ep->ctx)->max_tx_queue) {
+	if (r->ep && need > kvw_core_cfg(kvw_core_ep_ctx(r->ep))->max_tx_queue) {
 		/* a peer that returns no credits must not make us queue without end */
 		kvw_ep_fail(r->ep, KVW_ERR_PEER_DEAD, "the peer stopped taking messages: max_tx_queue "
 			    "bytes are queued for it (it returns no receive credits)");
@@ -388,27 +388,16 @@ kvw_status rd_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
 {
 	struct rd_ep *e = rd_ep_of(ep);
 	struct rd_rail *r = e ? e->rail[0] : NULL;
-	uint8_t *copy = NULL;
 	kvw_status st = KVW_OK;
 
 	if (!r || r->state == RD_R_DEAD)
 		return KVW_ERR_CLOSED;
-	if (len > sizeof(struct kvw_wire_hdr) && ((const uint8_t *)frame)[6] == KVW_T_GRANT) {
-		if (!(copy = malloc(len)))
-			return KVW_ERR_NOMEM;
-		memcpy(copy, frame, len);
-		if ((st = rd_grant_keys(ep, copy)) != KVW_OK)
-			goto out;
-		frame = copy;
-	}
 	for (size_t off = 0; off < len && st == KVW_OK; off += RD_PAYLOAD) {
 		size_t n = len - off < RD_PAYLOAD ? len - off : RD_PAYLOAD;
 		st = rd_queue(r, RD_CTRL, (const uint8_t *)frame + off, n);
 	}
-	if (st == KVW_OK && !kvw_core_batching(ep->ctx))
-		rd_flush(r); /* with a GRANT: its key map and the GRANT in one chain */
-out:
-	free(copy);
+	if (st == KVW_OK && !kvw_core_batching(kvw_core_ep_ctx(ep)))
+		rd_flush(r); /* with a GRANT: its key map (rd_grant_keys) and the GRANT in one chain */
 	return st;
 }
 
@@ -447,7 +436,7 @@ static void rd_rx_frames(struct rd_rail *r)
 			break;
 		off += sizeof(h) + h.len;
 		kvw_core_on_frame(r->ep, &h, r->rx + off - h.len); /* may move r to another ep (join) */
-		if (r->ep->state == KVW_EP_FAILED || r->ep->state == KVW_EP_CLOSED)
+		if (!kvw_core_ep_alive(r->ep))
 			break;
 	}
 	memmove(r->rx, r->rx + off, r->rx_len - off);
@@ -465,10 +454,9 @@ static void rd_on_landed(struct rd_rail *r, const uint8_t *p, size_t len)
 		memcpy(&d, p + off, sizeof(d));
 		if (kvw_core_dst(ep, &d, &dst) != KVW_OK)
 			continue; /* revoked grant (discard) or rejected (request failed) */
-		ep->cnt.rail[r->idx].bytes_rx += d.bytes;
-		ep->cnt.rail[r->idx].frags_rx++;
+		kvw_core_ep_rail_rx(ep, r->idx, d.bytes);
 		kvw_core_landed(ep, &d);
-		if (ep->state != KVW_EP_READY)
+		if (!kvw_core_ep_ready(ep))
 			return;
 	}
 }
@@ -543,7 +531,7 @@ static void rd_on_buf(struct rd_rail *r, const uint8_t *buf, uint32_t len)
 	uint32_t off = 0;
 
 	while (len - off >= sizeof(struct rd_hdr) && r->state == RD_R_UP &&
-	       r->ep->state != KVW_EP_FAILED && r->ep->state != KVW_EP_CLOSED) {
+	       kvw_core_ep_alive(r->ep)) {
 		struct rd_hdr h;
 		memcpy(&h, buf + off, sizeof(h));
 		if (h.len > len - off - sizeof(h)) {
@@ -645,7 +633,7 @@ static bool rd_rail_pass(struct rd_rail *r)
 static void rd_heard(struct rd_rail *r)
 {
 	if (r->heard && r->ep)
-		r->ep->last_rx_ns = kvw_now_ns();
+		kvw_core_ep_heard(r->ep);
 	r->heard = false;
 }
 
@@ -699,7 +687,7 @@ static bool rd_rail_room(struct rd_rail *r, const struct rd_batch *b, uint32_t b
 
 static void rd_batch_add(struct rd_rail *r, struct rd_batch *b, const kvw_frag *f, uint32_t rkey)
 {
-	const struct rd_mem *rm = f->src_mem->drv_priv[r->rd->d->idx];
+	const struct rd_mem *rm = kvw_core_mem_priv(f->src_mem, r->rd->d);
 	uint32_t i = b->n++;
 
 	b->sge[i] = (struct ibv_sge){.addr = (uintptr_t)f->src, .length = f->bytes,
@@ -779,7 +767,7 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 		r = e->rail[ri] && e->rail[ri]->state == RD_R_UP ? e->rail[ri] : e->rail[0];
 		if (k && k->fenced)
 			continue; /* the receiver fenced this grant: drop, it is being aborted */
-		if (!f[took].src_mem || !f[took].src_mem->drv_priv[ep->drv->idx])
+		if (!f[took].src_mem || !kvw_core_mem_priv(f[took].src_mem, kvw_core_ep_drv(ep)))
 			break;
 		if (!rd_rail_room(r, &b[r->idx], f[took].bytes))
 			break;
@@ -797,7 +785,7 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 void rd_cancel(kvw_ep *ep, kvw_req *req)
 {
 	struct rd_ep *e = rd_ep_of(ep);
-	uint64_t ns = (uint64_t)kvw_core_cfg(ep->ctx)->abort_timeout_ms * 1000000ull;
+	uint64_t ns = (uint64_t)kvw_core_cfg(kvw_core_ep_ctx(ep))->abort_timeout_ms * 1000000ull;
 
 	(void)req;
 	if (!e)
@@ -806,7 +794,7 @@ void rd_cancel(kvw_ep *ep, kvw_req *req)
 		struct rd_rail *r = e->rail[i];
 		if (!r)
 			continue;
-		if (ep->state == KVW_EP_READY) {
+		if (kvw_core_ep_ready(ep)) {
 			rd_drain_sends(r, ns);
 		} else if (r->qp && r->state != RD_R_DEAD) {
 			/* the endpoint is failing: no ack may ever come, so do not
@@ -892,19 +880,20 @@ kvw_status rd_revoke(kvw_ep *ep, kvw_req *req)
 {
 	struct rd_ep *e = rd_ep_of(ep);
 	struct rd_rail *r = e ? e->rail[0] : NULL;
+	uint32_t token = kvw_core_req_token(req);
 
-	if (!e || !rd_grant_live(ep, req->token))
+	if (!e || !rd_grant_live(ep, token))
 		return KVW_OK;
-	if (ep->state == KVW_EP_READY && r && r->state == RD_R_UP &&
-	    rd_msg(r, RD_FENCE, &req->token, sizeof(req->token)) == KVW_OK) {
+	if (kvw_core_ep_ready(ep) && r && r->state == RD_R_UP &&
+	    rd_msg(r, RD_FENCE, &token, sizeof(token)) == KVW_OK) {
 		uint64_t t0 = kvw_now_ns();
-		bool ok = rd_fence_wait(r, req->token,
-					(uint64_t)kvw_core_cfg(ep->ctx)->abort_timeout_ms * 1000000ull);
-		kvw_log(ep->ctx, ok ? 4 : 2, "rdma: fence of sequence %llu %s after %llu ms",
-			(unsigned long long)req->seq_id, ok ? "acknowledged" :
+		bool ok = rd_fence_wait(r, token,
+					(uint64_t)kvw_core_cfg(kvw_core_ep_ctx(ep))->abort_timeout_ms * 1000000ull);
+		kvw_log(kvw_core_ep_ctx(ep), ok ? 4 : 2, "rdma: fence of sequence %llu %s after %llu ms",
+			(unsigned long long)kvw_core_req_seq_id(req), ok ? "acknowledged" :
 			"NOT acknowledged (abort_timeout_ms): its keys go now, a late write fails at the sender",
 			(unsigned long long)((kvw_now_ns() - t0) / 1000000));
 	}
-	rd_grant_drop(ep, req->token);
+	rd_grant_drop(ep, token);
 	return KVW_OK;
 }

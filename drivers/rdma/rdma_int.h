@@ -5,7 +5,7 @@
 #ifndef KVW_RDMA_INT_H
 #define KVW_RDMA_INT_H
 
-#include "kvw_int.h"
+#include "driver.h"
 
 #include <infiniband/verbs.h>
 #include <netinet/in.h>
@@ -193,7 +193,7 @@ struct rd_mem {
 };
 
 static inline struct rd_drv *rd_of(kvw_drv *d) { return d->priv; }
-static inline struct rd_ep *rd_ep_of(const kvw_ep *ep) { return ep->drv_priv; }
+static inline struct rd_ep *rd_ep_of(const kvw_ep *ep) { return kvw_core_ep_priv(ep); }
 
 /* rdma.c */
 int rd_dev_index(struct rd_drv *rd, struct ibv_context *verbs);
@@ -225,7 +225,7 @@ void rd_drain_sends(struct rd_rail *r, uint64_t timeout_ns);
 int rd_poll_sends(struct rd_rail *r);
 
 /* rdma_keys.c */
-kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame);
+kvw_status rd_grant_keys(kvw_ep *ep, kvw_req *req, const void *body, size_t len, uint32_t *mem_key);
 void rd_grant_done(kvw_ep *ep, kvw_req *req);
 void rd_grant_drop(kvw_ep *ep, uint32_t token);
 bool rd_grant_live(kvw_ep *ep, uint32_t token);

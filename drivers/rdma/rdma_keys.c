@@ -288,7 +288,7 @@ static kvw_status rd_bind_run(struct rd_rail *r, struct ibv_mr *mr, struct ibv_m
 
 static kvw_status rd_key_fail(kvw_ep *ep, const char *what, const char *dev)
 {
-	return kvw_set_err(ep->ctx, errno == ENOMEM || errno == EAGAIN ? KVW_ERR_MEMLOCK : KVW_ERR_IO,
+	return kvw_set_err(kvw_core_ep_ctx(ep), errno == ENOMEM || errno == EAGAIN ? KVW_ERR_MEMLOCK : KVW_ERR_IO,
 			   "rdma: %s for a grant on %s: %s (raise `ulimit -l`; or set rdma_grant_keys=span "
 			   "for one MR per grant)", what, dev, strerror(errno ? errno : EIO));
 }
@@ -298,7 +298,7 @@ static kvw_status rd_key_fail(kvw_ep *ep, const char *what, const char *dev)
 static kvw_status rd_grant_dev(kvw_ep *ep, struct rd_grant *gr, int d, struct rd_rail *r,
 			       struct ibv_mr *arena, struct rd_krun *run, uint32_t n)
 {
-	struct rd_dev *dv = &rd_of(ep->drv)->dev[d];
+	struct rd_dev *dv = &rd_of(kvw_core_ep_drv(ep))->dev[d];
 	bool mw = dv->keys == RD_KEYS_MW && r;
 
 	for (uint32_t j = 0; j < n; j++) {
@@ -321,7 +321,7 @@ static kvw_status rd_grant_dev(kvw_ep *ep, struct rd_grant *gr, int d, struct rd
 	}
 	/* windows work once their binds completed: before the peer learns them */
 	if (mw && !rd_sq_wait(r, r->wr_posted))
-		return kvw_set_err(ep->ctx, KVW_ERR_IO, "rdma: the memory-window binds of a grant on %s "
+		return kvw_set_err(kvw_core_ep_ctx(ep), KVW_ERR_IO, "rdma: the memory-window binds of a grant on %s "
 				   "did not complete: %s", dv->name, r->dead_why ? r->dead_why :
 				   "QP in error or 2 s passed");
 	return KVW_OK;
@@ -331,8 +331,8 @@ static kvw_status rd_grant_dev(kvw_ep *ep, struct rd_grant *gr, int d, struct rd
 static kvw_status rd_grant_runs_keys(kvw_ep *ep, struct rd_grant *gr, kvw_mem *m, struct rd_krun *run,
 				     uint32_t n)
 {
-	struct rd_drv *rd = rd_of(ep->drv);
-	struct rd_mem *rm = m->drv_priv[ep->drv->idx];
+	struct rd_drv *rd = rd_of(kvw_core_ep_drv(ep));
+	struct rd_mem *rm = kvw_core_mem_priv(m, kvw_core_ep_drv(ep));
 	size_t cap = (size_t)n * (unsigned)rd->ndev;
 	kvw_status st;
 
@@ -348,7 +348,7 @@ static kvw_status rd_grant_runs_keys(kvw_ep *ep, struct rd_grant *gr, kvw_mem *m
 static kvw_status rd_grant_span(kvw_ep *ep, struct rd_grant *gr, const struct rd_krun *run,
 				uint32_t n, struct rd_keymap *km)
 {
-	struct rd_drv *rd = rd_of(ep->drv);
+	struct rd_drv *rd = rd_of(kvw_core_ep_drv(ep));
 	uint64_t lo = UINT64_MAX, hi = 0;
 
 	if (!(gr->mr = calloc((unsigned)rd->ndev, sizeof(*gr->mr))))
@@ -391,9 +391,9 @@ static kvw_status rd_keymap_send(struct rd_rail *r, struct rd_keymap *km, const 
 /* Per-run keys unless a device the ep uses is in span mode. */
 static bool rd_keys_per_run(kvw_ep *ep, kvw_mem *m)
 {
-	struct rd_drv *rd = rd_of(ep->drv);
+	struct rd_drv *rd = rd_of(kvw_core_ep_drv(ep));
 
-	if (!m || !m->drv_priv[ep->drv->idx])
+	if (!m || !kvw_core_mem_priv(m, kvw_core_ep_drv(ep)))
 		return false;
 	for (int d = 0; d < rd->ndev; d++)
 		if (rd->dev[d].keys == RD_KEYS_SPAN)
@@ -401,13 +401,15 @@ static bool rd_keys_per_run(kvw_ep *ep, kvw_mem *m)
 	return true;
 }
 
-/* A GRANT leaves: keys for exactly its blocks on every device, the key map
- * to the peer, and the GRANT itself carries rail 0's first key. */
-kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame)
+/* ops->grant_keys: a GRANT is about to leave: keys for exactly its blocks
+ * on every device, the key map to the peer (queued ahead of the GRANT, which
+ * send_ctrl puts in the same doorbell), and *mem_key, rail 0's first key,
+ * which the GRANT carries. */
+kvw_status rd_grant_keys(kvw_ep *ep, kvw_req *req, const void *body, size_t len, uint32_t *mem_key)
 {
-	struct rd_drv *rd = rd_of(ep->drv);
+	struct rd_drv *rd = rd_of(kvw_core_ep_drv(ep));
 	struct rd_ep *e = rd_ep_of(ep);
-	struct kvw_wire_grant *g = (struct kvw_wire_grant *)(frame + sizeof(struct kvw_wire_hdr));
+	const struct kvw_wire_grant *g = body;
 	kvw_mem *m = kvw_core_grant_mem(ep, g->token);
 	struct rd_keymap km = {.token = g->token, .n_dev = (uint16_t)rd->ndev};
 	struct rd_krun *run = NULL;
@@ -416,11 +418,14 @@ kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame)
 	uint64_t t0 = kvw_now_ns();
 	kvw_status st;
 
-	if (!g->n_blocks || !g->n_layers)
+	(void)req;
+	if (!e || !e->rail[0] || e->rail[0]->state == RD_R_DEAD)
+		return KVW_ERR_CLOSED; /* as send_ctrl would answer */
+	if (len < sizeof(*g) || !g->n_blocks || !g->n_layers)
 		return KVW_OK;
 	rd_grant_drop(ep, g->token);
 	if ((st = rd_grant_runs(g, &run, &n)) != KVW_OK)
-		return kvw_set_err(ep->ctx, st, "rdma: out of memory for the runs of a grant");
+		return kvw_set_err(kvw_core_ep_ctx(ep), st, "rdma: out of memory for the runs of a grant");
 	if (!(gr = calloc(1, sizeof(*gr)))) {
 		free(run);
 		return KVW_ERR_NOMEM;
@@ -438,11 +443,11 @@ kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame)
 		return st;
 	}
 	if (kvw_now_ns() - t0 > 10000000ull)
-		kvw_log(ep->ctx, 3, "rdma: keys for a grant of %u runs took %llu ms", n,
+		kvw_log(kvw_core_ep_ctx(ep), 3, "rdma: keys for a grant of %u runs took %llu ms", n,
 			(unsigned long long)((kvw_now_ns() - t0) / 1000000));
 	gr->next = e->grants;
 	e->grants = gr;
-	g->mem_key = km.n_runs ? run[0].rkey[e->rail[0]->dev_idx] : km.rkey[e->rail[0]->dev_idx];
+	*mem_key = km.n_runs ? run[0].rkey[e->rail[0]->dev_idx] : km.rkey[e->rail[0]->dev_idx];
 	st = rd_keymap_send(e->rail[0], &km, run);
 	free(run);
 	return st;
@@ -453,7 +458,7 @@ kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame)
 void rd_grant_done(kvw_ep *ep, kvw_req *req)
 {
 	if (rd_ep_of(ep))
-		rd_grant_drop(ep, req->token);
+		rd_grant_drop(ep, kvw_core_req_token(req));
 }
 
 void rd_ep_data_free(kvw_ep *ep)

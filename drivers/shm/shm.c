@@ -52,6 +52,7 @@ struct shm_ep {
 };
 
 struct shm_drv {
+	struct kvw_socklist socks;   /* first: drivers/common's lists (sock.h) */
 	uint64_t mapped;         /* bytes of peer arenas mapped, all endpoints */
 	uint64_t ep_cap;         /* per endpoint: the host's RAM */
 };
@@ -171,7 +172,7 @@ static const char *shm_cap_refusal(const struct shm_drv *sd, const struct shm_ep
  * whatever its size. Keeps fd in m. On refusal m->why says why. */
 static void shm_map_arena(kvw_ep *ep, struct shm_ep *se, struct shm_map *m, int fd)
 {
-	struct shm_drv *sd = ep->drv->priv;
+	struct shm_drv *sd = kvw_core_ep_drv(ep)->priv;
 	uint64_t grains = ((uint64_t)m->len + (1u << SHM_GRAIN_SHIFT) - 1) >> SHM_GRAIN_SHIFT;
 	void *p;
 
@@ -216,9 +217,9 @@ static kvw_status shm_on_mem(struct kvw_stream *s, const struct kvw_wire_mem *wm
 	shm_map_arena(s->ep, se, m, fd);
 	if (m->fd < 0) {
 		close(fd);
-		s->ep->cnt.rejected++;
-		kvw_log(s->ep->ctx, 2, "endpoint %u: shm: refused the peer's arena %u, nothing mapped: "
-			"arena %u %s", s->ep->id, wm->mem_id, wm->mem_id, m->why);
+		kvw_core_ep_counters(s->ep)->rejected++;
+		kvw_log(kvw_core_ep_ctx(s->ep), 2, "endpoint %u: shm: refused the peer's arena %u, nothing mapped: "
+			"arena %u %s", kvw_core_ep_id(s->ep), wm->mem_id, wm->mem_id, m->why);
 	}
 	return KVW_OK;
 }
@@ -298,19 +299,19 @@ static bool shm_copy(struct shm_map *m, uint8_t *dst, uint64_t off, uint64_t n)
  * request fails REJECTED, and the sentence says why. */
 static void shm_desc_refused(kvw_ep *ep, const struct kvw_wire_desc *dsc, const struct shm_map *m)
 {
-	char head[sizeof(ep->ctx->err)];
+	char head[KVW_CORE_ERR_MAX];
 
 	if (!kvw_core_token_live(ep, dsc->token)) {
-		ep->cnt.drops++;
+		kvw_core_ep_counters(ep)->drops++;
 		return; /* unknown or revoked grant: nothing to fail */
 	}
 	kvw_core_token_reject(ep, dsc->token, m ? "from a shared arena this side refused" :
 			      "from a shared arena the sender never announced");
-	snprintf(head, sizeof(head), "%s", kvw_ctx_last_error(ep->ctx));
+	snprintf(head, sizeof(head), "%s", kvw_ctx_last_error(kvw_core_ep_ctx(ep)));
 	if (m)
-		kvw_set_err(ep->ctx, KVW_ERR_REJECTED, "%s: arena %u %s", head, m->id, m->why);
+		kvw_set_err(kvw_core_ep_ctx(ep), KVW_ERR_REJECTED, "%s: arena %u %s", head, m->id, m->why);
 	else
-		kvw_set_err(ep->ctx, KVW_ERR_REJECTED, "%s: arena %u has had no MEM frame; a kvwire "
+		kvw_set_err(kvw_core_ep_ctx(ep), KVW_ERR_REJECTED, "%s: arena %u has had no MEM frame; a kvwire "
 			    "sender announces each arena before naming it", head, dsc->mem_id);
 }
 
@@ -322,7 +323,7 @@ static kvw_status shm_on_desc(struct kvw_stream *s, const struct kvw_wire_desc *
 	struct shm_map *m = shm_find(se, dsc->mem_id);
 	uint8_t *dst;
 
-	s->ep->last_rx_ns = kvw_now_ns();
+	kvw_core_ep_heard(s->ep);
 	if (!m || !m->base) {
 		shm_desc_refused(s->ep, dsc, m);
 		return KVW_OK;
@@ -338,8 +339,7 @@ static kvw_status shm_on_desc(struct kvw_stream *s, const struct kvw_wire_desc *
 		kvw_core_token_reject(s->ep, dsc->token, "whose source could not be read");
 		return KVW_OK;
 	}
-	s->ep->cnt.rail[0].bytes_rx += dsc->bytes;
-	s->ep->cnt.rail[0].frags_rx++;
+	kvw_core_ep_rail_rx(s->ep, 0, dsc->bytes);
 	kvw_core_landed(s->ep, &d);
 	return KVW_OK;
 }
@@ -348,7 +348,7 @@ static kvw_status shm_on_desc(struct kvw_stream *s, const struct kvw_wire_desc *
  * (perhaps without the secret) makes this side map nothing. */
 static kvw_status shm_on_frame(struct kvw_stream *s, const struct kvw_wire_hdr *h, const void *body)
 {
-	if (s->ep->state != KVW_EP_READY)
+	if (!kvw_core_ep_ready(s->ep))
 		return shm_reject(s, KVW_ERR_PROTO, "MEM or DESC frame before the handshake finished: "
 				  "a peer may share memory only once it is READY");
 	if (h->type == KVW_T_MEM) {
@@ -436,26 +436,26 @@ static kvw_status shm_connect(kvw_drv *d, kvw_ep *ep, const struct kvw_uri *u)
 static kvw_status shm_announce(kvw_ep *ep, struct shm_ep *se, const kvw_mem *m)
 {
 	uint8_t frame[sizeof(struct kvw_wire_hdr) + sizeof(struct kvw_wire_mem)];
-	struct kvw_wire_mem wm = {.mem_id = m->id, .len = m->len};
+	struct kvw_wire_mem wm = {.mem_id = kvw_core_mem_id(m), .len = kvw_mem_len(m)};
 	char path[64];
 	int fd;
 
 	for (uint32_t i = 0; i < se->n_sent; i++)
-		if (se->sent[i] == m->id)
+		if (se->sent[i] == kvw_core_mem_id(m))
 			return KVW_OK;
 	if (se->n_sent == SHM_MAPS)
 		return KVW_ERR_UNSUPPORTED; /* the peer would refuse a 65th */
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", m->memfd);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", kvw_core_mem_fd(m));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return KVW_ERR_IO;
-	kvw_wire_hdr_encode(frame, KVW_T_MEM, 0, sizeof(wm), ep->peer_id);
+	kvw_wire_hdr_encode(frame, KVW_T_MEM, 0, sizeof(wm), kvw_core_ep_peer_id(ep));
 	memcpy(frame + sizeof(struct kvw_wire_hdr), &wm, sizeof(wm));
 	if (kvw_stream_ctrl(kvw_sockep(ep)->rail[0], frame, sizeof(frame), fd) != KVW_OK) {
 		close(fd);
 		return KVW_ERR_NOMEM;
 	}
-	se->sent[se->n_sent++] = m->id;
+	se->sent[se->n_sent++] = kvw_core_mem_id(m);
 	return KVW_OK;
 }
 
@@ -468,11 +468,11 @@ static const char *shm_mem_refusal(const kvw_mem *m)
 	char path[64];
 	int fd;
 
-	if (m->memfd < 0)
+	if (kvw_core_mem_fd(m) < 0)
 		return "the shm driver cannot share this arena with a peer: it was registered with "
 		       "kvw_mem_reg() (caller memory, no memfd); allocate it with kvw_mem_alloc() "
 		       "(a sealed memfd the peer maps), or send it over tcp or rdma";
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", m->memfd);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", kvw_core_mem_fd(m));
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return "the shm driver cannot share this arena: its memfd does not reopen read-only "
 		       "through /proc/self/fd; mount /proc (in a container: do not mask it)";
@@ -484,15 +484,15 @@ static kvw_status shm_mem_reg(kvw_drv *d, kvw_mem *m)
 {
 	const char *why = shm_mem_refusal(m);
 
-	m->drv_priv[d->idx] = (void *)(uintptr_t)why;
+	kvw_core_mem_set_priv(m, d, (void *)(uintptr_t)why);
 	if (why)
-		kvw_log(d->ctx, 3, "shm: arena %u: %s", m->id, why);
+		kvw_log(d->ctx, 3, "shm: arena %u: %s", kvw_core_mem_id(m), why);
 	return KVW_OK;
 }
 
 static void shm_mem_dereg(kvw_drv *d, kvw_mem *m)
 {
-	m->drv_priv[d->idx] = NULL;
+	kvw_core_mem_set_priv(m, d, NULL);
 }
 
 static size_t shm_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
@@ -505,8 +505,8 @@ static size_t shm_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 	for (i = 0; se && i < n; i++) {
 		struct kvw_wire_desc d = {.token = f[i].token, .layer = f[i].layer, .blk_idx = f[i].blk_idx,
 					  .bytes = f[i].bytes, .blk_off = f[i].blk_off,
-					  .src_off = f[i].src_off, .mem_id = f[i].src_mem->id};
-		const char *why = f[i].src_mem->drv_priv[ep->drv->idx]; /* shm_mem_reg's verdict */
+					  .src_off = f[i].src_off, .mem_id = kvw_core_mem_id(f[i].src_mem)};
+		const char *why = kvw_core_mem_priv(f[i].src_mem, kvw_core_ep_drv(ep)); /* shm_mem_reg's verdict */
 		if (why) {
 			kvw_core_req_fail(f[i].req, KVW_ERR_UNSUPPORTED, why);
 			break;
@@ -519,7 +519,7 @@ static size_t shm_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 					  "kvw_mem_alloc() pools");
 		if (st != KVW_OK)
 			break;
-		kvw_wire_hdr_encode(head, KVW_T_DESC, 0, sizeof(d), ep->peer_id);
+		kvw_wire_hdr_encode(head, KVW_T_DESC, 0, sizeof(d), kvw_core_ep_peer_id(ep));
 		memcpy(head + sizeof(struct kvw_wire_hdr), &d, sizeof(d));
 		if (!kvw_stream_data(s, head, sizeof(head), NULL, 0, f[i].req))
 			break;
@@ -532,7 +532,7 @@ static void shm_ep_close(kvw_ep *ep)
 {
 	struct kvw_sockep *sk = kvw_sockep(ep);
 	struct shm_ep *se = sk ? sk->priv : NULL;
-	struct shm_drv *sd = ep->drv->priv;
+	struct shm_drv *sd = kvw_core_ep_drv(ep)->priv;
 
 	for (uint32_t i = 0; se && i < se->n_map; i++) {
 		struct shm_map *m = &se->map[i];

@@ -17,14 +17,21 @@
 
 static kvw_status tcp_open(kvw_drv *d)
 {
-	d->priv = NULL;
+	if (!(d->priv = calloc(1, sizeof(struct kvw_socklist))))
+		return KVW_ERR_NOMEM;
 	return KVW_OK;
+}
+
+static void tcp_close(kvw_drv *d)
+{
+	free(d->priv);
+	d->priv = NULL;
 }
 
 static kvw_status tcp_caps(kvw_drv *d, struct kvw_caps_info *ci)
 {
 	*ci = (struct kvw_caps_info){.caps = KVW_CAP_MULTI_RAIL, .max_rails = KVW_MAX_RAILS,
-				     .max_frag = KVW_WIRE_MAX_DATA, .inline_size = 0,
+				     .max_frag = KVW_WIRE_MAX_DATA,
 				     .poll_us = kvw_sock_fault_poll_us(d)};
 	return KVW_OK;
 }
@@ -67,8 +74,10 @@ static kvw_status tcp_listen(kvw_drv *d, kvw_listener *l, const struct kvw_uri *
 	freeaddrinfo(ai);
 	getsockname(fd, (struct sockaddr *)&ss, &sl);
 	getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), NULL, 0, NI_NUMERICHOST);
-	snprintf(l->uri, sizeof(l->uri), ss.ss_family == AF_INET6 ? "tcp://[%s]:%u%s%s" : "tcp://%s:%u%s%s",
+	char uri[KVW_CORE_URI_MAX];
+	snprintf(uri, sizeof(uri), ss.ss_family == AF_INET6 ? "tcp://[%s]:%u%s%s" : "tcp://%s:%u%s%s",
 		 host, ntohs(((struct sockaddr_in *)&ss)->sin_port), u->query[0] ? "?" : "", u->query);
+	kvw_core_listener_set_uri(l, uri);
 	return kvw_sock_listen_fd(l, fd, false, NULL, NULL, NULL);
 }
 
@@ -99,7 +108,7 @@ static int tcp_connect_fd(kvw_ctx *ctx, const struct kvw_uri *u, bool wait, int 
 		struct pollfd p = {.fd = fd, .events = POLLOUT};
 		int err = 0;
 		socklen_t el = sizeof(err);
-		if (poll(&p, 1, (int)ctx->cfg.connect_timeout_ms) <= 0 ||
+		if (poll(&p, 1, (int)kvw_core_cfg(ctx)->connect_timeout_ms) <= 0 ||
 		    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) || err) {
 			kvw_set_err(ctx, KVW_ERR_IO, "extra rail to tcp://%s:%u: %s", u->host, u->port,
 				    strerror(err ? err : ETIMEDOUT));
@@ -142,8 +151,8 @@ static kvw_status tcp_open_rails(kvw_ep *ep)
 
 	if (!u)
 		return KVW_ERR_NOMEM;
-	for (uint32_t i = 1; i < ep->rails; i++) {
-		int pending, fd = tcp_connect_fd(ep->ctx, u, true, &pending);
+	for (uint32_t i = 1; i < kvw_core_ep_rails(ep); i++) {
+		int pending, fd = tcp_connect_fd(kvw_core_ep_ctx(ep), u, true, &pending);
 		kvw_status st;
 
 		if (fd < 0)
@@ -172,7 +181,7 @@ static size_t tcp_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 					  .blk_off = f[i].blk_off};
 		if (!s)
 			s = se->rail[0];
-		kvw_wire_hdr_encode(head, KVW_T_DATA, 0, (uint32_t)(sizeof(d) + f[i].bytes), ep->peer_id);
+		kvw_wire_hdr_encode(head, KVW_T_DATA, 0, (uint32_t)(sizeof(d) + f[i].bytes), kvw_core_ep_peer_id(ep));
 		memcpy(head + sizeof(struct kvw_wire_hdr), &d, sizeof(d));
 		if (!kvw_stream_data(s, head, sizeof(head), f[i].src, f[i].bytes, f[i].req))
 			break;
@@ -184,6 +193,7 @@ static size_t tcp_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 const struct kvw_driver_ops kvw_tcp_ops = {
 	.name = "tcp",
 	.open = tcp_open,
+	.close = tcp_close,
 	.query_caps = tcp_caps,
 	.progress = kvw_sock_progress,
 	.listen = tcp_listen,

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "kvwt.h"
+#include "kvw_int.h" /* a test: the core's structs too */
 #include "rdma_int.h"
 
 #define L 4u

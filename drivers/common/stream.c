@@ -18,12 +18,12 @@
 static kvw_status kvw_stream_fault_init(struct kvw_stream *s)
 {
 	char err[200];
-	const char *spec = kvw_core_cfg(s->ep->ctx)->fault;
+	const char *spec = kvw_core_cfg(kvw_core_ep_ctx(s->ep))->fault;
 
 	if (!spec[0])
 		return KVW_OK;
-	if (kvw_fault_create_salted(spec, s->ep->id * 64ull + s->rail, &s->fault, err, sizeof(err)) != KVW_OK)
-		return kvw_set_err(s->ep->ctx, KVW_ERR_INVALID, "config fault: %s", err);
+	if (kvw_fault_create_salted(spec, kvw_core_ep_id(s->ep) * 64ull + s->rail, &s->fault, err, sizeof(err)) != KVW_OK)
+		return kvw_set_err(kvw_core_ep_ctx(s->ep), KVW_ERR_INVALID, "config fault: %s", err);
 	return KVW_OK;
 }
 
@@ -32,7 +32,7 @@ static kvw_status kvw_stream_fault_init(struct kvw_stream *s)
  * Held frames go out from a later progress pass (kvw_sock_fault_poll_us). */
 static void kvw_stream_fault(struct kvw_stream *s, struct kvw_txitem *it)
 {
-	uint64_t hold = kvw_fault_reliable(s->fault, it->hlen + it->plen, &s->ep->cnt);
+	uint64_t hold = kvw_fault_reliable(s->fault, it->hlen + it->plen, kvw_core_ep_counters(s->ep));
 
 	it->not_before = hold ? kvw_now_ns() + hold : 0;
 	if (it->not_before < s->hold_until)
@@ -122,7 +122,7 @@ static struct kvw_txitem *kvw_tx_push(struct kvw_stream *s)
 static bool kvw_stream_over(struct kvw_stream *s, size_t len)
 {
 	char why[200];
-	uint64_t cap = s->ep ? kvw_core_cfg(s->ep->ctx)->max_tx_queue : UINT64_MAX;
+	uint64_t cap = s->ep ? kvw_core_cfg(kvw_core_ep_ctx(s->ep))->max_tx_queue : UINT64_MAX;
 
 	if (s->tx_ctrl_bytes + len <= cap)
 		return false;
@@ -297,7 +297,7 @@ static void kvw_stream_stalled(struct kvw_stream *s)
 		s->tx_stall_ns = now;
 		return;
 	}
-	lim = (uint64_t)kvw_core_cfg(s->ep->ctx)->peer_dead_ms * 1000000ull;
+	lim = (uint64_t)kvw_core_cfg(kvw_core_ep_ctx(s->ep))->peer_dead_ms * 1000000ull;
 	if (now - s->tx_stall_ns <= lim)
 		return;
 	snprintf(why, sizeof(why), "the peer read nothing for %llu ms (peer_dead_ms) with %llu bytes "
@@ -336,7 +336,7 @@ void kvw_stream_flush(struct kvw_stream *s)
 		if (w < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				if (!s->want_write && s->ep) /* wake kvw_ctx_wait when writable */
-					kvw_core_watch_fd(s->ep->ctx, s->fd, true);
+					kvw_core_watch_fd(kvw_core_ep_ctx(s->ep), s->fd, true);
 				s->want_write = true;
 				kvw_stream_stalled(s);
 				return;
@@ -350,7 +350,7 @@ void kvw_stream_flush(struct kvw_stream *s)
 		kvw_tx_advance(s, (uint64_t)w);
 	}
 	if (s->want_write && s->ep && !s->dead)
-		kvw_core_watch_fd(s->ep->ctx, s->fd, false);
+		kvw_core_watch_fd(kvw_core_ep_ctx(s->ep), s->fd, false);
 	s->want_write = false;
 }
 
@@ -479,7 +479,7 @@ static void kvw_rx_hdr_done(struct kvw_stream *s)
 		s->dead = true; /* a byte stream cannot resynchronise */
 		return;
 	}
-	if (s->ep->state != KVW_EP_READY &&
+	if (!kvw_core_ep_ready(s->ep) &&
 	    (s->rx_h.type > KVW_T_REJECT || s->rx_h.len > KVW_WIRE_MAX_PREAUTH)) {
 		kvw_core_reject(s->ep, KVW_ERR_PROTO, "frame before the handshake finished: only small "
 				"HELLO/WELCOME/AUTH/READY/REJECT may come first");
@@ -521,7 +521,7 @@ static void kvw_rx_data_fixed_done(struct kvw_stream *s)
 		s->dead = true;
 		return;
 	}
-	s->ep->last_rx_ns = kvw_now_ns();
+	kvw_core_ep_heard(s->ep);
 	s->rx_dst = NULL;
 	if (kvw_core_dst(s->ep, &s->rx_d, &s->rx_dst) != KVW_OK)
 		s->rx_dst = NULL; /* refused: read the payload into the void */
@@ -555,8 +555,7 @@ static bool kvw_rx_payload(struct kvw_stream *s, uint64_t *budget)
 			*budget -= (uint64_t)r;
 		}
 	}
-	s->ep->cnt.rail[s->rail].bytes_rx += s->rx_d.bytes;
-	s->ep->cnt.rail[s->rail].frags_rx++;
+	kvw_core_ep_rail_rx(s->ep, s->rail, s->rx_d.bytes);
 	if (s->rx_dst)
 		kvw_core_landed(s->ep, &s->rx_d);
 	return true;
@@ -590,7 +589,7 @@ static void kvw_rx_body_done(struct kvw_stream *s, uint64_t *budget)
 		return;
 	}
 	if (kvw_core_on_frame(s->ep, &s->rx_h, s->rx_body) != KVW_OK &&
-	    s->ep->state == KVW_EP_FAILED)
+	    kvw_core_ep_failed(s->ep))
 		s->dead = true;
 }
 
@@ -598,7 +597,7 @@ void kvw_stream_read(struct kvw_stream *s)
 {
 	uint64_t budget = KVW_RX_BUDGET;
 
-	while (!s->dead && budget && s->ep->state != KVW_EP_FAILED && s->ep->state != KVW_EP_CLOSED) {
+	while (!s->dead && budget && kvw_core_ep_alive(s->ep)) {
 		switch (s->rx_state) {
 		case KVW_RX_HDR:
 			if (!kvw_rx_fill(s, s->rx_hdr, KVW_HDR, 0, &budget))

@@ -24,7 +24,7 @@
  * the salt given at creation), so a run is reproducible. */
 #ifndef KVW_FAULT_H
 #define KVW_FAULT_H
-#include "kvw_int.h"
+#include "driver.h"
 
 struct kvw_fault;
 

@@ -9,7 +9,7 @@
  * registration (drivers.c), so the core never calls through NULL: listen,
  * connect, join, open_rails and send_ctrl then answer KVW_ERR_UNSUPPORTED
  * with a sentence; close, mem_reg, mem_dereg, progress, listener_close,
- * ep_close, cancel, revoke, grant_done and flush do nothing (and succeed);
+ * ep_close, cancel, revoke, grant_keys, grant_done and flush do nothing (and succeed);
  * query_caps reports 1 rail and 1 MiB fragments; prepare_wait says "no
  * work". open, send_ctrl and post_frags are required.
  *
@@ -27,9 +27,12 @@
 #define KVW_DRIVER_H
 
 #include "kvwire/kvwire.h"
+#include "wire.h"
+#include "cfgv.h"
 #include <stdint.h>
 #include <stddef.h>
 #include <stdbool.h>
+#include <time.h>
 
 #define KVW_DRV_MAX 8
 
@@ -64,7 +67,6 @@ struct kvw_caps_info {
 	uint32_t caps;          /* KVW_CAP_* */
 	uint32_t max_rails;
 	uint64_t max_frag;      /* largest fragment the driver accepts */
-	uint32_t inline_size;
 	uint32_t poll_us;       /* > 0: no fd wakes this driver (dpdk); kvw_ctx_wait
 				 * sleeps at most this long while it is open */
 };
@@ -100,6 +102,13 @@ struct kvw_driver_ops {
 	 * this grant can land (revoke keys / drain). Two-sided drivers leave it
 	 * NULL: the core's token check already refuses late fragments. */
 	kvw_status (*revoke)(kvw_ep *ep, kvw_req *req);
+	/* A GRANT for req is about to leave (body: the GRANT body the core
+	 * built, len bytes, wire.h): one-sided drivers make its remote keys
+	 * (and may queue frames of their own ahead of it) and set *mem_key,
+	 * which the GRANT carries. An error fails the grant. Two-sided drivers
+	 * leave it NULL (mem_key stays 0). */
+	kvw_status (*grant_keys)(kvw_ep *ep, kvw_req *req, const void *body, size_t len,
+				 uint32_t *mem_key);
 	/* A receive request ended (any status, after revoke when it failed):
 	 * per-grant resources (keys, windows) may go. */
 	void (*grant_done)(kvw_ep *ep, kvw_req *req);
@@ -158,6 +167,43 @@ struct kvw_drv {
 extern const struct kvw_driver_ops *const kvw_driver_table[];
 
 /* ----------------------------------------------------- core, for drivers */
+/* Drivers see kvw_ctx, kvw_ep, kvw_listener, kvw_mem and kvw_req only as
+ * opaque handles (their structs live in transport/kvw_int.h, which no
+ * driver can include: drivers are compiled without transport/ on their
+ * include path). Everything a driver needs of them is below. */
+#define KVW_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static inline uint64_t kvw_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+
+/* Records the sentence for kvw_ctx_last_error() and returns st (ctx NULL:
+ * the calling thread's sentence, kvw_ctx_last_error(NULL)). */
+kvw_status kvw_set_err(kvw_ctx *ctx, kvw_status st, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void kvw_log(kvw_ctx *ctx, unsigned level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* URIs */
+struct kvw_uri {
+	char scheme[16];
+	char host[128];         /* host or path (shm) */
+	char path[160];
+	unsigned port;
+	char query[512];        /* raw "a=b&c=d" */
+};
+kvw_status kvw_uri_parse(const char *s, struct kvw_uri *u);
+/* Looks up a query parameter; copies its value; false when absent. */
+bool kvw_uri_param(const struct kvw_uri *u, const char *key, char *buf, size_t len);
+/* URI with every secret= value replaced by "***" (always terminated). */
+void kvw_uri_redact(const char *uri, char *out, size_t len);
+/* Fails the endpoint (every request ends with st); why is the sentence. */
+void kvw_ep_fail(kvw_ep *ep, kvw_status st, const char *why);
+
 /* With a secret, once READY: the 32-byte session key both ends derived in
  * the handshake (CPace, never sent), for a driver's per-frame MACs. false
  * without a secret or before READY. */
@@ -217,5 +263,68 @@ void kvw_core_unwatch_fd(kvw_ctx *ctx, int fd);
 bool kvw_core_batching(const kvw_ctx *ctx);
 /* Config of a context (drivers read their knobs here). */
 const struct kvw_cfgv *kvw_core_cfg(const kvw_ctx *ctx);
+
+/* Longest sentence kvw_ctx_last_error keeps (with its terminator). */
+#define KVW_CORE_ERR_MAX 512
+
+/* Accessors (no locks, no syscalls: safe on the data path). */
+/* The endpoint can still carry frames: neither failed nor closed. */
+bool kvw_core_ep_alive(const kvw_ep *ep);
+/* The handshake finished (READY): data frames are allowed. */
+bool kvw_core_ep_ready(const kvw_ep *ep);
+/* Failed (kvw_ep_fail): a closed endpoint is not failed. */
+bool kvw_core_ep_failed(const kvw_ep *ep);
+kvw_ctx *kvw_core_ep_ctx(const kvw_ep *ep);
+kvw_drv *kvw_core_ep_drv(const kvw_ep *ep);
+/* The driver's per-endpoint state (NULL until set). */
+void *kvw_core_ep_priv(const kvw_ep *ep);
+void kvw_core_ep_set_priv(kvw_ep *ep, void *priv);
+/* Our endpoint id (salts, logs) and the peer's, which frames carry. */
+uint32_t kvw_core_ep_id(const kvw_ep *ep);
+uint32_t kvw_core_ep_peer_id(const kvw_ep *ep);
+/* Rails of the session (>= 1). */
+uint32_t kvw_core_ep_rails(const kvw_ep *ep);
+/* Accepted by a listener (server side). */
+bool kvw_core_ep_is_server(const kvw_ep *ep);
+/* The URI the endpoint was made with (secret redacted), for sentences. */
+const char *kvw_core_ep_uri(const kvw_ep *ep);
+/* A secret was given: frames are authenticated once READY. */
+bool kvw_core_ep_has_secret(const kvw_ep *ep);
+/* The endpoint's live counters (kvw_ep_counters reads them). */
+kvw_counters *kvw_core_ep_counters(kvw_ep *ep);
+/* One data fragment of bytes arrived on rail (rail counters). */
+void kvw_core_ep_rail_rx(kvw_ep *ep, uint32_t rail, uint64_t bytes);
+/* The peer was heard from now (keepalive: no PING needed yet). */
+void kvw_core_ep_heard(kvw_ep *ep);
+/* The transport of an endpoint just returned by kvw_core_ep_accepted_from
+ * could not be set up (the driver released it): the core frees the
+ * endpoint in its reap pass without calling ep_close. */
+void kvw_core_ep_discard(kvw_ep *ep);
+
+kvw_ctx *kvw_core_listener_ctx(const kvw_listener *l);
+kvw_drv *kvw_core_listener_drv(const kvw_listener *l);
+void *kvw_core_listener_priv(const kvw_listener *l);
+void kvw_core_listener_set_priv(kvw_listener *l, void *priv);
+/* The address the listener really has (a port 0 resolved), which
+ * kvw_listener_uri reports; false (unchanged) if it is not shorter than
+ * KVW_CORE_URI_MAX. */
+#define KVW_CORE_URI_MAX 160
+bool kvw_core_listener_set_uri(kvw_listener *l, const char *uri);
+
+/* Arenas: kvw_mem_addr / kvw_mem_len (kvwire.h) give the range. */
+kvw_ctx *kvw_core_mem_ctx(const kvw_mem *m);
+/* Unique in the context; MEM and DESC frames name arenas by it. */
+uint32_t kvw_core_mem_id(const kvw_mem *m);
+/* The arena's memfd (kvw_mem_alloc), or -1 (kvw_mem_reg of caller memory). */
+int kvw_core_mem_fd(const kvw_mem *m);
+/* Driver d's state for the arena (set by its mem_reg; NULL if none). */
+void *kvw_core_mem_priv(const kvw_mem *m, const kvw_drv *d);
+void kvw_core_mem_set_priv(kvw_mem *m, const kvw_drv *d, void *priv);
+
+/* Requests. */
+uint32_t kvw_core_req_token(const kvw_req *r);   /* receive side: its grant's token */
+uint64_t kvw_core_req_seq_id(const kvw_req *r);
+/* Send side: the block size the peer's GRANT named (0 before it came). */
+uint64_t kvw_core_req_peer_block_bytes(const kvw_req *r);
 
 #endif

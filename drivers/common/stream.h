@@ -4,7 +4,7 @@
  * and a reader that places DATA payloads straight into granted blocks. */
 #ifndef KVW_STREAM_H
 #define KVW_STREAM_H
-#include "kvw_int.h"
+#include "driver.h"
 #include <sys/uio.h>
 
 struct kvw_txitem {

@@ -28,8 +28,38 @@ static struct kvw_stream *kvw_stream_new(kvw_ep *ep, int fd, bool is_unix, uint3
 	}
 	s->on_frame = fn;
 	s->drv = drvp;
-	kvw_core_watch_fd(ep->ctx, fd, false);
+	kvw_core_watch_fd(kvw_core_ep_ctx(ep), fd, false);
 	return s;
+}
+
+static struct kvw_socklist *kvw_socklist(const kvw_drv *d) { return d->priv; }
+
+static void kvw_sockep_link(struct kvw_sockep *se, kvw_ep *ep)
+{
+	struct kvw_socklist *sl = kvw_socklist(kvw_core_ep_drv(ep));
+
+	se->ep = ep;
+	se->list = sl;
+	se->prev = NULL;
+	se->next = sl->eps;
+	if (sl->eps)
+		sl->eps->prev = se;
+	sl->eps = se;
+}
+
+static void kvw_sockep_unlink(struct kvw_sockep *se)
+{
+	struct kvw_socklist *sl = se->list;
+
+	if (sl->iter_next == se)
+		sl->iter_next = se->next;
+	if (se->prev)
+		se->prev->next = se->next;
+	else
+		sl->eps = se->next;
+	if (se->next)
+		se->next->prev = se->prev;
+	se->next = se->prev = NULL;
 }
 
 kvw_status kvw_sockep_attach(kvw_ep *ep, int fd, bool is_unix, kvw_stream_frame_fn fn, void *drvp)
@@ -45,7 +75,8 @@ kvw_status kvw_sockep_attach(kvw_ep *ep, int fd, bool is_unix, kvw_stream_frame_
 		return KVW_ERR_NOMEM;
 	}
 	se->n = 1;
-	ep->drv_priv = se;
+	kvw_sockep_link(se, ep);
+	kvw_core_ep_set_priv(ep, se);
 	return KVW_OK;
 }
 
@@ -113,14 +144,14 @@ static void kvw_sock_accept_emfile(kvw_listener *l, struct kvw_socklisten *sl)
 		return;
 	sl->emfile_refused++;
 	if ((sl->emfile_refused & (sl->emfile_refused - 1)) == 0) /* 1, 2, 4, ...: no log flood */
-		kvw_log(l->ctx, 1, "listener %s: out of file descriptors, %llu connections refused so far: "
-			"raise `ulimit -n` or lower max_handshakes", l->uri,
+		kvw_log(kvw_core_listener_ctx(l), 1, "listener %s: out of file descriptors, %llu connections refused so far: "
+			"raise `ulimit -n` or lower max_handshakes", kvw_listener_uri(l),
 			(unsigned long long)sl->emfile_refused);
 }
 
 static void kvw_sock_accept(kvw_listener *l)
 {
-	struct kvw_socklisten *sl = l->drv_priv;
+	struct kvw_socklisten *sl = kvw_core_listener_priv(l);
 	int one = 1;
 	char addr[64];
 
@@ -139,10 +170,8 @@ static void kvw_sock_accept(kvw_listener *l)
 		ep = kvw_core_ep_accepted_from(l, addr);
 		if (!ep || kvw_sockep_attach(ep, fd, sl->is_unix, sl->on_frame, sl->drvp) != KVW_OK) {
 			close(fd);
-			if (ep) {
-				ep->transport_closed = true;
-				ep->zombie = true;
-			}
+			if (ep)
+				kvw_core_ep_discard(ep);
 			continue;
 		}
 		kvw_core_ep_admit(ep);
@@ -161,9 +190,9 @@ static void kvw_sock_connecting(kvw_ep *ep, struct kvw_sockep *se)
 	se->connecting_fd = -1;
 	if (err) {
 		char why[200];
-		snprintf(why, sizeof(why), "cannot connect to %s: %s%s", ep->uri, strerror(err),
+		snprintf(why, sizeof(why), "cannot connect to %s: %s%s", kvw_core_ep_uri(ep), strerror(err),
 			 err == ECONNREFUSED ? " (is the decode side's listener running?)" : "");
-		kvw_set_err(ep->ctx, err == ECONNREFUSED ? KVW_ERR_CONNREFUSED : KVW_ERR_IO, "%s", why);
+		kvw_set_err(kvw_core_ep_ctx(ep), err == ECONNREFUSED ? KVW_ERR_CONNREFUSED : KVW_ERR_IO, "%s", why);
 		kvw_ep_fail(ep, err == ECONNREFUSED ? KVW_ERR_CONNREFUSED : KVW_ERR_IO, why);
 		return;
 	}
@@ -192,7 +221,7 @@ static void kvw_sock_retry(kvw_ep *ep, struct kvw_sockep *se)
 		return; /* still full: the next pass tries again, the handshake deadline bounds it */
 	snprintf(why, sizeof(why), "cannot connect to %s: %s (is the decode side listening there?)",
 		 se->retry_sa.sun_path, strerror(errno));
-	kvw_set_err(ep->ctx, KVW_ERR_CONNREFUSED, "%s", why);
+	kvw_set_err(kvw_core_ep_ctx(ep), KVW_ERR_CONNREFUSED, "%s", why);
 	kvw_ep_fail(ep, KVW_ERR_CONNREFUSED, why);
 }
 
@@ -215,16 +244,15 @@ static void kvw_sock_ep_progress(kvw_ep *ep)
 		if (!kvw_stream_idle(s))
 			kvw_stream_flush(s);
 		kvw_stream_read(s);
-		if (ep->state == KVW_EP_FAILED || ep->state == KVW_EP_CLOSED || ep->drv_priv != se)
+		if (!kvw_core_ep_alive(ep) || kvw_core_ep_priv(ep) != se)
 			return;
 	}
 }
 
 bool kvw_sock_prepare_wait(kvw_drv *d)
 {
-	for (kvw_ep *ep = d->ctx->eps; ep; ep = ep->next) {
-		struct kvw_sockep *se = ep->drv == d ? kvw_sockep(ep) : NULL;
-		if (!se || ep->transport_closed || ep->state == KVW_EP_FAILED || ep->state == KVW_EP_CLOSED)
+	for (struct kvw_sockep *se = kvw_socklist(d)->eps; se; se = se->next) {
+		if (!kvw_core_ep_alive(se->ep))
 			continue;
 		for (uint32_t i = 0; i < se->n; i++)
 			if (se->rail[i] && !se->rail[i]->dead && se->rail[i]->rb_pos < se->rail[i]->rb_len)
@@ -240,19 +268,18 @@ unsigned kvw_sock_fault_poll_us(kvw_drv *d)
 
 kvw_status kvw_sock_progress(kvw_drv *d)
 {
-	kvw_ctx *ctx = d->ctx;
-	kvw_ep *next;
+	struct kvw_socklist *sl = kvw_socklist(d);
 
-	for (kvw_listener *l = ctx->listeners; l; l = l->next)
-		if (l->drv == d && l->drv_priv)
-			kvw_sock_accept(l);
-	for (kvw_ep *ep = ctx->eps; ep; ep = next) {
-		next = ep->next;
-		if (ep->drv != d || !ep->drv_priv || ep->transport_closed ||
-		    ep->state == KVW_EP_FAILED || ep->state == KVW_EP_CLOSED)
-			continue;
-		kvw_sock_ep_progress(ep);
+	for (struct kvw_socklisten *l = sl->listeners; l; l = l->next)
+		kvw_sock_accept(l->l);
+	/* a pass may close endpoints (a joined rail's): unlinking the next one
+	 * to visit moves iter_next past it */
+	for (struct kvw_sockep *se = sl->eps; se; se = sl->iter_next) {
+		sl->iter_next = se->next;
+		if (kvw_core_ep_alive(se->ep))
+			kvw_sock_ep_progress(se->ep);
 	}
+	sl->iter_next = NULL;
 	return KVW_OK;
 }
 
@@ -264,7 +291,7 @@ kvw_status kvw_sock_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
 	if (!se || !se->rail[0])
 		return KVW_ERR_CLOSED;
 	st = kvw_stream_ctrl(se->rail[0], frame, len, -1);
-	if (st == KVW_OK && se->connecting_fd < 0 && !se->retry_connect && !kvw_core_batching(ep->ctx))
+	if (st == KVW_OK && se->connecting_fd < 0 && !se->retry_connect && !kvw_core_batching(kvw_core_ep_ctx(ep)))
 		kvw_stream_flush(se->rail[0]);
 	return st;
 }
@@ -273,7 +300,7 @@ kvw_status kvw_sock_flush_ep(kvw_ep *ep)
 {
 	struct kvw_sockep *se = kvw_sockep(ep);
 
-	if (!se || se->connecting_fd >= 0 || se->retry_connect || kvw_core_batching(ep->ctx))
+	if (!se || se->connecting_fd >= 0 || se->retry_connect || kvw_core_batching(kvw_core_ep_ctx(ep)))
 		return KVW_OK;
 	for (uint32_t i = 0; i < se->n; i++)
 		if (se->rail[i] && !se->rail[i]->dead && !kvw_stream_idle(se->rail[i]))
@@ -283,10 +310,9 @@ kvw_status kvw_sock_flush_ep(kvw_ep *ep)
 
 void kvw_sock_flush(kvw_drv *d)
 {
-	for (kvw_ep *ep = d->ctx->eps; ep; ep = ep->next)
-		if (ep->drv == d && ep->drv_priv && !ep->transport_closed &&
-		    ep->state != KVW_EP_FAILED && ep->state != KVW_EP_CLOSED)
-			kvw_sock_flush_ep(ep);
+	for (struct kvw_sockep *se = kvw_socklist(d)->eps; se; se = se->next)
+		if (kvw_core_ep_alive(se->ep))
+			kvw_sock_flush_ep(se->ep);
 }
 
 void kvw_sock_cancel(kvw_ep *ep, kvw_req *req)
@@ -310,14 +336,15 @@ void kvw_sock_ep_close(kvw_ep *ep)
 			continue;
 		if (s->fd >= 0) {
 			kvw_stream_flush_final(s); /* best effort: CLOSE / ABORT / REJECT frames */
-			kvw_core_unwatch_fd(ep->ctx, s->fd);
+			kvw_core_unwatch_fd(kvw_core_ep_ctx(ep), s->fd);
 		}
 		kvw_stream_fini(s);
 		free(s);
 	}
+	kvw_sockep_unlink(se);
 	free(se->priv);
 	free(se);
-	ep->drv_priv = NULL;
+	kvw_core_ep_set_priv(ep, NULL);
 }
 
 kvw_status kvw_sock_join(kvw_ep *ep, kvw_ep *extra, uint32_t idx)
@@ -335,9 +362,10 @@ kvw_status kvw_sock_join(kvw_ep *ep, kvw_ep *extra, uint32_t idx)
 	se->rail[idx] = s;
 	if (idx + 1 > se->n)
 		se->n = idx + 1;
+	kvw_sockep_unlink(sx);
 	free(sx->priv);
 	free(sx);
-	extra->drv_priv = NULL;
+	kvw_core_ep_set_priv(extra, NULL);
 	return KVW_OK;
 }
 
@@ -354,23 +382,33 @@ kvw_status kvw_sock_listen_fd(kvw_listener *l, int fd, bool is_unix, const char 
 	snprintf(sl->path, sizeof(sl->path), "%s", path ? path : "");
 	sl->on_frame = fn;
 	sl->drvp = drvp;
-	l->drv_priv = sl;
-	kvw_core_watch_fd(l->ctx, fd, false);
+	sl->l = l;
+	struct kvw_socklist *list = kvw_socklist(kvw_core_listener_drv(l));
+	sl->next = list->listeners;
+	list->listeners = sl;
+	kvw_core_listener_set_priv(l, sl);
+	kvw_core_watch_fd(kvw_core_listener_ctx(l), fd, false);
 	return KVW_OK;
 }
 
 void kvw_sock_listener_close(kvw_listener *l)
 {
-	struct kvw_socklisten *sl = l->drv_priv;
+	struct kvw_socklisten *sl = kvw_core_listener_priv(l);
 
 	if (!sl)
 		return;
-	kvw_core_unwatch_fd(l->ctx, sl->fd);
+	for (struct kvw_socklisten **pp = &kvw_socklist(kvw_core_listener_drv(l))->listeners; *pp;
+	     pp = &(*pp)->next)
+		if (*pp == sl) {
+			*pp = sl->next;
+			break;
+		}
+	kvw_core_unwatch_fd(kvw_core_listener_ctx(l), sl->fd);
 	close(sl->fd);
 	if (sl->reserve_fd >= 0)
 		close(sl->reserve_fd);
 	if (sl->path[0])
 		unlink(sl->path);
 	free(sl);
-	l->drv_priv = NULL;
+	kvw_core_listener_set_priv(l, NULL);
 }

@@ -7,6 +7,9 @@
 #include <sys/un.h>
 
 struct kvw_sockep {
+	kvw_ep *ep;
+	struct kvw_socklist *list;
+	struct kvw_sockep *next, *prev; /* the driver's endpoints (kvw_socklist) */
 	struct kvw_stream *rail[KVW_MAX_RAILS];
 	uint32_t n;
 	int connecting_fd;       /* non-blocking connect in flight, or -1 */
@@ -16,6 +19,8 @@ struct kvw_sockep {
 };
 
 struct kvw_socklisten {
+	kvw_listener *l;
+	struct kvw_socklisten *next;
 	int fd;
 	int reserve_fd;          /* /dev/null, given up to accept at EMFILE */
 	uint64_t emfile_refused; /* connections refused for want of fds */
@@ -23,6 +28,15 @@ struct kvw_socklisten {
 	char path[108];          /* unix socket to unlink on close */
 	kvw_stream_frame_fn on_frame;
 	void *drvp;
+};
+
+/* What one socket driver (tcp or shm) owns: its endpoints' and listeners'
+ * transports. The driver's d->priv points to a struct whose first member is
+ * a struct kvw_socklist (tcp: the list alone), set up in ops->open. */
+struct kvw_socklist {
+	struct kvw_sockep *eps;
+	struct kvw_sockep *iter_next;   /* the walk in progress: unlinking it moves it on */
+	struct kvw_socklisten *listeners;
 };
 
 /* Gives ep a sockep whose rail 0 is fd. */
@@ -33,7 +47,7 @@ kvw_status kvw_sockep_attach(kvw_ep *ep, int fd, bool is_unix, kvw_stream_frame_
 void kvw_sockep_retry_connect(kvw_ep *ep, const struct sockaddr_un *sa);
 /* Adds fd as rail idx of ep. */
 kvw_status kvw_sockep_add_rail(kvw_ep *ep, int fd, uint32_t idx);
-static inline struct kvw_sockep *kvw_sockep(const kvw_ep *ep) { return ep->drv_priv; }
+static inline struct kvw_sockep *kvw_sockep(const kvw_ep *ep) { return kvw_core_ep_priv(ep); }
 /* Accepts on every listener of d, connects, flushes and reads every
  * endpoint of d. */
 kvw_status kvw_sock_progress(kvw_drv *d);
