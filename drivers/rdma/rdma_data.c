@@ -490,6 +490,23 @@ static void rd_on_fence(struct rd_rail *r, uint32_t token)
 	rd_msg(e->rail[0], RD_FENCE_ACK, &token, sizeof(token));
 }
 
+/* The sender drained this grant's writes: its keys go, then the core ends
+ * the request (its final event comes only now: nothing of it can land). */
+static void rd_on_fence_ack(struct rd_rail *r, uint32_t token)
+{
+	struct rd_grant *g = rd_grant_find(r->ep, token);
+	kvw_req *req;
+
+	if (!g || !g->fence_req)
+		return; /* the grant ended meanwhile (abort_timeout_ms, endpoint closed) */
+	req = g->fence_req;
+	kvw_log(r->rd->d->ctx, 4, "rdma: fence of sequence %llu acknowledged after %llu ms",
+		(unsigned long long)req->seq_id,
+		(unsigned long long)((kvw_now_ns() - g->fence_t0) / 1000000));
+	rd_grant_drop(r->ep, token);
+	kvw_core_fence_done(r->ep, req);
+}
+
 static void rd_on_msg(struct rd_rail *r, const uint8_t *buf, uint32_t len)
 {
 	struct rd_hdr h;
@@ -529,8 +546,8 @@ static void rd_on_msg(struct rd_rail *r, const uint8_t *buf, uint32_t len)
 			rd_key_del(r->rep, tok);
 		else if (h.kind == RD_FENCE)
 			rd_on_fence(r, tok);
-		else if (tok == r->rep->fence_token)
-			r->rep->fence_acked = true;
+		else
+			rd_on_fence_ack(r, tok);
 		break;
 	default:
 		break;
@@ -838,72 +855,25 @@ static void rd_stash(struct rd_rail *r, const struct ibv_wc *wc)
 	r->n_stash++;
 }
 
-/* While one endpoint waits for a fence, the other endpoints of this context
- * (both ends in one process) still answer fences; nothing else runs. */
-static void rd_fence_serve_others(struct rd_rail *self)
-{
-	struct ibv_wc wc;
-	struct rd_hdr h;
-
-	for (struct rd_rail *o = self->rd->rails; o; o = o->next_all) {
-		if (o != self && o->state == RD_R_UP && o->txq_len)
-			rd_flush(o); /* a FENCE_ACK held by credits or the fault layer */
-		if (o == self || o->state != RD_R_UP || o->n_stash >= RD_RECV_DEPTH ||
-		    ibv_poll_cq(o->rcq, 1, &wc) != 1)
-			continue;
-		memcpy(&h, o->rbuf + (size_t)(wc.wr_id & ~RD_RECV_TAG) * RD_BUF, sizeof(h));
-		if (wc.status == IBV_WC_SUCCESS && h.kind == RD_FENCE)
-			rd_recv_wc(o, &wc); /* drains sends, answers FENCE_ACK */
-		else
-			rd_stash(o, &wc);
-	}
-}
-
-/* Waits (bounded) for the sender's FENCE_ACK on rail 0, polling only the
- * receive CQ; other messages are stashed for the next progress pass. */
-static bool rd_fence_wait(struct rd_rail *r, uint32_t token, uint64_t timeout_ns)
-{
-	struct rd_ep *e = r->rep;
-	uint64_t end = kvw_now_ns() + timeout_ns;
-	struct ibv_wc wc;
-
-	e->fence_token = token;
-	e->fence_acked = false;
-	while (!e->fence_acked && r->state == RD_R_UP && kvw_now_ns() < end) {
-		struct rd_hdr h;
-		rd_flush(r);
-		rd_poll_sends(r);
-		rd_fence_serve_others(r);
-		if (r->n_stash >= RD_RECV_DEPTH || ibv_poll_cq(r->rcq, 1, &wc) != 1)
-			continue;
-		memcpy(&h, r->rbuf + (size_t)(wc.wr_id & ~RD_RECV_TAG) * RD_BUF, sizeof(h));
-		if (wc.status == IBV_WC_SUCCESS && h.kind == RD_FENCE_ACK) {
-			rd_recv_wc(r, &wc); /* sets fence_acked (no core callback) */
-			continue;
-		}
-		rd_stash(r, &wc);
-	}
-	return e->fence_acked;
-}
-
-/* Receiver fence: ask the sender to finish and stop this grant's writes,
- * then deregister its keys. Afterwards nothing can land with them. */
+/* Receiver fence: FENCE to the sender, which stops this grant's writes,
+ * drains the ones it posted and answers FENCE_ACK (rd_on_fence_ack drops the
+ * keys and reports to the core). Nothing waits here: revoke is called inside
+ * kvw_progress. Without a live rail the keys go at once. */
 kvw_status rd_revoke(kvw_ep *ep, kvw_req *req)
 {
 	struct rd_ep *e = rd_ep_of(ep);
 	struct rd_rail *r = e ? e->rail[0] : NULL;
+	struct rd_grant *g = e ? rd_grant_find(ep, req->token) : NULL;
 
-	if (!e || !rd_grant_live(ep, req->token))
+	if (!g)
 		return KVW_OK;
+	if (g->fence_req)
+		return KVW_INPROGRESS;
 	if (ep->state == KVW_EP_READY && r && r->state == RD_R_UP &&
 	    rd_msg(r, RD_FENCE, &req->token, sizeof(req->token)) == KVW_OK) {
-		uint64_t t0 = kvw_now_ns();
-		bool ok = rd_fence_wait(r, req->token,
-					(uint64_t)kvw_core_cfg(ep->ctx)->abort_timeout_ms * 1000000ull);
-		kvw_log(ep->ctx, ok ? 4 : 2, "rdma: fence of sequence %llu %s after %llu ms",
-			(unsigned long long)req->seq_id, ok ? "acknowledged" :
-			"NOT acknowledged (abort_timeout_ms): its keys go now, a late write fails at the sender",
-			(unsigned long long)((kvw_now_ns() - t0) / 1000000));
+		g->fence_req = req;
+		g->fence_t0 = kvw_now_ns();
+		return KVW_INPROGRESS;
 	}
 	rd_grant_drop(ep, req->token);
 	return KVW_OK;

@@ -145,6 +145,9 @@ struct rd_grant {               /* receiver side */
 	struct ibv_mw **mw;             /* per run per device (mw) */
 	uint32_t n_mr, n_mw;
 	struct rd_grant *next;
+	/* abort fence: FENCE sent, FENCE_ACK not seen yet (rd_revoke) */
+	kvw_req *fence_req;
+	uint64_t fence_t0;
 };
 
 struct rd_ep {
@@ -157,8 +160,6 @@ struct rd_ep {
 	uint32_t keys_cap, keys_used;
 	/* receiver side */
 	struct rd_grant *grants;
-	uint32_t fence_token;
-	bool fence_acked;
 };
 
 struct rd_lst {
@@ -221,6 +222,7 @@ kvw_status rd_grant_keys(kvw_ep *ep, uint8_t *frame);
 void rd_grant_done(kvw_ep *ep, kvw_req *req);
 void rd_grant_drop(kvw_ep *ep, uint32_t token);
 bool rd_grant_live(kvw_ep *ep, uint32_t token);
+struct rd_grant *rd_grant_find(kvw_ep *ep, uint32_t token);
 void rd_ep_data_free(kvw_ep *ep);
 struct rd_keyent *rd_key_find(struct rd_ep *e, uint32_t token);
 void rd_key_del(struct rd_ep *e, uint32_t token);
