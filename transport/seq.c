@@ -173,7 +173,7 @@ static void kvw_active_del(kvw_ep *ep, kvw_req *r)
 
 static void kvw_active_add(kvw_ep *ep, kvw_req *r)
 {
-	if (r->on_active || !r->granted || r->status != KVW_INPROGRESS)
+	if (r->on_active || !r->granted || r->status != KVW_INPROGRESS || r->fencing)
 		return;
 	r->on_active = true;
 	r->prev_active = NULL;
@@ -799,9 +799,10 @@ kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const 
 		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "sequence %llu: later send_seq calls must "
 				   "use the first call's layout and block count", (unsigned long long)seq_id);
 	}
-	if (r->status != KVW_INPROGRESS) /* the caller holds r from its first call */
-		return kvw_set_err(ep->ctx, r->status, "sequence %llu already ended: %s",
-				   (unsigned long long)seq_id, kvw_strerror(r->status));
+	if (r->status != KVW_INPROGRESS || r->fencing) /* the caller holds r from its first call */
+		return kvw_set_err(ep->ctx, r->fencing ? r->fence_st : r->status, "sequence %llu already "
+				   "ended: %s", (unsigned long long)seq_id,
+				   kvw_strerror(r->fencing ? r->fence_st : r->status));
 	if ((st = kvw_pending_add(r, first, end)) != KVW_OK)
 		return kvw_set_err(ep->ctx, st, "kvw_send_seq: out of memory");
 	if (flags & KVW_SEND_LAST)
@@ -911,6 +912,8 @@ static void kvw_on_layer_done(kvw_ep *ep, const struct kvw_wire_layer_done *ld)
 	kvw_req *r = kvw_map_get(&ep->send_map, ld->seq_id);
 	kvw_event ev;
 
+	if (r && r->fencing)
+		return; /* crossed our ABORT: the request ends with its fence */
 	if (!r || !r->user_owned || r->status != KVW_INPROGRESS || ld->layer >= r->n_layers ||
 	    r->layer_bytes[ld->layer]) {
 		kvw_core_bad_frame(ep, "LAYER_DONE for no live layer");
@@ -930,6 +933,8 @@ static void kvw_on_seq_done(kvw_ep *ep, const struct kvw_wire_seq_done *sd)
 {
 	kvw_req *r = kvw_map_get(&ep->send_map, sd->seq_id);
 
+	if (r && r->fencing)
+		return; /* crossed our ABORT: the request ends with its fence */
 	if (!r || !r->user_owned || r->status != KVW_INPROGRESS) {
 		kvw_core_bad_frame(ep, "SEQ_DONE for no live sequence");
 		return;
