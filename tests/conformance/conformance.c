@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1058,10 +1059,12 @@ static void child_peer(int uri_fd, int go_fd, char role)
 	kvw_ep *ep;
 	if (kvw_connect(c, uri, 10000, &ep) != KVW_OK)
 		_exit(3);
-	if (role == 'i') { /* connected, then silent: its context is never driven again */
-		kvwt_spin(&c, 1, 300);
+	if (role == 'i') { /* driven until the parent accepted (a byte on uri_fd), then silent */
+		struct pollfd pf = {.fd = uri_fd, .events = POLLIN};
 		if (write(go_fd, "g", 1) != 1)
 			_exit(5);
+		for (int i = 0; i < 6000 && poll(&pf, 1, 0) == 0; i++)
+			kvwt_spin(&c, 1, 10);
 		for (int i = 0; i < 60; i++)
 			sleep(1);
 		_exit(6);
@@ -1353,16 +1356,22 @@ static bool stream_started(void *arg)
 	return stream_events(&((struct fence_case *)arg)->x) > 0;
 }
 
-static pid_t silent_child(kvw_listener *l, kvw_ep **victim)
+/* Forked before this process opens any context (a dpdk EAL must not be
+ * inherited); the child connects once it reads the listener's URI. */
+struct silent_child {
+	pid_t pid;
+	int up, go;
+};
+
+static void silent_child_fork(struct silent_child *sc)
 {
 	int up[2], go[2];
-	char line[300], g;
 	cr_assert_eq(pipe(up), 0);
 	cr_assert_eq(pipe(go), 0);
 	fflush(NULL);
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
+	sc->pid = fork();
+	cr_assert_geq(sc->pid, 0);
+	if (sc->pid == 0) {
 		close(up[1]);
 		close(go[0]);
 		child_peer(up[0], go[1], 'i');
@@ -1370,25 +1379,34 @@ static pid_t silent_child(kvw_listener *l, kvw_ep **victim)
 	}
 	close(up[0]);
 	close(go[1]);
+	sc->up = up[1];
+	sc->go = go[0];
+}
+
+static kvw_ep *silent_child_accept(struct silent_child *sc, kvw_listener *l)
+{
+	char line[300], g;
+	kvw_ep *victim = NULL;
 	snprintf(line, sizeof(line), "%s\n", kvw_listener_uri(l));
-	cr_assert_eq(write(up[1], line, strlen(line)), (ssize_t)strlen(line));
-	kvw_status st = kvw_accept(l, 10000, victim);
-	if (st == KVW_OK && read(go[0], &g, 1) == 1)
-		return pid;
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
+	cr_assert_eq(write(sc->up, line, strlen(line)), (ssize_t)strlen(line));
+	kvw_status st = kvw_accept(l, 10000, &victim);
+	if (st == KVW_OK && read(sc->go, &g, 1) == 1 && write(sc->up, "q", 1) == 1)
+		return victim; /* the child stops driving its context now */
+	kill(sc->pid, SIGKILL);
+	waitpid(sc->pid, NULL, 0);
 	cr_assert_fail("the silent child never connected: %s", kvw_strerror(st));
-	return -1;
+	return NULL;
 }
 
 Test(conf_proc, expired_grant_fence_does_not_stall_other_endpoints, .timeout = 120)
 {
 	static struct fence_case f;
-	kvw_ctx *c = kvwt_ctx(fence_cfg);
-	kvw_ep *victim;
 	static uint32_t vblk[FN];
+	struct silent_child sc;
+	silent_child_fork(&sc);
+	kvw_ctx *c = kvwt_ctx(fence_cfg);
 	kvwt_pair_open(c, &f.p);
-	pid_t pid = silent_child(f.p.l, &victim);
+	kvw_ep *victim = silent_child_accept(&sc, f.p.l);
 	kvwt_pool_make(c, &f.src, FL, FN, FB, FB);
 	kvwt_pool_make(c, &f.dst, FL, FN, FB, FB);
 	kvwt_pool_make(c, &f.vpool, FL, FN, FB, FB);
@@ -1408,8 +1426,6 @@ Test(conf_proc, expired_grant_fence_does_not_stall_other_endpoints, .timeout = 1
 	kvw_req_set_user_data(f.vreq, &f.vrec);
 	f.max_gap = 0;
 	bool ended = kvwt_drive1(c, FENCE_ABORT_MS + 8000, fence_stream_step, &f);
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
 	cr_log_info("%s: longest gap between the streaming endpoints' events: %llu ms "
 		    "(%u sequences of %u KiB streamed); the expired grant ended %s after %llu ms",
 		    kvwt_driver()->name, (unsigned long long)f.max_gap, f.seqs,
@@ -1433,4 +1449,7 @@ Test(conf_proc, expired_grant_fence_does_not_stall_other_endpoints, .timeout = 1
 	xseq_free(&f.x);
 	cr_assert_eq(kvw_ep_status(f.p.client), KVW_OK);
 	cr_assert_eq(kvw_ep_status(f.p.server), KVW_OK);
+	/* last: a memif survivor must not drive its port after a SIGKILLed peer */
+	kill(sc.pid, SIGKILL);
+	waitpid(sc.pid, NULL, 0);
 }
