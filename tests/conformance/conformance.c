@@ -1351,6 +1351,12 @@ static bool fence_stream_step(void *arg)
 	return f->t_victim_done && now >= f->t_victim_done + 300;
 }
 
+static bool fence_stream_baseline(void *arg)
+{
+	fence_stream_step(arg);
+	return false;
+}
+
 static bool stream_started(void *arg)
 {
 	return stream_events(&((struct fence_case *)arg)->x) > 0;
@@ -1419,6 +1425,9 @@ Test(conf_proc, expired_grant_fence_does_not_stall_other_endpoints, .timeout = 1
 	f.next_id = 1000;
 	fence_stream_start(&f);
 	cr_assert(kvwt_drive1(c, 20000, stream_started, &f), "the stream moved nothing in 20 s");
+	f.t_last = kvwt_now_ms();
+	kvwt_drive1(c, 1000, fence_stream_baseline, &f); /* the stream's own gaps, for the log */
+	uint64_t base_gap = f.max_gap;
 	kvwt_rec_init(&f.vrec);
 	uint64_t t0 = kvwt_now_ms();
 	cr_assert_eq(kvw_recv_seq(victim, 7, f.vpool.lay, vblk, FN, 300000, &f.vreq), KVW_OK,
@@ -1426,9 +1435,10 @@ Test(conf_proc, expired_grant_fence_does_not_stall_other_endpoints, .timeout = 1
 	kvw_req_set_user_data(f.vreq, &f.vrec);
 	f.max_gap = 0;
 	bool ended = kvwt_drive1(c, FENCE_ABORT_MS + 8000, fence_stream_step, &f);
-	cr_log_info("%s: longest gap between the streaming endpoints' events: %llu ms "
-		    "(%u sequences of %u KiB streamed); the expired grant ended %s after %llu ms",
-		    kvwt_driver()->name, (unsigned long long)f.max_gap, f.seqs,
+	cr_log_info("%s: longest gap between the streaming endpoints' events: %llu ms while the "
+		    "expired grant was fenced, %llu ms in the second before (%u sequences of %u KiB "
+		    "streamed); the expired grant ended %s after %llu ms",
+		    kvwt_driver()->name, (unsigned long long)f.max_gap, (unsigned long long)base_gap, f.seqs,
 		    (unsigned)(FL * FN * FB / KiB), kvw_strerror(f.vrec.status),
 		    (unsigned long long)(f.t_victim_done - t0));
 	cr_assert(ended, "the expired grant did not end within abort_timeout_ms + 8 s: %s",
@@ -1439,9 +1449,14 @@ Test(conf_proc, expired_grant_fence_does_not_stall_other_endpoints, .timeout = 1
 	cr_assert_leq(f.t_victim_done - t0, 300 + FENCE_ABORT_MS + 1500, "the fence outlived "
 		      "abort_timeout_ms: ended after %llu ms", (unsigned long long)(f.t_victim_done - t0));
 	cr_assert_geq(f.seqs, 1, "the stream finished no sequence while the fence ran");
-	cr_assert_lt(f.max_gap, FENCE_MAX_GAP_MS, "the stream stalled %llu ms while another "
-		     "endpoint's expired grant was fenced (limit %u ms): a fence waited inside "
-		     "kvw_progress", (unsigned long long)f.max_gap, FENCE_MAX_GAP_MS);
+	/* a loaded box (or a TCG VM) has gaps of its own: 3 times the second
+	 * before, but never half of the abort_timeout_ms a waiting fence costs */
+	uint64_t limit = 3 * base_gap < FENCE_MAX_GAP_MS ? FENCE_MAX_GAP_MS : 3 * base_gap;
+	if (limit > FENCE_ABORT_MS / 2)
+		limit = FENCE_ABORT_MS / 2;
+	cr_assert_lt(f.max_gap, limit, "the stream stalled %llu ms while another endpoint's "
+		     "expired grant was fenced (limit %llu ms): a fence waited inside kvw_progress",
+		     (unsigned long long)f.max_gap, (unsigned long long)limit);
 	check_untouched(&f.vpool, NULL, 0, 63);
 	cr_assert_eq(kvw_req_free(f.vreq), KVW_OK);
 	cr_assert(kvwt_drive1(c, 20000, xseq_done, &f.x), "the last streamed sequence did not finish");
