@@ -250,8 +250,8 @@ kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 }
 
 /* Bytes of the records from off (record rec) that fit one send buffer
- * (FENCE and FENCE_ACK travel alone: fence waits look at a buffer's first
- * record); with the fault layer only records whose time has come. *nrec:
+ * (FENCE and FENCE_ACK travel alone: the fence wait of a peer built before
+ * 0.2 looks at a buffer's first record only); with the fault layer only records whose time has come. *nrec:
  * how many records. */
 static size_t rd_pack(const struct rd_rail *r, size_t off, size_t rec, uint64_t now,
 		      bool *credit_only, size_t *nrec)
@@ -616,7 +616,7 @@ bool rd_rail_prepare_wait(struct rd_rail *r)
 	if (!r->cc || r->state != RD_R_UP)
 		return false;
 	if (r->n_stash)
-		return true; /* completions taken during a fence wait: the next pass */
+		return true; /* completions stashed by an earlier look: the next pass */
 	rd_cq_consume(r); /* an event of an earlier arm would keep the fd readable */
 	if (ibv_req_notify_cq(r->scq, 0) || ibv_req_notify_cq(r->rcq, 0))
 		return true; /* cannot arm: poll rather than sleep blind */
@@ -656,8 +656,8 @@ static bool rd_rail_pass(struct rd_rail *r)
 /* Any message is the peer's progress at work (LANDED, credits, keys), so
  * it is alive, as a tcp DATA head or an shm DESC says: the core counts
  * control frames only, and a keepalive PONG may queue behind a long backlog
- * on either side. Set here, in the driver's progress, never from a fence
- * wait inside the core's timer pass: a time later than the pass's `now`
+ * on either side. Set here, in the driver's progress, never from inside
+ * the core's timer pass: a time later than the pass's `now`
  * would read as a silence of 2^64 ns there. */
 static void rd_heard(struct rd_rail *r)
 {
@@ -836,7 +836,7 @@ void rd_cancel(kvw_ep *ep, kvw_req *req)
 }
 
 /* Keeps a receive completion for the next progress pass. Its returned
- * credits count at once (a fence wait may need them to send). */
+ * credits count at once. */
 static void rd_stash(struct rd_rail *r, const struct ibv_wc *wc)
 {
 	uint8_t *buf = r->rbuf + (size_t)(wc->wr_id & ~RD_RECV_TAG) * RD_BUF;

@@ -124,8 +124,9 @@ struct rd_rail {
 	/* control-frame reassembly */
 	uint8_t *rx;
 	size_t rx_len, rx_cap;
-	/* receive completions seen during a fence wait, handled later (a ring:
-	 * never more than RD_RECV_DEPTH, one per posted receive) */
+	/* receive completions seen by rd_rail_prepare_wait's look at the CQ,
+	 * handled by the next pass (a ring: never more than RD_RECV_DEPTH, one
+	 * per posted receive) */
 	struct ibv_wc stash[RD_RECV_DEPTH];
 	uint32_t stash_head, n_stash;
 	struct rd_rail *next_all;
