@@ -268,8 +268,11 @@ void kvw_core_fence_done(kvw_ep *ep, kvw_req *r)
 		kvw_fence_finish(r);
 }
 
-/* Starts what stops r's bytes; true when a fence must still be waited for. */
-static bool kvw_fence_begin(kvw_req *r, kvw_status st, bool tell_peer)
+/* Starts what stops r's bytes; true when a fence must still be waited for.
+ * A send waits for the receiver's ABORT_ACK only when the application
+ * aborts it (sender_fence): a deadline or refusal ends it at once, as the
+ * peer may never answer (hostile_seq peer_timeout_cut). */
+static bool kvw_fence_begin(kvw_req *r, kvw_status st, bool tell_peer, bool sender_fence)
 {
 	kvw_ep *ep = r->ep;
 	bool wait;
@@ -287,12 +290,12 @@ static bool kvw_fence_begin(kvw_req *r, kvw_status st, bool tell_peer)
 		return false;
 	kvw_send_abort(ep, r, st, true);
 	/* the receiver may still read our pages (shm) until its ABORT_ACK */
-	return r->user_owned && ep->state == KVW_EP_READY;
+	return sender_fence && r->user_owned && ep->state == KVW_EP_READY;
 }
 
 /* Ends a live request with st, tells the peer (unless the peer told us).
  * The final status waits for the fence where one runs (above). */
-static void kvw_req_fail(kvw_req *r, kvw_status st, bool tell_peer)
+static void kvw_req_fail_fenced(kvw_req *r, kvw_status st, bool tell_peer, bool sender_fence)
 {
 	kvw_ep *ep = r->ep;
 
@@ -303,7 +306,7 @@ static void kvw_req_fail(kvw_req *r, kvw_status st, bool tell_peer)
 			kvw_fence_finish(r);
 		return;
 	}
-	if (kvw_fence_begin(r, st, tell_peer) && ep->state == KVW_EP_READY) {
+	if (kvw_fence_begin(r, st, tell_peer, sender_fence) && ep->state == KVW_EP_READY) {
 		kvw_fence_start(r, st);
 		return;
 	}
@@ -311,6 +314,11 @@ static void kvw_req_fail(kvw_req *r, kvw_status st, bool tell_peer)
 	kvw_req_complete(r, st);
 	if (!r->user_owned)
 		kvw_req_destroy(r);
+}
+
+static void kvw_req_fail(kvw_req *r, kvw_status st, bool tell_peer)
+{
+	kvw_req_fail_fenced(r, st, tell_peer, false);
 }
 
 static bool kvw_blocks_ok(const kvw_layout *l, const uint32_t *blocks, size_t n, size_t *bad)
@@ -1060,7 +1068,7 @@ kvw_status kvw_req_abort(kvw_req *r)
 	if (!r->ep || r->status != KVW_INPROGRESS)
 		return KVW_OK; /* finished: nothing can land any more */
 	ctx = r->ep->ctx;
-	kvw_req_fail(r, KVW_ERR_ABORTED, true);
+	kvw_req_fail_fenced(r, KVW_ERR_ABORTED, true, true);
 	/* synchronous for the caller (kvwire.h): the fence runs in progress,
 	 * bounded by abort_timeout_ms; from inside a pass it only starts */
 	while (r->status == KVW_INPROGRESS && r->ep && !ctx->in_progress)
