@@ -250,8 +250,8 @@ kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 }
 
 /* Bytes of the records from off (record rec) that fit one send buffer
- * (FENCE and FENCE_ACK travel alone: the fence wait of a peer built before
- * 0.2 looks at a buffer's first record only); with the fault layer only records whose time has come. *nrec:
+ * (FENCE and FENCE_ACK travel alone: the blocking fence wait of a peer
+ * built before issue 11 looks at a buffer's first record only); with the fault layer only records whose time has come. *nrec:
  * how many records. */
 static size_t rd_pack(const struct rd_rail *r, size_t off, size_t rec, uint64_t now,
 		      bool *credit_only, size_t *nrec)
