@@ -119,10 +119,15 @@ static kvw_status dir_call_one(kvw_dir *d, size_t ep, const char *path, const ch
 			"(--pool), or check that this endpoint is etcd", d->eps[ep], path, DIR_MAX_REPLY);
 		st = KVW_ERR_PROTO;
 	} else if (rc != CURLE_OK) {
-		dir_err(d, "etcd at %s did not answer %s within %llu ms (%s): check that etcd runs "
-			"there and is reachable from this host, or pass other endpoints", d->eps[ep], path,
-			(unsigned long long)ms, curl_easy_strerror(rc));
 		st = rc == CURLE_OPERATION_TIMEDOUT ? KVW_ERR_TIMEDOUT : KVW_ERR_CONNREFUSED;
+		if (st == KVW_ERR_TIMEDOUT)
+			dir_err(d, "etcd at %s did not answer %s within %llu ms: check that etcd runs there "
+				"and is not overloaded, or pass other endpoints", d->eps[ep], path,
+				(unsigned long long)ms);
+		else
+			dir_err(d, "etcd at %s could not be reached for %s (%s): check that etcd runs there "
+				"and is reachable from this host, or pass other endpoints", d->eps[ep], path,
+				curl_easy_strerror(rc));
 	} else {
 		json_error_t je;
 		json_t *j = json_loadb(rx.p, rx.len, 0, &je);

@@ -251,10 +251,19 @@ kvw_status kvw_dir_watch(kvw_dir *d, const char *pool, kvw_dir_role role)
 	dir_watch_stop(d);
 	dir_key(d, pool, pool ? role : KVW_DIR_ANY, NULL, key, sizeof(key));
 	dir_prefix_end(key, end, sizeof(end));
+	/* the revision now: the watch reports every change after this call */
+	char *kb = dir_b64(key, strlen(key));
+	json_t *r = NULL;
+	kvw_status st = dir_rpc(d, "/v3/kv/range", json_pack("{s:s,s:b}", "key", kb ? kb : "", "count_only", 1), &r);
+	free(kb);
+	if (st != KVW_OK)
+		return st;
+	int64_t rev = dir_jint(json_object_get(r, "header"), "revision");
+	json_decref(r);
 	d->w_key = strdup(key);
 	d->w_end = strdup(end);
 	d->w_role = role;
-	d->w_rev = 0;
+	d->w_rev = rev;
 	d->watching = true;
 	d->watch_st = KVW_INPROGRESS;
 	dir_watch_start(d);
