@@ -138,9 +138,12 @@ static kvw_status dir_call_one(kvw_dir *d, size_t ep, const char *path, const ch
 			st = KVW_ERR_PROTO;
 		} else if (code != 200 || msg) {
 			int64_t c = dir_jint(j, "code");
+			bool auth = c == 16 || c == 7 || (msg && (strstr(msg, "auth") || strstr(msg, "user name") ||
+								   strstr(msg, "permission denied")));
 			dir_err(d, "etcd at %s refused %s: %.200s%s", d->eps[ep], path, msg ? msg : "(no reason)",
-				c == 16 || c == 7 ? " (check the directory's user and password)" : "");
-			st = c == 5 ? KVW_ERR_NOT_FOUND : c == 16 || c == 7 ? KVW_ERR_AUTH : KVW_ERR_IO;
+				auth ? " -- check the directory's user and password (kvw_dir_opts.user and "
+				       ".password; kvwire pools: --user and KVW_DIR_PASSWORD)" : "");
+			st = auth ? KVW_ERR_AUTH : c == 5 ? KVW_ERR_NOT_FOUND : KVW_ERR_IO;
 		} else {
 			*resp = j;
 			j = NULL;

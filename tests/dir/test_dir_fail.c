@@ -218,3 +218,31 @@ Test(dir_fail, hostile_values, .init = up, .fini = down)
 	kvw_dir_close(d);
 	kvw_dir_close(w);
 }
+
+/* etcd with auth enabled: no user or a wrong password is KVW_ERR_AUTH with
+ * a sentence that names the fix; the right one publishes and resolves; an
+ * auth turned off and on again does not break an open directory. */
+Test(dir_fail, etcd_auth, .init = up, .fini = down)
+{
+	kvw_dir_opts o = {.size = sizeof(o), .timeout_ms = 2000, .user = "root", .password = "rootpw"};
+	kvw_dir *d = NULL;
+	kvw_dir_entry e = mk("pool", KVW_DIR_DECODE, "d0", 1), got = {.size = sizeof(got)};
+
+	cr_assert_eq(etcd_ctl(&etcd, "user add root:rootpw"), 0);
+	cr_assert_eq(etcd_ctl(&etcd, "auth enable"), 0);
+	cr_expect_eq(kvw_dir_open(etcd.url, NULL, &d), KVW_ERR_AUTH);
+	cr_expect_not_null(strstr(kvw_dir_last_error(NULL), "user and password"), "%s", kvw_dir_last_error(NULL));
+	o.password = "wrong";
+	cr_expect_eq(kvw_dir_open(etcd.url, &o, &d), KVW_ERR_AUTH);
+	cr_log_info("wrong password: %s", kvw_dir_last_error(NULL));
+	o.password = "rootpw";
+	cr_assert_eq(kvw_dir_open(etcd.url, &o, &d), KVW_OK, "%s", kvw_dir_last_error(NULL));
+	cr_expect_eq(kvw_dir_publish(d, &e), KVW_OK, "%s", kvw_dir_last_error(d));
+	cr_expect_eq(kvw_dir_resolve(d, "pool", "d0", &got), KVW_OK, "%s", kvw_dir_last_error(d));
+	/* calls keep working after auth is disabled and enabled again (a token
+	 * etcd no longer knows is renewed once per call by dir_rpc) */
+	cr_assert_eq(etcd_ctl(&etcd, "--user root:rootpw auth disable"), 0);
+	cr_assert_eq(etcd_ctl(&etcd, "auth enable"), 0);
+	cr_expect_eq(kvw_dir_resolve(d, "pool", "d0", &got), KVW_OK, "token not renewed: %s", kvw_dir_last_error(d));
+	kvw_dir_close(d);
+}
