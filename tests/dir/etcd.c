@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -39,6 +40,7 @@ static void etcd_exec(const struct etcd *e)
 	snprintf(cluster, sizeof(cluster), "t=%s", purl);
 	snprintf(data, sizeof(data), "%s/data", e->dir);
 	snprintf(log, sizeof(log), "%s/log", e->dir);
+	prctl(PR_SET_PDEATHSIG, SIGKILL); /* a crashed test leaves no etcd behind */
 	int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
 	dup2(fd, 1);
 	dup2(fd, 2);

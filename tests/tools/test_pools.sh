@@ -16,9 +16,15 @@ start_bg etcd etcd --name t --data-dir "$TMP/etcd" --listen-client-urls "$EP" --
 	--listen-peer-urls "http://127.0.0.1:$PP" --initial-advertise-peer-urls "http://127.0.0.1:$PP" \
 	--initial-cluster "t=http://127.0.0.1:$PP" --log-level warn
 ctl() { ETCDCTL_API=3 timeout 10 etcdctl --dial-timeout=500ms --command-timeout=5s --endpoints="$EP" "$@" >/dev/null; }
-up=0
-for i in $(seq 1 40); do ctl endpoint health 2>/dev/null && { up=1; break; }; sleep 0.25; done
-[ "$up" = 1 ] || { fail "etcd did not start"; cat "$TMP/etcd.out"; finish; }
+echo "etcd starting on $EP (peer port $PP)"
+ETCD_PID=$LAST_PID up=0 t_end=$((SECONDS + 20))
+while ((SECONDS < t_end)) && kill -0 "$ETCD_PID" 2>/dev/null; do
+	ETCDCTL_API=3 timeout 2 etcdctl --dial-timeout=300ms --command-timeout=1s --endpoints="$EP" \
+		endpoint health >/dev/null 2>&1 && { up=1; break; }
+	sleep 0.25
+done
+[ "$up" = 1 ] || { fail "etcd did not start within 20 s"; cat "$TMP/etcd.out"; finish; }
+echo "etcd up"
 ctl put /kvwire/llama/decode/d0 '{"v":1,"name":"d0","role":"decode","uris":{"tcp":"tcp://10.0.0.1:7471","rdma":"rdma://10.0.1.1:7471"},"geometry":"llama3-8b layers=32","capacity":4096}'
 ctl put /kvwire/llama/prefill/p0 '{"v":1,"name":"p0","role":"prefill","uris":{"tcp":"tcp://10.0.0.2:7471"},"capacity":0}'
 ctl put /kvwire/other/decode/x '{"v":1,"name":"x","role":"decode","uris":{"shm":"shm:///run/kvwire/x.sock"}}'
@@ -49,7 +55,7 @@ json_check 'd["skipped"] == 1 and "evil" in d["skipped_why"] and len(d["entries"
 expect_rc 2 "$KVWIRE" pools --endpoints etcd:2379
 expect_out 'http://HOST:PORT'
 expect_rc 2 "$KVWIRE" pools --endpoints "$EP" --role middle
-kill "$LAST_PID"; wait "$LAST_PID" 2>/dev/null
+kill "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null
 expect_rc 1 "$KVWIRE" pools --endpoints "$EP" --timeout 500
 expect_out "etcd at $EP could not be reached.*check that etcd runs there"
 finish
