@@ -6,7 +6,6 @@
 # without etcd.
 source "$(dirname "$0")/lib.sh" "$@"
 command -v etcd >/dev/null && command -v etcdctl >/dev/null || { echo "etcd not installed: skipped"; exit 77; }
-"$KVWIRE" pools --help | grep -q 'fleet directory' || { echo "kvwire built without libkvwire-dir: skipped"; exit 77; }
 read -r CP PP < <(python3 -c 'import socket
 s=[socket.socket() for _ in (0,1)]
 [x.bind(("127.0.0.1",0)) for x in s]
