@@ -82,16 +82,24 @@ static void dir_lease_reply(kvw_dir *d, CURLcode rc)
 		} else { /* expired (etcd was away longer than the TTL): again */
 			d->lease = 0;
 			d->stage = LEASE_NONE;
+			d->ka_next_ms = dir_now_ms();
 			dir_lease_next(d);
 		}
+	} else if (json_object_get(j, "error")) { /* refused: again in a second */
+		d->lease_st = KVW_ERR_IO;
+		dir_err(d, "etcd at %s refused the lease's %s: %.200s; kvw_dir_progress retries every second",
+			d->eps[d->la.ep], what[st], json_string_value(json_object_get(j, "error")) ?: "?");
+		d->lease = 0;
+		d->stage = LEASE_NONE;
+		d->ka_next_ms = dir_now_ms() + 1000;
 	} else if (st == LEASE_GRANT) {
 		d->lease = dir_jint(j, "ID");
-		d->ka_next_ms = dir_now_ms() + d->ttl_s * 1000 / 3;
+		d->ka_next_ms = dir_now_ms() + (d->lease > 0 ? d->ttl_s * 1000 / 3 : 1000);
 		d->put_idx = 0;
-		d->stage = LEASE_PUT;
+		d->stage = d->lease > 0 ? LEASE_PUT : LEASE_NONE;
 		dir_lease_next(d);
 	} else {
-		d->put_idx += !json_object_get(j, "error");
+		d->put_idx++;
 		dir_lease_next(d);
 	}
 	json_decref(j);
@@ -123,7 +131,7 @@ static void dir_lease_next(kvw_dir *d)
 	char id[24];
 	if (d->stage == LEASE_PUT) {
 		dir_lease_put_next(d);
-	} else if (d->lease == 0 && json_object_size(d->published)) {
+	} else if (d->lease == 0 && json_object_size(d->published) && dir_now_ms() >= d->ka_next_ms) {
 		d->stage = LEASE_GRANT;
 		dir_async_start(d, &d->la, d->cur, "/v3/lease/grant",
 				json_pack("{s:I}", "TTL", (json_int_t)d->ttl_s), d->timeout_ms);
@@ -243,6 +251,8 @@ static void dir_watch_ended(kvw_dir *d, CURLcode rc)
 kvw_status kvw_dir_watch(kvw_dir *d, const char *pool, kvw_dir_role role)
 {
 	char key[256], end[256];
+	if (!d)
+		return KVW_ERR_INVALID;
 	d->err[0] = 0;
 	if ((pool && !dir_name_ok(pool)) || (role != KVW_DIR_ANY && !dir_role_name(role))) {
 		dir_err(d, "kvw_dir_watch needs a valid pool (or NULL) and role");
@@ -285,6 +295,8 @@ kvw_status kvw_dir_progress(kvw_dir *d)
 {
 	int running, left;
 	CURLMsg *m;
+	if (!d)
+		return KVW_ERR_INVALID;
 	curl_multi_perform(d->multi, &running);
 	while ((m = curl_multi_info_read(d->multi, &left))) {
 		if (m->msg != CURLMSG_DONE)
@@ -313,6 +325,8 @@ kvw_status kvw_dir_progress(kvw_dir *d)
 
 kvw_status kvw_dir_next(kvw_dir *d, kvw_dir_event *ev)
 {
+	if (!d)
+		return KVW_ERR_INVALID;
 	if (!ev || ev->size < sizeof(*ev)) {
 		dir_err(d, "set ev->size = sizeof(kvw_dir_event) before kvw_dir_next");
 		return KVW_ERR_INVALID;
@@ -332,6 +346,8 @@ kvw_status kvw_dir_next(kvw_dir *d, kvw_dir_event *ev)
 
 kvw_status kvw_dir_wait(kvw_dir *d, int timeout_ms)
 {
+	if (!d)
+		return KVW_ERR_INVALID;
 	uint64_t now = dir_now_ms(), until = now + (timeout_ms < 0 ? 0 : (uint64_t)timeout_ms);
 	int n;
 	if (d->lease && !d->la.busy && d->ka_next_ms < until)

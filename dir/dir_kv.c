@@ -77,6 +77,8 @@ kvw_status kvw_dir_publish(kvw_dir *d, const kvw_dir_entry *e)
 {
 	char key[256];
 	kvw_status st;
+	if (!d)
+		return KVW_ERR_INVALID;
 	d->err[0] = 0;
 	if (!dir_entry_ok(d, e))
 		return KVW_ERR_INVALID;
@@ -106,6 +108,8 @@ kvw_status kvw_dir_unpublish(kvw_dir *d, const char *pool, kvw_dir_role role, co
 {
 	char key[256];
 	json_t *r = NULL;
+	if (!d)
+		return KVW_ERR_INVALID;
 	d->err[0] = 0;
 	if (!dir_name_ok(pool) || !dir_name_ok(name) || !dir_role_name(role)) {
 		dir_err(d, "unpublish needs a valid pool, role and name");
@@ -145,6 +149,8 @@ static bool dir_out_ok(kvw_dir *d, const kvw_dir_entry *out)
 kvw_status kvw_dir_resolve(kvw_dir *d, const char *pool, const char *name, kvw_dir_entry *out)
 {
 	static const kvw_dir_role roles[] = {KVW_DIR_DECODE, KVW_DIR_PREFILL};
+	if (!d)
+		return KVW_ERR_INVALID;
 	d->err[0] = 0;
 	if (!dir_out_ok(d, out))
 		return KVW_ERR_INVALID;
@@ -210,6 +216,8 @@ kvw_status kvw_dir_list(kvw_dir *d, const char *pool, kvw_dir_role role, kvw_dir
 {
 	char key[256], end[256];
 	json_t *r = NULL;
+	if (!d)
+		return KVW_ERR_INVALID;
 	d->err[0] = 0;
 	if ((max && !dir_out_ok(d, out)) || !n || !n_bad || (role != KVW_DIR_ANY && !dir_role_name(role))) {
 		dir_err(d, "kvw_dir_list needs out[0].size = sizeof(kvw_dir_entry), n, n_bad and a valid role");
