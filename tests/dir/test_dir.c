@@ -149,3 +149,39 @@ Test(dir, lease_expires_when_publisher_killed, .init = up, .fini = down)
 	cr_expect_eq(kvw_dir_resolve(w, "pool", "victim", &got), KVW_ERR_NOT_FOUND);
 	kvw_dir_close(w);
 }
+
+/* The lease revoked behind the publisher's back (as when etcd was away
+ * longer than the TTL): the entries leave, the next keepalive learns it,
+ * and kvw_dir_progress grants a new lease and publishes them again. */
+Test(dir, lost_lease_is_republished, .init = up, .fini = down)
+{
+	kvw_dir *pub = open_dir(2000, 3), *w = open_dir(2000, 10);
+	kvw_dir_entry e = mk("pool", KVW_DIR_DECODE, "d0", 5), got = {.size = sizeof(got)};
+	char cmd[512];
+
+	cr_assert_eq(kvw_dir_watch(w, "pool", KVW_DIR_ANY), KVW_OK);
+	cr_assert_eq(kvw_dir_publish(pub, &e), KVW_OK, "%s", kvw_dir_last_error(pub));
+	e = mk("pool", KVW_DIR_PREFILL, "p0", 6);
+	cr_assert_eq(kvw_dir_publish(pub, &e), KVW_OK);
+	snprintf(cmd, sizeof(cmd), "ETCDCTL_API=3 etcdctl --endpoints=%s lease list | tail -n +2 | "
+		 "xargs -r -n1 env ETCDCTL_API=3 etcdctl --endpoints=%s lease revoke >/dev/null", etcd.url, etcd.url);
+	cr_assert_eq(system(cmd), 0);
+	cr_assert(wait_event(w, KVW_DIR_LEAVE, "d0", 5000, NULL), "the revoked lease's entry did not leave");
+	uint64_t t0 = kvwt_now_ms();
+	bool back = false;
+	while (!back && kvwt_now_ms() - t0 < 10000) {
+		kvw_dir_progress(pub);
+		kvw_dir_event ev = {.size = sizeof(ev)};
+		if (kvw_dir_next(w, &ev) == KVW_OK)
+			back = ev.type == KVW_DIR_JOIN && !strcmp(ev.entry.name, "d0");
+		else
+			kvw_dir_wait(pub, 20);
+	}
+	cr_log_info("entries republished %llu ms after their lease was revoked (TTL 3 s)",
+		    (unsigned long long)(kvwt_now_ms() - t0));
+	cr_expect(back, "d0 was not republished: %s", kvw_dir_last_error(pub));
+	cr_expect_eq(kvw_dir_resolve(w, "pool", "p0", &got), KVW_OK, "p0 was not republished");
+	cr_expect_eq(got.capacity, 6u);
+	kvw_dir_close(pub);
+	kvw_dir_close(w);
+}
