@@ -10,6 +10,8 @@ PKGS=(
   libpcap-dev        # `kvwire decode` reads pcap captures
   scdoc              # man pages
   libcriterion-dev   # test suite
+  libcurl4-openssl-dev  # libkvwire-dir: the optional fleet directory on etcd (JSON gateway)
+  etcd-server etcd-client  # the 'dir' suite and tools-pools run a real etcd
   clang libclang-rt-14-dev  # libFuzzer target of the wire parser
   libibverbs-dev librdmacm-dev rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest  # rdma driver + peers
   libdpdk-dev dpdk   # dpdk driver; dpdk-testpmd is its bench peer

@@ -83,5 +83,6 @@ int cmd_listen(int argc, char **argv);
 int cmd_stat(int argc, char **argv);
 int cmd_decode(int argc, char **argv);
 int cmd_config(int argc, char **argv);
+int cmd_pools(int argc, char **argv);
 
 #endif

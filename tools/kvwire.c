@@ -18,6 +18,7 @@ static const struct cli_cmd {
 	{ "stat", cmd_stat, "live counters of a running kvwire process" },
 	{ "decode", cmd_decode, "decode kvwire frames from a hex dump or a pcap" },
 	{ "config", cmd_config, "the configuration table with current values" },
+	{ "pools", cmd_pools, "instances in the optional fleet directory on etcd" },
 };
 
 static void cli_usage(FILE *f)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """ABI check: libkvwire.so exports exactly the functions that
 include/kvwire/kvwire.h declares, all under one symbol version, and the
-version script lists the same names. Prints TAP.
-usage: check_abi.py HEADER LIBKVWIRE_SO VERSION_MAP"""
+version script lists the same names. Prints TAP. The same for
+libkvwire-dir and include/kvwire/dir.h with VERSION KVWIRE_DIR_0.1.
+usage: check_abi.py HEADER LIBRARY_SO VERSION_MAP [VERSION]"""
 import re
 import subprocess
 import sys
@@ -35,12 +36,13 @@ def map_names(path):
 
 def main():
     hdr, lib, vmap = sys.argv[1:4]
+    version = sys.argv[4] if len(sys.argv) > 4 else "KVWIRE_0.2"
     want, got, listed = header_functions(hdr), exported(lib), map_names(vmap)
     checks = [
         ("no symbol beyond the public header", sorted(set(got) - want)),
         ("every public function exported", sorted(want - set(got))),
         ("version script lists the header's functions", sorted(want ^ listed)),
-        ("one symbol version for all", sorted({v for v in got.values()} - {"KVWIRE_0.2"})),
+        ("one symbol version for all", sorted({v for v in got.values()} - {version})),
     ]
     print("1..%d" % len(checks))
     bad = 0
