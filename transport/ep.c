@@ -721,14 +721,20 @@ kvw_status kvw_accept(kvw_listener *l, int timeout_ms, kvw_ep **out)
 				   "pointer must not be NULL");
 	kvw_err_clear(l->ctx);
 	end = kvw_now_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000ull;
-	for (;;) {
-		kvw_progress(l->ctx);
-		kvw_ep_reap(l->ctx);
+	/* one already READY is taken without a progress pass: taking N peers of
+	 * a handshake storm costs N passes over every endpoint otherwise */
+	for (bool pass = false;; pass = true) {
+		if (pass) {
+			kvw_progress(l->ctx);
+			kvw_ep_reap(l->ctx);
+		}
 		if ((ep = kvw_accept_ready(l))) {
 			ep->accepted = true;
 			*out = ep;
 			return KVW_OK;
 		}
+		if (!pass)
+			continue;
 		if (timeout_ms >= 0 && kvw_now_ns() >= end)
 			return KVW_INPROGRESS;
 		kvw_ctx_wait(l->ctx, 1);
