@@ -125,6 +125,12 @@ struct kvw_seqmap {          /* linear probing seq_id -> req; vals[i] != NULL = 
 	uint32_t cap, used;
 };
 
+struct kvw_tokens {          /* grant tokens: slot -> recv req (token.h) */
+	kvw_req **slot;
+	uint32_t *gen;           /* the slot's last random generation */
+	uint32_t cap, hint;
+};
+
 #define KVW_ENDED_GRANTS 32
 
 struct kvw_ep {
@@ -160,9 +166,7 @@ struct kvw_ep {
 	kvw_counters cnt;
 
 	struct kvw_seqmap recv_map, send_map;
-	kvw_req **grants;         /* token slot -> recv req */
-	uint32_t *grant_gen;
-	uint32_t n_grants_cap, grant_free_hint;
+	struct kvw_tokens tokens; /* live grants by token */
 	kvw_req *active_head;     /* sends with bytes to post */
 	kvw_req *reqs;            /* every request of this endpoint not yet freed */
 	uint64_t next_deadline_ns;

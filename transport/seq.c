@@ -4,6 +4,7 @@
 #include "kvw_int.h"
 #include "seq.h"
 #include "seqmap.h"
+#include "token.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -11,72 +12,19 @@
 #include <string.h>
 
 /* -------------------------------------------------------------- tokens */
-/* A token is (random generation << 16) | (slot + 1): the slot finds the
- * grant at once, the 16 random bits make a live token unguessable from the
- * ones seen before (a forged fragment must hit 1 in 65,535), and a stale
- * token of a reused slot is refused. */
-#define KVW_TOKEN_SLOT_BITS 16u
-#define KVW_TOKEN_SLOT_MASK ((1u << KVW_TOKEN_SLOT_BITS) - 1)
-
 static kvw_status kvw_token_alloc(kvw_ep *ep, kvw_req *r)
 {
-	uint32_t s;
-
-	for (s = 0; s < ep->n_grants_cap; s++) {
-		uint32_t k = (ep->grant_free_hint + s) % ep->n_grants_cap;
-		if (!ep->grants[k]) {
-			s = k;
-			goto found;
-		}
-	}
-	if (ep->n_grants_cap >= KVW_TOKEN_SLOT_MASK - 1)
-		return KVW_ERR_NOMEM;
-	{
-		uint32_t ncap = ep->n_grants_cap ? ep->n_grants_cap * 2 : 256;
-		kvw_req **g = realloc(ep->grants, ncap * sizeof(*g));
-		uint32_t *gen;
-		if (!g)
-			return KVW_ERR_NOMEM;
-		ep->grants = g;
-		gen = realloc(ep->grant_gen, ncap * sizeof(*gen));
-		if (!gen)
-			return KVW_ERR_NOMEM;
-		ep->grant_gen = gen;
-		memset(g + ep->n_grants_cap, 0, (ncap - ep->n_grants_cap) * sizeof(*g));
-		memset(gen + ep->n_grants_cap, 0, (ncap - ep->n_grants_cap) * sizeof(*gen));
-		s = ep->n_grants_cap;
-		ep->n_grants_cap = ncap;
-	}
-found:
-	ep->grants[s] = r;
-	{
-		uint32_t g;
-		do
-			g = randombytes_uniform(0xffffu) + 1; /* 1..65535, not the slot's last */
-		while (g == ep->grant_gen[s]);
-		ep->grant_gen[s] = g;
-	}
-	ep->grant_free_hint = s + 1;
-	r->token = (ep->grant_gen[s] << KVW_TOKEN_SLOT_BITS) | (s + 1);
-	return KVW_OK;
+	return kvw_tokens_alloc(&ep->tokens, r);
 }
 
 static kvw_req *kvw_token_req(const kvw_ep *ep, uint32_t token)
 {
-	uint32_t s = (token & KVW_TOKEN_SLOT_MASK) - 1;
-
-	if ((token & KVW_TOKEN_SLOT_MASK) == 0 || s >= ep->n_grants_cap || !ep->grants[s] ||
-	    ep->grants[s]->token != token)
-		return NULL;
-	return ep->grants[s];
+	return kvw_tokens_get(&ep->tokens, token);
 }
 
 static void kvw_token_release(kvw_ep *ep, kvw_req *r)
 {
-	uint32_t s = (r->token & KVW_TOKEN_SLOT_MASK) - 1;
-
-	if (r->token && s < ep->n_grants_cap && ep->grants[s] == r)
-		ep->grants[s] = NULL;
+	kvw_tokens_release(&ep->tokens, r);
 }
 
 bool kvw_core_token_live(kvw_ep *ep, uint32_t token)
@@ -1187,8 +1135,7 @@ void kvw_seq_ep_release(kvw_ep *ep)
 	free(ep->recv_map.vals);
 	free(ep->send_map.keys);
 	free(ep->send_map.vals);
-	free(ep->grants);
-	free(ep->grant_gen);
+	kvw_tokens_free(&ep->tokens);
 }
 
 /* --------------------------------------------------------------- public */
