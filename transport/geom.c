@@ -133,8 +133,8 @@ kvw_status kvw_geom_check(const kvw_geom *g, uint64_t arena_len, char *why, size
 	}
 	if (!g->kv_offsets && g->n_layers > 1 && g->layer_stride < layer)
 		return kvw_geom_why(why, len, "geometry: layer_stride is smaller than a layer");
-	for (uint32_t l = 0; l < g->n_layers; l++)
-		for (uint32_t kv = 0; kv < g->n_kv; kv++) {
+	for (uint32_t l = 0; l < g->n_layers; l++) /* K/V sharing a block: the region holds both */
+		for (uint32_t kv = 0; kv < (kvw_geom_kv_in_block(g) ? 1u : g->n_kv); kv++) {
 			uint64_t m = 0, base = g->kv_offsets ? g->kv_offsets[l * g->n_kv + kv] : 0;
 			if (!g->kv_offsets) {
 				ovf |= __builtin_mul_overflow((uint64_t)l, g->layer_stride, &m);

@@ -212,7 +212,10 @@ Test(conf_geom, nhd16_to_hnd64_llama3_shape)
 	gside_verify(&d, 0, 512, 0, GH);
 	cr_log_info("NHD16 -> HND64, %u layers x 512 tokens: %llu fragments", GL,
 		    (unsigned long long)(frags_tx(gp.client) - f0));
-	cr_assert_eq(frags_tx(gp.client) - f0, (uint64_t)GL * 2 * 512 * GH);
+	/* one per unit, less one wherever two decode blocks follow in memory
+	 * (the last head of one and the first of the next touch on both sides) */
+	cr_assert_leq(frags_tx(gp.client) - f0, (uint64_t)GL * 2 * 512 * GH);
+	cr_assert_geq(frags_tx(gp.client) - f0, (uint64_t)GL * 2 * (512 * GH - 7));
 	gside_free(&s);
 	gside_free(&d);
 }
@@ -352,11 +355,15 @@ Test(conf_geom, incompatible_geometries_rejected)
 	cr_assert_eq(kvw_layout_create_geom(s.mem, &g, &s.lay), KVW_OK);
 	ggrant(&d, gp.server, 7, NULL);
 	kvw_status st = kvw_send_seq(gp.client, 7, s.lay, s.blocks, s.n, 0, GL, KVW_SEND_LAST, &s.req);
-	cr_assert_eq(st, KVW_ERR_REJECTED, "%s", kvw_strerror(st));
-	cr_assert(strstr(kvw_ctx_last_error(gctx), "differ"), "%s", kvw_ctx_last_error(gctx));
-	s.req = NULL;
-	s.rec.status = st;
+	if (st == KVW_OK) { /* the GRANT had not come yet: refused when it does */
+		kvw_req_set_user_data(s.req, &s.rec);
+	} else {
+		cr_assert(strstr(kvw_ctx_last_error(gctx), "differ"), "%s", kvw_ctx_last_error(gctx));
+		s.req = NULL;
+		s.rec.status = st;
+	}
 	gdrive(&s, &d, NULL, NULL);
+	cr_assert_eq(s.rec.status, KVW_ERR_REJECTED, "%s", kvw_strerror(s.rec.status));
 	cr_assert_eq(d.rec.status, KVW_ERR_REJECTED, "%s", kvw_strerror(d.rec.status));
 	gside_verify(&d, 0, 0, 0, 0);
 	gside_free(&s);
