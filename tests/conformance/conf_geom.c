@@ -436,3 +436,97 @@ Test(conf_geom_raw, forged_run_into_foreign_heads)
 {
 	forged_geom_frag(1, 1, 4 * GH * GD * GE + 2 * GD * GE, 4 * GD * GE);
 }
+
+/* A raw peer plays the decode side and sends a GEOM GRANT that lies in one
+ * way; the kvwire sender ends its request REJECTED, answers ABORT(REJECTED)
+ * and sends no DATA. */
+enum glie { LIE_NONE, LIE_HEAD_DIM, LIE_REGIONS, LIE_STRIDES, LIE_HEADS, LIE_PAST_ARENA, LIE_FLAGS };
+
+static void forged_geom_grant(enum glie lie)
+{
+	static uint8_t body[KVW_WIRE_MAX_CTRL];
+	static struct gside s;
+	struct kvw_wire_hdr h;
+	kvw_listener *l;
+	kvw_ep *ep;
+	char uri[256];
+	kvw_geom g = {.size = sizeof(g), .n_layers = GL, .n_blocks = 8, .block_tokens = 16,
+		      .elem_bytes = GE, .head_dim = GD, .num_heads = GH};
+	uint32_t regions = GL * 2, nb = 8;
+
+	if (strcmp(kvwt_driver()->name, "tcp"))
+		cr_skip_test("forged GRANT frames need the tcp stream");
+	gctx = kvwt_ctx(NULL);
+	kvwt_listen_uri(uri, sizeof(uri));
+	cr_assert_eq(kvw_listen(gctx, uri, &l), KVW_OK, "%s", kvw_ctx_last_error(gctx));
+	int fd = rawp_connect(kvw_listener_uri(l));
+	uint32_t srv = rawp_handshake(fd, gctx, "tcp");
+	cr_assert_neq(srv, 0);
+	cr_assert_eq(kvw_accept(l, 5000, &ep), KVW_OK);
+	gside_make(&s, KVW_GEOM_NHD, 16, 8, 0, GH, 8, 0);
+	cr_assert_eq(kvw_send_seq(ep, 77, s.lay, s.blocks, s.n, 0, GL, KVW_SEND_LAST, &s.req), KVW_OK);
+	kvw_req_set_user_data(s.req, &s.rec);
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_NHD, &g), KVW_OK);
+	struct kvw_wire_geom w = {.n_layers = GL, .n_kv = 2, .n_blocks = 8, .block_tokens = 16,
+		.elem_bytes = GE, .head_dim = GD, .num_heads = GH, .h0 = 0, .h1 = GH, .gh0 = 0,
+		.gh1 = GH, .token_stride = g.token_stride, .head_stride = g.head_stride,
+		.kv_stride = g.kv_stride, .block_stride = g.block_stride, .base_offset = 0,
+		.layer_stride = g.layer_stride, .t0 = 0, .t1 = 128};
+	struct kvw_wire_grant gr = {.seq_id = 77, .token = 0x10001, .n_blocks = nb,
+		.n_layers = regions, .flags = KVW_GRANT_GEOM, .block_bytes = g.block_stride,
+		.block_stride = g.block_stride, .timeout_us = 5000000, .mem_addr = 0,
+		.mem_len = g.layer_stride * GL};
+	if (lie == LIE_HEAD_DIM)
+		w.head_dim = GD / 2, w.num_heads = GH * 2, w.h1 = w.gh1 = GH * 2;
+	if (lie == LIE_REGIONS)
+		gr.n_layers = regions = GL;
+	if (lie == LIE_STRIDES)
+		w.token_stride = 8;
+	if (lie == LIE_HEADS)
+		w.gh1 = GH + 1;
+	if (lie == LIE_PAST_ARENA)
+		w.base_offset = UINT64_MAX - 4096;
+	if (lie == LIE_FLAGS)
+		w.flags = 0x80;
+	size_t len = sizeof(gr);
+	memcpy(body, &gr, sizeof(gr));
+	for (uint32_t r = 0; r < regions; r++, len += 8)
+		memcpy(body + len, &(uint64_t){(r / 2) * g.layer_stride + (r % 2) * g.kv_stride}, 8);
+	for (uint32_t i = 0; i < nb; i++, len += 4)
+		memcpy(body + len, &i, 4);
+	memcpy(body + len, &w, sizeof(w));
+	len += sizeof(w);
+	cr_assert_eq(rawp_frame(fd, KVW_T_GRANT, srv, body, len), 0);
+	if (lie == LIE_NONE) { /* the control case: this GRANT is taken and DATA flows */
+		do
+			cr_assert_eq(rawp_recv(fd, gctx, 5000, &h, body, sizeof(body)), 1, "no DATA came");
+		while (h.type != KVW_T_DATA);
+		struct kvw_wire_data d;
+		memcpy(&d, body, sizeof(d));
+		cr_assert(d.token == 0x10001 && d.layer < regions && d.bytes > 0);
+		close(fd);
+		return;
+	}
+	cr_assert(kvwt_drive1(gctx, 5000, kvwt_rec_done, &s.rec), "the lying GRANT was not refused");
+	cr_assert_eq(s.rec.status, KVW_ERR_REJECTED, "%s", kvw_strerror(s.rec.status));
+	int got;
+	do {
+		got = rawp_recv(fd, gctx, 5000, &h, body, sizeof(body));
+		cr_assert_eq(got, 1, "no ABORT came to the raw peer");
+		cr_assert_neq(h.type, KVW_T_DATA, "the sender sent DATA for a lying grant");
+	} while (h.type != KVW_T_ABORT);
+	struct kvw_wire_abort a;
+	memcpy(&a, body, sizeof(a));
+	cr_assert_eq(a.status, KVW_ERR_REJECTED);
+	cr_assert_eq(a.token, 0x10001);
+	cr_assert_eq(kvw_ep_status(ep), KVW_OK, "one lying GRANT must not cost the endpoint");
+	close(fd);
+}
+
+Test(conf_geom_raw, grant_honest_is_served) { forged_geom_grant(LIE_NONE); }
+Test(conf_geom_raw, grant_with_foreign_head_dim) { forged_geom_grant(LIE_HEAD_DIM); }
+Test(conf_geom_raw, grant_regions_disagree) { forged_geom_grant(LIE_REGIONS); }
+Test(conf_geom_raw, grant_overlapping_strides) { forged_geom_grant(LIE_STRIDES); }
+Test(conf_geom_raw, grant_heads_outside_held) { forged_geom_grant(LIE_HEADS); }
+Test(conf_geom_raw, grant_past_its_arena) { forged_geom_grant(LIE_PAST_ARENA); }
+Test(conf_geom_raw, grant_unknown_geometry_flags) { forged_geom_grant(LIE_FLAGS); }
