@@ -530,3 +530,35 @@ Test(conf_geom_raw, grant_overlapping_strides) { forged_geom_grant(LIE_STRIDES);
 Test(conf_geom_raw, grant_heads_outside_held) { forged_geom_grant(LIE_HEADS); }
 Test(conf_geom_raw, grant_past_its_arena) { forged_geom_grant(LIE_PAST_ARENA); }
 Test(conf_geom_raw, grant_unknown_geometry_flags) { forged_geom_grant(LIE_FLAGS); }
+
+/* A peer that said wire 1.1 in its HELLO is never sent a GEOM grant: the
+ * grant is refused at the call with a sentence; plain grants still go. */
+Test(conf_geom_raw, old_peer_gets_no_geometry_grant)
+{
+	static struct gside d;
+	kvw_listener *l;
+	kvw_ep *ep;
+	kvw_req *r;
+	char uri[256];
+
+	if (strcmp(kvwt_driver()->name, "tcp"))
+		cr_skip_test("a raw HELLO needs the tcp stream");
+	gctx = kvwt_ctx(NULL);
+	kvwt_listen_uri(uri, sizeof(uri));
+	cr_assert_eq(kvw_listen(gctx, uri, &l), KVW_OK, "%s", kvw_ctx_last_error(gctx));
+	int fd = rawp_connect(kvw_listener_uri(l));
+	rawp_hello_minor = 1;
+	uint32_t srv = rawp_handshake(fd, gctx, "tcp");
+	rawp_hello_minor = -1;
+	cr_assert_neq(srv, 0);
+	cr_assert_eq(kvw_accept(l, 5000, &ep), KVW_OK);
+	gside_make(&d, KVW_GEOM_NHD, 16, 8, 0, GH, 8, 0);
+	kvw_status st = kvw_recv_seq(ep, 5, d.lay, d.blocks, d.n, 0, &r);
+	cr_assert_eq(st, KVW_ERR_UNSUPPORTED, "%s", kvw_strerror(st));
+	cr_assert(strstr(kvw_ctx_last_error(gctx), "1.2"), "%s", kvw_ctx_last_error(gctx));
+	static struct kvwt_pool p;
+	uint32_t b[2] = {0, 1};
+	kvwt_pool_make(gctx, &p, 2, 4, 4096, 4096);
+	cr_assert_eq(kvw_recv_seq(ep, 6, p.lay, b, 2, 0, &r), KVW_OK, "%s", kvw_ctx_last_error(gctx));
+	close(fd);
+}
