@@ -260,6 +260,37 @@ Test(conf_geom, cached_prefix_and_prompt_ending_mid_block)
 	gside_free(&d);
 }
 
+/* Layer ranges out of order and in pieces: [20, 32), [0, 1), [1, 20) (under
+ * ASan, 4 layers: [2, 4), [0, 1), [1, 2)); the cursor takes each range as
+ * it comes and puts back a fragment of a layer not asked for yet. */
+Test(conf_geom, layer_ranges_out_of_order)
+{
+	static struct gside s, d;
+	const uint32_t a = GL * 5 / 8, b = 1;
+	const uint32_t first[3] = {a, 0, b}, end[3] = {GL, b, a};
+	gside_make(&s, KVW_GEOM_HND, 16, 16, 0, GH, 16, 0);
+	gside_make(&d, KVW_GEOM_NHD_KV_BLOCK, 32, 12, 0, GH, 8, 31);
+	gside_fill(&s, 256);
+	ggrant(&d, gp.server, 8, NULL);
+	for (int i = 0; i < 3; i++) {
+		kvw_req *r = NULL;
+		cr_assert_eq(kvw_send_seq(gp.client, 8, s.lay, s.blocks, s.n, first[i], end[i],
+					  i == 2 ? KVW_SEND_LAST : 0, &r), KVW_OK, "%s",
+			     kvw_ctx_last_error(gctx));
+		if (!i) {
+			s.req = r;
+			kvw_req_set_user_data(r, &s.rec);
+		}
+		kvwt_spin(&gctx, 1, 0);
+	}
+	gdrive(&s, &d, NULL, NULL);
+	gcheck_ok(&d, gbytes(256, GH));
+	gcheck_ok(&s, gbytes(256, GH));
+	gside_verify(&d, 0, 256, 0, GH);
+	gside_free(&s);
+	gside_free(&d);
+}
+
 /* Tensor parallelism, fan-out: one prefill rank with all 8 heads feeds two
  * decode ranks (TP=2) that grant heads [0, 4) and [4, 8). */
 Test(conf_geom, fan_out_one_sender_two_decode_ranks)
