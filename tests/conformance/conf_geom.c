@@ -195,6 +195,18 @@ static uint64_t frags_tx(kvw_ep *ep)
 	return c.frags_tx;
 }
 
+static uint64_t frames_rx(kvw_ep *ep)
+{
+	kvw_counters c = {.size = sizeof(c)};
+	cr_assert_eq(kvw_ep_counters(ep, &c), KVW_OK);
+	return c.frames_rx;
+}
+
+static bool grant_arrived(void *arg)
+{
+	return frames_rx(gp.client) > *(uint64_t *)arg;
+}
+
 /* 512 tokens, vLLM NHD 16-token blocks -> head-major 64-token blocks in a
  * scattered table: every (token, head) unit moves alone. */
 Test(conf_geom, nhd16_to_hnd64_llama3_shape)
@@ -228,7 +240,10 @@ Test(conf_geom, nhd16_to_nhd64_scattered)
 	gside_make(&s, KVW_GEOM_NHD, 16, 40, 0, GH, 32, 3);
 	gside_make(&d, KVW_GEOM_NHD, 64, 12, 0, GH, 8, 5);
 	gside_fill(&s, 512);
+	uint64_t rx0 = frames_rx(gp.client);
 	ggrant(&d, gp.server, 2, NULL);
+	/* the GRANT reaches the sender before its first send call: it waits there */
+	cr_assert(kvwt_drive1(gctx, 5000, grant_arrived, &rx0), "the GRANT did not arrive");
 	gsend(&s, gp.client, 2, NULL);
 	gdrive(&s, &d, NULL, NULL);
 	gcheck_ok(&d, gbytes(512, GH));
