@@ -310,7 +310,9 @@ kvw_status kvw_recv_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *layout,
 /* Prefill side: send layers [first_layer, end_layer) of these blocks. Call
  * once per layer or chunk; the first call creates the request, later calls
  * for the same seq_id return the same request. n and the layout's block
- * bytes must match the peer's grant. A first call for a grant that already
+ * bytes must match the peer's grant (when either side's layout comes from
+ * kvw_layout_create_geom, the two geometries are joined instead: a block
+ * table of any length that covers the granted tokens). A first call for a grant that already
  * reached this side and ended there (the receiver aborted it, or it timed
  * out; the last 32 such are remembered per endpoint) fails at once with
  * that status and sends nothing, instead of waiting for a GRANT. */
