@@ -123,6 +123,13 @@ static void kvw_map_remove(kvw_ep *ep, kvw_req *r)
 	}
 }
 
+/* Body bytes of a GRANT (with its geometry when flagged GEOM). */
+static uint64_t kvw_grant_body_len(uint32_t n_layers, uint32_t n_blocks, uint32_t flags)
+{
+	return kvw_wire_grant_len(n_layers, n_blocks) +
+	       (flags & KVW_GRANT_GEOM ? sizeof(struct kvw_wire_geom) : 0);
+}
+
 /* A peer GRANT waiting for kvw_send_seq stops counting against the caps
  * (max_peer_grants, max_peer_grant_bytes) once matched or gone. */
 static void kvw_grant_unwait(kvw_ep *ep, kvw_req *r)
@@ -130,7 +137,7 @@ static void kvw_grant_unwait(kvw_ep *ep, kvw_req *r)
 	if (!ep || r->role != KVW_ROLE_SEND || !r->granted || r->user_owned)
 		return;
 	ep->peer_grants--;
-	ep->peer_grant_bytes -= kvw_wire_grant_len(r->pg.n_layers, r->pg.n_blocks);
+	ep->peer_grant_bytes -= kvw_grant_body_len(r->pg.n_layers, r->pg.n_blocks, r->pg.flags);
 }
 
 static void kvw_req_destroy(kvw_req *r)
@@ -872,7 +879,7 @@ static void kvw_grant_refuse(kvw_ep *ep, const struct kvw_wire_grant *g, kvw_sta
 static bool kvw_grant_room(kvw_ep *ep, const struct kvw_wire_grant *g)
 {
 	const struct kvw_cfgv *cfg = &ep->ctx->cfg;
-	uint64_t len = kvw_wire_grant_len(g->n_layers, g->n_blocks);
+	uint64_t len = kvw_grant_body_len(g->n_layers, g->n_blocks, g->flags);
 	char why[256];
 
 	if (ep->peer_grants < cfg->max_peer_grants &&
@@ -923,7 +930,7 @@ static void kvw_grant_wait(kvw_ep *ep, const struct kvw_wire_grant *g, const voi
 	r->in_map = true;
 	st = kvw_grant_copy(r, g, body);
 	ep->peer_grants++; /* uncounted by kvw_req_destroy / kvw_send_first */
-	ep->peer_grant_bytes += kvw_wire_grant_len(g->n_layers, g->n_blocks);
+	ep->peer_grant_bytes += kvw_grant_body_len(g->n_layers, g->n_blocks, g->flags);
 	if (st != KVW_OK) {
 		kvw_req_destroy(r);
 		kvw_grant_refuse(ep, g, KVW_ERR_NOMEM, "out of memory on the sending side");
