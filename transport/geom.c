@@ -26,6 +26,16 @@ static uint64_t kvw_geom_kv_base(const kvw_geom *g, uint32_t layer, uint32_t kv)
 	return g->base_offset + layer * g->layer_stride + kv * g->kv_stride;
 }
 
+bool kvw_geom_kv_shared(const kvw_geom *g)
+{
+	return kvw_geom_kv_in_block(g);
+}
+
+uint64_t kvw_geom_base(const kvw_geom *g, uint32_t layer, uint32_t kv)
+{
+	return kvw_geom_kv_base(g, layer, kv);
+}
+
 /* The in-block dimensions with more than one index, outermost first. */
 static void kvw_geom_dims_of(const kvw_geom *g, struct kvw_geom_dims *d)
 {
@@ -123,8 +133,8 @@ kvw_status kvw_geom_check(const kvw_geom *g, uint64_t arena_len, char *why, size
 	}
 	if (!g->kv_offsets && g->n_layers > 1 && g->layer_stride < layer)
 		return kvw_geom_why(why, len, "geometry: layer_stride is smaller than a layer");
-	for (uint32_t l = 0; l < g->n_layers; l++)
-		for (uint32_t kv = 0; kv < g->n_kv; kv++) {
+	for (uint32_t l = 0; l < g->n_layers; l++) /* K/V sharing a block: the region holds both */
+		for (uint32_t kv = 0; kv < (kvw_geom_kv_in_block(g) ? 1u : g->n_kv); kv++) {
 			uint64_t m = 0, base = g->kv_offsets ? g->kv_offsets[l * g->n_kv + kv] : 0;
 			if (!g->kv_offsets) {
 				ovf |= __builtin_mul_overflow((uint64_t)l, g->layer_stride, &m);
@@ -344,6 +354,25 @@ static void kvw_plan_tok_runs(struct kvw_plan *p)
 kvw_status kvw_plan_init(const struct kvw_geom_side *s, const struct kvw_geom_side *d,
 			 uint64_t t0, uint64_t t1, char *why, size_t len, struct kvw_plan *out)
 {
+	return kvw_plan_init_heads(s, d, t0, t1, 0, UINT32_MAX, why, len, out);
+}
+
+void kvw_plan_seek_layer(struct kvw_plan *p, uint32_t layer)
+{
+	p->have = false;
+	p->kvo = 0;
+	p->l = layer;
+	p->done = layer >= p->d.g->n_layers || p->t0 == p->t1 || p->h0 >= p->h1;
+	if (!p->done) {
+		p->bi = (uint32_t)(p->t0 / p->d.g->block_tokens);
+		kvw_plan_block_start(p);
+	}
+}
+
+kvw_status kvw_plan_init_heads(const struct kvw_geom_side *s, const struct kvw_geom_side *d,
+			       uint64_t t0, uint64_t t1, uint32_t h0, uint32_t h1, char *why,
+			       size_t len, struct kvw_plan *out)
+{
 	struct kvw_plan p = {0};
 	kvw_status st;
 
@@ -358,6 +387,8 @@ kvw_status kvw_plan_init(const struct kvw_geom_side *s, const struct kvw_geom_si
 	p.s = *s, p.d = *d, p.t0 = t0, p.t1 = t1, p.unit = kvw_geom_unit(d->g);
 	p.h0 = s->g->h0 > d->g->h0 ? s->g->h0 : d->g->h0;
 	p.h1 = s->g->h1 < d->g->h1 ? s->g->h1 : d->g->h1;
+	p.h0 = h0 > p.h0 ? h0 : p.h0;
+	p.h1 = h1 < p.h1 ? h1 : p.h1;
 	p.kv_in_block = kvw_geom_kv_in_block(d->g);
 	kvw_geom_dims_of(d->g, &p.dims);
 	kvw_plan_rows(&p);

@@ -64,6 +64,17 @@ uint64_t kvw_geom_unit_at(const kvw_geom *g, const uint32_t *blocks, uint32_t la
  * a geometry is unsound or a block table is too short for t1. */
 kvw_status kvw_plan_init(const struct kvw_geom_side *s, const struct kvw_geom_side *d,
 			 uint64_t t0, uint64_t t1, char *why, size_t len, struct kvw_plan *p);
+/* The same, moving only heads [h0, h1) (cut to what both sides hold). */
+kvw_status kvw_plan_init_heads(const struct kvw_geom_side *s, const struct kvw_geom_side *d,
+			       uint64_t t0, uint64_t t1, uint32_t h0, uint32_t h1, char *why,
+			       size_t len, struct kvw_plan *p);
+/* Puts the cursor at the first unit of layer (the plan goes on from there;
+ * done at once past the last layer). */
+void kvw_plan_seek_layer(struct kvw_plan *p, uint32_t layer);
+/* K and V share a block (no kv_offsets, kv_stride < block_stride). */
+bool kvw_geom_kv_shared(const kvw_geom *g);
+/* Arena offset of (layer, kv)'s region: kv_offsets or the stride formula. */
+uint64_t kvw_geom_base(const kvw_geom *g, uint32_t layer, uint32_t kv);
 /* The next fragment in destination order; false when the plan is done. */
 bool kvw_plan_next(struct kvw_plan *p, struct kvw_plan_frag *f);
 /* Fragments the whole plan makes (walks a copy of the cursor). */

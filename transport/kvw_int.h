@@ -7,6 +7,7 @@
 #include "wire.h"
 #include "driver.h"  /* drivers/include: what drivers see */
 #include "cover.h"
+#include "geom.h"
 
 #include <stdbool.h>
 #include <stdarg.h>
@@ -48,7 +49,14 @@ struct kvw_layout {
 	kvw_mem *mem;
 	uint32_t n_layers, n_blocks;
 	uint64_t block_bytes, block_stride;
-	uint64_t *layer_off;    /* n_layers */
+	uint64_t *layer_off;    /* n_layers (geometry: n_regions region bases) */
+	/* from kvw_layout_create_geom: the geometry (kv_offsets -> kv_offs, a
+	 * copy); regions are (layer, kv), or layers when K and V share a block,
+	 * and block_bytes == block_stride */
+	bool geo;
+	kvw_geom g;
+	uint64_t *kv_offs;
+	uint32_t n_regions;
 };
 
 /* --------------------------------------------------------------- requests */
@@ -77,6 +85,11 @@ struct kvw_req {
 	uint32_t n_blocks;
 	uint64_t *layer_bytes;  /* bytes landed (recv) / confirmed (send) per layer */
 
+	/* geometry sequences (both roles) */
+	bool geo;
+	uint64_t layer_total;   /* granted bytes per layer */
+	struct kvw_geom_grant gg; /* recv: what the grant allows; send: the peer's */
+
 	/* recv role */
 	uint32_t token;
 	uint32_t *run_end;      /* per list index: last index of its contiguous run */
@@ -91,10 +104,22 @@ struct kvw_req {
 		uint64_t block_bytes, block_stride;
 		uint64_t mem_addr, mem_len;
 		uint32_t mem_key;
+		uint32_t flags;         /* KVW_GRANT_* */
 		uint64_t *layer_off;
 		uint32_t *blocks;
 	} pg;
 	uint32_t *frag_end;     /* per list index: end (excl.) of its run on both sides */
+	/* geometry sends: the peer's geometry, this side's, the plan cursor */
+	kvw_geom pgeom, sgeom;
+	struct kvw_wire_geom pgw; /* the GEOM body of the peer's grant */
+	uint64_t st0, st1;      /* tokens this side holds (kvw_send_seq_range) */
+	struct kvw_geo_cur {
+		struct kvw_plan plan;
+		struct kvw_plan_frag f; /* plan fragment being cut at max_frag */
+		uint64_t off;           /* bytes of f already posted */
+		uint32_t pend;          /* index in pending */
+		bool have, in;          /* f valid; plan sought to pending[pend].first */
+	} gc;
 	struct kvw_range *pending; /* layer ranges asked by send calls, in order */
 	uint32_t n_pending, cap_pending, cur_pending;
 	uint32_t cur_layer, cur_idx; /* cursor: layer and list index */

@@ -71,6 +71,13 @@ static void kvw_map_remove(kvw_ep *ep, kvw_req *r)
 	}
 }
 
+/* Body bytes of a GRANT (with its geometry when flagged GEOM). */
+static uint64_t kvw_grant_body_len(uint32_t n_layers, uint32_t n_blocks, uint32_t flags)
+{
+	return kvw_wire_grant_len(n_layers, n_blocks) +
+	       (flags & KVW_GRANT_GEOM ? sizeof(struct kvw_wire_geom) : 0);
+}
+
 /* A peer GRANT waiting for kvw_send_seq stops counting against the caps
  * (max_peer_grants, max_peer_grant_bytes) once matched or gone. */
 static void kvw_grant_unwait(kvw_ep *ep, kvw_req *r)
@@ -78,7 +85,7 @@ static void kvw_grant_unwait(kvw_ep *ep, kvw_req *r)
 	if (!ep || r->role != KVW_ROLE_SEND || !r->granted || r->user_owned)
 		return;
 	ep->peer_grants--;
-	ep->peer_grant_bytes -= kvw_wire_grant_len(r->pg.n_layers, r->pg.n_blocks);
+	ep->peer_grant_bytes -= kvw_grant_body_len(r->pg.n_layers, r->pg.n_blocks, r->pg.flags);
 }
 
 static void kvw_req_destroy(kvw_req *r)
@@ -354,16 +361,35 @@ static void kvw_deadline_note(kvw_ep *ep, uint64_t d)
 }
 
 /* ----------------------------------------------------------- decode side */
+/* The GEOM body of a grant: the layout's geometry and what r grants. */
+static void kvw_grant_geom_body(const kvw_req *r, uint8_t *out)
+{
+	const kvw_geom *g = &r->layout->g;
+	struct kvw_wire_geom w = {
+		.n_layers = g->n_layers, .n_kv = g->n_kv, .n_blocks = g->n_blocks,
+		.block_tokens = g->block_tokens, .elem_bytes = g->elem_bytes,
+		.head_dim = g->head_dim, .num_heads = g->num_heads, .h0 = g->h0, .h1 = g->h1,
+		.gh0 = r->gg.h0, .gh1 = r->gg.h1, .flags = g->kv_offsets ? KVW_WGEOM_KV_OFFSETS : 0,
+		.token_stride = g->token_stride, .head_stride = g->head_stride,
+		.kv_stride = g->kv_stride, .block_stride = g->block_stride,
+		.base_offset = g->base_offset, .layer_stride = g->layer_stride,
+		.t0 = r->gg.t0, .t1 = r->gg.t1,
+	};
+	memcpy(out, &w, sizeof(w));
+}
+
 /* Builds the GRANT; the driver keys it (ops->grant_keys: one-sided drivers
  * give the remote key it carries, two-sided ones leave 0) before it leaves. */
 static kvw_status kvw_grant_send(kvw_ep *ep, kvw_req *r)
 {
 	const kvw_layout *l = r->layout;
-	size_t len = kvw_wire_grant_len(l->n_layers, r->n_blocks);
+	uint32_t nl = l->geo ? l->n_regions : l->n_layers;
+	size_t base = kvw_wire_grant_len(nl, r->n_blocks);
+	size_t len = base + (l->geo ? sizeof(struct kvw_wire_geom) : 0);
 	uint8_t *b = malloc(len);
 	struct kvw_wire_grant g = {
 		.seq_id = r->seq_id, .token = r->token, .n_blocks = r->n_blocks,
-		.n_layers = l->n_layers, .block_bytes = l->block_bytes,
+		.n_layers = nl, .block_bytes = l->block_bytes, .flags = l->geo ? KVW_GRANT_GEOM : 0,
 		.block_stride = l->block_stride,
 		.timeout_us = (r->deadline_ns - r->t_posted) / 1000,
 		.mem_addr = (uint64_t)(uintptr_t)l->mem->addr, .mem_len = l->mem->len,
@@ -373,8 +399,10 @@ static kvw_status kvw_grant_send(kvw_ep *ep, kvw_req *r)
 	if (!b)
 		return KVW_ERR_NOMEM;
 	memcpy(b, &g, sizeof(g));
-	memcpy(b + sizeof(g), l->layer_off, l->n_layers * sizeof(uint64_t));
-	memcpy(b + sizeof(g) + l->n_layers * sizeof(uint64_t), r->blocks, r->n_blocks * 4u);
+	memcpy(b + sizeof(g), l->layer_off, nl * sizeof(uint64_t));
+	memcpy(b + sizeof(g) + nl * sizeof(uint64_t), r->blocks, r->n_blocks * 4u);
+	if (l->geo)
+		kvw_grant_geom_body(r, b + base);
 	st = ep->drv->ops->grant_keys(ep, r, b, len, &g.mem_key);
 	if (st == KVW_OK) {
 		memcpy(b, &g, sizeof(g));
@@ -392,9 +420,74 @@ static void kvw_runs_compute(uint32_t *run_end, const uint32_t *blocks, uint32_t
 		run_end[j] = packed && blocks[j + 1] == blocks[j] + 1 ? run_end[j + 1] : j;
 }
 
+/* Tokens [t0, t1) and heads [h0, h1) of a range (NULL or zeroes: all). */
+static kvw_status kvw_range_get(kvw_ep *ep, const kvw_layout *l, size_t n, const kvw_seq_range *rg,
+				struct kvw_geom_grant *gg)
+{
+	const kvw_geom *g = &l->g;
+	uint64_t all = (uint64_t)n * g->block_tokens;
+
+	*gg = (struct kvw_geom_grant){.t0 = 0, .t1 = all, .h0 = g->h0, .h1 = g->h1};
+	if (!rg)
+		return KVW_OK;
+	if (rg->size < sizeof(*rg) || rg->rsvd)
+		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "kvw_seq_range: set size to "
+				   "sizeof(kvw_seq_range) and rsvd to 0");
+	if (rg->t1)
+		gg->t0 = rg->t0, gg->t1 = rg->t1;
+	if (rg->h1)
+		gg->h0 = rg->h0, gg->h1 = rg->h1;
+	if (gg->t0 >= gg->t1 || gg->t1 > all)
+		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "kvw_seq_range: tokens [%llu, %llu) must be "
+				   "a non-empty range inside the %llu tokens the block table holds",
+				   (unsigned long long)gg->t0, (unsigned long long)gg->t1,
+				   (unsigned long long)all);
+	if (gg->h0 < g->h0 || gg->h0 >= gg->h1 || gg->h1 > g->h1)
+		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "kvw_seq_range: heads [%u, %u) must be a "
+				   "non-empty range inside the layout's heads [%u, %u)", gg->h0, gg->h1,
+				   g->h0, g->h1);
+	return KVW_OK;
+}
+
+/* Granted bytes per layer of a geometry grant. */
+static uint64_t kvw_geo_layer_total(const kvw_geom *g, const struct kvw_geom_grant *gg)
+{
+	return (uint64_t)g->n_kv * (gg->t1 - gg->t0) * (gg->h1 - gg->h0) * g->head_dim * g->elem_bytes;
+}
+
+/* A geometry grant's checks before anything is set up. */
+static kvw_status kvw_recv_geo_args(kvw_ep *ep, const kvw_layout *l, size_t n,
+				    const kvw_seq_range *rg, struct kvw_geom_grant *gg)
+{
+	uint64_t space;
+	kvw_status st;
+
+	if (!l->geo)
+		return rg ? kvw_set_err(ep->ctx, KVW_ERR_INVALID, "kvw_recv_seq_range: token and head "
+					"ranges need a layout from kvw_layout_create_geom") : KVW_OK;
+	if (ep->peer_major == KVW_WIRE_MAJOR && ep->peer_minor < 2)
+		return kvw_set_err(ep->ctx, KVW_ERR_UNSUPPORTED, "the peer speaks wire 1.%u, a grant "
+				   "with a geometry needs 1.2: upgrade kvwire on the prefill side or grant "
+				   "with a kvw_layout_desc layout", ep->peer_minor);
+	if ((st = kvw_range_get(ep, l, n, rg, gg)) != KVW_OK)
+		return st;
+	if (__builtin_mul_overflow((uint64_t)l->n_regions * n, l->block_stride, &space))
+		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "kvw_recv_seq: the grant spans more than "
+				   "64-bit offsets; grant fewer blocks");
+	return KVW_OK;
+}
+
 kvw_status kvw_recv_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const uint32_t *blocks,
 			size_t n, uint64_t timeout_us, kvw_req **out)
 {
+	return kvw_recv_seq_range(ep, seq_id, l, blocks, n, NULL, timeout_us, out);
+}
+
+kvw_status kvw_recv_seq_range(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l,
+			      const uint32_t *blocks, size_t n, const kvw_seq_range *rg,
+			      uint64_t timeout_us, kvw_req **out)
+{
+	struct kvw_geom_grant gg = {0};
 	kvw_req *r;
 	kvw_status st;
 
@@ -402,7 +495,8 @@ kvw_status kvw_recv_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const 
 		return kvw_set_err(ep ? ep->ctx : NULL, KVW_ERR_INVALID, "kvw_recv_seq: endpoint and "
 				   "output pointer must not be NULL");
 	kvw_err_clear(ep->ctx);
-	if ((st = kvw_seq_args(ep, l, blocks, n)) != KVW_OK)
+	if ((st = kvw_seq_args(ep, l, blocks, n)) != KVW_OK ||
+	    (st = kvw_recv_geo_args(ep, l, n, rg, &gg)) != KVW_OK)
 		return st;
 	if (kvw_map_get(&ep->recv_map, seq_id))
 		return kvw_set_err(ep->ctx, KVW_ERR_BUSY, "sequence %llu already has a live grant on "
@@ -427,6 +521,13 @@ kvw_status kvw_recv_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const 
 		return kvw_set_err(ep->ctx, st, "recv_seq: out of memory");
 	}
 	r->in_map = true;
+	if (l->geo) {
+		r->geo = true;
+		r->gg = gg;
+		r->gg.side = (struct kvw_geom_side){&l->g, r->blocks, r->n_blocks};
+		r->layer_total = kvw_geo_layer_total(&l->g, &gg);
+		r->bytes_total = r->layer_total * l->n_layers;
+	}
 	kvw_runs_compute(r->run_end, r->blocks, r->n_blocks, l->block_stride == l->block_bytes);
 	r->deadline_ns = kvw_deadline(ep, timeout_us);
 	kvw_deadline_note(ep, r->deadline_ns);
@@ -460,6 +561,35 @@ void kvw_core_token_reject(kvw_ep *ep, uint32_t token, const char *what)
 		ep->cnt.rejected++;
 }
 
+/* Layer and K/V of a geometry layout's region (the wire's `layer`). */
+static void kvw_region_split(const kvw_layout *l, uint32_t reg, uint32_t *layer, uint32_t *kv)
+{
+	uint32_t per = l->n_regions / l->n_layers;
+
+	*layer = reg / per;
+	*kv = reg % per;
+}
+
+static kvw_status kvw_dst_geo(kvw_ep *ep, kvw_req *r, const struct kvw_wire_data *d, uint8_t **dst)
+{
+	const kvw_layout *l = r->layout;
+	uint32_t layer, kv;
+
+	if (d->layer >= l->n_regions || d->blk_idx >= r->n_blocks)
+		return kvw_dst_reject(ep, r, "naming a layer or block outside its grant");
+	kvw_region_split(l, d->layer, &layer, &kv);
+	if (!kvw_geom_frag_ok(&r->gg, layer, kv, d->blk_idx, d->blk_off, d->bytes))
+		return kvw_dst_reject(ep, r, "outside its granted tokens, heads or blocks");
+	if (r->layer_bytes[layer] == r->layer_total) {
+		ep->cnt.dups++; /* its LAYER event is out: nothing lands in it any more */
+		return KVW_ERR_ABORTED;
+	}
+	if (!r->t_first_byte)
+		r->t_first_byte = kvw_now_ns();
+	*dst = kvw_layout_page(l, d->layer, r->blocks[d->blk_idx]) + d->blk_off;
+	return KVW_OK;
+}
+
 kvw_status kvw_core_dst(kvw_ep *ep, const struct kvw_wire_data *d, uint8_t **dst)
 {
 	kvw_req *r = kvw_token_req(ep, d->token);
@@ -469,6 +599,8 @@ kvw_status kvw_core_dst(kvw_ep *ep, const struct kvw_wire_data *d, uint8_t **dst
 		ep->cnt.drops++;
 		return KVW_ERR_ABORTED; /* unknown or revoked grant: discard */
 	}
+	if (r->geo)
+		return kvw_dst_geo(ep, r, d, dst);
 	bb = r->layout->block_bytes;
 	if (d->layer >= r->n_layers || d->blk_idx >= r->n_blocks)
 		return kvw_dst_reject(ep, r, "naming a layer or block outside its grant");
@@ -532,6 +664,33 @@ static bool kvw_landed_cover(kvw_ep *ep, kvw_req *r, const struct kvw_wire_data 
 	return added > 0;
 }
 
+/* kvw_landed_cover for a geometry grant: the byte space is (region, list
+ * index, offset) with offsets normalised to block_stride (a fragment that
+ * runs on into the next entry covers that entry's bytes). */
+static bool kvw_landed_geo(kvw_ep *ep, kvw_req *r, const struct kvw_wire_data *d, uint32_t *layer)
+{
+	const kvw_layout *l = r->layout;
+	uint64_t pos, added;
+	uint32_t kv;
+	kvw_status st;
+
+	if (d->layer >= l->n_regions || d->blk_idx >= r->n_blocks)
+		return false; /* not approved by kvw_core_dst */
+	kvw_region_split(l, d->layer, layer, &kv);
+	if (!kvw_geom_frag_ok(&r->gg, *layer, kv, d->blk_idx, d->blk_off, d->bytes))
+		return false;
+	pos = ((uint64_t)d->layer * r->n_blocks + d->blk_idx) * l->block_stride + d->blk_off;
+	if ((st = kvw_cover_add(&r->cover, pos, pos + d->bytes, &added)) != KVW_OK) {
+		kvw_cover_fail(ep, r, st);
+		return false;
+	}
+	if (added < d->bytes)
+		ep->cnt.dups++;
+	r->layer_bytes[*layer] += added;
+	r->bytes_done += added;
+	return added > 0;
+}
+
 void kvw_core_landed(kvw_ep *ep, const struct kvw_wire_data *d)
 {
 	kvw_req *r = kvw_token_req(ep, d->token);
@@ -540,10 +699,10 @@ void kvw_core_landed(kvw_ep *ep, const struct kvw_wire_data *d)
 
 	ep->cnt.bytes_rx += d->bytes;
 	ep->cnt.frags_rx++;
-	if (!r || layer >= r->n_layers)
+	if (!r || (!r->geo && layer >= r->n_layers))
 		return;
-	layer_total = (uint64_t)r->n_blocks * r->layout->block_bytes;
-	if (!kvw_landed_cover(ep, r, d, layer_total))
+	layer_total = r->geo ? r->layer_total : (uint64_t)r->n_blocks * r->layout->block_bytes;
+	if (r->geo ? !kvw_landed_geo(ep, r, d, &layer) : !kvw_landed_cover(ep, r, d, layer_total))
 		return;
 	if (r->layer_bytes[layer] == layer_total) {
 		struct kvw_wire_layer_done ld = {.seq_id = r->seq_id, .layer = layer, .bytes = layer_total};
@@ -560,12 +719,124 @@ void kvw_core_landed(kvw_ep *ep, const struct kvw_wire_data *d)
 }
 
 /* ---------------------------------------------------------- prefill side */
+/* A simple layout (pages) as a geometry: one 1-token block, one head. */
+static void kvw_geom_of_pages(uint32_t n_layers, uint32_t n_blocks, uint64_t bb, uint64_t stride,
+			      const uint64_t *layer_off, kvw_geom *g)
+{
+	*g = (kvw_geom){.size = sizeof(*g), .n_layers = n_layers, .n_kv = 1, .n_blocks = n_blocks,
+		.block_tokens = 1, .elem_bytes = bb > UINT32_MAX ? 2 : 1, .num_heads = 1, .h1 = 1,
+		.token_stride = bb, .head_stride = bb, .block_stride = stride, .kv_offsets = layer_off};
+	g->head_dim = (uint32_t)(bb / g->elem_bytes);
+}
+
+/* The peer's GEOM grant as a geometry (r->pgeom, r->gg); a sentence in why. */
+static bool kvw_peer_geom(kvw_req *r, const struct kvw_wire_geom *w, const uint64_t *regions,
+			  char *why, size_t len)
+{
+	kvw_geom *g = &r->pgeom;
+	uint32_t per;
+
+	*g = (kvw_geom){.size = sizeof(*g), .n_layers = w->n_layers, .n_kv = w->n_kv,
+		.n_blocks = w->n_blocks, .block_tokens = w->block_tokens, .elem_bytes = w->elem_bytes,
+		.head_dim = w->head_dim, .num_heads = w->num_heads, .h0 = w->h0, .h1 = w->h1,
+		.token_stride = w->token_stride, .head_stride = w->head_stride,
+		.kv_stride = w->kv_stride, .block_stride = w->block_stride,
+		.base_offset = w->base_offset, .layer_stride = w->layer_stride,
+		.kv_offsets = w->flags & KVW_WGEOM_KV_OFFSETS ? regions : NULL};
+	r->gg = (struct kvw_geom_grant){.side = {g, r->pg.blocks, r->pg.n_blocks},
+		.t0 = w->t0, .t1 = w->t1, .h0 = w->gh0, .h1 = w->gh1};
+	if (w->flags & ~KVW_WGEOM_KV_OFFSETS) {
+		snprintf(why, len, "the grant's geometry has unknown flags");
+		return false;
+	}
+	if (kvw_geom_check(g, r->pg.mem_len, why, len) != KVW_OK)
+		return false;
+	per = kvw_geom_kv_shared(g) ? 1 : g->n_kv;
+	if ((uint64_t)g->n_layers * per != r->pg.n_layers || r->pg.block_bytes != g->block_stride ||
+	    r->pg.block_stride != g->block_stride || w->gh0 < w->h0 || w->gh0 >= w->gh1 ||
+	    w->gh1 > w->h1 || w->t0 >= w->t1) {
+		snprintf(why, len, "the grant's regions, block size, heads or tokens disagree with its "
+			 "geometry");
+		return false;
+	}
+	return true;
+}
+
+static kvw_status kvw_match_refuse(kvw_ep *ep, kvw_req *r, const char *why)
+{
+	kvw_set_err(ep->ctx, KVW_ERR_REJECTED, "sequence %llu: %s", (unsigned long long)r->seq_id, why);
+	return KVW_ERR_REJECTED;
+}
+
+/* This side holds what the grant asks for: its tokens and heads. */
+static bool kvw_match_holds(kvw_req *r, const kvw_geom *sg, char *why, size_t len)
+{
+	const struct kvw_geom_grant *gg = &r->gg;
+	uint64_t st1 = r->st1 ? r->st1 : (uint64_t)r->n_blocks * sg->block_tokens;
+
+	if (gg->t0 < r->st0 || gg->t1 > st1) {
+		snprintf(why, len, "the decode side granted tokens [%llu, %llu), this side holds [%llu, "
+			 "%llu): send the tokens it grants", (unsigned long long)gg->t0,
+			 (unsigned long long)gg->t1, (unsigned long long)r->st0, (unsigned long long)st1);
+		return false;
+	}
+	if (gg->h0 < sg->h0 || gg->h1 > sg->h1) {
+		snprintf(why, len, "the decode side granted heads [%u, %u), this side holds [%u, %u): "
+			 "with several prefill senders, grant each one only its heads", gg->h0, gg->h1,
+			 sg->h0, sg->h1);
+		return false;
+	}
+	return true;
+}
+
+/* Matching when either side has a geometry: the plan from ours to theirs. */
+static kvw_status kvw_match_geo(kvw_ep *ep, kvw_req *r)
+{
+	const kvw_layout *l = r->layout;
+	struct kvw_geom_side s, d;
+	char why[256];
+
+	if (l->geo)
+		r->sgeom = l->g;
+	else
+		kvw_geom_of_pages(l->n_layers, l->n_blocks, l->block_bytes, l->block_stride,
+				  l->layer_off, &r->sgeom);
+	if (!(r->pg.flags & KVW_GRANT_GEOM)) {
+		uint32_t nb = 0;
+		for (uint32_t j = 0; j < r->pg.n_blocks; j++)
+			nb = r->pg.blocks[j] >= nb ? r->pg.blocks[j] + 1 : nb;
+		kvw_geom_of_pages(r->pg.n_layers, nb, r->pg.block_bytes, r->pg.block_stride,
+				  r->pg.layer_off, &r->pgeom);
+		r->gg = (struct kvw_geom_grant){.side = {&r->pgeom, r->pg.blocks, r->pg.n_blocks},
+			.t0 = 0, .t1 = r->pg.n_blocks, .h0 = 0, .h1 = 1};
+	} else if (!kvw_peer_geom(r, &r->pgw, r->pg.layer_off, why, sizeof(why))) {
+		return kvw_match_refuse(ep, r, why);
+	}
+	if (!kvw_match_holds(r, &r->sgeom, why, sizeof(why)))
+		return kvw_match_refuse(ep, r, why);
+	s = (struct kvw_geom_side){&r->sgeom, r->blocks, r->n_blocks};
+	d = r->gg.side;
+	if (kvw_plan_init_heads(&s, &d, r->gg.t0, r->gg.t1, r->gg.h0, r->gg.h1, why, sizeof(why),
+				&r->gc.plan) != KVW_OK)
+		return kvw_match_refuse(ep, r, why);
+	r->geo = true;
+	r->layer_total = kvw_geo_layer_total(&r->pgeom, &r->gg);
+	r->bytes_total = r->layer_total * r->n_layers;
+	r->gc.pend = r->cur_pending;
+	r->t_matched = kvw_now_ns();
+	kvw_active_add(ep, r);
+	return KVW_OK;
+}
+
 /* frag_end[j]: end (exclusive) of the run holding j on both sides */
 static kvw_status kvw_send_match(kvw_ep *ep, kvw_req *r)
 {
 	const kvw_layout *l = r->layout;
 	bool sp = l->block_stride == l->block_bytes, dp = r->pg.block_stride == r->pg.block_bytes;
 	uint32_t n = r->n_blocks;
+
+	if (l->geo || (r->pg.flags & KVW_GRANT_GEOM))
+		return kvw_match_geo(ep, r);
 
 	if (r->pg.n_blocks != n || r->pg.block_bytes != l->block_bytes || r->pg.n_layers != l->n_layers) {
 		kvw_set_err(ep->ctx, KVW_ERR_REJECTED,
@@ -595,7 +866,10 @@ static kvw_status kvw_grant_copy(kvw_req *r, const struct kvw_wire_grant *g, con
 	r->granted = true;
 	r->pg = (struct kvw_peer_grant){.token = g->token, .n_blocks = g->n_blocks,
 		.n_layers = g->n_layers, .block_bytes = g->block_bytes, .block_stride = g->block_stride,
-		.mem_addr = g->mem_addr, .mem_len = g->mem_len, .mem_key = g->mem_key};
+		.mem_addr = g->mem_addr, .mem_len = g->mem_len, .mem_key = g->mem_key,
+		.flags = g->flags};
+	if (g->flags & KVW_GRANT_GEOM)
+		kvw_wire_grant_geom(body, &r->pgw);
 	r->pg.layer_off = malloc(g->n_layers * sizeof(uint64_t));
 	r->pg.blocks = malloc(g->n_blocks * sizeof(uint32_t));
 	if (!r->pg.layer_off || !r->pg.blocks)
@@ -625,7 +899,7 @@ static void kvw_grant_refuse(kvw_ep *ep, const struct kvw_wire_grant *g, kvw_sta
 static bool kvw_grant_room(kvw_ep *ep, const struct kvw_wire_grant *g)
 {
 	const struct kvw_cfgv *cfg = &ep->ctx->cfg;
-	uint64_t len = kvw_wire_grant_len(g->n_layers, g->n_blocks);
+	uint64_t len = kvw_grant_body_len(g->n_layers, g->n_blocks, g->flags);
 	char why[256];
 
 	if (ep->peer_grants < cfg->max_peer_grants &&
@@ -676,7 +950,7 @@ static void kvw_grant_wait(kvw_ep *ep, const struct kvw_wire_grant *g, const voi
 	r->in_map = true;
 	st = kvw_grant_copy(r, g, body);
 	ep->peer_grants++; /* uncounted by kvw_req_destroy / kvw_send_first */
-	ep->peer_grant_bytes += kvw_wire_grant_len(g->n_layers, g->n_blocks);
+	ep->peer_grant_bytes += kvw_grant_body_len(g->n_layers, g->n_blocks, g->flags);
 	if (st != KVW_OK) {
 		kvw_req_destroy(r);
 		kvw_grant_refuse(ep, g, KVW_ERR_NOMEM, "out of memory on the sending side");
@@ -755,6 +1029,14 @@ static kvw_status kvw_send_first(kvw_ep *ep, kvw_req *r, const kvw_layout *l, co
 kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const uint32_t *blocks,
 			size_t n, uint32_t first, uint32_t end, unsigned flags, kvw_req **out)
 {
+	return kvw_send_seq_range(ep, seq_id, l, blocks, n, NULL, first, end, flags, out);
+}
+
+kvw_status kvw_send_seq_range(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l,
+			      const uint32_t *blocks, size_t n, const kvw_seq_range *rg,
+			      uint32_t first, uint32_t end, unsigned flags, kvw_req **out)
+{
+	struct kvw_geom_grant held = {0};
 	kvw_req *r;
 	kvw_status st;
 
@@ -770,6 +1052,11 @@ kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const 
 	if (first >= end || end > l->n_layers)
 		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "layers [%u, %u) not inside the layout's %u",
 				   first, end, l->n_layers);
+	if (rg && !l->geo)
+		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "kvw_send_seq_range: token ranges need a "
+				   "layout from kvw_layout_create_geom");
+	if (rg && (st = kvw_range_get(ep, l, n, rg, &held)) != KVW_OK)
+		return st;
 	r = kvw_map_get(&ep->send_map, seq_id);
 	if (!r && (st = kvw_grant_ended_take(ep, seq_id)) != KVW_OK)
 		return kvw_set_err(ep->ctx, st, "sequence %llu: the receiver's grant ended before this "
@@ -785,6 +1072,7 @@ kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const 
 		r->in_map = true;
 	}
 	if (!r->user_owned) {
+		r->st0 = held.t0, r->st1 = held.t1;
 		if ((st = kvw_send_first(ep, r, l, blocks, n)) != KVW_OK)
 			return st;
 	} else if (r->layout != l || r->n_blocks != n) {
@@ -799,7 +1087,7 @@ kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const 
 		return kvw_set_err(ep->ctx, st, "kvw_send_seq: out of memory");
 	if (flags & KVW_SEND_LAST)
 		r->last_seen = true;
-	if (r->frag_end)
+	if (r->frag_end || r->geo)
 		kvw_active_add(ep, r);
 	*out = r;
 	return KVW_OK;
@@ -847,6 +1135,92 @@ static bool kvw_frag_next(kvw_ep *ep, kvw_req *r, kvw_frag *f, uint32_t *layer, 
 
 #define KVW_PUMP_BATCH 32
 
+/* The next plan fragment inside the pending layer ranges; false if none. */
+static bool kvw_geo_plan_next(const kvw_req *r, struct kvw_geo_cur *c)
+{
+	while (c->pend < r->n_pending) {
+		struct kvw_plan save;
+		if (!c->in) {
+			kvw_plan_seek_layer(&c->plan, r->pending[c->pend].first);
+			c->in = true;
+		}
+		save = c->plan;
+		if (kvw_plan_next(&c->plan, &c->f) && c->f.layer < r->pending[c->pend].end) {
+			c->have = true;
+			c->off = 0;
+			return true;
+		}
+		c->plan = save; /* that fragment belongs to a later range */
+		c->pend++;
+		c->in = false;
+	}
+	return false;
+}
+
+/* kvw_frag_next for a geometry send: the plan's fragments cut at max_frag,
+ * named by the receiver's region, list index and offset. */
+static bool kvw_geo_frag_next(kvw_ep *ep, kvw_req *r, struct kvw_geo_cur *c, kvw_frag *f)
+{
+	const kvw_geom *dg = &r->pgeom;
+	bool shared = kvw_geom_kv_shared(dg);
+	uint64_t chunk, at, bs = dg->block_stride;
+
+	if (!c->have && !kvw_geo_plan_next(r, c))
+		return false;
+	chunk = c->f.bytes - c->off;
+	if (chunk > ep->ctx->cfg.max_frag)
+		chunk = ep->ctx->cfg.max_frag;
+	at = c->f.dst_off + (shared ? c->f.kv * dg->kv_stride : 0) + c->off;
+	*f = (kvw_frag){
+		.token = r->pg.token, .layer = shared ? c->f.layer : c->f.layer * dg->n_kv + c->f.kv,
+		.blk_idx = c->f.dst_idx + (uint32_t)(at / bs), .bytes = (uint32_t)chunk,
+		.blk_off = at % bs, .src = r->layout->mem->addr + c->f.src_off + c->off,
+		.src_mem = r->layout->mem, .src_off = c->f.src_off + c->off,
+		.dst_addr = r->pg.mem_addr + c->f.dst_at + c->off, .rkey = r->pg.mem_key,
+		.rail = ep->rail_rr++ % ep->rails, .req = r,
+	};
+	c->off += chunk;
+	if (c->off == c->f.bytes)
+		c->have = false;
+	return true;
+}
+
+static void kvw_pump_count(kvw_ep *ep, kvw_req *r, const kvw_frag *f, size_t took)
+{
+	if (!r->t_first_byte)
+		r->t_first_byte = kvw_now_ns();
+	for (size_t i = 0; i < took; i++) {
+		r->bytes_posted += f[i].bytes;
+		ep->cnt.bytes_tx += f[i].bytes;
+		ep->cnt.rail[f[i].rail].bytes_tx += f[i].bytes;
+		ep->cnt.rail[f[i].rail].frags_tx++;
+	}
+	ep->cnt.frags_tx += took;
+}
+
+/* kvw_pump_req for a geometry send. */
+static bool kvw_pump_geo(kvw_ep *ep, kvw_req *r)
+{
+	kvw_frag f[KVW_PUMP_BATCH];
+	struct kvw_geo_cur cur[KVW_PUMP_BATCH], c = r->gc;
+	size_t n = 0, took;
+
+	while (n < KVW_PUMP_BATCH && kvw_geo_frag_next(ep, r, &c, &f[n]))
+		cur[n++] = c;
+	if (n == 0) {
+		r->gc = c;
+		kvw_active_del(ep, r);
+		return true;
+	}
+	took = ep->drv->ops->post_frags(ep, f, n);
+	ep->pump_blocked = took < n;
+	if (took == 0)
+		return false;
+	kvw_pump_count(ep, r, f, took);
+	r->gc = cur[took - 1];
+	return took == n;
+}
+
 /* Posts one request's fragments; false when the driver is full. */
 static bool kvw_pump_req(kvw_ep *ep, kvw_req *r)
 {
@@ -856,6 +1230,8 @@ static bool kvw_pump_req(kvw_ep *ep, kvw_req *r)
 	uint64_t off = r->cur_off;
 	size_t n = 0, took;
 
+	if (r->geo)
+		return kvw_pump_geo(ep, r);
 	while (n < KVW_PUMP_BATCH && kvw_frag_next(ep, r, &f[n], &layer, &idx, &off, &pend)) {
 		cur[n].layer = layer; cur[n].idx = idx; cur[n].off = off; cur[n].pend = pend;
 		n++;
@@ -870,15 +1246,7 @@ static bool kvw_pump_req(kvw_ep *ep, kvw_req *r)
 	ep->pump_blocked = took < n;
 	if (took == 0)
 		return false;
-	if (!r->t_first_byte)
-		r->t_first_byte = kvw_now_ns();
-	for (size_t i = 0; i < took; i++) {
-		r->bytes_posted += f[i].bytes;
-		ep->cnt.bytes_tx += f[i].bytes;
-		ep->cnt.rail[f[i].rail].bytes_tx += f[i].bytes;
-		ep->cnt.rail[f[i].rail].frags_tx++;
-	}
-	ep->cnt.frags_tx += took;
+	kvw_pump_count(ep, r, f, took);
 	r->cur_layer = cur[took - 1].layer;
 	r->cur_idx = cur[took - 1].idx;
 	r->cur_off = cur[took - 1].off;
@@ -932,7 +1300,7 @@ static void kvw_on_seq_done(kvw_ep *ep, const struct kvw_wire_seq_done *sd)
 		return;
 	}
 	if (sd->status == 0) { /* layers not confirmed one by one landed with the sequence */
-		uint64_t lb = (uint64_t)r->n_blocks * r->layout->block_bytes;
+		uint64_t lb = r->geo ? r->layer_total : (uint64_t)r->n_blocks * r->layout->block_bytes;
 		for (uint32_t l = 0; l < r->n_layers; l++) {
 			if (r->layer_bytes[l])
 				continue;

@@ -114,12 +114,26 @@ uint32_t kvw_wire_grant_block(const void *body, uint32_t idx)
 	return v;
 }
 
-static int kvw_wire_check_grant(const void *body, size_t len, const char **why)
+void kvw_wire_grant_geom(const void *body, struct kvw_wire_geom *out)
 {
 	struct kvw_wire_grant g;
 
 	memcpy(&g, body, sizeof(g));
-	if (g.n_layers == 0 || g.n_layers > KVW_MAX_LAYERS) {
+	memcpy(out, (const uint8_t *)body + kvw_wire_grant_len(g.n_layers, g.n_blocks), sizeof(*out));
+}
+
+static int kvw_wire_check_grant(const void *body, size_t len, const char **why)
+{
+	struct kvw_wire_grant g;
+	bool geom;
+
+	memcpy(&g, body, sizeof(g));
+	geom = g.flags & KVW_GRANT_GEOM;
+	if (g.flags & ~KVW_GRANT_FLAGS) {
+		WHY("GRANT has unknown flags");
+		return KVW_ERR_PROTO;
+	}
+	if (g.n_layers == 0 || g.n_layers > (geom ? KVW_GRANT_MAX_REGIONS : KVW_MAX_LAYERS)) {
 		WHY("GRANT n_layers out of range");
 		return KVW_ERR_PROTO;
 	}
@@ -127,7 +141,7 @@ static int kvw_wire_check_grant(const void *body, size_t len, const char **why)
 		WHY("GRANT n_blocks out of range");
 		return KVW_ERR_PROTO;
 	}
-	if (len != kvw_wire_grant_len(g.n_layers, g.n_blocks)) {
+	if (len != kvw_wire_grant_len(g.n_layers, g.n_blocks) + (geom ? sizeof(struct kvw_wire_geom) : 0)) {
 		WHY("GRANT length disagrees with its counts");
 		return KVW_ERR_PROTO;
 	}

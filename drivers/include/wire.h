@@ -16,7 +16,7 @@
 
 #define KVW_WIRE_MAGIC 0x3157564bu /* "KVW1" as bytes on the wire */
 #define KVW_WIRE_MAJOR 1
-#define KVW_WIRE_MINOR 1  /* 1: CPace authentication (docs/wire.md) */
+#define KVW_WIRE_MINOR 2  /* 1: CPace authentication; 2: GRANT geometries (docs/wire.md) */
 #define KVW_WIRE_MAX_CTRL (1u << 22)  /* largest control body (GRANT) */
 #define KVW_WIRE_MAX_DATA (1u << 24)  /* largest inline data payload */
 #define KVW_WIRE_NONCE 32
@@ -130,6 +130,28 @@ struct kvw_wire_grant {
 };
 _Static_assert(sizeof(struct kvw_wire_grant) == 72, "grant");
 
+/* GRANT flags (wire 1.2) */
+#define KVW_GRANT_GEOM 0x1u /* the receiver's geometry follows the block list */
+#define KVW_GRANT_FLAGS KVW_GRANT_GEOM
+#define KVW_GRANT_MAX_REGIONS (2u * 1024u) /* n_layers of a GEOM grant: K/V regions */
+
+/* GEOM grants: n_layers counts (layer, K/V) regions (a layer whose K and V
+ * share a block is one region), the offsets are the regions' arena bases,
+ * block_bytes == block_stride, and this body follows the block indices.
+ * DATA/DESC `layer` names a region, `blk_off` includes K->V inside a block. */
+#define KVW_WGEOM_KV_OFFSETS 0x1u /* the regions are the caller's kv_offsets */
+struct kvw_wire_geom {
+	uint32_t n_layers, n_kv, n_blocks, block_tokens;
+	uint32_t elem_bytes, head_dim, num_heads;
+	uint32_t h0, h1;      /* heads the receiver holds */
+	uint32_t gh0, gh1;    /* heads granted, inside [h0, h1) */
+	uint32_t flags;       /* KVW_WGEOM_KV_OFFSETS */
+	uint64_t token_stride, head_stride, kv_stride, block_stride;
+	uint64_t base_offset, layer_stride;
+	uint64_t t0, t1;      /* tokens granted */
+};
+_Static_assert(sizeof(struct kvw_wire_geom) == 112, "grant geometry");
+
 /* DATA: then `bytes` bytes of payload. Destination is named by the
  * receiver's own block list: (layer, index into the grant's list, offset
  * from that block's start); the receiver computes the address. */
@@ -228,6 +250,8 @@ int kvw_wire_check_body(unsigned type, const void *body, size_t len, const char 
 uint64_t kvw_wire_grant_layer_off(const void *body, uint32_t layer);
 uint32_t kvw_wire_grant_block(const void *body, uint32_t idx);
 size_t kvw_wire_grant_len(uint32_t n_layers, uint32_t n_blocks);
+/* Copies a GEOM grant's geometry body (valid after kvw_wire_check_body). */
+void kvw_wire_grant_geom(const void *body, struct kvw_wire_geom *out);
 
 /* The structs above are the wire layout on little-endian hosts, which is
  * every host kvwire builds for (checked at compile time). */

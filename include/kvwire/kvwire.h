@@ -217,6 +217,18 @@ kvw_status kvw_geom_init(kvw_geom_kind kind, kvw_geom *g);
  * layer, one token per block (what kvw_layout_create describes). */
 kvw_status kvw_geom_from_layout(const kvw_layout_desc *d, kvw_geom *g);
 
+/* A layout made from a geometry (checked against the arena with the same
+ * rules as above; KVW_ERR_REJECTED when a unit falls outside the registered
+ * memory, KVW_ERR_INVALID when the geometry is unsound). It is used like
+ * any layout with kvw_recv_seq/kvw_send_seq and their _range variants:
+ * blocks are the sequence's block table (entry j holds tokens
+ * [j * block_tokens, (j + 1) * block_tokens)). The two sides may use
+ * different geometries of the same model (block tokens, NHD/HND, K/V
+ * interleaved or separate, held heads); only n_layers, n_kv, num_heads,
+ * head_dim and elem_bytes must agree, else the send ends KVW_ERR_REJECTED
+ * with the reason. kv_offsets is copied. Needs a peer speaking wire 1.2. */
+kvw_status kvw_layout_create_geom(kvw_mem *mem, const kvw_geom *g, kvw_layout **layout);
+
 /* ---------------------------------------------------------------- endpoints */
 /* URIs: tcp://HOST:PORT, shm:///path/to/socket, rdma://IP:PORT, dpdk://IP:PORT.
  * Query parameters override config per endpoint: ?rails=4&secret=... */
@@ -298,13 +310,49 @@ kvw_status kvw_recv_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *layout,
 /* Prefill side: send layers [first_layer, end_layer) of these blocks. Call
  * once per layer or chunk; the first call creates the request, later calls
  * for the same seq_id return the same request. n and the layout's block
- * bytes must match the peer's grant. A first call for a grant that already
+ * bytes must match the peer's grant (when either side's layout comes from
+ * kvw_layout_create_geom, the two geometries are joined instead: a block
+ * table of any length that covers the granted tokens). A first call for a grant that already
  * reached this side and ended there (the receiver aborted it, or it timed
  * out; the last 32 such are remembered per endpoint) fails at once with
  * that status and sends nothing, instead of waiting for a GRANT. */
 kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *layout,
 			const uint32_t *blocks, size_t n, uint32_t first_layer,
 			uint32_t end_layer, unsigned flags, kvw_req **req);
+/* Which tokens and heads a sequence covers, for layouts made with
+ * kvw_layout_create_geom. Zeroes mean "all": t1 0 = every token the block
+ * table holds, h1 0 = every head the layout holds.
+ *  - decode side (kvw_recv_seq_range): the grant is tokens [t0, t1) (t0 > 0:
+ *    a prefix already cached here; t1 may end mid-block) and heads [h0, h1)
+ *    of the ones the layout holds. The sequence completes, and each layer's
+ *    KVW_EV_LAYER fires, when every granted byte landed, each counted once.
+ *    Tensor parallelism: a decode rank holding a head range grants it (one
+ *    prefill sender feeds several decode ranks: fan-out); several prefill
+ *    senders fill one decode rank by one grant each, on each sender's
+ *    endpoint, narrowed to the heads that sender holds.
+ *  - prefill side (kvw_send_seq_range): the tokens [t0, t1) this side holds
+ *    in its block table; the grant's tokens and heads must lie inside them
+ *    and inside the heads its layout holds, else the send ends
+ *    KVW_ERR_REJECTED saying which.
+ * Set size to sizeof(kvw_seq_range); NULL = all. */
+typedef struct kvw_seq_range {
+	uint32_t size;       /* sizeof(kvw_seq_range), set by the caller */
+	uint32_t h0, h1;     /* heads [h0, h1) (0, 0: all the layout holds) */
+	uint32_t rsvd;       /* 0 */
+	uint64_t t0, t1;     /* tokens [t0, t1) (t1 0: all the block table holds) */
+} kvw_seq_range;
+
+/* kvw_recv_seq for a token and head range (a layout from
+ * kvw_layout_create_geom; KVW_ERR_INVALID for other layouts with a range). */
+kvw_status kvw_recv_seq_range(kvw_ep *ep, uint64_t seq_id, const kvw_layout *layout,
+			      const uint32_t *blocks, size_t n, const kvw_seq_range *range,
+			      uint64_t timeout_us, kvw_req **req);
+/* kvw_send_seq with the tokens this side holds; later calls for the same
+ * seq_id may use kvw_send_seq (the range of the first call stays). */
+kvw_status kvw_send_seq_range(kvw_ep *ep, uint64_t seq_id, const kvw_layout *layout,
+			      const uint32_t *blocks, size_t n, const kvw_seq_range *range,
+			      uint32_t first_layer, uint32_t end_layer, unsigned flags,
+			      kvw_req **req);
 /* Stops the request. When this returns, no byte of it lands in the receiver's
  * memory any more and this side's pages may be reused at once. */
 kvw_status kvw_req_abort(kvw_req *req);

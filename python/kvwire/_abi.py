@@ -123,6 +123,17 @@ class kvw_geom(C.Structure):
     ]
 
 
+class kvw_seq_range(C.Structure):
+    _fields_ = [
+        ("size", C.c_uint32),          # sizeof(kvw_seq_range), set by the caller
+        ("h0", C.c_uint32),
+        ("h1", C.c_uint32),
+        ("rsvd", C.c_uint32),
+        ("t0", C.c_uint64),
+        ("t1", C.c_uint64),
+    ]
+
+
 class kvw_ep_info(C.Structure):
     _fields_ = [
         ("size", C.c_uint32),          # sizeof(kvw_ep_info), set by the caller
@@ -200,6 +211,7 @@ STRUCTS = {
     "kvw_config_entry": kvw_config_entry,
     "kvw_layout_desc": kvw_layout_desc,
     "kvw_geom": kvw_geom,
+    "kvw_seq_range": kvw_seq_range,
     "kvw_ep_info": kvw_ep_info,
     "kvw_rail_counters": kvw_rail_counters,
     "kvw_counters": kvw_counters,
@@ -236,6 +248,7 @@ FUNCTIONS = {
     "kvw_layout_create": (kvw_status, [handle, _P(kvw_layout_desc), _P(handle)]),
     "kvw_layout_destroy": (None, [handle]),
     "kvw_layout_runs": (C.c_size_t, [handle, _u32p, C.c_size_t]),
+    "kvw_layout_create_geom": (kvw_status, [handle, _P(kvw_geom), _P(handle)]),
     "kvw_geom_init": (kvw_status, [C.c_int, _P(kvw_geom)]),
     "kvw_geom_from_layout": (kvw_status, [_P(kvw_layout_desc), _P(kvw_geom)]),
     "kvw_listen": (kvw_status, [handle, C.c_char_p, _P(handle)]),
@@ -253,6 +266,11 @@ FUNCTIONS = {
                                   _P(handle)]),
     "kvw_send_seq": (kvw_status, [handle, C.c_uint64, handle, _u32p, C.c_size_t, C.c_uint32,
                                   C.c_uint32, C.c_uint, _P(handle)]),
+    "kvw_recv_seq_range": (kvw_status, [handle, C.c_uint64, handle, _u32p, C.c_size_t,
+                                        _P(kvw_seq_range), C.c_uint64, _P(handle)]),
+    "kvw_send_seq_range": (kvw_status, [handle, C.c_uint64, handle, _u32p, C.c_size_t,
+                                        _P(kvw_seq_range), C.c_uint32, C.c_uint32, C.c_uint,
+                                        _P(handle)]),
     "kvw_req_abort": (kvw_status, [handle]),
     "kvw_req_status": (kvw_status, [handle]),
     "kvw_req_set_timeout": (kvw_status, [handle, C.c_uint64]),

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -81,10 +82,14 @@ int rawp_send_fd(int fd, const void *buf, size_t len, int pass_fd)
 	return rawp_send(fd, (const uint8_t *)buf + 1, len - 1);
 }
 
+int rawp_hello_minor = -1;
+
 int rawp_frame(int fd, unsigned type, uint32_t ep_id, const void *body, size_t len)
 {
 	uint8_t hdr[sizeof(struct kvw_wire_hdr)];
 	kvw_wire_hdr_encode(hdr, type, 0, (uint32_t)len, ep_id);
+	if (type == KVW_T_HELLO && rawp_hello_minor >= 0)
+		hdr[offsetof(struct kvw_wire_hdr, minor)] = (uint8_t)rawp_hello_minor;
 	if (rawp_send(fd, hdr, sizeof(hdr)))
 		return -1;
 	return len ? rawp_send(fd, body, len) : 0;

@@ -16,6 +16,8 @@ int rawp_send(int fd, const void *buf, size_t len);
 /* Sends a whole frame with pass_fd attached to its first byte (SCM_RIGHTS). */
 int rawp_send_fd(int fd, const void *buf, size_t len, int pass_fd);
 int rawp_frame(int fd, unsigned type, uint32_t ep_id, const void *body, size_t len);
+/* >= 0: the minor version rawp_frame puts in HELLO headers (an older peer). */
+extern int rawp_hello_minor;
 /* Receives one frame, driving ctx meanwhile. Returns 1 (frame), 0 (EOF or
  * reset), -1 (timeout or a header that does not parse). */
 int rawp_recv(int fd, kvw_ctx *ctx, int timeout_ms, struct kvw_wire_hdr *h, void *body,

@@ -458,6 +458,11 @@ Test(geom, bad_geometries_and_plans_refused)
 	cr_assert_eq(kvw_geom_check(&h, 0, why, sizeof(why)), KVW_ERR_INVALID);
 	cr_assert_eq(kvw_geom_check(&g, g.layer_stride * 2 - 1, why, sizeof(why)), KVW_ERR_INVALID);
 	cr_assert_eq(kvw_geom_check(&g, g.layer_stride * 2, why, sizeof(why)), KVW_OK, "%s", why);
+	/* K and V in one block: the last layer fits an arena that ends with it */
+	h = keep;
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_HND_KV_BLOCK, &h), KVW_OK);
+	cr_assert_eq(kvw_geom_check(&h, h.layer_stride * 2, why, sizeof(why)), KVW_OK, "%s", why);
+	cr_assert_eq(kvw_geom_check(&h, h.layer_stride * 2 - 1, why, sizeof(why)), KVW_ERR_INVALID);
 	/* plans: another head size, a table too short for the range, a block outside */
 	h = keep, h.head_dim = 128;
 	cr_assert_eq(kvw_geom_init(KVW_GEOM_NHD, &h), KVW_OK);
@@ -479,6 +484,37 @@ Test(geom, bad_geometries_and_plans_refused)
 	a.g = &h, b.g = &h2;
 	cr_assert_eq(kvw_plan_init(&a, &b, 0, 32, why, sizeof(why), &p), KVW_OK, "%s", why);
 	cr_assert_eq(kvw_plan_count(&p), 0);
+}
+
+/* Narrowed heads and a cursor put back at a layer (what a send uses). */
+Test(geom, plan_heads_and_seek_layer)
+{
+	kvw_geom g = {.size = sizeof(g), .n_layers = 3, .block_tokens = 16, .elem_bytes = 2,
+		      .head_dim = 64, .num_heads = 8, .n_blocks = 4}, h = g;
+	uint32_t blocks[4] = {0, 1, 2, 3};
+	struct kvw_plan p, q;
+	struct kvw_plan_frag f;
+	char why[200];
+	uint64_t bytes = 0, n;
+
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_NHD, &g), KVW_OK);
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_HND, &h), KVW_OK);
+	struct kvw_geom_side a = {&g, blocks, 4}, b = {&h, blocks, 4};
+	cr_assert_eq(kvw_plan_init_heads(&a, &b, 0, 64, 2, 5, why, sizeof(why), &p), KVW_OK, "%s", why);
+	q = p;
+	while (kvw_plan_next(&q, &f)) {
+		uint64_t hd = (f.dst_off / h.head_stride) + h.h0;
+		cr_assert(hd >= 2 && hd < 5, "head %llu outside [2, 5)", (unsigned long long)hd);
+		bytes += f.bytes;
+	}
+	cr_assert_eq(bytes, 3ull * 2 * 64 * 3 * 128);
+	n = kvw_plan_count(&p);
+	kvw_plan_seek_layer(&p, 2);
+	cr_assert_eq(kvw_plan_count(&p), n / 3);
+	cr_assert(kvw_plan_next(&p, &f));
+	cr_assert_eq(f.layer, 2);
+	kvw_plan_seek_layer(&p, 3);
+	cr_assert_not(kvw_plan_next(&p, &f));
 }
 
 Test(geom, receiver_refuses_wrapping_offsets)

@@ -526,3 +526,42 @@ Test(wire, random_bytes_never_crash)
 		kvw_wire_check_body(buf[0] % 20, buf, n, &why);
 	}
 }
+
+/* Wire 1.2: a GEOM grant is the plain one plus exactly one geometry body;
+ * unknown flags and a missing or extra body are refused. */
+Test(wire, grant_geom_body)
+{
+	size_t len;
+	const char *why;
+	uint8_t *b = grant_body(4, 16, &len), *g = calloc(1, len + sizeof(struct kvw_wire_geom) + 8);
+	uint32_t f = KVW_GRANT_GEOM;
+	struct kvw_wire_geom w = {.n_layers = 2, .n_kv = 2, .t0 = 3, .t1 = 77}, out;
+
+	memcpy(g, b, len);
+	memcpy(g + len, &w, sizeof(w));
+	grant_set(g, GOFF(flags), &f, 4);
+	cr_assert_eq(kvw_wire_check_body(KVW_T_GRANT, g, len + sizeof(w), &why), KVW_OK, "%s", why);
+	kvw_wire_grant_geom(g, &out);
+	cr_assert_eq(out.t1, 77);
+	cr_assert_eq(out.n_kv, 2);
+	cr_assert_lt(kvw_wire_check_body(KVW_T_GRANT, g, len, &why), 0, "GEOM without its body");
+	cr_assert_lt(kvw_wire_check_body(KVW_T_GRANT, g, len + sizeof(w) + 4, &why), 0);
+	f = 0;
+	grant_set(g, GOFF(flags), &f, 4);
+	cr_assert_lt(kvw_wire_check_body(KVW_T_GRANT, g, len + sizeof(w), &why), 0, "body without GEOM");
+	f = 0x2;
+	grant_set(g, GOFF(flags), &f, 4);
+	cr_assert_lt(kvw_wire_check_body(KVW_T_GRANT, g, len, &why), 0, "unknown flag");
+	free(b);
+	free(g);
+	/* K/V regions: up to twice the layer limit with GEOM, not without */
+	b = grant_body(2 * KVW_MAX_LAYERS, 1, &len);
+	cr_assert_lt(kvw_wire_check_body(KVW_T_GRANT, b, len, &why), 0);
+	g = calloc(1, len + sizeof(w));
+	memcpy(g, b, len);
+	f = KVW_GRANT_GEOM;
+	grant_set(g, GOFF(flags), &f, 4);
+	cr_assert_eq(kvw_wire_check_body(KVW_T_GRANT, g, len + sizeof(w), &why), KVW_OK, "%s", why);
+	free(b);
+	free(g);
+}

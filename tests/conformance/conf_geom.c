@@ -1,0 +1,610 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Conformance, part two: sequences between mismatched KV geometries
+ * (kvw_layout_create_geom, kvw_recv_seq_range / kvw_send_seq_range). Each
+ * element holds a value that is a function of its logical coordinate
+ * (layer, kv, token, head, dim); the receiver checks every granted element
+ * in its own layout and every other byte of its arena against the canary.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kvwt.h"
+#include "rawpeer.h"
+
+/* Llama-3-8B's KV shape: 32 layers, 8 KV heads of 128 bf16. */
+#define GL (KVWT_ASAN ? 4u : 32u)
+#define GH 8u
+#define GD 128u
+#define GE 2u
+#define CANARY 0xa5u
+
+struct gside {
+	kvw_mem *mem;
+	kvw_layout *lay;
+	uint8_t *base;
+	size_t len;
+	kvw_geom g;
+	uint32_t blocks[512];
+	uint32_t n;
+	struct kvwt_rec rec;
+	kvw_req *req;
+};
+
+static kvw_ctx *gctx;
+static struct kvwt_pair gp, gp2;
+
+static void gsetup(void)
+{
+	gctx = kvwt_ctx(NULL);
+	kvwt_pair_open(gctx, &gp);
+}
+
+TestSuite(conf_geom, .init = gsetup, .timeout = 120);
+
+static uint16_t gval(uint32_t l, uint32_t kv, uint64_t t, uint32_t h, uint32_t d)
+{
+	uint64_t x = ((((uint64_t)l * 2 + kv) * 65536 + t) * GH + h) * GD + d;
+	x *= 0x9e3779b97f4a7c15ull;
+	return (uint16_t)(x >> 48) | 1; /* never a canary pair */
+}
+
+/* Arena offset of (l, kv, t, h) by the geometry formula (kvwire.h). */
+static uint64_t gunit(const struct gside *s, uint32_t l, uint32_t kv, uint64_t t, uint32_t h)
+{
+	const kvw_geom *g = &s->g;
+	uint64_t base = g->kv_offsets ? g->kv_offsets[l * g->n_kv + kv]
+				      : g->base_offset + l * g->layer_stride + kv * g->kv_stride;
+	return base + (uint64_t)s->blocks[t / g->block_tokens] * g->block_stride +
+	       (t % g->block_tokens) * g->token_stride + (uint64_t)(h - g->h0) * g->head_stride;
+}
+
+/* A side: kind, block tokens, arena blocks, heads [h0, h1); blocks of the
+ * table picked from the arena's (shuffled by seed, or 0.. when seed 0). */
+static void gside_make(struct gside *s, kvw_geom_kind kind, uint32_t bt, uint32_t nblk,
+		       uint32_t h0, uint32_t h1, uint32_t n, uint64_t seed)
+{
+	memset(s, 0, sizeof(*s));
+	s->g = (kvw_geom){.size = sizeof(kvw_geom), .n_layers = GL, .n_blocks = nblk,
+		.block_tokens = bt, .elem_bytes = GE, .head_dim = GD, .num_heads = GH, .h0 = h0,
+		.h1 = h1, .base_offset = 4096};
+	cr_assert_eq(kvw_geom_init(kind, &s->g), KVW_OK, "%s", kvw_ctx_last_error(NULL));
+	s->len = s->g.base_offset + (size_t)s->g.layer_stride * GL + 4096; /* canaries around */
+	cr_assert_eq(kvw_mem_alloc(gctx, s->len, KVW_MEM_NO_PIN, &s->mem), KVW_OK);
+	s->base = kvw_mem_addr(s->mem);
+	memset(s->base, CANARY, s->len);
+	cr_assert_eq(kvw_layout_create_geom(s->mem, &s->g, &s->lay), KVW_OK, "%s",
+		     kvw_ctx_last_error(gctx));
+	s->n = n;
+	if (seed)
+		kvwt_pick_blocks(s->blocks, n, nblk, seed);
+	else
+		for (uint32_t i = 0; i < n; i++)
+			s->blocks[i] = i;
+	kvwt_rec_init(&s->rec);
+}
+
+static void gside_fill(struct gside *s, uint64_t t1)
+{
+	for (uint32_t l = 0; l < GL; l++)
+		for (uint32_t kv = 0; kv < 2; kv++)
+			for (uint64_t t = 0; t < t1; t++)
+				for (uint32_t h = s->g.h0; h < s->g.h1; h++) {
+					uint16_t *u = (uint16_t *)(s->base + gunit(s, l, kv, t, h));
+					for (uint32_t d = 0; d < GD; d++)
+						u[d] = gval(l, kv, t, h, d);
+				}
+}
+
+/* Every element of tokens [t0, t1), heads [h0, h1) holds its value; every
+ * other byte of the arena is still the canary. */
+static void gside_verify(const struct gside *s, uint64_t t0, uint64_t t1, uint32_t h0, uint32_t h1)
+{
+	uint8_t *mark = calloc(s->len, 1);
+	uint64_t bad = 0, stray = 0;
+
+	cr_assert_not_null(mark);
+	for (uint32_t l = 0; l < GL; l++)
+		for (uint32_t kv = 0; kv < 2; kv++)
+			for (uint64_t t = t0; t < t1; t++)
+				for (uint32_t h = h0; h < h1; h++) {
+					uint64_t at = gunit(s, l, kv, t, h);
+					const uint16_t *u = (const uint16_t *)(s->base + at);
+					for (uint32_t d = 0; d < GD; d++)
+						bad += u[d] != gval(l, kv, t, h, d);
+					memset(mark + at, 1, GD * GE);
+				}
+	for (size_t i = 0; i < s->len; i++)
+		stray += !mark[i] && s->base[i] != CANARY;
+	free(mark);
+	cr_assert_eq(bad, 0, "%llu elements differ from their logical value", (unsigned long long)bad);
+	cr_assert_eq(stray, 0, "%llu bytes outside the grant were written", (unsigned long long)stray);
+}
+
+static void gside_free(struct gside *s)
+{
+	if (s->req)
+		cr_assert_eq(kvw_req_free(s->req), KVW_OK);
+	kvw_layout_destroy(s->lay);
+	cr_assert_eq(kvw_mem_dereg(s->mem), KVW_OK);
+}
+
+static void ggrant(struct gside *d, kvw_ep *ep, uint64_t seq, const kvw_seq_range *rg)
+{
+	kvw_status st = kvw_recv_seq_range(ep, seq, d->lay, d->blocks, d->n, rg, 60000000ull, &d->req);
+	cr_assert_eq(st, KVW_OK, "grant: %s: %s", kvw_strerror(st), kvw_ctx_last_error(gctx));
+	kvw_req_set_user_data(d->req, &d->rec);
+}
+
+/* Sends layer by layer, as prefill would. */
+static void gsend(struct gside *s, kvw_ep *ep, uint64_t seq, const kvw_seq_range *rg)
+{
+	for (uint32_t l = 0; l < GL; l++) {
+		kvw_req *r = NULL;
+		kvw_status st = kvw_send_seq_range(ep, seq, s->lay, s->blocks, s->n, l ? NULL : rg, l,
+						   l + 1, l + 1 == GL ? KVW_SEND_LAST : 0, &r);
+		cr_assert_eq(st, KVW_OK, "send layer %u: %s: %s", l, kvw_strerror(st),
+			     kvw_ctx_last_error(gctx));
+		if (!l) {
+			s->req = r;
+			kvw_req_set_user_data(r, &s->rec);
+		}
+		kvwt_spin(&gctx, 1, 0);
+	}
+}
+
+static bool both_done(void *arg)
+{
+	struct gside **v = arg;
+	for (; *v; v++)
+		if ((*v)->rec.status == KVW_INPROGRESS)
+			return false;
+	return true;
+}
+
+static void gdrive(struct gside *a, struct gside *b, struct gside *c, struct gside *d)
+{
+	struct gside *v[5] = {a, b, c, d, NULL};
+	cr_assert(kvwt_drive1(gctx, 100000, both_done, v), "the sequences did not finish");
+}
+
+/* Both sides OK, one KVW_EV_LAYER per layer, bytes = the granted bytes. */
+static void gcheck_ok(const struct gside *s, uint64_t bytes)
+{
+	cr_assert_eq(s->rec.status, KVW_OK, "%s: %s", kvw_strerror(s->rec.status),
+		     kvw_ctx_last_error(gctx));
+	cr_assert_eq(s->rec.seq_events, 1);
+	cr_assert_eq(s->rec.seq_bytes, bytes);
+	cr_assert_eq(s->rec.layer_events, GL);
+	for (uint32_t l = 0; l < GL; l++)
+		cr_assert_eq(s->rec.layer_seen[l], 1, "layer %u reported %u times", l, s->rec.layer_seen[l]);
+}
+
+static uint64_t gbytes(uint64_t tokens, uint32_t heads)
+{
+	return (uint64_t)GL * 2 * tokens * heads * GD * GE;
+}
+
+static uint64_t frags_tx(kvw_ep *ep)
+{
+	kvw_counters c = {.size = sizeof(c)};
+	cr_assert_eq(kvw_ep_counters(ep, &c), KVW_OK);
+	return c.frags_tx;
+}
+
+static uint64_t frames_rx(kvw_ep *ep)
+{
+	kvw_counters c = {.size = sizeof(c)};
+	cr_assert_eq(kvw_ep_counters(ep, &c), KVW_OK);
+	return c.frames_rx;
+}
+
+static bool grant_arrived(void *arg)
+{
+	return frames_rx(gp.client) > *(uint64_t *)arg;
+}
+
+/* 512 tokens, vLLM NHD 16-token blocks -> head-major 64-token blocks in a
+ * scattered table: every (token, head) unit moves alone. */
+Test(conf_geom, nhd16_to_hnd64_llama3_shape)
+{
+	static struct gside s, d;
+	uint64_t f0 = frags_tx(gp.client);
+	gside_make(&s, KVW_GEOM_NHD, 16, 32, 0, GH, 32, 0);
+	gside_make(&d, KVW_GEOM_HND, 64, 12, 0, GH, 8, 7);
+	gside_fill(&s, 512);
+	ggrant(&d, gp.server, 1, NULL);
+	gsend(&s, gp.client, 1, NULL);
+	gdrive(&s, &d, NULL, NULL);
+	gcheck_ok(&d, gbytes(512, GH));
+	gcheck_ok(&s, gbytes(512, GH));
+	gside_verify(&d, 0, 512, 0, GH);
+	cr_log_info("NHD16 -> HND64, %u layers x 512 tokens: %llu fragments", GL,
+		    (unsigned long long)(frags_tx(gp.client) - f0));
+	/* one per unit, less one wherever two decode blocks follow in memory
+	 * (the last head of one and the first of the next touch on both sides) */
+	cr_assert_leq(frags_tx(gp.client) - f0, (uint64_t)GL * 2 * 512 * GH);
+	cr_assert_geq(frags_tx(gp.client) - f0, (uint64_t)GL * 2 * (512 * GH - 7));
+	gside_free(&s);
+	gside_free(&d);
+}
+
+/* Block tokens only (16 -> 64, both NHD): tokens run on both sides. */
+Test(conf_geom, nhd16_to_nhd64_scattered)
+{
+	static struct gside s, d;
+	uint64_t f0 = frags_tx(gp.client);
+	gside_make(&s, KVW_GEOM_NHD, 16, 40, 0, GH, 32, 3);
+	gside_make(&d, KVW_GEOM_NHD, 64, 12, 0, GH, 8, 5);
+	gside_fill(&s, 512);
+	uint64_t rx0 = frames_rx(gp.client);
+	ggrant(&d, gp.server, 2, NULL);
+	/* the GRANT reaches the sender before its first send call: it waits there */
+	cr_assert(kvwt_drive1(gctx, 5000, grant_arrived, &rx0), "the GRANT did not arrive");
+	gsend(&s, gp.client, 2, NULL);
+	gdrive(&s, &d, NULL, NULL);
+	gcheck_ok(&d, gbytes(512, GH));
+	gside_verify(&d, 0, 512, 0, GH);
+	cr_log_info("NHD16 scattered -> NHD64 scattered: %llu fragments",
+		    (unsigned long long)(frags_tx(gp.client) - f0));
+	cr_assert_leq(frags_tx(gp.client) - f0, (uint64_t)GL * 2 * 32 * 4);
+	gside_free(&s);
+	gside_free(&d);
+}
+
+/* The decode side has tokens [0, 100) cached and the prompt ends at 437,
+ * mid-block: only [100, 437) moves; the prefix and the tail stay canary. */
+Test(conf_geom, cached_prefix_and_prompt_ending_mid_block)
+{
+	static struct gside s, d;
+	kvw_seq_range dr = {.size = sizeof(dr), .t0 = 100, .t1 = 437};
+	kvw_seq_range sr = {.size = sizeof(sr), .t0 = 0, .t1 = 437};
+	gside_make(&s, KVW_GEOM_NHD, 16, 28, 0, GH, 28, 0);
+	gside_make(&d, KVW_GEOM_HND_KV_BLOCK, 64, 10, 0, GH, 7, 11);
+	gside_fill(&s, 437);
+	ggrant(&d, gp.server, 3, &dr);
+	gsend(&s, gp.client, 3, &sr);
+	gdrive(&s, &d, NULL, NULL);
+	gcheck_ok(&d, gbytes(337, GH));
+	gcheck_ok(&s, gbytes(337, GH));
+	gside_verify(&d, 100, 437, 0, GH);
+	gside_free(&s);
+	gside_free(&d);
+}
+
+/* Layer ranges out of order and in pieces: [20, 32), [0, 1), [1, 20) (under
+ * ASan, 4 layers: [2, 4), [0, 1), [1, 2)); the cursor takes each range as
+ * it comes and puts back a fragment of a layer not asked for yet. */
+Test(conf_geom, layer_ranges_out_of_order)
+{
+	static struct gside s, d;
+	const uint32_t a = GL * 5 / 8, b = 1;
+	const uint32_t first[3] = {a, 0, b}, end[3] = {GL, b, a};
+	gside_make(&s, KVW_GEOM_HND, 16, 16, 0, GH, 16, 0);
+	gside_make(&d, KVW_GEOM_NHD_KV_BLOCK, 32, 12, 0, GH, 8, 31);
+	gside_fill(&s, 256);
+	ggrant(&d, gp.server, 8, NULL);
+	for (int i = 0; i < 3; i++) {
+		kvw_req *r = NULL;
+		cr_assert_eq(kvw_send_seq(gp.client, 8, s.lay, s.blocks, s.n, first[i], end[i],
+					  i == 2 ? KVW_SEND_LAST : 0, &r), KVW_OK, "%s",
+			     kvw_ctx_last_error(gctx));
+		if (!i) {
+			s.req = r;
+			kvw_req_set_user_data(r, &s.rec);
+		}
+		kvwt_spin(&gctx, 1, 0);
+	}
+	gdrive(&s, &d, NULL, NULL);
+	gcheck_ok(&d, gbytes(256, GH));
+	gcheck_ok(&s, gbytes(256, GH));
+	gside_verify(&d, 0, 256, 0, GH);
+	gside_free(&s);
+	gside_free(&d);
+}
+
+/* Tensor parallelism, fan-out: one prefill rank with all 8 heads feeds two
+ * decode ranks (TP=2) that grant heads [0, 4) and [4, 8). */
+Test(conf_geom, fan_out_one_sender_two_decode_ranks)
+{
+	static struct gside s, d0, d1;
+	kvwt_pair_open(gctx, &gp2);
+	gside_make(&s, KVW_GEOM_NHD, 16, 16, 0, GH, 16, 0);
+	gside_make(&d0, KVW_GEOM_HND, 32, 10, 0, 4, 8, 13);
+	gside_make(&d1, KVW_GEOM_NHD, 64, 6, 4, 8, 4, 17);
+	gside_fill(&s, 256);
+	ggrant(&d0, gp.server, 4, NULL);
+	ggrant(&d1, gp2.server, 4, NULL);
+	static struct gside s2; /* the same pages sent on the second endpoint */
+	gsend(&s, gp.client, 4, NULL);
+	s2 = s;
+	kvwt_rec_init(&s2.rec);
+	gsend(&s2, gp2.client, 4, NULL);
+	gdrive(&s, &s2, &d0, &d1);
+	gcheck_ok(&d0, gbytes(256, 4));
+	gcheck_ok(&d1, gbytes(256, 4));
+	gcheck_ok(&s, gbytes(256, 4));
+	gcheck_ok(&s2, gbytes(256, 4));
+	gside_verify(&d0, 0, 256, 0, 4);
+	gside_verify(&d1, 0, 256, 4, 8);
+	cr_assert_eq(kvw_req_free(s2.req), KVW_OK);
+	gside_free(&s);
+	gside_free(&d0);
+	gside_free(&d1);
+}
+
+/* Fan-in: two prefill ranks (TP=2: heads [0, 4) and [4, 8)) fill one
+ * decode rank holding all 8, which grants each sender its heads. */
+Test(conf_geom, fan_in_two_senders_one_decode_rank)
+{
+	static struct gside s0, s1, d;
+	kvw_seq_range r0 = {.size = sizeof(r0), .h0 = 0, .h1 = 4};
+	kvw_seq_range r1 = {.size = sizeof(r1), .h0 = 4, .h1 = 8};
+	kvwt_pair_open(gctx, &gp2);
+	gside_make(&s0, KVW_GEOM_HND, 16, 16, 0, 4, 16, 0);
+	gside_make(&s1, KVW_GEOM_NHD, 16, 20, 4, 8, 16, 23);
+	gside_make(&d, KVW_GEOM_NHD, 64, 6, 0, GH, 4, 29);
+	gside_fill(&s0, 256);
+	gside_fill(&s1, 256);
+	struct gside d1 = d; /* the second grant's record and request */
+	ggrant(&d, gp.server, 5, &r0);
+	kvwt_rec_init(&d1.rec);
+	ggrant(&d1, gp2.server, 5, &r1);
+	gsend(&s0, gp.client, 5, NULL);
+	gsend(&s1, gp2.client, 5, NULL);
+	gdrive(&s0, &s1, &d, &d1);
+	gcheck_ok(&d, gbytes(256, 4));
+	gcheck_ok(&d1, gbytes(256, 4));
+	gcheck_ok(&s0, gbytes(256, 4));
+	gcheck_ok(&s1, gbytes(256, 4));
+	gside_verify(&d, 0, 256, 0, GH);
+	cr_assert_eq(kvw_req_free(d1.req), KVW_OK);
+	gside_free(&s0);
+	gside_free(&s1);
+	gside_free(&d);
+}
+
+/* A grant for heads the sender does not hold is refused on both sides
+ * (with several prefill senders each must be granted only its heads). */
+Test(conf_geom, grant_for_heads_the_sender_lacks_rejected)
+{
+	static struct gside s, d;
+	gside_make(&s, KVW_GEOM_NHD, 16, 8, 0, 4, 8, 0);
+	gside_make(&d, KVW_GEOM_NHD, 16, 8, 0, GH, 8, 0);
+	ggrant(&d, gp.server, 6, NULL);
+	kvw_status st = kvw_send_seq(gp.client, 6, s.lay, s.blocks, s.n, 0, GL, KVW_SEND_LAST, &s.req);
+	if (st == KVW_OK)
+		kvw_req_set_user_data(s.req, &s.rec);
+	else
+		s.req = NULL, s.rec.status = st;
+	gdrive(&s, &d, NULL, NULL);
+	cr_assert_eq(s.rec.status, KVW_ERR_REJECTED, "%s", kvw_strerror(s.rec.status));
+	cr_assert_eq(d.rec.status, KVW_ERR_REJECTED, "%s", kvw_strerror(d.rec.status));
+	gside_verify(&d, 0, 0, 0, 0);
+	gside_free(&s);
+	gside_free(&d);
+}
+
+/* Different head_dim: the planner's sentence, REJECTED on both sides. */
+Test(conf_geom, incompatible_geometries_rejected)
+{
+	static struct gside s, d;
+	gside_make(&s, KVW_GEOM_NHD, 16, 8, 0, GH, 8, 0);
+	gside_make(&d, KVW_GEOM_NHD, 16, 8, 0, GH, 8, 0);
+	kvw_layout_destroy(s.lay);
+	kvw_geom g = s.g;
+	g.head_dim = GD / 2, g.num_heads = GH * 2, g.h1 = GH * 2;
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_NHD, &g), KVW_OK);
+	cr_assert_eq(kvw_layout_create_geom(s.mem, &g, &s.lay), KVW_OK);
+	ggrant(&d, gp.server, 7, NULL);
+	kvw_status st = kvw_send_seq(gp.client, 7, s.lay, s.blocks, s.n, 0, GL, KVW_SEND_LAST, &s.req);
+	if (st == KVW_OK) { /* the GRANT had not come yet: refused when it does */
+		kvw_req_set_user_data(s.req, &s.rec);
+	} else {
+		cr_assert(strstr(kvw_ctx_last_error(gctx), "differ"), "%s", kvw_ctx_last_error(gctx));
+		s.req = NULL;
+		s.rec.status = st;
+	}
+	gdrive(&s, &d, NULL, NULL);
+	cr_assert_eq(s.rec.status, KVW_ERR_REJECTED, "%s", kvw_strerror(s.rec.status));
+	cr_assert_eq(d.rec.status, KVW_ERR_REJECTED, "%s", kvw_strerror(d.rec.status));
+	gside_verify(&d, 0, 0, 0, 0);
+	gside_free(&s);
+	gside_free(&d);
+}
+
+/* --------------------------------------------------------- forged frames */
+TestSuite(conf_geom_raw, .timeout = 60);
+
+/* A raw peer takes a geometry GRANT narrowed to heads [0, 4) of the 8 the
+ * receiver holds (tokens [16, 64)) and sends one forged fragment; the
+ * request ends REJECTED and no byte of the arena changes. */
+static void forged_geom_frag(uint32_t region, uint32_t idx, uint64_t off, uint32_t bytes)
+{
+	static uint8_t body[KVW_WIRE_MAX_CTRL], frame[sizeof(struct kvw_wire_data) + 4096];
+	static struct gside d;
+	kvw_seq_range rg = {.size = sizeof(rg), .h0 = 0, .h1 = 4, .t0 = 16, .t1 = 64};
+	struct kvw_wire_hdr h;
+	kvw_listener *l;
+	kvw_ep *ep;
+	int r;
+
+	if (strcmp(kvwt_driver()->name, "tcp"))
+		cr_skip_test("forged DATA frames need the tcp stream");
+	char uri[256];
+	gctx = kvwt_ctx(NULL);
+	kvwt_listen_uri(uri, sizeof(uri));
+	cr_assert_eq(kvw_listen(gctx, uri, &l), KVW_OK, "%s", kvw_ctx_last_error(gctx));
+	int fd = rawp_connect(kvw_listener_uri(l));
+	uint32_t srv = rawp_handshake(fd, gctx, "tcp");
+	cr_assert_neq(srv, 0);
+	cr_assert_eq(kvw_accept(l, 5000, &ep), KVW_OK);
+	gside_make(&d, KVW_GEOM_NHD, 16, 8, 0, GH, 4, 0);
+	uint8_t *snap = malloc(d.len);
+	memcpy(snap, d.base, d.len);
+	ggrant(&d, ep, 9, &rg);
+	do {
+		r = rawp_recv(fd, gctx, 5000, &h, body, sizeof(body));
+		cr_assert_eq(r, 1, "no GRANT came to the raw peer");
+	} while (h.type != KVW_T_GRANT);
+	struct kvw_wire_grant g;
+	memcpy(&g, body, sizeof(g));
+	cr_assert_eq(g.flags & KVW_GRANT_GEOM, KVW_GRANT_GEOM);
+	struct kvw_wire_data dd = {.token = g.token, .layer = region, .blk_idx = idx,
+				   .bytes = bytes, .blk_off = off};
+	memcpy(frame, &dd, sizeof(dd));
+	memset(frame + sizeof(dd), 0xee, bytes);
+	cr_assert_eq(rawp_frame(fd, KVW_T_DATA, srv, frame, sizeof(dd) + bytes), 0);
+	cr_assert(kvwt_drive1(gctx, 5000, kvwt_rec_done, &d.rec), "forged fragment not refused");
+	cr_assert_eq(d.rec.status, KVW_ERR_REJECTED, "%s", kvw_strerror(d.rec.status));
+	cr_assert_eq(memcmp(snap, d.base, d.len), 0, "a forged fragment wrote bytes");
+	free(snap);
+	close(fd);
+}
+
+/* token 16 (block 1, slot 0), head 5: a head of another sender */
+Test(conf_geom_raw, forged_foreign_head_range)
+{
+	forged_geom_frag(0, 1, 5 * GD * GE, GD * GE);
+}
+
+/* token 3 of block 0: inside the cached prefix */
+Test(conf_geom_raw, forged_cached_prefix)
+{
+	forged_geom_frag(0, 0, 3 * GH * GD * GE, GD * GE);
+}
+
+/* heads 2..5 of token 20: runs from granted heads into foreign ones */
+Test(conf_geom_raw, forged_run_into_foreign_heads)
+{
+	forged_geom_frag(1, 1, 4 * GH * GD * GE + 2 * GD * GE, 4 * GD * GE);
+}
+
+/* A raw peer plays the decode side and sends a GEOM GRANT that lies in one
+ * way; the kvwire sender ends its request REJECTED, answers ABORT(REJECTED)
+ * and sends no DATA. */
+enum glie { LIE_NONE, LIE_HEAD_DIM, LIE_REGIONS, LIE_STRIDES, LIE_HEADS, LIE_PAST_ARENA, LIE_FLAGS };
+
+static void forged_geom_grant(enum glie lie)
+{
+	static uint8_t body[KVW_WIRE_MAX_CTRL];
+	static struct gside s;
+	struct kvw_wire_hdr h;
+	kvw_listener *l;
+	kvw_ep *ep;
+	char uri[256];
+	kvw_geom g = {.size = sizeof(g), .n_layers = GL, .n_blocks = 8, .block_tokens = 16,
+		      .elem_bytes = GE, .head_dim = GD, .num_heads = GH};
+	uint32_t regions = GL * 2, nb = 8;
+
+	if (strcmp(kvwt_driver()->name, "tcp"))
+		cr_skip_test("forged GRANT frames need the tcp stream");
+	gctx = kvwt_ctx(NULL);
+	kvwt_listen_uri(uri, sizeof(uri));
+	cr_assert_eq(kvw_listen(gctx, uri, &l), KVW_OK, "%s", kvw_ctx_last_error(gctx));
+	int fd = rawp_connect(kvw_listener_uri(l));
+	uint32_t srv = rawp_handshake(fd, gctx, "tcp");
+	cr_assert_neq(srv, 0);
+	cr_assert_eq(kvw_accept(l, 5000, &ep), KVW_OK);
+	gside_make(&s, KVW_GEOM_NHD, 16, 8, 0, GH, 8, 0);
+	cr_assert_eq(kvw_send_seq(ep, 77, s.lay, s.blocks, s.n, 0, GL, KVW_SEND_LAST, &s.req), KVW_OK);
+	kvw_req_set_user_data(s.req, &s.rec);
+	cr_assert_eq(kvw_geom_init(KVW_GEOM_NHD, &g), KVW_OK);
+	struct kvw_wire_geom w = {.n_layers = GL, .n_kv = 2, .n_blocks = 8, .block_tokens = 16,
+		.elem_bytes = GE, .head_dim = GD, .num_heads = GH, .h0 = 0, .h1 = GH, .gh0 = 0,
+		.gh1 = GH, .token_stride = g.token_stride, .head_stride = g.head_stride,
+		.kv_stride = g.kv_stride, .block_stride = g.block_stride, .base_offset = 0,
+		.layer_stride = g.layer_stride, .t0 = 0, .t1 = 128};
+	struct kvw_wire_grant gr = {.seq_id = 77, .token = 0x10001, .n_blocks = nb,
+		.n_layers = regions, .flags = KVW_GRANT_GEOM, .block_bytes = g.block_stride,
+		.block_stride = g.block_stride, .timeout_us = 5000000, .mem_addr = 0,
+		.mem_len = g.layer_stride * GL};
+	if (lie == LIE_HEAD_DIM)
+		w.head_dim = GD / 2, w.num_heads = GH * 2, w.h1 = w.gh1 = GH * 2;
+	if (lie == LIE_REGIONS)
+		gr.n_layers = regions = GL;
+	if (lie == LIE_STRIDES)
+		w.token_stride = 8;
+	if (lie == LIE_HEADS)
+		w.gh1 = GH + 1;
+	if (lie == LIE_PAST_ARENA)
+		w.base_offset = UINT64_MAX - 4096;
+	if (lie == LIE_FLAGS)
+		w.flags = 0x80;
+	size_t len = sizeof(gr);
+	memcpy(body, &gr, sizeof(gr));
+	for (uint32_t r = 0; r < regions; r++, len += 8)
+		memcpy(body + len, &(uint64_t){(r / 2) * g.layer_stride + (r % 2) * g.kv_stride}, 8);
+	for (uint32_t i = 0; i < nb; i++, len += 4)
+		memcpy(body + len, &i, 4);
+	memcpy(body + len, &w, sizeof(w));
+	len += sizeof(w);
+	cr_assert_eq(rawp_frame(fd, KVW_T_GRANT, srv, body, len), 0);
+	if (lie == LIE_NONE) { /* the control case: this GRANT is taken and DATA flows */
+		do
+			cr_assert_eq(rawp_recv(fd, gctx, 5000, &h, body, sizeof(body)), 1, "no DATA came");
+		while (h.type != KVW_T_DATA);
+		struct kvw_wire_data d;
+		memcpy(&d, body, sizeof(d));
+		cr_assert(d.token == 0x10001 && d.layer < regions && d.bytes > 0);
+		close(fd);
+		return;
+	}
+	cr_assert(kvwt_drive1(gctx, 5000, kvwt_rec_done, &s.rec), "the lying GRANT was not refused");
+	cr_assert_eq(s.rec.status, KVW_ERR_REJECTED, "%s", kvw_strerror(s.rec.status));
+	int got;
+	do {
+		got = rawp_recv(fd, gctx, 5000, &h, body, sizeof(body));
+		cr_assert_eq(got, 1, "no ABORT came to the raw peer");
+		cr_assert_neq(h.type, KVW_T_DATA, "the sender sent DATA for a lying grant");
+	} while (h.type != KVW_T_ABORT);
+	struct kvw_wire_abort a;
+	memcpy(&a, body, sizeof(a));
+	cr_assert_eq(a.status, KVW_ERR_REJECTED);
+	cr_assert_eq(a.token, 0x10001);
+	cr_assert_eq(kvw_ep_status(ep), KVW_OK, "one lying GRANT must not cost the endpoint");
+	close(fd);
+}
+
+Test(conf_geom_raw, grant_honest_is_served) { forged_geom_grant(LIE_NONE); }
+Test(conf_geom_raw, grant_with_foreign_head_dim) { forged_geom_grant(LIE_HEAD_DIM); }
+Test(conf_geom_raw, grant_regions_disagree) { forged_geom_grant(LIE_REGIONS); }
+Test(conf_geom_raw, grant_overlapping_strides) { forged_geom_grant(LIE_STRIDES); }
+Test(conf_geom_raw, grant_heads_outside_held) { forged_geom_grant(LIE_HEADS); }
+Test(conf_geom_raw, grant_past_its_arena) { forged_geom_grant(LIE_PAST_ARENA); }
+Test(conf_geom_raw, grant_unknown_geometry_flags) { forged_geom_grant(LIE_FLAGS); }
+
+/* A peer that said wire 1.1 in its HELLO is never sent a GEOM grant: the
+ * grant is refused at the call with a sentence; plain grants still go. */
+Test(conf_geom_raw, old_peer_gets_no_geometry_grant)
+{
+	static struct gside d;
+	kvw_listener *l;
+	kvw_ep *ep;
+	kvw_req *r;
+	char uri[256];
+
+	if (strcmp(kvwt_driver()->name, "tcp"))
+		cr_skip_test("a raw HELLO needs the tcp stream");
+	gctx = kvwt_ctx(NULL);
+	kvwt_listen_uri(uri, sizeof(uri));
+	cr_assert_eq(kvw_listen(gctx, uri, &l), KVW_OK, "%s", kvw_ctx_last_error(gctx));
+	int fd = rawp_connect(kvw_listener_uri(l));
+	rawp_hello_minor = 1;
+	uint32_t srv = rawp_handshake(fd, gctx, "tcp");
+	rawp_hello_minor = -1;
+	cr_assert_neq(srv, 0);
+	cr_assert_eq(kvw_accept(l, 5000, &ep), KVW_OK);
+	gside_make(&d, KVW_GEOM_NHD, 16, 8, 0, GH, 8, 0);
+	kvw_status st = kvw_recv_seq(ep, 5, d.lay, d.blocks, d.n, 0, &r);
+	cr_assert_eq(st, KVW_ERR_UNSUPPORTED, "%s", kvw_strerror(st));
+	cr_assert(strstr(kvw_ctx_last_error(gctx), "1.2"), "%s", kvw_ctx_last_error(gctx));
+	static struct kvwt_pool p;
+	uint32_t b[2] = {0, 1};
+	kvwt_pool_make(gctx, &p, 2, 4, 4096, 4096);
+	cr_assert_eq(kvw_recv_seq(ep, 6, p.lay, b, 2, 0, &r), KVW_OK, "%s", kvw_ctx_last_error(gctx));
+	close(fd);
+}
