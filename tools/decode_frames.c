@@ -35,6 +35,21 @@ static const char *dec_status(kvw_status st)
 
 #define U(v) json_integer((json_int_t)(v))
 
+/* The receiver's geometry of a GEOM grant (wire 1.2). */
+static json_t *dec_geom(const uint8_t *b)
+{
+	struct kvw_wire_geom w;
+	kvw_wire_grant_geom(b, &w);
+	return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:[o,o],s:[o,o],s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:[o,o]}",
+		"n_layers", U(w.n_layers), "n_kv", U(w.n_kv), "n_blocks", U(w.n_blocks),
+		"block_tokens", U(w.block_tokens), "elem_bytes", U(w.elem_bytes), "head_dim", U(w.head_dim),
+		"num_heads", U(w.num_heads), "heads_held", U(w.h0), U(w.h1), "heads_granted", U(w.gh0),
+		U(w.gh1), "flags", U(w.flags), "token_stride", U(w.token_stride), "head_stride",
+		U(w.head_stride), "kv_stride", U(w.kv_stride), "block_stride", U(w.block_stride),
+		"base_offset", U(w.base_offset), "layer_stride", U(w.layer_stride), "tokens", U(w.t0),
+		U(w.t1));
+}
+
 static json_t *dec_grant(const uint8_t *b, size_t len)
 {
 	struct kvw_wire_grant g;
@@ -44,8 +59,12 @@ static json_t *dec_grant(const uint8_t *b, size_t len)
 		U(g.flags), "block_bytes", U(g.block_bytes), "block_stride", U(g.block_stride),
 		"timeout_us", U(g.timeout_us), "mem_addr", U(g.mem_addr), "mem_len", U(g.mem_len),
 		"mem_key", U(g.mem_key));
-	if (len != kvw_wire_grant_len(g.n_layers, g.n_blocks))
+	size_t lists = kvw_wire_grant_len(g.n_layers, g.n_blocks);
+	bool geo = g.flags & KVW_GRANT_GEOM;
+	if (len != lists + (geo ? sizeof(struct kvw_wire_geom) : 0))
 		return o; /* lists not trustworthy; the check names why */
+	if (geo)
+		json_object_set_new(o, "geometry", dec_geom(b));
 	json_t *lo = json_array(), *bl = json_array();
 	for (uint32_t i = 0; i < g.n_layers && i < 16; i++)
 		json_array_append_new(lo, U(kvw_wire_grant_layer_off(b, i)));
