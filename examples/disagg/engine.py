@@ -358,6 +358,8 @@ class Engine:
                     self.waiting.remove(req)
                 self._free_request(req)
                 continue
+            if req not in self.waiting:     # a layerwise load: the request runs in the batch already
+                continue
             if self.corrupt_after_load:     # the negative control of the equality tests
                 self.caches[0][0, req.block_ids[0], 0, 0, 0] += 1.0
             ro = self.work_conn.get_remote_output(rid) or {}

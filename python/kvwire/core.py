@@ -326,6 +326,29 @@ class _State:
         self.h = None
 
 
+def _teardown_unless_threads_at_exit(st: "_State") -> None:
+    """A context's finalizer. At interpreter exit, daemon threads may still be
+    inside a kvwire call on this context (a connector's progress thread, an
+    engine stepped on a thread): destroying it under them would crash the
+    exiting process. Then the context is left to the process's end (the kernel
+    takes back its memory, sockets and queue pairs; an shm listener's socket
+    file stays: close contexts before exit to remove it)."""
+    import sys
+    import threading
+    if sys.is_finalizing() or (threading.main_thread() is threading.current_thread()
+                               and threading.active_count() > 1 and _at_exit[0]):
+        return
+    st.teardown()
+
+
+_at_exit = [False]
+_at_exit_hooked = [False]
+
+
+def _mark_exit() -> None:
+    _at_exit[0] = True
+
+
 # ------------------------------------------------------------------ context
 class Context:
     """A kvw_ctx: drivers, endpoints, memory, the event queue.
@@ -359,7 +382,11 @@ class Context:
             own_cfg.close()
         _check(st, "kvw_ctx_create", None)
         self._st = _State(h.value)
-        self._fin = weakref.finalize(self, self._st.teardown)
+        self._fin = weakref.finalize(self, _teardown_unless_threads_at_exit, self._st)
+        if not _at_exit_hooked[0]:   # after weakref's own exit hook: runs before it (LIFO)
+            import atexit
+            atexit.register(_mark_exit)
+            _at_exit_hooked[0] = True
         self._events = (_abi.kvw_event * _EV_BATCH)()
         self._next_id = 1
         self._live: dict[int, Request] = {}                  # in progress: strong
