@@ -290,7 +290,9 @@ static kvw_status ofi_progress(kvw_drv *d)
 	for (struct ofi_ep *oe = od->eps, *next; oe; oe = next) {
 		next = oe->next;
 		if (oe->ep->state == KVW_EP_READY)
-			ofi_cq_poll(oe);
+			ofi_cq_poll(oe, false);
+		if (oe->ep->state == KVW_EP_READY && oe->n_fences)
+			ofi_fences_serve(oe);
 	}
 	return KVW_OK;
 }

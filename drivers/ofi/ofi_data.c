@@ -161,6 +161,8 @@ static kvw_status ofi_on_addr(struct kvw_stream *s, struct ofi_ep *oe, const uin
 		return KVW_ERR_IO;
 	}
 	oe->peer_known = true;
+	memcpy(oe->peer_name, p, len);
+	oe->peer_name_len = len;
 	return KVW_OK;
 }
 
@@ -179,6 +181,21 @@ static kvw_status ofi_on_key(struct kvw_stream *s, struct ofi_ep *oe, const uint
 	e->key = k.key;
 	e->base = k.base;
 	e->next_n = 0;
+	return KVW_OK;
+}
+
+static kvw_status ofi_on_fence(struct ofi_ep *oe, uint32_t token)
+{
+	struct ofi_ent *k = ofi_tab_find(&oe->keys, token, false);
+
+	if (!k)
+		return KVW_OK; /* no key, no write: nothing to mark (the receiver times out) */
+	k->fenced = true;
+	if (oe->n_fences == OFI_FENCES) {
+		kvw_ep_fail(oe->ep, KVW_ERR_PROTO, "ofi: the peer fenced more than 16 grants at once");
+		return KVW_ERR_PROTO;
+	}
+	oe->fences[oe->n_fences++] = token;
 	return KVW_OK;
 }
 
@@ -202,6 +219,11 @@ kvw_status ofi_on_frame(struct kvw_stream *s, const struct kvw_wire_hdr *h, cons
 	case OFI_R_ADDR: return ofi_on_addr(s, oe, p, r.len);
 	case OFI_R_KEY: return ofi_on_key(s, oe, p, r.len);
 	case OFI_R_DESC: return ofi_on_desc(s, oe, p, r.len);
+	case OFI_R_FENCE:
+		if (r.len != sizeof(tok))
+			return ofi_bad(s, "ofi: FENCE record of the wrong length");
+		memcpy(&tok, p, sizeof(tok));
+		return ofi_on_fence(oe, tok);
 	case OFI_R_DROP:
 		if (r.len != sizeof(tok))
 			return ofi_bad(s, "ofi: DROP record of the wrong length");
@@ -275,8 +297,10 @@ static kvw_status ofi_grant_keys(kvw_ep *ep, uint8_t *frame)
 		size_t alen = sizeof(addr);
 		if ((rc = fi_getname(&oe->fep->fid, addr, &alen)))
 			return ofi_err(ep->ctx, KVW_ERR_IO, "fi_getname", rc);
-		if (ofi_rec_send(ep, OFI_R_ADDR, addr, alen) != KVW_OK)
+		if (alen > OFI_ADDR_MAX || ofi_rec_send(ep, OFI_R_ADDR, addr, alen) != KVW_OK)
 			return KVW_ERR_NOMEM;
+		memcpy(oe->name, addr, alen);
+		oe->name_len = alen;
 		oe->addr_sent = true;
 	}
 	ofi_grant_close(oe, g->token, false);
@@ -316,20 +340,119 @@ kvw_status ofi_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
 	return st;
 }
 
+static struct ofi_op *ofi_op_take(struct ofi_ep *oe);
+static void ofi_op_put(struct ofi_ep *oe, struct ofi_op *op);
+
+/* The sender endpoint of this driver that writes to oe (both ends in one
+ * process), or NULL. */
+static struct ofi_ep *ofi_local_peer(struct ofi_ep *oe)
+{
+	for (struct ofi_ep *o = oe->od->eps; o; o = o->next)
+		if (o != oe && o->peer_known && o->peer_name_len == oe->name_len &&
+		    !memcmp(o->peer_name, oe->name, oe->name_len) && o->ep->state == KVW_EP_READY)
+			return o;
+	return NULL;
+}
+
+static bool ofi_token_inflight(const struct ofi_ep *oe, uint32_t token)
+{
+	for (int i = 0; oe->n_inflight && i < OFI_OPS; i++)
+		if (oe->op[i].used && oe->op[i].token == token)
+			return true;
+	return false;
+}
+
+/* Receiver fence, bounded by abort_timeout_ms: the sender stops the grant
+ * and, once every write it posted completed (delivery complete: landed),
+ * writes a zero-byte marker. Meanwhile remote completions are stashed for
+ * the next progress pass (the core does not run here). A sender in this
+ * process is served directly: its writes of the grant are waited for. */
+static void ofi_fence(struct ofi_ep *oe, uint32_t token)
+{
+	struct ofi_ep *peer = ofi_local_peer(oe);
+	uint64_t t0 = kvw_now_ns(), end = t0 + (uint64_t)kvw_core_cfg(oe->ep->ctx)->abort_timeout_ms * 1000000ull;
+
+	if (!peer && (ofi_rec_send(oe->ep, OFI_R_FENCE, &token, sizeof(token)) != KVW_OK))
+		return;
+	if (!peer)
+		kvw_stream_flush(kvw_sockep(oe->ep)->rail[0]);
+	oe->fence_token = token;
+	oe->fence_seen = false;
+	oe->in_fence = true;
+	if (peer) {
+		struct ofi_ent *k = ofi_tab_find(&peer->keys, token, false);
+		if (k)
+			k->fenced = true;
+	}
+	while (!oe->fence_seen && kvw_now_ns() < end && oe->ep->state == KVW_EP_READY) {
+		ofi_cq_poll(oe, true);
+		if (peer) {
+			ofi_cq_poll(peer, true);
+			oe->fence_seen = !ofi_token_inflight(peer, token);
+		}
+	}
+	oe->in_fence = false;
+	kvw_log(oe->ep->ctx, oe->fence_seen ? 4 : 2, "ofi: fence of grant %08x %s after %llu us", token,
+		oe->fence_seen ? "done" : "NOT answered (abort_timeout_ms): the key goes now",
+		(unsigned long long)((kvw_now_ns() - t0) / 1000));
+}
+
+/* Sender: every fenced grant whose writes all completed gets its marker. */
+void ofi_fences_serve(struct ofi_ep *oe)
+{
+	for (uint32_t i = 0; i < oe->n_fences;) {
+		uint32_t token = oe->fences[i];
+		struct ofi_ent *k = ofi_tab_find(&oe->keys, token, false);
+		struct ofi_op *op;
+		ssize_t rc = 0;
+
+		if (k && ofi_token_inflight(oe, token)) {
+			i++;
+			continue;
+		}
+		if (k && oe->peer_known && (op = ofi_op_take(oe))) {
+			*op = (struct ofi_op){.token = token, .used = true};
+			rc = fi_writedata(oe->fep, NULL, 0, NULL, (uint64_t)token << 32 | OFI_N_MARK, oe->peer,
+					  oe->od->virt_addr ? k->base : 0, k->key, &op->fctx);
+			if (rc)
+				ofi_op_put(oe, op);
+			if (rc == -FI_EAGAIN) {
+				i++;
+				continue;
+			}
+		} else if (k) {
+			i++;
+			continue; /* no write context free now */
+		}
+		if (rc)
+			kvw_log(oe->ep->ctx, 2, "ofi: fence marker of grant %08x: %s", token, fi_strerror((int)-rc));
+		oe->fences[i] = oe->fences[--oe->n_fences];
+	}
+}
+
 /* Receiver fence: the key dies (the provider refuses later writes); the
  * DROP ahead of it tells the sender its refused writes are no error. */
 kvw_status ofi_revoke(kvw_ep *ep, kvw_req *req)
 {
 	struct ofi_ep *oe = ofi_ep_of(ep);
+	struct ofi_grant *g;
 
-	if (oe)
-		ofi_grant_close(oe, req->token, true);
+	if (!oe)
+		return KVW_OK;
+	for (g = oe->grants; g && g->token != req->token; g = g->next)
+		;
+	if (g && ep->state == KVW_EP_READY && oe->addr_sent)
+		ofi_fence(oe, req->token);
+	ofi_grant_close(oe, req->token, true);
 	return KVW_OK;
 }
 
 void ofi_grant_done(kvw_ep *ep, kvw_req *req)
 {
-	ofi_revoke(ep, req);
+	struct ofi_ep *oe = ofi_ep_of(ep);
+
+	if (oe)
+		ofi_grant_close(oe, req->token, true);
 }
 
 /* ------------------------------------------------------------ writes (sender) */
@@ -391,6 +514,8 @@ size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 		struct ofi_op *op;
 		int rc;
 
+		if (k && k->fenced)
+			continue; /* the receiver fenced this grant: dropped, it is being aborted */
 		if (!k || !f[took].src_mem || !f[took].src_mem->drv_priv[ep->drv->idx] || !(op = ofi_op_take(oe)))
 			break;
 		*op = (struct ofi_op){.req = f[took].req, .token = f[took].token, .bytes = f[took].bytes,
@@ -445,11 +570,20 @@ static void ofi_cq_error(struct ofi_ep *oe)
 	ofi_op_put(oe, op);
 }
 
-static void ofi_cq_entry(struct ofi_ep *oe, const struct fi_cq_data_entry *c)
+static void ofi_cq_entry(struct ofi_ep *oe, const struct fi_cq_data_entry *c, bool stash)
 {
 	struct ofi_op *op = c->op_context;
 
 	if (c->flags & FI_REMOTE_CQ_DATA) {
+		if ((uint32_t)c->data == OFI_N_MARK) {
+			if (oe->in_fence && (uint32_t)(c->data >> 32) == oe->fence_token)
+				oe->fence_seen = true;
+			return;
+		}
+		if (stash) {
+			oe->stash[oe->n_stash++] = *c;
+			return;
+		}
 		oe->ep->last_rx_ns = kvw_now_ns(); /* the peer is alive */
 		ofi_join(oe, c->data, OFI_HAVE_CQ, NULL);
 		return;
@@ -458,13 +592,23 @@ static void ofi_cq_entry(struct ofi_ep *oe, const struct fi_cq_data_entry *c)
 		ofi_op_put(oe, op);
 }
 
-/* Bounded work: a few batches of completions, never a wait. */
-void ofi_cq_poll(struct ofi_ep *oe)
+/* Bounded work: a few batches of completions, never a wait. stash: remote
+ * completions are kept for later (a fence wait), else first the kept ones
+ * are handed on. */
+void ofi_cq_poll(struct ofi_ep *oe, bool stash)
 {
 	struct fi_cq_data_entry c[OFI_CQ_BATCH];
 
+	for (uint32_t i = 0; !stash && i < oe->n_stash && oe->ep->state == KVW_EP_READY; i++)
+		ofi_cq_entry(oe, &oe->stash[i], false);
+	if (!stash)
+		oe->n_stash = 0;
 	for (int pass = 0; pass < 8 && oe->ep->state == KVW_EP_READY; pass++) {
-		ssize_t n = fi_cq_read(oe->cq, c, OFI_CQ_BATCH);
+		size_t room = stash ? OFI_STASH - oe->n_stash : OFI_CQ_BATCH;
+		ssize_t n;
+		if (!room)
+			return;
+		n = fi_cq_read(oe->cq, c, room < OFI_CQ_BATCH ? room : OFI_CQ_BATCH);
 		if (n == -FI_EAVAIL) {
 			ofi_cq_error(oe);
 			continue;
@@ -472,7 +616,7 @@ void ofi_cq_poll(struct ofi_ep *oe)
 		if (n <= 0)
 			return;
 		for (ssize_t i = 0; i < n && oe->ep->state == KVW_EP_READY; i++)
-			ofi_cq_entry(oe, &c[i]);
+			ofi_cq_entry(oe, &c[i], stash);
 		if (n < OFI_CQ_BATCH)
 			return;
 	}
@@ -496,7 +640,7 @@ void ofi_cancel(kvw_ep *ep, kvw_req *req)
 	if (!oe)
 		return;
 	while (ep->state == KVW_EP_READY && ofi_req_inflight(oe, req) && kvw_now_ns() < end)
-		ofi_cq_poll(oe);
+		ofi_cq_poll(oe, false);
 	for (int i = 0; i < OFI_OPS; i++)
 		if (oe->op[i].used && oe->op[i].req == req)
 			oe->op[i].req = NULL; /* never named again */

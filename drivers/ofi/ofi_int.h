@@ -36,7 +36,11 @@ enum ofi_rec_kind {
 	OFI_R_KEY = 2,  /* struct ofi_key_rec: the remote key of one grant */
 	OFI_R_DESC = 3, /* struct ofi_desc_rec[]: names of writes just posted */
 	OFI_R_DROP = 4, /* u32 token: that grant's key is gone */
+	OFI_R_FENCE = 5, /* u32 token: stop writing it; once its writes completed, mark it */
 };
+#define OFI_N_MARK 0xffffffffu  /* fragment number of a fence's zero-byte marker write */
+#define OFI_STASH 1024          /* remote completions kept during a fence wait */
+#define OFI_FENCES 16           /* fences a sender serves at once */
 
 struct ofi_key_rec {
 	uint32_t token, rsvd;
@@ -60,6 +64,7 @@ struct ofi_ent {
 	bool used;
 	uint8_t have;
 	uint32_t next_n;        /* sender: next fragment number of this grant */
+	bool fenced;            /* sender: the receiver fenced it, its fragments are dropped */
 	uint64_t key, base;
 	struct kvw_wire_data d;
 };
@@ -99,6 +104,14 @@ struct ofi_ep {
 	struct ofi_tab keys;    /* sender: the peer's grant keys */
 	struct ofi_tab pend;    /* receiver: writes half joined */
 	struct ofi_grant *grants;
+	/* fences: receiver waits for a marker; sender serves FENCE records */
+	uint8_t name[OFI_ADDR_MAX], peer_name[OFI_ADDR_MAX];
+	size_t name_len, peer_name_len;
+	uint32_t fence_token;
+	bool fence_seen, in_fence;
+	uint32_t fences[OFI_FENCES], n_fences;
+	struct fi_cq_data_entry stash[OFI_STASH];
+	uint32_t n_stash;
 	struct ofi_ep *next;
 };
 
@@ -135,7 +148,8 @@ void ofi_tab_del(struct ofi_tab *t, uint64_t id);
 kvw_status ofi_on_frame(struct kvw_stream *s, const struct kvw_wire_hdr *h, const void *body);
 kvw_status ofi_send_ctrl(kvw_ep *ep, const void *frame, size_t len);
 size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n);
-void ofi_cq_poll(struct ofi_ep *oe);
+void ofi_cq_poll(struct ofi_ep *oe, bool stash);
+void ofi_fences_serve(struct ofi_ep *oe);
 void ofi_cancel(kvw_ep *ep, kvw_req *req);
 kvw_status ofi_revoke(kvw_ep *ep, kvw_req *req);
 void ofi_grant_done(kvw_ep *ep, kvw_req *req);
