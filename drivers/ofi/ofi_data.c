@@ -187,6 +187,8 @@ static kvw_status ofi_on_key(struct kvw_stream *s, struct ofi_ep *oe, const uint
 static kvw_status ofi_on_fence(struct ofi_ep *oe, uint32_t token)
 {
 	struct ofi_ent *k = ofi_tab_find(&oe->keys, token, false);
+	kvw_log(oe->ep->ctx, 4, "ofi: FENCE of grant %08x (key %s), %u writes in flight", token,
+		k ? "known" : "unknown", oe->n_inflight);
 
 	if (!k)
 		return KVW_OK; /* no key, no write: nothing to mark (the receiver times out) */
@@ -392,9 +394,10 @@ static void ofi_fence(struct ofi_ep *oe, uint32_t token)
 		}
 	}
 	oe->in_fence = false;
-	kvw_log(oe->ep->ctx, oe->fence_seen ? 4 : 2, "ofi: fence of grant %08x %s after %llu us", token,
+	kvw_log(oe->ep->ctx, oe->fence_seen ? 4 : 2, "ofi: fence of grant %08x %s after %llu us "
+		"(%u remote completions kept)", token,
 		oe->fence_seen ? "done" : "NOT answered (abort_timeout_ms): the key goes now",
-		(unsigned long long)((kvw_now_ns() - t0) / 1000));
+		(unsigned long long)((kvw_now_ns() - t0) / 1000), oe->n_stash);
 }
 
 /* Sender: every fenced grant whose writes all completed gets its marker. */
@@ -426,6 +429,8 @@ void ofi_fences_serve(struct ofi_ep *oe)
 		}
 		if (rc)
 			kvw_log(oe->ep->ctx, 2, "ofi: fence marker of grant %08x: %s", token, fi_strerror((int)-rc));
+		else
+			kvw_log(oe->ep->ctx, 4, "ofi: fence marker of grant %08x %s", token, k ? "posted" : "not needed (no key)");
 		oe->fences[i] = oe->fences[--oe->n_fences];
 	}
 }
