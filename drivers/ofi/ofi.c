@@ -214,7 +214,7 @@ static void ofi_ep_free(struct ofi_ep *oe)
 	if (oe->cq)
 		fi_close(&oe->cq->fid);
 	ofi_grants_free(oe);
-	free(oe->keys.e);
+	ofi_keys_free(oe);
 	free(oe->pend.e);
 	for (pp = &oe->od->eps; *pp; pp = &(*pp)->next)
 		if (*pp == oe) {

@@ -70,6 +70,25 @@ void ofi_tab_del(struct ofi_tab *t, uint64_t id)
 	}
 }
 
+static void ofi_key_del(struct ofi_ep *oe, uint32_t token)
+{
+	struct ofi_ent *k = ofi_tab_find(&oe->keys, token, false);
+
+	if (!k)
+		return;
+	free(k->run);
+	ofi_tab_del(&oe->keys, token);
+}
+
+void ofi_keys_free(struct ofi_ep *oe)
+{
+	for (uint32_t i = 0; i < oe->keys.cap; i++)
+		if (oe->keys.e[i].used)
+			free(oe->keys.e[i].run);
+	free(oe->keys.e);
+	oe->keys = (struct ofi_tab){0};
+}
+
 /* Every half-joined write of a grant that ended goes (none can complete). */
 static void ofi_pend_purge(struct ofi_ep *oe, uint32_t token)
 {
@@ -166,21 +185,35 @@ static kvw_status ofi_on_addr(struct kvw_stream *s, struct ofi_ep *oe, const uin
 	return KVW_OK;
 }
 
+/* A KEY record: the first of a grant starts its run table, later ones fill
+ * it in order. */
 static kvw_status ofi_on_key(struct kvw_stream *s, struct ofi_ep *oe, const uint8_t *p, uint32_t len)
 {
 	struct ofi_key_rec k;
 	struct ofi_ent *e;
 
-	if (len != sizeof(k))
-		return ofi_bad(s, "ofi: KEY record of the wrong length");
+	if (len < sizeof(k))
+		return ofi_bad(s, "ofi: KEY record too short");
 	memcpy(&k, p, sizeof(k));
-	if (!(e = ofi_tab_find(&oe->keys, k.token, true))) {
-		kvw_ep_fail(s->ep, KVW_ERR_NOMEM, "ofi: out of memory for the peer's grant keys");
-		return KVW_ERR_NOMEM;
+	if (!k.n_runs || k.n_runs > OFI_MAX_RUNS || k.first > k.n_runs || k.n_here > k.n_runs - k.first ||
+	    len != sizeof(k) + (size_t)k.n_here * sizeof(struct ofi_run))
+		return ofi_bad(s, "ofi: KEY record with counts out of range");
+	if (k.first == 0) {
+		ofi_key_del(oe, k.token);
+		if (!(e = ofi_tab_find(&oe->keys, k.token, true)) ||
+		    !(e->run = calloc(k.n_runs, sizeof(*e->run)))) {
+			if (e)
+				ofi_tab_del(&oe->keys, k.token);
+			kvw_ep_fail(s->ep, KVW_ERR_NOMEM, "ofi: out of memory for the peer's grant keys");
+			return KVW_ERR_NOMEM;
+		}
+		e->n_runs = k.n_runs;
+	} else if (!(e = ofi_tab_find(&oe->keys, k.token, false)) || e->n_runs != k.n_runs ||
+		   e->n_got != k.first) {
+		return ofi_bad(s, "ofi: KEY record out of order");
 	}
-	e->key = k.key;
-	e->base = k.base;
-	e->next_n = 0;
+	memcpy(e->run + k.first, p + sizeof(k), (size_t)k.n_here * sizeof(struct ofi_run));
+	e->n_got += k.n_here;
 	return KVW_OK;
 }
 
@@ -230,7 +263,7 @@ kvw_status ofi_on_frame(struct kvw_stream *s, const struct kvw_wire_hdr *h, cons
 		if (r.len != sizeof(tok))
 			return ofi_bad(s, "ofi: DROP record of the wrong length");
 		memcpy(&tok, p, sizeof(tok));
-		ofi_tab_del(&oe->keys, tok);
+		ofi_key_del(oe, tok);
 		return KVW_OK;
 	}
 	return ofi_bad(s, "ofi: unknown driver record kind");
@@ -248,7 +281,9 @@ static void ofi_grant_close(struct ofi_ep *oe, uint32_t token, bool tell)
 	*pp = g->next;
 	if (tell && oe->ep->state == KVW_EP_READY && ofi_rec_send(oe->ep, OFI_R_DROP, &token, sizeof(token)) == KVW_OK)
 		kvw_stream_flush(kvw_sockep(oe->ep)->rail[0]); /* the DROP leaves before the key dies */
-	fi_close(&g->mr->fid); /* from here the provider refuses writes with this key */
+	for (uint32_t i = 0; i < g->n_mr; i++)
+		fi_close(&g->mr[i]->fid); /* from here the provider refuses writes with these keys */
+	free(g->mr);
 	free(g);
 	ofi_pend_purge(oe, token);
 }
@@ -259,70 +294,151 @@ void ofi_grants_free(struct ofi_ep *oe)
 		ofi_grant_close(oe, oe->grants->token, false);
 }
 
-/* [lo, hi): the grant's pages, every layer, holes included. */
-static void ofi_grant_span(const struct kvw_wire_grant *g, uint64_t *lo, uint64_t *hi)
+static int ofi_u32_cmp(const void *a, const void *b)
 {
-	uint32_t bmin = UINT32_MAX, bmax = 0;
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
 
-	for (uint32_t i = 0; i < g->n_blocks; i++) {
-		uint32_t b = kvw_wire_grant_block(g, i);
-		bmin = b < bmin ? b : bmin;
-		bmax = b > bmax ? b : bmax;
-	}
-	*lo = UINT64_MAX;
-	*hi = 0;
-	for (uint32_t l = 0; l < g->n_layers; l++) {
-		uint64_t base = g->mem_addr + kvw_wire_grant_layer_off(g, l);
-		uint64_t a = base + bmin * g->block_stride, z = base + bmax * g->block_stride + g->block_bytes;
-		*lo = a < *lo ? a : *lo;
-		*hi = z > *hi ? z : *hi;
-	}
+	return x < y ? -1 : x > y;
 }
 
-/* A GRANT leaves: an MR over its span with remote-write access only, its key
- * (and, the first time, our fabric address) ahead of it on the stream. */
+static int ofi_run_cmp(const void *a, const void *b)
+{
+	const struct ofi_run *x = a, *y = b;
+
+	return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+/* The grant's blocks as address runs, sorted: per layer, sorted blocks
+ * merged where they touch (stride == block bytes). */
+static kvw_status ofi_grant_runs(const struct kvw_wire_grant *g, struct ofi_run **out, uint32_t *n_out)
+{
+	uint32_t *b, n = 0;
+	struct ofi_run *v;
+	bool touch = g->block_stride == g->block_bytes;
+
+	if ((uint64_t)g->n_blocks * g->n_layers > OFI_MAX_RUNS)
+		return KVW_ERR_NOMEM;
+	b = malloc((size_t)g->n_blocks * sizeof(*b));
+	v = calloc((size_t)g->n_blocks * g->n_layers, sizeof(*v));
+	if (!b || !v) {
+		free(b);
+		free(v);
+		return KVW_ERR_NOMEM;
+	}
+	for (uint32_t i = 0; i < g->n_blocks; i++)
+		b[i] = kvw_wire_grant_block(g, i);
+	qsort(b, g->n_blocks, sizeof(*b), ofi_u32_cmp);
+	for (uint32_t l = 0; l < g->n_layers; l++) {
+		uint64_t base = g->mem_addr + kvw_wire_grant_layer_off(g, l);
+		for (uint32_t i = 0; i < g->n_blocks; i++) {
+			uint64_t a = base + b[i] * g->block_stride;
+			if (i && b[i] == b[i - 1])
+				continue;
+			if (i && touch && b[i] == b[i - 1] + 1 && v[n - 1].addr + v[n - 1].len == a)
+				v[n - 1].len += g->block_bytes;
+			else
+				v[n++] = (struct ofi_run){.addr = a, .len = g->block_bytes};
+		}
+	}
+	free(b);
+	qsort(v, n, sizeof(*v), ofi_run_cmp);
+	*out = v;
+	*n_out = n;
+	return KVW_OK;
+}
+
+/* Our fabric address, once, ahead of the first GRANT. */
+static kvw_status ofi_addr_send(kvw_ep *ep, struct ofi_ep *oe)
+{
+	uint8_t addr[OFI_ADDR_MAX];
+	size_t alen = sizeof(addr);
+	int rc;
+
+	if (oe->addr_sent)
+		return KVW_OK;
+	if ((rc = fi_getname(&oe->fep->fid, addr, &alen)))
+		return ofi_err(ep->ctx, KVW_ERR_IO, "fi_getname", rc);
+	if (alen > OFI_ADDR_MAX || ofi_rec_send(ep, OFI_R_ADDR, addr, alen) != KVW_OK)
+		return KVW_ERR_NOMEM;
+	memcpy(oe->name, addr, alen);
+	oe->name_len = alen;
+	oe->addr_sent = true;
+	return KVW_OK;
+}
+
+/* An MR with remote-write access only over each run. */
+static kvw_status ofi_runs_reg(kvw_ep *ep, struct ofi_ep *oe, struct ofi_grant *gr, struct ofi_run *run,
+			       uint32_t n)
+{
+	if (!(gr->mr = calloc(n, sizeof(*gr->mr))))
+		return KVW_ERR_NOMEM;
+	for (uint32_t j = 0; j < n; j++, gr->n_mr++) {
+		int rc = fi_mr_reg(oe->od->dom, (void *)(uintptr_t)run[j].addr, run[j].len, FI_REMOTE_WRITE,
+				   0, oe->od->next_key++, 0, &gr->mr[j], NULL);
+		if (rc)
+			return kvw_set_err(ep->ctx, rc == -FI_ENOMEM ? KVW_ERR_MEMLOCK : KVW_ERR_IO,
+					   "ofi: registering run %u of %u of a grant: %s (raise `ulimit -l`)",
+					   j, n, fi_strerror(-rc));
+		run[j].key = fi_mr_key(gr->mr[j]);
+	}
+	return KVW_OK;
+}
+
+/* The runs' keys to the peer, in as many records as they need. */
+static kvw_status ofi_keys_send(kvw_ep *ep, uint32_t token, const struct ofi_run *run, uint32_t n)
+{
+	static __thread uint8_t buf[KVW_WIRE_MAX_DRV];
+	struct ofi_key_rec k = {.token = token, .n_runs = n};
+	kvw_status st;
+
+	do {
+		k.n_here = n - k.first < OFI_RUNS_PER_REC ? n - k.first : (uint32_t)OFI_RUNS_PER_REC;
+		memcpy(buf, &k, sizeof(k));
+		memcpy(buf + sizeof(k), run + k.first, (size_t)k.n_here * sizeof(*run));
+		if ((st = ofi_rec_send(ep, OFI_R_KEY, buf, sizeof(k) + (size_t)k.n_here * sizeof(*run))) != KVW_OK)
+			return st;
+		k.first += k.n_here;
+	} while (k.first < n);
+	return KVW_OK;
+}
+
+/* A GRANT leaves: an MR per run of its blocks, so the provider refuses any
+ * byte outside them (holes between blocks included); their keys (and, the
+ * first time, our fabric address) go ahead of it on the stream. */
 static kvw_status ofi_grant_keys(kvw_ep *ep, uint8_t *frame)
 {
 	struct kvw_wire_grant *g = (struct kvw_wire_grant *)(frame + sizeof(struct kvw_wire_hdr));
 	struct ofi_ep *oe = ofi_ep_get(ep);
-	struct ofi_key_rec k = {.token = g->token};
 	struct ofi_grant *gr;
-	uint64_t hi;
-	int rc;
+	struct ofi_run *run = NULL;
+	uint32_t n = 0;
+	kvw_status st;
 
 	if (!oe)
 		return kvw_ctx_last_error(ep->ctx)[0] ? KVW_ERR_IO : KVW_ERR_NOMEM;
 	if (!g->n_blocks || !g->n_layers)
 		return KVW_OK;
-	if (!oe->addr_sent) {
-		uint8_t addr[OFI_ADDR_MAX];
-		size_t alen = sizeof(addr);
-		if ((rc = fi_getname(&oe->fep->fid, addr, &alen)))
-			return ofi_err(ep->ctx, KVW_ERR_IO, "fi_getname", rc);
-		if (alen > OFI_ADDR_MAX || ofi_rec_send(ep, OFI_R_ADDR, addr, alen) != KVW_OK)
-			return KVW_ERR_NOMEM;
-		memcpy(oe->name, addr, alen);
-		oe->name_len = alen;
-		oe->addr_sent = true;
-	}
+	if ((st = ofi_addr_send(ep, oe)) != KVW_OK)
+		return st;
 	ofi_grant_close(oe, g->token, false);
-	ofi_grant_span(g, &k.base, &hi);
-	if (!(gr = calloc(1, sizeof(*gr))))
+	if ((st = ofi_grant_runs(g, &run, &n)) != KVW_OK)
+		return kvw_set_err(ep->ctx, st, "ofi: out of memory for the runs of a grant");
+	if (!(gr = calloc(1, sizeof(*gr)))) {
+		free(run);
 		return KVW_ERR_NOMEM;
-	rc = fi_mr_reg(oe->od->dom, (void *)(uintptr_t)k.base, hi - k.base, FI_REMOTE_WRITE, 0,
-		       oe->od->next_key++, 0, &gr->mr, NULL);
-	if (rc) {
-		free(gr);
-		return kvw_set_err(ep->ctx, rc == -FI_ENOMEM ? KVW_ERR_MEMLOCK : KVW_ERR_IO,
-				   "ofi: registering a grant of %llu bytes: %s (raise `ulimit -l`)",
-				   (unsigned long long)(hi - k.base), fi_strerror(-rc));
 	}
 	gr->token = g->token;
 	gr->next = oe->grants;
 	oe->grants = gr;
-	k.key = fi_mr_key(gr->mr);
-	g->mem_key = (uint32_t)k.key; /* informational: the KEY record holds all 64 bits */
-	return ofi_rec_send(ep, OFI_R_KEY, &k, sizeof(k));
+	st = ofi_runs_reg(ep, oe, gr, run, n);
+	if (st == KVW_OK) {
+		g->mem_key = (uint32_t)run[0].key; /* informational: the KEY records hold them all */
+		st = ofi_keys_send(ep, g->token, run, n);
+	}
+	if (st != KVW_OK)
+		ofi_grant_close(oe, g->token, false);
+	free(run);
+	return st;
 }
 
 kvw_status ofi_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
@@ -413,10 +529,10 @@ void ofi_fences_serve(struct ofi_ep *oe)
 			i++;
 			continue;
 		}
-		if (k && oe->peer_known && (op = ofi_op_take(oe))) {
+		if (k && oe->peer_known && k->n_got == k->n_runs && (op = ofi_op_take(oe))) {
 			*op = (struct ofi_op){.token = token, .used = true};
 			rc = fi_writedata(oe->fep, NULL, 0, NULL, (uint64_t)token << 32 | OFI_N_MARK, oe->peer,
-					  oe->od->virt_addr ? k->base : 0, k->key, &op->fctx);
+					  oe->od->virt_addr ? k->run[0].addr : 0, k->run[0].key, &op->fctx);
 			if (rc)
 				ofi_op_put(oe, op);
 			if (rc == -FI_EAGAIN) {
@@ -483,13 +599,33 @@ static void ofi_op_put(struct ofi_ep *oe, struct ofi_op *op)
 	oe->n_inflight--;
 }
 
+/* The run holding [addr, addr + len); one that holds none gets the first
+ * run: the provider refuses the write (outside its MR). */
+static const struct ofi_run *ofi_run_of(const struct ofi_ent *k, uint64_t addr, uint64_t len)
+{
+	uint32_t lo = 0, hi = k->n_runs;
+
+	while (hi - lo > 1) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (k->run[mid].addr <= addr)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	if (k->run[lo].addr <= addr && addr - k->run[lo].addr <= k->run[lo].len &&
+	    len <= k->run[lo].len - (addr - k->run[lo].addr))
+		return &k->run[lo];
+	return &k->run[0];
+}
+
 /* 1 posted, 0 the provider is full now, -1 the endpoint failed. */
 static int ofi_write(struct ofi_ep *oe, const kvw_frag *f, struct ofi_ent *k, struct ofi_op *op)
 {
 	const struct ofi_mem *om = f->src_mem->drv_priv[oe->od->d->idx];
 	struct iovec iov = {.iov_base = (void *)(uintptr_t)f->src, .iov_len = f->bytes};
-	struct fi_rma_iov rma = {.addr = oe->od->virt_addr ? f->dst_addr : f->dst_addr - k->base,
-				 .len = f->bytes, .key = k->key};
+	const struct ofi_run *run = ofi_run_of(k, f->dst_addr, f->bytes);
+	struct fi_rma_iov rma = {.addr = oe->od->virt_addr ? f->dst_addr : f->dst_addr - run->addr,
+				 .len = f->bytes, .key = run->key};
 	void *desc = om->desc;
 	struct fi_msg_rma msg = {.msg_iov = &iov, .desc = &desc, .iov_count = 1, .addr = oe->peer,
 				 .rma_iov = &rma, .rma_iov_count = 1, .context = &op->fctx,
@@ -521,7 +657,7 @@ size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 
 		if (k && k->fenced)
 			continue; /* the receiver fenced this grant: dropped, it is being aborted */
-		if (!k || !f[took].src_mem || !f[took].src_mem->drv_priv[ep->drv->idx] || !(op = ofi_op_take(oe)))
+		if (!k || k->n_got < k->n_runs || !f[took].src_mem || !f[took].src_mem->drv_priv[ep->drv->idx] || !(op = ofi_op_take(oe)))
 			break;
 		*op = (struct ofi_op){.req = f[took].req, .token = f[took].token, .bytes = f[took].bytes,
 				      .used = true};

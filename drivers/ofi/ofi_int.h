@@ -33,7 +33,7 @@
 
 enum ofi_rec_kind {
 	OFI_R_ADDR = 1, /* receiver's fabric address (fi_getname) */
-	OFI_R_KEY = 2,  /* struct ofi_key_rec: the remote key of one grant */
+	OFI_R_KEY = 2,  /* struct ofi_key_rec + ofi_run[]: the keys of one grant, a key per run */
 	OFI_R_DESC = 3, /* struct ofi_desc_rec[]: names of writes just posted */
 	OFI_R_DROP = 4, /* u32 token: that grant's key is gone */
 	OFI_R_FENCE = 5, /* u32 token: stop writing it; once its writes completed, mark it */
@@ -42,12 +42,18 @@ enum ofi_rec_kind {
 #define OFI_STASH 1024          /* remote completions kept during a fence wait */
 #define OFI_FENCES 16           /* fences a sender serves at once */
 
+/* KEY: one MR per run of granted blocks (contiguous in the receiver's
+ * arena), runs sorted by address, n_here of them from run `first` on. */
 struct ofi_key_rec {
-	uint32_t token, rsvd;
-	uint64_t key;
-	uint64_t base;          /* the MR's first byte (receiver's virtual address) */
+	uint32_t token, n_runs, first, n_here;
 };
-_Static_assert(sizeof(struct ofi_key_rec) == 24, "ofi key rec");
+struct ofi_run {
+	uint64_t addr, len;     /* receiver's virtual address of the run */
+	uint64_t key;
+};
+_Static_assert(sizeof(struct ofi_key_rec) == 16 && sizeof(struct ofi_run) == 24, "ofi key rec");
+#define OFI_RUNS_PER_REC ((KVW_WIRE_MAX_DRV - sizeof(struct ofi_key_rec)) / sizeof(struct ofi_run))
+#define OFI_MAX_RUNS (1u << 22)
 
 struct ofi_desc_rec {
 	uint32_t n, rsvd;       /* fragment number in the CQ data's low 32 bits */
@@ -65,7 +71,8 @@ struct ofi_ent {
 	uint8_t have;
 	uint32_t next_n;        /* sender: next fragment number of this grant */
 	bool fenced;            /* sender: the receiver fenced it, its fragments are dropped */
-	uint64_t key, base;
+	struct ofi_run *run;    /* sender: the grant's runs (owned), n_got of n_runs known */
+	uint32_t n_runs, n_got;
 	struct kvw_wire_data d;
 };
 
@@ -84,7 +91,8 @@ struct ofi_op {                 /* one write in flight */
 
 struct ofi_grant {
 	uint32_t token;
-	struct fid_mr *mr;
+	struct fid_mr **mr;     /* one per run */
+	uint32_t n_mr;
 	struct ofi_grant *next;
 };
 
@@ -145,6 +153,7 @@ kvw_status ofi_err(kvw_ctx *ctx, kvw_status st, const char *what, int rc);
 /* ofi_data.c */
 struct ofi_ent *ofi_tab_find(struct ofi_tab *t, uint64_t id, bool add);
 void ofi_tab_del(struct ofi_tab *t, uint64_t id);
+void ofi_keys_free(struct ofi_ep *oe);
 kvw_status ofi_on_frame(struct kvw_stream *s, const struct kvw_wire_hdr *h, const void *body);
 kvw_status ofi_send_ctrl(kvw_ep *ep, const void *frame, size_t len);
 size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n);
