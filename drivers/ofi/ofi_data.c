@@ -668,8 +668,6 @@ size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 		rec[nrec++] = (struct ofi_desc_rec){.n = k->next_n++, .d = {.token = f[took].token,
 			.layer = f[took].layer, .blk_idx = f[took].blk_idx, .bytes = f[took].bytes,
 			.blk_off = f[took].blk_off}};
-		ep->cnt.rail[0].bytes_tx += f[took].bytes;
-		ep->cnt.rail[0].frags_tx++;
 	}
 	if (nrec && ofi_rec_send(ep, OFI_R_DESC, rec, nrec * sizeof(rec[0])) != KVW_OK)
 		kvw_ep_fail(ep, KVW_ERR_NOMEM, "ofi: the control stream took no fragment names "
