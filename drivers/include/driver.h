@@ -326,5 +326,10 @@ uint32_t kvw_core_req_token(const kvw_req *r);   /* receive side: its grant's to
 uint64_t kvw_core_req_seq_id(const kvw_req *r);
 /* Send side: the block size the peer's GRANT named (0 before it came). */
 uint64_t kvw_core_req_peer_block_bytes(const kvw_req *r);
+/* r is one of ep's requests not yet freed, still in progress. r is only
+ * compared, never read: a driver may ask about a pointer it kept (e.g. of a
+ * write in flight) whose request may have been freed since. Walks the
+ * endpoint's requests: for error paths, not per fragment. */
+bool kvw_core_req_live(const kvw_ep *ep, const kvw_req *r);
 
 #endif

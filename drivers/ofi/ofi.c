@@ -60,37 +60,66 @@ static kvw_status ofi_caps(kvw_drv *d, struct kvw_caps_info *ci)
 	return KVW_OK;
 }
 
+/* The arena's MR in the open domain (once). */
+static kvw_status ofi_mem_mr(struct ofi_drv *od, struct ofi_mem *om)
+{
+	size_t len = kvw_mem_len(om->m);
+	int rc;
+
+	if (om->mr || !od->dom)
+		return KVW_OK;
+	rc = fi_mr_reg(od->dom, kvw_mem_addr(om->m), len, FI_WRITE | FI_READ, 0, od->next_key++, 0,
+		       &om->mr, NULL);
+	if (rc) {
+		om->mr = NULL;
+		return kvw_set_err(od->d->ctx, rc == -FI_ENOMEM ? KVW_ERR_MEMLOCK : KVW_ERR_IO,
+				   "ofi: registering an arena of %zu bytes with provider %s: %s (raise "
+				   "`ulimit -l`, or use a smaller arena)", len, od->prov, fi_strerror(-rc));
+	}
+	om->desc = fi_mr_desc(om->mr);
+	return KVW_OK;
+}
+
+/* Every arena is kept on the driver's own list; its MR is made now if the
+ * domain is open, else when it opens (ofi_dom_open). */
 static kvw_status ofi_mem_reg(kvw_drv *d, kvw_mem *m)
 {
 	struct ofi_drv *od = ofi_of(d);
-	struct ofi_mem *om;
-	int rc;
+	struct ofi_mem *om = kvw_core_mem_priv(m, d);
+	kvw_status st;
 
-	if (!od->dom || m->drv_priv[d->idx])
-		return KVW_OK; /* registered when the domain opens */
+	if (om)
+		return ofi_mem_mr(od, om);
 	if (!(om = calloc(1, sizeof(*om))))
-		return KVW_ERR_NOMEM;
-	rc = fi_mr_reg(od->dom, m->addr, m->len, FI_WRITE | FI_READ, 0, od->next_key++, 0, &om->mr, NULL);
-	if (rc) {
+		return kvw_set_err(d->ctx, KVW_ERR_NOMEM, "ofi: out of memory for an arena's state");
+	om->m = m;
+	if ((st = ofi_mem_mr(od, om)) != KVW_OK) {
 		free(om);
-		return kvw_set_err(d->ctx, rc == -FI_ENOMEM ? KVW_ERR_MEMLOCK : KVW_ERR_IO,
-				   "ofi: registering an arena of %zu bytes with provider %s: %s (raise "
-				   "`ulimit -l`, or use a smaller arena)", m->len, od->prov, fi_strerror(-rc));
+		return st;
 	}
-	om->desc = fi_mr_desc(om->mr);
-	m->drv_priv[d->idx] = om;
+	om->next = od->mems;
+	od->mems = om;
+	kvw_core_mem_set_priv(m, d, om);
 	return KVW_OK;
 }
 
 static void ofi_mem_dereg(kvw_drv *d, kvw_mem *m)
 {
-	struct ofi_mem *om = m->drv_priv[d->idx];
+	struct ofi_drv *od = ofi_of(d);
+	struct ofi_mem *om = kvw_core_mem_priv(m, d), **pp;
 
 	if (!om)
 		return;
-	fi_close(&om->mr->fid);
+	ofi_mem_quiesce(od, om);
+	for (pp = &od->mems; *pp; pp = &(*pp)->next)
+		if (*pp == om) {
+			*pp = om->next;
+			break;
+		}
+	if (om->mr)
+		fi_close(&om->mr->fid);
 	free(om);
-	m->drv_priv[d->idx] = NULL;
+	kvw_core_mem_set_priv(m, d, NULL);
 }
 
 static struct fi_info *ofi_hints(const char *prov, bool delivery)
@@ -181,8 +210,8 @@ static kvw_status ofi_dom_open(struct ofi_drv *od, const char *prov)
 	od->mr_local = od->info->domain_attr->mr_mode & FI_MR_LOCAL;
 	od->max_msg = od->info->ep_attr->max_msg_size;
 	ofi_log_features(od);
-	for (kvw_mem *m = ctx->mems; m; m = m->next)
-		if ((st = ofi_mem_reg(od->d, m)) != KVW_OK)
+	for (struct ofi_mem *om = od->mems; om; om = om->next)
+		if ((st = ofi_mem_mr(od, om)) != KVW_OK)
 			return st;
 	return KVW_OK;
 fail:
@@ -248,7 +277,7 @@ static kvw_status ofi_ep_fabric(struct ofi_ep *oe)
 struct ofi_ep *ofi_ep_get(kvw_ep *ep)
 {
 	struct kvw_sockep *se = kvw_sockep(ep);
-	struct ofi_drv *od = ofi_of(ep->drv);
+	struct ofi_drv *od = ofi_of_ep(ep);
 	struct ofi_ep *oe;
 
 	if (!se)
@@ -289,9 +318,9 @@ static kvw_status ofi_progress(kvw_drv *d)
 	kvw_sock_progress(d); /* control first: a DROP before the refused writes it explains */
 	for (struct ofi_ep *oe = od->eps, *next; oe; oe = next) {
 		next = oe->next;
-		if (oe->ep->state == KVW_EP_READY)
+		if (kvw_core_ep_ready(oe->ep))
 			ofi_cq_poll(oe, false);
-		if (oe->ep->state == KVW_EP_READY && oe->n_fences)
+		if (kvw_core_ep_ready(oe->ep) && oe->n_fences)
 			ofi_fences_serve(oe);
 	}
 	return KVW_OK;
@@ -318,15 +347,18 @@ static void ofi_listener_uri(kvw_listener *l, int fd, const struct kvw_uri *u, c
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	char host[128] = "", q[sizeof(u->query) + 80];
+	char host[128] = "", q[sizeof(u->query) + 80], uri[KVW_CORE_URI_MAX + 1];
 	bool has = kvw_uri_param(u, "provider", host, sizeof(host));
 
 	snprintf(q, sizeof(q), "%s%s%s%s", u->query, has ? "" : (u->query[0] ? "&" : ""),
 		 has ? "" : "provider=", has ? "" : prov);
 	getsockname(fd, (struct sockaddr *)&ss, &sl);
 	getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), NULL, 0, NI_NUMERICHOST);
-	snprintf(l->uri, sizeof(l->uri), ss.ss_family == AF_INET6 ? "ofi://[%s]:%u?%s" : "ofi://%s:%u?%s",
+	snprintf(uri, sizeof(uri), ss.ss_family == AF_INET6 ? "ofi://[%s]:%u?%s" : "ofi://%s:%u?%s",
 		 host, ntohs(((struct sockaddr_in *)&ss)->sin_port), q);
+	if (!kvw_core_listener_set_uri(l, uri))
+		kvw_log(kvw_core_listener_ctx(l), 2, "ofi: the listener's address %s is too long to report: "
+			"kvw_listener_uri keeps the one it was given", uri);
 }
 
 static kvw_status ofi_listen(kvw_drv *d, kvw_listener *l, const struct kvw_uri *u)
@@ -399,7 +431,8 @@ const struct kvw_driver_ops kvw_ofi_ops = {
 	.listener_close = kvw_sock_listener_close,
 	.connect = ofi_connect,
 	.ep_close = ofi_ep_close,
-	.send_ctrl = ofi_send_ctrl,
+	.send_ctrl = kvw_sock_send_ctrl,
+	.grant_keys = ofi_grant_keys,
 	.post_frags = ofi_post_frags,
 	.cancel = ofi_cancel,
 	.revoke = ofi_revoke,

@@ -106,7 +106,7 @@ static kvw_status ofi_rec_send(kvw_ep *ep, uint32_t kind, const void *p, size_t 
 
 	if (!se || !se->rail[0] || len > KVW_WIRE_MAX_DRV)
 		return KVW_ERR_CLOSED;
-	kvw_wire_hdr_encode(frame, KVW_T_DRV, 0, (uint32_t)(sizeof(r) + len), ep->peer_id);
+	kvw_wire_hdr_encode(frame, KVW_T_DRV, 0, (uint32_t)(sizeof(r) + len), kvw_core_ep_peer_id(ep));
 	memcpy(frame + sizeof(struct kvw_wire_hdr), &r, sizeof(r));
 	memcpy(frame + sizeof(struct kvw_wire_hdr) + sizeof(r), p, len);
 	return kvw_stream_ctrl(se->rail[0], frame, sizeof(struct kvw_wire_hdr) + sizeof(r) + len, -1);
@@ -124,8 +124,7 @@ static void ofi_land(struct ofi_ep *oe, const struct kvw_wire_data *d)
 
 	if (kvw_core_dst(oe->ep, d, &dst) != KVW_OK)
 		return; /* revoked (discard) or outside the grant (request failed) */
-	oe->ep->cnt.rail[0].bytes_rx += d->bytes;
-	oe->ep->cnt.rail[0].frags_rx++;
+	kvw_core_ep_rail_rx(oe->ep, 0, d->bytes);
 	kvw_core_landed(oe->ep, d);
 }
 
@@ -158,7 +157,7 @@ static kvw_status ofi_on_desc(struct kvw_stream *s, struct ofi_ep *oe, const uin
 {
 	if (len % sizeof(struct ofi_desc_rec))
 		return ofi_bad(s, "ofi: DESC record of a length that is no multiple of 32");
-	for (uint32_t off = 0; off < len && s->ep->state == KVW_EP_READY; off += sizeof(struct ofi_desc_rec)) {
+	for (uint32_t off = 0; off < len && kvw_core_ep_ready(s->ep); off += sizeof(struct ofi_desc_rec)) {
 		struct ofi_desc_rec r;
 		memcpy(&r, p + off, sizeof(r));
 		if (ofi_join(oe, (uint64_t)r.d.token << 32 | r.n, OFI_HAVE_DESC, &r.d) != KVW_OK)
@@ -220,7 +219,7 @@ static kvw_status ofi_on_key(struct kvw_stream *s, struct ofi_ep *oe, const uint
 static kvw_status ofi_on_fence(struct ofi_ep *oe, uint32_t token)
 {
 	struct ofi_ent *k = ofi_tab_find(&oe->keys, token, false);
-	kvw_log(oe->ep->ctx, 4, "ofi: FENCE of grant %08x (key %s), %u writes in flight", token,
+	kvw_log(ofi_ctx(oe), 4, "ofi: FENCE of grant %08x (key %s), %u writes in flight", token,
 		k ? "known" : "unknown", oe->n_inflight);
 
 	if (!k)
@@ -242,12 +241,12 @@ kvw_status ofi_on_frame(struct kvw_stream *s, const struct kvw_wire_hdr *h, cons
 	struct ofi_ep *oe;
 	uint32_t tok;
 
-	if (h->type != KVW_T_DRV || s->ep->state != KVW_EP_READY)
+	if (h->type != KVW_T_DRV || !kvw_core_ep_ready(s->ep))
 		return ofi_bad(s, "ofi: driver record before the handshake finished, or a frame type "
 			       "this driver does not use");
 	memcpy(&r, body, sizeof(r));
 	if (!(oe = ofi_ep_get(s->ep))) {
-		kvw_ep_fail(s->ep, KVW_ERR_IO, kvw_ctx_last_error(s->ep->ctx));
+		kvw_ep_fail(s->ep, KVW_ERR_IO, kvw_ctx_last_error(kvw_core_ep_ctx(s->ep)));
 		return KVW_ERR_IO;
 	}
 	switch (r.kind) {
@@ -279,7 +278,7 @@ static void ofi_grant_close(struct ofi_ep *oe, uint32_t token, bool tell)
 	if (!(g = *pp))
 		return;
 	*pp = g->next;
-	if (tell && oe->ep->state == KVW_EP_READY && ofi_rec_send(oe->ep, OFI_R_DROP, &token, sizeof(token)) == KVW_OK)
+	if (tell && kvw_core_ep_ready(oe->ep) && ofi_rec_send(oe->ep, OFI_R_DROP, &token, sizeof(token)) == KVW_OK)
 		kvw_stream_flush(kvw_sockep(oe->ep)->rail[0]); /* the DROP leaves before the key dies */
 	for (uint32_t i = 0; i < g->n_mr; i++)
 		fi_close(&g->mr[i]->fid); /* from here the provider refuses writes with these keys */
@@ -357,7 +356,7 @@ static kvw_status ofi_addr_send(kvw_ep *ep, struct ofi_ep *oe)
 	if (oe->addr_sent)
 		return KVW_OK;
 	if ((rc = fi_getname(&oe->fep->fid, addr, &alen)))
-		return ofi_err(ep->ctx, KVW_ERR_IO, "fi_getname", rc);
+		return ofi_err(kvw_core_ep_ctx(ep), KVW_ERR_IO, "fi_getname", rc);
 	if (alen > OFI_ADDR_MAX || ofi_rec_send(ep, OFI_R_ADDR, addr, alen) != KVW_OK)
 		return KVW_ERR_NOMEM;
 	memcpy(oe->name, addr, alen);
@@ -376,7 +375,7 @@ static kvw_status ofi_runs_reg(kvw_ep *ep, struct ofi_ep *oe, struct ofi_grant *
 		int rc = fi_mr_reg(oe->od->dom, (void *)(uintptr_t)run[j].addr, run[j].len, FI_REMOTE_WRITE,
 				   0, oe->od->next_key++, 0, &gr->mr[j], NULL);
 		if (rc)
-			return kvw_set_err(ep->ctx, rc == -FI_ENOMEM ? KVW_ERR_MEMLOCK : KVW_ERR_IO,
+			return kvw_set_err(kvw_core_ep_ctx(ep), rc == -FI_ENOMEM ? KVW_ERR_MEMLOCK : KVW_ERR_IO,
 					   "ofi: registering run %u of %u of a grant: %s (raise `ulimit -l`)",
 					   j, n, fi_strerror(-rc));
 		run[j].key = fi_mr_key(gr->mr[j]);
@@ -402,59 +401,49 @@ static kvw_status ofi_keys_send(kvw_ep *ep, uint32_t token, const struct ofi_run
 	return KVW_OK;
 }
 
-/* A GRANT leaves: an MR per run of its blocks, so the provider refuses any
- * byte outside them (holes between blocks included); their keys (and, the
- * first time, our fabric address) go ahead of it on the stream. */
-static kvw_status ofi_grant_keys(kvw_ep *ep, uint8_t *frame)
+/* ops->grant_keys. A GRANT leaves: an MR per run of its blocks, so the
+ * provider refuses any byte outside them (holes between blocks included);
+ * their keys (and, the first time, our fabric address) go ahead of it on
+ * the stream. */
+kvw_status ofi_grant_keys(kvw_ep *ep, kvw_req *req, const void *body, size_t len, uint32_t *mem_key)
 {
-	struct kvw_wire_grant *g = (struct kvw_wire_grant *)(frame + sizeof(struct kvw_wire_hdr));
+	struct kvw_wire_grant g;
 	struct ofi_ep *oe = ofi_ep_get(ep);
+	kvw_ctx *ctx = kvw_core_ep_ctx(ep);
 	struct ofi_grant *gr;
 	struct ofi_run *run = NULL;
 	uint32_t n = 0;
 	kvw_status st;
 
+	(void)req;
 	if (!oe)
-		return kvw_ctx_last_error(ep->ctx)[0] ? KVW_ERR_IO : KVW_ERR_NOMEM;
-	if (!g->n_blocks || !g->n_layers)
+		return kvw_ctx_last_error(ctx)[0] ? KVW_ERR_IO
+			: kvw_set_err(ctx, KVW_ERR_NOMEM, "ofi: out of memory for an endpoint's fabric state");
+	if (len < sizeof(g))
+		return kvw_set_err(ctx, KVW_ERR_INVALID, "ofi: GRANT body too short (a core bug: report it)");
+	memcpy(&g, body, sizeof(g));
+	if (!g.n_blocks || !g.n_layers)
 		return KVW_OK;
 	if ((st = ofi_addr_send(ep, oe)) != KVW_OK)
 		return st;
-	ofi_grant_close(oe, g->token, false);
-	if ((st = ofi_grant_runs(g, &run, &n)) != KVW_OK)
-		return kvw_set_err(ep->ctx, st, "ofi: out of memory for the runs of a grant");
+	ofi_grant_close(oe, g.token, false);
+	if ((st = ofi_grant_runs(body, &run, &n)) != KVW_OK)
+		return kvw_set_err(ctx, st, "ofi: out of memory for the runs of a grant");
 	if (!(gr = calloc(1, sizeof(*gr)))) {
 		free(run);
-		return KVW_ERR_NOMEM;
+		return kvw_set_err(ctx, KVW_ERR_NOMEM, "ofi: out of memory for a grant's keys");
 	}
-	gr->token = g->token;
+	gr->token = g.token;
 	gr->next = oe->grants;
 	oe->grants = gr;
 	st = ofi_runs_reg(ep, oe, gr, run, n);
 	if (st == KVW_OK) {
-		g->mem_key = (uint32_t)run[0].key; /* informational: the KEY records hold them all */
-		st = ofi_keys_send(ep, g->token, run, n);
+		*mem_key = (uint32_t)run[0].key; /* informational: the KEY records hold them all */
+		st = ofi_keys_send(ep, g.token, run, n);
 	}
 	if (st != KVW_OK)
-		ofi_grant_close(oe, g->token, false);
+		ofi_grant_close(oe, g.token, false);
 	free(run);
-	return st;
-}
-
-kvw_status ofi_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
-{
-	uint8_t *copy;
-	kvw_status st;
-
-	if (len <= sizeof(struct kvw_wire_hdr) || ((const uint8_t *)frame)[6] != KVW_T_GRANT)
-		return kvw_sock_send_ctrl(ep, frame, len);
-	if (!(copy = malloc(len)))
-		return KVW_ERR_NOMEM;
-	memcpy(copy, frame, len);
-	st = ofi_grant_keys(ep, copy);
-	if (st == KVW_OK)
-		st = kvw_sock_send_ctrl(ep, copy, len);
-	free(copy);
 	return st;
 }
 
@@ -467,7 +456,7 @@ static struct ofi_ep *ofi_local_peer(struct ofi_ep *oe)
 {
 	for (struct ofi_ep *o = oe->od->eps; o; o = o->next)
 		if (o != oe && o->peer_known && o->peer_name_len == oe->name_len &&
-		    !memcmp(o->peer_name, oe->name, oe->name_len) && o->ep->state == KVW_EP_READY)
+		    !memcmp(o->peer_name, oe->name, oe->name_len) && kvw_core_ep_ready(o->ep))
 			return o;
 	return NULL;
 }
@@ -488,7 +477,7 @@ static bool ofi_token_inflight(const struct ofi_ep *oe, uint32_t token)
 static void ofi_fence(struct ofi_ep *oe, uint32_t token)
 {
 	struct ofi_ep *peer = ofi_local_peer(oe);
-	uint64_t t0 = kvw_now_ns(), end = t0 + (uint64_t)kvw_core_cfg(oe->ep->ctx)->abort_timeout_ms * 1000000ull;
+	uint64_t t0 = kvw_now_ns(), end = t0 + (uint64_t)kvw_core_cfg(ofi_ctx(oe))->abort_timeout_ms * 1000000ull;
 
 	if (!peer && (ofi_rec_send(oe->ep, OFI_R_FENCE, &token, sizeof(token)) != KVW_OK))
 		return;
@@ -502,7 +491,7 @@ static void ofi_fence(struct ofi_ep *oe, uint32_t token)
 		if (k)
 			k->fenced = true;
 	}
-	while (!oe->fence_seen && kvw_now_ns() < end && oe->ep->state == KVW_EP_READY) {
+	while (!oe->fence_seen && kvw_now_ns() < end && kvw_core_ep_ready(oe->ep)) {
 		ofi_cq_poll(oe, true);
 		if (peer) {
 			ofi_cq_poll(peer, true);
@@ -510,7 +499,7 @@ static void ofi_fence(struct ofi_ep *oe, uint32_t token)
 		}
 	}
 	oe->in_fence = false;
-	kvw_log(oe->ep->ctx, oe->fence_seen ? 4 : 2, "ofi: fence of grant %08x %s after %llu us "
+	kvw_log(ofi_ctx(oe), oe->fence_seen ? 4 : 2, "ofi: fence of grant %08x %s after %llu us "
 		"(%u remote completions kept)", token,
 		oe->fence_seen ? "done" : "NOT answered (abort_timeout_ms): the key goes now",
 		(unsigned long long)((kvw_now_ns() - t0) / 1000), oe->n_stash);
@@ -544,9 +533,9 @@ void ofi_fences_serve(struct ofi_ep *oe)
 			continue; /* no write context free now */
 		}
 		if (rc)
-			kvw_log(oe->ep->ctx, 2, "ofi: fence marker of grant %08x: %s", token, fi_strerror((int)-rc));
+			kvw_log(ofi_ctx(oe), 2, "ofi: fence marker of grant %08x: %s", token, fi_strerror((int)-rc));
 		else
-			kvw_log(oe->ep->ctx, 4, "ofi: fence marker of grant %08x %s", token, k ? "posted" : "not needed (no key)");
+			kvw_log(ofi_ctx(oe), 4, "ofi: fence marker of grant %08x %s", token, k ? "posted" : "not needed (no key)");
 		oe->fences[i] = oe->fences[--oe->n_fences];
 	}
 }
@@ -560,11 +549,13 @@ kvw_status ofi_revoke(kvw_ep *ep, kvw_req *req)
 
 	if (!oe)
 		return KVW_OK;
-	for (g = oe->grants; g && g->token != req->token; g = g->next)
+	uint32_t token = kvw_core_req_token(req);
+
+	for (g = oe->grants; g && g->token != token; g = g->next)
 		;
-	if (g && ep->state == KVW_EP_READY && oe->addr_sent)
-		ofi_fence(oe, req->token);
-	ofi_grant_close(oe, req->token, true);
+	if (g && kvw_core_ep_ready(ep) && oe->addr_sent)
+		ofi_fence(oe, token);
+	ofi_grant_close(oe, token, true);
 	return KVW_OK;
 }
 
@@ -573,7 +564,7 @@ void ofi_grant_done(kvw_ep *ep, kvw_req *req)
 	struct ofi_ep *oe = ofi_ep_of(ep);
 
 	if (oe)
-		ofi_grant_close(oe, req->token, true);
+		ofi_grant_close(oe, kvw_core_req_token(req), true);
 }
 
 /* ------------------------------------------------------------ writes (sender) */
@@ -621,7 +612,7 @@ static const struct ofi_run *ofi_run_of(const struct ofi_ent *k, uint64_t addr, 
 /* 1 posted, 0 the provider is full now, -1 the endpoint failed. */
 static int ofi_write(struct ofi_ep *oe, const kvw_frag *f, struct ofi_ent *k, struct ofi_op *op)
 {
-	const struct ofi_mem *om = f->src_mem->drv_priv[oe->od->d->idx];
+	const struct ofi_mem *om = kvw_core_mem_priv(f->src_mem, oe->od->d);
 	struct iovec iov = {.iov_base = (void *)(uintptr_t)f->src, .iov_len = f->bytes};
 	const struct ofi_run *run = ofi_run_of(k, f->dst_addr, f->bytes);
 	struct fi_rma_iov rma = {.addr = oe->od->virt_addr ? f->dst_addr : f->dst_addr - run->addr,
@@ -642,6 +633,14 @@ static int ofi_write(struct ofi_ep *oe, const kvw_frag *f, struct ofi_ent *k, st
 	return 1;
 }
 
+/* The fragment's arena has its MR in our domain. */
+static bool ofi_src_ok(const struct ofi_ep *oe, const kvw_frag *f)
+{
+	const struct ofi_mem *om = f->src_mem ? kvw_core_mem_priv(f->src_mem, oe->od->d) : NULL;
+
+	return om && om->mr;
+}
+
 size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 {
 	struct ofi_ep *oe = ofi_ep_of(ep);
@@ -657,10 +656,10 @@ size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 
 		if (k && k->fenced)
 			continue; /* the receiver fenced this grant: dropped, it is being aborted */
-		if (!k || k->n_got < k->n_runs || !f[took].src_mem || !f[took].src_mem->drv_priv[ep->drv->idx] || !(op = ofi_op_take(oe)))
+		if (!k || k->n_got < k->n_runs || !ofi_src_ok(oe, &f[took]) || !(op = ofi_op_take(oe)))
 			break;
 		*op = (struct ofi_op){.req = f[took].req, .token = f[took].token, .bytes = f[took].bytes,
-				      .used = true};
+				      .om = kvw_core_mem_priv(f[took].src_mem, oe->od->d), .used = true};
 		if ((rc = ofi_write(oe, &f[took], k, op)) <= 0) {
 			ofi_op_put(oe, op); /* full: progress reaps completions, the pump retries */
 			break;
@@ -677,14 +676,6 @@ size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 }
 
 /* ------------------------------------------------------------ completions */
-static bool ofi_req_live(kvw_ep *ep, kvw_req *req)
-{
-	for (kvw_req *r = ep->reqs; r; r = r->next_ep)
-		if (r == req)
-			return r->status == KVW_INPROGRESS;
-	return false;
-}
-
 /* A write failed at the target: its key was dropped (an abort: no error) or
  * never covered those bytes (a forged or stale key): REJECTED. */
 static void ofi_cq_error(struct ofi_ep *oe)
@@ -696,11 +687,11 @@ static void ofi_cq_error(struct ofi_ep *oe)
 		return;
 	op = err.op_context;
 	if (!op || op < &oe->op[0] || op >= &oe->op[OFI_OPS] || !op->used) {
-		kvw_log(oe->ep->ctx, 2, "ofi: completion error without a write: %s",
+		kvw_log(ofi_ctx(oe), 2, "ofi: completion error without a write: %s",
 			fi_strerror(err.err));
 		return;
 	}
-	if (ofi_tab_find(&oe->keys, op->token, false) && ofi_req_live(oe->ep, op->req)) {
+	if (ofi_tab_find(&oe->keys, op->token, false) && op->req && kvw_core_req_live(oe->ep, op->req)) {
 		char why[160];
 		snprintf(why, sizeof(why), "ofi: the receiver's provider refused a write of grant %08x (%s): "
 			 "its key does not cover those bytes", op->token, fi_strerror(err.err));
@@ -723,7 +714,7 @@ static void ofi_cq_entry(struct ofi_ep *oe, const struct fi_cq_data_entry *c, bo
 			oe->stash[oe->n_stash++] = *c;
 			return;
 		}
-		oe->ep->last_rx_ns = kvw_now_ns(); /* the peer is alive */
+		kvw_core_ep_heard(oe->ep); /* the peer is alive */
 		ofi_join(oe, c->data, OFI_HAVE_CQ, NULL);
 		return;
 	}
@@ -738,11 +729,11 @@ void ofi_cq_poll(struct ofi_ep *oe, bool stash)
 {
 	struct fi_cq_data_entry c[OFI_CQ_BATCH];
 
-	for (uint32_t i = 0; !stash && i < oe->n_stash && oe->ep->state == KVW_EP_READY; i++)
+	for (uint32_t i = 0; !stash && i < oe->n_stash && kvw_core_ep_ready(oe->ep); i++)
 		ofi_cq_entry(oe, &oe->stash[i], false);
 	if (!stash)
 		oe->n_stash = 0;
-	for (int pass = 0; pass < 8 && oe->ep->state == KVW_EP_READY; pass++) {
+	for (int pass = 0; pass < 8 && kvw_core_ep_ready(oe->ep); pass++) {
 		size_t room = stash ? OFI_STASH - oe->n_stash : OFI_CQ_BATCH;
 		ssize_t n;
 		if (!room)
@@ -754,7 +745,7 @@ void ofi_cq_poll(struct ofi_ep *oe, bool stash)
 		}
 		if (n <= 0)
 			return;
-		for (ssize_t i = 0; i < n && oe->ep->state == KVW_EP_READY; i++)
+		for (ssize_t i = 0; i < n && kvw_core_ep_ready(oe->ep); i++)
 			ofi_cq_entry(oe, &c[i], stash);
 		if (n < OFI_CQ_BATCH)
 			return;
@@ -774,13 +765,39 @@ static bool ofi_req_inflight(const struct ofi_ep *oe, const kvw_req *req)
 void ofi_cancel(kvw_ep *ep, kvw_req *req)
 {
 	struct ofi_ep *oe = ofi_ep_of(ep);
-	uint64_t end = kvw_now_ns() + (uint64_t)kvw_core_cfg(ep->ctx)->abort_timeout_ms * 1000000ull;
+	uint64_t end = kvw_now_ns() + (uint64_t)kvw_core_cfg(kvw_core_ep_ctx(ep))->abort_timeout_ms * 1000000ull;
 
 	if (!oe)
 		return;
-	while (ep->state == KVW_EP_READY && ofi_req_inflight(oe, req) && kvw_now_ns() < end)
+	while (kvw_core_ep_ready(ep) && ofi_req_inflight(oe, req) && kvw_now_ns() < end)
 		ofi_cq_poll(oe, false);
 	for (int i = 0; i < OFI_OPS; i++)
 		if (oe->op[i].used && oe->op[i].req == req)
 			oe->op[i].req = NULL; /* never named again */
+}
+
+static bool ofi_mem_inflight(const struct ofi_ep *oe, const struct ofi_mem *om)
+{
+	for (int i = 0; oe->n_inflight && i < OFI_OPS; i++)
+		if (oe->op[i].used && oe->op[i].om == om)
+			return true;
+	return false;
+}
+
+/* kvw_mem_dereg (an application call, never inside kvw_progress): the
+ * provider may still read the arena for writes posted before their request
+ * was cancelled; wait for them (bounded by abort_timeout_ms, remote
+ * completions kept for the next pass). An endpoint whose writes do not
+ * complete by then is failed. */
+void ofi_mem_quiesce(struct ofi_drv *od, const struct ofi_mem *om)
+{
+	for (struct ofi_ep *oe = od->eps; oe; oe = oe->next) {
+		uint64_t end = kvw_now_ns() + (uint64_t)kvw_core_cfg(ofi_ctx(oe))->abort_timeout_ms * 1000000ull;
+		while (kvw_core_ep_ready(oe->ep) && ofi_mem_inflight(oe, om) && kvw_now_ns() < end)
+			ofi_cq_poll(oe, true);
+		if (kvw_core_ep_ready(oe->ep) && ofi_mem_inflight(oe, om))
+			kvw_ep_fail(oe->ep, KVW_ERR_IO, "ofi: writes from an arena being deregistered did "
+				    "not complete within abort_timeout_ms: the endpoint is failed; "
+				    "check the fabric and the peer");
+	}
 }

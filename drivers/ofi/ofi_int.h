@@ -4,8 +4,8 @@
  * the control stream, grants and their keys, writes, completions).
  * See docs/drivers/ofi.md.
  *
- * Control: a TCP stream per endpoint (transport/sock.c, stream.c, as the
- * tcp driver) carries the core's frames in order, plus the driver's own DRV
+ * Control: a TCP stream per endpoint (drivers/common sock.c, stream.c, as
+ * the tcp driver) carries the core's frames in order, plus the driver's own DRV
  * records: the receiver's fabric address (before its first GRANT), one
  * remote key per grant (before that GRANT), the sender's fragment names.
  * Data: fi_writedata (FI_EP_RDM) from the sender's registered arena into an
@@ -81,9 +81,12 @@ struct ofi_tab {
 	uint32_t cap, used;
 };
 
+struct ofi_mem;
+
 struct ofi_op {                 /* one write in flight */
 	struct fi_context2 fctx;        /* first: the provider's scratch */
-	kvw_req *req;
+	kvw_req *req;                   /* NULL once cancelled */
+	const struct ofi_mem *om;       /* its source arena (NULL: a fence marker) */
 	uint32_t token, bytes;
 	int next_free;
 	bool used;
@@ -124,6 +127,7 @@ struct ofi_ep {
 };
 
 struct ofi_drv {
+	struct kvw_socklist sl;  /* first: drivers/common's endpoints and listeners */
 	kvw_drv *d;
 	char prov[64];          /* provider of the domain ("" until one is opened) */
 	struct fi_info *info;
@@ -133,14 +137,20 @@ struct ofi_drv {
 	uint64_t next_key;      /* requested keys without FI_MR_PROV_KEY */
 	uint64_t max_msg;
 	struct ofi_ep *eps;
+	struct ofi_mem *mems;   /* every arena of the context (mem_reg), registered once dom opens */
 };
 
+/* An arena's state: set by mem_reg for every arena, mr once the domain is open. */
 struct ofi_mem {
+	kvw_mem *m;
 	struct fid_mr *mr;
 	void *desc;
+	struct ofi_mem *next;
 };
 
 static inline struct ofi_drv *ofi_of(kvw_drv *d) { return d->priv; }
+static inline struct ofi_drv *ofi_of_ep(const kvw_ep *ep) { return ofi_of(kvw_core_ep_drv(ep)); }
+static inline kvw_ctx *ofi_ctx(const struct ofi_ep *oe) { return kvw_core_ep_ctx(oe->ep); }
 static inline struct ofi_ep *ofi_ep_of(const kvw_ep *ep)
 {
 	return kvw_sockep(ep) ? kvw_sockep(ep)->priv : NULL;
@@ -155,7 +165,7 @@ struct ofi_ent *ofi_tab_find(struct ofi_tab *t, uint64_t id, bool add);
 void ofi_tab_del(struct ofi_tab *t, uint64_t id);
 void ofi_keys_free(struct ofi_ep *oe);
 kvw_status ofi_on_frame(struct kvw_stream *s, const struct kvw_wire_hdr *h, const void *body);
-kvw_status ofi_send_ctrl(kvw_ep *ep, const void *frame, size_t len);
+kvw_status ofi_grant_keys(kvw_ep *ep, kvw_req *req, const void *body, size_t len, uint32_t *mem_key);
 size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n);
 void ofi_cq_poll(struct ofi_ep *oe, bool stash);
 void ofi_fences_serve(struct ofi_ep *oe);
@@ -163,5 +173,6 @@ void ofi_cancel(kvw_ep *ep, kvw_req *req);
 kvw_status ofi_revoke(kvw_ep *ep, kvw_req *req);
 void ofi_grant_done(kvw_ep *ep, kvw_req *req);
 void ofi_grants_free(struct ofi_ep *oe);
+void ofi_mem_quiesce(struct ofi_drv *od, const struct ofi_mem *om);
 
 #endif
