@@ -101,6 +101,13 @@ struct kvw_req {
 	uint64_t cur_off;       /* byte offset inside the run starting at cur_idx */
 	uint64_t bytes_posted;
 	struct kvw_req *next_active, *prev_active;
+
+	/* abort fence (seq.c, both roles): a failed request whose fence still
+	 * runs keeps status INPROGRESS; fence_st is its final status, delivered
+	 * when the fence is done (driver's kvw_core_fence_done, or ABORT_ACK)
+	 * or when deadline_ns (now start + abort_timeout_ms) passes */
+	bool fencing;
+	kvw_status fence_st;
 };
 
 /* ----------------------------------------------------------------- endpoint */

@@ -173,7 +173,7 @@ static void kvw_active_del(kvw_ep *ep, kvw_req *r)
 
 static void kvw_active_add(kvw_ep *ep, kvw_req *r)
 {
-	if (r->on_active || !r->granted || r->status != KVW_INPROGRESS)
+	if (r->on_active || !r->granted || r->status != KVW_INPROGRESS || r->fencing)
 		return;
 	r->on_active = true;
 	r->prev_active = NULL;
@@ -255,22 +255,84 @@ static void kvw_send_abort(kvw_ep *ep, const kvw_req *r, kvw_status why, bool to
 		kvw_ep_send(ep, KVW_T_ABORT, &a, sizeof(a));
 }
 
-/* Ends a live request with st, tells the peer (unless the peer told us). */
-static void kvw_req_fail(kvw_req *r, kvw_status st, bool tell_peer)
+/* ------------------------------------------------------ the abort fence */
+static void kvw_deadline_note(kvw_ep *ep, uint64_t d);
+
+/* One mechanism for both roles. A failed request whose bytes may still move
+ * (receiver: the driver's revoke answered INPROGRESS; sender: the peer was
+ * told with ABORT and may still be reading our pages) stays INPROGRESS with
+ * `fencing` set and its final status in fence_st; nothing waits for the
+ * fence. It ends when the fence holds (kvw_core_fence_done / ABORT_ACK), or
+ * at deadline_ns, now abort_timeout_ms away (kvw_fence_expired). */
+static void kvw_fence_start(kvw_req *r, kvw_status st)
+{
+	kvw_ep *ep = r->ep;
+
+	r->fencing = true;
+	r->fence_st = st;
+	r->deadline_ns = kvw_now_ns() + (uint64_t)ep->ctx->cfg.abort_timeout_ms * 1000000ull;
+	kvw_deadline_note(ep, r->deadline_ns);
+}
+
+/* The fence holds: the request ends with the status it failed with. */
+static void kvw_fence_finish(kvw_req *r)
+{
+	kvw_ep *ep = r->ep;
+
+	r->fencing = false;
+	kvw_req_unmap(ep, r);
+	kvw_req_complete(r, r->fence_st);
+	if (!r->user_owned)
+		kvw_req_destroy(r);
+}
+
+void kvw_core_fence_done(kvw_ep *ep, kvw_req *r)
+{
+	if (r && r->ep == ep && r->fencing && r->status == KVW_INPROGRESS)
+		kvw_fence_finish(r);
+}
+
+/* Starts what stops r's bytes; true when a fence must still be waited for.
+ * A send waits for the receiver's ABORT_ACK only when the application
+ * aborts it (sender_fence): a deadline or refusal ends it at once, as the
+ * peer may never answer (hostile_seq peer_timeout_cut). */
+static bool kvw_fence_begin(kvw_req *r, kvw_status st, bool tell_peer, bool sender_fence)
+{
+	kvw_ep *ep = r->ep;
+	bool wait;
+
+	if (r->role == KVW_ROLE_RECV) {
+		wait = ep->drv->ops->revoke(ep, r) == KVW_INPROGRESS;
+		kvw_token_release(ep, r); /* two-sided drivers: late fragments refused */
+		if (tell_peer)
+			kvw_send_abort(ep, r, st, false);
+		return wait;
+	}
+	ep->drv->ops->cancel(ep, r);
+	kvw_active_del(ep, r);
+	if (!tell_peer || !r->granted)
+		return false;
+	kvw_send_abort(ep, r, st, true);
+	/* the receiver may still read our pages (shm) until its ABORT_ACK */
+	return sender_fence && r->user_owned && ep->state == KVW_EP_READY;
+}
+
+/* Ends a live request with st, tells the peer (unless the peer told us).
+ * The final status waits for the fence where one runs (above). */
+static void kvw_req_fail_fenced(kvw_req *r, kvw_status st, bool tell_peer, bool sender_fence)
 {
 	kvw_ep *ep = r->ep;
 
 	if (r->status != KVW_INPROGRESS)
 		return;
-	if (r->role == KVW_ROLE_RECV) {
-		ep->drv->ops->revoke(ep, r);
-		kvw_token_release(ep, r);
-		if (tell_peer)
-			kvw_send_abort(ep, r, st, false);
-	} else {
-		ep->drv->ops->cancel(ep, r);
-		if (tell_peer && r->granted)
-			kvw_send_abort(ep, r, st, true);
+	if (r->fencing) { /* failed already; an endpoint gone ends its fence */
+		if (ep->state != KVW_EP_READY)
+			kvw_fence_finish(r);
+		return;
+	}
+	if (kvw_fence_begin(r, st, tell_peer, sender_fence) && ep->state == KVW_EP_READY) {
+		kvw_fence_start(r, st);
+		return;
 	}
 	kvw_req_unmap(ep, r);
 	kvw_req_complete(r, st);
@@ -278,6 +340,11 @@ static void kvw_req_fail(kvw_req *r, kvw_status st, bool tell_peer)
 		kvw_grant_ended_note(ep, r, st);
 		kvw_req_destroy(r);
 	}
+}
+
+static void kvw_req_fail(kvw_req *r, kvw_status st, bool tell_peer)
+{
+	kvw_req_fail_fenced(r, st, tell_peer, false);
 }
 
 static bool kvw_blocks_ok(const kvw_layout *l, const uint32_t *blocks, size_t n, size_t *bad)
@@ -776,9 +843,10 @@ kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l, const 
 		return kvw_set_err(ep->ctx, KVW_ERR_INVALID, "sequence %llu: later send_seq calls must "
 				   "use the first call's layout and block count", (unsigned long long)seq_id);
 	}
-	if (r->status != KVW_INPROGRESS) /* the caller holds r from its first call */
-		return kvw_set_err(ep->ctx, r->status, "sequence %llu already ended: %s",
-				   (unsigned long long)seq_id, kvw_strerror(r->status));
+	if (r->status != KVW_INPROGRESS || r->fencing) /* the caller holds r from its first call */
+		return kvw_set_err(ep->ctx, r->fencing ? r->fence_st : r->status, "sequence %llu already "
+				   "ended: %s", (unsigned long long)seq_id,
+				   kvw_strerror(r->fencing ? r->fence_st : r->status));
 	if ((st = kvw_pending_add(r, first, end)) != KVW_OK)
 		return kvw_set_err(ep->ctx, st, "kvw_send_seq: out of memory");
 	if (flags & KVW_SEND_LAST)
@@ -888,6 +956,8 @@ static void kvw_on_layer_done(kvw_ep *ep, const struct kvw_wire_layer_done *ld)
 	kvw_req *r = kvw_map_get(&ep->send_map, ld->seq_id);
 	kvw_event ev;
 
+	if (r && r->fencing)
+		return; /* crossed our ABORT: the request ends with its fence */
 	if (!r || !r->user_owned || r->status != KVW_INPROGRESS || ld->layer >= r->n_layers ||
 	    r->layer_bytes[ld->layer]) {
 		kvw_core_bad_frame(ep, "LAYER_DONE for no live layer");
@@ -907,6 +977,8 @@ static void kvw_on_seq_done(kvw_ep *ep, const struct kvw_wire_seq_done *sd)
 {
 	kvw_req *r = kvw_map_get(&ep->send_map, sd->seq_id);
 
+	if (r && r->fencing)
+		return; /* crossed our ABORT: the request ends with its fence */
 	if (!r || !r->user_owned || r->status != KVW_INPROGRESS) {
 		kvw_core_bad_frame(ep, "SEQ_DONE for no live sequence");
 		return;
@@ -969,9 +1041,13 @@ static void kvw_on_abort(kvw_ep *ep, const struct kvw_wire_abort *a)
 
 static void kvw_on_abort_ack(kvw_ep *ep, const struct kvw_wire_abort *a)
 {
-	for (kvw_req *r = ep->reqs; r; r = r->next_ep)
-		if (r->role == KVW_ROLE_SEND && r->seq_id == a->seq_id && r->pg.token == a->token)
-			r->abort_acked = true;
+	kvw_req *r = kvw_map_get(&ep->send_map, a->seq_id);
+
+	if (!r || r->role != KVW_ROLE_SEND || !r->granted || r->pg.token != a->token)
+		return;
+	r->abort_acked = true;
+	if (r->fencing && r->status == KVW_INPROGRESS)
+		kvw_fence_finish(r); /* every fragment the receiver took is behind it */
 }
 
 kvw_status kvw_seq_on_frame(kvw_ep *ep, const struct kvw_wire_hdr *h, const void *body)
@@ -996,41 +1072,43 @@ void kvw_core_req_fail(kvw_req *r, kvw_status st, const char *why)
 }
 
 /* ------------------------------------------------------------- aborts */
-static kvw_status kvw_abort_send(kvw_req *r)
+/* No answer within abort_timeout_ms. Receiver: grant_done (from the
+ * completion) takes the keys now; a late write fails at the sender. Sender:
+ * the receiver may still read our pages, so the endpoint is cut. */
+static void kvw_fence_expired(kvw_ep *ep, kvw_req *r)
 {
-	kvw_ep *ep = r->ep;
-	kvw_ctx *ctx = ep->ctx;
-	uint64_t end;
-	bool was_granted = r->granted;
-
-	kvw_req_fail(r, KVW_ERR_ABORTED, true);
-	if (!was_granted || ep->state != KVW_EP_READY)
-		return KVW_OK;
-	/* the receiver may still be reading our pages (shm): wait for its ack */
-	end = kvw_now_ns() + (uint64_t)ctx->cfg.abort_timeout_ms * 1000000ull;
-	while (!r->abort_acked && ep->state == KVW_EP_READY) {
-		if (kvw_now_ns() >= end) {
-			kvw_ep_fail(ep, KVW_ERR_PEER_DEAD, "peer did not confirm an abort within "
-				    "abort_timeout_ms; endpoint closed so nothing more can move");
-			ep->transport_closed = true;
-			ep->drv->ops->ep_close(ep);
-			break;
-		}
-		kvw_progress(ctx);
+	if (r->role == KVW_ROLE_RECV) {
+		kvw_set_err(ep->ctx, r->fence_st, "sequence %llu: the driver's abort fence was not "
+			    "confirmed within abort_timeout_ms (%u ms; peer unresponsive?): its keys are "
+			    "revoked now, so a late write fails at the sender",
+			    (unsigned long long)r->seq_id, ep->ctx->cfg.abort_timeout_ms);
+		kvw_log(ep->ctx, 2, "%s", kvw_ctx_last_error(ep->ctx));
+		kvw_fence_finish(r);
+		return;
 	}
-	return KVW_OK;
+	kvw_ep_fail(ep, KVW_ERR_PEER_DEAD, "peer did not confirm an abort within abort_timeout_ms; "
+		    "endpoint closed so nothing more can move (raise abort_timeout_ms for a slow peer)");
+	if (!ep->transport_closed) {
+		ep->transport_closed = true;
+		ep->drv->ops->ep_close(ep);
+	}
 }
 
 kvw_status kvw_req_abort(kvw_req *r)
 {
+	kvw_ctx *ctx;
+
 	if (!r)
 		return kvw_set_err(NULL, KVW_ERR_INVALID, "kvw_req_abort: request is NULL");
 	kvw_err_clear(r->ep ? r->ep->ctx : NULL);
 	if (!r->ep || r->status != KVW_INPROGRESS)
 		return KVW_OK; /* finished: nothing can land any more */
-	if (r->role == KVW_ROLE_SEND)
-		return kvw_abort_send(r);
-	kvw_req_fail(r, KVW_ERR_ABORTED, true);
+	ctx = r->ep->ctx;
+	kvw_req_fail_fenced(r, KVW_ERR_ABORTED, true, true);
+	/* synchronous for the caller (kvwire.h): the fence runs in progress,
+	 * bounded by abort_timeout_ms; from inside a pass it only starts */
+	while (r->status == KVW_INPROGRESS && r->ep && !ctx->in_progress)
+		kvw_progress(ctx);
 	return KVW_OK;
 }
 
@@ -1049,6 +1127,14 @@ static void kvw_deadlines(kvw_ep *ep, uint64_t now)
 				continue;
 			if (r->deadline_ns > now) {
 				kvw_deadline_note(ep, r->deadline_ns);
+				continue;
+			}
+			if (r->fencing) {
+				kvw_fence_expired(ep, r);
+				if (ep->state != KVW_EP_READY)
+					return; /* cut: every request ended */
+				if (maps[m]->vals[i] != r)
+					i--;
 				continue;
 			}
 			kvw_set_err(ep->ctx, KVW_ERR_TIMEDOUT, "sequence %llu: deadline passed with %llu of "
@@ -1077,7 +1163,10 @@ void kvw_seq_fail_all(kvw_ep *ep, kvw_status st)
 			kvw_req *r = maps[m]->vals[i];
 			if (!r || r->status != KVW_INPROGRESS)
 				continue;
-			kvw_req_fail(r, st, false);
+			if (r->fencing)
+				kvw_fence_finish(r); /* the transport goes: nothing more moves */
+			else
+				kvw_req_fail(r, st, false);
 			if (maps[m]->vals[i] != r)
 				i--;
 		}
@@ -1110,9 +1199,9 @@ kvw_status kvw_req_status(const kvw_req *r)
 
 kvw_status kvw_req_set_timeout(kvw_req *r, uint64_t timeout_us)
 {
-	if (!r || !r->ep || r->status != KVW_INPROGRESS)
+	if (!r || !r->ep || r->status != KVW_INPROGRESS || r->fencing)
 		return kvw_set_err(r && r->ep ? r->ep->ctx : NULL, KVW_ERR_INVALID, "kvw_req_set_timeout: "
-				   "the request is NULL, orphaned or already finished");
+				   "the request is NULL, orphaned, already finished or being aborted");
 	kvw_err_clear(r->ep->ctx);
 	r->deadline_ns = kvw_now_ns() + timeout_us * 1000;
 	kvw_deadline_note(r->ep, r->deadline_ns);

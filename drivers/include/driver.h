@@ -98,9 +98,16 @@ struct kvw_driver_ops {
 	/* Sender abort: forget queued fragments of req; after it returns the
 	 * driver reads none of req's source pages again. */
 	void (*cancel)(kvw_ep *ep, kvw_req *req);
-	/* Receiver fence for one-sided drivers: after it returns, no write of
-	 * this grant can land (revoke keys / drain). Two-sided drivers leave it
-	 * NULL: the core's token check already refuses late fragments. */
+	/* Receiver fence for one-sided drivers, called inside kvw_progress too
+	 * (a deadline), so it never waits: it starts the fence and returns.
+	 * KVW_OK: the fence holds already (no write of this grant can land any
+	 * more). KVW_INPROGRESS: started; once no write of the grant can land
+	 * (rdma: the sender's FENCE_ACK seen, keys invalidated) the driver calls
+	 * kvw_core_fence_done(ep, req), and the request's final event follows
+	 * only then. A driver that never reports (peer dead) is cut short at
+	 * abort_timeout_ms by the core, which then calls grant_done. Two-sided
+	 * drivers leave it NULL: the core's token check already refuses late
+	 * fragments. */
 	kvw_status (*revoke)(kvw_ep *ep, kvw_req *req);
 	/* A GRANT for req is about to leave (body: the GRANT body the core
 	 * built, len bytes, wire.h): one-sided drivers make its remote keys
@@ -109,8 +116,9 @@ struct kvw_driver_ops {
 	 * leave it NULL (mem_key stays 0). */
 	kvw_status (*grant_keys)(kvw_ep *ep, kvw_req *req, const void *body, size_t len,
 				 uint32_t *mem_key);
-	/* A receive request ended (any status, after revoke when it failed):
-	 * per-grant resources (keys, windows) may go. */
+	/* A receive request ended (any status, after revoke when it failed, and
+	 * after its fence): per-grant resources (keys, windows) may go; a fence
+	 * still pending for req is forgotten (no kvw_core_fence_done after). */
 	void (*grant_done)(kvw_ep *ep, kvw_req *req);
 	/* End of a kvw_progress pass: push out what the pass queued (drivers
 	 * that batch frames; see kvw_core_batching). */
@@ -261,6 +269,13 @@ void kvw_core_unwatch_fd(kvw_ctx *ctx, int fd);
 /* True inside kvw_progress: frames queued now are flushed by ops->flush at
  * the end of the pass, so a driver may batch instead of writing each one. */
 bool kvw_core_batching(const kvw_ctx *ctx);
+/* ------------------------------------------------------ abort fence (issue 11) */
+/* The fence ops->revoke started for req (it answered KVW_INPROGRESS) holds:
+ * no write of that grant can land any more. The request then ends with the
+ * status it failed with (event, grant_done). Ignored for a request whose
+ * fence is not pending; never call it after grant_done(ep, req). */
+void kvw_core_fence_done(kvw_ep *ep, kvw_req *req);
+/* ------------------------------------------------- end of abort fence block */
 /* Config of a context (drivers read their knobs here). */
 const struct kvw_cfgv *kvw_core_cfg(const kvw_ctx *ctx);
 

@@ -250,8 +250,8 @@ kvw_status rd_queue(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 }
 
 /* Bytes of the records from off (record rec) that fit one send buffer
- * (FENCE and FENCE_ACK travel alone: fence waits look at a buffer's first
- * record); with the fault layer only records whose time has come. *nrec:
+ * (FENCE and FENCE_ACK travel alone: the blocking fence wait of a peer
+ * built before issue 11 looks at a buffer's first record only); with the fault layer only records whose time has come. *nrec:
  * how many records. */
 static size_t rd_pack(const struct rd_rail *r, size_t off, size_t rec, uint64_t now,
 		      bool *credit_only, size_t *nrec)
@@ -478,6 +478,23 @@ static void rd_on_fence(struct rd_rail *r, uint32_t token)
 	rd_msg(e->rail[0], RD_FENCE_ACK, &token, sizeof(token));
 }
 
+/* The sender drained this grant's writes: its keys go, then the core ends
+ * the request (its final event comes only now: nothing of it can land). */
+static void rd_on_fence_ack(struct rd_rail *r, uint32_t token)
+{
+	struct rd_grant *g = rd_grant_find(r->ep, token);
+	kvw_req *req;
+
+	if (!g || !g->fence_req)
+		return; /* the grant ended meanwhile (abort_timeout_ms, endpoint closed) */
+	req = g->fence_req;
+	kvw_log(r->rd->d->ctx, 4, "rdma: fence of sequence %llu acknowledged after %llu ms",
+		(unsigned long long)kvw_core_req_seq_id(req),
+		(unsigned long long)((kvw_now_ns() - g->fence_t0) / 1000000));
+	rd_grant_drop(r->ep, token);
+	kvw_core_fence_done(r->ep, req);
+}
+
 static void rd_on_msg(struct rd_rail *r, const uint8_t *buf, uint32_t len)
 {
 	struct rd_hdr h;
@@ -517,8 +534,8 @@ static void rd_on_msg(struct rd_rail *r, const uint8_t *buf, uint32_t len)
 			rd_key_del(r->rep, tok);
 		else if (h.kind == RD_FENCE)
 			rd_on_fence(r, tok);
-		else if (tok == r->rep->fence_token)
-			r->rep->fence_acked = true;
+		else
+			rd_on_fence_ack(r, tok);
 		break;
 	default:
 		break;
@@ -587,7 +604,7 @@ bool rd_rail_prepare_wait(struct rd_rail *r)
 	if (!r->cc || r->state != RD_R_UP)
 		return false;
 	if (r->n_stash)
-		return true; /* completions taken during a fence wait: the next pass */
+		return true; /* completions stashed by an earlier look: the next pass */
 	rd_cq_consume(r); /* an event of an earlier arm would keep the fd readable */
 	if (ibv_req_notify_cq(r->scq, 0) || ibv_req_notify_cq(r->rcq, 0))
 		return true; /* cannot arm: poll rather than sleep blind */
@@ -627,8 +644,8 @@ static bool rd_rail_pass(struct rd_rail *r)
 /* Any message is the peer's progress at work (LANDED, credits, keys), so
  * it is alive, as a tcp DATA head or an shm DESC says: the core counts
  * control frames only, and a keepalive PONG may queue behind a long backlog
- * on either side. Set here, in the driver's progress, never from a fence
- * wait inside the core's timer pass: a time later than the pass's `now`
+ * on either side. Set here, in the driver's progress, never from inside
+ * the core's timer pass: a time later than the pass's `now`
  * would read as a silence of 2^64 ns there. */
 static void rd_heard(struct rd_rail *r)
 {
@@ -807,7 +824,7 @@ void rd_cancel(kvw_ep *ep, kvw_req *req)
 }
 
 /* Keeps a receive completion for the next progress pass. Its returned
- * credits count at once (a fence wait may need them to send). */
+ * credits count at once. */
 static void rd_stash(struct rd_rail *r, const struct ibv_wc *wc)
 {
 	uint8_t *buf = r->rbuf + (size_t)(wc->wr_id & ~RD_RECV_TAG) * RD_BUF;
@@ -826,73 +843,26 @@ static void rd_stash(struct rd_rail *r, const struct ibv_wc *wc)
 	r->n_stash++;
 }
 
-/* While one endpoint waits for a fence, the other endpoints of this context
- * (both ends in one process) still answer fences; nothing else runs. */
-static void rd_fence_serve_others(struct rd_rail *self)
-{
-	struct ibv_wc wc;
-	struct rd_hdr h;
-
-	for (struct rd_rail *o = self->rd->rails; o; o = o->next_all) {
-		if (o != self && o->state == RD_R_UP && o->txq_len)
-			rd_flush(o); /* a FENCE_ACK held by credits or the fault layer */
-		if (o == self || o->state != RD_R_UP || o->n_stash >= RD_RECV_DEPTH ||
-		    ibv_poll_cq(o->rcq, 1, &wc) != 1)
-			continue;
-		memcpy(&h, o->rbuf + (size_t)(wc.wr_id & ~RD_RECV_TAG) * RD_BUF, sizeof(h));
-		if (wc.status == IBV_WC_SUCCESS && h.kind == RD_FENCE)
-			rd_recv_wc(o, &wc); /* drains sends, answers FENCE_ACK */
-		else
-			rd_stash(o, &wc);
-	}
-}
-
-/* Waits (bounded) for the sender's FENCE_ACK on rail 0, polling only the
- * receive CQ; other messages are stashed for the next progress pass. */
-static bool rd_fence_wait(struct rd_rail *r, uint32_t token, uint64_t timeout_ns)
-{
-	struct rd_ep *e = r->rep;
-	uint64_t end = kvw_now_ns() + timeout_ns;
-	struct ibv_wc wc;
-
-	e->fence_token = token;
-	e->fence_acked = false;
-	while (!e->fence_acked && r->state == RD_R_UP && kvw_now_ns() < end) {
-		struct rd_hdr h;
-		rd_flush(r);
-		rd_poll_sends(r);
-		rd_fence_serve_others(r);
-		if (r->n_stash >= RD_RECV_DEPTH || ibv_poll_cq(r->rcq, 1, &wc) != 1)
-			continue;
-		memcpy(&h, r->rbuf + (size_t)(wc.wr_id & ~RD_RECV_TAG) * RD_BUF, sizeof(h));
-		if (wc.status == IBV_WC_SUCCESS && h.kind == RD_FENCE_ACK) {
-			rd_recv_wc(r, &wc); /* sets fence_acked (no core callback) */
-			continue;
-		}
-		rd_stash(r, &wc);
-	}
-	return e->fence_acked;
-}
-
-/* Receiver fence: ask the sender to finish and stop this grant's writes,
- * then deregister its keys. Afterwards nothing can land with them. */
+/* Receiver fence: FENCE to the sender, which stops this grant's writes,
+ * drains the ones it posted and answers FENCE_ACK (rd_on_fence_ack drops the
+ * keys and reports to the core). Nothing waits here: revoke is called inside
+ * kvw_progress. Without a live rail the keys go at once. */
 kvw_status rd_revoke(kvw_ep *ep, kvw_req *req)
 {
 	struct rd_ep *e = rd_ep_of(ep);
 	struct rd_rail *r = e ? e->rail[0] : NULL;
 	uint32_t token = kvw_core_req_token(req);
+	struct rd_grant *g = e ? rd_grant_find(ep, token) : NULL;
 
-	if (!e || !rd_grant_live(ep, token))
+	if (!g)
 		return KVW_OK;
+	if (g->fence_req)
+		return KVW_INPROGRESS;
 	if (kvw_core_ep_ready(ep) && r && r->state == RD_R_UP &&
 	    rd_msg(r, RD_FENCE, &token, sizeof(token)) == KVW_OK) {
-		uint64_t t0 = kvw_now_ns();
-		bool ok = rd_fence_wait(r, token,
-					(uint64_t)kvw_core_cfg(kvw_core_ep_ctx(ep))->abort_timeout_ms * 1000000ull);
-		kvw_log(kvw_core_ep_ctx(ep), ok ? 4 : 2, "rdma: fence of sequence %llu %s after %llu ms",
-			(unsigned long long)kvw_core_req_seq_id(req), ok ? "acknowledged" :
-			"NOT acknowledged (abort_timeout_ms): its keys go now, a late write fails at the sender",
-			(unsigned long long)((kvw_now_ns() - t0) / 1000000));
+		g->fence_req = req;
+		g->fence_t0 = kvw_now_ns();
+		return KVW_INPROGRESS;
 	}
 	rd_grant_drop(ep, token);
 	return KVW_OK;

@@ -132,8 +132,9 @@ struct rd_rail {
 	/* control-frame reassembly */
 	uint8_t *rx;
 	size_t rx_len, rx_cap;
-	/* receive completions seen during a fence wait, handled later (a ring:
-	 * never more than RD_RECV_DEPTH, one per posted receive) */
+	/* receive completions seen by rd_rail_prepare_wait's look at the CQ,
+	 * handled by the next pass (a ring: never more than RD_RECV_DEPTH, one
+	 * per posted receive) */
 	struct ibv_wc stash[RD_RECV_DEPTH];
 	uint32_t stash_head, n_stash;
 	struct rd_rail *next_all;
@@ -153,6 +154,9 @@ struct rd_grant {               /* receiver side */
 	struct ibv_mw **mw;             /* per run per device (mw) */
 	uint32_t n_mr, n_mw;
 	struct rd_grant *next;
+	/* abort fence: FENCE sent, FENCE_ACK not seen yet (rd_revoke) */
+	kvw_req *fence_req;
+	uint64_t fence_t0;
 };
 
 struct rd_ep {
@@ -165,8 +169,6 @@ struct rd_ep {
 	uint32_t keys_cap, keys_used;
 	/* receiver side */
 	struct rd_grant *grants;
-	uint32_t fence_token;
-	bool fence_acked;
 };
 
 struct rd_lst {
@@ -229,6 +231,7 @@ kvw_status rd_grant_keys(kvw_ep *ep, kvw_req *req, const void *body, size_t len,
 void rd_grant_done(kvw_ep *ep, kvw_req *req);
 void rd_grant_drop(kvw_ep *ep, uint32_t token);
 bool rd_grant_live(kvw_ep *ep, uint32_t token);
+struct rd_grant *rd_grant_find(kvw_ep *ep, uint32_t token);
 void rd_ep_data_free(kvw_ep *ep);
 struct rd_keyent *rd_key_find(struct rd_ep *e, uint32_t token);
 void rd_key_del(struct rd_ep *e, uint32_t token);

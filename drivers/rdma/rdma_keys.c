@@ -10,7 +10,7 @@
  * only after it landed). auto = mw where the device bounds windows, else mr
  * (rdma.c rd_keys_mode). The keys travel ahead of the GRANT on rail 0
  * (RD_KEYMAP, several messages for many runs) and are invalidated when the
- * grant ends or its fence is acknowledged.
+ * grant ends or its fence is acknowledged (rd_revoke, rd_on_fence_ack).
  * Sender: the peer's keys by token; rd_key_rkey() picks a fragment's key. */
 #include "rdma_int.h"
 
@@ -199,6 +199,13 @@ void rd_grant_drop(kvw_ep *ep, uint32_t token)
 bool rd_grant_live(kvw_ep *ep, uint32_t token)
 {
 	return rd_ep_of(ep) && rd_grant_slot(rd_ep_of(ep), token);
+}
+
+struct rd_grant *rd_grant_find(kvw_ep *ep, uint32_t token)
+{
+	struct rd_grant **pp = rd_ep_of(ep) ? rd_grant_slot(rd_ep_of(ep), token) : NULL;
+
+	return pp ? *pp : NULL;
 }
 
 static int rd_u32_cmp(const void *a, const void *b)

@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1091,6 +1092,16 @@ static void child_peer(int uri_fd, int go_fd, char role)
 	kvw_ep *ep;
 	if (kvw_connect(c, uri, 10000, &ep) != KVW_OK)
 		_exit(3);
+	if (role == 'i') { /* driven until the parent accepted (a byte on uri_fd), then silent */
+		struct pollfd pf = {.fd = uri_fd, .events = POLLIN};
+		if (write(go_fd, "g", 1) != 1)
+			_exit(5);
+		for (int i = 0; i < 6000 && poll(&pf, 1, 0) == 0; i++)
+			kvwt_spin(&c, 1, 10);
+		for (int i = 0; i < 60; i++)
+			sleep(1);
+		_exit(6);
+	}
 	static struct kvwt_pool pool;
 	static uint32_t blk[KN];
 	kvwt_pool_make(c, &pool, KL, KN, KB, KB);
@@ -1305,4 +1316,188 @@ Test(conf_proc, own_absence_is_not_peer_death)
 		     kvw_ctx_last_error(c));
 	uint64_t rtt;
 	cr_assert_eq(kvw_ep_ping(p.client, 2000, &rtt), KVW_OK);
+}
+
+/* ------------------------------------------- an abort fence waits for nobody */
+/* One endpoint's grant expires while its peer (a child that stopped driving
+ * its context) answers nothing -- no FENCE_ACK, no ABORT_ACK -- and another
+ * endpoint of the same context streams. The expired grant's fence must not
+ * stall the stream: the longest gap between the stream's events stays far
+ * below abort_timeout_ms (a fence that waited inside kvw_progress, as the
+ * rdma revoke once did, stalled every endpoint of the context for it). */
+#define FL 8u
+#define FN 32u
+#define FB (16 * KiB)
+#define FENCE_MAX_GAP_MS 200u
+#define FENCE_ABORT_MS 2000u
+
+static const char *const fence_cfg[] = { "keepalive_ms", "1000", "peer_dead_ms", "30000",
+					 "abort_timeout_ms", "2000", NULL };
+
+struct fence_case {
+	struct kvwt_pair p;
+	struct kvwt_pool src, dst, vpool;
+	uint32_t sblk[FN], dblk[FN];
+	struct xseq x;          /* the stream's current sequence */
+	uint64_t next_id;
+	uint32_t seqs, events;
+	uint64_t t_last, max_gap, t_victim_done;
+	struct kvwt_rec vrec;   /* the expired grant */
+	kvw_req *vreq;
+};
+
+static uint32_t stream_events(const struct xseq *x)
+{
+	return x->srec.layer_events + x->rrec.layer_events + x->srec.seq_events + x->rrec.seq_events;
+}
+
+static void fence_stream_start(struct fence_case *f)
+{
+	xseq_init(&f->x, &f->src, &f->dst, f->sblk, f->dblk, FN, f->next_id++);
+	xseq_grant(&f->x, f->p.server, 30000000);
+	cr_assert_geq(xseq_send(&f->x, f->p.client, 0, FL, KVW_SEND_LAST), 0);
+	f->events = 0;
+}
+
+/* After every pump: note the gap since the stream's last event, chain the
+ * next sequence when one is done; true 300 ms after the expired grant ended. */
+static bool fence_stream_step(void *arg)
+{
+	struct fence_case *f = arg;
+	uint64_t now = kvwt_now_ms();
+	uint32_t ev = stream_events(&f->x);
+
+	if (ev != f->events) {
+		if (f->t_last && now - f->t_last > f->max_gap)
+			f->max_gap = now - f->t_last;
+		f->t_last = now;
+		f->events = ev;
+	}
+	if (xseq_done(&f->x)) {
+		xseq_verify(&f->x);
+		xseq_free(&f->x);
+		f->seqs++;
+		fence_stream_start(f);
+	}
+	if (f->vreq && f->vrec.status != KVW_INPROGRESS && !f->t_victim_done)
+		f->t_victim_done = now;
+	return f->t_victim_done && now >= f->t_victim_done + 300;
+}
+
+static bool fence_stream_baseline(void *arg)
+{
+	fence_stream_step(arg);
+	return false;
+}
+
+static bool stream_started(void *arg)
+{
+	return stream_events(&((struct fence_case *)arg)->x) > 0;
+}
+
+/* Forked before this process opens any context (a dpdk EAL must not be
+ * inherited); the child connects once it reads the listener's URI. */
+struct silent_child {
+	pid_t pid;
+	int up, go;
+};
+
+static void silent_child_fork(struct silent_child *sc)
+{
+	int up[2], go[2];
+	cr_assert_eq(pipe(up), 0);
+	cr_assert_eq(pipe(go), 0);
+	fflush(NULL);
+	sc->pid = fork();
+	cr_assert_geq(sc->pid, 0);
+	if (sc->pid == 0) {
+		close(up[1]);
+		close(go[0]);
+		child_peer(up[0], go[1], 'i');
+		_exit(0);
+	}
+	close(up[0]);
+	close(go[1]);
+	sc->up = up[1];
+	sc->go = go[0];
+}
+
+static kvw_ep *silent_child_accept(struct silent_child *sc, kvw_listener *l)
+{
+	char line[300], g;
+	kvw_ep *victim = NULL;
+	snprintf(line, sizeof(line), "%s\n", kvw_listener_uri(l));
+	cr_assert_eq(write(sc->up, line, strlen(line)), (ssize_t)strlen(line));
+	kvw_status st = kvw_accept(l, 10000, &victim);
+	if (st == KVW_OK && read(sc->go, &g, 1) == 1 && write(sc->up, "q", 1) == 1)
+		return victim; /* the child stops driving its context now */
+	kill(sc->pid, SIGKILL);
+	waitpid(sc->pid, NULL, 0);
+	cr_assert_fail("the silent child never connected: %s", kvw_strerror(st));
+	return NULL;
+}
+
+Test(conf_proc, expired_grant_fence_does_not_stall_other_endpoints, .timeout = 120)
+{
+	static struct fence_case f;
+	static uint32_t vblk[FN];
+	struct silent_child sc;
+	silent_child_fork(&sc);
+	kvw_ctx *c = kvwt_ctx(fence_cfg);
+	kvwt_pair_open(c, &f.p);
+	kvw_ep *victim = silent_child_accept(&sc, f.p.l);
+	kvwt_pool_make(c, &f.src, FL, FN, FB, FB);
+	kvwt_pool_make(c, &f.dst, FL, FN, FB, FB);
+	kvwt_pool_make(c, &f.vpool, FL, FN, FB, FB);
+	kvwt_pool_fill(&f.src, 61);
+	kvwt_pool_fill(&f.dst, 62);
+	kvwt_pool_fill(&f.vpool, 63);
+	seq_ident(f.sblk, FN, 0);
+	seq_ident(vblk, FN, 0);
+	kvwt_pick_blocks(f.dblk, FN, FN, 5);
+	f.next_id = 1000;
+	fence_stream_start(&f);
+	cr_assert(kvwt_drive1(c, 20000, stream_started, &f), "the stream moved nothing in 20 s");
+	f.t_last = kvwt_now_ms();
+	kvwt_drive1(c, 1000, fence_stream_baseline, &f); /* the stream's own gaps, for the log */
+	uint64_t base_gap = f.max_gap;
+	kvwt_rec_init(&f.vrec);
+	uint64_t t0 = kvwt_now_ms();
+	cr_assert_eq(kvw_recv_seq(victim, 7, f.vpool.lay, vblk, FN, 300000, &f.vreq), KVW_OK,
+		     "grant to the silent peer: %s", kvw_ctx_last_error(c));
+	kvw_req_set_user_data(f.vreq, &f.vrec);
+	f.max_gap = 0;
+	bool ended = kvwt_drive1(c, FENCE_ABORT_MS + 8000, fence_stream_step, &f);
+	cr_log_info("%s: longest gap between the streaming endpoints' events: %llu ms while the "
+		    "expired grant was fenced, %llu ms in the second before (%u sequences of %u KiB "
+		    "streamed); the expired grant ended %s after %llu ms",
+		    kvwt_driver()->name, (unsigned long long)f.max_gap, (unsigned long long)base_gap, f.seqs,
+		    (unsigned)(FL * FN * FB / KiB), kvw_strerror(f.vrec.status),
+		    (unsigned long long)(f.t_victim_done - t0));
+	cr_assert(ended, "the expired grant did not end within abort_timeout_ms + 8 s: %s",
+		  kvw_strerror(f.vrec.status));
+	cr_assert_eq(f.vrec.status, KVW_ERR_TIMEDOUT, "expired grant: %s", kvw_strerror(f.vrec.status));
+	cr_assert_geq(f.t_victim_done - t0, 250, "expired after %llu ms, deadline 300 ms",
+		      (unsigned long long)(f.t_victim_done - t0));
+	cr_assert_leq(f.t_victim_done - t0, 300 + FENCE_ABORT_MS + 1500, "the fence outlived "
+		      "abort_timeout_ms: ended after %llu ms", (unsigned long long)(f.t_victim_done - t0));
+	cr_assert_geq(f.seqs, 1, "the stream finished no sequence while the fence ran");
+	/* a loaded box (or a TCG VM) has gaps of its own: 3 times the second
+	 * before, but never half of the abort_timeout_ms a waiting fence costs */
+	uint64_t limit = 3 * base_gap < FENCE_MAX_GAP_MS ? FENCE_MAX_GAP_MS : 3 * base_gap;
+	if (limit > FENCE_ABORT_MS / 2)
+		limit = FENCE_ABORT_MS / 2;
+	cr_assert_lt(f.max_gap, limit, "the stream stalled %llu ms while another endpoint's "
+		     "expired grant was fenced (limit %llu ms): a fence waited inside kvw_progress",
+		     (unsigned long long)f.max_gap, (unsigned long long)limit);
+	check_untouched(&f.vpool, NULL, 0, 63);
+	cr_assert_eq(kvw_req_free(f.vreq), KVW_OK);
+	cr_assert(kvwt_drive1(c, 20000, xseq_done, &f.x), "the last streamed sequence did not finish");
+	xseq_verify(&f.x);
+	xseq_free(&f.x);
+	cr_assert_eq(kvw_ep_status(f.p.client), KVW_OK);
+	cr_assert_eq(kvw_ep_status(f.p.server), KVW_OK);
+	/* last: a memif survivor must not drive its port after a SIGKILLed peer */
+	kill(sc.pid, SIGKILL);
+	waitpid(sc.pid, NULL, 0);
 }
