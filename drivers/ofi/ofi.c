@@ -245,6 +245,7 @@ static void ofi_ep_free(struct ofi_ep *oe)
 	ofi_grants_free(oe);
 	ofi_keys_free(oe);
 	free(oe->pend.e);
+	free(oe->fences);
 	for (pp = &oe->od->eps; *pp; pp = &(*pp)->next)
 		if (*pp == oe) {
 			*pp = oe->next;
@@ -322,6 +323,8 @@ static kvw_status ofi_progress(kvw_drv *d)
 			ofi_cq_poll(oe, false);
 		if (kvw_core_ep_ready(oe->ep) && oe->n_fences)
 			ofi_fences_serve(oe);
+		if (kvw_core_ep_ready(oe->ep) && oe->n_local_fences)
+			ofi_fences_local(oe);
 	}
 	return KVW_OK;
 }

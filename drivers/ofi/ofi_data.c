@@ -224,10 +224,19 @@ static kvw_status ofi_on_fence(struct ofi_ep *oe, uint32_t token)
 
 	if (!k)
 		return KVW_OK; /* no key, no write: nothing to mark (the receiver times out) */
+	if (k->fenced)
+		return KVW_OK; /* a repeat: one marker */
 	k->fenced = true;
-	if (oe->n_fences == OFI_FENCES) {
-		kvw_ep_fail(oe->ep, KVW_ERR_PROTO, "ofi: the peer fenced more than 16 grants at once");
-		return KVW_ERR_PROTO;
+	if (oe->n_fences == oe->cap_fences) {
+		uint32_t cap = oe->cap_fences ? 2 * oe->cap_fences : 16;
+		uint32_t *f = cap <= OFI_PEND_MAX ? realloc(oe->fences, cap * sizeof(*f)) : NULL;
+		if (!f) {
+			kvw_ep_fail(oe->ep, KVW_ERR_NOMEM, "ofi: out of memory for the peer's fences "
+				    "(or over a million at once): failing the endpoint");
+			return KVW_ERR_NOMEM;
+		}
+		oe->fences = f;
+		oe->cap_fences = cap;
 	}
 	oe->fences[oe->n_fences++] = token;
 	return KVW_OK;
@@ -278,6 +287,13 @@ static void ofi_grant_close(struct ofi_ep *oe, uint32_t token, bool tell)
 	if (!(g = *pp))
 		return;
 	*pp = g->next;
+	if (g->fence_local && g->fence_req)
+		oe->n_local_fences--;
+	if (g->fence_req)
+		kvw_log(ofi_ctx(oe), 2, "ofi: fence of grant %08x NOT answered after %llu ms "
+			"(abort_timeout_ms, or the endpoint closed): its key goes now; a later write "
+			"of it fails at the sender", token,
+			(unsigned long long)((kvw_now_ns() - g->fence_t0) / 1000000));
 	if (tell && kvw_core_ep_ready(oe->ep) && ofi_rec_send(oe->ep, OFI_R_DROP, &token, sizeof(token)) == KVW_OK)
 		kvw_stream_flush(kvw_sockep(oe->ep)->rail[0]); /* the DROP leaves before the key dies */
 	for (uint32_t i = 0; i < g->n_mr; i++)
@@ -450,59 +466,12 @@ kvw_status ofi_grant_keys(kvw_ep *ep, kvw_req *req, const void *body, size_t len
 static struct ofi_op *ofi_op_take(struct ofi_ep *oe);
 static void ofi_op_put(struct ofi_ep *oe, struct ofi_op *op);
 
-/* The sender endpoint of this driver that writes to oe (both ends in one
- * process), or NULL. */
-static struct ofi_ep *ofi_local_peer(struct ofi_ep *oe)
-{
-	for (struct ofi_ep *o = oe->od->eps; o; o = o->next)
-		if (o != oe && o->peer_known && o->peer_name_len == oe->name_len &&
-		    !memcmp(o->peer_name, oe->name, oe->name_len) && kvw_core_ep_ready(o->ep))
-			return o;
-	return NULL;
-}
-
 static bool ofi_token_inflight(const struct ofi_ep *oe, uint32_t token)
 {
 	for (int i = 0; oe->n_inflight && i < OFI_OPS; i++)
 		if (oe->op[i].used && oe->op[i].token == token)
 			return true;
 	return false;
-}
-
-/* Receiver fence, bounded by abort_timeout_ms: the sender stops the grant
- * and, once every write it posted completed (delivery complete: landed),
- * writes a zero-byte marker. Meanwhile remote completions are stashed for
- * the next progress pass (the core does not run here). A sender in this
- * process is served directly: its writes of the grant are waited for. */
-static void ofi_fence(struct ofi_ep *oe, uint32_t token)
-{
-	struct ofi_ep *peer = ofi_local_peer(oe);
-	uint64_t t0 = kvw_now_ns(), end = t0 + (uint64_t)kvw_core_cfg(ofi_ctx(oe))->abort_timeout_ms * 1000000ull;
-
-	if (!peer && (ofi_rec_send(oe->ep, OFI_R_FENCE, &token, sizeof(token)) != KVW_OK))
-		return;
-	if (!peer)
-		kvw_stream_flush(kvw_sockep(oe->ep)->rail[0]);
-	oe->fence_token = token;
-	oe->fence_seen = false;
-	oe->in_fence = true;
-	if (peer) {
-		struct ofi_ent *k = ofi_tab_find(&peer->keys, token, false);
-		if (k)
-			k->fenced = true;
-	}
-	while (!oe->fence_seen && kvw_now_ns() < end && kvw_core_ep_ready(oe->ep)) {
-		ofi_cq_poll(oe, true);
-		if (peer) {
-			ofi_cq_poll(peer, true);
-			oe->fence_seen = !ofi_token_inflight(peer, token);
-		}
-	}
-	oe->in_fence = false;
-	kvw_log(ofi_ctx(oe), oe->fence_seen ? 4 : 2, "ofi: fence of grant %08x %s after %llu us "
-		"(%u remote completions kept)", token,
-		oe->fence_seen ? "done" : "NOT answered (abort_timeout_ms): the key goes now",
-		(unsigned long long)((kvw_now_ns() - t0) / 1000), oe->n_stash);
 }
 
 /* Sender: every fenced grant whose writes all completed gets its marker. */
@@ -540,23 +509,108 @@ void ofi_fences_serve(struct ofi_ep *oe)
 	}
 }
 
-/* Receiver fence: the key dies (the provider refuses later writes); the
- * DROP ahead of it tells the sender its refused writes are no error. */
-kvw_status ofi_revoke(kvw_ep *ep, kvw_req *req)
+static struct ofi_grant *ofi_grant_find(struct ofi_ep *oe, uint32_t token)
 {
-	struct ofi_ep *oe = ofi_ep_of(ep);
 	struct ofi_grant *g;
-
-	if (!oe)
-		return KVW_OK;
-	uint32_t token = kvw_core_req_token(req);
 
 	for (g = oe->grants; g && g->token != token; g = g->next)
 		;
-	if (g && kvw_core_ep_ready(ep) && oe->addr_sent)
-		ofi_fence(oe, token);
+	return g;
+}
+
+/* The sender endpoint of this driver that writes to oe (both ends in one
+ * context), or NULL. */
+static struct ofi_ep *ofi_local_peer(struct ofi_ep *oe)
+{
+	for (struct ofi_ep *o = oe->od->eps; o; o = o->next)
+		if (o != oe && o->peer_known && o->peer_name_len == oe->name_len &&
+		    !memcmp(o->peer_name, oe->name, oe->name_len) && kvw_core_ep_ready(o->ep))
+			return o;
+	return NULL;
+}
+
+/* A sender in this context: its key of the grant is fenced (no new write)
+ * and progress ends the fence once none of its writes is in flight
+ * (ofi_fences_local); no marker: shm left the sender's queue stuck when the
+ * receiver closed the key right after a marker in the same process. */
+static void ofi_fence_local(struct ofi_ep *peer, struct ofi_ep *oe, struct ofi_grant *g, kvw_req *req)
+{
+	struct ofi_ent *k = ofi_tab_find(&peer->keys, g->token, false);
+
+	if (k)
+		k->fenced = true;
+	g->fence_req = req;
+	g->fence_t0 = kvw_now_ns();
+	g->fence_local = true;
+	oe->n_local_fences++;
+}
+
+/* ops->revoke, never a wait: FENCE to the sender, which stops the grant and,
+ * once every write it posted completed (delivery complete: landed), writes a
+ * zero-byte marker; ofi_fence_marker ends the fence when it arrives. The
+ * core cuts a fence not answered in abort_timeout_ms (grant_done). Without
+ * a key to the peer yet, or a stream to send on, the key just dies. */
+kvw_status ofi_revoke(kvw_ep *ep, kvw_req *req)
+{
+	struct ofi_ep *oe = ofi_ep_of(ep);
+	uint32_t token = kvw_core_req_token(req);
+	struct ofi_grant *g = oe ? ofi_grant_find(oe, token) : NULL;
+	struct ofi_ep *peer;
+
+	if (!g)
+		return KVW_OK;
+	if (g->fence_req)
+		return KVW_INPROGRESS;
+	if (kvw_core_ep_ready(ep) && oe->addr_sent && (peer = ofi_local_peer(oe))) {
+		ofi_fence_local(peer, oe, g, req);
+		return KVW_INPROGRESS;
+	}
+	if (kvw_core_ep_ready(ep) && oe->addr_sent &&
+	    ofi_rec_send(ep, OFI_R_FENCE, &token, sizeof(token)) == KVW_OK) {
+		kvw_sock_flush_ep(ep);
+		g->fence_req = req;
+		g->fence_t0 = kvw_now_ns();
+		return KVW_INPROGRESS;
+	}
 	ofi_grant_close(oe, token, true);
 	return KVW_OK;
+}
+
+/* The marker of a fenced grant landed: every write of it the sender posted
+ * has completed. The key dies, then the core ends the request. */
+static void ofi_fence_marker(struct ofi_ep *oe, uint32_t token)
+{
+	struct ofi_grant *g = ofi_grant_find(oe, token);
+	kvw_req *req;
+
+	if (!g || !g->fence_req)
+		return; /* the grant ended meanwhile (abort_timeout_ms, endpoint closed) */
+	req = g->fence_req;
+	kvw_log(ofi_ctx(oe), 4, "ofi: fence of grant %08x done after %llu us", token,
+		(unsigned long long)((kvw_now_ns() - g->fence_t0) / 1000));
+	if (g->fence_local)
+		oe->n_local_fences--;
+	g->fence_local = false;
+	g->fence_req = NULL;
+	ofi_grant_close(oe, token, true);
+	kvw_core_fence_done(oe->ep, req);
+}
+
+static bool ofi_token_inflight(const struct ofi_ep *oe, uint32_t token);
+
+/* Receiver: local fences whose sender has no write of the grant in flight
+ * (or is gone) end now. */
+void ofi_fences_local(struct ofi_ep *oe)
+{
+	for (struct ofi_grant *g = oe->grants, *next; g; g = next) {
+		struct ofi_ep *peer;
+		next = g->next;
+		if (!g->fence_req || !g->fence_local)
+			continue;
+		peer = ofi_local_peer(oe);
+		if (!peer || !ofi_token_inflight(peer, g->token))
+			ofi_fence_marker(oe, g->token);
+	}
 }
 
 void ofi_grant_done(kvw_ep *ep, kvw_req *req)
@@ -584,10 +638,30 @@ static struct ofi_op *ofi_op_take(struct ofi_ep *oe)
 static void ofi_op_put(struct ofi_ep *oe, struct ofi_op *op)
 {
 	op->used = false;
+	op->cancelled = false;
 	op->req = NULL;
 	op->next_free = oe->free_op;
 	oe->free_op = (int)(op - oe->op);
 	oe->n_inflight--;
+}
+
+static bool ofi_req_inflight(const struct ofi_ep *oe, const kvw_req *req)
+{
+	for (int i = 0; oe->n_inflight && i < OFI_OPS; i++)
+		if (oe->op[i].used && oe->op[i].req == req)
+			return true;
+	return false;
+}
+
+/* A write completed (or failed). The last write of a cancelled request ends
+ * its wait (ofi_cancel), if the request still lives: compared, never read. */
+static void ofi_op_done(struct ofi_ep *oe, struct ofi_op *op)
+{
+	kvw_req *req = op->cancelled ? op->req : NULL;
+
+	ofi_op_put(oe, op);
+	if (req && !ofi_req_inflight(oe, req) && kvw_core_req_live(oe->ep, req))
+		kvw_core_fence_done(oe->ep, req);
 }
 
 /* The run holding [addr, addr + len); one that holds none gets the first
@@ -691,13 +765,13 @@ static void ofi_cq_error(struct ofi_ep *oe)
 			fi_strerror(err.err));
 		return;
 	}
-	if (ofi_tab_find(&oe->keys, op->token, false) && op->req && kvw_core_req_live(oe->ep, op->req)) {
+	if (!op->cancelled && ofi_tab_find(&oe->keys, op->token, false) && kvw_core_req_live(oe->ep, op->req)) {
 		char why[160];
 		snprintf(why, sizeof(why), "ofi: the receiver's provider refused a write of grant %08x (%s): "
 			 "its key does not cover those bytes", op->token, fi_strerror(err.err));
 		kvw_core_req_fail(op->req, KVW_ERR_REJECTED, why);
 	}
-	ofi_op_put(oe, op);
+	ofi_op_done(oe, op);
 }
 
 static void ofi_cq_entry(struct ofi_ep *oe, const struct fi_cq_data_entry *c, bool stash)
@@ -705,13 +779,12 @@ static void ofi_cq_entry(struct ofi_ep *oe, const struct fi_cq_data_entry *c, bo
 	struct ofi_op *op = c->op_context;
 
 	if (c->flags & FI_REMOTE_CQ_DATA) {
-		if ((uint32_t)c->data == OFI_N_MARK) {
-			if (oe->in_fence && (uint32_t)(c->data >> 32) == oe->fence_token)
-				oe->fence_seen = true;
-			return;
-		}
 		if (stash) {
 			oe->stash[oe->n_stash++] = *c;
+			return;
+		}
+		if ((uint32_t)c->data == OFI_N_MARK) {
+			ofi_fence_marker(oe, (uint32_t)(c->data >> 32));
 			return;
 		}
 		kvw_core_ep_heard(oe->ep); /* the peer is alive */
@@ -719,12 +792,13 @@ static void ofi_cq_entry(struct ofi_ep *oe, const struct fi_cq_data_entry *c, bo
 		return;
 	}
 	if (op >= &oe->op[0] && op < &oe->op[OFI_OPS] && op->used)
-		ofi_op_put(oe, op);
+		ofi_op_done(oe, op);
 }
 
 /* Bounded work: a few batches of completions, never a wait. stash: remote
- * completions are kept for later (a fence wait), else first the kept ones
- * are handed on. */
+ * completions (and fence markers) are kept for the next progress pass
+ * (outside kvw_progress: kvw_mem_dereg), else first the kept ones are
+ * handed on. */
 void ofi_cq_poll(struct ofi_ep *oe, bool stash)
 {
 	struct fi_cq_data_entry c[OFI_CQ_BATCH];
@@ -752,28 +826,25 @@ void ofi_cq_poll(struct ofi_ep *oe, bool stash)
 	}
 }
 
-static bool ofi_req_inflight(const struct ofi_ep *oe, const kvw_req *req)
-{
-	for (int i = 0; oe->n_inflight && i < OFI_OPS; i++)
-		if (oe->op[i].used && oe->op[i].req == req)
-			return true;
-	return false;
-}
-
-/* Sender abort: the writes of req already posted complete (bounded by
- * abort_timeout_ms) before this returns, so its pages are free again. */
+/* ops->cancel, never a wait. post_frags queues nothing, so nothing is left
+ * to forget: from here no new write reads req's pages. Writes it posted
+ * before cannot be recalled; the provider may read their source bytes until
+ * they complete, so the request is marked reading (kvw_core_req_reading) and
+ * the last of them to complete reports kvw_core_fence_done (ofi_op_done):
+ * an application's kvw_req_abort returns only then. kvw_mem_dereg of the
+ * arena waits for them too (ofi_mem_quiesce). */
 void ofi_cancel(kvw_ep *ep, kvw_req *req)
 {
 	struct ofi_ep *oe = ofi_ep_of(ep);
-	uint64_t end = kvw_now_ns() + (uint64_t)kvw_core_cfg(kvw_core_ep_ctx(ep))->abort_timeout_ms * 1000000ull;
+	bool reading = false;
 
-	if (!oe)
-		return;
-	while (kvw_core_ep_ready(ep) && ofi_req_inflight(oe, req) && kvw_now_ns() < end)
-		ofi_cq_poll(oe, false);
-	for (int i = 0; i < OFI_OPS; i++)
-		if (oe->op[i].used && oe->op[i].req == req)
-			oe->op[i].req = NULL; /* never named again */
+	for (int i = 0; oe && oe->n_inflight && i < OFI_OPS; i++)
+		if (oe->op[i].used && oe->op[i].req == req) {
+			oe->op[i].cancelled = true;
+			reading = true;
+		}
+	if (reading)
+		kvw_core_req_reading(req);
 }
 
 static bool ofi_mem_inflight(const struct ofi_ep *oe, const struct ofi_mem *om)

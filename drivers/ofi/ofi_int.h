@@ -39,8 +39,7 @@ enum ofi_rec_kind {
 	OFI_R_FENCE = 5, /* u32 token: stop writing it; once its writes completed, mark it */
 };
 #define OFI_N_MARK 0xffffffffu  /* fragment number of a fence's zero-byte marker write */
-#define OFI_STASH 1024          /* remote completions kept during a fence wait */
-#define OFI_FENCES 16           /* fences a sender serves at once */
+#define OFI_STASH 1024          /* remote completions kept outside progress (kvw_mem_dereg) */
 
 /* KEY: one MR per run of granted blocks (contiguous in the receiver's
  * arena), runs sorted by address, n_here of them from run `first` on. */
@@ -85,17 +84,21 @@ struct ofi_mem;
 
 struct ofi_op {                 /* one write in flight */
 	struct fi_context2 fctx;        /* first: the provider's scratch */
-	kvw_req *req;                   /* NULL once cancelled */
+	kvw_req *req;                   /* sender request (may be freed once it ended) */
 	const struct ofi_mem *om;       /* its source arena (NULL: a fence marker) */
 	uint32_t token, bytes;
 	int next_free;
 	bool used;
+	bool cancelled;                 /* req was aborted: it waits for this write (ofi_cancel) */
 };
 
 struct ofi_grant {
 	uint32_t token;
 	struct fid_mr **mr;     /* one per run */
 	uint32_t n_mr;
+	kvw_req *fence_req;     /* abort fence: FENCE sent, its marker not seen yet (ofi_revoke) */
+	uint64_t fence_t0;
+	bool fence_local;       /* the sender is an endpoint of this context: no marker */
 	struct ofi_grant *next;
 };
 
@@ -115,12 +118,12 @@ struct ofi_ep {
 	struct ofi_tab keys;    /* sender: the peer's grant keys */
 	struct ofi_tab pend;    /* receiver: writes half joined */
 	struct ofi_grant *grants;
-	/* fences: receiver waits for a marker; sender serves FENCE records */
+	/* fences: the receiver's end when their marker lands (grant->fence_req);
+	 * the sender serves FENCE records (their tokens here) */
 	uint8_t name[OFI_ADDR_MAX], peer_name[OFI_ADDR_MAX];
 	size_t name_len, peer_name_len;
-	uint32_t fence_token;
-	bool fence_seen, in_fence;
-	uint32_t fences[OFI_FENCES], n_fences;
+	uint32_t *fences, n_fences, cap_fences;
+	uint32_t n_local_fences; /* grants whose fence a sender in this context serves */
 	struct fi_cq_data_entry stash[OFI_STASH];
 	uint32_t n_stash;
 	struct ofi_ep *next;
@@ -169,6 +172,7 @@ kvw_status ofi_grant_keys(kvw_ep *ep, kvw_req *req, const void *body, size_t len
 size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n);
 void ofi_cq_poll(struct ofi_ep *oe, bool stash);
 void ofi_fences_serve(struct ofi_ep *oe);
+void ofi_fences_local(struct ofi_ep *oe);
 void ofi_cancel(kvw_ep *ep, kvw_req *req);
 kvw_status ofi_revoke(kvw_ep *ep, kvw_req *req);
 void ofi_grant_done(kvw_ep *ep, kvw_req *req);
