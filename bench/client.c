@@ -297,7 +297,7 @@ static int loop_addresses(const kvb_opts *o, kvb_opts *so, char *err, size_t err
 		snprintf(so->ctl, sizeof(so->ctl), "unix:/tmp/kvwire-bench-%d.ctl", (int)getpid());
 		return 0;
 	}
-	if (!strcmp(o->driver, "tcp") || !strcmp(o->driver, "rdma")) {
+	if (!strcmp(o->driver, "tcp") || !strcmp(o->driver, "rdma") || !strcmp(o->driver, "ofi")) {
 		char host[64] = "127.0.0.1";
 		char dev[64];
 		int gid;

@@ -365,8 +365,8 @@ static int apply_opt(kvb_opts *o, int c, const char *arg, char *err, size_t errl
 
 static const char *uri_driver(const char *uri)
 {
-	static const char *const schemes[] = {"shm", "tcp", "rdma", "dpdk"};
-	for (size_t i = 0; i < 4; i++) {
+	static const char *const schemes[] = {"shm", "tcp", "rdma", "dpdk", "ofi"};
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
 		size_t l = strlen(schemes[i]);
 		if (!strncmp(uri, schemes[i], l) && !strncmp(uri + l, "://", 3))
 			return schemes[i];
@@ -380,7 +380,7 @@ static int check_roles(kvb_opts *o, char *err, size_t errlen)
 	if (!o->driver[0] && uri[0] && uri_driver(uri))
 		strcpy(o->driver, uri_driver(uri));
 	if (!o->driver[0])
-		return fail(err, errlen, "say which driver to use: --driver shm|tcp|rdma|dpdk");
+		return fail(err, errlen, "say which driver to use: --driver shm|tcp|rdma|dpdk|ofi");
 	if (uri[0] && uri_driver(uri) && strcmp(uri_driver(uri), o->driver))
 		return fail(err, errlen, "--driver %s does not match the URI %s", o->driver, uri);
 	if (o->test == KVB_T_SERVER) {

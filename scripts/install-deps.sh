@@ -15,6 +15,7 @@ PKGS=(
   clang libclang-rt-14-dev  # libFuzzer target of the wire parser
   libibverbs-dev librdmacm-dev rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest  # rdma driver + peers
   libdpdk-dev dpdk   # dpdk driver; dpdk-testpmd is its bench peer
+  libfabric-dev libfabric-bin  # ofi driver (libfabric: tcp;ofi_rxm, shm here, efa on AWS); fi_info, fi_pingpong
   iperf3 ucx-utils   # bench peers for tcp and shm
   qemu-system-x86 busybox-static kmod cpio xz-utils iproute2 nftables procps  # Soft-RoCE VM, netns fault tests
   python3-numpy python3-torch python3-pytest python3-setuptools python3-pip python3-venv libopenblas0-pthread  # Python binding, examples/disagg, tests/python (OpenBLAS: torch's BLAS, ~5x the reference one)

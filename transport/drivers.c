@@ -17,6 +17,9 @@ extern const struct kvw_driver_ops kvw_rdma_ops;
 #ifdef KVW_HAVE_DRIVER_DPDK
 extern const struct kvw_driver_ops kvw_dpdk_ops;
 #endif
+#ifdef KVW_HAVE_DRIVER_OFI
+extern const struct kvw_driver_ops kvw_ofi_ops;
+#endif
 
 const struct kvw_driver_ops *const kvw_driver_table[] = {
 #ifdef KVW_HAVE_DRIVER_SHM
@@ -30,6 +33,9 @@ const struct kvw_driver_ops *const kvw_driver_table[] = {
 #endif
 #ifdef KVW_HAVE_DRIVER_DPDK
 	&kvw_dpdk_ops,
+#endif
+#ifdef KVW_HAVE_DRIVER_OFI
+	&kvw_ofi_ops,
 #endif
 	NULL,
 };

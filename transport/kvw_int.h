@@ -133,6 +133,10 @@ struct kvw_req {
 	 * or when deadline_ns (now start + abort_timeout_ms) passes */
 	bool fencing;
 	kvw_status fence_st;
+	/* send role, an application abort: the fence also waits for the ABORT_ACK
+	 * (ack_wait) and for the driver's writes still reading our pages
+	 * (drv_reading: kvw_core_req_reading, cleared by kvw_core_fence_done) */
+	bool ack_wait, drv_reading;
 };
 
 /* ----------------------------------------------------------------- endpoint */

@@ -243,8 +243,21 @@ static void kvw_fence_finish(kvw_req *r)
 
 void kvw_core_fence_done(kvw_ep *ep, kvw_req *r)
 {
-	if (r && r->ep == ep && r->fencing && r->status == KVW_INPROGRESS)
+	if (!r || r->ep != ep || r->status != KVW_INPROGRESS)
+		return;
+	if (r->role == KVW_ROLE_SEND) {
+		r->drv_reading = false;
+		if (r->ack_wait && !r->abort_acked)
+			return; /* the receiver may still read (shm): its ABORT_ACK ends it */
+	}
+	if (r->fencing)
 		kvw_fence_finish(r);
+}
+
+void kvw_core_req_reading(kvw_req *r)
+{
+	if (r && r->role == KVW_ROLE_SEND)
+		r->drv_reading = true;
 }
 
 /* Starts what stops r's bytes; true when a fence must still be waited for.
@@ -263,13 +276,18 @@ static bool kvw_fence_begin(kvw_req *r, kvw_status st, bool tell_peer, bool send
 			kvw_send_abort(ep, r, st, false);
 		return wait;
 	}
+	r->drv_reading = r->ack_wait = false;
 	ep->drv->ops->cancel(ep, r);
 	kvw_active_del(ep, r);
-	if (!tell_peer || !r->granted)
-		return false;
-	kvw_send_abort(ep, r, st, true);
-	/* the receiver may still read our pages (shm) until its ABORT_ACK */
-	return sender_fence && r->user_owned && ep->state == KVW_EP_READY;
+	if (tell_peer && r->granted) {
+		kvw_send_abort(ep, r, st, true);
+		/* the receiver may still read our pages (shm) until its ABORT_ACK */
+		r->ack_wait = sender_fence && r->user_owned && ep->state == KVW_EP_READY;
+	}
+	/* and our driver's writes posted before (one-sided) may still read them */
+	if (!sender_fence || !r->user_owned || ep->state != KVW_EP_READY)
+		r->drv_reading = false;
+	return r->ack_wait || r->drv_reading;
 }
 
 /* Ends a live request with st, tells the peer (unless the peer told us).
@@ -1362,7 +1380,7 @@ static void kvw_on_abort_ack(kvw_ep *ep, const struct kvw_wire_abort *a)
 	if (!r || r->role != KVW_ROLE_SEND || !r->granted || r->pg.token != a->token)
 		return;
 	r->abort_acked = true;
-	if (r->fencing && r->status == KVW_INPROGRESS)
+	if (r->fencing && r->status == KVW_INPROGRESS && !r->drv_reading)
 		kvw_fence_finish(r); /* every fragment the receiver took is behind it */
 }
 

@@ -30,6 +30,7 @@ static const struct kvw_wire_rule kvw_wire_rules[KVW_T_MAX_] = {
 	[KVW_T_MEM] = {"MEM", sizeof(struct kvw_wire_mem), sizeof(struct kvw_wire_mem)},
 	[KVW_T_CLOSE] = {"CLOSE", sizeof(struct kvw_wire_close), sizeof(struct kvw_wire_close)},
 	[KVW_T_ACK] = {"ACK", sizeof(struct kvw_wire_ack), sizeof(struct kvw_wire_ack)},
+	[KVW_T_DRV] = {"DRV", sizeof(struct kvw_wire_drv), sizeof(struct kvw_wire_drv) + KVW_WIRE_MAX_DRV},
 };
 
 const char *kvw_wire_type_name(unsigned type)
@@ -183,6 +184,15 @@ int kvw_wire_check_body(unsigned type, const void *body, size_t len, const char 
 		memcpy(&d, body, sizeof(d));
 		if (d.bytes == 0 || d.bytes > KVW_WIRE_MAX_DATA) {
 			WHY("DESC byte count out of range");
+			return KVW_ERR_PROTO;
+		}
+		return KVW_OK;
+	}
+	case KVW_T_DRV: {
+		struct kvw_wire_drv r;
+		memcpy(&r, body, sizeof(r));
+		if (len != sizeof(r) + r.len) {
+			WHY("DRV length disagrees with the frame length");
 			return KVW_ERR_PROTO;
 		}
 		return KVW_OK;

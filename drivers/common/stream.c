@@ -565,7 +565,8 @@ static void kvw_rx_body_done(struct kvw_stream *s, uint64_t *budget)
 {
 	s->rx_got = 0;
 	s->rx_state = KVW_RX_HDR;
-	if (s->on_frame && (s->rx_h.type == KVW_T_MEM || s->rx_h.type == KVW_T_DESC)) {
+	if (s->on_frame && (s->rx_h.type == KVW_T_MEM || s->rx_h.type == KVW_T_DESC ||
+			    s->rx_h.type == KVW_T_DRV)) {
 		const char *why = "";
 		kvw_status st = kvw_wire_check_body(s->rx_h.type, s->rx_body, s->rx_h.len, &why);
 		if (st == KVW_OK && s->rx_h.type == KVW_T_DESC) {
@@ -583,7 +584,8 @@ static void kvw_rx_body_done(struct kvw_stream *s, uint64_t *budget)
 			s->dead = true;
 		return;
 	}
-	if (s->rx_h.type == KVW_T_MEM || s->rx_h.type == KVW_T_DESC || s->rx_h.type == KVW_T_ACK) {
+	if (s->rx_h.type == KVW_T_MEM || s->rx_h.type == KVW_T_DESC || s->rx_h.type == KVW_T_ACK ||
+	    s->rx_h.type == KVW_T_DRV) {
 		kvw_core_reject(s->ep, KVW_ERR_PROTO, "frame type not used by this driver");
 		s->dead = true;
 		return;

@@ -95,8 +95,14 @@ struct kvw_driver_ops {
 	kvw_status (*send_ctrl)(kvw_ep *ep, const void *frame, size_t len);
 	/* Takes up to n fragments; returns how many it took (0 = full now). */
 	size_t (*post_frags)(kvw_ep *ep, const kvw_frag *f, size_t n);
-	/* Sender abort: forget queued fragments of req; after it returns the
-	 * driver reads none of req's source pages again. */
+	/* Sender abort, never a wait: forget queued fragments of req; after it
+	 * returns the driver starts no new read of req's source pages. A driver
+	 * whose transport may still read them (one-sided writes already posted
+	 * cannot be recalled) calls kvw_core_req_reading(req) from cancel and
+	 * kvw_core_fence_done(ep, req) once the last of them completed: an
+	 * application's kvw_req_abort returns only then (bounded by
+	 * abort_timeout_ms). A send ended by a deadline or by the peer does not
+	 * wait: its pages may be read until those writes complete. */
 	void (*cancel)(kvw_ep *ep, kvw_req *req);
 	/* Receiver fence for one-sided drivers, called inside kvw_progress too
 	 * (a deadline), so it never waits: it starts the fence and returns.
@@ -275,6 +281,12 @@ bool kvw_core_batching(const kvw_ctx *ctx);
  * status it failed with (event, grant_done). Ignored for a request whose
  * fence is not pending; never call it after grant_done(ep, req). */
 void kvw_core_fence_done(kvw_ep *ep, kvw_req *req);
+/* From ops->cancel only: the transport may still read req's source pages
+ * (writes posted before the abort). The send's fence (an application's
+ * kvw_req_abort) then waits for kvw_core_fence_done(ep, req) as well as for
+ * the receiver's ABORT_ACK; the core cuts it at abort_timeout_ms. Check
+ * kvw_core_req_live before calling fence_done on a pointer kept since. */
+void kvw_core_req_reading(kvw_req *req);
 /* ------------------------------------------------- end of abort fence block */
 /* Config of a context (drivers read their knobs here). */
 const struct kvw_cfgv *kvw_core_cfg(const kvw_ctx *ctx);
@@ -341,5 +353,10 @@ uint32_t kvw_core_req_token(const kvw_req *r);   /* receive side: its grant's to
 uint64_t kvw_core_req_seq_id(const kvw_req *r);
 /* Send side: the block size the peer's GRANT named (0 before it came). */
 uint64_t kvw_core_req_peer_block_bytes(const kvw_req *r);
+/* r is one of ep's requests not yet freed, still in progress. r is only
+ * compared, never read: a driver may ask about a pointer it kept (e.g. of a
+ * write in flight) whose request may have been freed since. Walks the
+ * endpoint's requests: for error paths, not per fragment. */
+bool kvw_core_req_live(const kvw_ep *ep, const kvw_req *r);
 
 #endif

@@ -40,7 +40,8 @@ enum kvw_wire_type {
 	KVW_T_MEM = 15,      /* sender -> receiver: shared arena (shm, fd attached) */
 	KVW_T_CLOSE = 16,    /* either: orderly shutdown */
 	KVW_T_ACK = 17,      /* dpdk reliability: cumulative + selective ack */
-	KVW_T_MAX_ = 18
+	KVW_T_DRV = 18,      /* either: driver-private record (ofi: address, keys, fragment names) */
+	KVW_T_MAX_ = 19
 };
 
 /* header flags */
@@ -215,6 +216,16 @@ struct kvw_wire_close {
 	uint32_t rsvd;
 };
 _Static_assert(sizeof(struct kvw_wire_close) == 8, "close");
+
+/* DRV: a driver's own record on the control stream, after READY only (the
+ * stream hands it to the driver's hook; a driver without one refuses it).
+ * Then `len` bytes (== body length - 8) the driver parses itself. */
+#define KVW_WIRE_MAX_DRV 4096u
+struct kvw_wire_drv {
+	uint32_t kind;        /* driver-defined */
+	uint32_t len;         /* bytes after this head */
+};
+_Static_assert(sizeof(struct kvw_wire_drv) == 8, "drv");
 
 #define KVW_WIRE_SACK_MAX 16
 struct kvw_wire_ack {

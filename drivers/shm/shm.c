@@ -348,6 +348,8 @@ static kvw_status shm_on_desc(struct kvw_stream *s, const struct kvw_wire_desc *
  * (perhaps without the secret) makes this side map nothing. */
 static kvw_status shm_on_frame(struct kvw_stream *s, const struct kvw_wire_hdr *h, const void *body)
 {
+	if (h->type != KVW_T_MEM && h->type != KVW_T_DESC)
+		return shm_reject(s, KVW_ERR_PROTO, "frame type not used by this driver");
 	if (!kvw_core_ep_ready(s->ep))
 		return shm_reject(s, KVW_ERR_PROTO, "MEM or DESC frame before the handshake finished: "
 				  "a peer may share memory only once it is READY");

@@ -40,6 +40,7 @@ static const struct kvwt_drv kvwt_drivers[] = {
 	{ "shm", kvwt_uri_shm, kvwt_no_cfg, true },
 	{ "rdma", kvwt_uri_env, kvwt_no_cfg, false },
 	{ "dpdk", kvwt_uri_env, kvwt_no_cfg, false },
+	{ "ofi", kvwt_uri_env, kvwt_no_cfg, false },
 };
 
 const struct kvwt_drv *kvwt_driver(void)
@@ -50,7 +51,7 @@ const struct kvwt_drv *kvwt_driver(void)
 	for (size_t i = 0; i < sizeof(kvwt_drivers) / sizeof(kvwt_drivers[0]); i++)
 		if (!strcmp(kvwt_drivers[i].name, name))
 			return &kvwt_drivers[i];
-	cr_assert_fail("KVW_TEST_DRIVER=%s: unknown driver (tcp, shm, rdma, dpdk)", name);
+	cr_assert_fail("KVW_TEST_DRIVER=%s: unknown driver (tcp, shm, rdma, dpdk, ofi)", name);
 	return NULL;
 }
 

@@ -664,6 +664,13 @@ Test(conf, deadline_expires_on_sender)
 Test(conf, deadline_expires_mid_sequence)
 {
 	static struct small s;
+	/* ofi: tcp;ofi_rxm sets up its connection to a peer at the first write
+	 * to it, and on a loaded host that first write was seen to take over a
+	 * second (2 runs in 5): the half that "lands within the deadline" then
+	 * was still in flight when the grant expired. This case is about the
+	 * deadline, not connection set-up: carry one sequence first. */
+	if (!strcmp(kvwt_driver()->name, "ofi"))
+		after_abort_still_works();
 	small_make(&s, 33);
 	xseq_grant(&s.x, pr.server, 500000);
 	cr_assert_geq(xseq_send(&s.x, pr.client, 0, SL / 2, 0), 0); /* then prefill stalls */

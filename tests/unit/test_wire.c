@@ -97,6 +97,11 @@ static size_t good_body(unsigned type, uint8_t *buf)
 		memcpy(buf, &c, sizeof(c));
 		return sizeof(c);
 	}
+	case KVW_T_DRV: {
+		struct kvw_wire_drv r = { .kind = 1, .len = 0 };
+		memcpy(buf, &r, sizeof(r));
+		return sizeof(r);
+	}
 	case KVW_T_ACK: {
 		struct kvw_wire_ack a = { .cum_ack = 10, .n_sack = 1, .credits = 64 };
 		a.sack[0][0] = 12;
@@ -128,6 +133,7 @@ static size_t fixed_size(unsigned type)
 	case KVW_T_MEM: return sizeof(struct kvw_wire_mem);
 	case KVW_T_CLOSE: return sizeof(struct kvw_wire_close);
 	case KVW_T_ACK: return sizeof(struct kvw_wire_ack);
+	case KVW_T_DRV: return sizeof(struct kvw_wire_drv);
 	}
 	return 0;
 }
