@@ -108,6 +108,9 @@ struct kvw_req {
 	 * or when deadline_ns (now start + abort_timeout_ms) passes */
 	bool fencing;
 	kvw_status fence_st;
+	/* send role: the fence waits for the driver's kvw_core_cancel_done
+	 * (cancel answered INPROGRESS) and/or the receiver's ABORT_ACK */
+	bool cancel_pending, ack_wait;
 };
 
 /* ----------------------------------------------------------------- endpoint */

@@ -95,9 +95,14 @@ struct kvw_driver_ops {
 	kvw_status (*send_ctrl)(kvw_ep *ep, const void *frame, size_t len);
 	/* Takes up to n fragments; returns how many it took (0 = full now). */
 	size_t (*post_frags)(kvw_ep *ep, const kvw_frag *f, size_t n);
-	/* Sender abort: forget queued fragments of req; after it returns the
-	 * driver reads none of req's source pages again. */
-	void (*cancel)(kvw_ep *ep, kvw_req *req);
+	/* Sender abort: forget queued fragments of req. Called inside
+	 * kvw_progress too, so it never waits. KVW_OK: the driver reads none of
+	 * req's source pages again. KVW_INPROGRESS: work it posted may still
+	 * read them (rdma: writes on the NIC); once that completed the driver
+	 * calls kvw_core_cancel_done(ep, seq_id of req), and the request's final
+	 * event follows only then (the core cuts the endpoint if that takes
+	 * longer than abort_timeout_ms). */
+	kvw_status (*cancel)(kvw_ep *ep, kvw_req *req);
 	/* Receiver fence for one-sided drivers, called inside kvw_progress too
 	 * (a deadline), so it never waits: it starts the fence and returns.
 	 * KVW_OK: the fence holds already (no write of this grant can land any
@@ -275,6 +280,11 @@ bool kvw_core_batching(const kvw_ctx *ctx);
  * status it failed with (event, grant_done). Ignored for a request whose
  * fence is not pending; never call it after grant_done(ep, req). */
 void kvw_core_fence_done(kvw_ep *ep, kvw_req *req);
+/* The work ops->cancel left in flight for the send request seq_id (it
+ * answered KVW_INPROGRESS) completed: no source page of it is read any
+ * more. Ignored when no such cancel is pending (the request ended
+ * meanwhile, e.g. its endpoint failed). */
+void kvw_core_cancel_done(kvw_ep *ep, uint64_t seq_id);
 /* ------------------------------------------------- end of abort fence block */
 /* Config of a context (drivers read their knobs here). */
 const struct kvw_cfgv *kvw_core_cfg(const kvw_ctx *ctx);

@@ -461,8 +461,78 @@ static void rd_on_landed(struct rd_rail *r, const uint8_t *p, size_t len)
 	}
 }
 
-/* The peer asks us (the sender) to stop writing a grant: every write taken
- * so far completes, later fragments of that token are dropped. */
+/* ------------------------------------------------------------ sender waits */
+/* True once every rail's send queue completed what it had posted when w
+ * began (a dead rail's QP is in error: it reads nothing more). */
+static bool rd_wait_met(const struct rd_ep *e, const struct rd_wait *w)
+{
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++) {
+		const struct rd_rail *r = e->rail[i];
+		if (r && r->state == RD_R_UP && r->wr_done < w->upto[i])
+			return false;
+	}
+	return true;
+}
+
+/* Remembers what each rail posted so far; the answer goes from progress
+ * once it completed (rd_waits_poll). false: no room (the caller answers). */
+static bool rd_wait_add(struct rd_ep *e, enum rd_wait_kind kind, uint32_t token, uint64_t seq_id)
+{
+	struct rd_wait *w;
+
+	if (e->n_waits == e->cap_waits) {
+		uint32_t cap = e->cap_waits ? e->cap_waits * 2 : 16;
+		if (cap > RD_WAITS_MAX || !(w = realloc(e->waits, cap * sizeof(*w))))
+			return false;
+		e->waits = w;
+		e->cap_waits = cap;
+	}
+	w = &e->waits[e->n_waits++];
+	*w = (struct rd_wait){.kind = kind, .token = token, .seq_id = seq_id};
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
+		w->upto[i] = e->rail[i] ? e->rail[i]->wr_posted : 0;
+	return true;
+}
+
+static void rd_wait_answer(kvw_ep *ep, struct rd_ep *e, const struct rd_wait *w)
+{
+	if (w->kind == RD_W_FENCE)
+		rd_msg(e->rail[0], RD_FENCE_ACK, &w->token, sizeof(w->token));
+	else
+		kvw_core_cancel_done(ep, w->seq_id);
+}
+
+/* From progress: answers the waits whose writes completed, in order. */
+void rd_waits_poll(kvw_ep *ep)
+{
+	struct rd_ep *e = ep ? rd_ep_of(ep) : NULL;
+	uint32_t i = 0;
+
+	if (!e || !e->n_waits)
+		return;
+	/* targets grow with time: the waits met are a prefix */
+	for (; i < e->n_waits && rd_wait_met(e, &e->waits[i]) && kvw_core_ep_alive(ep); i++) {
+		struct rd_wait w = e->waits[i];
+		rd_wait_answer(ep, e, &w);
+	}
+	memmove(e->waits, e->waits + i, (e->n_waits - i) * sizeof(*e->waits));
+	e->n_waits -= i;
+}
+
+/* Every rail's send queue is empty (what was posted completed). */
+static bool rd_ep_drained(const struct rd_ep *e)
+{
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++) {
+		const struct rd_rail *r = e->rail[i];
+		if (r && r->state == RD_R_UP && r->wr_done < r->wr_posted)
+			return false;
+	}
+	return true;
+}
+
+/* The peer asks us (the sender) to stop writing a grant: later fragments of
+ * that token are dropped, and FENCE_ACK goes once every write posted so far
+ * completed (rd_waits_poll): nothing waits here, inside progress. */
 static void rd_on_fence(struct rd_rail *r, uint32_t token)
 {
 	struct rd_ep *e = r->rep;
@@ -471,11 +541,16 @@ static void rd_on_fence(struct rd_rail *r, uint32_t token)
 	if (k)
 		k->fenced = true;
 	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
-		if (e->rail[i])
-			rd_drain_sends(e->rail[i], 2000000000ull);
-	kvw_log(r->rd->d->ctx, 3, "rdma: fence of grant %08x (key %s): writes %s", token,
-		k ? "known" : "unknown", r->wr_done >= r->wr_posted ? "drained" : "STILL IN FLIGHT");
-	rd_msg(e->rail[0], RD_FENCE_ACK, &token, sizeof(token));
+		if (e->rail[i] && rd_poll_sends(e->rail[i]) < 0)
+			return; /* the rail failed: the endpoint fails in this pass */
+	if (rd_ep_drained(e)) {
+		rd_msg(e->rail[0], RD_FENCE_ACK, &token, sizeof(token));
+		return;
+	}
+	if (!rd_wait_add(e, RD_W_FENCE, token, 0))
+		kvw_core_bad_frame(r->ep, "rdma: the peer fenced more grants than it can hold");
+	kvw_log(r->rd->d->ctx, 4, "rdma: fence of grant %08x (key %s): FENCE_ACK once the writes "
+		"in flight completed", token, k ? "known" : "unknown");
 }
 
 /* The sender drained this grant's writes: its keys go, then the core ends
@@ -661,6 +736,10 @@ void rd_rail_progress(struct rd_rail *r)
 	rd_heard(r);
 	if (r->state != RD_R_UP)
 		return;
+	if (r->rep && r->rep->n_waits && r->ep)
+		rd_waits_poll(r->ep); /* FENCE_ACK, cancel_done: their writes completed */
+	if (r->state != RD_R_UP)
+		return;
 	if (busy && r->armed)
 		rd_cq_consume(r); /* woken by the channel: clear its fd */
 	if (r->state != RD_R_UP)
@@ -797,23 +876,36 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 	return took;
 }
 
-/* Sender abort: every write already taken completes before this returns, so
- * the source pages are free again. */
-void rd_cancel(kvw_ep *ep, kvw_req *req)
+/* Sender abort. The core posts no more fragments of req; writes already
+ * posted may still read its pages: KVW_INPROGRESS, and
+ * kvw_core_cancel_done follows from progress once they completed
+ * (rd_waits_poll). Nothing waits here: cancel is called inside progress. */
+kvw_status rd_cancel(kvw_ep *ep, kvw_req *req)
 {
 	struct rd_ep *e = rd_ep_of(ep);
-	uint64_t ns = (uint64_t)kvw_core_cfg(kvw_core_ep_ctx(ep))->abort_timeout_ms * 1000000ull;
+	bool ready = e && kvw_core_ep_ready(ep);
 
-	(void)req;
 	if (!e)
-		return;
+		return KVW_OK;
+	if (ready) {
+		for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
+			if (e->rail[i])
+				rd_poll_sends(e->rail[i]);
+		if (rd_ep_drained(e))
+			return KVW_OK;
+		if (rd_wait_add(e, RD_W_CANCEL, 0, kvw_core_req_seq_id(req)))
+			return KVW_INPROGRESS;
+	}
 	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++) {
 		struct rd_rail *r = e->rail[i];
 		if (!r)
 			continue;
-		if (kvw_core_ep_ready(ep)) {
-			rd_drain_sends(r, ns);
-		} else if (r->qp && r->state != RD_R_DEAD) {
+		if (ready && r->state == RD_R_UP) { /* no memory to remember the wait */
+			r->dead_st = KVW_ERR_NOMEM;
+			r->dead_why = "rdma: out of memory while aborting a send: endpoint closed so "
+				      "that no write reads its pages any more (free memory, retry)";
+		}
+		if (r->qp && r->state != RD_R_DEAD) {
 			/* the endpoint is failing: no ack may ever come, so do not
 			 * wait for one; the error state stops the QP reading pages */
 			struct ibv_qp_attr a = {.qp_state = IBV_QPS_ERR};
@@ -821,6 +913,7 @@ void rd_cancel(kvw_ep *ep, kvw_req *req)
 			r->state = RD_R_DEAD;
 		}
 	}
+	return KVW_OK;
 }
 
 /* Keeps a receive completion for the next progress pass. Its returned

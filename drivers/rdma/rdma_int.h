@@ -159,8 +159,22 @@ struct rd_grant {               /* receiver side */
 	uint64_t fence_t0;
 };
 
+/* Sender side: an answer that waits until every work request posted so far
+ * on each rail completed (rd_waits_poll, from progress): FENCE_ACK for a
+ * fenced token, or kvw_core_cancel_done for a cancelled send. */
+enum rd_wait_kind { RD_W_FENCE = 1, RD_W_CANCEL };
+struct rd_wait {
+	uint64_t upto[KVW_MAX_RAILS];   /* each rail's wr_posted when it began */
+	uint64_t seq_id;                /* RD_W_CANCEL */
+	uint32_t token;                 /* RD_W_FENCE */
+	enum rd_wait_kind kind;
+};
+#define RD_WAITS_MAX 65536      /* a peer's FENCEs beyond this are refused */
+
 struct rd_ep {
 	struct rd_rail *rail[KVW_MAX_RAILS];
+	struct rd_wait *waits;
+	uint32_t n_waits, cap_waits;
 	struct sockaddr_in peer;
 	uint32_t peer_ip[RD_MAX_DEV];
 	uint32_t n_peer_ip;
@@ -215,7 +229,8 @@ void rd_rail_free(struct rd_rail *r);
 kvw_status rd_rail_bufs(struct rd_rail *r);
 kvw_status rd_send_ctrl(kvw_ep *ep, const void *frame, size_t len);
 size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n);
-void rd_cancel(kvw_ep *ep, kvw_req *req);
+kvw_status rd_cancel(kvw_ep *ep, kvw_req *req);
+void rd_waits_poll(kvw_ep *ep);
 kvw_status rd_revoke(kvw_ep *ep, kvw_req *req);
 void rd_rail_progress(struct rd_rail *r);
 bool rd_rail_prepare_wait(struct rd_rail *r);

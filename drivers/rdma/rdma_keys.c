@@ -483,4 +483,7 @@ void rd_ep_data_free(kvw_ep *ep)
 	free(e->keys);
 	e->keys = NULL;
 	e->keys_cap = e->keys_used = 0;
+	free(e->waits);
+	e->waits = NULL;
+	e->n_waits = e->cap_waits = 0;
 }
