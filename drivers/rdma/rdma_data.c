@@ -311,6 +311,8 @@ static void rd_flush(struct rd_rail *r)
 	size_t off = 0, rec = 0;
 	uint32_t n = 0;
 
+	if (r->idx == 0 && r->rep && r->txq_len && !rd_binds_done(r->rep))
+		return; /* a grant's windows are not bound yet: its key map waits */
 	while (off < r->txq_len && n < RD_CHAIN_MAX) {
 		bool credit_only;
 		size_t k, bytes = rd_pack(r, off, rec, now, &credit_only, &k);

@@ -138,6 +138,8 @@ struct rd_rail {
 	struct ibv_wc stash[RD_RECV_DEPTH];
 	uint32_t stash_head, n_stash;
 	struct rd_rail *next_all;
+	bool lingering;         /* closed, last sends in flight (rd_rail_linger) */
+	uint64_t linger_until;
 };
 
 struct rd_keyent {
@@ -175,6 +177,9 @@ struct rd_ep {
 	struct rd_rail *rail[KVW_MAX_RAILS];
 	struct rd_wait *waits;
 	uint32_t n_waits, cap_waits;
+	/* receiver side: rail 0's messages wait until each rail's send queue
+	 * completed WR bind_upto[i] - 1 (memory-window binds, rdma_keys.c) */
+	uint64_t bind_upto[KVW_MAX_RAILS];
 	struct sockaddr_in peer;
 	uint32_t peer_ip[RD_MAX_DEV];
 	uint32_t n_peer_ip;
@@ -201,6 +206,7 @@ struct rd_drv {
 	int ndev;
 	int cfg_dev;            /* index of rdma_dev in dev[], or -1 */
 	struct rd_rail *rails;  /* every rail of this driver */
+	struct rd_rail *lingering; /* closed rails whose last sends still go */
 	uint64_t next_events_ns; /* next look at rdma_cm and async events */
 };
 
@@ -224,6 +230,7 @@ kvw_status rd_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx);
 void rd_ep_close(kvw_ep *ep);
 void rd_cm_progress(struct rd_drv *rd);
 void rd_rail_free(struct rd_rail *r);
+void rd_lingering_progress(struct rd_drv *rd, bool wait);
 
 /* rdma_data.c */
 kvw_status rd_rail_bufs(struct rd_rail *r);
@@ -251,6 +258,7 @@ void rd_ep_data_free(kvw_ep *ep);
 struct rd_keyent *rd_key_find(struct rd_ep *e, uint32_t token);
 void rd_key_del(struct rd_ep *e, uint32_t token);
 void rd_on_keymap(struct rd_rail *r, const uint8_t *p, size_t len);
+bool rd_binds_done(struct rd_ep *e);
 uint32_t rd_key_rkey(const struct rd_keyent *k, uint64_t addr, uint64_t len, uint32_t dev);
 
 #endif
