@@ -339,7 +339,19 @@ void rd_listener_close(kvw_listener *l)
 	kvw_core_listener_set_priv(l, NULL);
 }
 
-/* A CONNECT_REQUEST on one of the listener's ids: QP to RTS, accept, new ep. */
+/* The peer's IPv4 address, for the listener's per-address limits. */
+static const char *rd_peer_ip(struct rdma_cm_id *id, char *buf, size_t len)
+{
+	const struct sockaddr *sa = rdma_get_peer_addr(id);
+
+	buf[0] = 0;
+	if (sa && sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, (socklen_t)len);
+	return buf;
+}
+
+/* A CONNECT_REQUEST on one of the listener's ids: QP to RTS, accept, new ep
+ * (its send buffer small until READY: rd_sbuf_grow). */
 static void rd_on_request(struct rd_drv *rd, struct rd_lst *ls, struct rdma_cm_event *ev)
 {
 	const struct rd_cm_priv *cp = ev->param.conn.private_data;
@@ -347,6 +359,7 @@ static void rd_on_request(struct rd_drv *rd, struct rd_lst *ls, struct rdma_cm_e
 	struct rdma_conn_param p;
 	struct rd_ep *e = calloc(1, sizeof(*e));
 	struct rd_rail *r = e ? rd_rail_new(rd, e, NULL, 0) : NULL;
+	char ip[INET_ADDRSTRLEN];
 	kvw_ep *ep;
 
 	if (!r || ev->param.conn.private_data_len < sizeof(*cp) || cp->magic != RD_MAGIC)
@@ -369,11 +382,12 @@ static void rd_on_request(struct rd_drv *rd, struct rd_lst *ls, struct rdma_cm_e
 	p.rnr_retry_count = RD_RNR_RETRY;
 	if (rdma_accept(ev->id, &p))
 		goto err_reject;
-	if (!(ep = kvw_core_ep_accepted(ls->l)))
+	if (!(ep = kvw_core_ep_accepted_from(ls->l, rd_peer_ip(ev->id, ip, sizeof(ip)))))
 		goto err_reject;
 	kvw_core_ep_set_priv(ep, e);
 	r->ep = ep;
 	r->state = RD_R_UP;
+	kvw_core_ep_admit(ep); /* max_handshakes[_per_addr]: a silent one may go */
 	return;
 
 err_reject:

@@ -23,7 +23,7 @@ static kvw_status rd_post_recv(struct rd_rail *r, uint32_t i)
 
 kvw_status rd_rail_bufs(struct rd_rail *r)
 {
-	size_t rl = (size_t)RD_RECV_DEPTH * RD_BUF, sl = (size_t)r->sq_depth * RD_BUF;
+	size_t rl = (size_t)RD_RECV_DEPTH * RD_BUF, sl;
 
 	const struct kvw_cfgv *c = kvw_core_cfg(r->rd->d->ctx);
 	uint32_t rails = r->ep && kvw_core_ep_rails(r->ep) ? kvw_core_ep_rails(r->ep) : 1;
@@ -37,6 +37,10 @@ kvw_status rd_rail_bufs(struct rd_rail *r)
 			return kvw_set_err(r->rd->d->ctx, KVW_ERR_INVALID, "config fault: %s", err);
 		}
 	}
+	/* a connection that has not finished the handshake pins few send
+	 * slots (a flood of silent QPs, issue 17); rd_sbuf_grow after READY */
+	r->n_slots = r->sq_depth < RD_HS_SLOTS ? r->sq_depth : RD_HS_SLOTS;
+	sl = (size_t)r->n_slots * RD_BUF;
 	r->cum_bytes = calloc(r->sq_depth, sizeof(*r->cum_bytes));
 	if (!r->cum_bytes) {
 		rd_rail_fail(r, KVW_ERR_NOMEM, "rdma: out of memory for a rail");
@@ -59,6 +63,33 @@ kvw_status rd_rail_bufs(struct rd_rail *r)
 			return KVW_ERR_IO;
 		}
 	return KVW_OK;
+}
+
+/* Once READY and the send queue is empty: one send slot per SQ entry (one
+ * allocation and registration per rail, at READY only). */
+void rd_sbuf_grow(struct rd_rail *r)
+{
+	size_t sl = (size_t)r->sq_depth * RD_BUF;
+	struct ibv_mr *mr = NULL;
+	uint8_t *b;
+
+	if (r->n_slots >= r->sq_depth || r->state != RD_R_UP || !r->ep ||
+	    !kvw_core_ep_ready(r->ep) || r->wr_done < r->wr_posted || r->dead_why)
+		return;
+	if ((b = aligned_alloc(4096, sl)))
+		mr = ibv_reg_mr(r->dev->pd, b, sl, 0);
+	if (!mr) {
+		free(b);
+		r->dead_st = KVW_ERR_MEMLOCK; /* the endpoint fails in this pass */
+		r->dead_why = "rdma: cannot register the send buffers after the handshake: raise the "
+			      "memlock limit (`ulimit -l unlimited`) or lower rdma_qp_depth";
+		return;
+	}
+	ibv_dereg_mr(r->smr);
+	free(r->sbuf);
+	r->sbuf = b;
+	r->smr = mr;
+	r->n_slots = r->sq_depth;
 }
 
 /* ------------------------------------------------------------ completions */
@@ -184,14 +215,14 @@ static bool rd_can_send(const struct rd_rail *r, unsigned kind)
 {
 	int need = kind == RD_CREDIT ? 1 : 2; /* the last credit is for returning credits */
 
-	return r->state == RD_R_UP && r->credits >= need && r->wr_posted - r->wr_done < r->sq_depth;
+	return r->state == RD_R_UP && r->credits >= need && r->wr_posted - r->wr_done < r->n_slots;
 }
 
 /* Posts one message now (the caller checked rd_can_send). */
 static kvw_status rd_post_msg(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 {
 	uint64_t seq = r->wr_posted;
-	uint8_t *slot = r->sbuf + (size_t)(seq % r->sq_depth) * RD_BUF;
+	uint8_t *slot = r->sbuf + (size_t)(seq % r->n_slots) * RD_BUF;
 	struct rd_hdr h = {.kind = (uint8_t)kind, .credits = (uint16_t)r->to_return, .len = (uint32_t)len};
 	struct ibv_sge sg = {.addr = (uintptr_t)slot, .length = (uint32_t)(sizeof(h) + len),
 			     .lkey = r->smr->lkey};
@@ -282,7 +313,7 @@ static void rd_chain_add(struct rd_rail *r, const uint8_t *p, size_t bytes, int 
 			 struct ibv_send_wr *wr, struct ibv_sge *sg)
 {
 	uint64_t seq = r->wr_posted + k;
-	uint8_t *slot = r->sbuf + (size_t)(seq % r->sq_depth) * RD_BUF;
+	uint8_t *slot = r->sbuf + (size_t)(seq % r->n_slots) * RD_BUF;
 	struct rd_hdr h;
 
 	memcpy(slot, p, bytes);
@@ -318,7 +349,7 @@ static void rd_flush(struct rd_rail *r)
 		size_t k, bytes = rd_pack(r, off, rec, now, &credit_only, &k);
 		int need = credit_only ? 1 : 2; /* the last credit returns credits */
 		if (r->state != RD_R_UP || r->credits - (int)n < need || !bytes ||
-		    r->wr_posted + n - r->wr_done >= r->sq_depth)
+		    r->wr_posted + n - r->wr_done >= r->n_slots)
 			break;
 		rd_chain_add(r, r->txq + off, bytes, need, n, &wr[n], &sg[n]);
 		off += bytes;
@@ -746,6 +777,7 @@ void rd_rail_progress(struct rd_rail *r)
 		rd_cq_consume(r); /* woken by the channel: clear its fd */
 	if (r->state != RD_R_UP)
 		return;
+	rd_sbuf_grow(r);
 	rd_flush(r);
 	/* Return credits when a quarter waits, when the peer is starved, or
 	 * when our own queue is stuck for lack of credit: the reserved last
@@ -777,7 +809,7 @@ static bool rd_rail_room(struct rd_rail *r, const struct rd_batch *b, uint32_t b
 	 * queued behind the writes on this QP never wait long */
 	if (inflight && inflight + bytes > r->window)
 		return false;
-	return r->state == RD_R_UP && r->txq_len == 0 && r->credits >= 2 &&
+	return r->state == RD_R_UP && r->n_slots == r->sq_depth && r->txq_len == 0 && r->credits >= 2 &&
 	       r->wr_posted - r->wr_done + b->n + 2 <= r->sq_depth &&
 	       (b->n + 1) * sizeof(struct kvw_wire_data) <= RD_PAYLOAD && b->n < RD_BATCH_MAX &&
 	       (b->n || rd_fault_gate(r));
@@ -819,7 +851,7 @@ static void rd_batch_post(struct rd_rail *r, struct rd_batch *b)
 		if ((seq + i) % RD_SIG_EVERY == RD_SIG_EVERY - 1)
 			b->wr[i].send_flags |= IBV_SEND_SIGNALED;
 	}
-	slot = r->sbuf + (size_t)((seq + b->n) % r->sq_depth) * RD_BUF;
+	slot = r->sbuf + (size_t)((seq + b->n) % r->n_slots) * RD_BUF;
 	if (r->credits == 2)
 		h.flags |= RD_F_STARVED;
 	memcpy(slot, &h, sizeof(h));
@@ -855,9 +887,12 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 
 	if (!e || !e->rail[0] || e->rail[0]->state != RD_R_UP)
 		return 0;
-	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++) {
+		if (e->rail[i])
+			rd_sbuf_grow(e->rail[i]); /* the first writes after READY */
 		if (e->rail[i] && e->rail[i]->txq_len)
 			rd_flush(e->rail[i]); /* messages of this pass go before the writes */
+	}
 	for (; took < n; took++) {
 		const struct rd_keyent *k = rd_key_find(e, f[took].token);
 		uint32_t ri = f[took].rail < KVW_MAX_RAILS ? f[took].rail : 0;

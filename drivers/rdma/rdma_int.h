@@ -21,6 +21,7 @@
 #define RD_RNR_RETRY 6          /* 7 = forever: never; credits make RNR rare */
 #define RD_BATCH_MAX 64        /* writes per rail per doorbell */
 #define RD_CHAIN_MAX 32        /* queued messages per rail per doorbell */
+#define RD_HS_SLOTS 8           /* send slots until READY (rd_sbuf_grow) */
 
 enum rd_kind {
 	RD_CTRL = 1,    /* a piece of the kvwire control-frame byte stream */
@@ -109,6 +110,7 @@ struct rd_rail {
 	uint8_t *rbuf, *sbuf;
 	struct ibv_mr *rmr, *smr;
 	uint32_t sq_depth, max_inline;
+	uint32_t n_slots;       /* send slots in sbuf: RD_HS_SLOTS, sq_depth once READY */
 	uint64_t wr_posted, wr_done, last_sig;
 	/* write bytes in flight (window): bytes posted up to WR seq, per SQ slot */
 	uint64_t *cum_bytes, bytes_posted, bytes_acked, window;
@@ -234,6 +236,7 @@ void rd_lingering_progress(struct rd_drv *rd, bool wait);
 
 /* rdma_data.c */
 kvw_status rd_rail_bufs(struct rd_rail *r);
+void rd_sbuf_grow(struct rd_rail *r);
 kvw_status rd_send_ctrl(kvw_ep *ep, const void *frame, size_t len);
 size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n);
 kvw_status rd_cancel(kvw_ep *ep, kvw_req *req);
