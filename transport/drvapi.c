@@ -64,3 +64,4 @@ void kvw_core_mem_set_priv(kvw_mem *m, const kvw_drv *d, void *priv) { m->drv_pr
 uint32_t kvw_core_req_token(const kvw_req *r) { return r->token; }
 uint64_t kvw_core_req_seq_id(const kvw_req *r) { return r->seq_id; }
 uint64_t kvw_core_req_peer_block_bytes(const kvw_req *r) { return r->pg.block_bytes; }
+uint64_t kvw_core_req_bytes_posted(const kvw_req *r) { return r->bytes_posted; }

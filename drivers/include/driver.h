@@ -351,5 +351,8 @@ uint32_t kvw_core_req_token(const kvw_req *r);   /* receive side: its grant's to
 uint64_t kvw_core_req_seq_id(const kvw_req *r);
 /* Send side: the block size the peer's GRANT named (0 before it came). */
 uint64_t kvw_core_req_peer_block_bytes(const kvw_req *r);
+/* Send side: bytes of req that post_frags took so far (0: the driver holds
+ * nothing of it, so cancel has nothing in flight to wait for). */
+uint64_t kvw_core_req_bytes_posted(const kvw_req *r);
 
 #endif

@@ -925,6 +925,8 @@ kvw_status rd_cancel(kvw_ep *ep, kvw_req *req)
 	if (!e)
 		return KVW_OK;
 	if (ready) {
+		if (!kvw_core_req_bytes_posted(req))
+			return KVW_OK; /* no write of req was ever posted */
 		for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
 			if (e->rail[i])
 				rd_poll_sends(e->rail[i]);
