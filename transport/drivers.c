@@ -84,7 +84,7 @@ static kvw_status st_open_rails(kvw_ep *ep)
 static void st_ep_close(kvw_ep *ep) { (void)ep; }
 static kvw_status st_send_ctrl(kvw_ep *ep, const void *f, size_t n) { (void)ep; (void)f; (void)n; return KVW_ERR_UNSUPPORTED; }
 static size_t st_post(kvw_ep *ep, const kvw_frag *f, size_t n) { (void)ep; (void)f; (void)n; return 0; }
-static void st_cancel(kvw_ep *ep, kvw_req *r) { (void)ep; (void)r; }
+static kvw_status st_cancel(kvw_ep *ep, kvw_req *r) { (void)ep; (void)r; return KVW_OK; }
 static kvw_status st_revoke(kvw_ep *ep, kvw_req *r) { (void)ep; (void)r; return KVW_OK; }
 static kvw_status st_grant_keys(kvw_ep *ep, kvw_req *r, const void *b, size_t n, uint32_t *key)
 { (void)ep; (void)r; (void)b; (void)n; (void)key; return KVW_OK; }

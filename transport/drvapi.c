@@ -72,3 +72,4 @@ bool kvw_core_req_live(const kvw_ep *ep, const kvw_req *r)
 			return q->status == KVW_INPROGRESS;
 	return false;
 }
+uint64_t kvw_core_req_bytes_posted(const kvw_req *r) { return r->bytes_posted; }

@@ -133,10 +133,9 @@ struct kvw_req {
 	 * or when deadline_ns (now start + abort_timeout_ms) passes */
 	bool fencing;
 	kvw_status fence_st;
-	/* send role, an application abort: the fence also waits for the ABORT_ACK
-	 * (ack_wait) and for the driver's writes still reading our pages
-	 * (drv_reading: kvw_core_req_reading, cleared by kvw_core_fence_done) */
-	bool ack_wait, drv_reading;
+	/* send role: the fence waits for the driver's kvw_core_cancel_done
+	 * (cancel answered INPROGRESS) and/or the receiver's ABORT_ACK */
+	bool cancel_pending, ack_wait;
 };
 
 /* ----------------------------------------------------------------- endpoint */

@@ -243,21 +243,8 @@ static void kvw_fence_finish(kvw_req *r)
 
 void kvw_core_fence_done(kvw_ep *ep, kvw_req *r)
 {
-	if (!r || r->ep != ep || r->status != KVW_INPROGRESS)
-		return;
-	if (r->role == KVW_ROLE_SEND) {
-		r->drv_reading = false;
-		if (r->ack_wait && !r->abort_acked)
-			return; /* the receiver may still read (shm): its ABORT_ACK ends it */
-	}
-	if (r->fencing)
+	if (r && r->ep == ep && r->fencing && r->status == KVW_INPROGRESS)
 		kvw_fence_finish(r);
-}
-
-void kvw_core_req_reading(kvw_req *r)
-{
-	if (r && r->role == KVW_ROLE_SEND)
-		r->drv_reading = true;
 }
 
 /* Starts what stops r's bytes; true when a fence must still be waited for.
@@ -276,18 +263,17 @@ static bool kvw_fence_begin(kvw_req *r, kvw_status st, bool tell_peer, bool send
 			kvw_send_abort(ep, r, st, false);
 		return wait;
 	}
-	r->drv_reading = r->ack_wait = false;
-	ep->drv->ops->cancel(ep, r);
+	/* the NIC may still read our pages (rdma writes) until cancel_done */
+	r->cancel_pending = ep->drv->ops->cancel(ep, r) == KVW_INPROGRESS &&
+			    ep->state == KVW_EP_READY;
 	kvw_active_del(ep, r);
+	r->ack_wait = false;
 	if (tell_peer && r->granted) {
 		kvw_send_abort(ep, r, st, true);
 		/* the receiver may still read our pages (shm) until its ABORT_ACK */
 		r->ack_wait = sender_fence && r->user_owned && ep->state == KVW_EP_READY;
 	}
-	/* and our driver's writes posted before (one-sided) may still read them */
-	if (!sender_fence || !r->user_owned || ep->state != KVW_EP_READY)
-		r->drv_reading = false;
-	return r->ack_wait || r->drv_reading;
+	return r->cancel_pending || r->ack_wait;
 }
 
 /* Ends a live request with st, tells the peer (unless the peer told us).
@@ -1380,8 +1366,19 @@ static void kvw_on_abort_ack(kvw_ep *ep, const struct kvw_wire_abort *a)
 	if (!r || r->role != KVW_ROLE_SEND || !r->granted || r->pg.token != a->token)
 		return;
 	r->abort_acked = true;
-	if (r->fencing && r->status == KVW_INPROGRESS && !r->drv_reading)
+	if (r->fencing && r->status == KVW_INPROGRESS && !r->cancel_pending)
 		kvw_fence_finish(r); /* every fragment the receiver took is behind it */
+}
+
+void kvw_core_cancel_done(kvw_ep *ep, uint64_t seq_id)
+{
+	kvw_req *r = kvw_map_get(&ep->send_map, seq_id);
+
+	if (!r || r->role != KVW_ROLE_SEND || !r->cancel_pending)
+		return;
+	r->cancel_pending = false;
+	if (r->fencing && r->status == KVW_INPROGRESS && (!r->ack_wait || r->abort_acked))
+		kvw_fence_finish(r); /* the driver reads none of its pages any more */
 }
 
 kvw_status kvw_seq_on_frame(kvw_ep *ep, const struct kvw_wire_hdr *h, const void *body)

@@ -315,13 +315,16 @@ void kvw_sock_flush(kvw_drv *d)
 			kvw_sock_flush_ep(se->ep);
 }
 
-void kvw_sock_cancel(kvw_ep *ep, kvw_req *req)
+/* A half-written frame is finished from a bounce copy: nothing of req's
+ * pages is read after this returns. */
+kvw_status kvw_sock_cancel(kvw_ep *ep, kvw_req *req)
 {
 	struct kvw_sockep *se = kvw_sockep(ep);
 
 	for (uint32_t i = 0; se && i < se->n; i++)
 		if (se->rail[i])
 			kvw_stream_cancel(se->rail[i], req);
+	return KVW_OK;
 }
 
 void kvw_sock_ep_close(kvw_ep *ep)

@@ -63,7 +63,7 @@ kvw_status kvw_sock_send_ctrl(kvw_ep *ep, const void *frame, size_t len);
  * pass's end does it: ops->flush = kvw_sock_flush). */
 kvw_status kvw_sock_flush_ep(kvw_ep *ep);
 void kvw_sock_flush(kvw_drv *d);
-void kvw_sock_cancel(kvw_ep *ep, kvw_req *req);
+kvw_status kvw_sock_cancel(kvw_ep *ep, kvw_req *req);
 void kvw_sock_ep_close(kvw_ep *ep);
 kvw_status kvw_sock_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx);
 void kvw_sock_listener_close(kvw_listener *l);

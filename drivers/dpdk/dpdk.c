@@ -545,11 +545,12 @@ static size_t dk_post_frags(kvw_ep *ep, const kvw_frag *fr, size_t n)
 	return dk_rel_queue_frags(f, fr, n);
 }
 
-static void dk_cancel(kvw_ep *ep, kvw_req *req)
+static kvw_status dk_cancel(kvw_ep *ep, kvw_req *req)
 {
 	struct dk_flow *f = kvw_core_ep_priv(ep);
 	if (f)
 		dk_rel_cancel(f, req);
+	return KVW_OK;
 }
 
 const struct kvw_driver_ops kvw_dpdk_ops = {

@@ -95,15 +95,14 @@ struct kvw_driver_ops {
 	kvw_status (*send_ctrl)(kvw_ep *ep, const void *frame, size_t len);
 	/* Takes up to n fragments; returns how many it took (0 = full now). */
 	size_t (*post_frags)(kvw_ep *ep, const kvw_frag *f, size_t n);
-	/* Sender abort, never a wait: forget queued fragments of req; after it
-	 * returns the driver starts no new read of req's source pages. A driver
-	 * whose transport may still read them (one-sided writes already posted
-	 * cannot be recalled) calls kvw_core_req_reading(req) from cancel and
-	 * kvw_core_fence_done(ep, req) once the last of them completed: an
-	 * application's kvw_req_abort returns only then (bounded by
-	 * abort_timeout_ms). A send ended by a deadline or by the peer does not
-	 * wait: its pages may be read until those writes complete. */
-	void (*cancel)(kvw_ep *ep, kvw_req *req);
+	/* Sender abort: forget queued fragments of req. Called inside
+	 * kvw_progress too, so it never waits. KVW_OK: the driver reads none of
+	 * req's source pages again. KVW_INPROGRESS: work it posted may still
+	 * read them (rdma: writes on the NIC); once that completed the driver
+	 * calls kvw_core_cancel_done(ep, seq_id of req), and the request's final
+	 * event follows only then (the core cuts the endpoint if that takes
+	 * longer than abort_timeout_ms). */
+	kvw_status (*cancel)(kvw_ep *ep, kvw_req *req);
 	/* Receiver fence for one-sided drivers, called inside kvw_progress too
 	 * (a deadline), so it never waits: it starts the fence and returns.
 	 * KVW_OK: the fence holds already (no write of this grant can land any
@@ -281,12 +280,11 @@ bool kvw_core_batching(const kvw_ctx *ctx);
  * status it failed with (event, grant_done). Ignored for a request whose
  * fence is not pending; never call it after grant_done(ep, req). */
 void kvw_core_fence_done(kvw_ep *ep, kvw_req *req);
-/* From ops->cancel only: the transport may still read req's source pages
- * (writes posted before the abort). The send's fence (an application's
- * kvw_req_abort) then waits for kvw_core_fence_done(ep, req) as well as for
- * the receiver's ABORT_ACK; the core cuts it at abort_timeout_ms. Check
- * kvw_core_req_live before calling fence_done on a pointer kept since. */
-void kvw_core_req_reading(kvw_req *req);
+/* The work ops->cancel left in flight for the send request seq_id (it
+ * answered KVW_INPROGRESS) completed: no source page of it is read any
+ * more. Ignored when no such cancel is pending (the request ended
+ * meanwhile, e.g. its endpoint failed). */
+void kvw_core_cancel_done(kvw_ep *ep, uint64_t seq_id);
 /* ------------------------------------------------- end of abort fence block */
 /* Config of a context (drivers read their knobs here). */
 const struct kvw_cfgv *kvw_core_cfg(const kvw_ctx *ctx);
@@ -358,5 +356,8 @@ uint64_t kvw_core_req_peer_block_bytes(const kvw_req *r);
  * write in flight) whose request may have been freed since. Walks the
  * endpoint's requests: for error paths, not per fragment. */
 bool kvw_core_req_live(const kvw_ep *ep, const kvw_req *r);
+/* Send side: bytes of req that post_frags took so far (0: the driver holds
+ * nothing of it, so cancel has nothing in flight to wait for). */
+uint64_t kvw_core_req_bytes_posted(const kvw_req *r);
 
 #endif

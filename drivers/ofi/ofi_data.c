@@ -661,7 +661,7 @@ static void ofi_op_done(struct ofi_ep *oe, struct ofi_op *op)
 
 	ofi_op_put(oe, op);
 	if (req && !ofi_req_inflight(oe, req) && kvw_core_req_live(oe->ep, req))
-		kvw_core_fence_done(oe->ep, req);
+		kvw_core_cancel_done(oe->ep, kvw_core_req_seq_id(req));
 }
 
 /* The run holding [addr, addr + len); one that holds none gets the first
@@ -829,11 +829,11 @@ void ofi_cq_poll(struct ofi_ep *oe, bool stash)
 /* ops->cancel, never a wait. post_frags queues nothing, so nothing is left
  * to forget: from here no new write reads req's pages. Writes it posted
  * before cannot be recalled; the provider may read their source bytes until
- * they complete, so the request is marked reading (kvw_core_req_reading) and
- * the last of them to complete reports kvw_core_fence_done (ofi_op_done):
- * an application's kvw_req_abort returns only then. kvw_mem_dereg of the
+ * they complete, so cancel answers KVW_INPROGRESS and the last of them to
+ * complete reports kvw_core_cancel_done (ofi_op_done): the request's final
+ * event (and an application's kvw_req_abort) comes only then. kvw_mem_dereg of the
  * arena waits for them too (ofi_mem_quiesce). */
-void ofi_cancel(kvw_ep *ep, kvw_req *req)
+kvw_status ofi_cancel(kvw_ep *ep, kvw_req *req)
 {
 	struct ofi_ep *oe = ofi_ep_of(ep);
 	bool reading = false;
@@ -843,8 +843,7 @@ void ofi_cancel(kvw_ep *ep, kvw_req *req)
 			oe->op[i].cancelled = true;
 			reading = true;
 		}
-	if (reading)
-		kvw_core_req_reading(req);
+	return reading ? KVW_INPROGRESS : KVW_OK;
 }
 
 static bool ofi_mem_inflight(const struct ofi_ep *oe, const struct ofi_mem *om)

@@ -173,7 +173,7 @@ size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n);
 void ofi_cq_poll(struct ofi_ep *oe, bool stash);
 void ofi_fences_serve(struct ofi_ep *oe);
 void ofi_fences_local(struct ofi_ep *oe);
-void ofi_cancel(kvw_ep *ep, kvw_req *req);
+kvw_status ofi_cancel(kvw_ep *ep, kvw_req *req);
 kvw_status ofi_revoke(kvw_ep *ep, kvw_req *req);
 void ofi_grant_done(kvw_ep *ep, kvw_req *req);
 void ofi_grants_free(struct ofi_ep *oe);

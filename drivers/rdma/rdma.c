@@ -114,6 +114,7 @@ static void rd_close(kvw_drv *d)
 		return;
 	while (rd->rails)
 		rd_rail_free(rd->rails);
+	rd_lingering_progress(rd, true); /* outside any pass: last sends may go */
 	for (int i = 0; i < rd->ndev; i++) {
 		kvw_core_unwatch_fd(d->ctx, rd->dev[i].verbs->async_fd);
 		if (rd->dev[i].pd)
@@ -254,6 +255,8 @@ static kvw_status rd_progress(kvw_drv *d)
 		for (int i = 0; i < rd->ndev; i++)
 			rd_async_events(rd, &rd->dev[i]);
 	}
+	if (rd->lingering)
+		rd_lingering_progress(rd, false);
 	for (r = rd->rails; r; r = next) {
 		next = r->next_all;
 		if (r->dead_why) {

@@ -42,22 +42,11 @@ static struct rd_rail *rd_rail_new(struct rd_drv *rd, struct rd_ep *rep, kvw_ep 
 	return r;
 }
 
-void rd_rail_free(struct rd_rail *r)
+/* Frees what a rail holds (unlinked from rd->rails already). */
+static void rd_rail_destroy(struct rd_rail *r)
 {
 	struct rd_drv *rd = r->rd;
 
-	for (struct rd_rail **pp = &rd->rails; *pp; pp = &(*pp)->next_all)
-		if (*pp == r) {
-			*pp = r->next_all;
-			break;
-		}
-	if (r->qp && r->state == RD_R_UP && r->txq_len) {
-		if (r->txq_due) /* fault holds: the link would deliver them later, it closes now */
-			memset(r->txq_due, 0, r->txq_n * sizeof(*r->txq_due));
-		rd_flush_all(rd->d); /* queued in this pass: a last CLOSE/REJECT */
-	}
-	if (r->qp && r->state == RD_R_UP)
-		rd_drain_sends(r, 50000000ull); /* let a last CLOSE/REJECT go out */
 	if (r->id && r->cm_established)
 		rdma_disconnect(r->id);
 	if (r->qp)
@@ -67,7 +56,8 @@ void rd_rail_free(struct rd_rail *r)
 	if (r->rcq)
 		ibv_destroy_cq(r->rcq);
 	if (r->cc) {
-		kvw_core_unwatch_fd(rd->d->ctx, r->cc->fd);
+		if (!r->lingering)
+			kvw_core_unwatch_fd(rd->d->ctx, r->cc->fd);
 		ibv_destroy_comp_channel(r->cc);
 	}
 	kvw_fault_destroy(r->fault);
@@ -84,6 +74,66 @@ void rd_rail_free(struct rd_rail *r)
 	free(r->txq_due);
 	free(r->rx);
 	free(r);
+}
+
+#define RD_LINGER_NS 50000000ull /* how long a closed rail's last sends may take */
+
+/* A closed rail whose last sends (CLOSE, REJECT) are still on the wire
+ * lingers, detached from its endpoint, until they completed or
+ * RD_LINGER_NS passed (rd_lingering_progress): nothing waits at close. */
+static void rd_rail_linger(struct rd_rail *r)
+{
+	struct rd_drv *rd = r->rd;
+
+	r->ep = NULL;
+	r->rep = NULL;
+	r->lingering = true;
+	r->linger_until = kvw_now_ns() + RD_LINGER_NS;
+	if (r->cc)
+		kvw_core_unwatch_fd(rd->d->ctx, r->cc->fd);
+	r->next_all = rd->lingering;
+	rd->lingering = r;
+}
+
+/* From progress (wait false: one look at each send CQ) or at context close
+ * (wait true: up to what is left of RD_LINGER_NS, outside any pass). */
+void rd_lingering_progress(struct rd_drv *rd, bool wait)
+{
+	for (struct rd_rail **pp = &rd->lingering; *pp;) {
+		struct rd_rail *r = *pp;
+		uint64_t now = kvw_now_ns();
+		if (wait && now < r->linger_until)
+			rd_drain_sends(r, r->linger_until - now);
+		else
+			rd_poll_sends(r);
+		if (r->state == RD_R_UP && r->wr_done < r->wr_posted && kvw_now_ns() < r->linger_until) {
+			pp = &r->next_all;
+			continue;
+		}
+		*pp = r->next_all;
+		rd_rail_destroy(r);
+	}
+}
+
+void rd_rail_free(struct rd_rail *r)
+{
+	struct rd_drv *rd = r->rd;
+
+	for (struct rd_rail **pp = &rd->rails; *pp; pp = &(*pp)->next_all)
+		if (*pp == r) {
+			*pp = r->next_all;
+			break;
+		}
+	if (r->qp && r->state == RD_R_UP && r->txq_len) {
+		if (r->txq_due) /* fault holds: the link would deliver them later, it closes now */
+			memset(r->txq_due, 0, r->txq_n * sizeof(*r->txq_due));
+		rd_flush_all(rd->d); /* queued in this pass: a last CLOSE/REJECT */
+	}
+	if (r->qp && r->state == RD_R_UP && rd_poll_sends(r) >= 0 && r->wr_done < r->wr_posted) {
+		rd_rail_linger(r); /* let a last CLOSE/REJECT go out */
+		return;
+	}
+	rd_rail_destroy(r);
 }
 
 /* Says which of port state, MTU, GID index or path broke a transition. */
@@ -289,7 +339,19 @@ void rd_listener_close(kvw_listener *l)
 	kvw_core_listener_set_priv(l, NULL);
 }
 
-/* A CONNECT_REQUEST on one of the listener's ids: QP to RTS, accept, new ep. */
+/* The peer's IPv4 address, for the listener's per-address limits. */
+static const char *rd_peer_ip(struct rdma_cm_id *id, char *buf, size_t len)
+{
+	const struct sockaddr *sa = rdma_get_peer_addr(id);
+
+	buf[0] = 0;
+	if (sa && sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, (socklen_t)len);
+	return buf;
+}
+
+/* A CONNECT_REQUEST on one of the listener's ids: QP to RTS, accept, new ep
+ * (its send buffer small until READY: rd_sbuf_grow). */
 static void rd_on_request(struct rd_drv *rd, struct rd_lst *ls, struct rdma_cm_event *ev)
 {
 	const struct rd_cm_priv *cp = ev->param.conn.private_data;
@@ -297,6 +359,7 @@ static void rd_on_request(struct rd_drv *rd, struct rd_lst *ls, struct rdma_cm_e
 	struct rdma_conn_param p;
 	struct rd_ep *e = calloc(1, sizeof(*e));
 	struct rd_rail *r = e ? rd_rail_new(rd, e, NULL, 0) : NULL;
+	char ip[INET_ADDRSTRLEN];
 	kvw_ep *ep;
 
 	if (!r || ev->param.conn.private_data_len < sizeof(*cp) || cp->magic != RD_MAGIC)
@@ -319,11 +382,12 @@ static void rd_on_request(struct rd_drv *rd, struct rd_lst *ls, struct rdma_cm_e
 	p.rnr_retry_count = RD_RNR_RETRY;
 	if (rdma_accept(ev->id, &p))
 		goto err_reject;
-	if (!(ep = kvw_core_ep_accepted(ls->l)))
+	if (!(ep = kvw_core_ep_accepted_from(ls->l, rd_peer_ip(ev->id, ip, sizeof(ip)))))
 		goto err_reject;
 	kvw_core_ep_set_priv(ep, e);
 	r->ep = ep;
 	r->state = RD_R_UP;
+	kvw_core_ep_admit(ep); /* max_handshakes[_per_addr]: a silent one may go */
 	return;
 
 err_reject:

@@ -23,7 +23,7 @@ static kvw_status rd_post_recv(struct rd_rail *r, uint32_t i)
 
 kvw_status rd_rail_bufs(struct rd_rail *r)
 {
-	size_t rl = (size_t)RD_RECV_DEPTH * RD_BUF, sl = (size_t)r->sq_depth * RD_BUF;
+	size_t rl = (size_t)RD_RECV_DEPTH * RD_BUF, sl;
 
 	const struct kvw_cfgv *c = kvw_core_cfg(r->rd->d->ctx);
 	uint32_t rails = r->ep && kvw_core_ep_rails(r->ep) ? kvw_core_ep_rails(r->ep) : 1;
@@ -37,6 +37,10 @@ kvw_status rd_rail_bufs(struct rd_rail *r)
 			return kvw_set_err(r->rd->d->ctx, KVW_ERR_INVALID, "config fault: %s", err);
 		}
 	}
+	/* a connection that has not finished the handshake pins few send
+	 * slots (a flood of silent QPs, issue 17); rd_sbuf_grow after READY */
+	r->n_slots = r->sq_depth < RD_HS_SLOTS ? r->sq_depth : RD_HS_SLOTS;
+	sl = (size_t)r->n_slots * RD_BUF;
 	r->cum_bytes = calloc(r->sq_depth, sizeof(*r->cum_bytes));
 	if (!r->cum_bytes) {
 		rd_rail_fail(r, KVW_ERR_NOMEM, "rdma: out of memory for a rail");
@@ -59,6 +63,33 @@ kvw_status rd_rail_bufs(struct rd_rail *r)
 			return KVW_ERR_IO;
 		}
 	return KVW_OK;
+}
+
+/* Once READY and the send queue is empty: one send slot per SQ entry (one
+ * allocation and registration per rail, at READY only). */
+void rd_sbuf_grow(struct rd_rail *r)
+{
+	size_t sl = (size_t)r->sq_depth * RD_BUF;
+	struct ibv_mr *mr = NULL;
+	uint8_t *b;
+
+	if (r->n_slots >= r->sq_depth || r->state != RD_R_UP || !r->ep ||
+	    !kvw_core_ep_ready(r->ep) || r->wr_done < r->wr_posted || r->dead_why)
+		return;
+	if ((b = aligned_alloc(4096, sl)))
+		mr = ibv_reg_mr(r->dev->pd, b, sl, 0);
+	if (!mr) {
+		free(b);
+		r->dead_st = KVW_ERR_MEMLOCK; /* the endpoint fails in this pass */
+		r->dead_why = "rdma: cannot register the send buffers after the handshake: raise the "
+			      "memlock limit (`ulimit -l unlimited`) or lower rdma_qp_depth";
+		return;
+	}
+	ibv_dereg_mr(r->smr);
+	free(r->sbuf);
+	r->sbuf = b;
+	r->smr = mr;
+	r->n_slots = r->sq_depth;
 }
 
 /* ------------------------------------------------------------ completions */
@@ -184,14 +215,14 @@ static bool rd_can_send(const struct rd_rail *r, unsigned kind)
 {
 	int need = kind == RD_CREDIT ? 1 : 2; /* the last credit is for returning credits */
 
-	return r->state == RD_R_UP && r->credits >= need && r->wr_posted - r->wr_done < r->sq_depth;
+	return r->state == RD_R_UP && r->credits >= need && r->wr_posted - r->wr_done < r->n_slots;
 }
 
 /* Posts one message now (the caller checked rd_can_send). */
 static kvw_status rd_post_msg(struct rd_rail *r, unsigned kind, const void *p, size_t len)
 {
 	uint64_t seq = r->wr_posted;
-	uint8_t *slot = r->sbuf + (size_t)(seq % r->sq_depth) * RD_BUF;
+	uint8_t *slot = r->sbuf + (size_t)(seq % r->n_slots) * RD_BUF;
 	struct rd_hdr h = {.kind = (uint8_t)kind, .credits = (uint16_t)r->to_return, .len = (uint32_t)len};
 	struct ibv_sge sg = {.addr = (uintptr_t)slot, .length = (uint32_t)(sizeof(h) + len),
 			     .lkey = r->smr->lkey};
@@ -282,7 +313,7 @@ static void rd_chain_add(struct rd_rail *r, const uint8_t *p, size_t bytes, int 
 			 struct ibv_send_wr *wr, struct ibv_sge *sg)
 {
 	uint64_t seq = r->wr_posted + k;
-	uint8_t *slot = r->sbuf + (size_t)(seq % r->sq_depth) * RD_BUF;
+	uint8_t *slot = r->sbuf + (size_t)(seq % r->n_slots) * RD_BUF;
 	struct rd_hdr h;
 
 	memcpy(slot, p, bytes);
@@ -311,12 +342,14 @@ static void rd_flush(struct rd_rail *r)
 	size_t off = 0, rec = 0;
 	uint32_t n = 0;
 
+	if (r->idx == 0 && r->rep && r->txq_len && !rd_binds_done(r->rep))
+		return; /* a grant's windows are not bound yet: its key map waits */
 	while (off < r->txq_len && n < RD_CHAIN_MAX) {
 		bool credit_only;
 		size_t k, bytes = rd_pack(r, off, rec, now, &credit_only, &k);
 		int need = credit_only ? 1 : 2; /* the last credit returns credits */
 		if (r->state != RD_R_UP || r->credits - (int)n < need || !bytes ||
-		    r->wr_posted + n - r->wr_done >= r->sq_depth)
+		    r->wr_posted + n - r->wr_done >= r->n_slots)
 			break;
 		rd_chain_add(r, r->txq + off, bytes, need, n, &wr[n], &sg[n]);
 		off += bytes;
@@ -461,8 +494,78 @@ static void rd_on_landed(struct rd_rail *r, const uint8_t *p, size_t len)
 	}
 }
 
-/* The peer asks us (the sender) to stop writing a grant: every write taken
- * so far completes, later fragments of that token are dropped. */
+/* ------------------------------------------------------------ sender waits */
+/* True once every rail's send queue completed what it had posted when w
+ * began (a dead rail's QP is in error: it reads nothing more). */
+static bool rd_wait_met(const struct rd_ep *e, const struct rd_wait *w)
+{
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++) {
+		const struct rd_rail *r = e->rail[i];
+		if (r && r->state == RD_R_UP && r->wr_done < w->upto[i])
+			return false;
+	}
+	return true;
+}
+
+/* Remembers what each rail posted so far; the answer goes from progress
+ * once it completed (rd_waits_poll). false: no room (the caller answers). */
+static bool rd_wait_add(struct rd_ep *e, enum rd_wait_kind kind, uint32_t token, uint64_t seq_id)
+{
+	struct rd_wait *w;
+
+	if (e->n_waits == e->cap_waits) {
+		uint32_t cap = e->cap_waits ? e->cap_waits * 2 : 16;
+		if (cap > RD_WAITS_MAX || !(w = realloc(e->waits, cap * sizeof(*w))))
+			return false;
+		e->waits = w;
+		e->cap_waits = cap;
+	}
+	w = &e->waits[e->n_waits++];
+	*w = (struct rd_wait){.kind = kind, .token = token, .seq_id = seq_id};
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
+		w->upto[i] = e->rail[i] ? e->rail[i]->wr_posted : 0;
+	return true;
+}
+
+static void rd_wait_answer(kvw_ep *ep, struct rd_ep *e, const struct rd_wait *w)
+{
+	if (w->kind == RD_W_FENCE)
+		rd_msg(e->rail[0], RD_FENCE_ACK, &w->token, sizeof(w->token));
+	else
+		kvw_core_cancel_done(ep, w->seq_id);
+}
+
+/* From progress: answers the waits whose writes completed, in order. */
+void rd_waits_poll(kvw_ep *ep)
+{
+	struct rd_ep *e = ep ? rd_ep_of(ep) : NULL;
+	uint32_t i = 0;
+
+	if (!e || !e->n_waits)
+		return;
+	/* targets grow with time: the waits met are a prefix */
+	for (; i < e->n_waits && rd_wait_met(e, &e->waits[i]) && kvw_core_ep_alive(ep); i++) {
+		struct rd_wait w = e->waits[i];
+		rd_wait_answer(ep, e, &w);
+	}
+	memmove(e->waits, e->waits + i, (e->n_waits - i) * sizeof(*e->waits));
+	e->n_waits -= i;
+}
+
+/* Every rail's send queue is empty (what was posted completed). */
+static bool rd_ep_drained(const struct rd_ep *e)
+{
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++) {
+		const struct rd_rail *r = e->rail[i];
+		if (r && r->state == RD_R_UP && r->wr_done < r->wr_posted)
+			return false;
+	}
+	return true;
+}
+
+/* The peer asks us (the sender) to stop writing a grant: later fragments of
+ * that token are dropped, and FENCE_ACK goes once every write posted so far
+ * completed (rd_waits_poll): nothing waits here, inside progress. */
 static void rd_on_fence(struct rd_rail *r, uint32_t token)
 {
 	struct rd_ep *e = r->rep;
@@ -471,11 +574,16 @@ static void rd_on_fence(struct rd_rail *r, uint32_t token)
 	if (k)
 		k->fenced = true;
 	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
-		if (e->rail[i])
-			rd_drain_sends(e->rail[i], 2000000000ull);
-	kvw_log(r->rd->d->ctx, 3, "rdma: fence of grant %08x (key %s): writes %s", token,
-		k ? "known" : "unknown", r->wr_done >= r->wr_posted ? "drained" : "STILL IN FLIGHT");
-	rd_msg(e->rail[0], RD_FENCE_ACK, &token, sizeof(token));
+		if (e->rail[i] && rd_poll_sends(e->rail[i]) < 0)
+			return; /* the rail failed: the endpoint fails in this pass */
+	if (rd_ep_drained(e)) {
+		rd_msg(e->rail[0], RD_FENCE_ACK, &token, sizeof(token));
+		return;
+	}
+	if (!rd_wait_add(e, RD_W_FENCE, token, 0))
+		kvw_core_bad_frame(r->ep, "rdma: the peer fenced more grants than it can hold");
+	kvw_log(r->rd->d->ctx, 4, "rdma: fence of grant %08x (key %s): FENCE_ACK once the writes "
+		"in flight completed", token, k ? "known" : "unknown");
 }
 
 /* The sender drained this grant's writes: its keys go, then the core ends
@@ -661,10 +769,15 @@ void rd_rail_progress(struct rd_rail *r)
 	rd_heard(r);
 	if (r->state != RD_R_UP)
 		return;
+	if (r->rep && r->rep->n_waits && r->ep)
+		rd_waits_poll(r->ep); /* FENCE_ACK, cancel_done: their writes completed */
+	if (r->state != RD_R_UP)
+		return;
 	if (busy && r->armed)
 		rd_cq_consume(r); /* woken by the channel: clear its fd */
 	if (r->state != RD_R_UP)
 		return;
+	rd_sbuf_grow(r);
 	rd_flush(r);
 	/* Return credits when a quarter waits, when the peer is starved, or
 	 * when our own queue is stuck for lack of credit: the reserved last
@@ -696,7 +809,7 @@ static bool rd_rail_room(struct rd_rail *r, const struct rd_batch *b, uint32_t b
 	 * queued behind the writes on this QP never wait long */
 	if (inflight && inflight + bytes > r->window)
 		return false;
-	return r->state == RD_R_UP && r->txq_len == 0 && r->credits >= 2 &&
+	return r->state == RD_R_UP && r->n_slots == r->sq_depth && r->txq_len == 0 && r->credits >= 2 &&
 	       r->wr_posted - r->wr_done + b->n + 2 <= r->sq_depth &&
 	       (b->n + 1) * sizeof(struct kvw_wire_data) <= RD_PAYLOAD && b->n < RD_BATCH_MAX &&
 	       (b->n || rd_fault_gate(r));
@@ -738,7 +851,7 @@ static void rd_batch_post(struct rd_rail *r, struct rd_batch *b)
 		if ((seq + i) % RD_SIG_EVERY == RD_SIG_EVERY - 1)
 			b->wr[i].send_flags |= IBV_SEND_SIGNALED;
 	}
-	slot = r->sbuf + (size_t)((seq + b->n) % r->sq_depth) * RD_BUF;
+	slot = r->sbuf + (size_t)((seq + b->n) % r->n_slots) * RD_BUF;
 	if (r->credits == 2)
 		h.flags |= RD_F_STARVED;
 	memcpy(slot, &h, sizeof(h));
@@ -774,9 +887,12 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 
 	if (!e || !e->rail[0] || e->rail[0]->state != RD_R_UP)
 		return 0;
-	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++) {
+		if (e->rail[i])
+			rd_sbuf_grow(e->rail[i]); /* the first writes after READY */
 		if (e->rail[i] && e->rail[i]->txq_len)
 			rd_flush(e->rail[i]); /* messages of this pass go before the writes */
+	}
 	for (; took < n; took++) {
 		const struct rd_keyent *k = rd_key_find(e, f[took].token);
 		uint32_t ri = f[took].rail < KVW_MAX_RAILS ? f[took].rail : 0;
@@ -797,23 +913,38 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 	return took;
 }
 
-/* Sender abort: every write already taken completes before this returns, so
- * the source pages are free again. */
-void rd_cancel(kvw_ep *ep, kvw_req *req)
+/* Sender abort. The core posts no more fragments of req; writes already
+ * posted may still read its pages: KVW_INPROGRESS, and
+ * kvw_core_cancel_done follows from progress once they completed
+ * (rd_waits_poll). Nothing waits here: cancel is called inside progress. */
+kvw_status rd_cancel(kvw_ep *ep, kvw_req *req)
 {
 	struct rd_ep *e = rd_ep_of(ep);
-	uint64_t ns = (uint64_t)kvw_core_cfg(kvw_core_ep_ctx(ep))->abort_timeout_ms * 1000000ull;
+	bool ready = e && kvw_core_ep_ready(ep);
 
-	(void)req;
 	if (!e)
-		return;
+		return KVW_OK;
+	if (ready) {
+		if (!kvw_core_req_bytes_posted(req))
+			return KVW_OK; /* no write of req was ever posted */
+		for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
+			if (e->rail[i])
+				rd_poll_sends(e->rail[i]);
+		if (rd_ep_drained(e))
+			return KVW_OK;
+		if (rd_wait_add(e, RD_W_CANCEL, 0, kvw_core_req_seq_id(req)))
+			return KVW_INPROGRESS;
+	}
 	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++) {
 		struct rd_rail *r = e->rail[i];
 		if (!r)
 			continue;
-		if (kvw_core_ep_ready(ep)) {
-			rd_drain_sends(r, ns);
-		} else if (r->qp && r->state != RD_R_DEAD) {
+		if (ready && r->state == RD_R_UP) { /* no memory to remember the wait */
+			r->dead_st = KVW_ERR_NOMEM;
+			r->dead_why = "rdma: out of memory while aborting a send: endpoint closed so "
+				      "that no write reads its pages any more (free memory, retry)";
+		}
+		if (r->qp && r->state != RD_R_DEAD) {
 			/* the endpoint is failing: no ack may ever come, so do not
 			 * wait for one; the error state stops the QP reading pages */
 			struct ibv_qp_attr a = {.qp_state = IBV_QPS_ERR};
@@ -821,6 +952,7 @@ void rd_cancel(kvw_ep *ep, kvw_req *req)
 			r->state = RD_R_DEAD;
 		}
 	}
+	return KVW_OK;
 }
 
 /* Keeps a receive completion for the next progress pass. Its returned

@@ -21,6 +21,7 @@
 #define RD_RNR_RETRY 6          /* 7 = forever: never; credits make RNR rare */
 #define RD_BATCH_MAX 64        /* writes per rail per doorbell */
 #define RD_CHAIN_MAX 32        /* queued messages per rail per doorbell */
+#define RD_HS_SLOTS 8           /* send slots until READY (rd_sbuf_grow) */
 
 enum rd_kind {
 	RD_CTRL = 1,    /* a piece of the kvwire control-frame byte stream */
@@ -109,6 +110,7 @@ struct rd_rail {
 	uint8_t *rbuf, *sbuf;
 	struct ibv_mr *rmr, *smr;
 	uint32_t sq_depth, max_inline;
+	uint32_t n_slots;       /* send slots in sbuf: RD_HS_SLOTS, sq_depth once READY */
 	uint64_t wr_posted, wr_done, last_sig;
 	/* write bytes in flight (window): bytes posted up to WR seq, per SQ slot */
 	uint64_t *cum_bytes, bytes_posted, bytes_acked, window;
@@ -138,6 +140,8 @@ struct rd_rail {
 	struct ibv_wc stash[RD_RECV_DEPTH];
 	uint32_t stash_head, n_stash;
 	struct rd_rail *next_all;
+	bool lingering;         /* closed, last sends in flight (rd_rail_linger) */
+	uint64_t linger_until;
 };
 
 struct rd_keyent {
@@ -159,8 +163,25 @@ struct rd_grant {               /* receiver side */
 	uint64_t fence_t0;
 };
 
+/* Sender side: an answer that waits until every work request posted so far
+ * on each rail completed (rd_waits_poll, from progress): FENCE_ACK for a
+ * fenced token, or kvw_core_cancel_done for a cancelled send. */
+enum rd_wait_kind { RD_W_FENCE = 1, RD_W_CANCEL };
+struct rd_wait {
+	uint64_t upto[KVW_MAX_RAILS];   /* each rail's wr_posted when it began */
+	uint64_t seq_id;                /* RD_W_CANCEL */
+	uint32_t token;                 /* RD_W_FENCE */
+	enum rd_wait_kind kind;
+};
+#define RD_WAITS_MAX 65536      /* a peer's FENCEs beyond this are refused */
+
 struct rd_ep {
 	struct rd_rail *rail[KVW_MAX_RAILS];
+	struct rd_wait *waits;
+	uint32_t n_waits, cap_waits;
+	/* receiver side: rail 0's messages wait until each rail's send queue
+	 * completed WR bind_upto[i] - 1 (memory-window binds, rdma_keys.c) */
+	uint64_t bind_upto[KVW_MAX_RAILS];
 	struct sockaddr_in peer;
 	uint32_t peer_ip[RD_MAX_DEV];
 	uint32_t n_peer_ip;
@@ -187,6 +208,7 @@ struct rd_drv {
 	int ndev;
 	int cfg_dev;            /* index of rdma_dev in dev[], or -1 */
 	struct rd_rail *rails;  /* every rail of this driver */
+	struct rd_rail *lingering; /* closed rails whose last sends still go */
 	uint64_t next_events_ns; /* next look at rdma_cm and async events */
 };
 
@@ -210,12 +232,15 @@ kvw_status rd_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx);
 void rd_ep_close(kvw_ep *ep);
 void rd_cm_progress(struct rd_drv *rd);
 void rd_rail_free(struct rd_rail *r);
+void rd_lingering_progress(struct rd_drv *rd, bool wait);
 
 /* rdma_data.c */
 kvw_status rd_rail_bufs(struct rd_rail *r);
+void rd_sbuf_grow(struct rd_rail *r);
 kvw_status rd_send_ctrl(kvw_ep *ep, const void *frame, size_t len);
 size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n);
-void rd_cancel(kvw_ep *ep, kvw_req *req);
+kvw_status rd_cancel(kvw_ep *ep, kvw_req *req);
+void rd_waits_poll(kvw_ep *ep);
 kvw_status rd_revoke(kvw_ep *ep, kvw_req *req);
 void rd_rail_progress(struct rd_rail *r);
 bool rd_rail_prepare_wait(struct rd_rail *r);
@@ -236,6 +261,7 @@ void rd_ep_data_free(kvw_ep *ep);
 struct rd_keyent *rd_key_find(struct rd_ep *e, uint32_t token);
 void rd_key_del(struct rd_ep *e, uint32_t token);
 void rd_on_keymap(struct rd_rail *r, const uint8_t *p, size_t len);
+bool rd_binds_done(struct rd_ep *e);
 uint32_t rd_key_rkey(const struct rd_keyent *k, uint64_t addr, uint64_t len, uint32_t dev);
 
 #endif

@@ -258,39 +258,54 @@ static struct rd_rail *rd_dev_rail(struct rd_ep *e, int dev)
 	return NULL;
 }
 
-/* Waits (bounded) until the rail's send queue has done WR `upto` - 1. */
-static bool rd_sq_wait(struct rd_rail *r, uint64_t upto)
+/* Room for one bind (and a spare slot) in the rail's send queue now; one
+ * look at the send CQ, never a wait: grant_keys runs inside progress. */
+static bool rd_sq_room(struct rd_rail *r)
 {
-	uint64_t end = kvw_now_ns() + 2000000000ull;
-
-	while (r->wr_done < upto)
-		if (r->state != RD_R_UP || rd_poll_sends(r) < 0 || kvw_now_ns() > end)
-			return false;
-	return true;
+	if (r->wr_posted + 2 - r->wr_done > r->sq_depth)
+		rd_poll_sends(r);
+	return r->state == RD_R_UP && r->wr_posted + 2 - r->wr_done <= r->sq_depth;
 }
 
-/* One window over one run, bound through rail r's send queue. */
+/* One window over one run, bound through rail r's send queue (signalled:
+ * rd_binds_done counts its completion; the caller checked rd_sq_room). */
 static kvw_status rd_bind_run(struct rd_rail *r, struct ibv_mr *mr, struct ibv_mw *mw,
-			      const struct rd_krun *run, bool last)
+			      const struct rd_krun *run)
 {
 	uint64_t seq = r->wr_posted;
 	struct ibv_mw_bind b = {
 		.wr_id = seq,
+		.send_flags = IBV_SEND_SIGNALED,
 		.bind_info = {.mr = mr, .addr = run->addr, .length = run->len,
 			      .mw_access_flags = IBV_ACCESS_REMOTE_WRITE},
 	};
 
-	if (seq + 2 > r->sq_depth && !rd_sq_wait(r, seq + 2 - r->sq_depth))
-		return KVW_ERR_IO;
-	if (last || seq % RD_SIG_EVERY == RD_SIG_EVERY - 1)
-		b.send_flags = IBV_SEND_SIGNALED;
 	if (ibv_bind_mw(r->qp, mw, &b))
 		return KVW_ERR_IO;
 	r->cum_bytes[seq % r->sq_depth] = r->bytes_posted;
 	r->wr_posted = seq + 1;
-	if (b.send_flags)
-		r->last_sig = seq;
+	r->last_sig = seq;
 	return KVW_OK;
+}
+
+/* Windows work once their binds completed, before the peer learns them:
+ * rail 0's messages (the key map, then the GRANT) wait in its queue until
+ * the binds posted so far completed (rd_binds_done, from rd_flush). */
+static void rd_binds_gate(struct rd_ep *e, const struct rd_rail *r)
+{
+	e->bind_upto[r->idx] = r->wr_posted;
+}
+
+bool rd_binds_done(struct rd_ep *e)
+{
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++) {
+		struct rd_rail *r = e->rail[i];
+		if (!r || r->state != RD_R_UP || r->wr_done >= e->bind_upto[i])
+			continue;
+		if (rd_poll_sends(r) < 0 || r->wr_done < e->bind_upto[i])
+			return false;
+	}
+	return true;
 }
 
 static kvw_status rd_key_fail(kvw_ep *ep, const char *what, const char *dev)
@@ -309,7 +324,7 @@ static kvw_status rd_grant_dev(kvw_ep *ep, struct rd_grant *gr, int d, struct rd
 	bool mw = dv->keys == RD_KEYS_MW && r;
 
 	for (uint32_t j = 0; j < n; j++) {
-		if (!mw) {
+		if (!mw || !rd_sq_room(r)) { /* no room to bind now: an MR for this run */
 			struct ibv_mr *mr = ibv_reg_mr(dv->pd, (void *)(uintptr_t)run[j].addr, run[j].len,
 						       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
 			if (!(gr->mr[gr->n_mr] = mr))
@@ -322,15 +337,12 @@ static kvw_status rd_grant_dev(kvw_ep *ep, struct rd_grant *gr, int d, struct rd
 		if (!(gr->mw[gr->n_mw] = ibv_alloc_mw(dv->pd, IBV_MW_TYPE_1)))
 			return rd_key_fail(ep, "allocating a memory window", dv->name);
 		gr->n_mw++;
-		if (rd_bind_run(r, arena, gr->mw[gr->n_mw - 1], &run[j], j + 1 == n) != KVW_OK)
+		if (rd_bind_run(r, arena, gr->mw[gr->n_mw - 1], &run[j]) != KVW_OK)
 			return rd_key_fail(ep, "binding a memory window", dv->name);
 		run[j].rkey[d] = gr->mw[gr->n_mw - 1]->rkey;
 	}
-	/* windows work once their binds completed: before the peer learns them */
-	if (mw && !rd_sq_wait(r, r->wr_posted))
-		return kvw_set_err(kvw_core_ep_ctx(ep), KVW_ERR_IO, "rdma: the memory-window binds of a grant on %s "
-				   "did not complete: %s", dv->name, r->dead_why ? r->dead_why :
-				   "QP in error or 2 s passed");
+	if (mw)
+		rd_binds_gate(rd_ep_of(ep), r);
 	return KVW_OK;
 }
 
@@ -483,4 +495,7 @@ void rd_ep_data_free(kvw_ep *ep)
 	free(e->keys);
 	e->keys = NULL;
 	e->keys_cap = e->keys_used = 0;
+	free(e->waits);
+	e->waits = NULL;
+	e->n_waits = e->cap_waits = 0;
 }
