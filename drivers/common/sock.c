@@ -415,3 +415,19 @@ void kvw_sock_listener_close(kvw_listener *l)
 	free(sl);
 	kvw_core_listener_set_priv(l, NULL);
 }
+
+kvw_status kvw_sock_resolve(kvw_ctx *ctx, const struct kvw_uri *u, bool passive, const char *who,
+			    struct addrinfo **out)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				 .ai_flags = passive ? AI_PASSIVE : 0};
+	char port[8];
+	int rc;
+
+	snprintf(port, sizeof(port), "%u", u->port);
+	rc = getaddrinfo(u->host[0] ? u->host : NULL, port, &hints, out);
+	if (rc)
+		return kvw_set_err(ctx, KVW_ERR_INVALID, "%scannot resolve \"%s\": %s", who, u->host,
+				   gai_strerror(rc));
+	return KVW_OK;
+}

@@ -4,6 +4,7 @@
 #ifndef KVW_SOCK_H
 #define KVW_SOCK_H
 #include "stream.h"
+#include <netdb.h>
 #include <sys/un.h>
 
 struct kvw_sockep {
@@ -50,6 +51,10 @@ kvw_status kvw_sockep_add_rail(kvw_ep *ep, int fd, uint32_t idx);
 static inline struct kvw_sockep *kvw_sockep(const kvw_ep *ep) { return kvw_core_ep_priv(ep); }
 /* Accepts on every listener of d, connects, flushes and reads every
  * endpoint of d. */
+/* host:port of a URI for a TCP socket (passive: to listen on; "" host = any).
+ * who prefixes the error sentence ("ofi: "; "" for tcp). */
+kvw_status kvw_sock_resolve(kvw_ctx *ctx, const struct kvw_uri *u, bool passive, const char *who,
+			    struct addrinfo **out);
 kvw_status kvw_sock_progress(kvw_drv *d);
 /* ops->prepare_wait of the socket drivers: true while a stream holds
  * read-ahead bytes a pass left unhandled (its budget ran out); the socket's

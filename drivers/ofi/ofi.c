@@ -330,19 +330,6 @@ static kvw_status ofi_progress(kvw_drv *d)
 }
 
 /* ------------------------------------------------------------ connections */
-static kvw_status ofi_resolve(kvw_ctx *ctx, const struct kvw_uri *u, bool passive, struct addrinfo **out)
-{
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				 .ai_flags = passive ? AI_PASSIVE : 0};
-	char port[8];
-	int rc;
-
-	snprintf(port, sizeof(port), "%u", u->port);
-	rc = getaddrinfo(u->host[0] ? u->host : NULL, port, &hints, out);
-	if (rc)
-		return kvw_set_err(ctx, KVW_ERR_INVALID, "ofi: cannot resolve \"%s\": %s", u->host, gai_strerror(rc));
-	return KVW_OK;
-}
 
 /* The listener's URI names the bound port and the provider it opened, so a
  * client given it uses the same one. */
@@ -370,7 +357,7 @@ static kvw_status ofi_listen(kvw_drv *d, kvw_listener *l, const struct kvw_uri *
 	int fd, one = 1;
 	kvw_status st = ofi_uri_prov(d, u);
 
-	if (st != KVW_OK || (st = ofi_resolve(d->ctx, u, true, &ai)) != KVW_OK)
+	if (st != KVW_OK || (st = kvw_sock_resolve(d->ctx, u, true, "ofi: ", &ai)) != KVW_OK)
 		return st;
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
@@ -394,7 +381,7 @@ static kvw_status ofi_connect(kvw_drv *d, kvw_ep *ep, const struct kvw_uri *u)
 	int fd, one = 1, rc;
 	kvw_status st = ofi_uri_prov(d, u);
 
-	if (st != KVW_OK || (st = ofi_resolve(d->ctx, u, false, &ai)) != KVW_OK)
+	if (st != KVW_OK || (st = kvw_sock_resolve(d->ctx, u, false, "ofi: ", &ai)) != KVW_OK)
 		return st;
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {

@@ -36,27 +36,13 @@ static kvw_status tcp_caps(kvw_drv *d, struct kvw_caps_info *ci)
 	return KVW_OK;
 }
 
-static kvw_status tcp_resolve(kvw_ctx *ctx, const struct kvw_uri *u, bool passive, struct addrinfo **out)
-{
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				 .ai_flags = passive ? AI_PASSIVE : 0};
-	char port[8];
-	int rc;
-
-	snprintf(port, sizeof(port), "%u", u->port);
-	rc = getaddrinfo(u->host[0] ? u->host : NULL, port, &hints, out);
-	if (rc)
-		return kvw_set_err(ctx, KVW_ERR_INVALID, "cannot resolve \"%s\": %s", u->host, gai_strerror(rc));
-	return KVW_OK;
-}
-
 static kvw_status tcp_listen(kvw_drv *d, kvw_listener *l, const struct kvw_uri *u)
 {
 	struct addrinfo *ai;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	int fd, one = 1;
-	kvw_status st = tcp_resolve(d->ctx, u, true, &ai);
+	kvw_status st = kvw_sock_resolve(d->ctx, u, true, "", &ai);
 	char host[128];
 
 	if (st != KVW_OK)
@@ -87,7 +73,7 @@ static int tcp_connect_fd(kvw_ctx *ctx, const struct kvw_uri *u, bool wait, int 
 	struct addrinfo *ai;
 	int fd, one = 1, rc;
 
-	if (tcp_resolve(ctx, u, false, &ai) != KVW_OK)
+	if (kvw_sock_resolve(ctx, u, false, "", &ai) != KVW_OK)
 		return -1;
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
