@@ -121,9 +121,11 @@ struct kvw_req {
 		bool have, in;          /* f valid; plan sought to pending[pend].first */
 	} gc;
 	struct kvw_range *pending; /* layer ranges asked by send calls, in order */
-	uint32_t n_pending, cap_pending, cur_pending;
-	uint32_t cur_layer, cur_idx; /* cursor: layer and list index */
-	uint64_t cur_off;       /* byte offset inside the run starting at cur_idx */
+	uint32_t n_pending, cap_pending;
+	struct kvw_cur {        /* the fragment cursor (cursor.h) */
+		uint32_t layer, idx, pend; /* layer, block-list index, index in pending */
+		uint64_t off;              /* bytes of the run at idx already cut */
+	} cur;
 	uint64_t bytes_posted;
 	struct kvw_req *next_active, *prev_active;
 

@@ -2,6 +2,7 @@
 /* Sequences: grants (decode side), sends (prefill side), fragmenting,
  * completion, deadlines and the abort fence. */
 #include "kvw_int.h"
+#include "cursor.h"
 #include "seq.h"
 #include "seqmap.h"
 #include "token.h"
@@ -826,17 +827,15 @@ static kvw_status kvw_match_geo(kvw_ep *ep, kvw_req *r)
 	r->geo = true;
 	r->layer_total = kvw_geo_layer_total(&r->pgeom, &r->gg);
 	r->bytes_total = r->layer_total * r->n_layers;
-	r->gc.pend = r->cur_pending;
+	r->gc.pend = r->cur.pend;
 	r->t_matched = kvw_now_ns();
 	kvw_active_add(ep, r);
 	return KVW_OK;
 }
 
-/* frag_end[j]: end (exclusive) of the run holding j on both sides */
 static kvw_status kvw_send_match(kvw_ep *ep, kvw_req *r)
 {
 	const kvw_layout *l = r->layout;
-	bool sp = l->block_stride == l->block_bytes, dp = r->pg.block_stride == r->pg.block_bytes;
 	uint32_t n = r->n_blocks;
 
 	if (l->geo || (r->pg.flags & KVW_GRANT_GEOM))
@@ -851,14 +850,8 @@ static kvw_status kvw_send_match(kvw_ep *ep, kvw_req *r)
 			    (unsigned long long)l->block_bytes, l->n_layers);
 		return KVW_ERR_REJECTED;
 	}
-	if (!(r->frag_end = malloc(n * sizeof(*r->frag_end))))
+	if (kvw_cur_runs(r) != KVW_OK)
 		return KVW_ERR_NOMEM;
-	r->frag_end[n - 1] = n;
-	for (uint32_t j = n - 1; j-- > 0;) {
-		bool s = sp && r->blocks[j + 1] == r->blocks[j] + 1;
-		bool d = dp && r->pg.blocks[j + 1] == r->pg.blocks[j] + 1;
-		r->frag_end[j] = s && d ? r->frag_end[j + 1] : j + 1;
-	}
 	r->t_matched = kvw_now_ns();
 	kvw_active_add(ep, r);
 	return KVW_OK;
@@ -1000,10 +993,8 @@ static kvw_status kvw_pending_add(kvw_req *r, uint32_t first, uint32_t end)
 		r->pending = p;
 		r->cap_pending = nc;
 	}
-	if (r->n_pending == r->cur_pending) { /* cursor starts the new range */
-		r->cur_layer = first;
-		r->cur_idx = 0;
-		r->cur_off = 0;
+	if (r->n_pending == r->cur.pend) { /* cursor starts the new range */
+		r->cur = (struct kvw_cur){.layer = first, .pend = r->cur.pend};
 	}
 	r->pending[r->n_pending++] = (struct kvw_range){first, end};
 	return KVW_OK;
@@ -1095,46 +1086,6 @@ kvw_status kvw_send_seq_range(kvw_ep *ep, uint64_t seq_id, const kvw_layout *l,
 		kvw_active_add(ep, r);
 	*out = r;
 	return KVW_OK;
-}
-
-/* Builds the next fragment at the cursor; false when nothing is pending. */
-static bool kvw_frag_next(kvw_ep *ep, kvw_req *r, kvw_frag *f, uint32_t *layer, uint32_t *idx,
-			  uint64_t *off, uint32_t *pend)
-{
-	const kvw_layout *l = r->layout;
-	uint64_t bb = l->block_bytes, run, chunk;
-
-	while (*pend < r->n_pending && *layer >= r->pending[*pend].end) {
-		if (++*pend < r->n_pending)
-			*layer = r->pending[*pend].first;
-		*idx = 0;
-		*off = 0;
-	}
-	if (*pend >= r->n_pending)
-		return false;
-	run = (uint64_t)(r->frag_end[*idx] - *idx) * bb;
-	chunk = run - *off;
-	if (chunk > ep->ctx->cfg.max_frag)
-		chunk = ep->ctx->cfg.max_frag;
-	*f = (kvw_frag){
-		.token = r->pg.token, .layer = *layer, .blk_idx = *idx + (uint32_t)(*off / bb),
-		.bytes = (uint32_t)chunk, .blk_off = *off % bb,
-		.src = kvw_layout_page(l, *layer, r->blocks[*idx]) + *off, .src_mem = l->mem,
-		.dst_addr = r->pg.mem_addr + r->pg.layer_off[*layer] +
-			    (uint64_t)r->pg.blocks[*idx] * r->pg.block_stride + *off,
-		.rkey = r->pg.mem_key, .rail = ep->rail_rr++ % ep->rails, .req = r,
-	};
-	f->src_off = (uint64_t)(f->src - l->mem->addr);
-	*off += chunk;
-	if (*off == run) {
-		*off = 0;
-		*idx = r->frag_end[*idx];
-		if (*idx >= r->n_blocks) {
-			*idx = 0;
-			++*layer;
-		}
-	}
-	return true;
 }
 
 #define KVW_PUMP_BATCH 32
@@ -1229,20 +1180,17 @@ static bool kvw_pump_geo(kvw_ep *ep, kvw_req *r)
 static bool kvw_pump_req(kvw_ep *ep, kvw_req *r)
 {
 	kvw_frag f[KVW_PUMP_BATCH];
-	struct { uint32_t layer, idx, pend; uint64_t off; } cur[KVW_PUMP_BATCH];
-	uint32_t layer = r->cur_layer, idx = r->cur_idx, pend = r->cur_pending;
-	uint64_t off = r->cur_off;
+	struct kvw_cur cur[KVW_PUMP_BATCH], c = r->cur;
 	size_t n = 0, took;
 
 	if (r->geo)
 		return kvw_pump_geo(ep, r);
-	while (n < KVW_PUMP_BATCH && kvw_frag_next(ep, r, &f[n], &layer, &idx, &off, &pend)) {
-		cur[n].layer = layer; cur[n].idx = idx; cur[n].off = off; cur[n].pend = pend;
-		n++;
+	while (n < KVW_PUMP_BATCH && kvw_cur_next(r, ep->ctx->cfg.max_frag, &c, &f[n])) {
+		f[n].rail = ep->rail_rr++ % ep->rails;
+		cur[n++] = c;
 	}
 	if (n == 0) {
-		r->cur_pending = pend;
-		r->cur_layer = layer;
+		r->cur = c;
 		kvw_active_del(ep, r);
 		return true;
 	}
@@ -1251,10 +1199,7 @@ static bool kvw_pump_req(kvw_ep *ep, kvw_req *r)
 	if (took == 0)
 		return false;
 	kvw_pump_count(ep, r, f, took);
-	r->cur_layer = cur[took - 1].layer;
-	r->cur_idx = cur[took - 1].idx;
-	r->cur_off = cur[took - 1].off;
-	r->cur_pending = cur[took - 1].pend;
+	r->cur = cur[took - 1];
 	return took == n;
 }
 
