@@ -562,7 +562,7 @@ static kvw_status kvw_on_ping(kvw_ep *ep, unsigned type, const struct kvw_wire_p
 		ep->cnt.keepalives_rx++;
 		return kvw_ep_send(ep, KVW_T_PONG, p, sizeof(*p));
 	}
-	if (p->cookie == ep->ping_cookie) {
+	if (p->cookie == ep->ping_cookie && p->cookie != ep->pong_cookie) { /* first answer only */
 		uint64_t rtt = kvw_now_ns() - p->t_ns;
 		ep->pong_cookie = p->cookie;
 		ep->last_rtt_ns = rtt;
@@ -860,11 +860,16 @@ kvw_status kvw_ep_counters(const kvw_ep *ep, kvw_counters *out)
 	return kvw_struct_out(ep->ctx, "kvw_ep_counters", out, &c, sizeof(c));
 }
 
-static kvw_status kvw_ep_send_ping(kvw_ep *ep, uint64_t now)
+/* fresh: a new cookie (kvw_ep_ping). A keepalive reuses the cookie of a
+ * ping still unanswered, so a slow PONG still ends the kvw_ep_ping waiting
+ * for it (it had been ignored, and that call timed out, when a keepalive
+ * went out meanwhile: seen under 5 % loss). */
+static kvw_status kvw_ep_send_ping(kvw_ep *ep, uint64_t now, bool fresh)
 {
-	struct kvw_wire_ping p = {.t_ns = now};
+	struct kvw_wire_ping p = {.t_ns = now, .cookie = ep->ping_cookie};
 
-	randombytes_buf(&p.cookie, sizeof(p.cookie));
+	if (fresh || ep->pong_cookie == ep->ping_cookie)
+		randombytes_buf(&p.cookie, sizeof(p.cookie));
 	ep->ping_cookie = p.cookie;
 	ep->last_ping_ns = now;
 	ep->cnt.keepalives_tx++;
@@ -883,7 +888,7 @@ kvw_status kvw_ep_ping(kvw_ep *ep, int timeout_ms, uint64_t *rtt_ns)
 	if ((st = kvw_ep_status(ep)) != KVW_OK)
 		return kvw_set_err(ep->ctx, st, "kvw_ep_ping: the endpoint is not usable: %s",
 				   ep->fail_why[0] ? ep->fail_why : kvw_strerror(st));
-	if ((st = kvw_ep_send_ping(ep, kvw_now_ns())) != KVW_OK)
+	if ((st = kvw_ep_send_ping(ep, kvw_now_ns(), true)) != KVW_OK)
 		return st;
 	cookie = ep->ping_cookie;
 	end = kvw_now_ns() + (uint64_t)timeout_ms * 1000000ull;
@@ -952,7 +957,7 @@ void kvw_ep_keepalive(kvw_ep *ep, uint64_t now)
 		return;
 	}
 	if (idle >= ka && now - ep->last_ping_ns >= ka)
-		kvw_ep_send_ping(ep, now);
+		kvw_ep_send_ping(ep, now, false);
 }
 
 void kvw_ctx_reap(kvw_ctx *ctx)

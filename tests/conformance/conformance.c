@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -704,8 +705,12 @@ static void honest_peer_still_served(kvw_ctx *c, kvw_listener *l)
 		     kvw_ctx_last_error(c));
 	cr_assert_eq(kvw_accept(l, 10000, &b), KVW_OK);
 	uint64_t rtt;
-	cr_assert_eq(kvw_ep_ping(a, 5000, &rtt), KVW_OK);
-	cr_assert_eq(kvw_ep_ping(b, 5000, &rtt), KVW_OK);
+	st = kvw_ep_ping(a, 5000, &rtt);
+	cr_assert_eq(st, KVW_OK, "ping from the connecting side: %s: %s", kvw_strerror(st),
+		     kvw_ctx_last_error(c));
+	st = kvw_ep_ping(b, 5000, &rtt);
+	cr_assert_eq(st, KVW_OK, "ping from the accepting side: %s: %s", kvw_strerror(st),
+		     kvw_ctx_last_error(c));
 	struct kvwt_pool src, dst;
 	uint32_t blk[4] = { 3, 1, 2, 0 };
 	kvwt_pool_make(c, &src, 2, 4, 4096, 4096);
@@ -852,6 +857,58 @@ Test(conf_raw, truncated_and_garbage_refused)
 	no_ep_accepted(&r);
 	honest_peer_still_served(r.ctx, r.l);
 	close(hang);
+}
+
+/* A PONG slower than keepalive_ms still ends the kvw_ep_ping waiting for
+ * it: the keepalives sent meanwhile must not replace the ping's cookie (they
+ * did, and under 5 % loss honest_peer_still_served's ping then timed out).
+ * The peer's context is left unprogressed for 300 ms, then served by a
+ * thread. */
+struct late_peer {
+	kvw_ctx *ctx;
+	volatile bool stop;
+};
+
+static void *late_peer_run(void *arg)
+{
+	struct late_peer *p = arg;
+	usleep(300 * 1000);
+	while (!p->stop)
+		kvw_progress(p->ctx);
+	return NULL;
+}
+
+Test(conf_raw, pong_slower_than_keepalive_ends_the_ping)
+{
+	static const char *const cfg[] = { "keepalive_ms", "20", "peer_dead_ms", "5000", NULL };
+	kvw_ctx *srv = kvwt_ctx(cfg), *cli = kvwt_ctx(cfg);
+	kvw_listener *l;
+	char uri[256];
+	kvwt_listen_uri(uri, sizeof(uri));
+	cr_assert_eq(kvw_listen(srv, uri, &l), KVW_OK);
+	kvw_ep *c = NULL, *s = NULL;
+	kvw_status st = kvwt_connect2(cli, kvw_listener_uri(l), l, 5000, &c, &s);
+	cr_assert_eq(st, KVW_OK, "%s: %s", kvw_strerror(st), kvw_ctx_last_error(cli));
+	cr_assert_not_null(s);
+	struct late_peer p = { .ctx = srv };
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, late_peer_run, &p), 0);
+	uint64_t rtt = 0;
+	st = kvw_ep_ping(c, 3000, &rtt);
+	p.stop = true;
+	pthread_join(th, NULL);
+	cr_assert_eq(st, KVW_OK, "a late PONG was ignored: %s: %s", kvw_strerror(st),
+		     kvw_ctx_last_error(cli));
+	cr_assert_geq(rtt, 250ull * 1000000, "rtt %llu ns: the PONG of a later PING was taken",
+		      (unsigned long long)rtt);
+	kvw_counters k = { .size = sizeof(k) };
+	cr_assert_eq(kvw_ep_counters(c, &k), KVW_OK);
+	cr_assert_gt(k.keepalives_tx, 2, "no keepalive went out while the PONG was late");
+	kvw_ep_close(c);
+	kvw_ep_close(s);
+	kvw_listener_close(l);
+	kvw_ctx_destroy(cli);
+	kvw_ctx_destroy(srv);
 }
 
 Test(conf_raw, secret_mismatch_refused)
