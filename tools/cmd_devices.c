@@ -170,8 +170,8 @@ int cmd_devices(int argc, char **argv)
 	if (!cli_have_verbs() && json_array_size(devs))
 		snprintf(why, sizeof(why), "built without libibverbs: active MTU unknown");
 	json_t *drivers = json_array();
-	static const char *names[] = { "tcp", "shm", "rdma", "dpdk" };
-	for (size_t i = 0; i < 4; i++)
+	static const char *names[] = { "tcp", "shm", "rdma", "dpdk", "ofi" };
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		json_array_append_new(drivers, cli_driver(names[i], devs, why));
 	json_t *doc = json_pack("{s:{s:o,s:s,s:b},s:{s:s,s:o},s:s,s:o}",
 		"rdma", "devices", devs, "why", why, "libibverbs", cli_have_verbs(),

@@ -315,6 +315,35 @@ static void doc_rdma_driver(json_t *checks, const json_t *devs)
 	}
 }
 
+/* The ofi driver's verdict (ops->probe: libfabric's providers with RDM
+ * endpoints and RMA writes): ok naming the usable ones, warn when none is. */
+static void doc_ofi_driver(json_t *checks)
+{
+	struct kvw_probe_entry e[32];
+	char names[512] = "";
+	size_t n = 0, len = 0, usable = 0;
+	if (!doc_built("ofi"))
+		return;
+	if (kvw_driver_probe("ofi", e, 32, &n) != KVW_OK) {
+		doc_add(checks, "ofi-providers", "warn", "see the sentence", "%s", kvw_ctx_last_error(NULL));
+		return;
+	}
+	for (size_t i = 0; i < n && i < 32; i++) {
+		if (!e[i].usable)
+			continue;
+		usable++;
+		if (len < sizeof(names) - 1)
+			len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s", len ? ", " : "",
+						e[i].name);
+	}
+	if (usable)
+		doc_add(checks, "ofi-providers", "ok", NULL, "%zu libfabric provider domain(s) usable by "
+			"the ofi driver: %s", usable, names);
+	else
+		doc_add(checks, "ofi-providers", "warn", n ? e[0].reason : "see `fi_info -l`",
+			"libfabric lists %zu provider domain(s), none usable by the ofi driver", n);
+}
+
 static void doc_iommu(json_t *checks)
 {
 	int groups = doc_count_dir("/sys/kernel/iommu_groups");
@@ -456,6 +485,7 @@ int cmd_doctor(int argc, char **argv)
 	doc_gids(checks, devs);
 	doc_port_ipv4_gid(checks, devs);
 	doc_rdma_driver(checks, devs);
+	doc_ofi_driver(checks);
 	doc_iommu(checks);
 	doc_numa(checks, devs, dpdk);
 	json_decref(devs);

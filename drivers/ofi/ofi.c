@@ -163,6 +163,75 @@ static kvw_status ofi_getinfo(struct ofi_drv *od, const char *prov, struct fi_in
 	return KVW_OK;
 }
 
+/* One probe entry per provider and domain that offers what ofi_getinfo
+ * asks (pass 0: with delivery completion, pass 1: without); the first
+ * pass's entry wins. */
+static void ofi_probe_add(const struct fi_info *i, bool delivery, struct kvw_probe_entry *out,
+			  size_t cap, size_t *n)
+{
+	char name[sizeof(out->name)];
+	bool cq_ok = i->domain_attr->cq_data_size >= 8;
+
+	snprintf(name, sizeof(name), "%s domain %s", i->fabric_attr->prov_name, i->domain_attr->name);
+	for (size_t k = 0; k < *n && k < cap; k++)
+		if (!strcmp(out[k].name, name))
+			return;
+	if (*n < cap) {
+		struct kvw_probe_entry *e = &out[*n];
+		*e = (struct kvw_probe_entry){.usable = cq_ok};
+		snprintf(e->name, sizeof(e->name), "%s", name);
+		if (cq_ok)
+			snprintf(e->reason, sizeof(e->reason), "usable: pick it with ?provider=%s%s",
+				 i->fabric_attr->prov_name, delivery ? "" : " (no delivery completion: "
+				 "a write completes when sent, the receiver's frames order the rest)");
+		else
+			snprintf(e->reason, sizeof(e->reason), "carries %zu bytes of CQ data; kvwire names "
+				 "each write with 8: pick another provider", i->domain_attr->cq_data_size);
+		snprintf(e->details, sizeof(e->details), "fabric %s, %s, cq data %zu B, mr_mode%s%s",
+			 i->fabric_attr->name, delivery ? "FI_DELIVERY_COMPLETE" : "FI_TRANSMIT_COMPLETE",
+			 i->domain_attr->cq_data_size,
+			 i->domain_attr->mr_mode & FI_MR_VIRT_ADDR ? " VIRT_ADDR" : " offsets",
+			 i->domain_attr->mr_mode & FI_MR_PROV_KEY ? " PROV_KEY" : "");
+	}
+	++*n;
+}
+
+/* ops->probe: every provider libfabric offers reliable datagram endpoints
+ * with RMA writes on, by the rule a listener or connect applies
+ * (ofi_getinfo; the URI's ?provider= picks one, so none is left out by
+ * config). FI_PROVIDER narrows the list as it narrows open. */
+static kvw_status ofi_probe(const struct kvw_cfgv *cfg, struct kvw_probe_entry *out, size_t cap,
+			    size_t *n)
+{
+	uint32_t v = fi_version();
+	size_t found = 0;
+	int rc = 0;
+
+	(void)cfg;
+	if (FI_VERSION_LT(v, OFI_API))
+		return kvw_set_err(NULL, KVW_ERR_UNSUPPORTED, "ofi: libfabric %u.%u is older than the "
+				   "1.17 this driver needs: install libfabric 1.17 or newer",
+				   FI_MAJOR(v), FI_MINOR(v));
+	for (int pass = 0; pass < 2; pass++) {
+		struct fi_info *h = ofi_hints(NULL, pass == 0), *list = NULL;
+		if (!h)
+			return kvw_set_err(NULL, KVW_ERR_NOMEM, "ofi: out of memory for the probe's hints");
+		rc = fi_getinfo(OFI_API, NULL, NULL, 0, h, &list);
+		fi_freeinfo(h);
+		for (const struct fi_info *i = rc ? NULL : list; i; i = i->next)
+			ofi_probe_add(i, pass == 0, out, cap, &found);
+		if (list)
+			fi_freeinfo(list);
+	}
+	if (!found)
+		return kvw_set_err(NULL, KVW_ERR_UNSUPPORTED, "ofi: no libfabric provider offers reliable "
+				   "datagram endpoints with RMA writes (%s): see `fi_info -l`; on EFA "
+				   "hosts install the EFA driver and libfabric's efa provider",
+				   fi_strerror(rc < 0 ? -rc : FI_ENODATA));
+	*n = found;
+	return KVW_OK;
+}
+
 static void ofi_log_features(struct ofi_drv *od)
 {
 	const struct fi_info *i = od->info;
@@ -429,4 +498,5 @@ const struct kvw_driver_ops kvw_ofi_ops = {
 	.grant_done = ofi_grant_done,
 	.flush = kvw_sock_flush,
 	.prepare_wait = kvw_sock_prepare_wait,
+	.probe = ofi_probe,
 };

@@ -12,6 +12,13 @@ python3 -c "import json,sys; d=json.load(open('$TMP/out')); sys.exit(0 if (d['fa
 if [ -z "$(ls /sys/class/infiniband 2>/dev/null)" ]; then
 	json_check '[c for c in d["checks"] if c["check"] == "rdma-devices"][0]["verdict"] == "warn"'
 fi
+# ofi: libfabric's tcp;ofi_rxm is there wherever the driver is built
+if "$KVWIRE" devices --json | python3 -c 'import json,sys; sys.exit(0 if "ofi" in json.load(sys.stdin)["drivers_built"].split(",") else 1)'; then
+	"$KVWIRE" doctor --json >"$TMP/out" 2>&1
+	json_check '[c for c in d["checks"] if c["check"] == "ofi-providers"][0]["verdict"] == "ok" and "tcp;ofi_rxm" in [c for c in d["checks"] if c["check"] == "ofi-providers"][0]["detail"]'
+	FI_PROVIDER=nosuchprovider "$KVWIRE" doctor --json >"$TMP/out" 2>&1
+	json_check '[c for c in d["checks"] if c["check"] == "ofi-providers"][0]["verdict"] == "warn" and "fi_info" in [c for c in d["checks"] if c["check"] == "ofi-providers"][0]["fix"] + [c for c in d["checks"] if c["check"] == "ofi-providers"][0]["detail"]'
+fi
 
 # A 64 KiB memlock limit without CAP_IPC_LOCK cannot pin a 1 GiB pool.
 NOCAP=()
