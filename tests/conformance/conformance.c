@@ -304,12 +304,25 @@ Test(conf, layers_out_of_order)
 	xseq_free(&s.x);
 }
 
+/* Everything `from` sent before returns has been handled by its peer: a
+ * PING travels the control path behind it, in order, and its PONG comes
+ * back (a fixed spin was not enough under 5 % loss: a segment retransmitted
+ * after 200 ms arrived after it). */
+static void ctrl_barrier(kvw_ep *from)
+{
+	uint64_t rtt;
+	kvw_status st = kvw_ep_ping(from, 10000, &rtt);
+	cr_assert_eq(st, KVW_OK, "control-path barrier: %s: %s", kvw_strerror(st),
+		     kvw_ctx_last_error(ctx));
+	kvwt_spin(&ctx, 1, 1); /* the events the ping's progress queued */
+}
+
 Test(conf, grant_before_send)
 {
 	static struct small s;
 	small_make(&s, 21);
 	xseq_grant(&s.x, pr.server, 0);
-	kvwt_spin(&ctx, 1, 50); /* the grant reaches the sender first */
+	ctrl_barrier(pr.server); /* the grant reaches the sender first */
 	cr_assert_eq(kvw_req_status(s.x.rreq), KVW_INPROGRESS);
 	cr_assert_geq(xseq_send(&s.x, pr.client, 0, SL, KVW_SEND_LAST), 0);
 	cr_assert(kvwt_drive1(ctx, 20000, xseq_done, &s.x));
@@ -326,9 +339,10 @@ Test(conf, grant_aborted_before_send_fails_the_send, .timeout = 30)
 	static struct small s;
 	small_make(&s, 25);
 	xseq_grant(&s.x, pr.server, 0);
-	kvwt_spin(&ctx, 1, 50); /* the grant reaches the sender */
+	ctrl_barrier(pr.server); /* the grant reaches the sender */
 	cr_assert_eq(kvw_req_abort(s.x.rreq), KVW_OK);
-	kvwt_spin(&ctx, 1, 50); /* and so does its end */
+	ctrl_barrier(pr.server); /* and so does its end */
+	cr_assert(kvwt_drive1(ctx, 5000, rrec_done, &s.x), "the aborted grant did not end");
 	uint64_t t0 = kvwt_now_ms();
 	kvw_status st = xseq_send(&s.x, pr.client, 0, SL, KVW_SEND_LAST);
 	cr_assert_eq(st, KVW_ERR_ABORTED, "send after the grant ended: %s", kvw_strerror(st));
