@@ -361,6 +361,12 @@ void kvw_stream_flush_final(struct kvw_stream *s)
 
 	if (s->broken || s->fd < 0)
 		return;
+	/* fault layer: frames it holds go now -- TCP below a lossy link would
+	 * still deliver them after the close, only later (a held REJECT came
+	 * as a bare EOF: PEER_DEAD instead of its status) */
+	for (uint32_t i = s->tx_head; i != s->tx_tail; i++)
+		s->tx[i & (s->tx_cap - 1)].not_before = 0;
+	s->hold_until = 0;
 	s->dead = false;
 	kvw_stream_flush(s);
 	s->dead = dead || s->dead;

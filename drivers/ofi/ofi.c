@@ -305,6 +305,7 @@ static void ofi_ep_free(struct ofi_ep *oe)
 {
 	struct ofi_ep **pp;
 
+	ofi_fault_close(oe);
 	if (oe->fep)
 		fi_close(&oe->fep->fid);
 	if (oe->av)
@@ -362,7 +363,7 @@ struct ofi_ep *ofi_ep_get(kvw_ep *ep)
 		oe->op[i].next_free = i + 1 < OFI_OPS ? i + 1 : -1;
 	oe->next = od->eps;
 	od->eps = oe;
-	if (ofi_ep_fabric(oe) != KVW_OK) {
+	if (ofi_ep_fabric(oe) != KVW_OK || ofi_fault_open(oe) != KVW_OK) {
 		ofi_ep_free(oe);
 		return NULL;
 	}
@@ -388,6 +389,8 @@ static kvw_status ofi_progress(kvw_drv *d)
 	kvw_sock_progress(d); /* control first: a DROP before the refused writes it explains */
 	for (struct ofi_ep *oe = od->eps, *next; oe; oe = next) {
 		next = oe->next;
+		if (kvw_core_ep_ready(oe->ep))
+			ofi_fault_release(oe, false);
 		if (kvw_core_ep_ready(oe->ep))
 			ofi_cq_poll(oe, false);
 		if (kvw_core_ep_ready(oe->ep) && oe->n_fences)

@@ -684,7 +684,8 @@ static const struct ofi_run *ofi_run_of(const struct ofi_ent *k, uint64_t addr, 
 }
 
 /* 1 posted, 0 the provider is full now, -1 the endpoint failed. */
-static int ofi_write(struct ofi_ep *oe, const kvw_frag *f, struct ofi_ent *k, struct ofi_op *op)
+static int ofi_write(struct ofi_ep *oe, const kvw_frag *f, struct ofi_ent *k, uint32_t n,
+		     struct ofi_op *op)
 {
 	const struct ofi_mem *om = kvw_core_mem_priv(f->src_mem, oe->od->d);
 	struct iovec iov = {.iov_base = (void *)(uintptr_t)f->src, .iov_len = f->bytes};
@@ -694,7 +695,7 @@ static int ofi_write(struct ofi_ep *oe, const kvw_frag *f, struct ofi_ent *k, st
 	void *desc = om->desc;
 	struct fi_msg_rma msg = {.msg_iov = &iov, .desc = &desc, .iov_count = 1, .addr = oe->peer,
 				 .rma_iov = &rma, .rma_iov_count = 1, .context = &op->fctx,
-				 .data = (uint64_t)f->token << 32 | k->next_n};
+				 .data = (uint64_t)f->token << 32 | n};
 	uint64_t flags = FI_REMOTE_CQ_DATA | FI_COMPLETION | (oe->od->delivery ? FI_DELIVERY_COMPLETE : 0);
 	ssize_t rc = fi_writemsg(oe->fep, &msg, flags);
 
@@ -715,6 +716,82 @@ static bool ofi_src_ok(const struct ofi_ep *oe, const kvw_frag *f)
 	return om && om->mr;
 }
 
+/* ------------------------------------------------------------ fault layer */
+/* Config fault on ofi: what EFA's SRD does to writes, reliable but
+ * unordered. Each write gets its own fate (kvw_fault_reliable: a loss is
+ * the resend `rto` later, a delay or reorder its hold) and is posted when
+ * due, while later writes go ahead of it and its name (DESC) travels on
+ * the control stream at once: names come before completions, completions
+ * in any order. A held write counts as in flight (fences, cancel, mem
+ * quiesce wait for it); a cancelled one is never posted. */
+kvw_status ofi_fault_open(struct ofi_ep *oe)
+{
+	const char *spec = kvw_core_cfg(ofi_ctx(oe))->fault;
+	char err[200];
+
+	if (!spec[0])
+		return KVW_OK;
+	if (kvw_fault_create_salted(spec, kvw_core_ep_id(oe->ep) * 64ull + 63, &oe->fault, err,
+				    sizeof(err)) != KVW_OK)
+		return kvw_set_err(ofi_ctx(oe), KVW_ERR_INVALID, "config fault: %s", err);
+	return KVW_OK;
+}
+
+static bool ofi_fault_hold(struct ofi_ep *oe, struct ofi_op *op, const kvw_frag *f)
+{
+	uint64_t hold = kvw_fault_reliable(oe->fault, f->bytes, kvw_core_ep_counters(oe->ep));
+
+	if (!hold)
+		return false;
+	op->held = true;
+	op->hf = *f;
+	if (kvw_fault_hold(oe->fault, op, kvw_now_ns(), hold))
+		return true;
+	op->held = false; /* the hold queue is full: it goes now */
+	return false;
+}
+
+/* Posts the held writes that are due (all: every one, now). One the
+ * provider cannot take now is held again for the next pass. */
+void ofi_fault_release(struct ofi_ep *oe, bool all)
+{
+	uint64_t now = kvw_now_ns();
+	struct ofi_op *op;
+
+	if (!oe->fault)
+		return;
+	while ((op = all ? kvw_fault_drain(oe->fault) : kvw_fault_due(oe->fault, now))) {
+		struct ofi_ent *k = ofi_tab_find(&oe->keys, op->token, false);
+		int rc = 0;
+		if (op->cancelled || !k || k->fenced) {
+			ofi_op_done(oe, op); /* never posted: nothing reads its pages */
+			continue;
+		}
+		if ((rc = ofi_write(oe, &op->hf, k, op->n, op)) == 0) {
+			kvw_fault_hold(oe->fault, op, now, 1); /* provider full */
+			if (!all)
+				return;
+			continue;
+		}
+		op->held = false;
+		if (rc < 0)
+			return;
+	}
+}
+
+/* Endpoint close: held writes are forgotten (nothing was posted). */
+void ofi_fault_close(struct ofi_ep *oe)
+{
+	struct ofi_op *op;
+
+	if (!oe->fault)
+		return;
+	while ((op = kvw_fault_drain(oe->fault)))
+		ofi_op_put(oe, op);
+	kvw_fault_destroy(oe->fault);
+	oe->fault = NULL;
+}
+
 size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 {
 	struct ofi_ep *oe = ofi_ep_of(ep);
@@ -733,8 +810,11 @@ size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 		if (!k || k->n_got < k->n_runs || !ofi_src_ok(oe, &f[took]) || !(op = ofi_op_take(oe)))
 			break;
 		*op = (struct ofi_op){.req = f[took].req, .token = f[took].token, .bytes = f[took].bytes,
-				      .om = kvw_core_mem_priv(f[took].src_mem, oe->od->d), .used = true};
-		if ((rc = ofi_write(oe, &f[took], k, op)) <= 0) {
+				      .om = kvw_core_mem_priv(f[took].src_mem, oe->od->d), .used = true,
+				      .n = k->next_n};
+		if (oe->fault && ofi_fault_hold(oe, op, &f[took]))
+			rc = 1; /* posted later, on its own */
+		else if ((rc = ofi_write(oe, &f[took], k, op->n, op)) <= 0) {
 			ofi_op_put(oe, op); /* full: progress reaps completions, the pump retries */
 			break;
 		}
@@ -863,8 +943,10 @@ void ofi_mem_quiesce(struct ofi_drv *od, const struct ofi_mem *om)
 {
 	for (struct ofi_ep *oe = od->eps; oe; oe = oe->next) {
 		uint64_t end = kvw_now_ns() + (uint64_t)kvw_core_cfg(ofi_ctx(oe))->abort_timeout_ms * 1000000ull;
-		while (kvw_core_ep_ready(oe->ep) && ofi_mem_inflight(oe, om) && kvw_now_ns() < end)
+		while (kvw_core_ep_ready(oe->ep) && ofi_mem_inflight(oe, om) && kvw_now_ns() < end) {
+			ofi_fault_release(oe, false);
 			ofi_cq_poll(oe, true);
+		}
 		if (kvw_core_ep_ready(oe->ep) && ofi_mem_inflight(oe, om))
 			kvw_ep_fail(oe->ep, KVW_ERR_IO, "ofi: writes from an arena being deregistered did "
 				    "not complete within abort_timeout_ms: the endpoint is failed; "

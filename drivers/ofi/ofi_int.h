@@ -16,6 +16,7 @@
 #ifndef KVW_OFI_INT_H
 #define KVW_OFI_INT_H
 
+#include "fault.h"
 #include "sock.h"
 
 #include <rdma/fabric.h>
@@ -90,6 +91,9 @@ struct ofi_op {                 /* one write in flight */
 	int next_free;
 	bool used;
 	bool cancelled;                 /* req was aborted: it waits for this write (ofi_cancel) */
+	bool held;                      /* fault layer: not posted yet (hf, n: what to post) */
+	uint32_t n;
+	kvw_frag hf;
 };
 
 struct ofi_grant {
@@ -126,6 +130,9 @@ struct ofi_ep {
 	uint32_t n_local_fences; /* grants whose fence a sender in this context serves */
 	struct fi_cq_data_entry stash[OFI_STASH];
 	uint32_t n_stash;
+	/* config fault: writes held and posted later, each on its own (SRD's
+	 * reliable but unordered delivery); the control stream gets stream.c's */
+	struct kvw_fault *fault;
 	struct ofi_ep *next;
 };
 
@@ -171,6 +178,9 @@ kvw_status ofi_on_frame(struct kvw_stream *s, const struct kvw_wire_hdr *h, cons
 kvw_status ofi_grant_keys(kvw_ep *ep, kvw_req *req, const void *body, size_t len, uint32_t *mem_key);
 size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n);
 void ofi_cq_poll(struct ofi_ep *oe, bool stash);
+kvw_status ofi_fault_open(struct ofi_ep *oe);
+void ofi_fault_release(struct ofi_ep *oe, bool all);
+void ofi_fault_close(struct ofi_ep *oe);
 void ofi_fences_serve(struct ofi_ep *oe);
 void ofi_fences_local(struct ofi_ep *oe);
 kvw_status ofi_cancel(kvw_ep *ep, kvw_req *req);

@@ -366,9 +366,12 @@ kvw_status kvwt_connect2(kvw_ctx *cctx, const char *uri, kvw_listener *l, int ti
 		return st;
 	uint64_t end = kvwt_now_ms() + (uint64_t)timeout_ms;
 	while (kvwt_now_ms() < end) {
+		kvw_ep *extra = NULL;
 		kvw_progress(cctx);
 		if (!s && kvw_accept(l, 1, &s) < 0)
 			s = NULL;
+		else if (s && kvw_accept(l, 0, &extra) == KVW_OK) /* the server's context goes on: */
+			cr_assert_fail("a second endpoint was accepted"); /* its READY may be held (fault) */
 		st = kvw_ep_status(c);
 		if (st != KVW_INPROGRESS && (st < 0 || s))
 			break;
