@@ -23,6 +23,7 @@ from __future__ import annotations
 from . import _abi
 from ._lib import LibraryError, load as _load
 from .core import (Config, ConfigEntry, Context, Counters, Endpoint, EndpointInfo, Event,
+                   Geometry,
                    Layout, Listener, Memory, Request, RequestInfo, config_table, drivers_built,
                    library_path, library_version, strerror)
 from .errors import (AbortedError, AuthError, BusyError, ClosedError, ConnRefusedError,
@@ -55,7 +56,7 @@ def default_context() -> Context:
 
 __all__ = [
     "Config", "ConfigEntry", "Context", "Counters", "Endpoint", "EndpointInfo", "Event",
-    "Layout", "Listener", "Memory", "Request", "RequestInfo", "config_table", "drivers_built",
+    "Geometry", "Layout", "Listener", "Memory", "Request", "RequestInfo", "config_table", "drivers_built",
     "library_path", "library_version", "strerror", "default_context", "aio", "LibraryError",
     "KvwireError", "InvalidError", "NoMemError", "UnsupportedError", "TimedOutError",
     "PeerDeadError", "AbortedError", "RejectedError", "ProtoError", "VersionError", "AuthError",

@@ -762,6 +762,110 @@ def _buffer_of(obj: Any, nbytes: int | None) -> tuple[int, int, Any]:
     return C.addressof(carr), int(nbytes or n), (obj, mv, carr)
 
 
+# ---------------------------------------------------------------- geometry
+_GEOM_KINDS = {
+    "nhd": _abi.KVW_GEOM_NHD,                 # per layer [2][blocks][tokens][heads][dim]: vLLM
+    "hnd": _abi.KVW_GEOM_HND,                 # per layer [2][blocks][heads][tokens][dim]
+    "nhd_kv_block": _abi.KVW_GEOM_NHD_KV_BLOCK,   # per layer [blocks][2][tokens][heads][dim]
+    "flashinfer": _abi.KVW_GEOM_NHD_KV_BLOCK,
+    "hnd_kv_block": _abi.KVW_GEOM_HND_KV_BLOCK,   # per layer [blocks][2][heads][tokens][dim]
+    "mla": _abi.KVW_GEOM_MLA,                 # per layer [blocks][tokens][latent]
+}
+
+
+class Geometry:
+    """Where each element of a KV cache lives (kvw_geom, kvwire.h): what a
+    prefill engine and a decode engine with different layouts describe so that
+    pages move between them -- block size, NHD/HND, K/V together or apart, the
+    heads a tensor-parallel rank holds, MLA.
+
+        Geometry("nhd", n_layers=32, n_blocks=1024, block_tokens=16,
+                 head_dim=128, num_heads=8, elem_bytes=2, heads=(0, 8))
+
+    kvw_geom_init fills the strides of the named kind (layers packed after
+    base_offset); layer_stride or kv_offsets (n_layers * n_kv bases) override
+    where layers (and K/V regions) start. Strides are read back as attributes."""
+
+    def __init__(self, kind: str, *, n_layers: int, n_blocks: int, block_tokens: int,
+                 head_dim: int, num_heads: int = 1, elem_bytes: int = 2,
+                 heads: tuple[int, int] | None = None, base_offset: int = 0,
+                 layer_stride: int | None = None, kv_offsets: Sequence[int] | None = None):
+        if kind not in _GEOM_KINDS:
+            raise InvalidError(f"Geometry: kind {kind!r} is none of {sorted(_GEOM_KINDS)}",
+                               status=_abi.KVW_ERR_INVALID)
+        g = _abi.kvw_geom()
+        g.size = C.sizeof(g)
+        g.n_layers, g.n_blocks, g.block_tokens = int(n_layers), int(n_blocks), int(block_tokens)
+        g.head_dim, g.num_heads, g.elem_bytes = int(head_dim), int(num_heads), int(elem_bytes)
+        g.h0, g.h1 = (int(heads[0]), int(heads[1])) if heads else (0, 0)
+        g.base_offset = int(base_offset)
+        _check(_L().kvw_geom_init(_GEOM_KINDS[kind], C.byref(g)), f"kvw_geom_init({kind})", None)
+        if layer_stride is not None:
+            g.layer_stride = int(layer_stride)
+        self.kind = kind
+        self._offs = None
+        if kv_offsets is not None:
+            offs = [int(x) for x in kv_offsets]
+            if len(offs) != g.n_layers * g.n_kv:
+                raise InvalidError(f"Geometry: {len(offs)} kv_offsets for {g.n_layers} layers x "
+                                   f"{g.n_kv} (K/V)", status=_abi.KVW_ERR_INVALID)
+            self._offs = (C.c_uint64 * len(offs))(*offs)
+            g.kv_offsets = C.cast(self._offs, C.POINTER(C.c_uint64))
+        self._g = g
+
+    def __getattr__(self, name: str) -> Any:
+        g = self.__dict__.get("_g")
+        if g is not None and name in {f[0] for f in _abi.kvw_geom._fields_} and name != "kv_offsets":
+            return getattr(g, name)
+        raise AttributeError(name)
+
+    @property
+    def heads(self) -> tuple[int, int]:
+        return (self._g.h0, self._g.h1)
+
+    def kv_base(self, layer: int, kv: int = 0) -> int:
+        g = self._g
+        if self._offs is not None:
+            return int(self._offs[layer * g.n_kv + kv])
+        return g.base_offset + layer * g.layer_stride + kv * g.kv_stride
+
+    def offset(self, layer: int, kv: int, block: int, slot: int, head: int) -> int:
+        """Byte offset of (layer, K/V, block, slot in the block, head) in the memory."""
+        g = self._g
+        return (self.kv_base(layer, kv) + block * g.block_stride + slot * g.token_stride +
+                (head - g.h0) * g.head_stride)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes a Memory must hold for this geometry (its last element's end)."""
+        g = self._g
+        last = max(self.kv_base(lay, kv) for lay in range(g.n_layers) for kv in range(g.n_kv))
+        return (last + (g.n_blocks - 1) * g.block_stride + (g.block_tokens - 1) * g.token_stride +
+                (g.h1 - g.h0 - 1) * g.head_stride + g.head_dim * g.elem_bytes)
+
+    @property
+    def block_bytes(self) -> int:
+        """Bytes of one block of one layer that this side holds (K and V)."""
+        g = self._g
+        return g.n_kv * g.block_tokens * (g.h1 - g.h0) * g.head_dim * g.elem_bytes
+
+    def __repr__(self) -> str:
+        g = self._g
+        return (f"<kvwire.Geometry {self.kind} layers={g.n_layers} blocks={g.n_blocks}x"
+                f"{g.block_tokens} heads={g.h0}..{g.h1}/{g.num_heads} dim={g.head_dim}x"
+                f"{g.elem_bytes}B>")
+
+
+def _seq_range(tokens: tuple[int, int] | None, heads: tuple[int, int] | None) -> Any:
+    r = _abi.kvw_seq_range()
+    r.size = C.sizeof(r)
+    if heads:
+        r.h0, r.h1 = int(heads[0]), int(heads[1])
+    if tokens:
+        r.t0, r.t1 = int(tokens[0]), int(tokens[1])
+    return r
+
+
 # ------------------------------------------------------------------ layout
 class Layout:
     """Where page (layer l, block b) lives in a Memory (kvw_layout_desc):
@@ -778,6 +882,7 @@ class Layout:
                  layer_stride: int | None = None, layer_offsets: Sequence[int] | None = None):
         self.mem = mem
         self.ctx = mem.ctx
+        self.geometry: Geometry | None = None
         self.n_layers = int(n_layers)
         self.n_blocks = int(n_blocks)
         self.block_bytes = int(block_bytes)
@@ -803,6 +908,28 @@ class Layout:
         self.ctx._st.lays.add(h.value)
         self.ctx._closables.add(self)
         self._fin = weakref.finalize(self, self.ctx._st.bury, "lay", h.value)
+
+    @classmethod
+    def from_geometry(cls, mem: Memory, geometry: Geometry) -> "Layout":
+        """kvw_layout_create_geom(): a layout whose pages are those of a Geometry.
+        Requests on it move tokens and heads (Endpoint.recv/send take tokens= and
+        heads=), and the peer's geometry may differ: the library joins the two."""
+        self = cls.__new__(cls)
+        self.mem, self.ctx, self.geometry = mem, mem.ctx, geometry
+        self.n_layers, self.n_blocks = geometry.n_layers, geometry.n_blocks
+        self.block_bytes = geometry.block_bytes
+        self.block_stride = geometry.block_stride
+        self.base_offset, self.layer_stride = geometry.base_offset, geometry.layer_stride
+        self.layer_offsets = None
+        h = C.c_void_p()
+        self.ctx._check(_L().kvw_layout_create_geom(mem.handle, C.byref(geometry._g), C.byref(h)),
+                        "kvw_layout_create_geom")
+        self._h = h.value
+        self._users = weakref.WeakSet()
+        self.ctx._st.lays.add(h.value)
+        self.ctx._closables.add(self)
+        self._fin = weakref.finalize(self, self.ctx._st.bury, "lay", h.value)
+        return self
 
     @property
     def handle(self) -> int:
@@ -1022,37 +1149,53 @@ class Endpoint:
                         f"kvw_ep_ping({self.uri})")
         return rtt.value / 1e9
 
-    def recv(self, seq_id: int, layout: Layout, blocks: Any, timeout: float | None = None
+    def recv(self, seq_id: int, layout: Layout, blocks: Any, timeout: float | None = None,
+             *, tokens: tuple[int, int] | None = None, heads: tuple[int, int] | None = None
              ) -> "Request":
         """kvw_recv_seq(): grant the peer exactly these blocks (all layers) for seq_id.
-        timeout: the request's deadline in seconds (None = the config's timeout_ms)."""
+        timeout: the request's deadline in seconds (None = the config's timeout_ms).
+        On a Layout.from_geometry layout, tokens=(t0, t1) and heads=(h0, h1) narrow
+        the grant (kvw_recv_seq_range: a cached prefix, a prompt ending mid-block,
+        the heads one prefill rank holds); blocks is then the block table."""
         p, n, _keep = _u32_blocks(blocks)
         us = 0 if timeout is None else max(1, int(timeout * 1e6))
         h = C.c_void_p()
         self.ctx._st.drain()
-        self.ctx._check(_L().kvw_recv_seq(self.handle, int(seq_id), layout.handle, p, n, us,
-                                          C.byref(h)), f"kvw_recv_seq(seq {seq_id})")
+        if tokens is not None or heads is not None:
+            rng = _seq_range(tokens, heads)
+            st = _L().kvw_recv_seq_range(self.handle, int(seq_id), layout.handle, p, n,
+                                         C.byref(rng), us, C.byref(h))
+        else:
+            st = _L().kvw_recv_seq(self.handle, int(seq_id), layout.handle, p, n, us, C.byref(h))
+        self.ctx._check(st, f"kvw_recv_seq(seq {seq_id})")
         return Request._new(self, h.value, int(seq_id), False, layout, n, timeout)
 
     def send(self, seq_id: int, layout: Layout, blocks: Any, first_layer: int = 0,
              end_layer: int | None = None, *, last: bool | None = None,
-             timeout: float | None = None) -> "Request":
+             timeout: float | None = None, tokens: tuple[int, int] | None = None
+             ) -> "Request":
         """kvw_send_seq(): send layers [first_layer, end_layer) of these blocks.
 
         Call once per layer or chunk as they are produced; the first call makes the
         Request, later calls for the same seq_id return the same one. last defaults
         to end_layer == layout.n_layers (KVW_SEND_LAST). timeout sets the request's
-        deadline from now (kvw_req_set_timeout)."""
+        deadline from now (kvw_req_set_timeout). tokens=(t0, t1): the tokens this
+        side's block table holds (kvw_send_seq_range; a Layout.from_geometry layout)."""
         end = layout.n_layers if end_layer is None else int(end_layer)
         if last is None:
             last = end == layout.n_layers
         p, n, _keep = _u32_blocks(blocks)
         h = C.c_void_p()
         self.ctx._st.drain()
-        self.ctx._check(_L().kvw_send_seq(self.handle, int(seq_id), layout.handle, p, n,
-                                          int(first_layer), end,
-                                          _abi.KVW_SEND_LAST if last else 0, C.byref(h)),
-                        f"kvw_send_seq(seq {seq_id}, layers {first_layer}..{end})")
+        flags = _abi.KVW_SEND_LAST if last else 0
+        if tokens is not None:
+            rng = _seq_range(tokens, None)
+            st = _L().kvw_send_seq_range(self.handle, int(seq_id), layout.handle, p, n,
+                                         C.byref(rng), int(first_layer), end, flags, C.byref(h))
+        else:
+            st = _L().kvw_send_seq(self.handle, int(seq_id), layout.handle, p, n,
+                                   int(first_layer), end, flags, C.byref(h))
+        self.ctx._check(st, f"kvw_send_seq(seq {seq_id}, layers {first_layer}..{end})")
         req = self.ctx._by_ptr.get(h.value)
         if req is not None and req._h == h.value and req.endpoint is self:
             if timeout is not None:
