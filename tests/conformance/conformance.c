@@ -1530,7 +1530,7 @@ Test(conf_proc, expired_grant_fence_does_not_stall_other_endpoints, .timeout = 1
  * before its bound, 200 ms). Several victims, one after the other. */
 #define SDL_VICTIMS 3u
 #define SDL_DEADLINE_US 10000u
-#define SDL_FLOOR_MS 50u
+#define SDL_FLOOR_MS 100u
 #define SDL_CAP_MS 150u
 
 Test(conf, send_deadline_does_not_stall_other_endpoints, .timeout = 180)
@@ -1599,7 +1599,8 @@ Test(conf, send_deadline_does_not_stall_other_endpoints, .timeout = 180)
 	cr_assert_eq(kvw_ep_status(pr.client), KVW_OK);
 	cr_assert_eq(kvw_ep_status(vc), KVW_OK, "a deadline must not kill the endpoint");
 	/* a loaded box has gaps of its own: 3 times the second before, within
-	 * [50, 150] ms, below the 200 ms a waiting cancel costs */
+	 * [100, 150] ms (shm: the victim's own copies leave gaps of
+	 * 40 ms), below the 200 ms a waiting cancel costs */
 	uint64_t limit = 3 * base_gap < SDL_FLOOR_MS ? SDL_FLOOR_MS : 3 * base_gap;
 	if (limit > SDL_CAP_MS)
 		limit = SDL_CAP_MS;
