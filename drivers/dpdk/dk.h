@@ -40,6 +40,8 @@
 #define DK_HELD_ALL_MAX (64u << 20)  /* ... and by all flows of the process */
 #define DK_COOKIE_BURST 8u     /* HELLOs resent at once for new cookies, per timeout */
 #define DK_AUTH 24u            /* authenticator after the header: counter (8), tag (16) */
+#define DK_OWNERS 2048u        /* per-request records a flow holds at once (dk_own) */
+#define DK_OWN_HASH 4096u      /* their index by request (power of two, > DK_OWNERS) */
 
 /* driver-private header flags (wire hdr.flags bits the core never uses) */
 #define DK_F_AESGCM 0x02u      /* with DK_F_ID: the sender can check AES-256-GCM tags */
@@ -67,6 +69,7 @@ struct dk_slot {
 			const uint8_t *src;
 			const kvw_mem *mem;
 			kvw_req *req;
+			uint32_t own;       /* dk_own index + 1 (0: none) */
 		} data;
 		struct {
 			uint8_t *buf;       /* malloc'd body / chunk */
@@ -77,6 +80,29 @@ struct dk_slot {
 struct dk_port;
 
 struct dk_drv;
+
+struct dk_flow;
+
+enum dk_own_state { DK_OWN_FREE = 0, DK_OWN_LIVE, DK_OWN_CANCEL, DK_OWN_ORPHAN };
+
+/* What a flow holds of one send request: ring slots naming it and
+ * external buffers over its pages that the PMD has not given back. The
+ * free callback of those buffers (dk_tx.c) takes its opaque from here, so
+ * a cancel waits for its own buffers only. Records are preallocated per
+ * flow (dk_flow_init, lazily mapped): the data path allocates nothing.
+ * LIVE: indexed by req (own_hash); CANCEL: cancel answered KVW_INPROGRESS,
+ * kvw_core_cancel_done follows from progress (dk_rel_cancel_poll); ORPHAN:
+ * nobody waits any more, the record goes when its last buffer comes back. */
+struct dk_own {
+	struct dk_flow *f;
+	const kvw_req *req;         /* compared, never read */
+	uint64_t seq_id;            /* CANCEL: what kvw_core_cancel_done names */
+	uint64_t cancel_end_ns;     /* CANCEL: reported done by then at the latest */
+	uint32_t slots;             /* DATA slots of the ring naming it */
+	uint32_t ext;               /* external buffers the PMD holds */
+	uint32_t next_free;         /* free list (index + 1) */
+	uint8_t state;
+};
 
 struct dk_mac;                 /* dk_auth.c: the per-frame authenticator's key and state */
 
@@ -122,6 +148,12 @@ struct dk_flow {
 	uint32_t dsack;             /* receive side: psn + 1 of a duplicate, for the next ACK */
 	uint64_t pace_ns_per_byte_x1k, pace_next_ns;
 	uint32_t outstanding_ext;   /* extbuf mbufs not yet freed by the PMD */
+	struct dk_own *own;         /* DK_OWNERS records, handed out from index 0 up */
+	uint16_t *own_hash;         /* DK_OWN_HASH: LIVE record index + 1 by request, 0 empty */
+	uint32_t own_hw, own_free;  /* records ever handed out; free list head (index + 1) */
+	uint32_t own_last;          /* index + 1 of the record queue_frags used last */
+	uint32_t n_cancel;          /* records in DK_OWN_CANCEL */
+	uint64_t bury_end_ns;       /* on dk_drv.burying: freed by then at the latest */
 	uint32_t txq_rr;
 	/* receive side */
 	uint32_t rcv_nxt;
@@ -180,6 +212,10 @@ struct dk_drv {
 	struct dk_port *ports[RTE_MAX_ETHPORTS];
 	struct dk_flow *zombies[DK_MAX_FLOWS];
 	uint32_t n_zombies;
+	/* flows of closed endpoints waiting for the PMD to give back their
+	 * external buffers (off the port: no frame reaches them) */
+	struct dk_flow *burying[DK_MAX_FLOWS];
+	uint32_t n_burying;
 };
 
 /* CLOCK_MONOTONIC read once per progress call (dpdk.c) */
@@ -209,14 +245,29 @@ void dk_tx_challenge(struct dk_port *p, const struct dk_listener *dl, const stru
 unsigned dk_tx_burst(struct dk_flow *f, struct rte_mbuf **pkts, unsigned n);
 void dk_tx_fault_due(struct dk_flow *f, uint64_t now);
 void dk_tx_drain_ext(struct dk_flow *f, uint64_t max_ns);
+/* The same for the buffers of one request record only. */
+void dk_tx_drain_own(struct dk_flow *f, struct dk_own *o, uint64_t max_ns);
+/* Frees the frames the fault injector holds (no wait). */
+void dk_tx_fault_flush(struct dk_flow *f);
 void dk_tx_cleanup(struct dk_flow *f);
+/* dpdk_cancel_ms in ns: how long a cancel or a closed flow waits for the PMD. */
+uint64_t dk_cancel_ns(const struct dk_flow *f);
 
 /* dk_rel.c */
 kvw_status dk_flow_init(struct dk_flow *f, kvw_ep *ep);
 void dk_flow_fini(struct dk_flow *f);
 kvw_status dk_rel_queue_ctrl(struct dk_flow *f, const void *frame, size_t len);
 size_t dk_rel_queue_frags(struct dk_flow *f, const kvw_frag *fr, size_t n);
-void dk_rel_cancel(struct dk_flow *f, kvw_req *req);
+/* Queued and unacked fragments of req (NULL: of every request) turn void. */
+void dk_rel_void(struct dk_flow *f, const kvw_req *req);
+/* ops->cancel (never waits inside progress): KVW_OK or KVW_INPROGRESS. */
+kvw_status dk_rel_cancel(struct dk_flow *f, kvw_req *req);
+/* From progress: answers the cancels whose buffers came back (or timed out). */
+void dk_rel_cancel_poll(struct dk_flow *f, uint64_t now);
+/* Nobody waits for the flow's cancels any more (its endpoint goes). */
+void dk_rel_cancel_forget(struct dk_flow *f);
+/* A record's slot or buffer count dropped: frees it once nothing holds it. */
+void dk_own_release(struct dk_flow *f, struct dk_own *o);
 void dk_rel_on_packet(struct dk_flow *f, struct rte_mbuf *m, const struct kvw_wire_hdr *h,
 		      uint32_t off);
 /* Client: a cookie challenge from the listener (resends the HELLO with it). */

@@ -10,6 +10,10 @@ const struct kvw_cfg_opt dk_cfg_opts[] = {
 	{"dpdk_eal", "", "EAL arguments for the dpdk driver, e.g. \"--no-huge --no-pci "
 	 "--vdev=net_memif0,...\"", KVW_CFG_STR, 0, 0, NULL,
 	 offsetof(struct kvw_cfgv, dpdk_eal), sizeof(((struct kvw_cfgv *)0)->dpdk_eal)},
+	{"dpdk_cancel_ms", "200", "how long a cancelled send (and a closed endpoint's flow) waits, "
+	 "without blocking, for the PMD to give back the buffers over its pages before it is reported "
+	 "done anyway (with a log line)", KVW_CFG_U64, 1, 60000, NULL,
+	 offsetof(struct kvw_cfgv, dpdk_cancel_ms), sizeof(((struct kvw_cfgv *)0)->dpdk_cancel_ms)},
 	{NULL},
 };
 

@@ -54,7 +54,13 @@ kvw_status dk_flow_init(struct dk_flow *f, kvw_ep *ep)
 	f->cnt = kvw_core_ep_counters(ep);
 	f->ring = dk_ring_alloc();
 	f->rbits = calloc(DK_RWIN / 64, sizeof(uint64_t));
-	if (!f->ring || !f->rbits)
+	/* request records (96 KB): mapped like the ring, so pages are touched
+	 * only as records are handed out (from index 0 up) */
+	void *own = mmap(NULL, DK_OWNERS * sizeof(*f->own), PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	f->own = own == MAP_FAILED ? NULL : own;
+	f->own_hash = calloc(DK_OWN_HASH, sizeof(*f->own_hash));
+	if (!f->ring || !f->rbits || !f->own || !f->own_hash)
 		return kvw_set_err(kvw_core_ep_ctx(ep), KVW_ERR_NOMEM, "dpdk: out of memory for a flow");
 	/* random ids and first psn: nothing an off-path host could predict */
 	f->lcid = dk_rand32(true);
@@ -108,6 +114,9 @@ void dk_flow_fini(struct dk_flow *f)
 	free(f->reasm);
 	dk_mac_free(f);
 	kvw_fault_destroy(f->fault);
+	if (f->own)
+		munmap(f->own, DK_OWNERS * sizeof(*f->own));
+	free(f->own_hash);
 }
 
 /* A frame that is not the peer's: dropped, counted, and logged with what
@@ -122,6 +131,114 @@ void dk_forged(struct dk_flow *f, const char *what)
 	snprintf(why, sizeof(why), "dpdk: dropped %s: not the peer's, forged (or left over from an "
 		 "earlier connection)", what);
 	kvw_core_bad_frame(f->ep, why);
+}
+
+/* ------------------------------------------------------- request records */
+/* Open addressing with linear probing over DK_OWN_HASH slots (at most
+ * DK_OWNERS in use: the table never fills); deletion shifts back. */
+static uint32_t dk_own_h(const kvw_req *r)
+{
+	uint64_t v = (uint64_t)(uintptr_t)r;
+	v ^= v >> 29;
+	v *= 0x9e3779b97f4a7c15ull;
+	return (uint32_t)(v >> 40) & (DK_OWN_HASH - 1);
+}
+
+static struct dk_own *dk_own_find(struct dk_flow *f, const kvw_req *req)
+{
+	for (uint32_t i = dk_own_h(req);; i = (i + 1) & (DK_OWN_HASH - 1)) {
+		uint32_t k = f->own_hash[i];
+		if (!k)
+			return NULL;
+		if (f->own[k - 1].req == req)
+			return &f->own[k - 1];
+	}
+}
+
+static void dk_own_unhash(struct dk_flow *f, struct dk_own *o)
+{
+	uint32_t idx = (uint32_t)(o - f->own) + 1, i = dk_own_h(o->req);
+
+	while (f->own_hash[i] != idx) {
+		if (!f->own_hash[i])
+			return;
+		i = (i + 1) & (DK_OWN_HASH - 1);
+	}
+	f->own_hash[i] = 0;
+	for (uint32_t j = (i + 1) & (DK_OWN_HASH - 1); f->own_hash[j]; j = (j + 1) & (DK_OWN_HASH - 1)) {
+		uint32_t h = dk_own_h(f->own[f->own_hash[j] - 1].req);
+		/* the entry at j stays unless its home lies cyclically outside (i, j] */
+		bool stays = i <= j ? (h > i && h <= j) : (h > i || h <= j);
+		if (stays)
+			continue;
+		f->own_hash[i] = f->own_hash[j];
+		f->own_hash[j] = 0;
+		i = j;
+	}
+}
+
+/* The LIVE record of req, made if there is none; NULL when all are in use
+ * (queue_frags then takes no more: the ring's acks free them). */
+static struct dk_own *dk_own_get(struct dk_flow *f, const kvw_req *req)
+{
+	struct dk_own *o;
+	uint32_t idx;
+
+	if (f->own_last && f->own[f->own_last - 1].state == DK_OWN_LIVE && f->own[f->own_last - 1].req == req)
+		return &f->own[f->own_last - 1];
+	if ((o = dk_own_find(f, req))) {
+		f->own_last = (uint32_t)(o - f->own) + 1;
+		return o;
+	}
+	if (f->own_free) {
+		idx = f->own_free;
+		f->own_free = f->own[idx - 1].next_free;
+	} else if (f->own_hw < DK_OWNERS) {
+		idx = ++f->own_hw;
+	} else {
+		return NULL;
+	}
+	o = &f->own[idx - 1];
+	*o = (struct dk_own){ .f = f, .req = req, .state = DK_OWN_LIVE };
+	uint32_t i = dk_own_h(req);
+	while (f->own_hash[i])
+		i = (i + 1) & (DK_OWN_HASH - 1);
+	f->own_hash[i] = (uint16_t)idx;
+	f->own_last = idx;
+	return o;
+}
+
+static void dk_own_free(struct dk_flow *f, struct dk_own *o)
+{
+	uint32_t idx = (uint32_t)(o - f->own) + 1;
+
+	if (o->state == DK_OWN_LIVE)
+		dk_own_unhash(f, o);
+	if (f->own_last == idx)
+		f->own_last = 0;
+	o->state = DK_OWN_FREE;
+	o->req = NULL;
+	o->next_free = f->own_free;
+	f->own_free = idx;
+}
+
+/* A CANCEL record waits for dk_rel_cancel_poll; the others go once no slot
+ * names them and the PMD holds none of their buffers. */
+void dk_own_release(struct dk_flow *f, struct dk_own *o)
+{
+	if (!o->slots && !o->ext && (o->state == DK_OWN_LIVE || o->state == DK_OWN_ORPHAN))
+		dk_own_free(f, o);
+}
+
+/* A DATA slot stops naming its record (acked or voided). */
+static void dk_slot_unown(struct dk_flow *f, struct dk_slot *s)
+{
+	if (!s->data.own)
+		return;
+	struct dk_own *o = &f->own[s->data.own - 1];
+	s->data.own = 0;
+	o->slots--;
+	dk_own_release(f, o);
 }
 
 /* ---------------------------------------------------------------- sending */
@@ -207,6 +324,10 @@ size_t dk_rel_queue_frags(struct dk_flow *f, const kvw_frag *fr, size_t n)
 		uint32_t pk = (x->bytes + mp - 1) / mp;
 		if (pk > dk_ring_free(f))
 			break;
+		struct dk_own *o = dk_own_get(f, x->req);
+		if (!o)
+			break;
+		uint32_t own = (uint32_t)(o - f->own) + 1;
 		for (uint32_t off = 0; off < x->bytes; off += mp) {
 			struct dk_slot *s = dk_slot_new(f);
 			uint32_t b = x->bytes - off < mp ? x->bytes - off : mp;
@@ -220,6 +341,8 @@ size_t dk_rel_queue_frags(struct dk_flow *f, const kvw_frag *fr, size_t n)
 			s->data.src = x->src + off;
 			s->data.mem = x->src_mem;
 			s->data.req = x->req;
+			s->data.own = own;
+			o->slots++;
 		}
 	}
 	return taken;
@@ -227,11 +350,12 @@ size_t dk_rel_queue_frags(struct dk_flow *f, const kvw_frag *fr, size_t n)
 
 /* Queued and unacked fragments of req (NULL: of every request) become
  * void fillers: their psns still go out, carrying no payload. */
-static void dk_rel_void(struct dk_flow *f, const kvw_req *req)
+void dk_rel_void(struct dk_flow *f, const kvw_req *req)
 {
 	for (uint32_t p = f->una; p != f->tail; p++) {
 		struct dk_slot *s = &f->ring[p & (DK_RING - 1)];
 		if (s->kind == DK_SLOT_DATA && (!req || s->data.req == req)) {
+			dk_slot_unown(f, s);
 			s->kind = DK_SLOT_VOID;
 			s->len = 0;
 			s->data.src = NULL;
@@ -239,12 +363,85 @@ static void dk_rel_void(struct dk_flow *f, const kvw_req *req)
 	}
 }
 
-/* Abort, sender side: req's fragments turn void, and every external buffer
- * the PMD still holds is given back (bounded wait) before we return. */
-void dk_rel_cancel(struct dk_flow *f, kvw_req *req)
+/* Abort, sender side: req's fragments turn void (no page of it is read
+ * for a frame built from now on) and the frames the fault injector holds
+ * go. External buffers over its pages that the PMD still holds (net_ring:
+ * until the receiver reads the ring) are waited for without blocking:
+ * KVW_INPROGRESS, and dk_rel_cancel_poll reports kvw_core_cancel_done once
+ * the last of them came back, or after dpdk_cancel_ms with a log line
+ * (as the bounded wait before it did). */
+kvw_status dk_rel_cancel(struct dk_flow *f, kvw_req *req)
 {
 	dk_rel_void(f, req);
-	dk_tx_drain_ext(f, 200000000ull);
+	dk_tx_fault_flush(f);
+	struct dk_own *o = dk_own_find(f, req);
+	if (!o)
+		return KVW_OK;
+	if (o->ext)
+		dk_tx_cleanup(f);
+	if (!o->ext) {
+		dk_own_release(f, o);
+		return KVW_OK;
+	}
+	if (f->ep && kvw_core_ep_ready(f->ep)) {
+		dk_own_unhash(f, o);
+		o->state = DK_OWN_CANCEL;
+		o->seq_id = kvw_core_req_seq_id(req);
+		o->cancel_end_ns = kvw_now_ns() + dk_cancel_ns(f);
+		f->n_cancel++;
+		return KVW_INPROGRESS;
+	}
+	/* The endpoint is failing or closing: the core ends the request now
+	 * whatever we answer. Called by the application (kvw_ep_close), the
+	 * bounded wait of before still runs; inside kvw_progress nothing waits. */
+	if (!kvw_core_batching(f->ctx))
+		dk_tx_drain_own(f, o, dk_cancel_ns(f));
+	if (o->ext) {
+		kvw_log(f->ctx, 2, "dpdk: ep %u: a send request ended with its endpoint while the PMD "
+			"still holds %u tx buffers over its pages", f->id, o->ext);
+		dk_own_unhash(f, o);
+		o->state = DK_OWN_ORPHAN;
+	}
+	dk_own_release(f, o);
+	return KVW_OK;
+}
+
+/* From progress, each pass while cancels wait: one non-blocking cleanup
+ * of the port's tx queues, then every cancel whose buffers all came back
+ * (or whose dpdk_cancel_ms passed) is reported. */
+void dk_rel_cancel_poll(struct dk_flow *f, uint64_t now)
+{
+	if (!f->n_cancel)
+		return;
+	dk_tx_cleanup(f);
+	for (uint32_t i = 0; i < f->own_hw && f->n_cancel; i++) {
+		struct dk_own *o = &f->own[i];
+		if (o->state != DK_OWN_CANCEL || (o->ext && now < o->cancel_end_ns))
+			continue;
+		uint64_t seq = o->seq_id;
+		if (o->ext)
+			kvw_log(f->ctx, 1, "dpdk: ep %u: cancel of sequence %llu: the PMD still holds %u tx "
+				"buffers over its pages after %llu ms (dpdk_cancel_ms); reporting it done anyway",
+				f->id, (unsigned long long)seq, o->ext,
+				(unsigned long long)(dk_cancel_ns(f) / 1000000ull));
+		f->n_cancel--;
+		o->state = DK_OWN_ORPHAN;
+		dk_own_release(f, o);
+		if (f->ep && kvw_core_ep_alive(f->ep))
+			kvw_core_cancel_done(f->ep, seq);
+	}
+}
+
+void dk_rel_cancel_forget(struct dk_flow *f)
+{
+	for (uint32_t i = 0; i < f->own_hw && f->n_cancel; i++) {
+		struct dk_own *o = &f->own[i];
+		if (o->state != DK_OWN_CANCEL)
+			continue;
+		f->n_cancel--;
+		o->state = DK_OWN_ORPHAN;
+		dk_own_release(f, o);
+	}
 }
 
 static void dk_rtt_sample(struct dk_flow *f, uint64_t rtt)
@@ -299,6 +496,8 @@ static void dk_on_cum_ack(struct dk_flow *f, uint32_t ack, uint64_t now)
 			dk_delivered(f, s);
 		if (s->kind == DK_SLOT_CTRL)
 			free(s->ctrl.buf);
+		else if (s->kind == DK_SLOT_DATA)
+			dk_slot_unown(f, s);
 		s->kind = DK_SLOT_FREE;
 	}
 	f->reo_ns -= f->reo_ns / 64; /* the learnt window fades while all goes well */
@@ -766,6 +965,7 @@ bool dk_rel_close(struct dk_flow *f, uint64_t now)
 	uint64_t ms = kvw_core_cfg(f->ctx)->peer_dead_ms;
 
 	dk_rel_void(f, NULL);
+	dk_rel_cancel_forget(f); /* the endpoint goes: nobody to report to */
 	if (f->una == f->tail)
 		return false;
 	ms = ms < 100 ? 100 : ms > 2000 ? 2000 : ms;

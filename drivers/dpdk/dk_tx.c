@@ -9,11 +9,17 @@
 #include <rte_ip.h>
 #include <rte_udp.h>
 
+/* The PMD (or whoever frees the mbuf: the receiver of a net_ring, the
+ * fault injector) is done with an external buffer over a request's pages.
+ * Runs on the thread driving the port's contexts: plain counters. */
 static void dk_ext_free(void *addr, void *opaque)
 {
-	struct dk_flow *f = opaque;
+	struct dk_own *o = opaque;
+	struct dk_flow *f = o->f;
 	(void)addr;
 	f->outstanding_ext--;
+	o->ext--;
+	dk_own_release(f, o);
 }
 
 struct dk_l2l4 {
@@ -87,19 +93,21 @@ static bool dk_append_copy(struct dk_flow *f, struct rte_mbuf *head, const uint8
 	return true;
 }
 
-static bool dk_attach_ext(struct dk_flow *f, struct rte_mbuf *head, const uint8_t *src, uint32_t len)
+static bool dk_attach_ext(struct dk_flow *f, struct dk_own *o, struct rte_mbuf *head,
+			  const uint8_t *src, uint32_t len)
 {
 	struct rte_mbuf *e = rte_pktmbuf_alloc(f->port->ext_pool);
 	if (!e)
 		return false;
 	struct rte_mbuf_ext_shared_info *sh = rte_mbuf_to_priv(e);
 	sh->free_cb = dk_ext_free;
-	sh->fcb_opaque = f;
+	sh->fcb_opaque = o;
 	rte_mbuf_ext_refcnt_set(sh, 1);
 	rte_pktmbuf_attach_extbuf(e, (void *)(uintptr_t)src, (rte_iova_t)(uintptr_t)src, (uint16_t)len, sh);
 	e->data_len = (uint16_t)len;
 	e->pkt_len = len;
 	f->outstanding_ext++;
+	o->ext++;
 	if (rte_pktmbuf_chain(head, e) != 0) {
 		rte_pktmbuf_free(e);
 		return false;
@@ -122,8 +130,8 @@ static bool dk_data_payload(struct dk_flow *f, struct dk_slot *s, struct rte_mbu
 	const struct dk_mem *dm = dk_mem_of(kvw_core_ep_drv(f->ep), s->data.mem);
 	bool ext = f->port->multiseg && dm && dm->ext && s->len <= UINT16_MAX &&
 		   s->data.src >= dm->base && s->data.src + s->len <= dm->base + dm->len;
-	if (ext)
-		return dk_attach_ext(f, m, s->data.src, s->len);
+	if (ext && s->data.own)
+		return dk_attach_ext(f, &f->own[s->data.own - 1], m, s->data.src, s->len);
 	return dk_append_copy(f, m, s->data.src, s->len);
 }
 
@@ -359,16 +367,37 @@ void dk_tx_cleanup(struct dk_flow *f)
 		rte_eth_tx_done_cleanup(f->port->port_id, q, 0);
 }
 
-/* Waits (bounded) until the PMD gave back every external buffer of f:
- * after that no device reads the sender's pages for this flow. */
-void dk_tx_drain_ext(struct dk_flow *f, uint64_t max_ns)
+void dk_tx_fault_flush(struct dk_flow *f)
 {
 	void *m;
 	if (f->fault)
 		while ((m = kvw_fault_drain(f->fault)))
 			rte_pktmbuf_free(m);
+}
+
+uint64_t dk_cancel_ns(const struct dk_flow *f)
+{
+	unsigned ms = kvw_core_cfg(f->ctx)->dpdk_cancel_ms;
+	return (uint64_t)(ms ? ms : 200) * 1000000ull;
+}
+
+/* Waits (bounded) until the PMD gave back every external buffer of f:
+ * after that no device reads the sender's pages for this flow. Never
+ * called inside kvw_progress with max_ns > 0 (context close, an
+ * application's kvw_ep_close). */
+void dk_tx_drain_ext(struct dk_flow *f, uint64_t max_ns)
+{
+	dk_tx_fault_flush(f);
 	uint64_t end = kvw_now_ns() + max_ns;
 	while (f->outstanding_ext && kvw_now_ns() < end)
-		for (uint16_t q = 0; q < f->port->nq; q++)
-			rte_eth_tx_done_cleanup(f->port->port_id, q, 0);
+		dk_tx_cleanup(f);
+}
+
+/* The same for one request's buffers (o stays valid: a record with
+ * buffers out is never freed). */
+void dk_tx_drain_own(struct dk_flow *f, struct dk_own *o, uint64_t max_ns)
+{
+	uint64_t end = kvw_now_ns() + max_ns;
+	while (o->ext && kvw_now_ns() < end)
+		dk_tx_cleanup(f);
 }

@@ -71,9 +71,36 @@ static void dk_flow_bury(struct dk_flow *f)
 	dd->zombies[dd->n_zombies++] = f;
 }
 
-/* Context going away: its closing flows get one last send, then go. */
+/* Flows of closed endpoints off the port, waiting for their external
+ * buffers: freed once the PMD gave all back or their dpdk_cancel_ms passed
+ * (then leaked, with the log line of dk_flow_bury). Never waits. */
+static void dk_burying_tick(struct dk_drv *dd, uint64_t now)
+{
+	for (uint32_t i = 0; i < dd->n_burying;) {
+		struct dk_flow *f = dd->burying[i];
+		if (f->outstanding_ext)
+			dk_tx_cleanup(f);
+		if (f->outstanding_ext && now < f->bury_end_ns) {
+			i++;
+			continue;
+		}
+		dd->burying[i] = dd->burying[--dd->n_burying];
+		dk_flow_bury(f);
+	}
+}
+
+/* Context going away: its closing flows get one last send, then go; flows
+ * still waiting for their buffers get a bounded wait (not inside progress). */
 static void dk_closing_free(struct dk_drv *dd)
 {
+	if (dd->n_burying) {
+		uint64_t end = kvw_now_ns() + dk_cancel_ns(dd->burying[0]);
+		for (uint32_t i = 0; i < dd->n_burying; i++) {
+			uint64_t now = kvw_now_ns();
+			dk_tx_drain_ext(dd->burying[i], now < end ? end - now : 0);
+		}
+		dk_burying_tick(dd, UINT64_MAX);
+	}
 	for (unsigned i = 0; i < RTE_MAX_ETHPORTS; i++) {
 		struct dk_port *p = dd->ports[i];
 		for (uint32_t j = 0; p && j < p->n_flows;) {
@@ -165,6 +192,7 @@ static void dk_progress_flows(struct dk_port *p, uint64_t now)
 			}
 			continue;
 		}
+		dk_rel_cancel_poll(f, now); /* cancels waiting for their buffers */
 		if (f->dead)
 			continue;
 		if (!f->up_reported) {
@@ -203,6 +231,8 @@ static kvw_status dk_progress(kvw_drv *d)
 			dk_rx_port(dd, p);
 		dk_progress_flows(p, dk_now_ns);
 	}
+	if (dd->n_burying)
+		dk_burying_tick(dd, dk_now_ns);
 	dk_zombies_free(dd);
 	return KVW_OK;
 }
@@ -524,7 +554,23 @@ static void dk_ep_close(kvw_ep *ep)
 	if (finish && dk_rel_close(f, dk_now_ns))
 		return;
 	f->dead = true;
-	dk_tx_drain_ext(f, 200000000ull);
+	dk_rel_void(f, NULL);
+	dk_rel_cancel_forget(f);
+	dk_tx_fault_flush(f);
+	/* the PMD may still hold buffers over the senders' pages: an
+	 * application's call waits for them (bounded) as before; inside
+	 * kvw_progress (kvw_ep_reap of a failed endpoint) nothing waits, the
+	 * flow leaves the port and progress frees it once they are back */
+	if (f->outstanding_ext && !kvw_core_batching(f->ctx))
+		dk_tx_drain_ext(f, dk_cancel_ns(f));
+	if (f->outstanding_ext && f->dd->n_burying < DK_MAX_FLOWS) {
+		dk_flow_unlink(f);
+		f->ep = NULL;
+		f->cnt = &f->cnt_closed;
+		f->bury_end_ns = dk_now_ns + dk_cancel_ns(f);
+		f->dd->burying[f->dd->n_burying++] = f;
+		return;
+	}
 	dk_flow_bury(f);
 }
 
@@ -545,12 +591,12 @@ static size_t dk_post_frags(kvw_ep *ep, const kvw_frag *fr, size_t n)
 	return dk_rel_queue_frags(f, fr, n);
 }
 
+/* Never waits inside kvw_progress: KVW_INPROGRESS while the PMD holds
+ * buffers over req's pages, then kvw_core_cancel_done (dk_rel_cancel). */
 static kvw_status dk_cancel(kvw_ep *ep, kvw_req *req)
 {
 	struct dk_flow *f = kvw_core_ep_priv(ep);
-	if (f)
-		dk_rel_cancel(f, req);
-	return KVW_OK;
+	return f ? dk_rel_cancel(f, req) : KVW_OK;
 }
 
 const struct kvw_driver_ops kvw_dpdk_ops = {

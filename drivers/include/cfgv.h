@@ -30,6 +30,7 @@ struct kvw_cfgv {
 	unsigned spin_us;
 	/* the drivers' options, declared in their folders (ops->cfg_opts) */
 	char dpdk_eal[512];     /* drivers/dpdk/dk_cfg.c */
+	unsigned dpdk_cancel_ms;
 	char rdma_dev[64];      /* drivers/rdma/rdma_cfg.c */
 	int rdma_gid;
 	unsigned rdma_qp_depth;

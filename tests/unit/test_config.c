@@ -14,7 +14,7 @@ TestSuite(config, .timeout = 20);
 static const char *const documented[] = {
 	"driver", "rails", "timeout_ms", "keepalive_ms", "peer_dead_ms", "connect_timeout_ms",
 	"abort_timeout_ms", "max_frag", "window", "secret", "stats_socket", "log_level",
-	"dpdk_eal", "rdma_dev", "rdma_gid", "rdma_qp_depth", "rdma_retry", "rdma_grant_keys", "fault",
+	"dpdk_eal", "dpdk_cancel_ms", "rdma_dev", "rdma_gid", "rdma_qp_depth", "rdma_retry", "rdma_grant_keys", "fault",
 };
 #define N_DOC (sizeof(documented) / sizeof(documented[0]))
 
