@@ -1613,6 +1613,16 @@ Test(conf, send_deadline_does_not_stall_other_endpoints, .timeout = 180)
 	static struct xseq v;
 	kvw_ep *vc = NULL, *vs = NULL;
 
+	/* where the transport itself stalls a pass longer than the limit, the
+	 * gap measures it, not a wait in kvwire's cancel */
+	if (getenv("KVW_TEST_REAL_LOSS"))
+		cr_skip_test("real loss (lossy_lo.sh): a TCP retransmission stalls the stream 200 ms+");
+	if (!strcmp(kvwt_driver()->name, "ofi"))
+		cr_skip_test("ofi: tcp;ofi_rxm moves a cancelled send's queued writes inside fi_cq_read "
+			     "(118 ms in one pass seen); ofi's cancel itself answers at once");
+	if (!strcmp(kvwt_driver()->name, "rdma"))
+		cr_skip_test("rdma: the TCG guest has gaps of its own past the limit; the same property "
+			     "is conf_proc::expired_grant_fence_does_not_stall_other_endpoints there");
 	f.p = pr;
 	cr_assert_eq(kvw_connect(ctx, kvw_listener_uri(pr.l), 10000, &vc), KVW_OK, "victim connect: %s",
 		     kvw_ctx_last_error(ctx));

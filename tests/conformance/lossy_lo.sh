@@ -27,7 +27,7 @@ table inet kvwlossy {
 	}
 }
 EOF
-KVW_TEST_DRIVER=tcp "$@"
+KVW_TEST_DRIVER=tcp KVW_TEST_REAL_LOSS=1 "$@"
 rc=$?
 echo "# nftables dropped $(nft list table inet kvwlossy | grep -o "packets [0-9]*")" 
 exit $rc' _ "$pct" "$@"
