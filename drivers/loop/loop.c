@@ -33,6 +33,7 @@
 #include "driver.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,8 @@ struct loop_ring {
 struct loop_pair {
 	_Atomic int refs;               /* the two sides; the last one frees it */
 	_Atomic bool closed[2];         /* side s sends and reads nothing more */
+	_Atomic bool nodata[2];         /* side s's pages must not be read any more */
+	_Atomic bool copying[2];        /* side s is copying from the peer's pages now */
 	struct loop_msg *orphan[2];     /* side s's unsent overflow, handed over on close */
 	char name[128];
 	struct loop_ring ring[2];
@@ -144,11 +147,23 @@ static void loop_pair_unref(struct loop_pair *p)
 	free(p);
 }
 
+/* From now on nothing is read from side s's pages: the peer checks nodata
+ * before each copy (seq_cst on both flags, so one of the two sees the
+ * other), and a copy already under way is let finish (one fragment, at
+ * most 16 MiB of memcpy: a bounded wait, never on the peer's progress). */
+static void loop_stop_data(struct loop_pair *p, int s)
+{
+	atomic_store(&p->nodata[s], true);
+	while (atomic_load(&p->copying[!s]))
+		sched_yield();
+}
+
 /* Side s stops: nothing of the ring is read or written by it any more.
  * Its unsent control frames go to the peer after the ring (the CLOSE the
  * core sent first may wait there). */
 static void loop_side_close(struct loop_pair *p, int s, struct loop_msg *unsent)
 {
+	loop_stop_data(p, s);
 	p->orphan[s] = unsent;
 	atomic_store_explicit(&p->closed[s], true, memory_order_release);
 	loop_pair_unref(p);
@@ -164,6 +179,10 @@ static struct loop_pair *loop_pair_new(const char *name)
 	atomic_init(&p->refs, 2);
 	atomic_init(&p->closed[0], false);
 	atomic_init(&p->closed[1], false);
+	for (int s = 0; s < 2; s++) {
+		atomic_init(&p->nodata[s], false);
+		atomic_init(&p->copying[s], false);
+	}
 	atomic_init(&p->ring[0].head, 0);
 	atomic_init(&p->ring[0].tail, 0);
 	atomic_init(&p->ring[1].head, 0);
@@ -476,6 +495,13 @@ static kvw_status loop_cancel(kvw_ep *ep, kvw_req *req)
 
 	if (!le || !kvw_core_req_bytes_posted(req) || loop_peer_closed(le))
 		return KVW_OK; /* nothing of it in the ring, or nobody reads the ring any more */
+	if (!kvw_core_ep_alive(ep)) {
+		/* the endpoint failed: the core ends the request now, without waiting
+		 * for cancel_done, so the peer must read none of our pages from here on
+		 * (its DATA entries still in the ring are dropped unread) */
+		loop_stop_data(le->pair, le->side);
+		return KVW_OK;
+	}
 	pos = atomic_load_explicit(&loop_tx(le)->tail, memory_order_relaxed);
 	if (atomic_load_explicit(&loop_tx(le)->head, memory_order_acquire) >= pos)
 		return KVW_OK; /* the consumer is past every fragment of it already */
@@ -560,7 +586,14 @@ static void loop_on_data(struct loop_ep *le, struct loop_ent *e, bool peer_close
 	}
 	if (kvw_core_dst(ep, &e->d, &dst) != KVW_OK)
 		return; /* refused or revoked: nothing copied */
+	atomic_store(&le->pair->copying[le->side], true);
+	if (atomic_load(&le->pair->nodata[!le->side])) { /* the sender's request ended meanwhile */
+		atomic_store(&le->pair->copying[le->side], false);
+		kvw_core_ep_counters(ep)->drops++;
+		return;
+	}
 	memcpy(dst, e->src, e->d.bytes);
+	atomic_store_explicit(&le->pair->copying[le->side], false, memory_order_release);
 	kvw_core_ep_rail_rx(ep, 0, e->d.bytes);
 	kvw_core_landed(ep, &e->d);
 }
