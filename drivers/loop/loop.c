@@ -111,6 +111,7 @@ struct loop_ep {
 	uint64_t ovf_bytes;
 	struct loop_cancel *cancels;    /* cancels waiting for the consumer */
 	uint32_t n_cancels, cap_cancels;
+	bool ovf_logged;                /* said once that the ring was full */
 };
 
 struct loop_drv {
@@ -463,6 +464,12 @@ static kvw_status loop_send_ctrl(kvw_ep *ep, const void *frame, size_t len)
 	le->ovf_tail = m;
 	le->ovf_bytes += len;
 	loop_ovf_drain(le); /* the ring takes it now unless older frames still wait */
+	if (le->ovf_head && !le->ovf_logged) {
+		le->ovf_logged = true;
+		kvw_log(kvw_core_ep_ctx(ep), 4, "endpoint %u: the loop ring to loop://%s is full: control "
+			"frames wait in order behind it (said once per endpoint)", kvw_core_ep_id(ep),
+			le->pair->name);
+	}
 	return KVW_OK;
 }
 
