@@ -28,7 +28,7 @@ run_suite() {
 bash tests/vm/run-rxe-vm.sh --setup || echo "=== Soft-RoCE VM setup failed: rdma suites will skip"
 bash tests/vm/run-rxe-pair.sh --setup || echo "=== Soft-RoCE VM pair setup failed: pair suites will skip"
 run_suite default build-ci/default ""
-UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 run_suite asan build-ci/asan "--suite unit --suite shm --suite tcp --suite bench --suite tools --suite hostile --suite dpdk-asan --suite dir" \
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 run_suite asan build-ci/asan "--suite unit --suite shm --suite tcp --suite loop --suite bench --suite tools --suite hostile --suite dpdk-asan --suite dir" \
   -Db_sanitize=address,undefined -Db_lundef=false
 CC=clang run_suite fuzz build-ci/fuzz "--suite fuzz" -Dfuzz=true
 python3 tests/summarize.py --extra-failed "$fail_build" "${logs[@]}"

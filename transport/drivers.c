@@ -11,6 +11,9 @@ extern const struct kvw_driver_ops kvw_shm_ops;
 #ifdef KVW_HAVE_DRIVER_TCP
 extern const struct kvw_driver_ops kvw_tcp_ops;
 #endif
+#ifdef KVW_HAVE_DRIVER_LOOP
+extern const struct kvw_driver_ops kvw_loop_ops;
+#endif
 #ifdef KVW_HAVE_DRIVER_RDMA
 extern const struct kvw_driver_ops kvw_rdma_ops;
 #endif
@@ -27,6 +30,9 @@ const struct kvw_driver_ops *const kvw_driver_table[] = {
 #endif
 #ifdef KVW_HAVE_DRIVER_TCP
 	&kvw_tcp_ops,
+#endif
+#ifdef KVW_HAVE_DRIVER_LOOP
+	&kvw_loop_ops,
 #endif
 #ifdef KVW_HAVE_DRIVER_RDMA
 	&kvw_rdma_ops,

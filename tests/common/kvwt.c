@@ -23,6 +23,12 @@ static void kvwt_uri_shm(char *buf, size_t len)
 		 (long)(kvwt_now_ms() % 100000));
 }
 
+/* loop: a name unique in the process (the registry is process-wide) */
+static void kvwt_uri_loop(char *buf, size_t len)
+{
+	snprintf(buf, len, "loop://kvwt-%d-%u", (int)getpid(), kvwt_uri_counter++);
+}
+
 /* rdma, dpdk: the fabric owner names the listen address through
  * KVW_TEST_LISTEN_URI, e.g. rdma://10.10.0.1:0 (port 0 = pick one). */
 static void kvwt_uri_env(char *buf, size_t len)
@@ -38,6 +44,7 @@ static const char *const kvwt_no_cfg[] = { NULL };
 static const struct kvwt_drv kvwt_drivers[] = {
 	{ "tcp", kvwt_uri_tcp, kvwt_no_cfg, true },
 	{ "shm", kvwt_uri_shm, kvwt_no_cfg, true },
+	{ "loop", kvwt_uri_loop, kvwt_no_cfg, false },
 	{ "rdma", kvwt_uri_env, kvwt_no_cfg, false },
 	{ "dpdk", kvwt_uri_env, kvwt_no_cfg, false },
 	{ "ofi", kvwt_uri_env, kvwt_no_cfg, false },
@@ -51,7 +58,7 @@ const struct kvwt_drv *kvwt_driver(void)
 	for (size_t i = 0; i < sizeof(kvwt_drivers) / sizeof(kvwt_drivers[0]); i++)
 		if (!strcmp(kvwt_drivers[i].name, name))
 			return &kvwt_drivers[i];
-	cr_assert_fail("KVW_TEST_DRIVER=%s: unknown driver (tcp, shm, rdma, dpdk, ofi)", name);
+	cr_assert_fail("KVW_TEST_DRIVER=%s: unknown driver (tcp, shm, loop, rdma, dpdk, ofi)", name);
 	return NULL;
 }
 

@@ -194,6 +194,10 @@ TestSuite(conf_raw, .timeout = 60);
  * there until it is, so peer death on ofi is covered by conf's cases only. */
 static void proc_init(void)
 {
+	if (!strcmp(kvwt_driver()->name, "loop"))
+		cr_skip_test("loop: a forked peer is another process, and a loop:// listener is "
+			     "reachable only from its own process (peer death on loop is covered by "
+			     "conf's cases)");
 	if (!strcmp(kvwt_driver()->name, "ofi"))
 		cr_skip_test("ofi: forked peers after libfabric started are not reliable yet "
 			     "(docs/drivers/ofi.md, open items)");
@@ -950,12 +954,17 @@ Test(conf_raw, secret_mismatch_refused)
 	cr_assert_eq(kvw_ep_query(c, &ci), KVW_OK);
 	cr_assert_eq(kvw_ep_query(s, &si), KVW_OK);
 	cr_assert(ci.authenticated && si.authenticated);
-	/* a raw peer that cannot prove the secret never gets READY */
-	int fd = rawp_connect(kvw_listener_uri(l));
-	cr_assert_eq(rawp_handshake(fd, srv, kvwt_driver()->name), 0,
-		     "a peer with no proof finished the handshake");
-	close(fd);
-	no_ep_accepted(&(struct raw_env){ srv, l });
+	/* a raw peer that cannot prove the secret never gets READY (drivers
+	 * with a stream socket to forge it on; elsewhere rawp_connect fails and
+	 * the check would pass without testing anything) */
+	if (kvwt_driver()->raw_stream) {
+		int fd = rawp_connect(kvw_listener_uri(l));
+		cr_assert_geq(fd, 0, "raw connect to %s", kvw_listener_uri(l));
+		cr_assert_eq(rawp_handshake(fd, srv, kvwt_driver()->name), 0,
+			     "a peer with no proof finished the handshake");
+		close(fd);
+		no_ep_accepted(&(struct raw_env){ srv, l });
+	}
 }
 
 /* -------------------------------------------------- forged descriptors */
