@@ -75,6 +75,8 @@ static json_t *cli_driver(const char *name, const json_t *rdma, const char *rdma
 		snprintf(why, sizeof(why), "not built into this library (built: %s)", kvw_drivers_built());
 	} else if (!strcmp(name, "tcp")) {
 		cli_try_listen("tcp://127.0.0.1:0", why, sizeof(why), &ok);
+	} else if (!strcmp(name, "loop")) {
+		cli_try_listen("loop://kvwire-devices-probe", why, sizeof(why), &ok);
 	} else if (!strcmp(name, "shm")) {
 		char uri[128];
 		snprintf(uri, sizeof(uri), "shm:///tmp/kvwire-devices-probe.%ld.sock", (long)getpid());
@@ -170,7 +172,7 @@ int cmd_devices(int argc, char **argv)
 	if (!cli_have_verbs() && json_array_size(devs))
 		snprintf(why, sizeof(why), "built without libibverbs: active MTU unknown");
 	json_t *drivers = json_array();
-	static const char *names[] = { "tcp", "shm", "rdma", "dpdk", "ofi" };
+	static const char *names[] = { "tcp", "shm", "rdma", "dpdk", "ofi", "loop" };
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		json_array_append_new(drivers, cli_driver(names[i], devs, why));
 	json_t *doc = json_pack("{s:{s:o,s:s,s:b},s:{s:s,s:o},s:s,s:o}",

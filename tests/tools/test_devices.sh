@@ -12,9 +12,12 @@ else
 	expect_out 'port [0-9]+ '
 fi
 expect_out '^  tcp +usable'
+if "$KVWIRE" devices --json | python3 -c 'import json,sys; sys.exit(0 if "loop" in json.load(sys.stdin)["drivers_built"].split(",") else 1)'; then
+	expect_out '^  loop +usable +listener came up on loop://'
+fi
 expect_out '^DPDK ports'
 expect_rc 0 "$KVWIRE" devices --json
-json_check 'isinstance(d["rdma"]["devices"], list) and {x["name"] for x in d["drivers"]} == {"tcp","shm","rdma","dpdk","ofi"}'
+json_check 'isinstance(d["rdma"]["devices"], list) and {x["name"] for x in d["drivers"]} == {"tcp","shm","rdma","dpdk","ofi","loop"}'
 json_check '[x for x in d["drivers"] if x["name"] == "tcp"][0]["usable"] == ("tcp" in d["drivers_built"].split(","))'
 json_check 'len(d["rdma"]["devices"]) > 0 or d["rdma"]["why"].startswith("no RDMA devices")'
 # ofi: the driver's probe lists libfabric's providers (tcp;ofi_rxm and shm
