@@ -4,7 +4,7 @@
 # same machine, and each run's kvwire figure divided by its own peer's (the
 # peer is the same binary for both builds: it absorbs the machine's drift).
 # Prints per test the median over the rounds of kvwire/peer for A and for B
-# and B/A. Usage: bench/ab-builds.sh BUILD_A BUILD_B [OUT_DIR] [ROUNDS]
+# and B/A. Usage: [ONLY="name ..."] bench/ab-builds.sh BUILD_A BUILD_B [OUT_DIR] [ROUNDS]
 set -eu
 A=$1
 B=$2
@@ -17,6 +17,11 @@ tcp-1m:compare --driver tcp -s 1M -D 2
 tcp-1m-q2:compare --driver tcp -s 1M -D 2 -q 2
 kv-shm:compare kv --driver shm --model llama3-8b --tokens 4096 -n 2
 kv-tcp:compare kv --driver tcp --model llama3-8b --tokens 4096 -n 2"
+if [ -n "${ONLY:-}" ]; then # ONLY="shm-1m tcp-1m": just those
+	tests=$(echo "$tests" | while IFS=: read -r name args; do
+		case " $ONLY " in *" $name "*) echo "$name:$args" ;; esac
+	done)
+fi
 echo "$tests" > "$OUT/tests.txt"
 {
 	echo "A: $A ($(cd "$(dirname "$A")" 2>/dev/null && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
