@@ -35,6 +35,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,9 +50,12 @@
  * list a closed producer leaves behind. */
 struct loop_msg {
 	struct loop_msg *next;
-	uint32_t len;
-	uint8_t frame[];
+	uint32_t len, rsvd;
+	uint8_t frame[];        /* 8-aligned (malloc + 16): the core reads the body after the
+				 * 24-byte header as its wire structs (UBSan: misaligned) */
 };
+_Static_assert(offsetof(struct loop_msg, frame) % 8 == 0 && sizeof(struct kvw_wire_hdr) % 8 == 0,
+	       "loop: a control frame's body must be 8-aligned");
 
 enum { LOOP_CTRL = 1, LOOP_DATA = 2 };
 

@@ -744,6 +744,8 @@ static void honest_peer_still_served(kvw_ctx *c, kvw_listener *l)
 	xseq_free(&x);
 	kvw_ep_close(a);
 	kvw_ep_close(b);
+	kvwt_pool_free(&src);
+	kvwt_pool_free(&dst);
 }
 
 struct raw_env {
@@ -965,6 +967,10 @@ Test(conf_raw, secret_mismatch_refused)
 		close(fd);
 		no_ep_accepted(&(struct raw_env){ srv, l });
 	}
+	kvw_ctx_destroy(good);
+	kvw_ctx_destroy(none);
+	kvw_ctx_destroy(bad);
+	kvw_ctx_destroy(srv);
 }
 
 /* -------------------------------------------------- forged descriptors */
@@ -1632,6 +1638,9 @@ Test(conf, send_deadline_does_not_stall_other_endpoints, .timeout = 180)
 	if (!strcmp(kvwt_driver()->name, "rdma"))
 		cr_skip_test("rdma: the TCG guest has gaps of its own past the limit; the same property "
 			     "is conf_proc::expired_grant_fence_does_not_stall_other_endpoints there");
+	if (!strcmp(kvwt_driver()->name, "shm"))
+		cr_skip_test("shm: the receiver copies up to 64 MiB in a pass (its read budget), a gap of "
+			     "its own (115 ms under ASan with faults); shm's cancel never waited");
 	f.p = pr;
 	cr_assert_eq(kvw_connect(ctx, kvw_listener_uri(pr.l), 10000, &vc), KVW_OK, "victim connect: %s",
 		     kvw_ctx_last_error(ctx));
