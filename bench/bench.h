@@ -47,6 +47,13 @@ typedef struct kvb_opts {
 	double rate;
 	bool contiguous;
 	unsigned pool_factor;
+	/* kv with a geometry per side (docs/man/kvwire-bench.1.scd): the client
+	 * (prefill, src) and the server (decode, dst) each lay out the cache
+	 * their own way; verification then goes by logical coordinate. */
+	bool geom;                  /* any --src-/--dst- option given */
+	char src_layout[24], dst_layout[24];   /* nhd (default) hnd kv-interleaved ... */
+	unsigned src_block_tokens, dst_block_tokens; /* 0 = --block-tokens */
+	unsigned src_tp, src_rank, dst_tp, dst_rank; /* tp 0/1 = all heads */
 	/* output */
 	bool json, csv, report_gbits, quiet;
 	char json_file[256];
@@ -87,6 +94,10 @@ int kvb_kv_resolve(kvb_opts *o, char *err, size_t errlen);
 uint64_t kvb_kv_bytes_per_token(const kvb_opts *o);
 uint64_t kvb_kv_block_bytes(const kvb_opts *o);
 uint32_t kvb_kv_blocks_per_seq(const kvb_opts *o);
+/* Layout names for --src-layout/--dst-layout; 0 on a known name. */
+int kvb_layout_name_ok(const char *name);
+/* Heads [h0, h1) a side holds under --*-tp N:RANK. */
+void kvb_tp_heads(unsigned heads, unsigned tp, unsigned rank, unsigned *h0, unsigned *h1);
 
 /* --------------------------------------------------------------- statistics */
 typedef struct kvb_samples {
@@ -148,6 +159,9 @@ typedef struct kvb_result {
 	uint64_t block_bytes, blocks_per_seq, runs_per_layer;
 	bool contiguous;
 	double ttll_us;             /* time to last layer, mean */
+	double frags_per_seq;       /* sender's data fragments / sequences done */
+	bool geom;
+	char src_geom[64], dst_geom[64]; /* "nhd/16 tp1:0" */
 	double rate;
 	char error[256];
 } kvb_result;

@@ -127,6 +127,16 @@ static void fill_numbers(kvb_result *r, kvb_sess *s)
 		r->contiguous = o->contiguous;
 		r->rate = o->rate;
 		r->ttll_us = mean(&s->send.ttll_us);
+		kvw_counters cn = {.size = sizeof(cn)};
+		if (s->ep && !kvw_ep_counters(s->ep, &cn) && s->send.done)
+			r->frags_per_seq = (double)cn.frags_tx / (double)s->send.done;
+		if (o->geom) {
+			r->geom = true;
+			snprintf(r->src_geom, sizeof(r->src_geom), "%s/%u tp%u:%u", o->src_layout,
+				 o->src_block_tokens, o->src_tp ? o->src_tp : 1, o->src_rank);
+			snprintf(r->dst_geom, sizeof(r->dst_geom), "%s/%u tp%u:%u", o->dst_layout,
+				 o->dst_block_tokens, o->dst_tp ? o->dst_tp : 1, o->dst_rank);
+		}
 		kvb_stats_compute(&s->send.lat_us, &r->lat);
 		r->has_lat = true;
 	}

@@ -50,6 +50,11 @@ static uint64_t page_id(const kvb_flow *f, uint32_t layer, unsigned slot, uint32
 
 void kvb_flow_fill(kvb_flow *f)
 {
+	if (f->geo) {
+		for (unsigned s = 0; s < f->n_slots; s++)
+			kvb_geo_fill(f->geo, f->base, &f->blocks[s * f->nblk], f->tokens, f->seed, s);
+		return;
+	}
 	for (uint32_t l = 0; l < f->n_layers; l++)
 		for (unsigned s = 0; s < f->n_slots; s++)
 			for (uint32_t i = 0; i < f->nblk; i++)
@@ -65,8 +70,20 @@ static void flow_fail(kvb_flow *f, const char *what, kvw_status st)
 	snprintf(f->err, sizeof(f->err), "%s: %s", what, kvw_strerror(st));
 }
 
+static uint8_t *geo_stamp(const kvb_flow *f, const kvb_slot *s, uint32_t l)
+{
+	return kvb_geo_stamp_at(f->geo, f->base, &f->blocks[s->idx * f->nblk], f->tokens, l, f->vh0);
+}
+
 static void stamp_pages(kvb_flow *f, kvb_slot *s)
 {
+	if (f->geo) {
+		for (uint32_t l = 0; kvb_has_stamp(f->geo->unit) && l < f->n_layers; l++) {
+			uint64_t st = kvb_stamp(f->seed, s->k, ((uint64_t)l << 32) | s->idx);
+			memcpy(geo_stamp(f, s, l), &st, 8);
+		}
+		return;
+	}
 	if (!kvb_has_stamp(f->block_bytes))
 		return;
 	for (uint32_t l = 0; l < f->n_layers; l++)
@@ -78,6 +95,15 @@ static void stamp_pages(kvb_flow *f, kvb_slot *s)
 
 static bool check_stamps(kvb_flow *f, kvb_slot *s)
 {
+	if (f->geo) {
+		for (uint32_t l = 0; kvb_has_stamp(f->geo->unit) && l < f->n_layers; l++) {
+			uint64_t want = kvb_stamp(f->seed, s->k, ((uint64_t)l << 32) | s->idx), got;
+			memcpy(&got, geo_stamp(f, s, l), 8);
+			if (got != want)
+				return false;
+		}
+		return true;
+	}
 	if (!kvb_has_stamp(f->block_bytes))
 		return true;
 	for (uint32_t l = 0; l < f->n_layers; l++)
@@ -100,6 +126,12 @@ static void sender_start(kvb_flow *f, kvb_slot *s, uint64_t arrival, uint64_t no
 	s->next_layer = 0;
 	s->req = NULL;
 	stamp_pages(f, s);
+	if (f->corrupt_once && f->geo) {
+		/* the first token's K of the first shared head, its last byte */
+		f->base[kvb_geo_off(&f->geo->g, &f->blocks[s->idx * f->nblk], 0, 0, 0, f->vh0) +
+			f->geo->unit - 1] ^= 0x10;
+		f->corrupt_once = false;
+	}
 	if (f->corrupt_once) {
 		uint8_t *pg = kvb_flow_page(f, 0, f->blocks[s->idx * f->nblk]);
 		pg[f->block_bytes - 1] ^= 0x10; /* past the stamp: only the hash can see it */
@@ -151,8 +183,12 @@ static int sender_layers(kvb_flow *f, kvb_slot *s, uint64_t now)
 			return 0;
 		kvw_req *req = NULL;
 		unsigned flags = l + 1 == f->n_layers ? KVW_SEND_LAST : 0;
-		kvw_status st = kvw_send_seq(f->ep, f->id_base + s->k, f->layout,
-					     &f->blocks[s->idx * f->nblk], f->nblk, l, l + 1, flags, &req);
+		kvw_seq_range rg = {.size = sizeof(rg), .t1 = f->tokens};
+		kvw_status st = f->geo ?
+			kvw_send_seq_range(f->ep, f->id_base + s->k, f->layout, &f->blocks[s->idx * f->nblk],
+					   f->nblk, &rg, l, l + 1, flags, &req) :
+			kvw_send_seq(f->ep, f->id_base + s->k, f->layout,
+				     &f->blocks[s->idx * f->nblk], f->nblk, l, l + 1, flags, &req);
 		if (st == KVW_ERR_NOMEM || st == KVW_ERR_BUSY)
 			return 0; /* pools full: retry after progress */
 		if (st < 0) {
@@ -176,8 +212,12 @@ static int receiver_grant(kvb_flow *f)
 	while (f->next_k < f->limit && !f->slot[f->next_k % f->n_slots].busy) {
 		kvb_slot *s = &f->slot[f->next_k % f->n_slots];
 		kvw_req *req;
-		kvw_status st = kvw_recv_seq(f->ep, f->id_base + f->next_k, f->layout,
-					     &f->blocks[s->idx * f->nblk], f->nblk, f->timeout_us, &req);
+		kvw_seq_range rg = {.size = sizeof(rg), .h0 = f->vh0, .h1 = f->vh1, .t1 = f->tokens};
+		kvw_status st = f->geo ?
+			kvw_recv_seq_range(f->ep, f->id_base + f->next_k, f->layout,
+					   &f->blocks[s->idx * f->nblk], f->nblk, &rg, f->timeout_us, &req) :
+			kvw_recv_seq(f->ep, f->id_base + f->next_k, f->layout,
+				     &f->blocks[s->idx * f->nblk], f->nblk, f->timeout_us, &req);
 		if (st == KVW_ERR_NOMEM || st == KVW_ERR_BUSY)
 			return 0;
 		if (st < 0) {
@@ -217,7 +257,7 @@ static void slot_done(kvb_flow *f, kvb_slot *s, kvw_status st, uint64_t now)
 		flow_fail(f, what, st);
 	} else {
 		f->done++;
-		f->bytes += (uint64_t)f->n_layers * f->nblk * f->block_bytes;
+		f->bytes += f->geo ? f->seq_bytes : (uint64_t)f->n_layers * f->nblk * f->block_bytes;
 		f->t_last = now;
 		if (f->is_send) {
 			kvb_samples_add(&f->lat_us, (double)(now - s->t_arrival) / 1e3);
@@ -272,8 +312,41 @@ void kvb_flow_cancel_rest(kvb_flow *f)
 	}
 }
 
+/* Every byte of the heads both sides hold, by logical coordinate. */
+static bool flow_verify_geo(kvb_flow *f, char *note, size_t len)
+{
+	uint8_t *scratch = malloc(f->geo->unit);
+	uint64_t bad = 0, units = 0;
+	char first[96] = "";
+
+	if (!scratch) {
+		snprintf(note, len, "no memory for the verify buffer");
+		return false;
+	}
+	for (unsigned s = 0; s < f->n_slots; s++) {
+		if (f->slot[s].last_k < 0)
+			continue;
+		bad += kvb_geo_check(f->geo, f->base, &f->blocks[s * f->nblk], f->tokens, f->seed, s,
+				     f->vh0, f->vh1, scratch, bad ? NULL : first, bad ? 0 : sizeof(first));
+		units += (uint64_t)f->n_layers * f->geo->g.n_kv * f->tokens * (f->vh1 - f->vh0);
+	}
+	free(scratch);
+	if (f->stamp_bad || bad || f->failed || (f->limit && !units)) {
+		snprintf(note, len, "%llu of %llu units (layer, kv, token, head) differ%s%s, %llu requests "
+			 "with stale stamps%s%s", (unsigned long long)bad, (unsigned long long)units,
+			 bad ? ", " : "", first, (unsigned long long)f->stamp_bad, f->failed ? "; " : "",
+			 f->failed ? f->err : "");
+		return false;
+	}
+	snprintf(note, len, "%llu units checked by coordinate, %llu requests stamp-checked",
+		 (unsigned long long)units, (unsigned long long)f->done);
+	return true;
+}
+
 bool kvb_flow_verify(kvb_flow *f, char *note, size_t len)
 {
+	if (f->geo)
+		return flow_verify_geo(f, note, len);
 	uint8_t *scratch = malloc(f->block_bytes);
 	uint64_t bad = 0, pages = 0;
 

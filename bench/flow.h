@@ -3,6 +3,7 @@
 #ifndef KVB_FLOW_H
 #define KVB_FLOW_H
 
+#include "geo.h"
 #include "run.h"
 
 enum kvb_arrival { KVB_ARR_SATURATE, KVB_ARR_BATCH, KVB_ARR_POISSON };
@@ -48,6 +49,11 @@ typedef struct kvb_flow {
 	char err[200];
 	uint64_t stamp_bad;
 	bool corrupt_once;        /* sender: flip one payload bit of the first page */
+	/* a geometry per side (NULL: pages, hashed): this side's arena, the
+	 * tokens of a sequence and the heads both sides hold (sent, checked) */
+	const kvb_geo *geo;
+	uint64_t tokens, seq_bytes;
+	uint32_t vh0, vh1;
 } kvb_flow;
 
 int kvb_flow_init(kvb_flow *f, unsigned n_slots);

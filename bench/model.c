@@ -37,6 +37,50 @@ static int kv_fail(char *err, size_t errlen, const char *fmt, ...)
 	return -1;
 }
 
+static const char *const layout_names[] = {
+	"nhd", "hnd", "kv-interleaved", "hnd-kv-interleaved", "kv-separate", "mla",
+};
+
+int kvb_layout_name_ok(const char *name)
+{
+	for (size_t i = 0; i < sizeof(layout_names) / sizeof(layout_names[0]); i++)
+		if (!strcmp(layout_names[i], name))
+			return 0;
+	return -1;
+}
+
+void kvb_tp_heads(unsigned heads, unsigned tp, unsigned rank, unsigned *h0, unsigned *h1)
+{
+	unsigned per = tp > 1 ? heads / tp : heads;
+	*h0 = tp > 1 ? rank * per : 0;
+	*h1 = *h0 + per;
+}
+
+/* The geometry options against the shape: defaults, MLA, TP splits. */
+static int kv_geom_resolve(kvb_opts *o, char *err, size_t errlen)
+{
+	const char *def = o->kv_factor == 1 ? "mla" : "nhd";
+	if (!o->src_layout[0]) strcpy(o->src_layout, def);
+	if (!o->dst_layout[0]) strcpy(o->dst_layout, def);
+	if (!o->src_block_tokens) o->src_block_tokens = o->block_tokens;
+	if (!o->dst_block_tokens) o->dst_block_tokens = o->block_tokens;
+	if ((o->kv_factor == 1) != !strcmp(o->src_layout, "mla") ||
+	    (o->kv_factor == 1) != !strcmp(o->dst_layout, "mla"))
+		return kv_fail(err, errlen, "layout mla goes with an MLA model (deepseek-v3), and an MLA "
+			       "model only with layout mla");
+	if (o->kv_factor == 1 && (o->src_tp > 1 || o->dst_tp > 1))
+		return kv_fail(err, errlen, "an MLA latent has one head: no --src-tp/--dst-tp");
+	if ((o->src_tp > 1 && o->kv_heads % o->src_tp) || (o->dst_tp > 1 && o->kv_heads % o->dst_tp))
+		return kv_fail(err, errlen, "--src-tp/--dst-tp must divide the %u KV heads", o->kv_heads);
+	unsigned s0, s1, d0, d1;
+	kvb_tp_heads(o->kv_heads, o->src_tp, o->src_rank, &s0, &s1);
+	kvb_tp_heads(o->kv_heads, o->dst_tp, o->dst_rank, &d0, &d1);
+	if (s1 <= d0 || d1 <= s0)
+		return kv_fail(err, errlen, "the sender's heads [%u, %u) and the receiver's [%u, %u) do "
+			       "not meet: pick ranks that share heads", s0, s1, d0, d1);
+	return 0;
+}
+
 int kvb_kv_resolve(kvb_opts *o, char *err, size_t errlen)
 {
 	const kvb_model *m;
@@ -65,6 +109,8 @@ int kvb_kv_resolve(kvb_opts *o, char *err, size_t errlen)
 	if (kvb_kv_block_bytes(o) > (1ull << 30))
 		return kv_fail(err, errlen, "a block of %llu bytes is too large: lower --block-tokens",
 			       (unsigned long long)kvb_kv_block_bytes(o));
+	if (o->geom && kv_geom_resolve(o, err, errlen))
+		return -1;
 	return 0;
 }
 

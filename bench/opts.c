@@ -54,6 +54,8 @@ void kvb_usage(FILE *f)
 	      "         --layers N --kv-heads N --head-dim N --dtype bf16|fp16|fp8|fp32\n"
 	      "         --tokens N (4096) --block-tokens N (16) --layer-interval USEC\n"
 	      "         --seqs N --rate REQ_PER_S --contiguous --pool-factor N (2)\n"
+	      "         --src-layout|--dst-layout nhd|hnd|kv-interleaved|hnd-kv-interleaved|kv-separate|mla\n"
+	      "         --src-block-tokens N --dst-block-tokens N --src-tp N:RANK --dst-tp N:RANK\n"
 	      "output:  --json | --out_json [--out_json_file F] | --csv  --report_gbits  --quiet\n"
 	      "limits:  --min-bw GBIT  --max-lat USEC (p99)  -> exit 2 when missed; failed verify -> exit 1\n",
 	      f);
@@ -162,6 +164,7 @@ enum {
 	O_HEADDIM, O_DTYPE, O_TOKENS, O_BLOCKTOK, O_LAYERINT, O_SEQS, O_RATE, O_CONTIG, O_POOLF,
 	O_JSON, O_OUTJSON, O_OUTJSONF, O_CSV, O_GBITS, O_MINBW, O_MAXLAT, O_FAULT, O_SECRET,
 	O_SEED, O_NOPIN, O_CORRUPT, O_REPEAT, O_TIMEOUT, O_CTL, O_QUIET, O_HELP,
+	O_SRCLAY, O_DSTLAY, O_SRCBT, O_DSTBT, O_SRCTP, O_DSTTP,
 };
 
 static const struct option long_opts[] = {
@@ -194,6 +197,12 @@ static const struct option long_opts[] = {
 	{"rate", required_argument, 0, O_RATE},
 	{"contiguous", no_argument, 0, O_CONTIG},
 	{"pool-factor", required_argument, 0, O_POOLF},
+	{"src-layout", required_argument, 0, O_SRCLAY},
+	{"dst-layout", required_argument, 0, O_DSTLAY},
+	{"src-block-tokens", required_argument, 0, O_SRCBT},
+	{"dst-block-tokens", required_argument, 0, O_DSTBT},
+	{"src-tp", required_argument, 0, O_SRCTP},
+	{"dst-tp", required_argument, 0, O_DSTTP},
 	{"json", no_argument, 0, O_JSON},
 	{"out_json", no_argument, 0, O_OUTJSON},
 	{"out_json_file", required_argument, 0, O_OUTJSONF},
@@ -249,6 +258,40 @@ static int opt_number(kvb_opts *o, int c, const char *arg, char *err, size_t err
 		if (parse_uint(arg, 65535, &u) || u == 0)
 			return fail(err, errlen, "-p %s: give a TCP port 1..65535", arg);
 		o->ctl_port = (int)u;
+		return 0;
+	}
+	return 1;
+}
+
+/* --src-/--dst- geometry options; 1 when c is none of them. */
+static int opt_geom(kvb_opts *o, int c, const char *arg, char *err, size_t errlen)
+{
+	unsigned long long u, r;
+	char *end;
+
+	switch (c) {
+	case O_SRCLAY: case O_DSTLAY:
+		if (kvb_layout_name_ok(arg))
+			return fail(err, errlen, "--%s-layout %s: use nhd, hnd, kv-interleaved, "
+				    "hnd-kv-interleaved, kv-separate or mla", c == O_SRCLAY ? "src" : "dst", arg);
+		o->geom = true;
+		return copy_str(c == O_SRCLAY ? o->src_layout : o->dst_layout, sizeof(o->src_layout), arg);
+	case O_SRCBT: case O_DSTBT:
+		if (parse_uint(arg, 1u << 16, &u) || u == 0)
+			return fail(err, errlen, "%s: give a positive number of tokens a block", arg);
+		*(c == O_SRCBT ? &o->src_block_tokens : &o->dst_block_tokens) = (unsigned)u;
+		o->geom = true;
+		return 0;
+	case O_SRCTP: case O_DSTTP:
+		errno = 0;
+		u = strtoull(arg, &end, 10);
+		r = *end == ':' ? strtoull(end + 1, &end, 10) : ~0ull;
+		if (errno || *end || u == 0 || u > 1024 || r >= u)
+			return fail(err, errlen, "--%s-tp %s: give N:RANK with RANK < N, e.g. 4:1",
+				    c == O_SRCTP ? "src" : "dst", arg);
+		if (c == O_SRCTP) o->src_tp = (unsigned)u, o->src_rank = (unsigned)r;
+		else o->dst_tp = (unsigned)u, o->dst_rank = (unsigned)r;
+		o->geom = true;
 		return 0;
 	}
 	return 1;
@@ -354,6 +397,9 @@ static int apply_opt(kvb_opts *o, int c, const char *arg, char *err, size_t errl
 	int r = opt_number(o, c, arg, err, errlen);
 	if (r <= 0)
 		return r;
+	r = opt_geom(o, c, arg, err, errlen);
+	if (r != 1)
+		return r;
 	r = opt_kv(o, c, arg, err, errlen);
 	if (r <= 0)
 		return r;
@@ -450,5 +496,7 @@ int kvb_opts_parse(int argc, char **argv, kvb_opts *o, char *err, size_t errlen)
 		return fail(err, errlen, "choose one of --json and --csv");
 	if (o->sweep && o->test == KVB_T_KV)
 		return fail(err, errlen, "-a (size sweep) applies to bw and lat, not kv");
+	if (o->geom && o->test != KVB_T_KV)
+		return fail(err, errlen, "--src-/--dst- geometry options apply to kv only");
 	return check_roles(o, err, errlen);
 }

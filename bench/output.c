@@ -46,6 +46,11 @@ static void kv_json(json_t *o, const kvb_result *r)
 	json_object_set_new(o, "block_bytes", json_integer((json_int_t)r->block_bytes));
 	json_object_set_new(o, "blocks_per_seq", json_integer((json_int_t)r->blocks_per_seq));
 	json_object_set_new(o, "runs_per_layer", json_integer((json_int_t)r->runs_per_layer));
+	json_object_set_new(o, "frags_per_seq", json_real(r->frags_per_seq));
+	if (r->geom) {
+		json_object_set_new(o, "src_geom", json_string(r->src_geom));
+		json_object_set_new(o, "dst_geom", json_string(r->dst_geom));
+	}
 	json_object_set_new(o, "seqs", json_integer(r->seqs));
 	json_object_set_new(o, "contiguous", json_boolean(r->contiguous));
 	json_object_set_new(o, "ttll_us", json_real(r->ttll_us));
@@ -147,6 +152,9 @@ static void table_kv(FILE *f, const kvb_result *r)
 	fprintf(f, " %llu runs a layer, %llu transfers, %.1f MiB moved in %.4f s\n",
 		(unsigned long long)r->runs_per_layer, (unsigned long long)r->iterations,
 		(double)r->bytes / 1048576.0, r->seconds);
+	if (r->geom)
+		fprintf(f, " geometry: %s -> %s\n", r->src_geom, r->dst_geom);
+	fprintf(f, " fragments a sequence: %.1f\n", r->frags_per_seq);
 	fprintf(f, " bandwidth: %.2f Gb/s (%.3f GB/s)   time to last layer: %.1f us\n",
 		r->gbit_per_s, r->gbyte_per_s, r->ttll_us);
 	if (r->has_lat)

@@ -32,6 +32,16 @@ json_t *kvb_params_json(const kvb_opts *o)
 		json_object_set_new(j, "contiguous", json_boolean(o->contiguous));
 		json_object_set_new(j, "rate", json_real(o->rate));
 		json_object_set_new(j, "layer_interval_us", json_integer((json_int_t)o->layer_interval_us));
+		if (o->geom) {
+			json_object_set_new(j, "src_layout", json_string(o->src_layout));
+			json_object_set_new(j, "dst_layout", json_string(o->dst_layout));
+			json_object_set_new(j, "src_block_tokens", json_integer(o->src_block_tokens));
+			json_object_set_new(j, "dst_block_tokens", json_integer(o->dst_block_tokens));
+			json_object_set_new(j, "src_tp", json_integer(o->src_tp));
+			json_object_set_new(j, "src_rank", json_integer(o->src_rank));
+			json_object_set_new(j, "dst_tp", json_integer(o->dst_tp));
+			json_object_set_new(j, "dst_rank", json_integer(o->dst_rank));
+		}
 	}
 	return j;
 }
@@ -107,6 +117,23 @@ int kvb_params_parse(const json_t *j, kvb_opts *o, char *err, size_t errlen)
 	U32("block_tokens", block_tokens, 1u << 16);
 	U32("seqs", seqs, 4096);
 	U32("pool_factor", pool_factor, 64);
+	U32("src_block_tokens", src_block_tokens, 1u << 16);
+	U32("dst_block_tokens", dst_block_tokens, 1u << 16);
+	U32("src_tp", src_tp, 1024);
+	U32("src_rank", src_rank, 1023);
+	U32("dst_tp", dst_tp, 1024);
+	U32("dst_rank", dst_rank, 1023);
+	const char *sl = json_string_value(json_object_get(j, "src_layout"));
+	const char *dl = json_string_value(json_object_get(j, "dst_layout"));
+	if (sl || dl) {
+		if (!sl || !dl || kvb_layout_name_ok(sl) || kvb_layout_name_ok(dl))
+			goto bad;
+		snprintf(o->src_layout, sizeof(o->src_layout), "%s", sl);
+		snprintf(o->dst_layout, sizeof(o->dst_layout), "%s", dl);
+		o->geom = true;
+	}
+	if ((o->src_tp && o->src_rank >= o->src_tp) || (o->dst_tp && o->dst_rank >= o->dst_tp))
+		goto bad;
 	const char *model = json_string_value(json_object_get(j, "model"));
 	if (model)
 		snprintf(o->model, sizeof(o->model), "%s", model);

@@ -31,6 +31,14 @@ static void sess_geometry(kvb_sess *s)
 		s->n_layers = o->layers;
 		s->nblk = kvb_kv_blocks_per_seq(o);
 		s->block_bytes = kvb_kv_block_bytes(o);
+		if (o->geom) {
+			/* this side's own block size and heads */
+			unsigned bt = s->is_client ? o->src_block_tokens : o->dst_block_tokens, h0, h1;
+			kvb_tp_heads(o->kv_heads, s->is_client ? o->src_tp : o->dst_tp,
+				     s->is_client ? o->src_rank : o->dst_rank, &h0, &h1);
+			s->nblk = (uint32_t)(((uint64_t)o->tokens + bt - 1) / bt);
+			s->block_bytes = (uint64_t)bt * (h1 - h0) * o->head_dim * o->kv_factor * o->dtype_bytes;
+		}
 		s->slots = o->seqs;
 		s->has_send = s->is_client;
 		s->has_recv = !s->is_client;
@@ -97,6 +105,26 @@ static void sess_blocks(kvb_sess *s)
 	free(perm);
 }
 
+/* o.geom: this side's geometry over total blocks, the arena's bytes, the shared heads. */
+static int sess_geo(kvb_sess *s, uint32_t total, uint64_t *bytes)
+{
+	const kvb_opts *o = &s->o;
+	unsigned s0, s1, d0, d1;
+
+	if (kvb_geo_make(o, s->is_client, total, &s->geo))
+		return kvb_sess_fail(s, "the %s geometry: %s", s->is_client ? "--src" : "--dst",
+				     kvw_ctx_last_error(NULL));
+	s->has_geo = true;
+	*bytes = s->geo.arena_bytes;
+	kvb_tp_heads(o->kv_heads, o->src_tp, o->src_rank, &s0, &s1);
+	kvb_tp_heads(o->kv_heads, o->dst_tp, o->dst_rank, &d0, &d1);
+	if (o->kv_factor == 1)
+		s0 = d0 = 0, s1 = d1 = 1;
+	s->vh0 = s0 > d0 ? s0 : d0;
+	s->vh1 = s1 < d1 ? s1 : d1;
+	return 0;
+}
+
 int kvb_sess_setup(kvb_sess *s, kvw_ctx *ctx, const kvb_opts *o, bool is_client)
 {
 	memset(s, 0, sizeof(*s));
@@ -111,6 +139,8 @@ int kvb_sess_setup(kvb_sess *s, kvw_ctx *ctx, const kvb_opts *o, bool is_client)
 	sess_geometry(s);
 	uint64_t total = (uint64_t)(s->has_send ? s->send_pool : 0) + (s->has_recv ? s->recv_pool : 0);
 	uint64_t bytes = total * s->n_layers * s->block_bytes;
+	if (o->geom && sess_geo(s, (uint32_t)total, &bytes))
+		return -1;
 	if (total > (1u << 30) || bytes > (64ull << 30))
 		return kvb_sess_fail(s, "the test needs %llu MiB on this side; lower --tokens, --seqs or "
 				     "--pool-factor", (unsigned long long)(bytes >> 20));
@@ -126,11 +156,12 @@ int kvb_sess_setup(kvb_sess *s, kvw_ctx *ctx, const kvb_opts *o, bool is_client)
 		.n_layers = s->n_layers, .n_blocks = (uint32_t)total, .block_bytes = s->block_bytes,
 		.block_stride = s->block_bytes, .base_offset = 0, .layer_stride = total * s->block_bytes,
 	};
-	st = kvw_layout_create(s->mem, &d, &s->layout);
+	st = s->has_geo ? kvw_layout_create_geom(s->mem, &s->geo.g, &s->layout) :
+			  kvw_layout_create(s->mem, &d, &s->layout);
 	if (st)
 		return kvb_sess_fail(s, "kvw_layout_create: %s %s", kvw_strerror(st), kvw_ctx_last_error(ctx));
 	sess_blocks(s);
-	if (s->has_recv)
+	if (s->has_recv && !s->has_geo)
 		s->runs_per_layer = kvw_layout_runs(s->layout, s->recv_blocks, s->nblk);
 	return 0;
 }
@@ -146,6 +177,14 @@ static void flow_common(kvb_sess *s, kvb_flow *f, bool cs)
 	f->n_layers = s->n_layers;
 	f->nblk = s->nblk;
 	f->id_base = cs ? KVB_BASE_CS : KVB_BASE_SC;
+	if (s->has_geo) {
+		f->geo = &s->geo;
+		f->tokens = s->o.tokens;
+		f->vh0 = s->vh0;
+		f->vh1 = s->vh1;
+		f->seq_bytes = (uint64_t)s->n_layers * s->geo.g.n_kv * f->tokens * (f->vh1 - f->vh0) *
+			       s->geo.unit;
+	}
 	f->seed = kvb_seed_dir(&s->o, cs);
 	f->timeout_us = ((uint64_t)s->o.timeout_ms + (uint64_t)(s->o.duration * 1000)) * 1000;
 	uint64_t n = kvb_default_iters(&s->o);
@@ -348,6 +387,8 @@ void kvb_sess_free(kvb_sess *s)
 	s->ep = NULL;
 	if (s->layout)
 		kvw_layout_destroy(s->layout);
+	if (s->has_geo)
+		kvb_geo_free(&s->geo);
 	if (s->mem)
 		kvw_mem_dereg(s->mem);
 	free(s->send_blocks);

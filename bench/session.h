@@ -32,6 +32,9 @@ typedef struct kvb_sess {
 	bool has_send, has_recv, pinned;
 	kvb_flow send, recv;
 	uint64_t runs_per_layer;
+	bool has_geo;                 /* o.geom: this side's arena as a geometry */
+	kvb_geo geo;
+	uint32_t vh0, vh1;            /* heads both sides hold */
 	uint64_t peer_done;           /* count from the peer's "done" (UINT64_MAX unknown) */
 	bool peer_failed;
 	bool done_sent;
