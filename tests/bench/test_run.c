@@ -146,6 +146,77 @@ Test(run, a_corrupted_byte_fails_verification, .timeout = 120)
 	json_decref(j);
 }
 
+/* A geometry per side: every unit is checked by (layer, kv, token, head)
+ * in the receiver's layout after the sender wrote it in its own. */
+#define GEO_SHAPE "kv --loopback --layers 3 --kv-heads 4 --head-dim 32 --tokens 100 --seqs 2 -n 4 --json "
+
+Test(run, kv_mismatched_geometries_verify, .timeout = 120)
+{
+	static const char *const cases[] = {
+		"--src-block-tokens 16 --dst-block-tokens 64",
+		"--src-layout nhd --dst-layout hnd",
+		"--src-layout kv-interleaved --dst-layout kv-separate --dst-block-tokens 32",
+		"--src-layout hnd-kv-interleaved --src-block-tokens 8 --dst-layout nhd --dst-tp 2:1",
+		"--src-tp 2:0 --dst-tp 4:1 --dst-layout hnd",
+	};
+	const char *drv[] = {"shm", "tcp"};
+	for (int d = 0; d < 2; d++)
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			char args[512];
+			snprintf(args, sizeof(args), GEO_SHAPE "--driver %s %s", drv[d], cases[i]);
+			json_t *j = bench_json(args, 0);
+			cr_assert(json_is_true(json_object_get(j, "verified")), "%s", args);
+			cr_assert(strstr(json_string_value(json_object_get(j, "verify_note")),
+					 "by coordinate"), "%s", args);
+			cr_assert_gt(json_real_value(json_object_get(j, "frags_per_seq")), 0, "%s", args);
+			cr_assert_not_null(json_object_get(j, "dst_geom"), "%s", args);
+			json_decref(j);
+		}
+	/* MLA: one latent */
+	json_t *j = bench_json("kv --loopback --driver shm --model deepseek-v3 --layers 2 --tokens 70 -n 2 "
+			       "--src-block-tokens 64 --json", 0);
+	cr_assert(json_is_true(json_object_get(j, "verified")));
+	json_decref(j);
+}
+
+Test(run, kv_mismatched_geometry_catches_a_corrupted_byte, .timeout = 120)
+{
+	const char *drv[] = {"shm", "tcp"};
+	for (int d = 0; d < 2; d++) {
+		char args[512];
+		snprintf(args, sizeof(args), GEO_SHAPE "--driver %s --src-layout nhd --dst-layout hnd "
+			 "--dst-block-tokens 32 --inject-corruption 2>/dev/null", drv[d]);
+		json_t *j = bench_json(args, 1);
+		cr_assert(json_is_false(json_object_get(j, "verified")));
+		const char *note = json_string_value(json_object_get(j, "verify_note"));
+		cr_assert(strstr(note, "1 of") && strstr(note, "layer 0 kv 0 token 0"), "%s", note);
+		json_decref(j);
+	}
+}
+
+Test(run, kv_geometry_bad_options_say_why, .timeout = 60)
+{
+	char *out;
+	int rc = bench(&out, "kv --loopback --driver shm --src-tp 2:0 --dst-tp 2:1 2>&1");
+	cr_assert_eq(rc, 1, "%s", out);
+	cr_assert(strstr(out, "do not meet"), "%s", out);
+	free(out);
+	rc = bench(&out, "kv --loopback --driver shm --src-layout rowmajor 2>&1");
+	cr_assert_eq(rc, 1, "%s", out);
+	cr_assert(strstr(out, "use nhd, hnd"), "%s", out);
+	free(out);
+	rc = bench(&out, "bw --loopback --driver shm --dst-block-tokens 64 2>&1");
+	cr_assert_eq(rc, 1, "%s", out);
+	cr_assert(strstr(out, "kv only"), "%s", out);
+	free(out);
+	/* the same-geometry path is untouched: no geometry in its JSON */
+	json_t *j = bench_json("kv --loopback --driver shm --layers 2 --kv-heads 1 --head-dim 64 --tokens 64 "
+			       "--json", 0);
+	cr_assert_null(json_object_get(j, "dst_geom"));
+	cr_assert(strstr(json_string_value(json_object_get(j, "verify_note")), "pages hashed"));
+	json_decref(j);
+}
+
 Test(run, bad_usage_exits_1_with_a_message, .timeout = 60)
 {
 	cr_assert_eq(bench(NULL, "bw --driver shm 2>/dev/null"), 1);
