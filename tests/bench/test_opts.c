@@ -150,3 +150,45 @@ Test(opts, sweep_sizes)
 	cr_assert_eq(s[0], 2);
 	cr_assert_eq(s[n - 1], 8ull << 20);
 }
+
+Test(opts, kv_geometry_per_side_and_its_start_message)
+{
+	kvb_opts o, back;
+	char err[256];
+	cr_assert_eq(PARSE(&o, err, "kv", "--loopback", "--driver", "tcp", "--src-layout", "kv-interleaved",
+			   "--dst-layout", "hnd", "--src-block-tokens", "16", "--dst-block-tokens", "64",
+			   "--src-tp", "2:1", "--dst-tp", "4:2"), 0, "%s", err);
+	cr_assert(o.geom);
+	cr_assert_eq(kvb_kv_resolve(&o, err, sizeof(err)), 0, "%s", err);
+	json_t *j = kvb_params_json(&o);
+	cr_assert_eq(kvb_params_parse(j, &back, err, sizeof(err)), 0, "%s", err);
+	cr_assert(back.geom);
+	cr_assert_str_eq(back.src_layout, "kv-interleaved");
+	cr_assert_str_eq(back.dst_layout, "hnd");
+	cr_assert_eq(back.src_block_tokens, 16);
+	cr_assert_eq(back.dst_block_tokens, 64);
+	cr_assert_eq(back.src_tp, 2);
+	cr_assert_eq(back.src_rank, 1);
+	cr_assert_eq(back.dst_tp, 4);
+	cr_assert_eq(back.dst_rank, 2);
+	/* a start message naming an unknown layout is refused */
+	json_object_set_new(j, "dst_layout", json_string("rowmajor"));
+	cr_assert_eq(kvb_params_parse(j, &back, err, sizeof(err)), -1);
+	json_decref(j);
+	cr_assert_eq(PARSE(&o, err, "kv", "--loopback", "--driver", "shm", "--src-tp", "4:4"), -1);
+	cr_assert(strstr(err, "RANK < N"), "%s", err);
+	cr_assert_eq(PARSE(&o, err, "kv", "--loopback", "--driver", "shm", "--dst-tp", "3:0"), 0, "%s", err);
+	cr_assert_eq(kvb_kv_resolve(&o, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "divide"), "%s", err);
+	cr_assert_eq(PARSE(&o, err, "kv", "--loopback", "--driver", "shm", "--model", "deepseek-v3",
+			   "--src-layout", "nhd"), 0, "%s", err);
+	cr_assert_eq(kvb_kv_resolve(&o, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "mla"), "%s", err);
+	/* no geometry option: the page run, no geometry in the start message */
+	cr_assert_eq(PARSE(&o, err, "kv", "--loopback", "--driver", "shm"), 0, "%s", err);
+	cr_assert(!o.geom);
+	cr_assert_eq(kvb_kv_resolve(&o, err, sizeof(err)), 0, "%s", err);
+	j = kvb_params_json(&o);
+	cr_assert_null(json_object_get(j, "src_layout"));
+	json_decref(j);
+}
