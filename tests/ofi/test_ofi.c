@@ -107,3 +107,122 @@ Test(ofi, fence_between_two_domains, .timeout = 120)
 	kvw_ctx_destroy(sc);
 	kvw_ctx_destroy(rc);
 }
+
+/*
+ * Many small writes, the shape of nixl#1862 (a notification count that
+ * stalled under thousands of small batched writes): three sequences at
+ * once between two domains, each 16 layers x 1,024 blocks of 256 B,
+ * 1,000 B and 4 KiB (a 64-byte hole after every block, so no two blocks
+ * merge into one write: 49,152 writes), the blocks shuffled differently on
+ * each side, sent a layer per call. Every receiver count must reach its
+ * total before the sequences' deadline (a lost completion in the count
+ * ends as TIMEDOUT, not a hang); then every byte is checked, the holes too.
+ */
+#define SL 16u
+#define SN 1024u
+#define SGAP 64u
+#define SDEADLINE_US 60000000ull
+static const uint64_t small_bb[] = {256, 1000, 4096};
+#define NS (sizeof(small_bb) / sizeof(small_bb[0]))
+
+static bool recs_done(void *arg)
+{
+	struct kvwt_rec *r = arg;
+	for (size_t i = 0; i < NS; i++)
+		if (r[i].status == KVW_INPROGRESS)
+			return false;
+	return true;
+}
+
+static void small_check(const struct kvwt_pool *d, const uint32_t *dblk, const uint32_t *sblk,
+			uint64_t stag, const uint8_t *dfill)
+{
+	for (uint32_t l = 0; l < SL; l++)
+		for (uint32_t i = 0; i < SN; i++) {
+			const uint8_t *pg = kvwt_page(d, l, dblk[i]);
+			cr_assert(kvwt_check(pg, d->bb, kvwt_seed(stag, l, sblk[i])),
+				  "%llu-byte blocks: layer %u block %u differs", (unsigned long long)d->bb,
+				  l, dblk[i]);
+			uint64_t off = (uint64_t)(pg - d->base) + d->bb;
+			cr_assert(memcmp(d->base + off, dfill + off, SGAP) == 0,
+				  "%llu-byte blocks: the hole after layer %u block %u was written",
+				  (unsigned long long)d->bb, l, dblk[i]);
+		}
+}
+
+Test(ofi, many_small_writes, .timeout = 240)
+{
+	kvw_ctx *rc = kvwt_ctx(NULL), *sc = kvwt_ctx(NULL);
+	kvw_listener *l;
+	kvw_ep *cl = NULL, *sv = NULL;
+	char uri[256];
+	static struct kvwt_pool src[NS], dst[NS];
+	static uint32_t sblk[NS][SN], dblk[NS][SN];
+	static struct kvwt_rec srec[NS], rrec[NS];
+	kvw_req *rreq[NS] = {0}, *sreq[NS] = {0};
+	pthread_t th;
+
+	kvwt_listen_uri(uri, sizeof(uri));
+	cr_assert_eq(kvw_listen(rc, uri, &l), KVW_OK, "%s", kvw_ctx_last_error(rc));
+	cr_assert_eq(kvwt_connect2(sc, kvw_listener_uri(l), l, 10000, &cl, &sv), KVW_OK,
+		     "%s", kvw_ctx_last_error(sc));
+	for (size_t s = 0; s < NS; s++) {
+		kvwt_pool_make(sc, &src[s], SL, SN, small_bb[s], small_bb[s] + SGAP);
+		kvwt_pool_make(rc, &dst[s], SL, SN, small_bb[s], small_bb[s] + SGAP);
+		kvwt_pool_fill(&src[s], 100 + s);
+		kvwt_pool_fill(&dst[s], 200 + s);
+		kvwt_pick_blocks(sblk[s], SN, SN, 300 + s);
+		kvwt_pick_blocks(dblk[s], SN, SN, 400 + s);
+		kvwt_rec_init(&srec[s]);
+		kvwt_rec_init(&rrec[s]);
+		cr_assert_eq(kvw_recv_seq(sv, 50 + s, dst[s].lay, dblk[s], SN, SDEADLINE_US, &rreq[s]),
+			     KVW_OK, "%s", kvw_ctx_last_error(rc));
+		kvw_req_set_user_data(rreq[s], &rrec[s]);
+	}
+	/* a layer per call, the three sequences interleaved */
+	for (uint32_t ly = 0; ly < SL; ly++)
+		for (size_t s = 0; s < NS; s++) {
+			cr_assert_geq(kvw_send_seq(cl, 50 + s, src[s].lay, sblk[s], SN, ly, ly + 1, 0,
+						   &sreq[s]), 0, "%s", kvw_ctx_last_error(sc));
+			kvw_req_set_user_data(sreq[s], &srec[s]);
+		}
+	atomic_store(&stop, false);
+	uint64_t t0 = kvwt_now_ms();
+	cr_assert_eq(pthread_create(&th, NULL, sender_loop, sc), 0);
+	bool done = kvwt_drive1(rc, (int)(SDEADLINE_US / 1000) + 10000, recs_done, rrec);
+	uint64_t took = kvwt_now_ms() - t0;
+	atomic_store(&stop, true);
+	pthread_join(th, NULL);
+	cr_assert(done, "the receiver never finished (no deadline event either)");
+	for (size_t s = 0; s < NS; s++) {
+		kvw_req_info in = {.size = sizeof(in)};
+		cr_assert_eq(kvw_req_query(rreq[s], &in), KVW_OK);
+		cr_assert_eq(rrec[s].status, KVW_OK,
+			     "%llu-byte blocks: %s after %llu ms, %llu of %llu bytes landed: the count stalled",
+			     (unsigned long long)small_bb[s], kvw_strerror(rrec[s].status),
+			     (unsigned long long)took, (unsigned long long)in.bytes,
+			     (unsigned long long)(small_bb[s] * SL * SN));
+	}
+	cr_assert(kvwt_drive1(sc, 10000, recs_done, srec), "a sender never finished");
+	for (size_t s = 0; s < NS; s++) {
+		cr_assert_eq(srec[s].status, KVW_OK, "sender: %s", kvw_strerror(srec[s].status));
+		size_t len = dst[s].layer_stride * SL;
+		uint8_t *fill = malloc(len);
+		cr_assert_not_null(fill);
+		kvwt_fill(fill, len, kvwt_seed(200 + s, 0xffffffffu, 0));
+		small_check(&dst[s], dblk[s], sblk[s], 100 + s, fill);
+		free(fill);
+		kvw_req_free(sreq[s]);
+		kvw_req_free(rreq[s]);
+	}
+	cr_log_info("49,152 writes of 256 B..4 KiB in %llu ms", (unsigned long long)took);
+	kvw_ep_close(cl);
+	kvw_ep_close(sv);
+	kvw_listener_close(l);
+	for (size_t s = 0; s < NS; s++) {
+		kvwt_pool_free(&src[s]);
+		kvwt_pool_free(&dst[s]);
+	}
+	kvw_ctx_destroy(sc);
+	kvw_ctx_destroy(rc);
+}
