@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -179,10 +180,11 @@ class Engine:
         if role in ("prefill", "decode"):
             from kvwire.connectors.vllm import (CacheConfig, KVConnectorRole, KVTransferConfig,
                                                 KVWireConnector, VllmConfig)
+            extra = {"kv_layout": cfg.kv_layout, **(kv_config or {})}
             ktc = KVTransferConfig(kv_connector="KVWireConnector",
                                    kv_role="kv_producer" if role == "prefill" else "kv_consumer",
                                    engine_id=engine_id or f"{role}-{os.getpid()}",
-                                   kv_connector_extra_config=dict(kv_config or {}))
+                                   kv_connector_extra_config=extra)
             vc = VllmConfig(ktc, CacheConfig(cfg.block_size))
             self.work_conn = KVWireConnector(vc, KVConnectorRole.WORKER)
             self.sched_conn = KVWireConnector(vc, KVConnectorRole.SCHEDULER)
@@ -190,8 +192,8 @@ class Engine:
                 self.layer_names, num_blocks, cfg.kv_heads, cfg.head_dim, cfg.torch_dtype)
             self.work_conn.register_kv_caches(self.kv_caches)
         else:
-            self.kv_caches = {n: torch.zeros(2, num_blocks, cfg.block_size, cfg.kv_heads,
-                                             cfg.head_dim, dtype=cfg.torch_dtype)
+            self.kv_caches = {n: torch.zeros(self.model.cache_shape(num_blocks),
+                                             dtype=cfg.torch_dtype)
                               for n in self.layer_names}
         self.caches = [self.kv_caches[n] for n in self.layer_names]
 
@@ -475,7 +477,9 @@ class Server:
                     self._reply(200, {"role": e.role, "engine_id": e.work_conn.engine_id
                                       if e.work_conn else None,
                                       "kv_uri": e.work_conn.uri if e.work_conn else None,
-                                      "blocks_used": e.pool.used, "peers_ready": outer.peers})
+                                      "blocks_used": e.pool.used, "peers_ready": outer.peers,
+                                      "block_size": e.cfg.block_size,
+                                      "kv_layout": e.cfg.kv_layout})
                 else:
                     self._reply(404, {"error": "no such path"})
 
@@ -544,6 +548,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--engine-id")
     ap.add_argument("--model", default="tiny", choices=sorted(PRESETS))
     ap.add_argument("--num-blocks", type=int, default=512)
+    ap.add_argument("--block-size", type=int, help="tokens per KV block (default: the model's, 16); "
+                    "prefill and decode may differ")
+    ap.add_argument("--kv-layout", choices=["NHD", "HND"], default="NHD",
+                    help="KV cache layout: NHD [2, blocks, block_size, kv_heads, head_size] "
+                    "(vLLM FlashAttention) or HND [2, blocks, kv_heads, block_size, head_size]")
     ap.add_argument("--whole-cache", action="store_true",
                     help="send the whole cache after prefill (wait_for_save) instead of per layer")
     ap.add_argument("--max-batched-tokens", type=int, help="chunked prefill budget per step")
@@ -556,11 +565,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     a = ap.parse_args(argv)
     kv = {"listen": a.kv_listen, "layerwise": not a.whole_cache, "kvwire": json.loads(a.kvwire),
           "transfer_timeout_s": a.transfer_timeout, "staging": a.staging}
-    eng = Engine(PRESETS[a.model], a.role, a.num_blocks, kv, a.engine_id, a.max_batched_tokens,
+    cfg = dataclasses.replace(PRESETS[a.model], kv_layout=a.kv_layout,
+                              block_size=a.block_size or PRESETS[a.model].block_size)
+    eng = Engine(cfg, a.role, a.num_blocks, kv, a.engine_id, a.max_batched_tokens,
                  a.layer_delay, block_shuffle=os.getpid() if a.role == "decode" else None,
                  corrupt_after_load=a.corrupt_after_load)
     srv = Server(eng, a.http)
-    print("READY " + json.dumps({"http": srv.port, "role": a.role,
+    print("READY " + json.dumps({"http": srv.port, "role": a.role, "block_size": cfg.block_size,
+                                 "kv_layout": cfg.kv_layout,
                                  "engine_id": eng.work_conn.engine_id if eng.work_conn else None,
                                  "kv_uri": eng.work_conn.uri if eng.work_conn else None}),
           flush=True)

@@ -2,7 +2,11 @@
 """A small Llama-architecture transformer in torch (CPU): RMSNorm, rotary
 position embeddings, grouped-query attention, SwiGLU MLP, weights drawn from
 a fixed seed, and a paged KV cache in vLLM's per-layer layout
-[2, num_blocks, block_size, num_kv_heads, head_size] (K = [0], V = [1]).
+[2, num_blocks, block_size, num_kv_heads, head_size] (K = [0], V = [1]) --
+or, with kv_layout "HND", head-major [2, num_blocks, num_kv_heads,
+block_size, head_size] as NIXL's engines lay it out. The block size and the
+layout change where a K/V value lives, never the arithmetic: an engine of
+any block size and layout computes the same logits bit for bit.
 
 The model runs layer by layer (`layer()`), one request at a time inside a
 layer, so an engine can interleave the connector's per-layer calls
@@ -57,6 +61,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     rms_eps: float = 1e-5
     block_size: int = 16
+    kv_layout: str = "NHD"     # "NHD": [2, nb, bs, Hk, D] (vLLM FlashAttention); "HND": [2, nb, Hk, bs, D]
     seed: int = 1234
     dtype: str = "float32"
 
@@ -125,8 +130,8 @@ class TinyLlama:
               block_table: list[int]) -> torch.Tensor:
         """One decoder layer for one request: h [T, E] holds positions
         [start, start+T); their K/V go into kv_cache (this layer's
-        [2, nb, bs, Hk, D]) through block_table; attention reads positions
-        [0, start+T) back from the cache."""
+        [2, nb, bs, Hk, D], or [2, nb, Hk, bs, D] for HND) through block_table;
+        attention reads positions [0, start+T) back from the cache."""
         cfg, p = self.cfg, self.layers[li]
         T = h.shape[0]
         H, Hk, D, bs = cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.block_size
@@ -137,12 +142,18 @@ class TinyLlama:
         v = (x @ p["wv"]).view(T, Hk, D)
         bt = torch.tensor(block_table, dtype=torch.long)
         blk, off = bt[pos // bs], pos % bs
-        kv_cache[0, blk, off] = k
-        kv_cache[1, blk, off] = v
         S = start + T
         nblk = (S + bs - 1) // bs
-        K = kv_cache[0, bt[:nblk]].reshape(nblk * bs, Hk, D)[:S]
-        V = kv_cache[1, bt[:nblk]].reshape(nblk * bs, Hk, D)[:S]
+        if cfg.kv_layout == "HND":      # a block holds each head's bs tokens in a row
+            kv_cache[0, blk, :, off] = k
+            kv_cache[1, blk, :, off] = v
+            K = kv_cache[0, bt[:nblk]].transpose(1, 2).reshape(nblk * bs, Hk, D)[:S]
+            V = kv_cache[1, bt[:nblk]].transpose(1, 2).reshape(nblk * bs, Hk, D)[:S]
+        else:
+            kv_cache[0, blk, off] = k
+            kv_cache[1, blk, off] = v
+            K = kv_cache[0, bt[:nblk]].reshape(nblk * bs, Hk, D)[:S]
+            V = kv_cache[1, bt[:nblk]].reshape(nblk * bs, Hk, D)[:S]
         rep = H // Hk
         K = K.repeat_interleave(rep, dim=1).transpose(0, 1)      # [H, S, D]
         V = V.repeat_interleave(rep, dim=1).transpose(0, 1)
@@ -156,6 +167,11 @@ class TinyLlama:
         x = p["mlp_norm"](h)
         m = torch.nn.functional.silu(x @ p["w_gate"]) * (x @ p["w_up"])
         return h + m @ p["w_down"]
+
+    def cache_shape(self, num_blocks: int) -> tuple[int, ...]:
+        c = self.cfg
+        return (2, num_blocks, c.block_size, c.kv_heads, c.head_dim) if c.kv_layout == "NHD" \
+            else (2, num_blocks, c.kv_heads, c.block_size, c.head_dim)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.norm(h[-1:]) @ self.lm_head          # the last position only

@@ -111,7 +111,10 @@ class Proxy:
                 "request_id": f"{rid}-d", "prompt_token_ids": prompt, "max_tokens": max_tokens,
                 "kv_transfer_params": {"do_remote_prefill": True, "transfer_id": rid,
                                        "remote_engine_id": pinfo["engine_id"],
-                                       "remote_uri": pinfo["kv_uri"]}})
+                                       "remote_uri": pinfo["kv_uri"],
+                                       # the prefill's geometry, as its health page says
+                                       "remote_block_size": pinfo.get("block_size"),
+                                       "remote_kv_layout": pinfo.get("kv_layout")}})
             th.join(60)
             pre = out.get("prefill", {"error": {"status": "PROXY", "message": "no answer"}})
         return {"request_id": rid, "token_ids": dec.get("token_ids"), "error": dec.get("error"),

@@ -254,6 +254,49 @@ class Group:
     layout: kvwire.Layout
     buffers: list[int]          # indices into BufferSet.buffers, in layout-layer order
     staged: bool = False
+    # the buffers of each layer of the layout: one each for a page layout; the
+    # K and V halves together for a geometry layout (one model layer, n_kv 2)
+    layers: list[list[int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            self.layers = [[b] for b in self.buffers]
+
+
+@dataclass(frozen=True)
+class GeomSpec:
+    """What a BufferSet needs to describe each transfer unit as a kvwire
+    Geometry (Layout.from_geometry) instead of a page layout: the unit's
+    buffers are its K/V regions (n_kv of them: "nhd"/"hnd" 2, "mla" 1), each
+    block_tokens tokens x heads x head_dim x elem_bytes a page. Transfers
+    then move token ranges, and the peer may use another block size and
+    head order (the library joins the two geometries)."""
+    kind: str                   # "nhd" | "hnd" | "mla"
+    block_tokens: int
+    head_dim: int
+    num_heads: int = 1
+    elem_bytes: int = 2
+    heads: tuple[int, int] | None = None
+
+    @property
+    def n_kv(self) -> int:
+        return 1 if self.kind == "mla" else 2
+
+    def page_bytes(self) -> int:
+        h = (self.heads[1] - self.heads[0]) if self.heads else self.num_heads
+        return self.block_tokens * h * self.head_dim * self.elem_bytes
+
+    def geometry(self, n_blocks: int, kv_offsets: Sequence[int]) -> kvwire.Geometry:
+        return kvwire.Geometry(self.kind, n_layers=1, n_blocks=n_blocks,
+                               block_tokens=self.block_tokens, head_dim=self.head_dim,
+                               num_heads=self.num_heads, elem_bytes=self.elem_bytes,
+                               heads=self.heads, kv_offsets=list(kv_offsets))
+
+    def describe(self) -> dict:
+        """What the other side may check before a transfer (kv_transfer_params)."""
+        return {"kv_layout": self.kind.upper(), "block_size": self.block_tokens,
+                "head_size": self.head_dim, "num_kv_heads": self.num_heads,
+                "elem_bytes": self.elem_bytes}
 
 
 class BufferSet:
@@ -262,12 +305,16 @@ class BufferSet:
     units: lists of buffer indices, the same on both sides of a transfer
     (default: one unit per buffer). staging: "never" | "auto" | "always"; auto
     stages CUDA buffers and, on the sending side of the shm driver, memory
-    kvwire did not allocate."""
+    kvwire did not allocate. geom: each unit is one layer of a kvwire Geometry
+    (its buffers the unit's K/V regions, see GeomSpec) instead of a page layout
+    with a layer per buffer."""
 
     def __init__(self, ctx: kvwire.Context, buffers: Sequence[Buffer], *, sending: bool,
                  driver: str, staging: str = "auto", staging_items: int | None = None,
-                 known: Iterable[kvwire.Memory] = (), units: Sequence[Sequence[int]] | None = None):
+                 known: Iterable[kvwire.Memory] = (), units: Sequence[Sequence[int]] | None = None,
+                 geom: GeomSpec | None = None):
         self.ctx = ctx
+        self.geom = geom
         self.buffers = list(buffers)
         if not self.buffers:
             raise kvwire.InvalidError("no KV buffers to register", status=_abi.KVW_ERR_INVALID)
@@ -282,6 +329,8 @@ class BufferSet:
         if len(self.units) > 1 << (62 - GROUP_SHIFT):
             raise kvwire.InvalidError(f"{len(self.units)} transfer units: at most "
                                       f"{1 << (62 - GROUP_SHIFT)}", status=_abi.KVW_ERR_INVALID)
+        if geom is not None:
+            self._check_geom(geom)
         cuda = any(b.tensor is not None and getattr(b.tensor, "is_cuda", False)
                    for b in self.buffers)
         known = list(known)
@@ -301,8 +350,14 @@ class BufferSet:
             self.stager = Stager(ctx, self.buffers, staging_items or self.n_items, cuda)
             sl = self.stager.layout
             for u in self.units:
+                offs = [sl.layer_offset(b) for b in u]
+                if geom is not None:    # staging pages keep the source's in-block order
+                    lay = kvwire.Layout.from_geometry(self.stager.mem,
+                                                      geom.geometry(sl.n_blocks, offs))
+                    self.groups.append(Group(self.stager.mem, lay, u, True, [list(u)]))
+                    continue
                 lay = kvwire.Layout(self.stager.mem, len(u), sl.n_blocks, self.item_bytes,
-                                    layer_offsets=[sl.layer_offset(b) for b in u])
+                                    layer_offsets=offs)
                 self.groups.append(Group(self.stager.mem, lay, u, True))
         else:
             self.stager = None
@@ -340,15 +395,38 @@ class BufferSet:
                     f"buffers {u} of one transfer unit lie in different memory or have different "
                     f"page strides: give each its own unit", status=_abi.KVW_ERR_INVALID)
             m = regs[0]
-            lay = kvwire.Layout(m, len(u), self.n_items, self.item_bytes, strides.pop(),
-                                layer_offsets=[self.buffers[i].addr - m.addr for i in u])
+            stride = strides.pop()
+            offs = [self.buffers[i].addr - m.addr for i in u]
+            if self.geom is not None:
+                if stride != self.item_bytes:
+                    raise kvwire.InvalidError(
+                        f"buffers {u}: blocks {stride} bytes apart but {self.item_bytes} long; a "
+                        f"geometry needs packed blocks (pass contiguous K/V tensors)",
+                        status=_abi.KVW_ERR_INVALID)
+                lay = kvwire.Layout.from_geometry(m, self.geom.geometry(self.n_items, offs))
+                self.groups.append(Group(m, lay, u, layers=[list(u)]))
+                continue
+            lay = kvwire.Layout(m, len(u), self.n_items, self.item_bytes, stride,
+                                layer_offsets=offs)
             self.groups.append(Group(m, lay, u))
+
+    def _check_geom(self, geom: GeomSpec) -> None:
+        if any(len(u) != geom.n_kv for u in self.units):
+            raise kvwire.InvalidError(
+                f"a {geom.kind} geometry takes {geom.n_kv} buffer(s) per transfer unit (K and V "
+                f"regions); units are {self.units}", status=_abi.KVW_ERR_INVALID)
+        if geom.page_bytes() != self.item_bytes:
+            raise kvwire.InvalidError(
+                f"KV pages of {self.item_bytes} bytes, but the geometry {geom} makes "
+                f"{geom.page_bytes()}: block size, heads, head size or dtype disagree with the "
+                f"registered caches", status=_abi.KVW_ERR_INVALID)
 
     def where(self, buf: int) -> tuple[int, int]:
         """(unit index, layer index inside the unit's layout) of buffer `buf`."""
         for g, grp in enumerate(self.groups):
-            if buf in grp.buffers:
-                return g, grp.buffers.index(buf)
+            for j, bufs in enumerate(grp.layers):
+                if buf in bufs:
+                    return g, j
         raise KeyError(buf)
 
     def close(self) -> None:

@@ -41,7 +41,22 @@ kv_transfer_params["layerwise"] overrides it), staging ("auto", "always",
 "never"), load ("async": vLLM's WAITING_FOR_REMOTE_KVS; "layerwise": the
 step that loads waits per layer in wait_for_layer_load), transfer_timeout_s
 (deadline of each transfer, default 30), kvwire (dict of kvwire config
-options, e.g. {"dpdk_eal": "...", "rails": 2}).
+options, e.g. {"dpdk_eal": "...", "rails": 2}), kv_layout ("NHD": vLLM's
+FlashAttention [2, num_blocks, block_size, num_kv_heads, head_size], the
+default, or $VLLM_KV_CACHE_LAYOUT; "HND": [2, num_blocks, num_kv_heads,
+block_size, head_size], head-major as NIXL's), geometry (true, the default:
+each layer is described by a kvwire Geometry and a request moves as the
+token range [0, prompt tokens), so the prefill and the decode may use
+different block sizes and head orders -- the library maps every token and
+head; false: the page layouts of before, both sides then need the same
+block size and layout).
+
+Heterogeneous engines: the prefill puts its block size and layout in the
+kv_transfer_params it returns (remote_block_size, remote_kv_layout) and the
+decode names its own in the "pull" message; each grant and send carries the
+tokens it covers. A decode whose geometry is off (geometry false on one side
+with another block size or layout) fails the request with a sentence before
+granting anything.
 """
 from __future__ import annotations
 
@@ -49,6 +64,7 @@ import functools
 import json
 import logging
 import math
+import os
 import select
 import threading
 import time
@@ -59,8 +75,8 @@ from typing import Any, Optional
 import kvwire
 from kvwire import _abi
 
-from ._agent import (Agent, Buffer, BufferSet, Peer, Transfer, block_ids_of, group_seq, refuse,
-                     seq_of)
+from ._agent import (Agent, Buffer, BufferSet, GeomSpec, Peer, Transfer, block_ids_of, group_seq,
+                     refuse, seq_of)
 from ._vllm_base import (CacheConfig, KVTransferConfig, RequestStatus,  # noqa: F401 (re-export)
                          VllmConfig)
 
@@ -89,6 +105,9 @@ class RecvSpec:
     remote_uri: str
     num_tokens: int
     layerwise: bool = False
+    remote_block_size: Optional[int] = None     # the prefill's, from kv_transfer_params
+    remote_kv_layout: Optional[str] = None
+    remote_geometry: Optional[bool] = None
 
 
 @dataclass
@@ -154,6 +173,14 @@ class KVWireConnector(KVConnectorBase_V1):
         self.engine_id = str(getattr(ktc, "engine_id", None) or extra.get("engine_id") or
                              uuid.uuid4().hex[:12])
         self.block_size = int(vllm_config.cache_config.block_size)
+        self.kv_layout = str(extra.get("kv_layout") or os.environ.get("VLLM_KV_CACHE_LAYOUT")
+                             or "NHD").upper()
+        if self.kv_layout not in ("NHD", "HND"):
+            raise kvwire.InvalidError(
+                f"kv_layout {self.kv_layout!r}: kvwire's vLLM connector knows NHD ([2, num_blocks, "
+                f"block_size, num_kv_heads, head_size]) and HND ([2, num_blocks, num_kv_heads, "
+                f"block_size, head_size])", status=_abi.KVW_ERR_INVALID)
+        self.use_geometry = bool(extra.get("geometry", True))
         self.kv_role = getattr(ktc, "kv_role", "kv_both")
         self.layerwise = bool(extra.get("layerwise", True))
         self.load_mode = str(extra.get("load", "async"))
@@ -219,7 +246,8 @@ class KVWireConnector(KVConnectorBase_V1):
     def alloc_kv_caches(self, layer_names: list[str], num_blocks: int, num_kv_heads: int,
                         head_size: int, dtype: Any) -> dict[str, Any]:
         """CPU KV caches in vLLM's per-layer layout [2, num_blocks, block_size,
-        num_kv_heads, head_size], allocated by kvwire in one region (zero copy on
+        num_kv_heads, head_size] (kv_layout "HND": [2, num_blocks, num_kv_heads,
+        block_size, head_size]), allocated by kvwire in one region (zero copy on
         every driver, shm included). Pass the result to register_kv_caches()."""
         return self._work().alloc_kv_caches(layer_names, num_blocks, num_kv_heads, head_size, dtype)
 
@@ -319,7 +347,9 @@ class _SchedulerSide:
                     status=_abi.KVW_ERR_INVALID)
             self._recv[rid] = RecvSpec(rid, str(p.get("transfer_id") or p.get("remote_request_id")
                                                 or rid), ids, p.get("remote_engine_id"), uri,
-                                       _prompt_len(request), self.c.load_mode == "layerwise")
+                                       _prompt_len(request), self.c.load_mode == "layerwise",
+                                       p.get("remote_block_size"), p.get("remote_kv_layout"),
+                                       p.get("remote_kv_geometry"))
             p["do_remote_prefill"] = False   # as NixlConnector: load once
             self._loading.add(rid)
         elif p.get("do_remote_decode"):
@@ -386,6 +416,10 @@ class _SchedulerSide:
                 "remote_host": host, "remote_port": port, "remote_block_ids": ids,
                 "remote_request_id": rid, "transfer_id": str(p.get("transfer_id") or rid),
                 "num_tokens": n, "first_token_ids": out,
+                # what a decode with another geometry checks (NixlConnector's handshake
+                # carries the same: block size and KV cache layout)
+                "remote_block_size": self.c.block_size, "remote_kv_layout": self.c.kv_layout,
+                "remote_kv_geometry": self.c.use_geometry,
             }
         if rid in self._loading:
             self._loading.discard(rid)
@@ -516,21 +550,25 @@ class _WorkerSide:
         mem = self.agent.ctx.alloc(per * len(names))
         self._known.append(mem)
         out = {}
+        bs = self.c.block_size
+        shape = (2, num_blocks, bs, heads, head_size) if self.c.kv_layout == "NHD" else \
+            (2, num_blocks, heads, bs, head_size)
         for i, n in enumerate(names):
-            out[n] = mem.torch(dtype, (2, num_blocks, self.c.block_size, heads, head_size),
-                               offset=i * per)
+            out[n] = mem.torch(dtype, shape, offset=i * per)
             out[n].zero_()
         return out
 
     def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
         self.layer_names = list(kv_caches)
         bufs = []
+        geom = None
         for name, t in kv_caches.items():
             if t.dim() != 5 or t.shape[0] != 2:
                 raise kvwire.InvalidError(
                     f"KV cache {name}: shape {tuple(t.shape)}; kvwire expects vLLM's per-layer "
                     f"layout [2, num_blocks, block_size, num_kv_heads, head_size]",
                     status=_abi.KVW_ERR_INVALID)
+            geom = geom or self._geom_of(name, t)
             es = t.element_size()
             for kv in (0, 1):
                 half = t[kv]
@@ -542,10 +580,44 @@ class _WorkerSide:
         sending = self.c.kv_role in ("kv_producer", "kv_both")
         self.kv = BufferSet(self.agent.ctx, bufs, sending=sending, driver=self.driver,
                             staging=self.staging, known=self._known,
-                            units=[[2 * i, 2 * i + 1] for i in range(len(self.layer_names))])
+                            units=[[2 * i, 2 * i + 1] for i in range(len(self.layer_names))],
+                            geom=geom if self.c.use_geometry else None)
         if self.kv.staged:
             log.info("kvwire: KV caches staged through host memory (%s)",
                      "CUDA" if self.kv.stager.cuda else "shm sending foreign memory / forced")
+
+    def _geom_of(self, name: str, t: Any) -> GeomSpec:
+        """The kvwire geometry of one layer's [2, ...] cache tensor (NHD or HND)."""
+        c = self.c
+        bs, heads = (t.shape[2], t.shape[3]) if c.kv_layout == "NHD" else (t.shape[3], t.shape[2])
+        if bs != c.block_size:
+            raise kvwire.InvalidError(
+                f"KV cache {name}: shape {tuple(t.shape)} read as {c.kv_layout} has blocks of {bs} "
+                f"tokens but cache_config.block_size is {c.block_size}: set kv_layout "
+                f"(kv_connector_extra_config) to the layout the tensors have",
+                status=_abi.KVW_ERR_INVALID)
+        return GeomSpec(c.kv_layout.lower(), int(bs), int(t.shape[4]), int(heads),
+                        int(t.element_size()))
+
+    def _geometry_refusal(self, spec: RecvSpec) -> Optional[kvwire.KvwireError]:
+        """A sentence when the two engines cannot meet: one of them moves pages
+        (geometry false) and their block sizes or layouts differ."""
+        c = self.c
+        mine = (c.block_size, c.kv_layout)
+        theirs = (spec.remote_block_size or c.block_size, spec.remote_kv_layout or c.kv_layout)
+        pages = not c.use_geometry or spec.remote_geometry is False
+        if pages and mine != theirs:
+            return kvwire.InvalidError(
+                f"request {spec.req_id}: the prefill engine has blocks of {theirs[0]} tokens "
+                f"({theirs[1]}) and this decode engine {mine[0]} ({mine[1]}), but "
+                f"{'this engine' if not c.use_geometry else 'the prefill'} moves whole pages "
+                f"(kv_connector_extra_config geometry false): set geometry true on both, or the "
+                f"same block size and kv_layout", status=_abi.KVW_ERR_INVALID)
+        return None
+
+    def _tokens(self, n: int) -> Optional[tuple[int, int]]:
+        """The token range a grant or send covers (geometry layouts only)."""
+        return (0, int(n)) if self.kv is not None and self.kv.geom is not None else None
 
     # ---- messages
     def _on_message(self, peer: Peer, msg: dict) -> None:
@@ -559,12 +631,15 @@ class _WorkerSide:
         if msg.get("type") != "pull":
             return
         seq = int(msg["seq"])
+        n = int(msg.get("n", 1))
+        if msg.get("tokens") and self.kv is not None and self.kv.geom is not None:
+            n = max(1, math.ceil(int(msg["tokens"][1]) / self.c.block_size))  # in our blocks
         if seq in self._canceled:
-            self._refuse(peer, seq, int(msg.get("n", 1)))
+            self._refuse(peer, seq, n)
             self._canceled.discard(seq)
             return
         self._pulls[seq] = peer
-        self._pull_n[seq] = int(msg.get("n", 1))
+        self._pull_n[seq] = n
         for s in self.sends.values():
             if s.t.seq == seq and s.t.peer is None:
                 s.t.peer = peer
@@ -578,6 +653,10 @@ class _WorkerSide:
             r = _Recv(t, spec)
             self.recvs[rid] = r
             self.stats[rid] = {"t_start_load": time.monotonic()}
+            t.error = self._geometry_refusal(spec)
+            if t.error is not None:
+                r.posted = True                 # fails in get_finished, nothing granted
+                continue
             try:
                 t.peer = self.agent.connect(spec.remote_uri, spec.remote_engine_id)
             except kvwire.KvwireError as e:     # nobody there: the load fails, reported next
@@ -599,9 +678,10 @@ class _WorkerSide:
             t.staging_first = first
             blocks = list(range(first, first + len(t.blocks)))
         try:
+            tokens = self._tokens(r.spec.num_tokens)
             for g, grp in enumerate(kv.groups):
                 t.reqs[g] = p.ep.recv(group_seq(t.seq, g), grp.layout, blocks,
-                                      self.c.transfer_timeout_s)
+                                      self.c.transfer_timeout_s, tokens=tokens)
             r.aux_slot = self._aux_free.pop() if self._aux_free else None
             if r.aux_slot is None:
                 raise kvwire.NoMemError(f"all {AUX_SLOTS} aux pages in use",
@@ -613,7 +693,9 @@ class _WorkerSide:
             t.abort()
         r.posted = True
         p.send_msg({"type": "pull", "seq": t.seq, "transfer_id": r.spec.transfer_id,
-                    "engine_id": self.c.engine_id, "n": len(blocks)})
+                    "engine_id": self.c.engine_id, "n": len(blocks),
+                    "tokens": [0, r.spec.num_tokens], "block_size": self.c.block_size,
+                    "kv_layout": self.c.kv_layout, "geometry": kv.geom is not None})
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         layerwise = [r for r in self.recvs.values() if r.spec.layerwise and not r.aborted]
@@ -705,28 +787,32 @@ class _WorkerSide:
             t.abort()
             return
         ep = t.peer.ep
+        tokens = self._tokens(s.spec.num_tokens)
         try:
             for g, grp in enumerate(kv.groups):
                 blocks = t.blocks if not kv.staged else \
                     list(range(t.staging_first, t.staging_first + len(t.blocks)))
+                lays = grp.layers        # the buffers of each layer of the group's layout
                 pos = 0
-                while pos < len(grp.buffers):
-                    b = grp.buffers[pos]
-                    if s.sent[b]:
+                while pos < len(lays):
+                    if all(s.sent[b] for b in lays[pos]):
                         pos += 1
                         continue
-                    if not s.ready[b]:
+                    if not all(s.ready[b] for b in lays[pos]):
                         break
-                    end = pos       # a run of ready buffers goes in one call
-                    while end < len(grp.buffers) and s.ready[grp.buffers[end]] and \
-                            not s.sent[grp.buffers[end]]:
+                    end = pos       # a run of ready layers goes in one call
+                    while end < len(lays) and all(s.ready[b] for b in lays[end]) and \
+                            not any(s.sent[b] for b in lays[end]):
                         end += 1
+                    first = g not in t.reqs
                     req = ep.send(group_seq(t.seq, g), grp.layout, blocks, pos, end,
-                                  last=end == len(grp.buffers),
-                                  timeout=self.c.transfer_timeout_s if g not in t.reqs else None)
+                                  last=end == len(lays),
+                                  timeout=self.c.transfer_timeout_s if first else None,
+                                  tokens=tokens if first else None)
                     t.reqs[g] = req
                     for k in range(pos, end):
-                        s.sent[grp.buffers[k]] = True
+                        for b in lays[k]:
+                            s.sent[b] = True
                     pos = end
             if s.first_tokens is not None and t.aux_req is None and self._aux_free:
                 s.aux_slot = self._aux_free.pop()
@@ -878,10 +964,10 @@ class _WorkerSide:
         for g, req in t.reqs.items():
             grp = kv.groups[g]
             for pos in req.layers_done:
-                b = grp.buffers[pos]
-                if b not in r.copied:
-                    r.copies.append(kv.stager.copy_in(b, t.blocks, t.staging_first))
-                    r.copied.add(b)
+                for b in grp.layers[pos]:
+                    if b not in r.copied:
+                        r.copies.append(kv.stager.copy_in(b, t.blocks, t.staging_first))
+                        r.copied.add(b)
 
     def _release_send(self, s: _Send) -> None:
         s.t.free()
