@@ -6,6 +6,7 @@ the layer-wise load mode, and requests finished or aborted before their
 transfer ends -- blocks freed only when nothing can land in them."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -25,12 +26,12 @@ CFG = PRESETS["tiny"]
 BS = CFG.block_size
 
 
-def engines(tmp_path, driver="shm", pre_kv=None, dec_kv=None, **kw):
+def engines(tmp_path, driver="shm", pre_kv=None, dec_kv=None, dec_cfg=None, **kw):
     listen = f"shm://{tmp_path}/p.sock" if driver == "shm" else "tcp://127.0.0.1:0"
     pre = Engine(CFG, "prefill", num_blocks=128, engine_id="P",
                  kv_config={"listen": listen, "transfer_timeout_s": 10, **(pre_kv or {})},
                  max_batched_tokens=kw.get("chunk"), layer_delay=kw.get("layer_delay", 0.0))
-    dec = Engine(CFG, "decode", num_blocks=128, engine_id="D", block_shuffle=5,
+    dec = Engine(dec_cfg or CFG, "decode", num_blocks=128, engine_id="D", block_shuffle=5,
                  kv_config={"listen": "none", "transfer_timeout_s": 10, **(dec_kv or {})})
     return pre, dec
 
@@ -282,6 +283,71 @@ def test_staging_path_on_cpu_tensors(tmp_path, driver):
     pre.close(); dec.close()
 
 
+# prefill NHD blocks of 16 (vLLM FlashAttention); the decode head-major (NIXL's
+# HND) with blocks of 32 or 64. Prompt lengths: inside one decode block,
+# mid-block on both sides, and 40 decode blocks (> a 32-block table page).
+MIXED = [("HND", 32, [3, 77, 1250]), ("HND", 64, [50, 130])]
+
+
+@pytest.mark.parametrize("driver", ["shm", "tcp"])
+@pytest.mark.parametrize("layout,bs,lengths", MIXED, ids=lambda x: str(x))
+def test_decode_with_another_block_size_and_head_order(tmp_path, driver, layout, bs, lengths):
+    """Each side's cache is a kvwire Geometry; a request moves as tokens [0, n):
+    the decode's tokens and final logits equal one process's, bit for bit."""
+    dcfg = dataclasses.replace(CFG, block_size=bs, kv_layout=layout)
+    pre, dec = engines(tmp_path, driver, dec_cfg=dcfg)
+    assert tuple(dec.kv_caches[dec.layer_names[0]].shape[2:4]) == (CFG.kv_heads, bs)
+    reqs = []
+    for i, n in enumerate(lengths):
+        p = prompt_tokens(40 + i, n, CFG.vocab)
+        rp, rd = pair_requests(p, 4, f"m{i}", pre)
+        pre.add_request(rp)
+        dec.add_request(rd)
+        reqs.append((p, rp, rd))
+    pump(pre, dec)
+    for p, rp, rd in reqs:
+        ref = reference(p, 4)
+        assert rd.error is None, rd.error
+        assert rd.output_token_ids == ref.output_token_ids, len(p)
+        assert torch.equal(rd.last_logits, ref.last_logits), len(p)
+        params = rp.out_params
+        assert (params["remote_block_size"], params["remote_kv_layout"]) == (16, "NHD")
+    assert pre.pool.used == 0 and dec.pool.used == 0
+    pre.close(); dec.close()
+
+
+def test_mixed_geometry_through_staging(tmp_path):
+    """staging='always' on both sides (the CUDA path, on CPU tensors): the staging
+    pages keep each side's own block size and head order."""
+    dcfg = dataclasses.replace(CFG, block_size=32, kv_layout="HND")
+    pre, dec = engines(tmp_path, "tcp", pre_kv={"staging": "always"},
+                       dec_kv={"staging": "always"}, dec_cfg=dcfg)
+    p = prompt_tokens(9, 77, CFG.vocab)
+    rp, rd = pair_requests(p, 4, "mstg", pre)
+    pre.add_request(rp)
+    dec.add_request(rd)
+    pump(pre, dec)
+    ref = reference(p, 4)
+    assert rd.error is None and rd.output_token_ids == ref.output_token_ids
+    assert torch.equal(rd.last_logits, ref.last_logits)
+    pre.close(); dec.close()
+
+
+def test_page_mode_with_another_block_size_fails_with_a_sentence(tmp_path):
+    """geometry false (whole pages, as before) cannot meet another block size: the
+    decode fails the request before granting anything, saying what to set."""
+    dcfg = dataclasses.replace(CFG, block_size=32, kv_layout="HND")
+    pre, dec = engines(tmp_path, "shm", dec_cfg=dcfg, dec_kv={"geometry": False})
+    p = prompt_tokens(3, 40, CFG.vocab)
+    rp, rd = pair_requests(p, 4, "pg", pre)
+    rd.kv_transfer_params.update(remote_block_size=16, remote_kv_layout="NHD")
+    dec.add_request(rd)
+    pump(dec, until=lambda: rd.error is not None, timeout=10)
+    assert "geometry" in rd.error["message"] and "block" in rd.error["message"]
+    assert dec.pool.used == 0
+    pre.close(); dec.close()
+
+
 def test_shm_sending_from_foreign_tensors_stages(tmp_path):
     """The shm driver sends only kvw_mem_alloc memory: torch-allocated caches are
     staged automatically (and say so), tcp would send them directly."""
@@ -297,7 +363,9 @@ def test_shm_sending_from_foreign_tensors_stages(tmp_path):
     c.register_kv_caches(caches)
     kv = c._work().kv
     assert not kv.staged and len(kv.groups) == 2      # a unit per layer: its K and V
-    assert all(g.layout.n_layers == 2 for g in kv.groups)
+    # one geometry layer per unit: its K and V regions (kvw_layout_create_geom)
+    assert all(g.layout.n_layers == 1 and g.layers == [g.buffers] and g.layout.geometry is not None
+               for g in kv.groups)
     assert len({g.mem.addr for g in kv.groups}) == 2  # one registered torch storage each
     c.shutdown()
     with pytest.raises(kvwire.InvalidError, match="per-layer"):
@@ -324,7 +392,8 @@ def test_layerwise_load_waits_per_layer(tmp_path):
         w = wc._work()
         li = dec.layer_names.index(name)
         for r in w.recvs.values():
-            calls.append((li, r.t.reqs[li].layers_done == {0, 1}))   # unit li: its K and V
+            q = r.t.reqs[li]         # unit li: its K and V (one geometry layer)
+            calls.append((li, q.layers_done == set(range(q.n_layers))))
     wc.wait_for_layer_load = spy
     dec.add_request(rd)
     bg = Background(pre)
