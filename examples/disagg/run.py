@@ -3,12 +3,16 @@
 
     python3 examples/disagg/run.py                 # the default driver (dpdk over memif, else shm)
     python3 examples/disagg/run.py --driver tcp --prompts 5,37,600 --max-tokens 12
+    python3 examples/disagg/run.py --decode-block-size 16 --decode-kv-layout NHD   # same geometry
 
 It starts a prefill engine and a decode engine (two processes, engine.py,
 each with the kvwire vLLM connector) and the proxy (proxy.py), sends each
 prompt prefill -> decode, and compares the decode engine's tokens and final
 logits with one process that ran prefill and decode itself (bit for bit).
-Then the TTFT split: the same long prompt with the KV streamed layer by layer
+The two engines lay their KV caches out differently (by default the prefill
+vLLM's NHD with blocks of 16 tokens, the decode head-major HND with blocks of
+32): kvwire moves each token's heads to where the decode's geometry keeps them.
+Then the TTFT split (both engines NHD, blocks of 16): the same long prompt with the KV streamed layer by layer
 from save_kv_layer, and with the whole cache sent after the prefill.
 Prints the tokens, whether they match, and the TTFT split; exits 1 on any
 mismatch.
@@ -63,8 +67,9 @@ from proxy import Proxy, get as _get  # noqa: E402
 def proxy_get(url: str, path: str = "/health") -> dict:
     return _get(url, path)
 
-DEFAULT_PROMPTS = [5, 37, 64, 600]     # within a block, mid-block, whole blocks, > a block-table page
-BLOCK_TABLE_PAGE = 32                  # blocks per page of a block table (600 tokens need 38)
+DEFAULT_PROMPTS = [5, 37, 64, 600, 1100]  # within a block, mid-block, whole blocks, > a block-table
+BLOCK_TABLE_PAGE = 32                  # page (600 tokens: 38 prefill blocks; 1100: 35 decode blocks of 32)
+DECODE_GEOMETRY = (32, "HND")          # the decode engine's default block size and layout
 
 
 # ------------------------------------------------------------------ engines
@@ -74,7 +79,8 @@ class Cluster:
     def __init__(self, driver: str, model: str = "tiny", n_prefill: int = 1,
                  transfer_timeout: float = 30.0, layer_delay: float = 0.0,
                  num_blocks: int = 512, extra_args: Optional[list[str]] = None,
-                 decode_args: Optional[list[str]] = None):
+                 decode_args: Optional[list[str]] = None,
+                 decode_geometry: Optional[tuple[int, str]] = None):
         self.driver = driver
         self.tmp = tempfile.mkdtemp(prefix="kvwire-disagg-")
         self.procs: list[subprocess.Popen] = []
@@ -109,9 +115,12 @@ class Cluster:
             self.prefills.append(self._start(
                 ["--role", "prefill", "--kv-listen", listen, "--kvwire", json.dumps(kvw),
                  "--engine-id", f"prefill{i}", "--layer-delay", str(layer_delay), *common]))
+        geo = []
+        if decode_geometry:     # (block size, "NHD" | "HND"): the decode's own KV geometry
+            geo = ["--block-size", str(decode_geometry[0]), "--kv-layout", decode_geometry[1]]
         self.decode = self._start(["--role", "decode", "--kv-listen", "none", "--kvwire",
                                    json.dumps(dec_kvwire), "--engine-id", "decode0", *common,
-                                   *(decode_args or [])])
+                                   *geo, *(decode_args or [])])
         try:
             self.proxy = Proxy([p["url"] for p in self.prefills], [self.decode["url"]])
         except Exception as e:
@@ -234,6 +243,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--prompts", default=",".join(map(str, DEFAULT_PROMPTS)),
                     help="prompt lengths, comma separated")
     ap.add_argument("--max-tokens", type=int, default=8)
+    ap.add_argument("--decode-block-size", type=int, default=DECODE_GEOMETRY[0],
+                    help="the decode engine's tokens per KV block (the prefill's: 16)")
+    ap.add_argument("--decode-kv-layout", choices=["NHD", "HND"], default=DECODE_GEOMETRY[1],
+                    help="the decode engine's KV layout (the prefill's: NHD)")
     ap.add_argument("--ttft-model", default="ttft", choices=sorted(PRESETS))
     ap.add_argument("--ttft-tokens", type=int, default=512)
     ap.add_argument("--ttft-rounds", type=int, default=3)
@@ -248,16 +261,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     out: dict[str, Any] = {"driver": driver, "model": a.model, "results": []}
     ok = True
 
-    def start(model: str) -> Cluster:
+    dgeo = (a.decode_block_size, a.decode_kv_layout)
+
+    def start(model: str, geo: Optional[tuple[int, str]] = None) -> Cluster:
         nonlocal driver
         try:
-            return Cluster(driver, model)
+            return Cluster(driver, model, decode_geometry=geo)
         except RuntimeError as e:
             if driver == "dpdk" and "did not connect" in str(e):
                 # a memif link that never came up (DPDK 22.11, now and then): once more
                 print(f"kvwire: {e}; starting the engines once more", file=sys.stderr)
                 try:
-                    return Cluster(driver, model)
+                    return Cluster(driver, model, decode_geometry=geo)
                 except RuntimeError as e2:
                     e = e2
             if driver != "dpdk" or a.driver:
@@ -265,12 +280,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"kvwire: the dpdk driver could not run here ({str(e)[:300]}); falling back "
                   f"to the shm driver", file=sys.stderr)
             driver = out["driver"] = "shm"
-            return Cluster(driver, model)
+            return Cluster(driver, model, decode_geometry=geo)
 
     cfg = PRESETS[a.model]
     print(f"model {a.model}: {cfg.layers} layers, hidden {cfg.hidden}, {cfg.heads} heads / "
-          f"{cfg.kv_heads} KV heads x {cfg.head_dim}, block {cfg.block_size} tokens; driver {driver}")
-    with start(a.model) as cl:
+          f"{cfg.kv_heads} KV heads x {cfg.head_dim}; KV cache: prefill NHD blocks of "
+          f"{cfg.block_size} tokens, decode {dgeo[1]} blocks of {dgeo[0]}; driver {driver}")
+    out["decode_geometry"] = {"block_size": dgeo[0], "kv_layout": dgeo[1]}
+    with start(a.model, dgeo) as cl:
         cl.proxy.mode = a.mode
         for i, n in enumerate(lengths):
             prompt = prompt_tokens(100 + i, n, cfg.vocab)
@@ -278,12 +295,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             res = cl.proxy.complete(prompt, a.max_tokens)
             c = compare(res, ref_t, ref_l)
             ok &= c["match"]
-            nblk = (n + cfg.block_size - 1) // cfg.block_size
             note = []
-            if n % cfg.block_size:
+            if n % cfg.block_size or n % dgeo[0]:
                 note.append("ends mid-block")
-            if nblk > BLOCK_TABLE_PAGE:
-                note.append(f"{nblk} blocks > a {BLOCK_TABLE_PAGE}-block table page")
+            for side, bs in (("prefill", cfg.block_size), ("decode", dgeo[0])):
+                nblk = (n + bs - 1) // bs
+                if nblk > BLOCK_TABLE_PAGE:
+                    note.append(f"{nblk} {side} blocks > a {BLOCK_TABLE_PAGE}-block table page")
             print(f"prompt {n:5d} tokens{' (' + ', '.join(note) + ')' if note else ''}: "
                   f"decode {res.get('token_ids')}  reference {ref_t}  "
                   f"{'MATCH (tokens and final logits bit for bit)' if c['match'] else 'MISMATCH: ' + c['why']}")

@@ -2,7 +2,9 @@
 """The disaggregated model run (examples/disagg): a prefill engine process and
 a decode engine process with the kvwire vLLM connector, routed by the proxy.
 The decode engine's tokens and final logits must equal, bit for bit, those of
-one process that ran prefill and decode itself."""
+one process that ran prefill and decode itself -- on shm, tcp and dpdk with
+a decode engine whose KV cache has another block size and head order than
+the prefill's (NHD blocks of 16 -> HND blocks of 32)."""
 from __future__ import annotations
 
 import os
@@ -25,8 +27,10 @@ from model import PRESETS  # noqa: E402
 MODEL = "tiny"
 CFG = PRESETS[MODEL]
 MAX_TOKENS = 6
-# within one block; mid-block; whole blocks; 38 blocks (> a 32-block table page), mid-block
-LENGTHS = [5, 37, 64, 600]
+# within one block; mid-block; whole blocks; 38 prefill blocks (> a 32-block table
+# page), mid-block; 35 decode blocks of 32 (> a page on the decode side too), mid-block
+LENGTHS = [5, 37, 64, 600, 1100]
+DECODE_GEOMETRY = (32, "HND")   # the prefill: NHD, blocks of 16
 _refs: dict = {}
 
 
@@ -58,10 +62,12 @@ def test_decode_equals_one_process_for_several_prompts(driver):
         why = dpdk_reason()
         if why:
             pytest.skip(why)
+    # rdma runs in the VM at the prefill's own geometry (its one short prompt)
+    geo = None if driver == "rdma" else DECODE_GEOMETRY
     try:
         for attempt in range(2 if driver == "dpdk" else 1):
             try:
-                cl = disagg.Cluster(driver, MODEL)
+                cl = disagg.Cluster(driver, MODEL, decode_geometry=geo)
                 break
             except RuntimeError as e:   # a memif link that never came up: once more
                 if attempt or "did not connect" not in str(e):
@@ -74,6 +80,8 @@ def test_decode_equals_one_process_for_several_prompts(driver):
     # of 3 blocks, the last one partial
     lengths = [37] if driver == "rdma" else LENGTHS
     with cl:
+        h = disagg.proxy_get(cl.decode["url"])
+        assert (h["block_size"], h["kv_layout"]) == (geo or (CFG.block_size, "NHD")), h
         for i, n in enumerate(lengths):
             prompt = ref(n, 100 + i)[0]
             res = cl.proxy.complete(prompt, MAX_TOKENS)
