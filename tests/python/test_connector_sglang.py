@@ -20,9 +20,10 @@ class Pool:
     """SGLang's MHATokenToKVPool shape: k_buffer/v_buffer per layer, plus a
     metadata (aux) buffer of output ids per request slot."""
 
-    def __init__(self, fill: float | None):
-        self.k = [torch.zeros(PAGES * PAGE, HEADS, DIM) for _ in range(L)]
-        self.v = [torch.zeros(PAGES * PAGE, HEADS, DIM) for _ in range(L)]
+    def __init__(self, fill: float | None, page: int = PAGE):
+        self.page_size = page
+        self.k = [torch.zeros(PAGES * page, HEADS, DIM) for _ in range(L)]
+        self.v = [torch.zeros(PAGES * page, HEADS, DIM) for _ in range(L)]
         self.aux = torch.zeros(8, 16, dtype=torch.int32)
         if fill is not None:
             for i, t in enumerate(self.k + self.v):
@@ -31,14 +32,20 @@ class Pool:
 
     def args(self) -> sg.KVArgs:
         bufs = self.k + self.v
+        item = self.page_size * HEADS * DIM * 4
         return sg.KVArgs(engine_rank=0, kv_data_ptrs=[t.data_ptr() for t in bufs],
-                         kv_data_lens=[t.numel() * 4 for t in bufs], kv_item_lens=[ITEM] * len(bufs),
+                         kv_data_lens=[t.numel() * 4 for t in bufs], kv_item_lens=[item] * len(bufs),
                          aux_data_ptrs=[self.aux.data_ptr()], aux_data_lens=[self.aux.numel() * 4],
-                         aux_item_lens=[16 * 4], page_size=PAGE, kv_head_num=HEADS)
+                         aux_item_lens=[16 * 4], page_size=self.page_size, kv_head_num=HEADS)
 
     def page(self, buf: int, p: int):
         t = (self.k + self.v)[buf]
-        return t[p * PAGE:(p + 1) * PAGE]
+        return t[p * self.page_size:(p + 1) * self.page_size]
+
+    def token(self, buf: int, pages: list[int], t: int):
+        """Token t of a request whose page table is `pages`."""
+        p, i = pages[t // self.page_size], t % self.page_size
+        return (self.k + self.v)[buf][p * self.page_size + i]
 
 
 @pytest.fixture
@@ -48,8 +55,8 @@ def boot():
     b.close()
 
 
-def managers(boot, tmp_path, driver="tcp", timeout=10.0):
-    src, dst = Pool(0.5), Pool(None)
+def managers(boot, tmp_path, driver="tcp", timeout=10.0, dst_page=PAGE):
+    src, dst = Pool(0.5), Pool(None, dst_page)
     listen = f"shm://{tmp_path}/sg.sock" if driver == "shm" else "tcp://127.0.0.1:0"
     pm = sg.KVManager(src.args(), sg.DisaggregationMode.PREFILL,
                       sg.ServerArgs(bootstrap_port=boot.port, kvwire_listen=listen,
@@ -102,6 +109,31 @@ def test_chunked_send_lands_every_page_and_the_aux(boot, tmp_path, driver):
     assert torch.equal(dst.aux[6], src.aux[2]) and int(dst.aux[5].abs().sum()) == 0
     with pytest.raises(sg.KVTransferError, match="not failed"):
         s.failure_exception()
+    pm.close(); dm.close()
+
+
+@pytest.mark.parametrize("driver", ["tcp", "shm"])
+def test_decode_with_another_page_size(boot, tmp_path, driver):
+    """Prefill pages of 4 tokens, decode pages of 8: a 21-token request (6 prefill
+    pages, 3 decode pages, the last one part full) lands token by token."""
+    src, dst, pm, dm = managers(boot, tmp_path, driver, dst_page=2 * PAGE)
+    assert pm.kv.geom is not None and dm.kv.geom is not None
+    n, src_pages, dst_pages = 21, [3, 9, 4, 20, 5, 21], [7, 0, 12]
+    s = sg.KVSender(pm, boot.addr, 99)
+    r = sg.KVReceiver(dm, boot.addr, 99)
+    until(lambda st: st[0] == sg.KVPoll.WaitingForInput, r.poll)
+    r.init(dst_pages, aux_index=1, num_tokens=n)
+    until(lambda st: st[0] == sg.KVPoll.WaitingForInput, s.poll)
+    s.init(len(src_pages), aux_index=3)
+    s.send(src_pages)
+    st = until(lambda st: all(x in (sg.KVPoll.Success, sg.KVPoll.Failed) for x in st), s.poll, r.poll)
+    assert st == [sg.KVPoll.Success, sg.KVPoll.Success], (st, r._exc, s._exc)
+    for b in range(2 * L):
+        for t in range(n):
+            assert torch.equal(dst.token(b, dst_pages, t), src.token(b, src_pages, t)), (b, t)
+        for t in range(n, 3 * 2 * PAGE):           # the rest of the last decode page
+            assert float(dst.token(b, dst_pages, t).abs().sum()) == 0.0, (b, t)
+    assert torch.equal(dst.aux[1], src.aux[3])
     pm.close(); dm.close()
 
 

@@ -29,6 +29,16 @@ page of every buffer and the aux pages landed (confirmed by the receiver),
 then Success; a failure (peer dead, deadline, abort, refused) is Failed and
 failure_exception() names it with kvwire's sentence. abort() is a fence on
 both sides: nothing lands in the decode's pages after it returns.
+
+Page sizes: each KV buffer is described as a kvwire Geometry of pages of
+KVArgs.page_size tokens (one "head" of item_len / page_size bytes a token),
+and a transfer moves tokens: the prefill sends the tokens its pages hold,
+the decode grants the tokens it asks for, so the two sides may use different
+page sizes (SGLang's --page-size). With different page sizes the decode
+passes the request's token count to init(..., num_tokens=n) (a kvwire
+extension; without it the grant is all its pages hold, which must not be
+more than the prefill's pages hold). ServerArgs.kvwire_geometry False moves
+whole pages as before (both sides then need the same page size).
 """
 from __future__ import annotations
 
@@ -46,7 +56,8 @@ from typing import Any, Optional, Sequence
 import kvwire
 from kvwire import _abi
 
-from ._agent import Agent, Buffer, BufferSet, Peer, Transfer, group_seq, refuse, seq_of
+from ._agent import (Agent, Buffer, BufferSet, GeomSpec, Peer, Transfer, group_seq, refuse,
+                     seq_of)
 
 
 class KVPoll:
@@ -102,6 +113,7 @@ class ServerArgs:
     engine_id: Optional[str] = None
     kvwire_context: Optional[kvwire.Context] = None   # buffers from its alloc() move zero-copy
     kvwire_progress_thread: bool = True  # move transfers between the scheduler's polls
+    kvwire_geometry: bool = True      # token ranges (page sizes may differ); False: whole pages
 
 
 # ------------------------------------------------------------------ bootstrap
@@ -176,8 +188,10 @@ class KVManager:
         self.agent = Agent(self.engine_id, sa.kvwire_listen if prefill else None,
                            dict(sa.kvwire_config), ctx=sa.kvwire_context)
         driver = (sa.kvwire_listen or "tcp://").split("://", 1)[0]
+        self.page_size = max(1, int(getattr(args, "page_size", 1) or 1))
         self.kv = _bufferset(self.agent.ctx, args.kv_data_ptrs, args.kv_data_lens,
-                             args.kv_item_lens, prefill, driver)
+                             args.kv_item_lens, prefill, driver,
+                             self.page_size if sa.kvwire_geometry else None)
         self.aux = [_bufferset(self.agent.ctx, [p], [n], [i], prefill, driver)
                     for p, n, i in zip(args.aux_data_ptrs, args.aux_data_lens, args.aux_item_lens)]
         self.timeout_s = float(sa.transfer_timeout_s)
@@ -259,7 +273,13 @@ class KVManager:
 
 
 def _bufferset(ctx: kvwire.Context, ptrs: Sequence[int], lens: Sequence[int],
-               items: Sequence[int], sending: bool, driver: str) -> BufferSet:
+               items: Sequence[int], sending: bool, driver: str,
+               page_size: Optional[int] = None) -> BufferSet:
+    """page_size: describe each buffer as a Geometry of pages of that many tokens
+    (token ranges; the peer's page size may differ), else as whole pages."""
+    geom = None
+    if page_size and items and len(set(items)) == 1 and int(items[0]) % page_size == 0:
+        geom = GeomSpec("mla", page_size, int(items[0]) // page_size, 1, 1)
     bufs = []
     for p, n, it in zip(ptrs, lens, items):
         t = None
@@ -271,7 +291,8 @@ def _bufferset(ctx: kvwire.Context, ptrs: Sequence[int], lens: Sequence[int],
             t = None
         bufs.append(Buffer(int(p), int(n) // int(it), int(it), int(it), t))
     return BufferSet(ctx, bufs, sending=sending, driver=driver, staging="auto",
-                     known=[m for m in list(ctx._mems) if m.allocated and m._h is not None])
+                     known=[m for m in list(ctx._mems) if m.allocated and m._h is not None],
+                     geom=geom)
 
 
 def _locked(fn):
@@ -335,9 +356,10 @@ class KVSender:
         t.blocks = list(self._pages)
         try:
             blocks = self._stage(mgr.kv, t.blocks)
+            tokens = (0, len(blocks) * mgr.page_size) if mgr.kv.geom is not None else None
             for g, grp in enumerate(mgr.kv.groups):
                 t.reqs[g] = ep.send(group_seq(t.seq, g), grp.layout, blocks, 0,
-                                    grp.layout.n_layers, timeout=mgr.timeout_s)
+                                    grp.layout.n_layers, timeout=mgr.timeout_s, tokens=tokens)
             if self.aux_index is not None:
                 for a, bs in enumerate(mgr.aux):
                     blocks = self._stage(bs, [self.aux_index])
@@ -447,16 +469,24 @@ class KVReceiver:
         self.mgr.progress(0)
 
     @_locked
-    def init(self, kv_indices: Sequence[int], aux_index: Optional[int] = None) -> None:
+    def init(self, kv_indices: Sequence[int], aux_index: Optional[int] = None,
+             num_tokens: Optional[int] = None) -> None:
         """Grants these pages (and the aux slot) and tells the prefill: SGLang's
-        send_metadata."""
+        send_metadata. num_tokens (kvwire): the request's tokens, when this side's
+        page size differs from the prefill's (default: all the pages hold)."""
         self._kv_indices = [int(x) for x in kv_indices]
         self._aux_index = aux_index
+        cap = len(self._kv_indices) * self.mgr.page_size
+        if num_tokens is not None and not 0 < int(num_tokens) <= cap:
+            self._fail(f"init(): num_tokens {num_tokens} for {len(self._kv_indices)} pages of "
+                       f"{self.mgr.page_size} tokens (at most {cap})")
+        self._num_tokens = int(num_tokens) if num_tokens is not None else cap
         self._inited = True
         self._post()
 
-    def send_metadata(self, kv_indices: Sequence[int], aux_index: Optional[int] = None) -> None:
-        self.init(kv_indices, aux_index)
+    def send_metadata(self, kv_indices: Sequence[int], aux_index: Optional[int] = None,
+                      num_tokens: Optional[int] = None) -> None:
+        self.init(kv_indices, aux_index, num_tokens)
 
     def _post(self) -> None:
         t, mgr = self.t, self.mgr
@@ -465,9 +495,11 @@ class KVReceiver:
             return
         ep = t.peer.ep
         t.blocks = self._kv_indices
+        tokens = (0, self._num_tokens) if mgr.kv.geom is not None else None
         try:
             for g, grp in enumerate(mgr.kv.groups):
-                t.reqs[g] = ep.recv(group_seq(t.seq, g), grp.layout, t.blocks, mgr.timeout_s)
+                t.reqs[g] = ep.recv(group_seq(t.seq, g), grp.layout, t.blocks, mgr.timeout_s,
+                                    tokens=tokens)
             if self._aux_index is not None:
                 for a, bs in enumerate(mgr.aux):
                     t.reqs[1000 + a] = ep.recv(group_seq(t.seq, a, aux=True), bs.groups[0].layout,
@@ -476,7 +508,8 @@ class KVReceiver:
             t.error = e
             t.abort()
         t.peer.send_msg({"type": "pull", "room": self.room, "seq": self.seq,
-                         "n": len(t.blocks), "aux": self._aux_index is not None})
+                         "n": len(t.blocks), "aux": self._aux_index is not None,
+                         "tokens": [0, self._num_tokens], "page_size": mgr.page_size})
         mgr.progress(0)
 
     @_locked
