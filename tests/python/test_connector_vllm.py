@@ -348,6 +348,29 @@ def test_page_mode_with_another_block_size_fails_with_a_sentence(tmp_path):
     pre.close(); dec.close()
 
 
+@pytest.mark.parametrize("told", [True, False])
+def test_page_mode_against_a_geometry_fails_with_a_sentence(tmp_path, told):
+    """Same block size, but the decode moves pages (geometry false) and the prefill
+    a geometry: told (the prefill's kv_transfer_params say so), the decode fails
+    before granting; not told (a proxy that sends both at once), the prefill
+    refuses the pull and the decode's grant ends at once, not at its deadline.
+    Neither side keeps blocks."""
+    pre, dec = engines(tmp_path, "shm", dec_kv={"geometry": False})
+    p = prompt_tokens(4, 40, CFG.vocab)
+    rp, rd = pair_requests(p, 4, "gm", pre)
+    if told:
+        rd.kv_transfer_params.update(remote_kv_geometry=True)
+    t0 = time.monotonic()
+    pre.add_request(rp)
+    dec.add_request(rd)
+    pump(pre, dec, until=lambda: rd.error is not None and pre.pool.used == 0, timeout=15)
+    assert time.monotonic() - t0 < 5, "failed at the deadline, not at once"
+    if told:
+        assert "geometry" in rd.error["message"], rd.error
+    assert dec.pool.used == 0
+    pre.close(); dec.close()
+
+
 def test_shm_sending_from_foreign_tensors_stages(tmp_path):
     """The shm driver sends only kvw_mem_alloc memory: torch-allocated caches are
     staged automatically (and say so), tcp would send them directly."""

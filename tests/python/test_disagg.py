@@ -2,8 +2,8 @@
 """The disaggregated model run (examples/disagg): a prefill engine process and
 a decode engine process with the kvwire vLLM connector, routed by the proxy.
 The decode engine's tokens and final logits must equal, bit for bit, those of
-one process that ran prefill and decode itself -- on shm, tcp and dpdk with
-a decode engine whose KV cache has another block size and head order than
+one process that ran prefill and decode itself -- on shm, tcp, dpdk (and rdma
+in the Soft-RoCE VM) with a decode engine whose KV cache has another block size and head order than
 the prefill's (NHD blocks of 16 -> HND blocks of 32)."""
 from __future__ import annotations
 
@@ -62,8 +62,7 @@ def test_decode_equals_one_process_for_several_prompts(driver):
         why = dpdk_reason()
         if why:
             pytest.skip(why)
-    # rdma runs in the VM at the prefill's own geometry (its one short prompt)
-    geo = None if driver == "rdma" else DECODE_GEOMETRY
+    geo = DECODE_GEOMETRY
     try:
         for attempt in range(2 if driver == "dpdk" else 1):
             try:
@@ -81,7 +80,7 @@ def test_decode_equals_one_process_for_several_prompts(driver):
     lengths = [37] if driver == "rdma" else LENGTHS
     with cl:
         h = disagg.proxy_get(cl.decode["url"])
-        assert (h["block_size"], h["kv_layout"]) == (geo or (CFG.block_size, "NHD")), h
+        assert (h["block_size"], h["kv_layout"]) == geo, h
         for i, n in enumerate(lengths):
             prompt = ref(n, 100 + i)[0]
             res = cl.proxy.complete(prompt, MAX_TOKENS)

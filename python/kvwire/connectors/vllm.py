@@ -54,9 +54,11 @@ block size and layout).
 Heterogeneous engines: the prefill puts its block size and layout in the
 kv_transfer_params it returns (remote_block_size, remote_kv_layout) and the
 decode names its own in the "pull" message; each grant and send carries the
-tokens it covers. A decode whose geometry is off (geometry false on one side
-with another block size or layout) fails the request with a sentence before
-granting anything.
+tokens it covers. Engines that cannot meet -- geometry false on one side and
+another block size or layout, or geometry true on one side and false on the
+other -- fail the request with a sentence: the decode before granting
+anything when the kv_transfer_params tell it (and it tells the prefill, which
+frees the blocks at once), else the prefill refuses the pull.
 """
 from __future__ import annotations
 
@@ -504,6 +506,7 @@ class _WorkerSide:
         self._pulls: dict[int, Peer] = {}            # seq -> peer that granted it
         self._pull_n: dict[int, int] = {}            # seq -> blocks it granted
         self._canceled: set[int] = set()             # never sent: refuse a later pull
+        self._fail_later: dict[int, kvwire.KvwireError] = {}  # seq -> why its send must fail
         self._freeable: set[str] = set()             # send side: report in finished_sending
         self.remote_outputs: dict[str, dict] = {}
         self.load_errors: dict[str, kvwire.KvwireError] = {}
@@ -613,20 +616,39 @@ class _WorkerSide:
                 f"{'this engine' if not c.use_geometry else 'the prefill'} moves whole pages "
                 f"(kv_connector_extra_config geometry false): set geometry true on both, or the "
                 f"same block size and kv_layout", status=_abi.KVW_ERR_INVALID)
+        if spec.remote_geometry is not None and spec.remote_geometry != c.use_geometry:
+            return kvwire.InvalidError(
+                f"request {spec.req_id}: the prefill engine has kv_connector_extra_config "
+                f"geometry {str(spec.remote_geometry).lower()} and this decode engine "
+                f"{str(c.use_geometry).lower()}: a page layout and a geometry do not join; set "
+                f"the same on both", status=_abi.KVW_ERR_INVALID)
         return None
 
     def _tokens(self, n: int) -> Optional[tuple[int, int]]:
         """The token range a grant or send covers (geometry layouts only)."""
         return (0, int(n)) if self.kv is not None and self.kv.geom is not None else None
 
+    def _remember_failure(self, seq: int, err: kvwire.KvwireError) -> None:
+        """A send of seq not made yet fails with err when it is (the last 1024 kept)."""
+        self._fail_later[seq] = err
+        while len(self._fail_later) > 1024:
+            self._fail_later.pop(next(iter(self._fail_later)))
+
     # ---- messages
     def _on_message(self, peer: Peer, msg: dict) -> None:
         if msg.get("type") == "cancel":      # the decode gave up this transfer
             seq = int(msg["seq"])
+            found = False
             for s in self.sends.values():
-                if s.t.seq == seq and not s.aborted:
-                    s.aborted = True
-                    s.t.abort()
+                if s.t.seq == seq:
+                    found = True
+                    if not s.aborted:
+                        s.aborted = True
+                        s.t.abort()
+            if not found and msg.get("why"):  # not computed yet: fail it when it is
+                self._remember_failure(seq, kvwire.AbortedError(
+                    f"the decode engine {msg.get('engine_id')} gave this transfer up: "
+                    f"{msg['why']}", status=_abi.KVW_ERR_ABORTED))
             return
         if msg.get("type") != "pull":
             return
@@ -637,6 +659,20 @@ class _WorkerSide:
         if seq in self._canceled:
             self._refuse(peer, seq, n)
             self._canceled.discard(seq)
+            return
+        mine = self.kv is not None and self.kv.geom is not None
+        if "geometry" in msg and bool(msg["geometry"]) != mine:
+            err = kvwire.InvalidError(
+                f"decode engine {msg.get('engine_id')} granted transfer {msg.get('transfer_id')} "
+                f"with kv_connector_extra_config geometry {bool(msg['geometry'])}, this prefill "
+                f"engine has {mine}: a page layout and a geometry do not join; set the same on "
+                f"both", status=_abi.KVW_ERR_INVALID)
+            log.warning("kvwire: %s (refused)", err)
+            self._refuse(peer, seq, n)
+            self._remember_failure(seq, err)
+            for s in self.sends.values():
+                if s.t.seq == seq:
+                    s.t.error = err
             return
         self._pulls[seq] = peer
         self._pull_n[seq] = n
@@ -656,6 +692,12 @@ class _WorkerSide:
             t.error = self._geometry_refusal(spec)
             if t.error is not None:
                 r.posted = True                 # fails in get_finished, nothing granted
+                try:                            # the prefill frees its blocks at once too
+                    self.agent.connect(spec.remote_uri, spec.remote_engine_id).send_msg(
+                        {"type": "cancel", "seq": t.seq, "engine_id": self.c.engine_id,
+                         "why": str(t.error)})
+                except kvwire.KvwireError:
+                    pass
                 continue
             try:
                 t.peer = self.agent.connect(spec.remote_uri, spec.remote_engine_id)
@@ -745,6 +787,8 @@ class _WorkerSide:
                 t.error = kvwire.NoMemError("kvwire staging memory full", status=_abi.KVW_ERR_NOMEM)
             t.staging_first = first
         t.peer = self._pulls.get(t.seq)
+        if t.seq in self._fail_later:
+            t.error = self._fail_later.pop(t.seq)
         self.sends[rid] = s
         self.stats[rid] = {"t_first_layer": time.monotonic()}
         return s
@@ -977,6 +1021,7 @@ class _WorkerSide:
             self.kv.stager.release(s.t.staging_first, len(s.t.blocks))
         self._pulls.pop(s.t.seq, None)
         self._pull_n.pop(s.t.seq, None)
+        self._fail_later.pop(s.t.seq, None)
 
     def _release_recv(self, r: _Recv) -> None:
         r.t.free()
