@@ -316,6 +316,42 @@ def test_decode_with_another_block_size_and_head_order(tmp_path, driver, layout,
     pre.close(); dec.close()
 
 
+def test_a_locally_cached_prefix_is_not_granted(tmp_path):
+    """A decode with tokens [0, 32) in its prefix cache (vLLM passes them as
+    num_computed_tokens to get_num_new_matched_tokens) grants tokens [32, n)
+    only: its first block keeps what it held, the rest is the prefill's KV
+    (another block size and head order: NHD 16 -> HND 32)."""
+    dcfg = dataclasses.replace(CFG, block_size=32, kv_layout="HND")
+    pre, dec = engines(tmp_path, "shm", dec_cfg=dcfg)
+    n, hit = 77, 32
+    p = prompt_tokens(12, n, CFG.vocab)
+    rp, rd = pair_requests(p, 2, "pfx", pre)
+    rd.num_computed_tokens = hit              # as if the engine's prefix cache had them
+    tables = {}
+    for e in (pre, dec):
+        orig = e.sched_conn.update_state_after_alloc
+
+        def spy(req, blocks, ext, orig=orig):
+            tables[req.request_id] = list(blocks.get_block_ids()[0])
+            orig(req, blocks, ext)
+        e.sched_conn.update_state_after_alloc = spy
+    pre.add_request(rp)
+    dec.add_request(rd)
+    pump(pre, dec)
+    assert rd.error is None, rd.error
+    pt, dt = tables["pfx-p"], tables["pfx-d"]
+    for name in dec.layer_names:
+        src, dst = pre.kv_caches[name], dec.kv_caches[name]
+        for kv in (0, 1):
+            for t in range(n):
+                got = dst[kv, dt[t // 32], :, t % 32]         # HND: [heads, tokens, dim]
+                if t < hit:
+                    assert float(got.abs().sum()) == 0.0, (name, kv, t)
+                else:
+                    assert torch.equal(got, src[kv, pt[t // 16], t % 16]), (name, kv, t)
+    pre.close(); dec.close()
+
+
 def test_mixed_geometry_through_staging(tmp_path):
     """staging='always' on both sides (the CUDA path, on CPU tensors): the staging
     pages keep each side's own block size and head order."""

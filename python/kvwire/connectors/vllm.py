@@ -110,6 +110,7 @@ class RecvSpec:
     remote_block_size: Optional[int] = None     # the prefill's, from kv_transfer_params
     remote_kv_layout: Optional[str] = None
     remote_geometry: Optional[bool] = None
+    num_cached: int = 0       # tokens [0, num_cached) are in local blocks (prefix cache hit)
 
 
 @dataclass
@@ -320,6 +321,7 @@ class _SchedulerSide:
         self._loading: set[str] = set()             # decode: grants in flight
         self._send_blocks: dict[str, list[int]] = {}  # prefill: the request's blocks so far
         self._cancel: dict[str, str] = {}
+        self._local_hit: dict[str, int] = {}        # decode: prefix tokens cached here
 
     def _n_blocks(self, request: Any) -> int:
         return math.ceil(_prompt_len(request) / self.c.block_size)
@@ -329,6 +331,7 @@ class _SchedulerSide:
         p = _params(request)
         if p.get("do_remote_prefill"):
             n = _prompt_len(request)
+            self._local_hit[request.request_id] = int(num_computed_tokens)
             if self.c.load_mode == "layerwise":
                 count = n - 1 - num_computed_tokens      # this step computes the last token
                 return (count, False) if count > 0 else (0, False)
@@ -351,7 +354,8 @@ class _SchedulerSide:
                                                 or rid), ids, p.get("remote_engine_id"), uri,
                                        _prompt_len(request), self.c.load_mode == "layerwise",
                                        p.get("remote_block_size"), p.get("remote_kv_layout"),
-                                       p.get("remote_kv_geometry"))
+                                       p.get("remote_kv_geometry"),
+                                       self._local_hit.pop(rid, 0))
             p["do_remote_prefill"] = False   # as NixlConnector: load once
             self._loading.add(rid)
         elif p.get("do_remote_decode"):
@@ -394,6 +398,7 @@ class _SchedulerSide:
     def request_finished(self, request: Any, block_ids: Any) -> tuple[bool, Optional[dict]]:
         rid = request.request_id
         p = _params(request)
+        self._local_hit.pop(rid, None)
         never_sent = self._sending.pop(rid, None) is not None
         self._send_blocks.pop(rid, None)
         if p.get("do_remote_decode"):
@@ -624,9 +629,12 @@ class _WorkerSide:
                 f"the same on both", status=_abi.KVW_ERR_INVALID)
         return None
 
-    def _tokens(self, n: int) -> Optional[tuple[int, int]]:
-        """The token range a grant or send covers (geometry layouts only)."""
-        return (0, int(n)) if self.kv is not None and self.kv.geom is not None else None
+    def _tokens(self, n: int, t0: int = 0) -> Optional[tuple[int, int]]:
+        """The token range a grant or send covers (geometry layouts only): a decode
+        with a local prefix-cache hit grants only the tokens after it."""
+        if self.kv is None or self.kv.geom is None:
+            return None
+        return (int(t0) if 0 < t0 < n else 0, int(n))
 
     def _remember_failure(self, seq: int, err: kvwire.KvwireError) -> None:
         """A send of seq not made yet fails with err when it is (the last 1024 kept)."""
@@ -719,8 +727,10 @@ class _WorkerSide:
                 return                        # staging full: later
             t.staging_first = first
             blocks = list(range(first, first + len(t.blocks)))
+        # staged: the copy back moves whole blocks, the cached prefix's too, so the
+        # grant covers it (the prefill's same values land there) -- as without geometry
+        tokens = self._tokens(r.spec.num_tokens, 0 if kv.staged else r.spec.num_cached)
         try:
-            tokens = self._tokens(r.spec.num_tokens)
             for g, grp in enumerate(kv.groups):
                 t.reqs[g] = p.ep.recv(group_seq(t.seq, g), grp.layout, blocks,
                                       self.c.transfer_timeout_s, tokens=tokens)
@@ -736,7 +746,8 @@ class _WorkerSide:
         r.posted = True
         p.send_msg({"type": "pull", "seq": t.seq, "transfer_id": r.spec.transfer_id,
                     "engine_id": self.c.engine_id, "n": len(blocks),
-                    "tokens": [0, r.spec.num_tokens], "block_size": self.c.block_size,
+                    "tokens": list(tokens or (0, r.spec.num_tokens)),
+                    "block_size": self.c.block_size,
                     "kv_layout": self.c.kv_layout, "geometry": kv.geom is not None})
 
     def wait_for_layer_load(self, layer_name: str) -> None:
