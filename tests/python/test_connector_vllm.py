@@ -3,7 +3,10 @@
 examples/disagg/engine.py issues the calls vLLM's scheduler and model runner
 do), two engines in one process: normal transfers, chunked prefill, staging,
 the layer-wise load mode, and requests finished or aborted before their
-transfer ends -- blocks freed only when nothing can land in them."""
+transfer ends -- blocks freed only when nothing can land in them; a decode
+engine with another block size and head order than the prefill (HND 32/64
+from NHD 16, staged too, a locally cached prefix left alone), and engines
+that cannot meet (page mode) failing with a sentence."""
 from __future__ import annotations
 
 import dataclasses
