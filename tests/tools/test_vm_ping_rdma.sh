@@ -38,7 +38,7 @@ step() {
 
 step ping 0
 json_check 'd["reachable"] and d["driver"] == "rdma" and d["sent"] == 20 and d["lost"] == 0'
-json_check 'd["peer_version"] == "1.2" and d["rails"] == 1'
+json_check 'd["peer_version"] == "1.3" and d["rails"] == 1'
 json_check '0 < d["rtt"]["min_us"] <= d["rtt"]["p50_us"] <= d["rtt"]["p90_us"] <= d["rtt"]["p99_us"] <= d["rtt"]["max_us"]'
 step ping2 0
 json_check 'd["reachable"] and d["driver"] == "rdma" and d["lost"] == 0 and d["sent"] == 20'
