@@ -11,7 +11,7 @@ listen_on() {
 
 listen_on tcp tcp://127.0.0.1:0
 expect_rc 0 "$KVWIRE" ping -c 20 "$URI"
-expect_out 'reachable via tcp, protocol 1\.2'
+expect_out 'reachable via tcp, protocol 1\.3'
 expect_out '20 pings, 0 lost; rtt us min'
 expect_rc 0 "$KVWIRE" ping -c 5 --json "$URI?rails=2"
 json_check 'd["reachable"] and d["driver"] == "tcp" and d["lost"] == 0 and d["sent"] == 5'

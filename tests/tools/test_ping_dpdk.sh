@@ -31,7 +31,7 @@ json_check 'd["rtt"]["min_us"] <= d["rtt"]["avg_us"] <= d["rtt"]["max_us"]'
 wait_for "$TMP/listen.out" '^accepted ' 5
 # the text form, a second connection to the same listener
 expect_rc 0 "$KVWIRE" ping -c 5 -t 5000 "$URI"
-expect_out 'reachable via dpdk, protocol 1\.2'
+expect_out 'reachable via dpdk, protocol 1\.3'
 expect_out '5 pings, 0 lost; rtt us min'
 [ "$(grep -c '^accepted ' "$TMP/listen.out")" -ge 2 ] && ok "listener accepted both pings" ||
 	{ fail "listener did not accept two connections"; cat "$TMP/listen.out"; }
