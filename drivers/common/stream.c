@@ -12,6 +12,8 @@
 
 #define KVW_HDR sizeof(struct kvw_wire_hdr)
 #define KVW_IOV_MAX 256 /* gathered payloads take an iovec per piece */
+#define KVW_IOV_BYTES (8u << 20) /* a sendmsg offers at most this (more than any socket buffer
+				  * takes): walking further only costs */
 #define KVW_RX_BUDGET (64u << 20) /* bytes read per call before yielding */
 
 /* Config `fault` set: this rail's own seeded injector (see fault.h). */
@@ -239,26 +241,31 @@ static void kvw_stream_broken(struct kvw_stream *s, const char *what, int err)
 		kvw_ep_fail(s->ep, KVW_ERR_PEER_DEAD, why);
 }
 
-/* iovecs of a gathered payload from its byte p on, while iov has room. */
-static int kvw_tx_iov_gather(const struct kvw_txitem *it, uint64_t p, struct iovec *iov, int n)
+/* iovecs of a gathered payload from its byte p on, while iov has room and
+ * *bytes is under KVW_IOV_BYTES; false when it stopped short of the end. */
+static bool kvw_tx_iov_gather(const struct kvw_txitem *it, uint64_t p, struct iovec *iov, int *n,
+			      uint64_t *bytes)
 {
-	while (p < it->plen && n < KVW_IOV_MAX) {
+	while (p < it->plen && *n < KVW_IOV_MAX && *bytes < KVW_IOV_BYTES) {
 		uint64_t w = p % it->piece;
-		iov[n++] = (struct iovec){(void *)(it->payload + p / it->piece * it->stride + w),
-					  it->piece - w};
+		iov[(*n)++] = (struct iovec){(void *)(it->payload + p / it->piece * it->stride + w),
+					     it->piece - w};
+		*bytes += it->piece - w;
 		p += it->piece - w;
 	}
-	return n;
+	return p >= it->plen;
 }
 
-/* iovecs of the queued items from the head; *fd_item: head passes an fd */
+/* iovecs of the queued items from the head, up to KVW_IOV_BYTES (a
+ * socket takes less at once); *pass_fd: the head item passes an fd */
 static int kvw_tx_iov(struct kvw_stream *s, struct iovec *iov, int *pass_fd)
 {
 	int n = 0;
-	uint64_t now = s->hold_until ? kvw_now_ns() : 0;
+	uint64_t now = s->hold_until ? kvw_now_ns() : 0, bytes = 0;
 
 	*pass_fd = -1;
-	for (uint32_t i = s->tx_head; i != s->tx_tail && n < KVW_IOV_MAX - 1; i++) {
+	for (uint32_t i = s->tx_head; i != s->tx_tail && n < KVW_IOV_MAX - 1 && bytes < KVW_IOV_BYTES;
+	     i++) {
 		struct kvw_txitem *it = &s->tx[i & (s->tx_cap - 1)];
 		const uint8_t *h = it->heap ? it->heap : it->head;
 		uint64_t d = it->done;
@@ -272,14 +279,18 @@ static int kvw_tx_iov(struct kvw_stream *s, struct iovec *iov, int *pass_fd)
 		}
 		if (d < it->hlen) {
 			iov[n++] = (struct iovec){(void *)(h + d), it->hlen - d};
+			bytes += it->hlen - d;
 			d = it->hlen;
 		}
-		if (it->piece)
-			n = kvw_tx_iov_gather(it, d - it->hlen, iov, n);
-		else if (it->plen && d - it->hlen < it->plen)
+		if (it->piece) {
+			if (!kvw_tx_iov_gather(it, d - it->hlen, iov, &n, &bytes))
+				break; /* the rest of it in the next sendmsg, then what follows */
+		} else if (it->plen && d - it->hlen < it->plen) {
 			iov[n++] = (struct iovec){(void *)(it->payload + (d - it->hlen)),
 						  it->plen - (d - it->hlen)};
-		if (*pass_fd >= 0 || (it->piece && d - it->hlen < it->plen && n == KVW_IOV_MAX))
+			bytes += it->plen - (d - it->hlen);
+		}
+		if (*pass_fd >= 0)
 			break;
 	}
 	return n;
