@@ -7,7 +7,9 @@
 # sequence and its ratio to that round's same-geometry run, then the median
 # ratio. With BASE (a build directory of the commit before, e.g. main), its
 # same-geometry run joins each round as "base": same/base is the
-# no-regression figure.
+# no-regression figure. "nhd-hnd-g1" is NHD -> HND with max_gather=1 (one
+# fragment per contiguous piece, as before gathering): nhd-hnd/nhd-hnd-g1 is
+# what gathered fragments buy.
 # Usage: [BASE=dir] [SHAPE="..."] bench/geom-results.sh BUILD [OUT_DIR] [ROUNDS]
 set -eu
 BUILD=$1
@@ -18,7 +20,8 @@ mkdir -p "$OUT"
 runs="same:
 geom-same:--src-layout nhd --dst-layout nhd
 bt-16-64:--src-block-tokens 16 --dst-block-tokens 64
-nhd-hnd:--src-layout nhd --dst-layout hnd"
+nhd-hnd:--src-layout nhd --dst-layout hnd
+nhd-hnd-g1:--src-layout nhd --dst-layout hnd"
 {
 	echo "build: $BUILD ($(cd "$BUILD" 2>/dev/null && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 	[ -n "${BASE:-}" ] && echo "base: $BASE ($(cd "$BASE" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
@@ -32,10 +35,12 @@ for drv in shm tcp; do
 			bin=$BUILD/bench/kvwire-bench
 			[ "$name" = base ] && bin=$BASE/bench/kvwire-bench
 			f="$OUT/$drv.$name.$r.json"
+			g=64
+			case $name in *-g1) g=1 ;; esac
 			# shellcheck disable=SC2086
-			"$bin" kv --loopback --driver "$drv" $SHAPE $args --json > "$f" 2> "$f.err" ||
+			KVW_MAX_GATHER=$g "$bin" kv --loopback --driver "$drv" $SHAPE $args --json > "$f" 2> "$f.err" ||
 				echo "(exit $?) kvwire-bench kv --driver $drv $SHAPE $args" >> "$f.err"
-			echo "kvwire-bench kv --loopback --driver $drv $SHAPE $args --json" > "$f.cmd"
+			echo "KVW_MAX_GATHER=$g kvwire-bench kv --loopback --driver $drv $SHAPE $args --json" > "$f.cmd"
 		done
 		r=$((r + 1))
 	done
@@ -44,7 +49,7 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
 python3 - "$OUT" "$ROUNDS" "${BASE:+base}" <<'PY'
 import json, statistics, sys
 out, rounds, base = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "base"
-names = (["base"] if base else []) + ["same", "geom-same", "bt-16-64", "nhd-hnd"]
+names = (["base"] if base else []) + ["same", "geom-same", "bt-16-64", "nhd-hnd", "nhd-hnd-g1"]
 print(open(f"{out}/machine.txt").read().rstrip())
 for drv in ("shm", "tcp"):
     print(f"\n{drv}: Gb/s (fragments a sequence) and ratio to the round's same-geometry run")
@@ -66,6 +71,9 @@ for drv in ("shm", "tcp"):
             cells.append(f"{n} {g:7.2f} ({fr:.0f}) {q:.3f}x")
         print(f"  round {r}: " + " | ".join(cells))
     print("  median: " + " | ".join(f"{n} {statistics.median(ratios[n]):.3f}x" for n in names))
+    g1 = [a / b for a, b in zip(ratios["nhd-hnd"], ratios["nhd-hnd-g1"]) if b]
+    if g1:
+        print("  nhd-hnd gathered / one fragment a piece: %.2fx" % statistics.median(g1))
     if base:
         print("  same/base (no regression, >= 0.97): %.3f" %
               statistics.median([1 / q if q else 0 for q in ratios["base"]]))

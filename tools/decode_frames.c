@@ -140,6 +140,14 @@ static json_t *dec_body_b(unsigned type, const uint8_t *b, size_t len)
 				 "blk_idx", U(d.blk_idx), "bytes", U(d.bytes), "blk_off", U(d.blk_off),
 				 "src_off", U(d.src_off), "mem_id", U(d.mem_id));
 	}
+	case KVW_T_DESCV: {
+		struct kvw_wire_descv d;
+		memcpy(&d, b, sizeof(d));
+		return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "token", U(d.token), "layer",
+				 U(d.layer), "blk_idx", U(d.blk_idx), "bytes", U(d.bytes), "blk_off",
+				 U(d.blk_off), "src_off", U(d.src_off), "mem_id", U(d.mem_id), "piece",
+				 U(d.piece), "src_stride", U(d.src_stride));
+	}
 	case KVW_T_LAYER_DONE: {
 		struct kvw_wire_layer_done d;
 		memcpy(&d, b, sizeof(d));
@@ -212,7 +220,7 @@ static uint32_t dec_min_len(unsigned type)
 		[KVW_T_REJECT] = sizeof(struct kvw_wire_reject), [KVW_T_PING] = sizeof(struct kvw_wire_ping),
 		[KVW_T_PONG] = sizeof(struct kvw_wire_ping), [KVW_T_GRANT] = sizeof(struct kvw_wire_grant),
 		[KVW_T_DATA] = sizeof(struct kvw_wire_data), [KVW_T_DESC] = sizeof(struct kvw_wire_desc),
-		[KVW_T_LAYER_DONE] = sizeof(struct kvw_wire_layer_done),
+		[KVW_T_DESCV] = sizeof(struct kvw_wire_descv), [KVW_T_LAYER_DONE] = sizeof(struct kvw_wire_layer_done),
 		[KVW_T_SEQ_DONE] = sizeof(struct kvw_wire_seq_done), [KVW_T_ABORT] = sizeof(struct kvw_wire_abort),
 		[KVW_T_ABORT_ACK] = sizeof(struct kvw_wire_abort), [KVW_T_MEM] = sizeof(struct kvw_wire_mem),
 		[KVW_T_CLOSE] = sizeof(struct kvw_wire_close), [KVW_T_ACK] = sizeof(struct kvw_wire_ack),

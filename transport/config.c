@@ -27,6 +27,7 @@ static const struct kvw_cfg_opt kvw_cfg_core[] = {
 	OU("connect_timeout_ms", "5000", 1, 3600000, connect_timeout_ms, "time allowed for connect + handshake"),
 	OU("abort_timeout_ms", "2000", 1, 3600000, abort_timeout_ms, "time an abort waits for the peer's confirmation before failing the endpoint"),
 	OU("max_frag", "1048576", 4096, KVW_WIRE_MAX_DATA, max_frag, "largest data fragment in bytes"),
+	OU("max_gather", "64", 1, 1024, max_gather, "source pieces one data fragment may gather where the two sides' KV geometries differ (e.g. token-major into head-major) and the driver can (tcp: writev, shm: strided descriptors); 1: a fragment per contiguous piece"),
 	OU("window", "16777216", 65536, 1ull << 40, window, "drivers with their own flow control (rdma, dpdk): bytes in flight per endpoint before the sender waits for acks (send window)"),
 	OS("secret", "", secret, "shared secret; when set, peers must prove it (CPace password-authenticated key exchange: no offline guessing). Prefer secret_file or KVW_SECRET to a URI's ?secret=, which shows in process listings"),
 	OS("secret_file", "", secret_file, "file whose first line is the shared secret (read at context creation; overrides `secret`); keep it mode 0600"),

@@ -418,6 +418,7 @@ static void kvw_plan_unit(const struct kvw_plan *p, struct kvw_plan_frag *f)
 			hr = p->at[k];
 	}
 	f->layer = p->l, f->kv = kv, f->dst_idx = p->bi, f->bytes = p->unit;
+	f->piece = f->src_stride = 0;
 	f->dst_off = i * g->token_stride + hr * g->head_stride;
 	f->dst_at = kvw_geom_kv_base(g, p->l, kv) + p->d.blocks[p->bi] * g->block_stride + f->dst_off;
 	f->src_off = kvw_geom_unit_at(p->s.g, p->s.blocks, p->l, kv,
@@ -440,6 +441,37 @@ static uint32_t kvw_plan_step(const struct kvw_plan *p)
 	return left;
 }
 
+/* Can unit u join the pending fragment? Both must be contiguous at the
+ * destination; at the source u either follows (plain fragments) or is the
+ * next piece of a constant stride (gathered fragments, p->gather > 1). */
+static bool kvw_plan_join(struct kvw_plan *p, const struct kvw_plan_frag *u)
+{
+	struct kvw_plan_frag *f = &p->pend;
+	uint64_t n;
+
+	if (!p->have || u->layer != f->layer || (!p->kv_in_block && u->kv != f->kv) ||
+	    u->dst_at != f->dst_at + f->bytes)
+		return false;
+	if (!f->piece && u->src_off == f->src_off + f->bytes) {
+		f->bytes += u->bytes;
+		return true;
+	}
+	if (p->gather < 2 || u->src_off <= f->src_off)
+		return false;
+	if (!f->piece) { /* the second piece sets the stride */
+		if (u->bytes != f->bytes)
+			return false;
+		f->piece = f->bytes, f->src_stride = u->src_off - f->src_off;
+		f->bytes += u->bytes;
+		return true;
+	}
+	n = f->bytes / f->piece;
+	if (u->bytes != f->piece || n >= p->gather || u->src_off != f->src_off + n * f->src_stride)
+		return false;
+	f->bytes += u->bytes;
+	return true;
+}
+
 bool kvw_plan_next(struct kvw_plan *p, struct kvw_plan_frag *f)
 {
 	struct kvw_plan_frag u;
@@ -450,12 +482,8 @@ bool kvw_plan_next(struct kvw_plan *p, struct kvw_plan_frag *f)
 		u.bytes *= k;
 		p->at[p->dims.n ? p->dims.n - 1 : 0] += k - 1;
 		kvw_plan_advance(p);
-		if (p->have && u.layer == p->pend.layer && (p->kv_in_block || u.kv == p->pend.kv) &&
-		    u.src_off == p->pend.src_off + p->pend.bytes &&
-		    u.dst_at == p->pend.dst_at + p->pend.bytes) {
-			p->pend.bytes += u.bytes;
+		if (kvw_plan_join(p, &u))
 			continue;
-		}
 		if (p->have) {
 			*f = p->pend;
 			p->pend = u;

@@ -23,10 +23,14 @@ struct kvw_geom_side {
 /* One fragment: bytes from src_off (source arena offset) to the
  * destination block blocks[dst_idx] at dst_off past that block's start in
  * (layer, kv); dst_at is the same place as a destination arena offset. A
- * fragment may run on into the next blocks when they follow in memory. */
+ * fragment may run on into the next blocks when they follow in memory.
+ * A gathered fragment (piece > 0, plans with gather > 1) is contiguous at
+ * the destination only: its bytes are bytes / piece source pieces of piece
+ * bytes each, piece i at src_off + i * src_stride (src_stride > piece). */
 struct kvw_plan_frag {
 	uint32_t layer, kv, dst_idx;
 	uint64_t dst_off, dst_at, src_off, bytes;
+	uint64_t piece, src_stride;
 };
 
 /* In-block dimensions in address order, outermost first. */
@@ -49,6 +53,8 @@ struct kvw_plan {
 	uint32_t l, kvo, bi, b_end, at[3];
 	bool done, have;
 	bool tok_runs;             /* tokens packed on both sides: steps take runs */
+	uint32_t gather;           /* source pieces a fragment may gather (<= 1: none);
+				    * set after init, before the first kvw_plan_next */
 	struct kvw_plan_frag pend;
 };
 

@@ -773,6 +773,19 @@ static kvw_status kvw_match_refuse(kvw_ep *ep, kvw_req *r, const char *why)
 	return KVW_ERR_REJECTED;
 }
 
+/* Source pieces one fragment to this peer may gather: what max_gather and
+ * the driver allow, from wire 1.3 on (shm's DESCV). */
+static uint32_t kvw_ep_gather(const kvw_ep *ep)
+{
+	uint64_t g = ep->ctx->cfg.max_gather;
+
+	if (ep->drv->caps.max_gather < g)
+		g = ep->drv->caps.max_gather;
+	if (ep->peer_major == KVW_WIRE_MAJOR && ep->peer_minor < 3)
+		return 1;
+	return (uint32_t)g;
+}
+
 /* This side holds what the grant asks for: its tokens and heads. */
 static bool kvw_match_holds(kvw_req *r, const kvw_geom *sg, char *why, size_t len)
 {
@@ -824,6 +837,7 @@ static kvw_status kvw_match_geo(kvw_ep *ep, kvw_req *r)
 	if (kvw_plan_init_heads(&s, &d, r->gg.t0, r->gg.t1, r->gg.h0, r->gg.h1, why, sizeof(why),
 				&r->gc.plan) != KVW_OK)
 		return kvw_match_refuse(ep, r, why);
+	r->gc.plan.gather = kvw_ep_gather(ep);
 	r->geo = true;
 	r->layer_total = kvw_geo_layer_total(&r->pgeom, &r->gg);
 	r->bytes_total = r->layer_total * r->n_layers;
@@ -1113,24 +1127,42 @@ static bool kvw_geo_plan_next(const kvw_req *r, struct kvw_geo_cur *c)
 }
 
 /* kvw_frag_next for a geometry send: the plan's fragments cut at max_frag,
- * named by the receiver's region, list index and offset. */
+ * named by the receiver's region, list index and offset. A gathered plan
+ * fragment is cut at piece boundaries; if it holds more pieces than
+ * max_frag it goes out in several, each gathered too. */
 static bool kvw_geo_frag_next(kvw_ep *ep, kvw_req *r, struct kvw_geo_cur *c, kvw_frag *f)
 {
 	const kvw_geom *dg = &r->pgeom;
 	bool shared = kvw_geom_kv_shared(dg);
-	uint64_t chunk, at, bs = dg->block_stride;
+	uint64_t chunk, at, src, pc, bs = dg->block_stride, max = ep->ctx->cfg.max_frag;
 
 	if (!c->have && !kvw_geo_plan_next(r, c))
 		return false;
+	pc = c->f.piece;
 	chunk = c->f.bytes - c->off;
-	if (chunk > ep->ctx->cfg.max_frag)
-		chunk = ep->ctx->cfg.max_frag;
+	src = c->f.src_off + c->off;
+	if (pc) {
+		src = c->f.src_off + c->off / pc * c->f.src_stride;
+		if (max >= pc)
+			max -= max % pc;
+		else
+			pc = 0; /* pieces over max_frag: cut each one alone */
+		if (!pc) {
+			src += c->off % c->f.piece;
+			if (chunk > c->f.piece - c->off % c->f.piece)
+				chunk = c->f.piece - c->off % c->f.piece;
+		}
+	}
+	if (chunk > max)
+		chunk = max;
+	if (pc == chunk)
+		pc = 0;
 	at = c->f.dst_off + (shared ? c->f.kv * dg->kv_stride : 0) + c->off;
 	*f = (kvw_frag){
 		.token = r->pg.token, .layer = shared ? c->f.layer : c->f.layer * dg->n_kv + c->f.kv,
 		.blk_idx = c->f.dst_idx + (uint32_t)(at / bs), .bytes = (uint32_t)chunk,
-		.blk_off = at % bs, .src = r->layout->mem->addr + c->f.src_off + c->off,
-		.src_mem = r->layout->mem, .src_off = c->f.src_off + c->off,
+		.blk_off = at % bs, .piece = (uint32_t)pc, .src_stride = pc ? c->f.src_stride : 0,
+		.src = r->layout->mem->addr + src, .src_mem = r->layout->mem, .src_off = src,
 		.dst_addr = r->pg.mem_addr + c->f.dst_at + c->off, .rkey = r->pg.mem_key,
 		.rail = ep->rail_rr++ % ep->rails, .req = r,
 	};

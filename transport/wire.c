@@ -30,6 +30,7 @@ static const struct kvw_wire_rule kvw_wire_rules[KVW_T_MAX_] = {
 	[KVW_T_MEM] = {"MEM", sizeof(struct kvw_wire_mem), sizeof(struct kvw_wire_mem)},
 	[KVW_T_CLOSE] = {"CLOSE", sizeof(struct kvw_wire_close), sizeof(struct kvw_wire_close)},
 	[KVW_T_ACK] = {"ACK", sizeof(struct kvw_wire_ack), sizeof(struct kvw_wire_ack)},
+	[KVW_T_DESCV] = {"DESCV", sizeof(struct kvw_wire_descv), sizeof(struct kvw_wire_descv)},
 	[KVW_T_DRV] = {"DRV", sizeof(struct kvw_wire_drv), sizeof(struct kvw_wire_drv) + KVW_WIRE_MAX_DRV},
 };
 
@@ -184,6 +185,16 @@ int kvw_wire_check_body(unsigned type, const void *body, size_t len, const char 
 		memcpy(&d, body, sizeof(d));
 		if (d.bytes == 0 || d.bytes > KVW_WIRE_MAX_DATA) {
 			WHY("DESC byte count out of range");
+			return KVW_ERR_PROTO;
+		}
+		return KVW_OK;
+	}
+	case KVW_T_DESCV: {
+		struct kvw_wire_descv d;
+		memcpy(&d, body, sizeof(d));
+		if (d.bytes == 0 || d.bytes > KVW_WIRE_MAX_DATA || d.piece == 0 || d.piece >= d.bytes ||
+		    d.bytes % d.piece || d.src_stride <= d.piece) {
+			WHY("DESCV pieces do not make up its byte count (piece, stride or bytes out of range)");
 			return KVW_ERR_PROTO;
 		}
 		return KVW_OK;

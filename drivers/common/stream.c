@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #define KVW_HDR sizeof(struct kvw_wire_hdr)
-#define KVW_IOV_MAX 64
+#define KVW_IOV_MAX 256 /* gathered payloads take an iovec per piece */
+#define KVW_IOV_BYTES (8u << 20) /* a sendmsg offers at most this (more than any socket buffer
+				  * takes): walking further only costs */
 #define KVW_RX_BUDGET (64u << 20) /* bytes read per call before yielding */
 
 /* Config `fault` set: this rail's own seeded injector (see fault.h). */
@@ -162,6 +164,13 @@ kvw_status kvw_stream_ctrl(struct kvw_stream *s, const void *frame, size_t len, 
 bool kvw_stream_data(struct kvw_stream *s, const void *head, size_t hlen, const void *payload,
 		     uint64_t plen, kvw_req *req)
 {
+	return kvw_stream_data_gather(s, head, hlen, payload, plen, 0, 0, req);
+}
+
+bool kvw_stream_data_gather(struct kvw_stream *s, const void *head, size_t hlen,
+			    const void *payload, uint64_t plen, uint64_t piece, uint64_t stride,
+			    kvw_req *req)
+{
 	struct kvw_txitem *it;
 
 	if (s->dead || s->tx_data >= KVW_STREAM_DATA_MAX || hlen > sizeof(it->head))
@@ -172,6 +181,8 @@ bool kvw_stream_data(struct kvw_stream *s, const void *head, size_t hlen, const 
 	it->hlen = (uint32_t)hlen;
 	it->payload = payload;
 	it->plen = plen;
+	it->piece = piece < plen ? piece : 0;
+	it->stride = stride;
 	it->req = req;
 	it->is_data = true;
 	s->tx_data++;
@@ -198,9 +209,11 @@ void kvw_stream_cancel(struct kvw_stream *s, kvw_req *req)
 			/* half written: finish it from a copy, free the caller's pages */
 			uint8_t *copy = malloc(it->plen ? it->plen : 1);
 			if (copy) {
-				memcpy(copy, it->payload, it->plen);
+				for (uint64_t o = 0, pc = it->piece ? it->piece : it->plen; o < it->plen; o += pc)
+					memcpy(copy + o, it->payload + o / pc * (it->piece ? it->stride : 0), pc);
 				it->owned_payload = copy;
 				it->payload = copy;
+				it->piece = it->stride = 0;
 			} else {
 				s->dead = true; /* cannot keep the promise: cut the stream */
 				kvw_ep_fail(s->ep, KVW_ERR_NOMEM, "out of memory while aborting");
@@ -228,14 +241,31 @@ static void kvw_stream_broken(struct kvw_stream *s, const char *what, int err)
 		kvw_ep_fail(s->ep, KVW_ERR_PEER_DEAD, why);
 }
 
-/* iovecs of the queued items from the head; *fd_item: head passes an fd */
+/* iovecs of a gathered payload from its byte p on, while iov has room and
+ * *bytes is under KVW_IOV_BYTES; false when it stopped short of the end. */
+static bool kvw_tx_iov_gather(const struct kvw_txitem *it, uint64_t p, struct iovec *iov, int *n,
+			      uint64_t *bytes)
+{
+	while (p < it->plen && *n < KVW_IOV_MAX && *bytes < KVW_IOV_BYTES) {
+		uint64_t w = p % it->piece;
+		iov[(*n)++] = (struct iovec){(void *)(it->payload + p / it->piece * it->stride + w),
+					     it->piece - w};
+		*bytes += it->piece - w;
+		p += it->piece - w;
+	}
+	return p >= it->plen;
+}
+
+/* iovecs of the queued items from the head, up to KVW_IOV_BYTES (a
+ * socket takes less at once); *pass_fd: the head item passes an fd */
 static int kvw_tx_iov(struct kvw_stream *s, struct iovec *iov, int *pass_fd)
 {
 	int n = 0;
-	uint64_t now = s->hold_until ? kvw_now_ns() : 0;
+	uint64_t now = s->hold_until ? kvw_now_ns() : 0, bytes = 0;
 
 	*pass_fd = -1;
-	for (uint32_t i = s->tx_head; i != s->tx_tail && n < KVW_IOV_MAX - 1; i++) {
+	for (uint32_t i = s->tx_head; i != s->tx_tail && n < KVW_IOV_MAX - 1 && bytes < KVW_IOV_BYTES;
+	     i++) {
 		struct kvw_txitem *it = &s->tx[i & (s->tx_cap - 1)];
 		const uint8_t *h = it->heap ? it->heap : it->head;
 		uint64_t d = it->done;
@@ -249,11 +279,17 @@ static int kvw_tx_iov(struct kvw_stream *s, struct iovec *iov, int *pass_fd)
 		}
 		if (d < it->hlen) {
 			iov[n++] = (struct iovec){(void *)(h + d), it->hlen - d};
+			bytes += it->hlen - d;
 			d = it->hlen;
 		}
-		if (it->plen && d - it->hlen < it->plen)
+		if (it->piece) {
+			if (!kvw_tx_iov_gather(it, d - it->hlen, iov, &n, &bytes))
+				break; /* the rest of it in the next sendmsg, then what follows */
+		} else if (it->plen && d - it->hlen < it->plen) {
 			iov[n++] = (struct iovec){(void *)(it->payload + (d - it->hlen)),
 						  it->plen - (d - it->hlen)};
+			bytes += it->plen - (d - it->hlen);
+		}
 		if (*pass_fd >= 0)
 			break;
 	}
@@ -572,12 +608,13 @@ static void kvw_rx_body_done(struct kvw_stream *s, uint64_t *budget)
 	s->rx_got = 0;
 	s->rx_state = KVW_RX_HDR;
 	if (s->on_frame && (s->rx_h.type == KVW_T_MEM || s->rx_h.type == KVW_T_DESC ||
-			    s->rx_h.type == KVW_T_DRV)) {
+			    s->rx_h.type == KVW_T_DESCV || s->rx_h.type == KVW_T_DRV)) {
 		const char *why = "";
 		kvw_status st = kvw_wire_check_body(s->rx_h.type, s->rx_body, s->rx_h.len, &why);
-		if (st == KVW_OK && s->rx_h.type == KVW_T_DESC) {
+		if (st == KVW_OK && (s->rx_h.type == KVW_T_DESC || s->rx_h.type == KVW_T_DESCV)) {
 			/* a 40-byte DESC can make the driver copy 16 MiB: the pass's
-			 * budget counts what it copies, so other endpoints get their turn */
+			 * budget counts what it copies, so other endpoints get their turn
+			 * (bytes sits at the same place in DESC and DESCV) */
 			struct kvw_wire_desc d;
 			memcpy(&d, s->rx_body, sizeof(d));
 			*budget = *budget > d.bytes ? *budget - d.bytes : 0;
@@ -591,7 +628,7 @@ static void kvw_rx_body_done(struct kvw_stream *s, uint64_t *budget)
 		return;
 	}
 	if (s->rx_h.type == KVW_T_MEM || s->rx_h.type == KVW_T_DESC || s->rx_h.type == KVW_T_ACK ||
-	    s->rx_h.type == KVW_T_DRV) {
+	    s->rx_h.type == KVW_T_DESCV || s->rx_h.type == KVW_T_DRV) {
 		kvw_core_reject(s->ep, KVW_ERR_PROTO, "frame type not used by this driver");
 		s->dead = true;
 		return;

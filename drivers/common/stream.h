@@ -8,12 +8,13 @@
 #include <sys/uio.h>
 
 struct kvw_txitem {
-	uint8_t head[64];        /* header + fixed body (or a small ctrl frame) */
+	uint8_t head[80];        /* header + fixed body (or a small ctrl frame): DESCV is 72 */
 	uint32_t hlen;
 	uint8_t *heap;           /* big ctrl frame, owned (used instead of head) */
 	const uint8_t *payload;
 	uint8_t *owned_payload;  /* bounce copy made by cancel, owned */
 	uint64_t plen;
+	uint64_t piece, stride;  /* piece > 0: payload gathered, piece i at payload + i * stride */
 	uint64_t done;           /* bytes of head+payload written */
 	bool is_data;            /* counts against KVW_STREAM_DATA_MAX */
 	int fd;                  /* fd to pass with SCM_RIGHTS, or -1 */
@@ -79,6 +80,11 @@ kvw_status kvw_stream_ctrl(struct kvw_stream *s, const void *frame, size_t len, 
  * a payload written straight from the caller's pages. false when full. */
 bool kvw_stream_data(struct kvw_stream *s, const void *head, size_t hlen, const void *payload,
 		     uint64_t plen, kvw_req *req);
+/* The same for a gathered payload (kvw_frag.piece): plen / piece pieces,
+ * piece i at payload + i * stride, written with one iovec each. */
+bool kvw_stream_data_gather(struct kvw_stream *s, const void *head, size_t hlen,
+			    const void *payload, uint64_t plen, uint64_t piece, uint64_t stride,
+			    kvw_req *req);
 /* Sender abort: drops req's queued frames; a frame already half written is
  * finished from a bounce copy, so req's pages are not read again. */
 void kvw_stream_cancel(struct kvw_stream *s, kvw_req *req);

@@ -15,6 +15,7 @@ struct kvw_cfgv {
 	unsigned connect_timeout_ms;
 	unsigned abort_timeout_ms;
 	uint64_t max_frag;
+	uint64_t max_gather;
 	uint64_t window;        /* dpdk send window, bytes in flight per endpoint */
 	char secret[128];
 	char secret_file[256];

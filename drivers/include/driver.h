@@ -50,10 +50,16 @@ typedef struct kvw_drv kvw_drv;
  * pages into the receiver's granted blocks. The receiver-side location is
  * named twice: by (token, layer, blk_idx, blk_off), which two-sided drivers
  * put on the wire and the receiver checks, and by dst_addr/rkey, which
- * one-sided drivers (rdma) write to directly. */
+ * one-sided drivers (rdma) write to directly. A gathered fragment
+ * (piece > 0; only to drivers whose caps say max_gather > 1, at most that
+ * many pieces) is contiguous at the receiver but not at the sender: its
+ * bytes are bytes / piece pieces of piece bytes, piece i at
+ * src + i * src_stride (src_off likewise). */
 typedef struct kvw_frag {
 	uint32_t token, layer, blk_idx, bytes;
 	uint64_t blk_off;
+	uint32_t piece;         /* 0: bytes contiguous at src */
+	uint64_t src_stride;
 	const uint8_t *src;
 	const kvw_mem *src_mem;
 	uint64_t src_off;       /* src - src_mem->addr */
@@ -67,6 +73,7 @@ struct kvw_caps_info {
 	uint32_t caps;          /* KVW_CAP_* */
 	uint32_t max_rails;
 	uint64_t max_frag;      /* largest fragment the driver accepts */
+	uint32_t max_gather;    /* source pieces a fragment may gather (0, 1: none) */
 	uint32_t poll_us;       /* > 0: no fd wakes this driver (dpdk); kvw_ctx_wait
 				 * sleeps at most this long while it is open */
 };

@@ -16,7 +16,7 @@
 
 #define KVW_WIRE_MAGIC 0x3157564bu /* "KVW1" as bytes on the wire */
 #define KVW_WIRE_MAJOR 1
-#define KVW_WIRE_MINOR 2  /* 1: CPace authentication; 2: GRANT geometries (docs/wire.md) */
+#define KVW_WIRE_MINOR 3  /* 1: CPace authentication; 2: GRANT geometries; 3: DESCV (docs/wire.md) */
 #define KVW_WIRE_MAX_CTRL (1u << 22)  /* largest control body (GRANT) */
 #define KVW_WIRE_MAX_DATA (1u << 24)  /* largest inline data payload */
 #define KVW_WIRE_NONCE 32
@@ -41,7 +41,8 @@ enum kvw_wire_type {
 	KVW_T_CLOSE = 16,    /* either: orderly shutdown */
 	KVW_T_ACK = 17,      /* dpdk reliability: cumulative + selective ack */
 	KVW_T_DRV = 18,      /* either: driver-private record (ofi: address, keys, fragment names) */
-	KVW_T_MAX_ = 19
+	KVW_T_DESCV = 19,    /* sender -> receiver: gathered payload by reference (shm, wire 1.3) */
+	KVW_T_MAX_ = 20
 };
 
 /* header flags */
@@ -177,6 +178,22 @@ struct kvw_wire_desc {
 	uint32_t rsvd;
 };
 _Static_assert(sizeof(struct kvw_wire_desc) == 40, "desc");
+
+/* A DESC whose source is gathered: bytes / piece pieces of piece bytes,
+ * piece i at src_off + i * src_stride in the sender's arena, landing one
+ * after the other at blk_off (contiguous at the receiver). */
+struct kvw_wire_descv {
+	uint32_t token;
+	uint32_t layer;
+	uint32_t blk_idx;
+	uint32_t bytes;
+	uint64_t blk_off;
+	uint64_t src_off;
+	uint32_t mem_id;
+	uint32_t piece;
+	uint64_t src_stride;
+};
+_Static_assert(sizeof(struct kvw_wire_descv) == 48, "descv");
 
 struct kvw_wire_layer_done {
 	uint64_t seq_id;

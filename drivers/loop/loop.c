@@ -571,7 +571,7 @@ static void loop_on_ctrl(struct loop_ep *le, struct loop_msg *m)
 		return;
 	}
 	if (h.type == KVW_T_DATA || h.type == KVW_T_MEM || h.type == KVW_T_DESC || h.type == KVW_T_ACK ||
-	    h.type == KVW_T_DRV) {
+	    h.type == KVW_T_DESCV || h.type == KVW_T_DRV) {
 		kvw_core_reject(ep, KVW_ERR_PROTO, "frame type not used by the loop driver");
 		return;
 	}

@@ -78,7 +78,8 @@ static void shm_drv_close(kvw_drv *d)
 static kvw_status shm_caps(kvw_drv *d, struct kvw_caps_info *ci)
 {
 	*ci = (struct kvw_caps_info){.caps = KVW_CAP_SAME_HOST | KVW_CAP_ZERO_COPY_TX, .max_rails = 1,
-				     .max_frag = KVW_WIRE_MAX_DATA, .poll_us = kvw_sock_fault_poll_us(d)};
+				     .max_frag = KVW_WIRE_MAX_DATA, .max_gather = 1024,
+				     .poll_us = kvw_sock_fault_poll_us(d)};
 	return KVW_OK;
 }
 
@@ -344,11 +345,48 @@ static kvw_status shm_on_desc(struct kvw_stream *s, const struct kvw_wire_desc *
 	return KVW_OK;
 }
 
+/* A gathered DESC (DESCV): every piece inside the sender's arena, the
+ * destination checked once for the whole run, then one copy per piece. */
+static kvw_status shm_on_descv(struct kvw_stream *s, const struct kvw_wire_descv *v)
+{
+	struct shm_ep *se = shm_ep_state(s->ep);
+	struct kvw_wire_desc dsc = {.token = v->token, .layer = v->layer, .blk_idx = v->blk_idx,
+				    .bytes = v->bytes, .blk_off = v->blk_off, .src_off = v->src_off,
+				    .mem_id = v->mem_id};
+	struct kvw_wire_data d = {.token = v->token, .layer = v->layer, .blk_idx = v->blk_idx,
+				  .bytes = v->bytes, .blk_off = v->blk_off};
+	struct shm_map *m = shm_find(se, v->mem_id);
+	uint64_t n = v->bytes / v->piece; /* kvw_wire_check_body: n >= 2, n * piece == bytes */
+	uint8_t *dst;
+
+	kvw_core_ep_heard(s->ep);
+	if (!m || !m->base) {
+		shm_desc_refused(s->ep, &dsc, m);
+		return KVW_OK;
+	}
+	if (v->src_off > m->len || v->piece > m->len - v->src_off ||
+	    (n - 1) > (m->len - v->src_off - v->piece) / v->src_stride) {
+		kvw_core_token_reject(s->ep, v->token, "whose gathered source runs outside the sender's "
+				      "shared arena");
+		return KVW_OK;
+	}
+	if (kvw_core_dst(s->ep, &d, &dst) != KVW_OK)
+		return KVW_OK; /* refused or revoked: nothing copied */
+	for (uint64_t i = 0; i < n; i++)
+		if (!shm_copy(m, dst + i * v->piece, v->src_off + i * v->src_stride, v->piece)) {
+			kvw_core_token_reject(s->ep, v->token, "whose source could not be read");
+			return KVW_OK;
+		}
+	kvw_core_ep_rail_rx(s->ep, 0, v->bytes);
+	kvw_core_landed(s->ep, &d);
+	return KVW_OK;
+}
+
 /* MEM and DESC only between READY endpoints: before the handshake a peer
  * (perhaps without the secret) makes this side map nothing. */
 static kvw_status shm_on_frame(struct kvw_stream *s, const struct kvw_wire_hdr *h, const void *body)
 {
-	if (h->type != KVW_T_MEM && h->type != KVW_T_DESC)
+	if (h->type != KVW_T_MEM && h->type != KVW_T_DESC && h->type != KVW_T_DESCV)
 		return shm_reject(s, KVW_ERR_PROTO, "frame type not used by this driver");
 	if (!kvw_core_ep_ready(s->ep))
 		return shm_reject(s, KVW_ERR_PROTO, "MEM or DESC frame before the handshake finished: "
@@ -357,6 +395,11 @@ static kvw_status shm_on_frame(struct kvw_stream *s, const struct kvw_wire_hdr *
 		struct kvw_wire_mem m;
 		memcpy(&m, body, sizeof(m));
 		return shm_on_mem(s, &m);
+	}
+	if (h->type == KVW_T_DESCV) {
+		struct kvw_wire_descv v;
+		memcpy(&v, body, sizeof(v));
+		return shm_on_descv(s, &v);
 	}
 	struct kvw_wire_desc d;
 	memcpy(&d, body, sizeof(d));
@@ -497,17 +540,35 @@ static void shm_mem_dereg(kvw_drv *d, kvw_mem *m)
 	kvw_core_mem_set_priv(m, d, NULL);
 }
 
+/* The DESC (or, gathered, DESCV) frame naming fragment f; its length. */
+static size_t shm_desc_frame(kvw_ep *ep, const kvw_frag *f, uint8_t *head)
+{
+	uint32_t mem_id = kvw_core_mem_id(f->src_mem);
+
+	if (f->piece) {
+		struct kvw_wire_descv v = {.token = f->token, .layer = f->layer, .blk_idx = f->blk_idx,
+					   .bytes = f->bytes, .blk_off = f->blk_off, .src_off = f->src_off,
+					   .mem_id = mem_id, .piece = f->piece, .src_stride = f->src_stride};
+		kvw_wire_hdr_encode(head, KVW_T_DESCV, 0, sizeof(v), kvw_core_ep_peer_id(ep));
+		memcpy(head + sizeof(struct kvw_wire_hdr), &v, sizeof(v));
+		return sizeof(struct kvw_wire_hdr) + sizeof(v);
+	}
+	struct kvw_wire_desc d = {.token = f->token, .layer = f->layer, .blk_idx = f->blk_idx,
+				  .bytes = f->bytes, .blk_off = f->blk_off, .src_off = f->src_off,
+				  .mem_id = mem_id};
+	kvw_wire_hdr_encode(head, KVW_T_DESC, 0, sizeof(d), kvw_core_ep_peer_id(ep));
+	memcpy(head + sizeof(struct kvw_wire_hdr), &d, sizeof(d));
+	return sizeof(struct kvw_wire_hdr) + sizeof(d);
+}
+
 static size_t shm_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 {
 	struct shm_ep *se = shm_ep_state(ep);
 	struct kvw_stream *s = kvw_sockep(ep)->rail[0];
-	uint8_t head[sizeof(struct kvw_wire_hdr) + sizeof(struct kvw_wire_desc)];
+	uint8_t head[sizeof(struct kvw_wire_hdr) + sizeof(struct kvw_wire_descv)];
 	size_t i;
 
 	for (i = 0; se && i < n; i++) {
-		struct kvw_wire_desc d = {.token = f[i].token, .layer = f[i].layer, .blk_idx = f[i].blk_idx,
-					  .bytes = f[i].bytes, .blk_off = f[i].blk_off,
-					  .src_off = f[i].src_off, .mem_id = kvw_core_mem_id(f[i].src_mem)};
 		const char *why = kvw_core_mem_priv(f[i].src_mem, kvw_core_ep_drv(ep)); /* shm_mem_reg's verdict */
 		if (why) {
 			kvw_core_req_fail(f[i].req, KVW_ERR_UNSUPPORTED, why);
@@ -521,9 +582,7 @@ static size_t shm_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 					  "kvw_mem_alloc() pools");
 		if (st != KVW_OK)
 			break;
-		kvw_wire_hdr_encode(head, KVW_T_DESC, 0, sizeof(d), kvw_core_ep_peer_id(ep));
-		memcpy(head + sizeof(struct kvw_wire_hdr), &d, sizeof(d));
-		if (!kvw_stream_data(s, head, sizeof(head), NULL, 0, f[i].req))
+		if (!kvw_stream_data(s, head, shm_desc_frame(ep, &f[i], head), NULL, 0, f[i].req))
 			break;
 	}
 	kvw_sock_flush_ep(ep);
@@ -566,3 +625,4 @@ const struct kvw_driver_ops kvw_shm_ops = {
 	.flush = kvw_sock_flush,
 	.prepare_wait = kvw_sock_prepare_wait,
 };
+

@@ -31,7 +31,7 @@ static void tcp_close(kvw_drv *d)
 static kvw_status tcp_caps(kvw_drv *d, struct kvw_caps_info *ci)
 {
 	*ci = (struct kvw_caps_info){.caps = KVW_CAP_MULTI_RAIL, .max_rails = KVW_MAX_RAILS,
-				     .max_frag = KVW_WIRE_MAX_DATA,
+				     .max_frag = KVW_WIRE_MAX_DATA, .max_gather = 1024,
 				     .poll_us = kvw_sock_fault_poll_us(d)};
 	return KVW_OK;
 }
@@ -169,7 +169,8 @@ static size_t tcp_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 			s = se->rail[0];
 		kvw_wire_hdr_encode(head, KVW_T_DATA, 0, (uint32_t)(sizeof(d) + f[i].bytes), kvw_core_ep_peer_id(ep));
 		memcpy(head + sizeof(struct kvw_wire_hdr), &d, sizeof(d));
-		if (!kvw_stream_data(s, head, sizeof(head), f[i].src, f[i].bytes, f[i].req))
+		if (!kvw_stream_data_gather(s, head, sizeof(head), f[i].src, f[i].bytes, f[i].piece,
+					    f[i].src_stride, f[i].req))
 			break;
 	}
 	kvw_sock_flush_ep(ep);

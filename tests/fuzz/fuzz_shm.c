@@ -320,6 +320,22 @@ static void fz_op_desc(struct fz_peer *p, struct fz_in *in)
 	fz_send(p, KVW_T_DESC, &d, sizeof(d), -1);
 }
 
+/* A gathered DESC (DESCV): pieces and strides that fit, wrap or overrun. */
+static void fz_op_descv(struct fz_peer *p, struct fz_in *in)
+{
+	static const uint32_t pieces[] = { 256, 1, 100, 4096, 512, 1u << 20, 3, 0 };
+	static const uint64_t strides[] = { 2048, 257, 4096, 1ull << 40, UINT64_MAX / 3, 1, 65536, 0 };
+	uint8_t k = fz_u8(in), b = fz_u8(in), s = fz_u8(in);
+	struct kvw_wire_descv d = { .token = k & 0x80 ? p->token + b : p->token,
+				    .layer = k % 3, .blk_idx = (k >> 2) % 5, .piece = pieces[b & 7],
+				    .src_stride = strides[(b >> 3) & 7],
+				    .blk_off = (b & 0x40) ? fz_u16(in) : 0,
+				    .mem_id = fz_u8(in) % (FZ_FDS + 1) };
+	d.bytes = d.piece * (1 + s % 32);
+	d.src_off = s & 0x40 ? (uint64_t)fz_u16(in) * 4096 : (uint64_t)(s & 0x3f) << 12;
+	fz_send(p, KVW_T_DESCV, &d, sizeof(d), -1);
+}
+
 /* What the peer does to a memfd it passed: truncate or punch a hole. */
 static void fz_op_change(struct fz_peer *p, struct fz_in *in)
 {
@@ -337,10 +353,11 @@ static void fz_op_change(struct fz_peer *p, struct fz_in *in)
 static void fz_ops(struct fz_peer *p, struct fz_in *in)
 {
 	for (int i = 0; i < FZ_OPS && in->at < in->n && !p->closed; i++) {
-		switch (fz_u8(in) % 4) {
+		switch (fz_u8(in) % 5) {
 		case 0: fz_op_mem(p, in); break;
 		case 1: fz_op_desc(p, in); break;
 		case 2: fz_op_change(p, in); break;
+		case 4: fz_op_descv(p, in); break;
 		default: fz_drive(p, 1 + fz_u8(in) % 8); break;
 		}
 	}

@@ -94,6 +94,12 @@ static size_t body_of(unsigned t, uint8_t *b)
 		memcpy(b, &d, sizeof(d));
 		return sizeof(d);
 	}
+	case KVW_T_DESCV: {
+		struct kvw_wire_descv d = { .token = FIRST_TOKEN, .layer = 0, .blk_idx = 0, .bytes = 4096,
+					    .mem_id = 1, .piece = 256, .src_stride = 2048 };
+		memcpy(b, &d, sizeof(d));
+		return sizeof(d);
+	}
 	case KVW_T_LAYER_DONE: {
 		struct kvw_wire_layer_done d = { .seq_id = 1, .layer = 0, .bytes = 16384 };
 		memcpy(b, &d, sizeof(d));

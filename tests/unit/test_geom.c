@@ -121,6 +121,29 @@ static void fill_src(struct side *s, uint64_t tokens)
 							val(l, kv, t, h, b);
 }
 
+/* Source pieces a planned fragment may gather (kvw_plan.gather; 0: none). */
+static uint32_t g_gather;
+
+/* Copies fragment f (plain or gathered) from s to d, counting each byte. */
+static void copy_frag(struct side *s, struct side *d, const struct kvw_plan_frag *f)
+{
+	uint64_t piece = f->piece ? f->piece : f->bytes, n = f->bytes / piece;
+
+	cr_assert_eq(n * piece, f->bytes, "a gathered fragment of %llu bytes in %llu-byte pieces",
+		     (unsigned long long)f->bytes, (unsigned long long)piece);
+	cr_assert(!f->piece || (g_gather > 1 && n <= g_gather && f->src_stride > piece),
+		  "a gathered fragment from a plan that gathers %u pieces: %llu of %llu at stride %llu",
+		  g_gather, (unsigned long long)n, (unsigned long long)piece,
+		  (unsigned long long)f->src_stride);
+	for (uint64_t k = 0; k < n; k++) {
+		uint64_t so = f->src_off + k * f->src_stride, dt = f->dst_at + k * piece;
+		cr_assert(so + piece <= s->len && dt + piece <= d->len);
+		memcpy(d->buf + dt, s->buf + so, piece);
+		for (uint64_t i = 0; i < piece; i++)
+			d->cnt[dt + i]++;
+	}
+}
+
 /* Plans s -> d, applies it, checks each fragment's naming and the
  * receiver's acceptance; returns the fragment count. */
 static uint64_t apply(struct side *s, struct side *d, uint64_t t0, uint64_t t1)
@@ -133,6 +156,7 @@ static uint64_t apply(struct side *s, struct side *d, uint64_t t0, uint64_t t1)
 	uint64_t n = 0, cnt;
 
 	cr_assert_eq(kvw_plan_init(&ss, &ds, t0, t1, why, sizeof(why), &p), KVW_OK, "%s", why);
+	p.gather = g_gather;
 	cnt = kvw_plan_count(&p);
 	while (kvw_plan_next(&p, &f)) {
 		uint64_t at = (d->g.kv_offsets ? d->g.kv_offsets[f.layer * d->g.n_kv + f.kv]
@@ -140,12 +164,9 @@ static uint64_t apply(struct side *s, struct side *d, uint64_t t0, uint64_t t1)
 			      d->blocks[f.dst_idx] * d->g.block_stride + f.dst_off;
 		cr_assert_eq(at, f.dst_at, "fragment %llu names another place than dst_at",
 			     (unsigned long long)n);
-		cr_assert(f.src_off + f.bytes <= s->len && f.dst_at + f.bytes <= d->len);
 		cr_assert(kvw_geom_frag_ok(&gr, f.layer, f.kv, f.dst_idx, f.dst_off, f.bytes),
 			  "the receiver refuses planned fragment %llu", (unsigned long long)n);
-		memcpy(d->buf + f.dst_at, s->buf + f.src_off, f.bytes);
-		for (uint64_t i = 0; i < f.bytes; i++)
-			d->cnt[f.dst_at + i]++;
+		copy_frag(s, d, &f);
 		n++;
 	}
 	cr_assert_eq(n, cnt, "count %llu, cursor %llu", (unsigned long long)cnt, (unsigned long long)n);
@@ -212,7 +233,7 @@ static uint64_t run_case(const struct spec *src, uint32_t ns, const struct spec 
 	return frags;
 }
 
-Test(geom, matrix_block_tokens_layouts_ranges)
+static void matrix(void)
 {
 	static const uint32_t bts[] = {16, 32, 64, 128};
 	static const int kinds[][2] = {
@@ -233,7 +254,30 @@ Test(geom, matrix_block_tokens_layouts_ranges)
 				}
 }
 
+Test(geom, matrix_block_tokens_layouts_ranges)
+{
+	matrix();
+}
+
+static void tensor_parallel(void);
 Test(geom, tensor_parallel_fan_in_fan_out)
+{
+	tensor_parallel();
+}
+
+/* Gathered fragments (contiguous at the destination, a constant stride at
+ * the source): the same matrix and TP cases, each element once, in place;
+ * 3 pieces at most, then 64 (the limit cuts fragments short). */
+Test(geom, gathered_matrix_and_tensor_parallel)
+{
+	for (uint32_t g = 3; g <= 64; g += 61) {
+		g_gather = g;
+		matrix();
+		tensor_parallel();
+	}
+}
+
+static void tensor_parallel(void)
 {
 	struct spec tp1[] = {{KVW_GEOM_NHD, 16, 0, 8}};
 	struct spec tp2[] = {{KVW_GEOM_HND, 32, 0, 4}, {KVW_GEOM_HND, 32, 4, 8}};
@@ -341,24 +385,35 @@ static uint64_t llama_count(int sk, uint32_t sbt, bool s_scatter, int dk, uint32
 		db[j] = d_scatter ? 2 * j : j;
 	struct kvw_geom_side ss = {&s, sb, tokens / sbt}, ds = {&d, db, tokens / dbt};
 	cr_assert_eq(kvw_plan_init(&ss, &ds, 0, tokens, why, sizeof(why), &p), KVW_OK, "%s", why);
+	p.gather = g_gather;
 	return kvw_plan_count(&p);
 }
 
 Test(geom, llama3_8b_fragment_counts)
 {
 	struct { const char *what; int sk; uint32_t sbt; bool ss; int dk; uint32_t dbt; bool ds;
-		 uint64_t want; } c[] = {
-		/* one per (layer, K/V, run): the whole layer half when both tables are one run */
-		{"same geometry, contiguous tables", KVW_GEOM_NHD, 16, false, KVW_GEOM_NHD, 16, false, 64},
-		{"same geometry, scattered blocks", KVW_GEOM_NHD, 16, true, KVW_GEOM_NHD, 16, true, 64 * 128},
-		{"16 -> 64 block tokens, scattered", KVW_GEOM_NHD, 16, true, KVW_GEOM_NHD, 64, true, 64 * 128},
-		{"16 contiguous -> 64 scattered", KVW_GEOM_NHD, 16, false, KVW_GEOM_NHD, 64, true, 64 * 32},
-		/* every (token, head) moves alone: 256-byte fragments */
-		{"NHD -> HND", KVW_GEOM_NHD, 16, true, KVW_GEOM_HND, 16, true, 64ull * 2048 * 8},
-		{"FlashInfer -> vLLM NHD", KVW_GEOM_NHD_KV_BLOCK, 16, false, KVW_GEOM_NHD, 16, false, 64 * 128},
+		 uint64_t want, want_g; } c[] = {
+		/* one per (layer, K/V, run): the whole layer half when both tables are one run;
+		 * gathered, source blocks evenly spaced (every other one) join into one fragment */
+		{"same geometry, contiguous tables", KVW_GEOM_NHD, 16, false, KVW_GEOM_NHD, 16, false, 64, 64},
+		{"same geometry, scattered blocks", KVW_GEOM_NHD, 16, true, KVW_GEOM_NHD, 16, true, 64 * 128, 64 * 128},
+		{"16 -> 64 block tokens, scattered", KVW_GEOM_NHD, 16, true, KVW_GEOM_NHD, 64, true, 64 * 128, 64 * 32},
+		{"16 contiguous -> 64 scattered", KVW_GEOM_NHD, 16, false, KVW_GEOM_NHD, 64, true, 64 * 32, 64 * 32},
+		/* every (token, head) moves alone: 256-byte fragments; gathered,
+		 * one per (block, head): 16 pieces at the source's token stride */
+		{"NHD -> HND", KVW_GEOM_NHD, 16, true, KVW_GEOM_HND, 16, true, 64ull * 2048 * 8, 64 * 128 * 8},
+		{"NHD 16 -> HND 64", KVW_GEOM_NHD, 16, true, KVW_GEOM_HND, 64, true, 64ull * 2048 * 8,
+		 64 * 128 * 8},
+		{"FlashInfer -> vLLM NHD", KVW_GEOM_NHD_KV_BLOCK, 16, false, KVW_GEOM_NHD, 16, false, 64 * 128, 64 * 2},
 	};
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
 		uint64_t n = llama_count(c[i].sk, c[i].sbt, c[i].ss, c[i].dk, c[i].dbt, c[i].ds);
+		g_gather = 64;
+		uint64_t ng = llama_count(c[i].sk, c[i].sbt, c[i].ss, c[i].dk, c[i].dbt, c[i].ds);
+		g_gather = 0;
+		cr_log_info("  gathering up to 64 source pieces: %llu fragments", (unsigned long long)ng);
+		cr_expect_eq(ng, c[i].want_g, "%s, gathered: %llu fragments, expected %llu", c[i].what,
+			     (unsigned long long)ng, (unsigned long long)c[i].want_g);
 		cr_log_info("Llama-3-8B, 2048 tokens, %s: %llu fragments (%.1f KiB average)", c[i].what,
 			    (unsigned long long)n, 32.0 * 2 * 2048 * 8 * 256 / n / 1024);
 		cr_expect_eq(n, c[i].want, "%s: %llu fragments, expected %llu", c[i].what,
@@ -602,8 +657,20 @@ Test(geom, receiver_check_against_naive)
 	cr_assert_gt(agree_ok, 1000, "too few honest fragments drawn to mean anything");
 }
 
+static void random_pairs(void);
 /* Random pairs: kinds, block tokens, TP degree on each side, token range. */
 Test(geom, random_pairs_and_splits)
+{
+	random_pairs();
+}
+
+Test(geom, gathered_random_pairs)
+{
+	g_gather = 16;
+	random_pairs();
+}
+
+static void random_pairs(void)
 {
 	static const int kinds[] = {KVW_GEOM_NHD, KVW_GEOM_HND, KVW_GEOM_NHD_KV_BLOCK,
 				    KVW_GEOM_HND_KV_BLOCK, SEPARATE};

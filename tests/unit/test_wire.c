@@ -71,6 +71,12 @@ static size_t good_body(unsigned type, uint8_t *buf)
 		memcpy(buf, &d, sizeof(d));
 		return sizeof(d);
 	}
+	case KVW_T_DESCV: {
+		struct kvw_wire_descv d = { .token = 1, .layer = 1, .blk_idx = 2, .bytes = 4096,
+					    .src_off = 8192, .mem_id = 1, .piece = 256, .src_stride = 2048 };
+		memcpy(buf, &d, sizeof(d));
+		return sizeof(d);
+	}
 	case KVW_T_LAYER_DONE: {
 		struct kvw_wire_layer_done d = { .seq_id = 42, .layer = 1, .bytes = 12288 };
 		memcpy(buf, &d, sizeof(d));
@@ -570,4 +576,29 @@ Test(wire, grant_geom_body)
 	cr_assert_eq(kvw_wire_check_body(KVW_T_GRANT, g, len + sizeof(w), &why), KVW_OK, "%s", why);
 	free(b);
 	free(g);
+}
+
+/* Wire 1.3: a DESCV's pieces must make up its byte count exactly, with a
+ * stride past each piece; anything else is a PROTO error with a sentence. */
+Test(wire, descv_pieces_must_make_up_the_bytes)
+{
+	static const struct { uint32_t bytes, piece; uint64_t stride; bool ok; } c[] = {
+		{4096, 256, 2048, true}, {4096, 256, 257, true},
+		{4096, 0, 2048, false},    /* no piece */
+		{4096, 4096, 8192, false}, /* one piece: a DESC */
+		{4096, 8192, 8192, false}, /* piece over bytes */
+		{4000, 256, 2048, false},  /* not a whole number of pieces */
+		{4096, 256, 256, false},   /* contiguous: a DESC */
+		{4096, 256, 16, false},    /* pieces overlapping */
+		{0, 256, 2048, false}, {KVW_WIRE_MAX_DATA + 256u, 256, 2048, false},
+	};
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		struct kvw_wire_descv d = {.token = 1, .bytes = c[i].bytes, .piece = c[i].piece,
+					   .src_stride = c[i].stride};
+		const char *why = "";
+		kvw_status st = kvw_wire_check_body(KVW_T_DESCV, &d, sizeof(d), &why);
+		cr_assert_eq(st == KVW_OK, c[i].ok, "case %zu: %s (%s)", i, kvw_strerror(st), why);
+		if (!c[i].ok)
+			cr_assert(strstr(why, "DESCV"), "case %zu says: %s", i, why);
+	}
 }

@@ -181,6 +181,16 @@ void hs_desc(struct hs *h, uint32_t layer, uint32_t idx, uint64_t off, uint32_t 
 	hs_frame(h, KVW_T_DESC, &d, sizeof(d), -1);
 }
 
+void hs_descv(struct hs *h, uint32_t layer, uint32_t idx, uint64_t off, uint32_t bytes,
+	      uint64_t src_off, uint32_t piece, uint64_t stride, uint32_t mem_id)
+{
+	struct kvw_wire_descv d = { .token = h->token, .layer = layer, .blk_idx = idx, .bytes = bytes,
+				    .blk_off = off, .src_off = src_off, .mem_id = mem_id, .piece = piece,
+				    .src_stride = stride };
+
+	hs_frame(h, KVW_T_DESCV, &d, sizeof(d), -1);
+}
+
 void hs_desc_all(struct hs *h, uint64_t src_off, uint32_t mem_id)
 {
 	for (uint32_t l = 0; l < 2; l++)

@@ -55,6 +55,10 @@ void hs_mem(struct hs *h, uint32_t mem_id, uint64_t len, int pass_fd);
  * bytes, from src_off of arena mem_id. */
 void hs_desc(struct hs *h, uint32_t layer, uint32_t idx, uint64_t off, uint32_t bytes,
 	     uint64_t src_off, uint32_t mem_id);
+/* DESCV (wire 1.3): the same, gathered from bytes / piece pieces, piece i
+ * at src_off + i * stride. */
+void hs_descv(struct hs *h, uint32_t layer, uint32_t idx, uint64_t off, uint32_t bytes,
+	      uint64_t src_off, uint32_t piece, uint64_t stride, uint32_t mem_id);
 /* DESCs covering the whole grant from src_off on (block by block). */
 void hs_desc_all(struct hs *h, uint64_t src_off, uint32_t mem_id);
 /* Drives the victim for ms (reading what it sends the peer). */

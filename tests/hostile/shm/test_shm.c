@@ -256,6 +256,65 @@ Test(hostile_shm, source_outside_arena_refused)
 	hs_close(&h);
 }
 
+/* Gathered descriptors (DESCV, wire 1.3): each block of the grant from 16
+ * pieces of 512 bytes at a 1 KiB stride of a patterned arena lands piece by
+ * piece, in order; the bytes between the pieces are never read into it. */
+Test(hostile_shm, descv_gathered_lands_in_order)
+{
+	static struct hs h;
+	shm_only();
+	hs_open(&h, NULL);
+	int mfd = memfd_create("kvwt-hs-gather", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	cr_assert_geq(mfd, 0);
+	uint8_t *pat = malloc(HS_ARENA * 4);
+	cr_assert_not_null(pat);
+	for (size_t i = 0; i < HS_ARENA * 4; i++)
+		pat[i] = (uint8_t)(i * 7 + i / 512);
+	cr_assert_eq(pwrite(mfd, pat, HS_ARENA * 4, 0), (ssize_t)(HS_ARENA * 4));
+	cr_assert_eq(fcntl(mfd, F_ADD_SEALS, HS_SEALS), 0);
+	int ro = hs_ro(mfd);
+	hs_mem(&h, 1, HS_ARENA * 4, ro);
+	close(ro);
+	close(mfd);
+	for (uint32_t l = 0; l < 2; l++)
+		for (uint32_t i = 0; i < 4; i++)
+			hs_descv(&h, l, i, 0, HS_BB, (l * 4 + i) * 2 * HS_BB, 512, 1024, 1);
+	hs_expect_ok(&h);
+	for (uint32_t l = 0; l < 2; l++)
+		for (uint32_t i = 0; i < 4; i++) {
+			const uint8_t *b = kvwt_page(&h.dst, l, h.blk[i]);
+			for (uint32_t k = 0; k < HS_BB / 512; k++)
+				cr_assert_eq(memcmp(b + k * 512, pat + (l * 4 + i) * 2 * HS_BB + k * 1024, 512), 0,
+					     "layer %u block %u piece %u is not the source's", l, i, k);
+		}
+	free(pat);
+	hs_close(&h);
+}
+
+/* A DESCV whose last piece (or, by a stride that wraps, any piece) lies
+ * past the arena fails the request, and nothing is copied. */
+Test(hostile_shm, descv_source_outside_arena_refused)
+{
+	static const uint64_t strides[] = {4400, 1ull << 63, UINT64_MAX / 8};
+
+	shm_only();
+	for (size_t k = 0; k < sizeof(strides) / sizeof(strides[0]); k++) {
+		static struct hs h;
+		hs_open(&h, NULL);
+		int mfd = hs_memfd("kvwt-hs-gedge", HS_ARENA, HS_SEALS, 0xee, HS_ARENA);
+		int ro = hs_ro(mfd);
+		hs_mem(&h, 1, HS_ARENA, ro);
+		close(ro);
+		close(mfd);
+		/* 16 pieces of 512: at stride 4400 the last one ends 976 bytes past the end */
+		hs_descv(&h, 0, 0, 0, HS_BB, 0, 512, strides[k], 1);
+		static const char *const w[] = { "gathered source runs outside the sender's shared arena",
+						 NULL };
+		hs_expect_rejected(&h, w);
+		hs_close(&h);
+	}
+}
+
 Test(hostile_shm, desc_unknown_arena_refused)
 {
 	static struct hs h;
