@@ -138,6 +138,16 @@ struct kvw_req {
 	/* send role: the fence waits for the driver's kvw_core_cancel_done
 	 * (cancel answered INPROGRESS) and/or the receiver's ABORT_ACK */
 	bool cancel_pending, ack_wait;
+
+	/* fan-in (group.c): a part's events go to its group; a group has no
+	 * endpoint, it counts its parts' layers and ends */
+	struct kvw_req *group;  /* part: the fan-in request it belongs to */
+	struct kvw_req **parts; /* group: its parts */
+	uint32_t n_parts, parts_done;
+	uint32_t *layer_parts;  /* group: parts that completed each layer */
+	kvw_ctx *gctx;          /* group: the parts' context */
+	kvw_status first_fail;  /* group: status of the first part that failed */
+	bool quiet;             /* group: being torn down, no events */
 };
 
 /* ----------------------------------------------------------------- endpoint */
@@ -265,6 +275,22 @@ kvw_status kvw_ctx_driver(kvw_ctx *ctx, const char *name, kvw_drv **out);
 
 /* events */
 void kvw_ev_push(kvw_ctx *ctx, const kvw_event *ev);
+
+/* fan-in requests (group.c) */
+/* A part completed layer (its share: bytes); the group's event when all have. */
+void kvw_group_layer(kvw_req *part, uint32_t layer);
+/* A part ended with st: the group ends when all have (the first failure
+ * aborts the others). */
+void kvw_group_part_done(kvw_req *part, kvw_status st);
+/* Public calls on a group (kvw_req_abort, _set_timeout, _query, _free). */
+kvw_status kvw_group_abort(kvw_req *g);
+kvw_status kvw_group_set_timeout(kvw_req *g, uint64_t timeout_us);
+kvw_status kvw_group_query(const kvw_req *g, kvw_req_info *info);
+kvw_status kvw_group_free(kvw_req *g);
+/* seq.c for group.c: starts failing a live request (ABORTED, fenced)
+ * without waiting; frees a finished request. */
+void kvw_req_abort_start(kvw_req *r);
+void kvw_req_release(kvw_req *r);
 
 /* endpoints: made by drivers, run by the core */
 kvw_ep *kvw_ep_alloc(kvw_ctx *ctx, kvw_drv *drv, const char *uri);

@@ -172,6 +172,10 @@ static void kvw_req_complete(kvw_req *r, kvw_status st)
 		ep->cnt.seqs_ok++;
 	else
 		ep->cnt.seqs_failed++;
+	if (r->group) {
+		kvw_group_part_done(r, st);
+		return;
+	}
 	ev = (kvw_event){.type = KVW_EV_SEQ, .status = st, .req = r, .ep = ep,
 			 .user_data = r->user_data, .seq_id = r->seq_id, .bytes = r->bytes_done};
 	kvw_ev_push(ep->ctx, &ev);
@@ -305,6 +309,17 @@ static void kvw_req_fail_fenced(kvw_req *r, kvw_status st, bool tell_peer, bool 
 static void kvw_req_fail(kvw_req *r, kvw_status st, bool tell_peer)
 {
 	kvw_req_fail_fenced(r, st, tell_peer, false);
+}
+
+void kvw_req_abort_start(kvw_req *r)
+{
+	if (r->ep && r->status == KVW_INPROGRESS)
+		kvw_req_fail_fenced(r, KVW_ERR_ABORTED, true, true);
+}
+
+void kvw_req_release(kvw_req *r)
+{
+	kvw_req_destroy(r);
 }
 
 static bool kvw_blocks_ok(const kvw_layout *l, const uint32_t *blocks, size_t n, size_t *bad)
@@ -715,7 +730,10 @@ void kvw_core_landed(kvw_ep *ep, const struct kvw_wire_data *d)
 				.user_data = r->user_data, .seq_id = r->seq_id, .layer = layer,
 				.bytes = layer_total};
 		r->layers_done++;
-		kvw_ev_push(ep->ctx, &ev);
+		if (r->group)
+			kvw_group_layer(r, layer);
+		else
+			kvw_ev_push(ep->ctx, &ev);
 		if (r->layers_done == r->n_layers)
 			kvw_recv_done(ep, r); /* SEQ_DONE also confirms the last layer */
 		else
@@ -1408,6 +1426,8 @@ kvw_status kvw_req_abort(kvw_req *r)
 
 	if (!r)
 		return kvw_set_err(NULL, KVW_ERR_INVALID, "kvw_req_abort: request is NULL");
+	if (r->parts)
+		return kvw_group_abort(r);
 	kvw_err_clear(r->ep ? r->ep->ctx : NULL);
 	if (!r->ep || r->status != KVW_INPROGRESS)
 		return KVW_OK; /* finished: nothing can land any more */
@@ -1506,6 +1526,8 @@ kvw_status kvw_req_status(const kvw_req *r)
 
 kvw_status kvw_req_set_timeout(kvw_req *r, uint64_t timeout_us)
 {
+	if (r && r->parts)
+		return kvw_group_set_timeout(r, timeout_us);
 	if (!r || !r->ep || r->status != KVW_INPROGRESS || r->fencing)
 		return kvw_set_err(r && r->ep ? r->ep->ctx : NULL, KVW_ERR_INVALID, "kvw_req_set_timeout: "
 				   "the request is NULL, orphaned, already finished or being aborted");
@@ -1525,6 +1547,8 @@ kvw_status kvw_req_free(kvw_req *r)
 {
 	if (!r)
 		return kvw_set_err(NULL, KVW_ERR_INVALID, "kvw_req_free: request is NULL");
+	if (r->parts)
+		return kvw_group_free(r);
 	kvw_err_clear(r->ep ? r->ep->ctx : NULL);
 	if (r->status == KVW_INPROGRESS)
 		return kvw_set_err(r->ep ? r->ep->ctx : NULL, KVW_ERR_BUSY, "request still running: "
@@ -1538,6 +1562,8 @@ kvw_status kvw_req_query(const kvw_req *r, kvw_req_info *info)
 	if (!r || !info)
 		return kvw_set_err(r && r->ep ? r->ep->ctx : NULL, KVW_ERR_INVALID, "kvw_req_query: "
 				   "request and info must not be NULL");
+	if (r->parts)
+		return kvw_group_query(r, info);
 	kvw_err_clear(r->ep ? r->ep->ctx : NULL);
 	kvw_req_info in = {
 		.size = sizeof(in), .seq_id = r->seq_id, .is_send = r->role == KVW_ROLE_SEND, .status = r->status,

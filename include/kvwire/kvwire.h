@@ -329,7 +329,8 @@ kvw_status kvw_send_seq(kvw_ep *ep, uint64_t seq_id, const kvw_layout *layout,
  *    Tensor parallelism: a decode rank holding a head range grants it (one
  *    prefill sender feeds several decode ranks: fan-out); several prefill
  *    senders fill one decode rank by one grant each, on each sender's
- *    endpoint, narrowed to the heads that sender holds.
+ *    endpoint, narrowed to the heads that sender holds — or by one request
+ *    over all of them (kvw_recv_seq_fanin).
  *  - prefill side (kvw_send_seq_range): the tokens [t0, t1) this side holds
  *    in its block table; the grant's tokens and heads must lie inside them
  *    and inside the heads its layout holds, else the send ends
@@ -347,6 +348,21 @@ typedef struct kvw_seq_range {
 kvw_status kvw_recv_seq_range(kvw_ep *ep, uint64_t seq_id, const kvw_layout *layout,
 			      const uint32_t *blocks, size_t n, const kvw_seq_range *range,
 			      uint64_t timeout_us, kvw_req **req);
+/* Tensor-parallel fan-in as one request: one decode grant filled by n_eps
+ * prefill senders, sender i over eps[i] writing ranges[i] (its heads, or its
+ * tokens) of the same blocks. The ranges must not overlap (each granted
+ * byte has one writer) and the layout must come from kvw_layout_create_geom.
+ * Each endpoint's peer sees an ordinary GRANT narrowed to its range; the
+ * returned request stands for all of them: KVW_EV_LAYER fires for a layer
+ * once every sender's part of it landed (bytes: the whole layer), KVW_EV_SEQ
+ * once all did, or once one failed (its status; the other grants are then
+ * aborted and fenced first, so nothing lands after the event). Events of a
+ * fan-in request carry ep = NULL. kvw_req_abort, kvw_req_set_timeout,
+ * kvw_req_query (bytes summed) and kvw_req_free act on every part. All
+ * endpoints must belong to one context; 1..64 of them. */
+kvw_status kvw_recv_seq_fanin(kvw_ep *const *eps, size_t n_eps, uint64_t seq_id,
+			      const kvw_layout *layout, const uint32_t *blocks, size_t n,
+			      const kvw_seq_range *ranges, uint64_t timeout_us, kvw_req **req);
 /* kvw_send_seq with the tokens this side holds; later calls for the same
  * seq_id may use kvw_send_seq (the range of the first call stays). */
 kvw_status kvw_send_seq_range(kvw_ep *ep, uint64_t seq_id, const kvw_layout *layout,

@@ -392,6 +392,130 @@ Test(conf_geom, fan_in_two_senders_one_decode_rank)
 	gside_free(&d);
 }
 
+/* Fan-in as one request (kvw_recv_seq_fanin): the same two prefill ranks,
+ * one decode request over both endpoints. A layer's event waits for both
+ * senders' heads of it (none while only the first has sent), then one per
+ * layer with the whole layer's bytes, one KVW_EV_SEQ with all of them. */
+Test(conf_geom, fan_in_one_request_over_two_endpoints)
+{
+	static struct gside s0, s1, d;
+	kvw_seq_range rg[2] = {{.size = sizeof(rg[0]), .h0 = 0, .h1 = 4},
+			       {.size = sizeof(rg[0]), .h0 = 4, .h1 = 8}};
+	kvw_ep *eps[2];
+	kvw_req_info in = {.size = sizeof(in)};
+	kvwt_pair_open(gctx, &gp2);
+	eps[0] = gp.server, eps[1] = gp2.server;
+	gside_make(&s0, KVW_GEOM_HND, 16, 16, 0, 4, 16, 0);
+	gside_make(&s1, KVW_GEOM_NHD, 16, 20, 4, 8, 16, 23);
+	gside_make(&d, KVW_GEOM_HND, 32, 12, 0, GH, 8, 31);
+	gside_fill(&s0, 256);
+	gside_fill(&s1, 256);
+	kvw_status st = kvw_recv_seq_fanin(eps, 2, 15, d.lay, d.blocks, d.n, rg, 60000000ull, &d.req);
+	cr_assert_eq(st, KVW_OK, "%s: %s", kvw_strerror(st), kvw_ctx_last_error(gctx));
+	kvw_req_set_user_data(d.req, &d.rec);
+	gsend(&s0, gp.client, 15, NULL);
+	gdrive(&s0, NULL, NULL, NULL);
+	kvwt_spin(&gctx, 1, 20000);
+	cr_assert_eq(d.rec.layer_events, 0, "a layer fired with only one sender's heads in");
+	cr_assert_eq(kvw_req_query(d.req, &in), KVW_OK);
+	cr_assert_eq(in.bytes, gbytes(256, 4), "half the heads landed: %llu bytes",
+		     (unsigned long long)in.bytes);
+	gsend(&s1, gp2.client, 15, NULL);
+	gdrive(&s0, &s1, &d, NULL);
+	gcheck_ok(&d, gbytes(256, GH));
+	gcheck_ok(&s0, gbytes(256, 4));
+	gcheck_ok(&s1, gbytes(256, 4));
+	cr_assert_eq(kvw_req_query(d.req, &in), KVW_OK);
+	cr_assert(in.bytes == gbytes(256, GH) && in.bytes_total == in.bytes && in.layers_done == GL);
+	gside_verify(&d, 0, 256, 0, GH);
+	gside_free(&s0);
+	gside_free(&s1);
+	gside_free(&d);
+}
+
+/* One part of a fan-in fails (its sender aborts after layer 0, while the
+ * other sender has sent layer 0 of its heads): the whole request ends with
+ * that status, once, after the other part's grant was aborted too: that
+ * sender's later layers fail at once (its grant ended), nothing lands. */
+Test(conf_geom, fan_in_one_sender_failing_ends_the_request)
+{
+	static struct gside s0, s1, d;
+	kvw_seq_range rg[2] = {{.size = sizeof(rg[0]), .h0 = 0, .h1 = 4},
+			       {.size = sizeof(rg[0]), .h0 = 4, .h1 = 8}};
+	kvw_ep *eps[2];
+	kvw_req *r1 = NULL;
+	kvwt_pair_open(gctx, &gp2);
+	eps[0] = gp.server, eps[1] = gp2.server;
+	gside_make(&s0, KVW_GEOM_NHD, 16, 16, 0, 4, 16, 0);
+	gside_make(&s1, KVW_GEOM_NHD, 16, 16, 4, 8, 16, 0);
+	gside_make(&d, KVW_GEOM_NHD, 16, 16, 0, GH, 16, 0);
+	gside_fill(&s0, 256);
+	gside_fill(&s1, 256);
+	kvw_status st = kvw_recv_seq_fanin(eps, 2, 16, d.lay, d.blocks, d.n, rg, 60000000ull, &d.req);
+	cr_assert_eq(st, KVW_OK, "%s: %s", kvw_strerror(st), kvw_ctx_last_error(gctx));
+	kvw_req_set_user_data(d.req, &d.rec);
+	cr_assert_eq(kvw_send_seq(gp.client, 16, s0.lay, s0.blocks, s0.n, 0, 1, 0, &s0.req), KVW_OK);
+	kvw_req_set_user_data(s0.req, &s0.rec);
+	cr_assert_eq(kvw_send_seq(gp2.client, 16, s1.lay, s1.blocks, s1.n, 0, 1, 0, &r1), KVW_OK);
+	kvw_req_set_user_data(r1, &s1.rec);
+	kvwt_spin(&gctx, 1, 200);
+	cr_assert_eq(d.rec.layer_events, 1, "layer 0 of both senders: %u layer events",
+		     d.rec.layer_events);
+	cr_assert_eq(kvw_req_abort(r1), KVW_OK);
+	struct gside *v[2] = {&d, NULL};
+	cr_assert(kvwt_drive1(gctx, 5000, both_done, v), "the fan-in request outlived its failed part "
+		  "by 5 s (its deadline is 60 s)");
+	cr_assert_eq(d.rec.status, KVW_ERR_ABORTED, "%s", kvw_strerror(d.rec.status));
+	cr_assert_eq(d.rec.seq_events, 1);
+	kvw_req *r0 = NULL;
+	st = kvw_send_seq(gp.client, 16, s0.lay, s0.blocks, s0.n, 1, GL, KVW_SEND_LAST, &r0);
+	if (st == KVW_OK)
+		gdrive(&s0, NULL, NULL, NULL);
+	cr_assert(st != KVW_OK || s0.rec.status != KVW_OK,
+		  "the other sender's grant outlived the fan-in request");
+	cr_assert_eq(kvw_req_free(d.req), KVW_OK);
+	kvwt_spin(&gctx, 1, 100);
+	d.req = NULL;
+	gside_free(&s0);
+	gside_free(&s1);
+	gside_free(&d);
+}
+
+/* Ranges that overlap (two writers for some bytes), a layout without a
+ * geometry, endpoints of no context: refused with a sentence, no grant
+ * left behind (the same seq_id can be granted again at once). */
+Test(conf_geom, fan_in_bad_arguments_refused)
+{
+	static struct gside d;
+	kvw_seq_range rg[2] = {{.size = sizeof(rg[0]), .h0 = 0, .h1 = 6},
+			       {.size = sizeof(rg[0]), .h0 = 4, .h1 = 8}};
+	kvw_ep *eps[2];
+	kvw_req *r = NULL;
+	kvwt_pair_open(gctx, &gp2);
+	eps[0] = gp.server, eps[1] = gp2.server;
+	gside_make(&d, KVW_GEOM_NHD, 16, 16, 0, GH, 16, 0);
+	cr_assert_eq(kvw_recv_seq_fanin(eps, 2, 17, d.lay, d.blocks, d.n, rg, 60000000ull, &r),
+		     KVW_ERR_INVALID);
+	cr_assert(strstr(kvw_ctx_last_error(gctx), "overlap"), "%s", kvw_ctx_last_error(gctx));
+	cr_assert_null(r);
+	rg[0].h1 = 4;
+	cr_assert_eq(kvw_recv_seq_fanin(eps, 2, 17, d.lay, d.blocks, d.n, rg, 60000000ull, &r), KVW_OK,
+		     "%s", kvw_ctx_last_error(gctx));
+	cr_assert_eq(kvw_req_abort(r), KVW_OK);
+	cr_assert_eq(kvw_req_status(r), KVW_ERR_ABORTED);
+	cr_assert_eq(kvw_req_free(r), KVW_OK);
+	struct kvwt_pool pl;
+	kvwt_pool_make(gctx, &pl, 2, 4, 4096, 4096);
+	uint32_t b[2] = {0, 1};
+	cr_assert_eq(kvw_recv_seq_fanin(eps, 2, 18, pl.lay, b, 2, rg, 1000000, &r), KVW_ERR_INVALID);
+	cr_assert(strstr(kvw_ctx_last_error(gctx), "kvw_layout_create_geom"), "%s",
+		  kvw_ctx_last_error(gctx));
+	cr_assert_eq(kvw_recv_seq_fanin(eps, 0, 18, d.lay, d.blocks, d.n, rg, 1000000, &r),
+		     KVW_ERR_INVALID);
+	kvwt_pool_free(&pl);
+	gside_free(&d);
+}
+
 /* A grant for heads the sender does not hold is refused on both sides
  * (with several prefill senders each must be granted only its heads). */
 Test(conf_geom, grant_for_heads_the_sender_lacks_rejected)
