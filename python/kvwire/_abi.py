@@ -268,6 +268,8 @@ FUNCTIONS = {
                                   C.c_uint32, C.c_uint, _P(handle)]),
     "kvw_recv_seq_range": (kvw_status, [handle, C.c_uint64, handle, _u32p, C.c_size_t,
                                         _P(kvw_seq_range), C.c_uint64, _P(handle)]),
+    "kvw_recv_seq_fanin": (kvw_status, [_P(handle), C.c_size_t, C.c_uint64, handle, _u32p,
+                                        C.c_size_t, _P(kvw_seq_range), C.c_uint64, _P(handle)]),
     "kvw_send_seq_range": (kvw_status, [handle, C.c_uint64, handle, _u32p, C.c_size_t,
                                         _P(kvw_seq_range), C.c_uint32, C.c_uint32, C.c_uint,
                                         _P(handle)]),

@@ -1170,6 +1170,37 @@ class Endpoint:
         self.ctx._check(st, f"kvw_recv_seq(seq {seq_id})")
         return Request._new(self, h.value, int(seq_id), False, layout, n, timeout)
 
+    def recv_fanin(self, others: "list[Endpoint]", seq_id: int, layout: Layout, blocks: Any,
+                   ranges: "list[dict[str, tuple[int, int]]]", timeout: float | None = None
+                   ) -> "Request":
+        """kvw_recv_seq_fanin(): one request filled by several prefill senders (tensor-
+        parallel fan-in), this endpoint's peer and each of `others`' peers. ranges[i]
+        (dict with heads=(h0, h1) and/or tokens=(t0, t1)) is what endpoint i writes:
+        this endpoint is 0, others follow. Layer events fire once every sender's part of
+        a layer is in; the request ends once all did, or at the first failure (the other
+        parts aborted first). A Layout.from_geometry layout."""
+        eps = [self] + list(others)
+        if len(ranges) != len(eps):
+            raise InvalidError(f"recv_fanin: {len(ranges)} ranges for {len(eps)} endpoints",
+                               status=_abi.KVW_ERR_INVALID)
+        if any(e.ctx is not self.ctx for e in eps):
+            raise InvalidError("recv_fanin: every endpoint must belong to this context",
+                               status=_abi.KVW_ERR_INVALID)
+        p, n, _keep = _u32_blocks(blocks)
+        hv = (C.c_void_p * len(eps))(*[e.handle for e in eps])
+        rv = (_abi.kvw_seq_range * len(eps))(*[_seq_range(r.get("tokens"), r.get("heads"))
+                                              for r in ranges])
+        us = 0 if timeout is None else max(1, int(timeout * 1e6))
+        h = C.c_void_p()
+        self.ctx._st.drain()
+        st = _L().kvw_recv_seq_fanin(C.cast(hv, _abi._P(_abi.handle)), len(eps), int(seq_id),
+                                     layout.handle, p, n, rv, us, C.byref(h))
+        self.ctx._check(st, f"kvw_recv_seq_fanin(seq {seq_id}, {len(eps)} senders)")
+        req = Request._new(self, h.value, int(seq_id), False, layout, n, timeout)
+        for e in eps[1:]:
+            e._reqs.add(req)
+        return req
+
     def send(self, seq_id: int, layout: Layout, blocks: Any, first_layer: int = 0,
              end_layer: int | None = None, *, last: bool | None = None,
              timeout: float | None = None, tokens: tuple[int, int] | None = None

@@ -132,3 +132,45 @@ def test_geometry_checks_and_reads_back():
     with pytest.raises(kvwire.InvalidError):
         kvwire.Geometry("nhd", n_layers=2, n_blocks=3, block_tokens=16, head_dim=128,
                         num_heads=8, kv_offsets=[0, 1])
+
+
+@pytest.mark.parametrize("driver", ["shm", "tcp"])
+def test_fanin_two_prefill_ranks_one_request(ctx, driver, tmp_path):
+    """Endpoint.recv_fanin (kvw_recv_seq_fanin): two prefill ranks (TP 2, heads
+    [0, 4) HND and [4, 8) NHD) fill one decode request; no layer event while only
+    the first has sent, then one per layer, and every element in place."""
+    cl0, sv0, _l0 = pair(ctx, driver, tmp_path)
+    (tmp_path / "b").mkdir()
+    cl1, sv1, _l1 = pair(ctx, driver, tmp_path / "b")
+    ntok = 100
+    g0, _m0, l0, a0 = _side(ctx, "hnd", 8, 16, heads=(0, 4))
+    g1, _m1, l1, a1 = _side(ctx, "nhd", 8, 16, heads=(4, 8))
+    dg, _dm, dl, da = _side(ctx, "hnd", 6, 32)
+    t0, t1, dtable = [7, 0, 5, 2, 6, 1, 4], [1, 3, 5, 7, 0, 2, 4], [5, 1, 3, 0]
+    _fill(g0, a0, t0, ntok)
+    _fill(g1, a1, t1, ntok)
+    r = sv0.recv_fanin([sv1], 41, dl, dtable, [dict(heads=(0, 4), tokens=(0, ntok)),
+                                               dict(heads=(4, 8), tokens=(0, ntok))],
+                       timeout=10)
+    layers = []
+    r.add_layer_callback(lambda _q, layer: layers.append(layer))
+    s0 = cl0.send(41, l0, t0, 0, L, tokens=(0, ntok))
+    end = time.monotonic() + 10
+    while not s0.done and time.monotonic() < end:
+        ctx.poll(0.05)
+    ctx.poll(0.05)
+    assert s0.ok and not r.done and layers == [], (s0.status, layers)
+    s1 = cl1.send(41, l1, t1, 0, L, tokens=(0, ntok))
+    r.wait(10)
+    s1.wait(10)
+    assert sorted(layers) == list(range(L))
+    assert r.info().bytes == L * 2 * ntok * H * D * 2
+    _check(dg, da, dtable, 0, ntok, (0, H))
+
+
+def test_fanin_overlapping_heads_refused_with_a_sentence(ctx, tmp_path):
+    cl0, sv0, _l0 = pair(ctx, "tcp", tmp_path)
+    cl1, sv1, _l1 = pair(ctx, "tcp", tmp_path)
+    dg, _dm, dl, _da = _side(ctx, "nhd", 4, 16)
+    with pytest.raises(kvwire.InvalidError, match="overlap"):
+        sv0.recv_fanin([sv1], 42, dl, [0, 1], [dict(heads=(0, 5)), dict(heads=(4, 8))])
