@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kvwt.h"
@@ -20,10 +23,11 @@
  * (rdma, ofi), which post one write per fragment: the head-major cases'
  * 256-byte fragments (262,144 for 32 layers) outran the 30 s deadline over
  * libfabric's shm provider and rxe under TCG; 4 layers keep every case. */
+static unsigned g_model_layers = 32; /* Llama-3-8B; Qwen3-8B: 36 */
 static unsigned geom_layers(void)
 {
 	const char *d = kvwt_driver()->name;
-	return KVWT_ASAN || !strcmp(d, "rdma") || !strcmp(d, "ofi") ? 4u : 32u;
+	return KVWT_ASAN || !strcmp(d, "rdma") || !strcmp(d, "ofi") ? 4u : g_model_layers;
 }
 #define GL geom_layers()
 #define GH 8u
@@ -117,14 +121,18 @@ static void gside_fill(struct gside *s, uint64_t t1)
 				}
 }
 
-/* Every element of tokens [t0, t1), heads [h0, h1) holds its value; every
- * other byte of the arena is still the canary. */
-static void gside_verify(const struct gside *s, uint64_t t0, uint64_t t1, uint32_t h0, uint32_t h1)
+/* Elements of tokens [t0, t1), heads [h0, h1) that do not hold their
+ * value (*bad), bytes outside them that are not the canary (*stray). */
+static void gside_count(const struct gside *s, uint64_t t0, uint64_t t1, uint32_t h0, uint32_t h1,
+			uint64_t *bad_out, uint64_t *stray_out)
 {
 	uint8_t *mark = calloc(s->len, 1);
 	uint64_t bad = 0, stray = 0;
 
-	cr_assert_not_null(mark);
+	if (!mark) {
+		*bad_out = *stray_out = UINT64_MAX;
+		return;
+	}
 	for (uint32_t l = 0; l < GL; l++)
 		for (uint32_t kv = 0; kv < 2; kv++)
 			for (uint64_t t = t0; t < t1; t++)
@@ -138,6 +146,16 @@ static void gside_verify(const struct gside *s, uint64_t t0, uint64_t t1, uint32
 	for (size_t i = 0; i < s->len; i++)
 		stray += !mark[i] && s->base[i] != CANARY;
 	free(mark);
+	*bad_out = bad, *stray_out = stray;
+}
+
+/* Every element of tokens [t0, t1), heads [h0, h1) holds its value; every
+ * other byte of the arena is still the canary. */
+static void gside_verify(const struct gside *s, uint64_t t0, uint64_t t1, uint32_t h0, uint32_t h1)
+{
+	uint64_t bad, stray;
+
+	gside_count(s, t0, t1, h0, h1, &bad, &stray);
 	cr_assert_eq(bad, 0, "%llu elements differ from their logical value", (unsigned long long)bad);
 	cr_assert_eq(stray, 0, "%llu bytes outside the grant were written", (unsigned long long)stray);
 }
@@ -757,3 +775,197 @@ Test(conf_geom_raw, old_peer_gets_no_geometry_grant)
 	cr_assert_eq(kvw_recv_seq(ep, 6, p.lay, b, 2, 0, &r), KVW_OK, "%s", kvw_ctx_last_error(gctx));
 	close(fd);
 }
+
+/* ---------------------------------------------- prefill and decode processes */
+/* Tensor parallelism across processes, as a fleet runs it: forked children
+ * with their own contexts are the prefill ranks (fan-in) or the decode ranks
+ * (fan-out); shapes Llama-3-8B (32 layers) and Qwen3-8B (36), 8 KV heads of
+ * 128 bf16. Children are forked before this process opens any context
+ * (verbs and fork), are told the listener's URI on a pipe, connect one after
+ * the other (so the parent knows which endpoint is whose), and exit 0 only
+ * when their own side ended OK (and, for decode ranks, every element of
+ * their heads is in place and nothing else was written). */
+static void gproc_init(void)
+{
+	if (!strcmp(kvwt_driver()->name, "loop") || !strcmp(kvwt_driver()->name, "ofi"))
+		cr_skip_test("%s: forked peers are covered by conf_proc's reasons (loop: one process; "
+			     "ofi: fork after libfabric, docs/drivers/ofi.md)", kvwt_driver()->name);
+}
+
+TestSuite(conf_geom_proc, .init = gproc_init, .timeout = 180);
+
+#define GP_TOKENS 384u
+#define GP_SEQ 77u
+
+static bool gp_rec_done(void *arg)
+{
+	return ((struct kvwt_rec *)arg)->status != KVW_INPROGRESS;
+}
+
+/* Child: the URI from fd, connect; role 's' sends heads [h0, h1) of an NHD
+ * 16-token cache, role 'r' grants heads [h0, h1) of an HND 64-token one and
+ * checks them. Exit 0 on success. */
+static int gp_child(int fd, char role, uint32_t h0, uint32_t h1)
+{
+	char uri[256] = {0};
+	static struct gside x;
+	kvw_ep *ep;
+	ssize_t n = read(fd, uri, sizeof(uri) - 1);
+
+	if (n <= 0)
+		return 2;
+	uri[strcspn(uri, "\n")] = 0;
+	gctx = kvwt_ctx(NULL);
+	if (kvw_connect(gctx, uri, 20000, &ep) != KVW_OK)
+		return 3;
+	if (role == 's') {
+		gside_make(&x, KVW_GEOM_NHD, 16, 32, h0, h1, GP_TOKENS / 16, 5);
+		gside_fill(&x, GP_TOKENS);
+		for (uint32_t l = 0; l < GL; l++) {
+			kvw_req *r = NULL;
+			if (kvw_send_seq(ep, GP_SEQ, x.lay, x.blocks, x.n, l, l + 1,
+					 l + 1 == GL ? KVW_SEND_LAST : 0, &r) != KVW_OK)
+				return 4;
+			if (!l)
+				kvw_req_set_user_data(r, &x.rec);
+		}
+	} else {
+		kvw_seq_range rg = {.size = sizeof(rg), .h0 = h0, .h1 = h1};
+		gside_make(&x, KVW_GEOM_HND, 64, 10, 0, GH, GP_TOKENS / 64, 9);
+		if (kvw_recv_seq_range(ep, GP_SEQ, x.lay, x.blocks, x.n, &rg, 90000000ull, &x.req))
+			return 4;
+		kvw_req_set_user_data(x.req, &x.rec);
+	}
+	if (!kvwt_drive1(gctx, 120000, gp_rec_done, &x.rec))
+		return 5;
+	if (x.rec.status != KVW_OK)
+		return 6;
+	if (role == 'r') {
+		uint64_t bad, stray;
+		gside_count(&x, 0, GP_TOKENS, h0, h1, &bad, &stray);
+		if (bad || stray)
+			return 7;
+	}
+	kvwt_spin(&gctx, 1, 200); /* the last frames out before the exit */
+	return 0;
+}
+
+struct gp_kids {
+	pid_t pid[2];
+	int fd[2];
+};
+
+static void gp_fork(struct gp_kids *k, char role)
+{
+	for (int i = 0; i < 2; i++) {
+		int p[2];
+		cr_assert_eq(pipe(p), 0);
+		fflush(NULL);
+		k->pid[i] = fork();
+		cr_assert_geq(k->pid[i], 0);
+		if (k->pid[i] == 0) {
+			close(p[1]);
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			_exit(gp_child(p[0], role, i * GH / 2, (i + 1) * GH / 2));
+		}
+		close(p[0]);
+		k->fd[i] = p[1];
+	}
+}
+
+/* Tells child i the URI and takes its endpoint. */
+static kvw_ep *gp_accept(struct gp_kids *k, int i, kvw_listener *l)
+{
+	char line[300];
+	kvw_ep *ep = NULL;
+
+	snprintf(line, sizeof(line), "%s\n", kvw_listener_uri(l));
+	cr_assert_eq(write(k->fd[i], line, strlen(line)), (ssize_t)strlen(line));
+	cr_assert_eq(kvw_accept(l, 20000, &ep), KVW_OK, "child %d never connected", i);
+	return ep;
+}
+
+static void gp_reap(struct gp_kids *k)
+{
+	for (int i = 0; i < 2; i++) {
+		int ws = 0;
+		cr_assert_eq(waitpid(k->pid[i], &ws, 0), k->pid[i]);
+		cr_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "child %d ended with %d (%s)", i,
+			  WIFEXITED(ws) ? WEXITSTATUS(ws) : -WTERMSIG(ws),
+			  "2 uri, 3 connect, 4 call, 5 hung, 6 status, 7 elements");
+		close(k->fd[i]);
+	}
+}
+
+/* Two prefill processes (TP 2, NHD 16) into one decode request (HND 64,
+ * kvw_recv_seq_fanin over both endpoints). */
+static void gp_fan_in(unsigned layers)
+{
+	struct gp_kids k;
+	static struct gside d;
+	kvw_seq_range rg[2] = {{.size = sizeof(rg[0]), .h0 = 0, .h1 = GH / 2},
+			       {.size = sizeof(rg[0]), .h0 = GH / 2, .h1 = GH}};
+	kvw_ep *eps[2];
+	kvw_listener *l;
+
+	g_model_layers = layers;
+	gp_fork(&k, 's');
+	char luri[256];
+	gctx = kvwt_ctx(NULL);
+	kvwt_listen_uri(luri, sizeof(luri));
+	cr_assert_eq(kvw_listen(gctx, luri, &l), KVW_OK, "%s", kvw_ctx_last_error(gctx));
+	eps[0] = gp_accept(&k, 0, l);
+	eps[1] = gp_accept(&k, 1, l);
+	gside_make(&d, KVW_GEOM_HND, 64, 10, 0, GH, GP_TOKENS / 64, 9);
+	kvw_status st = kvw_recv_seq_fanin(eps, 2, GP_SEQ, d.lay, d.blocks, d.n, rg, 90000000ull, &d.req);
+	cr_assert_eq(st, KVW_OK, "%s", kvw_ctx_last_error(gctx));
+	kvw_req_set_user_data(d.req, &d.rec);
+	cr_assert(kvwt_drive1(gctx, 120000, gp_rec_done, &d.rec), "the fan-in request did not end");
+	gcheck_ok(&d, gbytes(GP_TOKENS, GH));
+	gside_verify(&d, 0, GP_TOKENS, 0, GH);
+	gp_reap(&k);
+}
+
+/* One prefill process (this one, NHD 16, all heads) into two decode
+ * processes (HND 64, heads [0, 4) and [4, 8) each). */
+static void gp_fan_out(unsigned layers)
+{
+	struct gp_kids k;
+	static struct gside s;
+	kvw_ep *eps[2];
+	kvw_listener *l;
+	struct kvwt_rec rec[2];
+
+	g_model_layers = layers;
+	gp_fork(&k, 'r');
+	char luri[256];
+	gctx = kvwt_ctx(NULL);
+	kvwt_listen_uri(luri, sizeof(luri));
+	cr_assert_eq(kvw_listen(gctx, luri, &l), KVW_OK, "%s", kvw_ctx_last_error(gctx));
+	eps[0] = gp_accept(&k, 0, l);
+	eps[1] = gp_accept(&k, 1, l);
+	gside_make(&s, KVW_GEOM_NHD, 16, 32, 0, GH, GP_TOKENS / 16, 5);
+	gside_fill(&s, GP_TOKENS);
+	for (int i = 0; i < 2; i++) {
+		kvwt_rec_init(&rec[i]);
+		for (uint32_t ly = 0; ly < GL; ly++) {
+			kvw_req *r = NULL;
+			cr_assert_eq(kvw_send_seq(eps[i], GP_SEQ, s.lay, s.blocks, s.n, ly, ly + 1,
+						  ly + 1 == GL ? KVW_SEND_LAST : 0, &r), KVW_OK, "%s",
+				     kvw_ctx_last_error(gctx));
+			if (!ly)
+				kvw_req_set_user_data(r, &rec[i]);
+		}
+	}
+	struct kvwt_rec *v[3] = {&rec[0], &rec[1], NULL};
+	cr_assert(kvwt_drive1(gctx, 120000, kvwt_recs_done, v), "the sends did not end");
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(rec[i].status, KVW_OK, "send to decode rank %d: %s", i,
+			     kvw_strerror(rec[i].status));
+	gp_reap(&k);
+}
+
+Test(conf_geom_proc, fan_in_two_prefill_processes_llama3_8b) { gp_fan_in(32); }
+Test(conf_geom_proc, fan_in_two_prefill_processes_qwen3_8b) { gp_fan_in(36); }
+Test(conf_geom_proc, fan_out_two_decode_processes_llama3_8b) { gp_fan_out(32); }
+Test(conf_geom_proc, fan_out_two_decode_processes_qwen3_8b) { gp_fan_out(36); }
