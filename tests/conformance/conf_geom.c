@@ -790,6 +790,11 @@ static void gproc_init(void)
 	if (!strcmp(kvwt_driver()->name, "loop") || !strcmp(kvwt_driver()->name, "ofi"))
 		cr_skip_test("%s: forked peers are covered by conf_proc's reasons (loop: one process; "
 			     "ofi: fork after libfabric, docs/drivers/ofi.md)", kvwt_driver()->name);
+	const char *ce = getenv("KVW_TEST_CHILD_EAL");
+	if (ce && strstr(ce, "net_memif"))
+		cr_skip_test("dpdk over memif: the test topology has one memif link for forked peers "
+			     "(tests/dpdk/conformance_memif.sh) and these cases fork two; they run on "
+			     "af_packet (conformance-dpdk-afpacket)");
 }
 
 TestSuite(conf_geom_proc, .init = gproc_init, .timeout = 180);
