@@ -355,7 +355,7 @@ static const char *rd_peer_ip(struct rdma_cm_id *id, char *buf, size_t len)
 static void rd_on_request(struct rd_drv *rd, struct rd_lst *ls, struct rdma_cm_event *ev)
 {
 	const struct rd_cm_priv *cp = ev->param.conn.private_data;
-	struct rd_cm_priv rep = {.magic = RD_MAGIC};
+	struct rd_cm_priv rep = {.magic = RD_MAGIC, .flags = RD_CM_F_NEED};
 	struct rdma_conn_param p;
 	struct rd_ep *e = calloc(1, sizeof(*e));
 	struct rd_rail *r = e ? rd_rail_new(rd, e, NULL, 0) : NULL;
@@ -364,6 +364,12 @@ static void rd_on_request(struct rd_drv *rd, struct rd_lst *ls, struct rdma_cm_e
 
 	if (!r || ev->param.conn.private_data_len < sizeof(*cp) || cp->magic != RD_MAGIC)
 		goto err_reject;
+	if ((cp->flags & RD_CM_F_NEED) != RD_CM_F_NEED) {
+		kvw_log(rd->d->ctx, 2, "rdma: refused a connection from %s: its kvwire driver predates "
+			"write-with-immediate landing (issue 17), which this one requires: upgrade the peer",
+			rd_peer_ip(ev->id, ip, sizeof(ip)));
+		goto err_reject;
+	}
 	e->rail[0] = r;
 	r->id = ev->id;
 	ev->id->context = r;
@@ -469,7 +475,7 @@ kvw_status rd_open_rails(kvw_ep *ep)
 
 static void rd_on_route(struct rd_rail *r)
 {
-	struct rd_cm_priv cp = {.magic = RD_MAGIC};
+	struct rd_cm_priv cp = {.magic = RD_MAGIC, .flags = RD_CM_F_NEED};
 	struct rdma_conn_param p;
 	char why[160];
 
@@ -497,6 +503,13 @@ static void rd_on_response(struct rd_rail *r, struct rdma_cm_event *ev)
 
 	if (ev->param.conn.private_data_len < sizeof(*cp) || cp->magic != RD_MAGIC) {
 		rd_rail_fail(r, KVW_ERR_PROTO, "rdma: the peer's rdma_cm reply is not kvwire's");
+		return;
+	}
+	if ((cp->flags & RD_CM_F_NEED) != RD_CM_F_NEED) {
+		rdma_reject(r->id, NULL, 0);
+		rd_rail_fail(r, KVW_ERR_PROTO, "rdma: the listener's kvwire driver predates write-with-"
+			     "immediate landing (issue 17): it would take a peer's word that data landed; "
+			     "upgrade it (this build refuses it)");
 		return;
 	}
 	r->peer_dev = cp->dev_idx < RD_MAX_DEV ? cp->dev_idx : 0;

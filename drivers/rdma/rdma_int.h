@@ -25,7 +25,10 @@
 
 enum rd_kind {
 	RD_CTRL = 1,    /* a piece of the kvwire control-frame byte stream */
-	RD_LANDED = 2,  /* kvw_wire_data[]: writes placed before this message */
+	RD_LANDED = 2,  /* kvw_wire_data[]: names the writes-with-immediate placed
+	                 * before it, one entry each, in order; the receiver
+	                 * accepts an entry only against its own NIC's completion
+	                 * of that write (token in imm_data, byte_len) */
 	RD_KEYMAP = 3,  /* struct rd_keymap: per-grant rkeys, per device */
 	RD_KEYDROP = 4, /* u32 token: grant key gone */
 	RD_FENCE = 5,   /* u32 token: stop writing this grant, answer FENCE_ACK */
@@ -61,11 +64,13 @@ struct rd_krun {
 _Static_assert(sizeof(struct rd_keymap) == 48 && sizeof(struct rd_krun) == 48, "rd_keymap");
 
 /* rdma_cm private data: client -> server and server -> client */
+#define RD_CM_F_WIMM 0x1u       /* writes go WITH_IMM, landing counted from the NIC (issue 17) */
+#define RD_CM_F_NEED RD_CM_F_WIMM /* what both sides must set: older peers are refused */
 struct rd_cm_priv {
 	uint32_t magic;
 	uint8_t dev_idx;        /* sender's device index (keymap slot) */
 	uint8_t n_ip;
-	uint16_t rsvd;
+	uint16_t flags;         /* RD_CM_F_* (0 in drivers before issue 17) */
 	uint32_t ip[RD_MAX_DEV]; /* server: addresses it listens on, rail 0's first */
 };
 
@@ -139,6 +144,10 @@ struct rd_rail {
 	 * per posted receive) */
 	struct ibv_wc stash[RD_RECV_DEPTH];
 	uint32_t stash_head, n_stash;
+	/* receiver: writes our NIC completed (IBV_WC_RECV_RDMA_WITH_IMM) that
+	 * no LANDED entry named yet, in arrival order (rd_on_landed) */
+	struct rd_wimm { uint32_t token, bytes; } wimm[RD_RECV_DEPTH];
+	uint32_t wimm_head, n_wimm;
 	struct rd_rail *next_all;
 	bool lingering;         /* closed, last sends in flight (rd_rail_linger) */
 	uint64_t linger_until;

@@ -7,6 +7,7 @@
  * "attacker" is the real sender whose driver state is tampered with between
  * the grant and the writes, so the forged work requests reach the wire.
  */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +212,66 @@ Test(rdma, address_between_granted_blocks_refused_by_the_nic)
 	f.sreq->pg.blocks[0] = N / 4 + 1;
 	fx_send(&f, 1, 1, L, KVW_SEND_LAST);
 	refused_and_reported(&f);
+}
+
+/* Issue 17, finding 9: a sender that posts LANDED notices for every block
+ * of every layer and makes no write. The receiver counts landing from its
+ * own NIC's completions (write-with-immediate): the notices name data that
+ * never arrived, so no layer completes, the request fails REJECTED with a
+ * sentence that says so, and the arena is as it was. (Taking the sender's
+ * word, the sequence ended OK with 0 bytes changed.) */
+Test(rdma, landed_without_writes_is_not_landing)
+{
+	static struct fx f;
+	static struct kvw_wire_data d[L * G];
+	fx_open(&f);
+	fx_grant(&f, 1);
+	uint32_t tok = f.rreq->token;
+	for (uint32_t l = 0; l < L; l++)
+		for (uint32_t i = 0; i < G; i++)
+			d[l * G + i] = (struct kvw_wire_data){.token = tok, .layer = l, .blk_idx = i, .bytes = BB};
+	struct rd_rail *r = rd_ep_of(f.p.client)->rail[0];
+	cr_assert_eq(rd_msg(r, RD_LANDED, d, sizeof(d)), KVW_OK);
+	cr_assert(kvwt_drive1(f.ctx, 10000, kvwt_rec_done, &f.rrec), "no verdict on the receiver in 10 s");
+	cr_assert_eq(f.rrec.status, KVW_ERR_REJECTED, "receiver: %s (a LANDED without writes was taken "
+		     "as landing)", kvw_strerror(f.rrec.status));
+	cr_assert_eq(kvw_ep_status(f.p.server), KVW_ERR_REJECTED);
+	cr_assert(strstr(f.p.server->fail_why, "LANDED notice without the write"), "reason: %s",
+		  f.p.server->fail_why);
+	dst_untouched(&f);
+}
+
+/* The same liar with one real write: a single write-with-immediate of 1
+ * byte, then a LANDED that says it carried a whole block. The NIC's
+ * byte_len tells: REJECTED, one byte (inside the grant) changed, nothing
+ * completes. */
+Test(rdma, landed_naming_more_than_the_nic_delivered)
+{
+	static struct fx f;
+	fx_open(&f);
+	fx_grant(&f, 1);
+	uint32_t tok = f.rreq->token;
+	struct rd_rail *r = rd_ep_of(f.p.client)->rail[0];
+	struct rd_keyent *k = sender_key(&f, tok);
+	uint8_t *dst = kvwt_page(&f.dst, 0, f.blk[0]);
+	const struct rd_mem *rm = kvw_core_mem_priv(f.src.mem, kvw_core_ep_drv(f.p.client));
+	struct ibv_sge sg = {.addr = (uintptr_t)kvwt_page(&f.src, 0, f.blk[0]), .length = 1,
+			     .lkey = rm->mr[r->dev_idx]->lkey};
+	struct ibv_send_wr wr = {.wr_id = r->wr_posted, .sg_list = &sg, .num_sge = 1,
+				 .opcode = IBV_WR_RDMA_WRITE_WITH_IMM, .imm_data = htonl(tok),
+				 .send_flags = IBV_SEND_SIGNALED}, *bad;
+	wr.wr.rdma.remote_addr = (uintptr_t)dst;
+	wr.wr.rdma.rkey = rd_key_rkey(k, (uintptr_t)dst, 1, r->peer_dev);
+	cr_assert_eq(ibv_post_send(r->qp, &wr, &bad), 0);
+	r->cum_bytes[r->wr_posted % r->sq_depth] = r->bytes_posted;
+	r->wr_posted++;
+	r->credits--;
+	struct kvw_wire_data d = {.token = tok, .layer = 0, .blk_idx = 0, .bytes = BB};
+	cr_assert_eq(rd_msg(r, RD_LANDED, &d, sizeof(d)), KVW_OK);
+	cr_assert(kvwt_drive1(f.ctx, 10000, kvwt_rec_done, &f.rrec), "no verdict on the receiver in 10 s");
+	cr_assert_eq(f.rrec.status, KVW_ERR_REJECTED, "receiver: %s", kvw_strerror(f.rrec.status));
+	cr_assert(strstr(f.p.server->fail_why, "carried 1 bytes"), "reason: %s", f.p.server->fail_why);
+	cr_assert_eq(f.rrec.layer_events, 0, "a layer completed on a 1-byte write");
 }
 
 Test(rdma, qp_error_mid_transfer_fails_cleanly)
