@@ -185,7 +185,7 @@ static kvw_status rd_qp_modify(struct rd_rail *r, enum ibv_qp_state to)
 		return KVW_ERR_PEER_DEAD;
 	}
 	if (to == IBV_QPS_INIT)
-		a.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
+		a.qp_access_flags = 0; /* no remote access before the handshake (rd_rail_open_writes) */
 	if (to == IBV_QPS_RTR) {
 		a.min_rnr_timer = RD_MIN_RNR_TIMER;
 		if (a.path_mtu > r->dev->active_mtu)
@@ -207,6 +207,29 @@ static kvw_status rd_qp_modify(struct rd_rail *r, enum ibv_qp_state to)
 	kvw_set_err(r->rd->d->ctx, KVW_ERR_IO, "%s", why);
 	rd_rail_fail(r, KVW_ERR_IO, why);
 	return KVW_ERR_IO;
+}
+
+/* The kvwire handshake authenticated the peer (its endpoint is READY, or
+ * this rail joined one with a valid proof): from now on the QP takes RDMA
+ * WRITEs (RTS -> RTS, access flags only). Until then a write to it, with
+ * any key, is refused by the NIC (issue 17, finding 8): an rdma_cm
+ * connection that never says HELLO cannot reach a grant. */
+kvw_status rd_rail_open_writes(struct rd_rail *r)
+{
+	struct ibv_qp_attr a = {.qp_access_flags = IBV_ACCESS_REMOTE_WRITE};
+	char why[200];
+	int e;
+
+	if (r->writes_open || r->state != RD_R_UP || !r->qp)
+		return KVW_OK;
+	if ((e = ibv_modify_qp(r->qp, &a, IBV_QP_ACCESS_FLAGS)) != 0) {
+		snprintf(why, sizeof(why), "rdma: enabling remote writes on rail %u's QP after the "
+			 "handshake failed: %s (device %s)", r->idx, strerror(e), r->dev->name);
+		rd_rail_fail(r, KVW_ERR_IO, why);
+		return KVW_ERR_IO;
+	}
+	r->writes_open = true;
+	return KVW_OK;
 }
 
 /* CQs, QP, buffers on the device rdma_cm picked; QP left in INIT. */
@@ -641,6 +664,8 @@ kvw_status rd_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx)
 	r->rep = e;
 	r->idx = rail_idx;
 	e->rail[rail_idx] = r;
+	if (kvw_core_ep_ready(ep) && rd_rail_open_writes(r) != KVW_OK)
+		return KVW_ERR_IO; /* the join proof authenticated it */
 	x->rail[0] = NULL;
 	rd_ep_data_free(extra);
 	free(x);

@@ -832,6 +832,8 @@ void rd_rail_progress(struct rd_rail *r)
 		rd_cq_consume(r); /* woken by the channel: clear its fd */
 	if (r->state != RD_R_UP)
 		return;
+	if (!r->writes_open && r->ep && kvw_core_ep_ready(r->ep) && rd_rail_open_writes(r) != KVW_OK)
+		return;
 	rd_sbuf_grow(r);
 	rd_flush(r);
 	/* Return credits when a quarter waits, when the peer is starved, or

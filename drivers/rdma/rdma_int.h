@@ -122,6 +122,7 @@ struct rd_rail {
 	int credits, to_return;
 	bool peer_starved;
 	bool cm_established;
+	bool writes_open;       /* QP takes RDMA WRITEs: only once its endpoint is READY */
 	bool heard;             /* a message arrived since the last progress pass */
 	/* fault layer (config `fault`): a lossy link below RC (rdma_data.c) */
 	struct kvw_fault *fault;
@@ -242,6 +243,7 @@ void rd_ep_close(kvw_ep *ep);
 void rd_cm_progress(struct rd_drv *rd);
 void rd_rail_free(struct rd_rail *r);
 void rd_lingering_progress(struct rd_drv *rd, bool wait);
+kvw_status rd_rail_open_writes(struct rd_rail *r);
 
 /* rdma_data.c */
 kvw_status rd_rail_bufs(struct rd_rail *r);
