@@ -135,6 +135,8 @@ int rd_poll_sends(struct rd_rail *r)
 
 	for (int i = 0; i < n; i++) {
 		if (wc[i].status != IBV_WC_SUCCESS) {
+			if (r->ep && (wc[i].status == IBV_WC_REM_ACCESS_ERR || wc[i].status == IBV_WC_REM_INV_REQ_ERR))
+				kvw_core_ep_counters(r->ep)->remote_refused++; /* kvwire stat shows it */
 			r->state = RD_R_DEAD; /* fail the ep from progress, not from inside the core */
 			r->dead_st = wc[i].status == IBV_WC_REM_ACCESS_ERR ? KVW_ERR_REJECTED : KVW_ERR_PEER_DEAD;
 			r->dead_why = wc[i].status == IBV_WC_REM_ACCESS_ERR ?

@@ -124,6 +124,13 @@ static void refused_and_reported(struct fx *f)
 	cr_assert_eq(kvw_ep_status(f->p.client), KVW_ERR_REJECTED);
 	cr_assert(strstr(f->p.client->fail_why, "remote access"), "reason: %s", f->p.client->fail_why);
 	dst_untouched(f);
+	/* refused accesses are counted (kvwire stat: remote_refused) */
+	kvw_counters cs = {.size = sizeof(cs)}, cr = {.size = sizeof(cr)};
+	cr_assert_eq(kvw_ep_counters(f->p.client, &cs), KVW_OK);
+	cr_assert_eq(kvw_ep_counters(f->p.server, &cr), KVW_OK);
+	cr_log_info("remote_refused: sender %llu, receiver %llu", (unsigned long long)cs.remote_refused,
+		    (unsigned long long)cr.remote_refused);
+	cr_assert_geq(cs.remote_refused, 1, "the sender's refused write was not counted");
 }
 
 /* Windows on Soft-RoCE: keys are checked, bounds are not (its responder
