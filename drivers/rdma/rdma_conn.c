@@ -416,6 +416,7 @@ static void rd_on_request(struct rd_drv *rd, struct rd_lst *ls, struct rdma_cm_e
 	kvw_core_ep_set_priv(ep, e);
 	r->ep = ep;
 	r->state = RD_R_UP;
+	r->peer_open = true; /* the client opened its QP before it could be written to */
 	kvw_core_ep_admit(ep); /* max_handshakes[_per_addr]: a silent one may go */
 	return;
 
@@ -551,9 +552,10 @@ static void rd_on_response(struct rd_rail *r, struct rdma_cm_event *ev)
 	}
 	r->cm_established = true;
 	r->state = RD_R_UP;
+	r->peer_open = r->idx == 0; /* an extra rail: once the server says RD_JOINED */
 	if (r->idx == 0) {
 		kvw_core_ep_up(r->ep);
-	} else {
+	} else if (rd_rail_open_writes(r) == KVW_OK) { /* before the server can write back */
 		size_t n = kvw_core_hello_join(r->ep, r->idx, join);
 		rd_msg(r, RD_CTRL, join, n);
 	}
@@ -660,16 +662,17 @@ kvw_status rd_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx)
 
 	if (!e || !x || !(r = x->rail[0]) || rail_idx >= KVW_MAX_RAILS || e->rail[rail_idx])
 		return KVW_ERR_PROTO;
+	if (rd_rail_open_writes(r) != KVW_OK) /* the join proof authenticated it */
+		return KVW_ERR_IO;
 	r->ep = ep;
 	r->rep = e;
 	r->idx = rail_idx;
 	e->rail[rail_idx] = r;
-	if (kvw_core_ep_ready(ep) && rd_rail_open_writes(r) != KVW_OK)
-		return KVW_ERR_IO; /* the join proof authenticated it */
 	x->rail[0] = NULL;
 	rd_ep_data_free(extra);
 	free(x);
 	kvw_core_ep_set_priv(extra, NULL);
+	rd_msg(r, RD_JOINED, NULL, 0); /* the client may write on this rail now (a failure fails ep) */
 	return KVW_OK;
 }
 

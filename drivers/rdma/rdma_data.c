@@ -686,6 +686,9 @@ static void rd_on_msg(struct rd_rail *r, const uint8_t *buf, uint32_t len)
 	case RD_KEYMAP:
 		rd_on_keymap(r, p, h.len);
 		break;
+	case RD_JOINED:
+		r->peer_open = true;
+		break;
 	case RD_KEYDROP:
 	case RD_FENCE:
 	case RD_FENCE_ACK:
@@ -961,7 +964,8 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 		const struct rd_keyent *k = rd_key_find(e, f[took].token);
 		uint32_t ri = f[took].rail < KVW_MAX_RAILS ? f[took].rail : 0;
 
-		r = e->rail[ri] && e->rail[ri]->state == RD_R_UP ? e->rail[ri] : e->rail[0];
+		r = e->rail[ri] && e->rail[ri]->state == RD_R_UP && e->rail[ri]->peer_open ?
+			e->rail[ri] : e->rail[0];
 		if (k && k->fenced)
 			continue; /* the receiver fenced this grant: drop, it is being aborted */
 		if (!f[took].src_mem || !kvw_core_mem_priv(f[took].src_mem, kvw_core_ep_drv(ep)))

@@ -34,6 +34,8 @@ enum rd_kind {
 	RD_FENCE = 5,   /* u32 token: stop writing this grant, answer FENCE_ACK */
 	RD_FENCE_ACK = 6,
 	RD_CREDIT = 7,  /* credits only */
+	RD_JOINED = 8,  /* server -> client on an extra rail: the join was authenticated and
+	                 * this rail's QP takes writes now; the client writes on it from here */
 };
 #define RD_F_STARVED 0x1u       /* sender spent its last credit: return some */
 #define RD_F_LAZY 0x2u          /* queued record that waits for company (rd_flush_all) */
@@ -123,6 +125,7 @@ struct rd_rail {
 	bool peer_starved;
 	bool cm_established;
 	bool writes_open;       /* QP takes RDMA WRITEs: only once its endpoint is READY */
+	bool peer_open;         /* the peer's QP takes our writes (client's extra rails: RD_JOINED) */
 	bool heard;             /* a message arrived since the last progress pass */
 	/* fault layer (config `fault`): a lossy link below RC (rdma_data.c) */
 	struct kvw_fault *fault;
