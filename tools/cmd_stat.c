@@ -249,9 +249,10 @@ static void stat_human_snap(const json_t *doc, const json_t *prev)
 		       cli_jint(c, "seqs_ok"), cli_jint(c, "seqs_failed"), cli_jint(c, "rtt_us"),
 		       cli_jsafe(e, "uri"));
 		printf("     frags tx %lld rx %lld, frames tx %lld rx %lld, rejected %lld, bad frames %lld, "
-		       "retransmits %lld, drops %lld\n", cli_jint(c, "frags_tx"), cli_jint(c, "frags_rx"),
-		       cli_jint(c, "frames_tx"), cli_jint(c, "frames_rx"), cli_jint(c, "rejected"),
-		       cli_jint(c, "bad_frames"), cli_jint(c, "retransmits"), cli_jint(c, "drops"));
+		       "retransmits %lld, drops %lld, remote accesses refused %lld\n", cli_jint(c, "frags_tx"),
+		       cli_jint(c, "frags_rx"), cli_jint(c, "frames_tx"), cli_jint(c, "frames_rx"),
+		       cli_jint(c, "rejected"), cli_jint(c, "bad_frames"), cli_jint(c, "retransmits"),
+		       cli_jint(c, "drops"), cli_jint(c, "remote_refused"));
 		json_array_foreach(json_object_get(c, "rail"), j, x)
 			printf("     rail %zu: tx %s rx %s frags %lld/%lld errors %lld\n", j,
 			       cli_fmt_bytes((uint64_t)cli_jint(x, "bytes_tx"), tx, sizeof(tx)),
@@ -313,6 +314,7 @@ static void stat_prom(const json_t *doc)
 		{ "bad_frames_total", "bad_frames", "Malformed frames dropped." },
 		{ "retransmits_total", "retransmits", "Retransmitted packets." },
 		{ "drops_total", "drops", "Dropped packets." },
+		{ "remote_refused_total", "remote_refused", "Remote memory accesses a NIC refused (rdma)." },
 	};
 	for (size_t i = 0; i < sizeof(ctr) / sizeof(ctr[0]); i++)
 		stat_prom_metric(doc, ctr[i].m, "counter", ctr[i].help, ctr[i].key, false);

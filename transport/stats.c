@@ -140,7 +140,7 @@ static void kvw_stats_counters(struct kvw_stats *s, const kvw_ep *ep)
 			      "\"frags_rx\":%lu,\"errors\":%lu}", r ? "," : "",
 			      rc->bytes_tx, rc->bytes_rx, rc->frags_tx, rc->frags_rx, rc->errors);
 	}
-	kvw_stats_put(s, "]}");
+	kvw_stats_put(s, "],\"remote_refused\":%lu}", c.remote_refused);
 }
 
 static void kvw_stats_req(struct kvw_stats *s, const kvw_req *r, uint64_t now, bool first)

@@ -194,6 +194,20 @@ void rd_rail_fail(struct rd_rail *r, kvw_status st, const char *why)
 		kvw_ep_fail(r->ep, st, why);
 }
 
+/* Our NIC refused a remote access on r's QP: counted (kvwire stat) and logged. */
+static void rd_count_refused(struct rd_drv *rd, struct rd_rail *r)
+{
+	char ip[INET_ADDRSTRLEN] = "?";
+	const struct sockaddr *sa = r->id ? rdma_get_peer_addr(r->id) : NULL;
+
+	if (sa && sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
+	if (r->ep)
+		kvw_core_ep_counters(r->ep)->remote_refused++;
+	kvw_log(rd->d->ctx, 2, "rdma: refused a remote access from %s on rail %u (bad key, address "
+		"outside a grant, or no write allowed yet): endpoint closed", ip, r->idx);
+}
+
 static void rd_async_events(struct rd_drv *rd, struct rd_dev *dv)
 {
 	struct ibv_async_event ev;
@@ -206,6 +220,8 @@ static void rd_async_events(struct rd_drv *rd, struct rd_dev *dv)
 		case IBV_EVENT_QP_ACCESS_ERR:
 			for (struct rd_rail *r = rd->rails; r; r = r->next_all)
 				if (r->qp == ev.element.qp) {
+					if (ev.event_type == IBV_EVENT_QP_ACCESS_ERR)
+						rd_count_refused(rd, r);
 					snprintf(why, sizeof(why), "rdma: QP of rail %u on %s went to error (%s)%s",
 						 r->idx, dv->name, ibv_event_type_str(ev.event_type),
 						 ev.event_type == IBV_EVENT_QP_ACCESS_ERR ?

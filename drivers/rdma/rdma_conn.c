@@ -185,7 +185,7 @@ static kvw_status rd_qp_modify(struct rd_rail *r, enum ibv_qp_state to)
 		return KVW_ERR_PEER_DEAD;
 	}
 	if (to == IBV_QPS_INIT)
-		a.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
+		a.qp_access_flags = 0; /* no remote access before the handshake (rd_rail_open_writes) */
 	if (to == IBV_QPS_RTR) {
 		a.min_rnr_timer = RD_MIN_RNR_TIMER;
 		if (a.path_mtu > r->dev->active_mtu)
@@ -207,6 +207,29 @@ static kvw_status rd_qp_modify(struct rd_rail *r, enum ibv_qp_state to)
 	kvw_set_err(r->rd->d->ctx, KVW_ERR_IO, "%s", why);
 	rd_rail_fail(r, KVW_ERR_IO, why);
 	return KVW_ERR_IO;
+}
+
+/* The kvwire handshake authenticated the peer (its endpoint is READY, or
+ * this rail joined one with a valid proof): from now on the QP takes RDMA
+ * WRITEs (RTS -> RTS, access flags only). Until then a write to it, with
+ * any key, is refused by the NIC (issue 17, finding 8): an rdma_cm
+ * connection that never says HELLO cannot reach a grant. */
+kvw_status rd_rail_open_writes(struct rd_rail *r)
+{
+	struct ibv_qp_attr a = {.qp_access_flags = IBV_ACCESS_REMOTE_WRITE};
+	char why[200];
+	int e;
+
+	if (r->writes_open || r->state != RD_R_UP || !r->qp)
+		return KVW_OK;
+	if ((e = ibv_modify_qp(r->qp, &a, IBV_QP_ACCESS_FLAGS)) != 0) {
+		snprintf(why, sizeof(why), "rdma: enabling remote writes on rail %u's QP after the "
+			 "handshake failed: %s (device %s)", r->idx, strerror(e), r->dev->name);
+		rd_rail_fail(r, KVW_ERR_IO, why);
+		return KVW_ERR_IO;
+	}
+	r->writes_open = true;
+	return KVW_OK;
 }
 
 /* CQs, QP, buffers on the device rdma_cm picked; QP left in INIT. */
@@ -355,7 +378,7 @@ static const char *rd_peer_ip(struct rdma_cm_id *id, char *buf, size_t len)
 static void rd_on_request(struct rd_drv *rd, struct rd_lst *ls, struct rdma_cm_event *ev)
 {
 	const struct rd_cm_priv *cp = ev->param.conn.private_data;
-	struct rd_cm_priv rep = {.magic = RD_MAGIC};
+	struct rd_cm_priv rep = {.magic = RD_MAGIC, .flags = RD_CM_F_NEED};
 	struct rdma_conn_param p;
 	struct rd_ep *e = calloc(1, sizeof(*e));
 	struct rd_rail *r = e ? rd_rail_new(rd, e, NULL, 0) : NULL;
@@ -364,6 +387,12 @@ static void rd_on_request(struct rd_drv *rd, struct rd_lst *ls, struct rdma_cm_e
 
 	if (!r || ev->param.conn.private_data_len < sizeof(*cp) || cp->magic != RD_MAGIC)
 		goto err_reject;
+	if ((cp->flags & RD_CM_F_NEED) != RD_CM_F_NEED) {
+		kvw_log(rd->d->ctx, 2, "rdma: refused a connection from %s: its kvwire driver predates "
+			"write-with-immediate landing (issue 17), which this one requires: upgrade the peer",
+			rd_peer_ip(ev->id, ip, sizeof(ip)));
+		goto err_reject;
+	}
 	e->rail[0] = r;
 	r->id = ev->id;
 	ev->id->context = r;
@@ -387,6 +416,7 @@ static void rd_on_request(struct rd_drv *rd, struct rd_lst *ls, struct rdma_cm_e
 	kvw_core_ep_set_priv(ep, e);
 	r->ep = ep;
 	r->state = RD_R_UP;
+	r->peer_open = true; /* the client opened its QP before it could be written to */
 	kvw_core_ep_admit(ep); /* max_handshakes[_per_addr]: a silent one may go */
 	return;
 
@@ -469,7 +499,7 @@ kvw_status rd_open_rails(kvw_ep *ep)
 
 static void rd_on_route(struct rd_rail *r)
 {
-	struct rd_cm_priv cp = {.magic = RD_MAGIC};
+	struct rd_cm_priv cp = {.magic = RD_MAGIC, .flags = RD_CM_F_NEED};
 	struct rdma_conn_param p;
 	char why[160];
 
@@ -499,6 +529,13 @@ static void rd_on_response(struct rd_rail *r, struct rdma_cm_event *ev)
 		rd_rail_fail(r, KVW_ERR_PROTO, "rdma: the peer's rdma_cm reply is not kvwire's");
 		return;
 	}
+	if ((cp->flags & RD_CM_F_NEED) != RD_CM_F_NEED) {
+		rdma_reject(r->id, NULL, 0);
+		rd_rail_fail(r, KVW_ERR_PROTO, "rdma: the listener's kvwire driver predates write-with-"
+			     "immediate landing (issue 17): it would take a peer's word that data landed; "
+			     "upgrade it (this build refuses it)");
+		return;
+	}
 	r->peer_dev = cp->dev_idx < RD_MAX_DEV ? cp->dev_idx : 0;
 	if (r->idx == 0) {
 		e->n_peer_ip = cp->n_ip <= RD_MAX_DEV ? cp->n_ip : RD_MAX_DEV;
@@ -515,9 +552,10 @@ static void rd_on_response(struct rd_rail *r, struct rdma_cm_event *ev)
 	}
 	r->cm_established = true;
 	r->state = RD_R_UP;
+	r->peer_open = r->idx == 0; /* an extra rail: once the server says RD_JOINED */
 	if (r->idx == 0) {
 		kvw_core_ep_up(r->ep);
-	} else {
+	} else if (rd_rail_open_writes(r) == KVW_OK) { /* before the server can write back */
 		size_t n = kvw_core_hello_join(r->ep, r->idx, join);
 		rd_msg(r, RD_CTRL, join, n);
 	}
@@ -624,6 +662,8 @@ kvw_status rd_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx)
 
 	if (!e || !x || !(r = x->rail[0]) || rail_idx >= KVW_MAX_RAILS || e->rail[rail_idx])
 		return KVW_ERR_PROTO;
+	if (rd_rail_open_writes(r) != KVW_OK) /* the join proof authenticated it */
+		return KVW_ERR_IO;
 	r->ep = ep;
 	r->rep = e;
 	r->idx = rail_idx;
@@ -632,6 +672,7 @@ kvw_status rd_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx)
 	rd_ep_data_free(extra);
 	free(x);
 	kvw_core_ep_set_priv(extra, NULL);
+	rd_msg(r, RD_JOINED, NULL, 0); /* the client may write on this rail now (a failure fails ep) */
 	return KVW_OK;
 }
 

@@ -4,6 +4,7 @@
 #include "rdma_int.h"
 #include "fault.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +135,8 @@ int rd_poll_sends(struct rd_rail *r)
 
 	for (int i = 0; i < n; i++) {
 		if (wc[i].status != IBV_WC_SUCCESS) {
+			if (r->ep && (wc[i].status == IBV_WC_REM_ACCESS_ERR || wc[i].status == IBV_WC_REM_INV_REQ_ERR))
+				kvw_core_ep_counters(r->ep)->remote_refused++; /* kvwire stat shows it */
 			r->state = RD_R_DEAD; /* fail the ep from progress, not from inside the core */
 			r->dead_st = wc[i].status == IBV_WC_REM_ACCESS_ERR ? KVW_ERR_REJECTED : KVW_ERR_PEER_DEAD;
 			r->dead_why = wc[i].status == IBV_WC_REM_ACCESS_ERR ?
@@ -477,20 +480,71 @@ static void rd_rx_frames(struct rd_rail *r)
 }
 
 /* ------------------------------------------------------------ receive side */
+/* A write our NIC placed (a write-with-immediate consumed a receive): kept
+ * until the LANDED entry that names it. At most RD_BATCH_MAX are honest;
+ * a full ring is a peer writing without ever naming its writes. */
+static void rd_on_wimm(struct rd_rail *r, const struct ibv_wc *wc)
+{
+	if (r->n_wimm == RD_RECV_DEPTH) {
+		kvw_core_reject(r->ep, KVW_ERR_PROTO, "rdma: the peer made more RDMA writes than a "
+				"batch holds without a LANDED naming them: not a kvwire sender");
+		r->state = RD_R_DEAD;
+		return;
+	}
+	r->wimm[(r->wimm_head + r->n_wimm) % RD_RECV_DEPTH] =
+		(struct rd_wimm){.token = ntohl(wc->imm_data), .bytes = wc->byte_len};
+	r->n_wimm++;
+}
+
+/* A LANDED entry naming data our NIC did not deliver: the peer's word is
+ * not enough, the endpoint fails (its requests end REJECTED). */
+static void rd_landed_lie(struct rd_rail *r, const struct kvw_wire_data *d, const struct rd_wimm *w)
+{
+	char why[300];
+
+	if (!w)
+		snprintf(why, sizeof(why), "rdma: the peer says %u bytes of grant %08x (layer %u, block %u) "
+			 "landed, but this NIC completed no write of it on rail %u: a LANDED notice without "
+			 "the write; nothing of it counts as landed", d->bytes, d->token, d->layer,
+			 d->blk_idx, r->idx);
+	else
+		snprintf(why, sizeof(why), "rdma: the peer says %u bytes of grant %08x (layer %u, block %u) "
+			 "landed, but the write this NIC completed on rail %u carried %u bytes of grant "
+			 "%08x: a LANDED notice that names another write; nothing of it counts as landed",
+			 d->bytes, d->token, d->layer, d->blk_idx, r->idx, w->bytes, w->token);
+	kvw_core_reject(r->ep, KVW_ERR_REJECTED, why);
+	r->state = RD_R_DEAD;
+}
+
+/* Landing is what the NIC says: each entry must match, in order, a write
+ * our receive CQ completed (token, bytes); only then does the core place
+ * it against the grant's coverage (kvw_core_dst, kvw_core_landed). */
 static void rd_on_landed(struct rd_rail *r, const uint8_t *p, size_t len)
 {
 	kvw_ep *ep = r->ep;
 
 	for (size_t off = 0; off + sizeof(struct kvw_wire_data) <= len; off += sizeof(struct kvw_wire_data)) {
 		struct kvw_wire_data d;
+		const struct rd_wimm *w = r->n_wimm ? &r->wimm[r->wimm_head] : NULL;
 		uint8_t *dst;
 		memcpy(&d, p + off, sizeof(d));
+		if (!w || w->token != d.token || w->bytes != d.bytes) {
+			rd_landed_lie(r, &d, w);
+			return;
+		}
+		r->wimm_head = (r->wimm_head + 1) % RD_RECV_DEPTH;
+		r->n_wimm--;
 		if (kvw_core_dst(ep, &d, &dst) != KVW_OK)
 			continue; /* revoked grant (discard) or rejected (request failed) */
 		kvw_core_ep_rail_rx(ep, r->idx, d.bytes);
 		kvw_core_landed(ep, &d);
 		if (!kvw_core_ep_ready(ep))
 			return;
+	}
+	if (r->n_wimm) { /* a batch's LANDED follows its writes: it names them all */
+		kvw_core_reject(ep, KVW_ERR_PROTO, "rdma: the peer made RDMA writes that its LANDED "
+				"notice does not name: not a kvwire sender");
+		r->state = RD_R_DEAD;
 	}
 }
 
@@ -632,6 +686,9 @@ static void rd_on_msg(struct rd_rail *r, const uint8_t *buf, uint32_t len)
 	case RD_KEYMAP:
 		rd_on_keymap(r, p, h.len);
 		break;
+	case RD_JOINED:
+		r->peer_open = true;
+		break;
 	case RD_KEYDROP:
 	case RD_FENCE:
 	case RD_FENCE_ACK:
@@ -678,7 +735,10 @@ static void rd_recv_wc(struct rd_rail *r, const struct ibv_wc *wc)
 		return;
 	}
 	r->heard = true; /* liveness: rd_rail_progress */
-	rd_on_buf(r, r->rbuf + (size_t)i * RD_BUF, wc->byte_len);
+	if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM)
+		rd_on_wimm(r, wc); /* a write: the receive buffer holds nothing */
+	else
+		rd_on_buf(r, r->rbuf + (size_t)i * RD_BUF, wc->byte_len);
 	if (r->state == RD_R_DEAD)
 		return;
 	if (rd_post_recv(r, i) == KVW_OK)
@@ -777,6 +837,8 @@ void rd_rail_progress(struct rd_rail *r)
 		rd_cq_consume(r); /* woken by the channel: clear its fd */
 	if (r->state != RD_R_UP)
 		return;
+	if (!r->writes_open && r->ep && kvw_core_ep_ready(r->ep) && rd_rail_open_writes(r) != KVW_OK)
+		return;
 	rd_sbuf_grow(r);
 	rd_flush(r);
 	/* Return credits when a quarter waits, when the peer is starved, or
@@ -804,12 +866,14 @@ static bool rd_rail_room(struct rd_rail *r, const struct rd_batch *b, uint32_t b
 {
 	uint64_t inflight = r->bytes_posted - r->bytes_acked + b->bytes;
 
-	/* the writes, their LANDED message, and a spare credit; bytes in
-	 * flight under the window, so control messages (PONG, FENCE_ACK)
-	 * queued behind the writes on this QP never wait long */
+	/* a credit per write (each consumes a receive at the peer), one for
+	 * their LANDED message, and a spare; bytes in flight under the
+	 * window, so control messages (PONG, FENCE_ACK) queued behind the
+	 * writes on this QP never wait long */
 	if (inflight && inflight + bytes > r->window)
 		return false;
-	return r->state == RD_R_UP && r->n_slots == r->sq_depth && r->txq_len == 0 && r->credits >= 2 &&
+	return r->state == RD_R_UP && r->n_slots == r->sq_depth && r->txq_len == 0 &&
+	       r->credits >= (int)b->n + 3 &&
 	       r->wr_posted - r->wr_done + b->n + 2 <= r->sq_depth &&
 	       (b->n + 1) * sizeof(struct kvw_wire_data) <= RD_PAYLOAD && b->n < RD_BATCH_MAX &&
 	       (b->n || rd_fault_gate(r));
@@ -822,8 +886,11 @@ static void rd_batch_add(struct rd_rail *r, struct rd_batch *b, const kvw_frag *
 
 	b->sge[i] = (struct ibv_sge){.addr = (uintptr_t)f->src, .length = f->bytes,
 				     .lkey = rm->mr[r->dev_idx]->lkey};
+	/* with immediate: the receiver's NIC completes each write there
+	 * (token, byte_len), which is what it counts as landed */
 	b->wr[i] = (struct ibv_send_wr){.sg_list = &b->sge[i], .num_sge = 1,
-					.opcode = IBV_WR_RDMA_WRITE};
+					.opcode = IBV_WR_RDMA_WRITE_WITH_IMM,
+					.imm_data = htonl(f->token)};
 	b->wr[i].wr.rdma.remote_addr = f->dst_addr;
 	b->wr[i].wr.rdma.rkey = rkey;
 	b->bytes += f->bytes;
@@ -852,8 +919,8 @@ static void rd_batch_post(struct rd_rail *r, struct rd_batch *b)
 			b->wr[i].send_flags |= IBV_SEND_SIGNALED;
 	}
 	slot = r->sbuf + (size_t)((seq + b->n) % r->n_slots) * RD_BUF;
-	if (r->credits == 2)
-		h.flags |= RD_F_STARVED;
+	if (r->credits - (int)b->n - 1 < RD_RECV_DEPTH / 4)
+		h.flags |= RD_F_STARVED; /* writes spend credits fast: ask for them early */
 	memcpy(slot, &h, sizeof(h));
 	memcpy(slot + sizeof(h), b->land, len);
 	lsg = (struct ibv_sge){.addr = (uintptr_t)slot, .length = (uint32_t)(sizeof(h) + len),
@@ -871,7 +938,7 @@ static void rd_batch_post(struct rd_rail *r, struct rd_batch *b)
 	r->cum_bytes[(seq + b->n) % r->sq_depth] = r->bytes_posted;
 	r->wr_posted = seq + b->n + 1;
 	r->last_sig = r->wr_posted - 1;
-	r->credits--;
+	r->credits -= (int)b->n + 1;
 	r->to_return = 0;
 	r->batch_fated = false;
 	b->n = 0;
@@ -897,7 +964,8 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 		const struct rd_keyent *k = rd_key_find(e, f[took].token);
 		uint32_t ri = f[took].rail < KVW_MAX_RAILS ? f[took].rail : 0;
 
-		r = e->rail[ri] && e->rail[ri]->state == RD_R_UP ? e->rail[ri] : e->rail[0];
+		r = e->rail[ri] && e->rail[ri]->state == RD_R_UP && e->rail[ri]->peer_open ?
+			e->rail[ri] : e->rail[0];
 		if (k && k->fenced)
 			continue; /* the receiver fenced this grant: drop, it is being aborted */
 		if (!f[took].src_mem || !kvw_core_mem_priv(f[took].src_mem, kvw_core_ep_drv(ep)))
@@ -962,7 +1030,8 @@ static void rd_stash(struct rd_rail *r, const struct ibv_wc *wc)
 	uint8_t *buf = r->rbuf + (size_t)(wc->wr_id & ~RD_RECV_TAG) * RD_BUF;
 	struct rd_hdr h;
 
-	if (wc->status == IBV_WC_SUCCESS && wc->byte_len >= sizeof(h)) {
+	if (wc->status == IBV_WC_SUCCESS && wc->opcode != IBV_WC_RECV_RDMA_WITH_IMM &&
+	    wc->byte_len >= sizeof(h)) {
 		memcpy(&h, buf, sizeof(h));
 		r->credits += h.credits;
 		if (h.flags & RD_F_STARVED)

@@ -25,12 +25,17 @@
 
 enum rd_kind {
 	RD_CTRL = 1,    /* a piece of the kvwire control-frame byte stream */
-	RD_LANDED = 2,  /* kvw_wire_data[]: writes placed before this message */
+	RD_LANDED = 2,  /* kvw_wire_data[]: names the writes-with-immediate placed
+	                 * before it, one entry each, in order; the receiver
+	                 * accepts an entry only against its own NIC's completion
+	                 * of that write (token in imm_data, byte_len) */
 	RD_KEYMAP = 3,  /* struct rd_keymap: per-grant rkeys, per device */
 	RD_KEYDROP = 4, /* u32 token: grant key gone */
 	RD_FENCE = 5,   /* u32 token: stop writing this grant, answer FENCE_ACK */
 	RD_FENCE_ACK = 6,
 	RD_CREDIT = 7,  /* credits only */
+	RD_JOINED = 8,  /* server -> client on an extra rail: the join was authenticated and
+	                 * this rail's QP takes writes now; the client writes on it from here */
 };
 #define RD_F_STARVED 0x1u       /* sender spent its last credit: return some */
 #define RD_F_LAZY 0x2u          /* queued record that waits for company (rd_flush_all) */
@@ -61,11 +66,13 @@ struct rd_krun {
 _Static_assert(sizeof(struct rd_keymap) == 48 && sizeof(struct rd_krun) == 48, "rd_keymap");
 
 /* rdma_cm private data: client -> server and server -> client */
+#define RD_CM_F_WIMM 0x1u       /* writes go WITH_IMM, landing counted from the NIC (issue 17) */
+#define RD_CM_F_NEED RD_CM_F_WIMM /* what both sides must set: older peers are refused */
 struct rd_cm_priv {
 	uint32_t magic;
 	uint8_t dev_idx;        /* sender's device index (keymap slot) */
 	uint8_t n_ip;
-	uint16_t rsvd;
+	uint16_t flags;         /* RD_CM_F_* (0 in drivers before issue 17) */
 	uint32_t ip[RD_MAX_DEV]; /* server: addresses it listens on, rail 0's first */
 };
 
@@ -117,6 +124,8 @@ struct rd_rail {
 	int credits, to_return;
 	bool peer_starved;
 	bool cm_established;
+	bool writes_open;       /* QP takes RDMA WRITEs: only once its endpoint is READY */
+	bool peer_open;         /* the peer's QP takes our writes (client's extra rails: RD_JOINED) */
 	bool heard;             /* a message arrived since the last progress pass */
 	/* fault layer (config `fault`): a lossy link below RC (rdma_data.c) */
 	struct kvw_fault *fault;
@@ -139,6 +148,10 @@ struct rd_rail {
 	 * per posted receive) */
 	struct ibv_wc stash[RD_RECV_DEPTH];
 	uint32_t stash_head, n_stash;
+	/* receiver: writes our NIC completed (IBV_WC_RECV_RDMA_WITH_IMM) that
+	 * no LANDED entry named yet, in arrival order (rd_on_landed) */
+	struct rd_wimm { uint32_t token, bytes; } wimm[RD_RECV_DEPTH];
+	uint32_t wimm_head, n_wimm;
 	struct rd_rail *next_all;
 	bool lingering;         /* closed, last sends in flight (rd_rail_linger) */
 	uint64_t linger_until;
@@ -233,6 +246,7 @@ void rd_ep_close(kvw_ep *ep);
 void rd_cm_progress(struct rd_drv *rd);
 void rd_rail_free(struct rd_rail *r);
 void rd_lingering_progress(struct rd_drv *rd, bool wait);
+kvw_status rd_rail_open_writes(struct rd_rail *r);
 
 /* rdma_data.c */
 kvw_status rd_rail_bufs(struct rd_rail *r);

@@ -442,6 +442,9 @@ kvw_status rd_grant_keys(kvw_ep *ep, kvw_req *req, const void *body, size_t len,
 		return KVW_ERR_CLOSED; /* as send_ctrl would answer */
 	if (len < sizeof(*g) || !g->n_blocks || !g->n_layers)
 		return KVW_OK;
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++) /* READY: before the GRANT leaves, not a pass later */
+		if (e->rail[i] && kvw_core_ep_ready(ep) && rd_rail_open_writes(e->rail[i]) != KVW_OK)
+			return KVW_ERR_IO;
 	rd_grant_drop(ep, g->token);
 	if ((st = rd_grant_runs(g, &run, &n)) != KVW_OK)
 		return kvw_set_err(kvw_core_ep_ctx(ep), st, "rdma: out of memory for the runs of a grant");

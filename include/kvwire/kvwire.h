@@ -294,6 +294,9 @@ typedef struct kvw_counters {
 	uint64_t rtt_us;                 /* smoothed keepalive / transport RTT */
 	uint32_t rails;
 	kvw_rail_counters rail[KVW_MAX_RAILS];
+	/* remote memory accesses a NIC refused (rdma): writes of ours the
+	 * peer's NIC refused, and the peer's accesses our NIC refused */
+	uint64_t remote_refused;
 } kvw_counters;
 kvw_status kvw_ep_counters(const kvw_ep *ep, kvw_counters *out);
 /* One keepalive round trip (PING/PONG) through the control path, driving

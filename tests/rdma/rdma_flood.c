@@ -54,7 +54,7 @@ static bool fl_one(struct sockaddr_in *dst, struct ibv_pd **pd)
 {
 	struct rdma_event_channel *ch = rdma_create_event_channel();
 	struct rdma_cm_id *id;
-	struct rd_cm_priv cp = {.magic = RD_MAGIC};
+	struct rd_cm_priv cp = {.magic = RD_MAGIC, .flags = RD_CM_F_NEED};
 	struct ibv_qp_init_attr qa = {.qp_type = IBV_QPT_RC,
 				      .cap = {.max_send_wr = 4, .max_recv_wr = 4,
 					      .max_send_sge = 1, .max_recv_sge = 1}};

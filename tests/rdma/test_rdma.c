@@ -7,7 +7,10 @@
  * "attacker" is the real sender whose driver state is tampered with between
  * the grant and the writes, so the forged work requests reach the wire.
  */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -121,6 +124,13 @@ static void refused_and_reported(struct fx *f)
 	cr_assert_eq(kvw_ep_status(f->p.client), KVW_ERR_REJECTED);
 	cr_assert(strstr(f->p.client->fail_why, "remote access"), "reason: %s", f->p.client->fail_why);
 	dst_untouched(f);
+	/* refused accesses are counted (kvwire stat: remote_refused) */
+	kvw_counters cs = {.size = sizeof(cs)}, cr = {.size = sizeof(cr)};
+	cr_assert_eq(kvw_ep_counters(f->p.client, &cs), KVW_OK);
+	cr_assert_eq(kvw_ep_counters(f->p.server, &cr), KVW_OK);
+	cr_log_info("remote_refused: sender %llu, receiver %llu", (unsigned long long)cs.remote_refused,
+		    (unsigned long long)cr.remote_refused);
+	cr_assert_geq(cs.remote_refused, 1, "the sender's refused write was not counted");
 }
 
 /* Windows on Soft-RoCE: keys are checked, bounds are not (its responder
@@ -211,6 +221,170 @@ Test(rdma, address_between_granted_blocks_refused_by_the_nic)
 	f.sreq->pg.blocks[0] = N / 4 + 1;
 	fx_send(&f, 1, 1, L, KVW_SEND_LAST);
 	refused_and_reported(&f);
+}
+
+/* Issue 17, finding 9: a sender that posts LANDED notices for every block
+ * of every layer and makes no write. The receiver counts landing from its
+ * own NIC's completions (write-with-immediate): the notices name data that
+ * never arrived, so no layer completes, the request fails REJECTED with a
+ * sentence that says so, and the arena is as it was. (Taking the sender's
+ * word, the sequence ended OK with 0 bytes changed.) */
+Test(rdma, landed_without_writes_is_not_landing)
+{
+	static struct fx f;
+	static struct kvw_wire_data d[L * G];
+	fx_open(&f);
+	fx_grant(&f, 1);
+	uint32_t tok = f.rreq->token;
+	for (uint32_t l = 0; l < L; l++)
+		for (uint32_t i = 0; i < G; i++)
+			d[l * G + i] = (struct kvw_wire_data){.token = tok, .layer = l, .blk_idx = i, .bytes = BB};
+	struct rd_rail *r = rd_ep_of(f.p.client)->rail[0];
+	cr_assert_eq(rd_msg(r, RD_LANDED, d, sizeof(d)), KVW_OK);
+	cr_assert(kvwt_drive1(f.ctx, 10000, kvwt_rec_done, &f.rrec), "no verdict on the receiver in 10 s");
+	cr_assert_eq(f.rrec.status, KVW_ERR_REJECTED, "receiver: %s (a LANDED without writes was taken "
+		     "as landing)", kvw_strerror(f.rrec.status));
+	cr_assert_eq(kvw_ep_status(f.p.server), KVW_ERR_REJECTED);
+	cr_assert(strstr(f.p.server->fail_why, "LANDED notice without the write"), "reason: %s",
+		  f.p.server->fail_why);
+	dst_untouched(&f);
+}
+
+/* The same liar with one real write: a single write-with-immediate of 1
+ * byte, then a LANDED that says it carried a whole block. The NIC's
+ * byte_len tells: REJECTED, one byte (inside the grant) changed, nothing
+ * completes. */
+Test(rdma, landed_naming_more_than_the_nic_delivered)
+{
+	static struct fx f;
+	fx_open(&f);
+	fx_grant(&f, 1);
+	uint32_t tok = f.rreq->token;
+	struct rd_rail *r = rd_ep_of(f.p.client)->rail[0];
+	struct rd_keyent *k = sender_key(&f, tok);
+	uint8_t *dst = kvwt_page(&f.dst, 0, f.blk[0]);
+	const struct rd_mem *rm = kvw_core_mem_priv(f.src.mem, kvw_core_ep_drv(f.p.client));
+	struct ibv_sge sg = {.addr = (uintptr_t)kvwt_page(&f.src, 0, f.blk[0]), .length = 1,
+			     .lkey = rm->mr[r->dev_idx]->lkey};
+	struct ibv_send_wr wr = {.wr_id = r->wr_posted, .sg_list = &sg, .num_sge = 1,
+				 .opcode = IBV_WR_RDMA_WRITE_WITH_IMM, .imm_data = htonl(tok),
+				 .send_flags = IBV_SEND_SIGNALED}, *bad;
+	wr.wr.rdma.remote_addr = (uintptr_t)dst;
+	wr.wr.rdma.rkey = rd_key_rkey(k, (uintptr_t)dst, 1, r->peer_dev);
+	cr_assert_eq(ibv_post_send(r->qp, &wr, &bad), 0);
+	r->cum_bytes[r->wr_posted % r->sq_depth] = r->bytes_posted;
+	r->wr_posted++;
+	r->credits--;
+	struct kvw_wire_data d = {.token = tok, .layer = 0, .blk_idx = 0, .bytes = BB};
+	cr_assert_eq(rd_msg(r, RD_LANDED, &d, sizeof(d)), KVW_OK);
+	cr_assert(kvwt_drive1(f.ctx, 10000, kvwt_rec_done, &f.rrec), "no verdict on the receiver in 10 s");
+	cr_assert_eq(f.rrec.status, KVW_ERR_REJECTED, "receiver: %s", kvw_strerror(f.rrec.status));
+	cr_assert(strstr(f.p.server->fail_why, "carried 1 bytes"), "reason: %s", f.p.server->fail_why);
+	cr_assert_eq(f.rrec.layer_events, 0, "a layer completed on a 1-byte write");
+}
+
+/* ------------------------------------------------ a raw rdma_cm client */
+/* Issue 17, finding 8: a connection that never says HELLO (valid driver
+ * private data, a QP, then one RDMA WRITE with a live key of another
+ * endpoint's grant). The listener's QP for it takes no remote write before
+ * the kvwire handshake: the NIC refuses the write, no byte changes. */
+struct raw_cli {
+	struct rdma_event_channel *ch;
+	struct rdma_cm_id *id;
+	struct ibv_pd *pd;
+	struct ibv_mr *mr;
+	uint8_t buf[4096];
+};
+
+/* The next cm event on the raw client's channel, driving the context
+ * meanwhile (the listener accepts from its progress). */
+static bool raw_wait(struct fx *f, struct raw_cli *c, enum rdma_cm_event_type want)
+{
+	uint64_t t0 = kvwt_now_ms();
+	struct rdma_cm_event *ev;
+
+	while (kvwt_now_ms() - t0 < 5000) {
+		kvw_progress(f->ctx);
+		if (rdma_get_cm_event(c->ch, &ev) == 0) {
+			bool ok = ev->event == want;
+			cr_log_info("raw client: %s (status %d)", rdma_event_str(ev->event), ev->status);
+			rdma_ack_cm_event(ev);
+			return ok;
+		}
+		usleep(200);
+	}
+	return false;
+}
+
+static void raw_connect(struct fx *f, struct raw_cli *c)
+{
+	struct rd_cm_priv cp = {.magic = RD_MAGIC, .flags = RD_CM_F_NEED};
+	struct ibv_qp_init_attr qa = {.qp_type = IBV_QPT_RC,
+				      .cap = {.max_send_wr = 4, .max_recv_wr = 4,
+					      .max_send_sge = 1, .max_recv_sge = 1}};
+	struct rdma_conn_param p = {.private_data = &cp, .private_data_len = sizeof(cp),
+				    .retry_count = 6, .rnr_retry_count = 6};
+	struct sockaddr_in dst = {.sin_family = AF_INET};
+	const char *uri = kvw_listener_uri(f->p.l);
+	unsigned port = 0;
+
+	cr_assert(sscanf(strrchr(uri, ':') + 1, "%u", &port) == 1, "listener uri %s", uri);
+	inet_pton(AF_INET, "10.78.0.1", &dst.sin_addr);
+	dst.sin_port = htons((uint16_t)port);
+	cr_assert(c->ch = rdma_create_event_channel());
+	fcntl(c->ch->fd, F_SETFL, fcntl(c->ch->fd, F_GETFL) | O_NONBLOCK);
+	cr_assert_eq(rdma_create_id(c->ch, &c->id, NULL, RDMA_PS_TCP), 0);
+	cr_assert_eq(rdma_resolve_addr(c->id, NULL, (struct sockaddr *)&dst, 2000), 0);
+	cr_assert(raw_wait(f, c, RDMA_CM_EVENT_ADDR_RESOLVED));
+	cr_assert_eq(rdma_resolve_route(c->id, 2000), 0);
+	cr_assert(raw_wait(f, c, RDMA_CM_EVENT_ROUTE_RESOLVED));
+	cr_assert(c->pd = ibv_alloc_pd(c->id->verbs));
+	cr_assert_eq(rdma_create_qp(c->id, c->pd, &qa), 0);
+	memset(c->buf, 0xee, sizeof(c->buf));
+	cr_assert(c->mr = ibv_reg_mr(c->pd, c->buf, sizeof(c->buf), IBV_ACCESS_LOCAL_WRITE));
+	cr_assert_eq(rdma_connect(c->id, &p), 0);
+	cr_assert(raw_wait(f, c, RDMA_CM_EVENT_ESTABLISHED), "the listener did not accept the raw client");
+}
+
+/* One 4 KiB write of 0xEE at addr with rkey; the completion's status. */
+static enum ibv_wc_status raw_write(struct fx *f, struct raw_cli *c, uint64_t addr, uint32_t rkey)
+{
+	struct ibv_sge sg = {.addr = (uintptr_t)c->buf, .length = sizeof(c->buf), .lkey = c->mr->lkey};
+	struct ibv_send_wr wr = {.sg_list = &sg, .num_sge = 1, .opcode = IBV_WR_RDMA_WRITE,
+				 .send_flags = IBV_SEND_SIGNALED}, *bad;
+	struct ibv_wc wc;
+	uint64_t t0 = kvwt_now_ms();
+
+	wr.wr.rdma.remote_addr = addr;
+	wr.wr.rdma.rkey = rkey;
+	cr_assert_eq(ibv_post_send(c->id->qp, &wr, &bad), 0);
+	while (kvwt_now_ms() - t0 < 10000) {
+		kvw_progress(f->ctx);
+		if (ibv_poll_cq(c->id->send_cq, 1, &wc) == 1)
+			return wc.status;
+		usleep(200);
+	}
+	cr_assert_fail("the raw write never completed");
+	return IBV_WC_GENERAL_ERR;
+}
+
+Test(rdma, write_before_the_handshake_refused_by_the_nic)
+{
+	static struct fx f;
+	static struct raw_cli c;
+	fx_open(&f);
+	fx_grant(&f, 1);
+	struct rd_keyent *k = sender_key(&f, f.rreq->token);
+	uint8_t *dst = kvwt_page(&f.dst, 0, f.blk[0]);
+	uint32_t rkey = rd_key_rkey(k, (uintptr_t)dst, sizeof(c.buf), rd_ep_of(f.p.client)->rail[0]->peer_dev);
+	raw_connect(&f, &c);
+	enum ibv_wc_status st = raw_write(&f, &c, (uintptr_t)dst, rkey);
+	cr_log_info("raw write with a live key before HELLO: %s", ibv_wc_status_str(st));
+	cr_assert_neq(st, IBV_WC_SUCCESS, "a connection that never said HELLO wrote into a live grant");
+	kvwt_spin(&f.ctx, 1, 200);
+	dst_untouched(&f);
+	cr_assert_eq(kvw_ep_status(f.p.server), KVW_OK, "the honest endpoint suffered: %s", f.p.server->fail_why);
+	cr_assert_eq(f.rrec.status, KVW_INPROGRESS, "the honest grant ended: %s", kvw_strerror(f.rrec.status));
 }
 
 Test(rdma, qp_error_mid_transfer_fails_cleanly)
