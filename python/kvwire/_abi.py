@@ -161,6 +161,7 @@ class kvw_counters(C.Structure):
     _fields_ = [("size", C.c_uint32)] + [(n, C.c_uint64) for n in COUNTER_FIELDS] + [
         ("rails", C.c_uint32),
         ("rail", kvw_rail_counters * KVW_MAX_RAILS),
+        ("remote_refused", C.c_uint64),
     ]
 
 

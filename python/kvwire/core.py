@@ -201,6 +201,7 @@ class Counters:
     rtt_us: int
     rails: int
     rail: tuple[RailCounters, ...]
+    remote_refused: int = 0      # remote accesses a NIC refused (rdma)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1140,7 +1141,8 @@ class Endpoint:
         self.ctx._check(_L().kvw_ep_counters(self.handle, C.byref(c)), "kvw_ep_counters")
         rails = tuple(RailCounters(r.bytes_tx, r.bytes_rx, r.frags_tx, r.frags_rx, r.errors)
                       for r in c.rail[:max(0, min(c.rails, _abi.KVW_MAX_RAILS))])
-        return Counters(*[getattr(c, f) for f in _abi.COUNTER_FIELDS], c.rails, rails)
+        return Counters(*[getattr(c, f) for f in _abi.COUNTER_FIELDS], c.rails, rails,
+                        c.remote_refused)
 
     def ping(self, timeout: float = 1.0) -> float:
         """kvw_ep_ping(): one keepalive round trip; returns its time in seconds."""
