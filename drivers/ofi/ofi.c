@@ -54,7 +54,8 @@ static void ofi_close(kvw_drv *d)
 static kvw_status ofi_caps(kvw_drv *d, struct kvw_caps_info *ci)
 {
 	(void)d;
-	/* completions are polled (no fd wakes the context for them yet) */
+	/* completions are polled (no fd wakes the context for them yet);
+	 * max_gather is set when the provider is picked (ofi_dom_open) */
 	*ci = (struct kvw_caps_info){.caps = KVW_CAP_ZERO_COPY_TX | KVW_CAP_ONE_SIDED, .max_rails = 1,
 				     .max_frag = 1u << 20, .poll_us = 100};
 	return KVW_OK;
@@ -278,6 +279,12 @@ static kvw_status ofi_dom_open(struct ofi_drv *od, const char *prov)
 	od->prov_key = od->info->domain_attr->mr_mode & FI_MR_PROV_KEY;
 	od->mr_local = od->info->domain_attr->mr_mode & FI_MR_LOCAL;
 	od->max_msg = od->info->ep_attr->max_msg_size;
+	/* gathered fragments (a source piece per iovec) only once the provider
+	 * is known: before the first endpoint, so the core never cuts one for
+	 * more pieces than a write takes */
+	if (od->info->tx_attr->iov_limit >= 2)
+		od->d->caps.max_gather = od->info->tx_attr->iov_limit < OFI_MAX_IOV ?
+			(uint32_t)od->info->tx_attr->iov_limit : OFI_MAX_IOV;
 	ofi_log_features(od);
 	for (struct ofi_mem *om = od->mems; om; om = om->next)
 		if ((st = ofi_mem_mr(od, om)) != KVW_OK)

@@ -683,22 +683,36 @@ static const struct ofi_run *ofi_run_of(const struct ofi_ent *k, uint64_t addr, 
 	return &k->run[0];
 }
 
-/* 1 posted, 0 the provider is full now, -1 the endpoint failed. */
+/* 1 posted, 0 the provider is full now, -1 the endpoint failed. A
+ * gathered fragment goes as one write of an iovec per piece (at most
+ * caps.max_gather, the provider's iov_limit). */
 static int ofi_write(struct ofi_ep *oe, const kvw_frag *f, struct ofi_ent *k, uint32_t n,
 		     struct ofi_op *op)
 {
 	const struct ofi_mem *om = kvw_core_mem_priv(f->src_mem, oe->od->d);
-	struct iovec iov = {.iov_base = (void *)(uintptr_t)f->src, .iov_len = f->bytes};
+	struct iovec iov[OFI_MAX_IOV];
+	void *desc[OFI_MAX_IOV];
+	size_t n_iov = f->piece ? f->bytes / f->piece : 1;
 	const struct ofi_run *run = ofi_run_of(k, f->dst_addr, f->bytes);
 	struct fi_rma_iov rma = {.addr = oe->od->virt_addr ? f->dst_addr : f->dst_addr - run->addr,
 				 .len = f->bytes, .key = run->key};
-	void *desc = om->desc;
-	struct fi_msg_rma msg = {.msg_iov = &iov, .desc = &desc, .iov_count = 1, .addr = oe->peer,
+	struct fi_msg_rma msg = {.msg_iov = iov, .desc = desc, .iov_count = n_iov, .addr = oe->peer,
 				 .rma_iov = &rma, .rma_iov_count = 1, .context = &op->fctx,
 				 .data = (uint64_t)f->token << 32 | n};
 	uint64_t flags = FI_REMOTE_CQ_DATA | FI_COMPLETION | (oe->od->delivery ? FI_DELIVERY_COMPLETE : 0);
-	ssize_t rc = fi_writemsg(oe->fep, &msg, flags);
+	ssize_t rc;
 
+	if (n_iov > OFI_MAX_IOV || (f->piece && n_iov > oe->od->d->caps.max_gather)) {
+		kvw_ep_fail(oe->ep, KVW_ERR_INVALID, "ofi: a fragment gathers more pieces than the "
+			    "provider's iov_limit: report this kvwire bug");
+		return -1;
+	}
+	for (size_t i = 0; i < n_iov; i++) {
+		iov[i] = (struct iovec){.iov_base = (void *)(uintptr_t)(f->src + i * f->src_stride),
+					.iov_len = f->piece ? f->piece : f->bytes};
+		desc[i] = om->desc;
+	}
+	rc = fi_writemsg(oe->fep, &msg, flags);
 	if (rc == -FI_EAGAIN)
 		return 0;
 	if (rc) {

@@ -28,6 +28,7 @@
 
 #define OFI_API FI_VERSION(1, 17) /* the lowest API this code needs */
 #define OFI_OPS 256             /* writes in flight per endpoint */
+#define OFI_MAX_IOV 16          /* source pieces one write gathers, at most the provider's iov_limit */
 #define OFI_ADDR_MAX 256        /* largest fabric address we accept */
 #define OFI_CQ_BATCH 32
 #define OFI_PEND_MAX (1u << 20) /* names / completions waiting for their other half */

@@ -137,6 +137,9 @@ static kvw_status rd_query_caps(kvw_drv *d, struct kvw_caps_info *ci)
 	ci->caps = KVW_CAP_ZERO_COPY_TX | KVW_CAP_ONE_SIDED | KVW_CAP_MULTI_RAIL;
 	ci->max_rails = KVW_MAX_RAILS;
 	ci->max_frag = 1u << 30;
+	/* a gathered fragment: an SGE per piece, split over several writes
+	 * where a QP takes fewer SGEs (rd_batch_add) */
+	ci->max_gather = RD_MAX_SGE;
 	return KVW_OK;
 }
 

@@ -15,8 +15,8 @@ const struct kvw_cfg_opt rd_cfg_opts[] = {
 	 NULL, F(rdma_dev)},
 	{"rdma_gid", "-1", "GID index (default: the port's IPv4 RoCE v2 GID)", KVW_CFG_INT, 0, 255,
 	 NULL, F(rdma_gid)},
-	{"rdma_qp_depth", "512", "send queue depth per QP", KVW_CFG_U64, 16, 32768, NULL,
-	 F(rdma_qp_depth)},
+	{"rdma_qp_depth", "512", "send queue depth per QP (at least 32: a gathered fragment may "
+	 "take 16 writes)", KVW_CFG_U64, 32, 32768, NULL, F(rdma_qp_depth)},
 	{"rdma_retry", "6", "RC retry count (7 means forever on rxe: kept below)", KVW_CFG_U64, 0, 7,
 	 NULL, F(rdma_retry)},
 	{"rdma_grant_keys", "auto", "remote keys of a grant: mw = a memory window per run of granted "

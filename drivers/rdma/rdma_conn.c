@@ -264,7 +264,7 @@ static kvw_status rd_rail_setup(struct rd_rail *r)
 	qa.sq_sig_all = 0;
 	qa.cap.max_send_wr = r->sq_depth;
 	qa.cap.max_recv_wr = RD_RECV_DEPTH;
-	qa.cap.max_send_sge = 1;
+	qa.cap.max_send_sge = r->dev->max_sge ? r->dev->max_sge : 1;
 	qa.cap.max_recv_sge = 1;
 	qa.cap.max_inline_data = 64;
 	if (r->scq && r->rcq)
@@ -276,6 +276,9 @@ static kvw_status rd_rail_setup(struct rd_rail *r)
 		return KVW_ERR_NOMEM;
 	}
 	r->max_inline = qa.cap.max_inline_data;
+	r->max_sge = qa.cap.max_send_sge < RD_MAX_SGE ? qa.cap.max_send_sge : RD_MAX_SGE;
+	if (!r->max_sge)
+		r->max_sge = 1;
 	r->credits = RD_RECV_DEPTH;
 	if (rd_qp_modify(r, IBV_QPS_INIT) != KVW_OK)
 		return KVW_ERR_IO;

@@ -854,15 +854,17 @@ void rd_rail_progress(struct rd_rail *r)
 }
 
 /* ------------------------------------------------------------ data path */
-struct rd_batch {
-	struct ibv_send_wr wr[RD_BATCH_MAX + 1];
-	struct ibv_sge sge[RD_BATCH_MAX];
-	struct kvw_wire_data land[RD_BATCH_MAX];
-	uint32_t n;
-	uint64_t bytes;
-};
+/* Writes a fragment takes on r: one, or for a gathered fragment one per
+ * max_sge of its pieces (each a WRITE_WITH_IMM of contiguous receiver
+ * bytes with its own LANDED entry). */
+static uint32_t rd_frag_wrs(const struct rd_rail *r, const kvw_frag *f)
+{
+	uint32_t n = f->piece ? f->bytes / f->piece : 1;
 
-static bool rd_rail_room(struct rd_rail *r, const struct rd_batch *b, uint32_t bytes)
+	return (n + r->max_sge - 1) / r->max_sge;
+}
+
+static bool rd_rail_room(struct rd_rail *r, const struct rd_batch *b, uint32_t bytes, uint32_t wrs)
 {
 	uint64_t inflight = r->bytes_posted - r->bytes_acked + b->bytes;
 
@@ -873,30 +875,49 @@ static bool rd_rail_room(struct rd_rail *r, const struct rd_batch *b, uint32_t b
 	if (inflight && inflight + bytes > r->window)
 		return false;
 	return r->state == RD_R_UP && r->n_slots == r->sq_depth && r->txq_len == 0 &&
-	       r->credits >= (int)b->n + 3 &&
-	       r->wr_posted - r->wr_done + b->n + 2 <= r->sq_depth &&
-	       (b->n + 1) * sizeof(struct kvw_wire_data) <= RD_PAYLOAD && b->n < RD_BATCH_MAX &&
-	       (b->n || rd_fault_gate(r));
+	       r->credits >= (int)(b->n + wrs) + 2 &&
+	       r->wr_posted - r->wr_done + b->n + wrs + 1 <= r->sq_depth &&
+	       (b->n + wrs) * sizeof(struct kvw_wire_data) <= RD_PAYLOAD &&
+	       b->n + wrs <= RD_BATCH_MAX && (b->n || rd_fault_gate(r));
 }
 
+/* One WRITE_WITH_IMM of n SGEs to dst, its LANDED entry (token, where in
+ * the block, bytes): the receiver's NIC completes it there (token,
+ * byte_len), which is what the receiver counts as landed. */
+static void rd_batch_write(struct rd_batch *b, const kvw_frag *f, uint32_t rkey, uint32_t n_sge,
+			   uint64_t off, uint32_t bytes)
+{
+	uint32_t i = b->n++;
+
+	b->wr[i] = (struct ibv_send_wr){.sg_list = &b->sge[b->n_sge - n_sge], .num_sge = (int)n_sge,
+					.opcode = IBV_WR_RDMA_WRITE_WITH_IMM,
+					.imm_data = htonl(f->token)};
+	b->wr[i].wr.rdma.remote_addr = f->dst_addr + off;
+	b->wr[i].wr.rdma.rkey = rkey;
+	b->bytes += bytes;
+	b->land[i] = (struct kvw_wire_data){.token = f->token, .layer = f->layer,
+					    .blk_idx = f->blk_idx, .bytes = bytes,
+					    .blk_off = f->blk_off + off};
+}
+
+/* A fragment into the batch (rd_rail_room said it fits): a gathered one
+ * as an SGE per piece, r->max_sge of them per write. */
 static void rd_batch_add(struct rd_rail *r, struct rd_batch *b, const kvw_frag *f, uint32_t rkey)
 {
 	const struct rd_mem *rm = kvw_core_mem_priv(f->src_mem, r->rd->d);
-	uint32_t i = b->n++;
+	uint32_t lkey = rm->mr[r->dev_idx]->lkey;
+	uint32_t pieces = f->piece ? f->bytes / f->piece : 1, pc = f->piece ? f->piece : f->bytes;
 
-	b->sge[i] = (struct ibv_sge){.addr = (uintptr_t)f->src, .length = f->bytes,
-				     .lkey = rm->mr[r->dev_idx]->lkey};
-	/* with immediate: the receiver's NIC completes each write there
-	 * (token, byte_len), which is what it counts as landed */
-	b->wr[i] = (struct ibv_send_wr){.sg_list = &b->sge[i], .num_sge = 1,
-					.opcode = IBV_WR_RDMA_WRITE_WITH_IMM,
-					.imm_data = htonl(f->token)};
-	b->wr[i].wr.rdma.remote_addr = f->dst_addr;
-	b->wr[i].wr.rdma.rkey = rkey;
-	b->bytes += f->bytes;
-	b->land[i] = (struct kvw_wire_data){.token = f->token, .layer = f->layer,
-					    .blk_idx = f->blk_idx, .bytes = f->bytes,
-					    .blk_off = f->blk_off};
+	for (uint32_t p = 0; p < pieces;) {
+		uint32_t k = pieces - p < r->max_sge ? pieces - p : r->max_sge;
+
+		for (uint32_t j = 0; j < k; j++)
+			b->sge[b->n_sge++] = (struct ibv_sge){
+				.addr = (uintptr_t)(f->src + (uint64_t)(p + j) * f->src_stride),
+				.length = pc, .lkey = lkey};
+		rd_batch_write(b, f, rkey, k, (uint64_t)p * pc, k * pc);
+		p += k;
+	}
 }
 
 /* One doorbell: the chained writes, then the LANDED SEND that follows them
@@ -911,7 +932,7 @@ static void rd_batch_post(struct rd_rail *r, struct rd_batch *b)
 	struct ibv_sge lsg;
 
 	for (uint32_t i = 0; i < b->n; i++) {
-		r->bytes_posted += b->sge[i].length;
+		r->bytes_posted += b->land[i].bytes;
 		r->cum_bytes[(seq + i) % r->sq_depth] = r->bytes_posted;
 		b->wr[i].wr_id = seq + i;
 		b->wr[i].next = &b->wr[i + 1];
@@ -941,14 +962,13 @@ static void rd_batch_post(struct rd_rail *r, struct rd_batch *b)
 	r->credits -= (int)b->n + 1;
 	r->to_return = 0;
 	r->batch_fated = false;
-	b->n = 0;
+	b->n = b->n_sge = 0;
 	b->bytes = 0;
 }
 
 size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 {
 	struct rd_ep *e = rd_ep_of(ep);
-	static __thread struct rd_batch b[KVW_MAX_RAILS];
 	struct rd_rail *r;
 	size_t took = 0;
 
@@ -970,14 +990,14 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 			continue; /* the receiver fenced this grant: drop, it is being aborted */
 		if (!f[took].src_mem || !kvw_core_mem_priv(f[took].src_mem, kvw_core_ep_drv(ep)))
 			break;
-		if (!rd_rail_room(r, &b[r->idx], f[took].bytes))
+		if (!rd_rail_room(r, &r->batch, f[took].bytes, rd_frag_wrs(r, &f[took])))
 			break;
-		rd_batch_add(r, &b[r->idx], &f[took],
+		rd_batch_add(r, &r->batch, &f[took],
 			     k ? rd_key_rkey(k, f[took].dst_addr, f[took].bytes, r->peer_dev) : f[took].rkey);
 	}
 	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
-		if (b[i].n && e->rail[i])
-			rd_batch_post(e->rail[i], &b[i]);
+		if (e->rail[i] && e->rail[i]->batch.n)
+			rd_batch_post(e->rail[i], &e->rail[i]->batch);
 	return took;
 }
 

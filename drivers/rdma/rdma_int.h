@@ -20,6 +20,7 @@
 #define RD_MIN_RNR_TIMER 12     /* 0.64 ms */
 #define RD_RNR_RETRY 6          /* 7 = forever: never; credits make RNR rare */
 #define RD_BATCH_MAX 64        /* writes per rail per doorbell */
+#define RD_MAX_SGE 16          /* source pieces one write gathers (caps.max_gather) */
 #define RD_CHAIN_MAX 32        /* queued messages per rail per doorbell */
 #define RD_HS_SLOTS 8           /* send slots until READY (rd_sbuf_grow) */
 
@@ -84,6 +85,7 @@ struct rd_dev {
 	int gid_idx;
 	struct in_addr ip;
 	enum ibv_mtu active_mtu;
+	uint32_t max_sge;       /* SGEs per write we ask for: the device's, at most RD_MAX_SGE */
 	enum rd_keys { RD_KEYS_MW = 1, RD_KEYS_MR, RD_KEYS_SPAN } keys; /* how grants are keyed */
 };
 
@@ -99,6 +101,17 @@ struct rd_drv;
 struct rd_ep;
 
 enum rd_rail_state { RD_R_CONNECTING = 1, RD_R_UP, RD_R_DEAD };
+
+/* One doorbell's writes on a rail (rd_post_frags): the WRITE_WITH_IMMs,
+ * an SGE per source piece (a gathered fragment), and the LANDED entries
+ * the SEND after them carries, one per write. */
+struct rd_batch {
+	struct ibv_send_wr wr[RD_BATCH_MAX + 1];
+	struct ibv_sge sge[RD_BATCH_MAX * RD_MAX_SGE];
+	struct kvw_wire_data land[RD_BATCH_MAX];
+	uint32_t n, n_sge;
+	uint64_t bytes;
+};
 
 struct rd_rail {
 	struct rd_drv *rd;
@@ -117,6 +130,8 @@ struct rd_rail {
 	uint8_t *rbuf, *sbuf;
 	struct ibv_mr *rmr, *smr;
 	uint32_t sq_depth, max_inline;
+	uint32_t max_sge;       /* SGEs per write this QP takes (>= 1) */
+	struct rd_batch batch;  /* writes gathered in this progress pass */
 	uint32_t n_slots;       /* send slots in sbuf: RD_HS_SLOTS, sq_depth once READY */
 	uint64_t wr_posted, wr_done, last_sig;
 	/* write bytes in flight (window): bytes posted up to WR seq, per SQ slot */

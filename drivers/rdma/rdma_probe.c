@@ -75,6 +75,8 @@ bool rd_dev_pick(const struct kvw_cfgv *c, struct ibv_context *v, struct rd_dev 
 		active = true;
 		out->port = p;
 		out->active_mtu = pa.active_mtu;
+		out->max_sge = da.max_sge < 1 ? 1 : da.max_sge < RD_MAX_SGE ? (uint32_t)da.max_sge
+										: RD_MAX_SGE;
 		out->keys = rd_keys_mode(c, &da, no_mw);
 		if ((out->gid_idx = rd_port_gid(c, v, p, &pa, &out->ip)) >= 0)
 			return true;
