@@ -9,13 +9,24 @@
 # same-geometry run joins each round as "base": same/base is the
 # no-regression figure. "nhd-hnd-g1" is NHD -> HND with max_gather=1 (one
 # fragment per contiguous piece, as before gathering): nhd-hnd/nhd-hnd-g1 is
-# what gathered fragments buy.
-# Usage: [BASE=dir] [SHAPE="..."] bench/geom-results.sh BUILD [OUT_DIR] [ROUNDS]
-set -eu
+# what gathered fragments buy. DRIVERS (default "shm tcp") may also name
+# ofi-tcp, ofi-shm (libfabric tcp;ofi_rxm, shm on 127.0.0.1) and rdma (in
+# the Soft-RoCE VM: tests/vm/run-rxe-vm.sh -- env DRIVERS=rdma ...).
+# Usage: [BASE=dir] [SHAPE="..."] [DRIVERS="..."] bench/geom-results.sh BUILD [OUT_DIR] [ROUNDS]
+set -euf # -f: the ofi URIs hold a "?"
 BUILD=$1
 OUT=${2:-bench/results/geom}
 ROUNDS=${3:-3}
 SHAPE=${SHAPE:---model llama3-8b --tokens 2048 -n 4}
+DRIVERS=${DRIVERS:-shm tcp}
+# the kvwire-bench options that pick a DRIVERS entry
+drv_args() {
+	case $1 in
+	ofi-tcp) echo "--driver ofi --listen ofi://127.0.0.1:0?provider=tcp;ofi_rxm" ;;
+	ofi-shm) echo "--driver ofi --listen ofi://127.0.0.1:0?provider=shm" ;;
+	*) echo "--driver $1" ;;
+	esac
+}
 mkdir -p "$OUT"
 runs="same:
 geom-same:--src-layout nhd --dst-layout nhd
@@ -28,7 +39,7 @@ nhd-hnd-g1:--src-layout nhd --dst-layout hnd"
 	echo "shape: $SHAPE"
 	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/machine.txt"
-for drv in shm tcp; do
+for drv in $DRIVERS; do
 	r=1
 	while [ "$r" -le "$ROUNDS" ]; do
 		{ [ -n "${BASE:-}" ] && echo "base:"; echo "$runs"; } | while IFS=: read -r name args; do
@@ -38,20 +49,21 @@ for drv in shm tcp; do
 			g=64
 			case $name in *-g1) g=1 ;; esac
 			# shellcheck disable=SC2086
-			KVW_MAX_GATHER=$g "$bin" kv --loopback --driver "$drv" $SHAPE $args --json > "$f" 2> "$f.err" ||
-				echo "(exit $?) kvwire-bench kv --driver $drv $SHAPE $args" >> "$f.err"
-			echo "KVW_MAX_GATHER=$g kvwire-bench kv --loopback --driver $drv $SHAPE $args --json" > "$f.cmd"
+			KVW_MAX_GATHER=$g "$bin" kv --loopback $(drv_args "$drv") $SHAPE $args --json > "$f" 2> "$f.err" ||
+				echo "(exit $?) kvwire-bench kv $(drv_args "$drv") $SHAPE $args" >> "$f.err"
+			echo "KVW_MAX_GATHER=$g kvwire-bench kv --loopback $(drv_args "$drv") $SHAPE $args --json" > "$f.cmd"
 		done
 		r=$((r + 1))
 	done
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
-python3 - "$OUT" "$ROUNDS" "${BASE:+base}" <<'PY'
+python3 - "$OUT" "$ROUNDS" "${BASE:+base}" "$DRIVERS" <<'PY'
 import json, statistics, sys
 out, rounds, base = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "base"
+drivers = sys.argv[4].split()
 names = (["base"] if base else []) + ["same", "geom-same", "bt-16-64", "nhd-hnd", "nhd-hnd-g1"]
 print(open(f"{out}/machine.txt").read().rstrip())
-for drv in ("shm", "tcp"):
+for drv in drivers:
     print(f"\n{drv}: Gb/s (fragments a sequence) and ratio to the round's same-geometry run")
     ratios = {n: [] for n in names}
     for r in range(1, rounds + 1):
