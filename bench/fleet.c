@@ -25,6 +25,8 @@ typedef struct fl_proc {
 	int fd;
 	bool decode, dead;
 	unsigned idx, outstanding;
+	uint64_t given, ok, failed;  /* requests dispatched to it, and how they ended */
+	int64_t last_k;              /* the last request dispatched to it, -1 none */
 	char uri[232];
 } fl_proc;
 
@@ -127,6 +129,7 @@ static int fleet_start(fl_router *r)
 		fl_proc *c = &r->proc[i];
 		c->decode = i >= r->o->prefill;
 		c->idx = c->decode ? i - r->o->prefill : i;
+		c->last_k = -1;
 		if (spawn(r, c, mt))
 			return -1;
 	}
@@ -221,6 +224,10 @@ static void req_close(fl_router *r, uint64_t k, int32_t cause)
 	fl_req *q = &r->req[k];
 	q->closed = true;
 	r->closed++;
+	if (cause)
+		decode(r, q->d)->failed++;
+	else
+		decode(r, q->d)->ok++;
 	prefill(r, q->p)->outstanding--;
 	decode(r, q->d)->outstanding--;
 	if (!cause) {
@@ -326,6 +333,8 @@ static void dispatch(fl_router *r, uint64_t k)
 		return;
 	}
 	q->d = (uint32_t)d;
+	decode(r, q->d)->given++;
+	decode(r, q->d)->last_k = (int64_t)k;
 	prefill(r, q->p)->outstanding++;
 	decode(r, q->d)->outstanding++;
 	to_child(decode(r, q->d), KVB_FL_GRANT, q->p, k, q->tokens, NULL);
@@ -376,6 +385,10 @@ static void fleet_stop(fl_router *r)
 		}
 		close(c->fd);
 	}
+	/* a killed child leaves its shm listener's socket file */
+	for (unsigned i = 0; i < r->n_proc; i++)
+		if (!strncmp(r->proc[i].uri, "shm://", 6))
+			unlink(r->proc[i].uri + 6);
 }
 
 static int load_stream(fl_router *r)
@@ -488,6 +501,23 @@ static json_t *fleet_peers_json(fl_router *r)
 	return a;
 }
 
+static json_t *fleet_decodes_json(fl_router *r)
+{
+	json_t *a = json_array();
+	for (unsigned j = 0; j < r->o->decode; j++) {
+		fl_proc *c = decode(r, j);
+		json_t *e = json_object();
+		json_object_set_new(e, "decode", json_integer(j));
+		json_object_set_new(e, "requests", json_integer((json_int_t)c->given));
+		json_object_set_new(e, "ok", json_integer((json_int_t)c->ok));
+		json_object_set_new(e, "failed", json_integer((json_int_t)c->failed));
+		json_object_set_new(e, "last_request", json_integer((json_int_t)c->last_k));
+		json_object_set_new(e, "dead", json_boolean(c->dead));
+		json_array_append_new(a, e);
+	}
+	return a;
+}
+
 static json_t *fleet_json(fl_router *r)
 {
 	fl_sum s;
@@ -509,7 +539,9 @@ static json_t *fleet_json(fl_router *r)
 		if (r->cause[i])
 			json_object_set_new(causes, cause_name(i, buf, sizeof(buf)), json_integer((json_int_t)r->cause[i]));
 	json_object_set_new(j, "failures", causes);
-	json_object_set_new(j, "verified", json_boolean(r->ok == r->st.n));
+	/* every request that landed was hashed; verified: none differed */
+	json_object_set_new(j, "verified", json_boolean(r->ok && !r->cause[FL_CAUSES - 1]));
+	json_object_set_new(j, "all_ok", json_boolean(r->ok == r->st.n));
 	json_object_set_new(j, "bytes", json_integer((json_int_t)r->bytes));
 	json_object_set_new(j, "offered_bytes", json_integer((json_int_t)s.offered_bytes));
 	json_object_set_new(j, "seconds", json_real(s.seconds));
@@ -522,6 +554,7 @@ static json_t *fleet_json(fl_router *r)
 	json_object_set_new(lat, "avg", json_real(s.lat.avg));
 	json_object_set_new(j, "lat_us", lat);
 	json_object_set_new(j, "peers", fleet_peers_json(r));
+	json_object_set_new(j, "decodes", fleet_decodes_json(r));
 	if (r->o->kill_decode >= 0) {
 		json_t *k = json_object();
 		json_object_set_new(k, "decode", json_integer(r->o->kill_decode));
