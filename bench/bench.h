@@ -18,7 +18,7 @@
 #define KVB_MAX_RAILS 16
 
 /* ------------------------------------------------------------------ options */
-enum kvb_test { KVB_T_NONE = 0, KVB_T_SERVER, KVB_T_BW, KVB_T_LAT, KVB_T_KV, KVB_T_COMPARE };
+enum kvb_test { KVB_T_NONE = 0, KVB_T_SERVER, KVB_T_BW, KVB_T_LAT, KVB_T_KV, KVB_T_COMPARE, KVB_T_FLEET };
 
 typedef struct kvb_opts {
 	enum kvb_test test;
@@ -69,6 +69,16 @@ typedef struct kvb_opts {
 	unsigned repeat;            /* compare: runs of kvwire and each peer (median) */
 	bool inject_corruption;     /* self-test of the verifier: flip a sent bit */
 	unsigned timeout_ms;
+	/* fleet: N prefill and M decode processes and a router (bench/fleet.c) */
+	unsigned prefill, decode;
+	char mix[256];              /* "128:0.5,1024:0.3,4096:0.2" */
+	char trace[256];
+	char trace_format[16];      /* mooncake | azure ("" = by file name) */
+	double time_scale;          /* multiplies inter-arrival gaps */
+	uint64_t requests;          /* 0 = the whole trace, 200 for Poisson */
+	int kill_decode;            /* -1 none: SIGKILL decode I at request kill_at */
+	uint64_t kill_at;
+	bool pick_least;            /* least-outstanding decode, else round-robin */
 } kvb_opts;
 
 void kvb_opts_init(kvb_opts *o);
@@ -184,6 +194,36 @@ json_t *kvb_params_json(const kvb_opts *o);
 int kvb_params_parse(const json_t *j, kvb_opts *o, char *err, size_t errlen);
 /* Iterations the test runs when -n and -D are not given. */
 uint64_t kvb_default_iters(const kvb_opts *o);
+
+/* ------------------------------------------------------- fleet streams */
+#define KVB_MIX_MAX 16
+typedef struct kvb_mix {
+	unsigned n;
+	uint32_t tokens[KVB_MIX_MAX];
+	double weight[KVB_MIX_MAX];  /* normalised to sum 1 */
+} kvb_mix;
+
+typedef struct kvb_arrival_rec {
+	uint64_t t_ns;               /* since the stream's start */
+	uint32_t tokens, out_tokens;
+} kvb_arrival_rec;
+
+typedef struct kvb_stream {
+	kvb_arrival_rec *r;
+	size_t n, cap;
+} kvb_stream;
+
+/* "TOKENS:WEIGHT,..." -> mix; -1 with a sentence. */
+int kvb_mix_parse(const char *s, kvb_mix *m, char *err, size_t errlen);
+/* count Poisson arrivals at rate per second, prompt lengths drawn from m. */
+int kvb_stream_poisson(kvb_stream *s, double rate, const kvb_mix *m, uint64_t count, uint64_t seed);
+/* A Mooncake JSONL or Azure CSV trace (fmt "mooncake", "azure", or "" = by
+ * the file name); -1 with "FILE:LINE: what is wrong" on a bad line. */
+int kvb_stream_load(kvb_stream *s, const char *path, const char *fmt, char *err, size_t errlen);
+/* Times relative to the first arrival, gaps x scale, at most limit (0 = all). */
+void kvb_stream_shape(kvb_stream *s, double scale, uint64_t limit);
+uint32_t kvb_stream_max_tokens(const kvb_stream *s);
+void kvb_stream_free(kvb_stream *s);
 
 /* ------------------------------------------------------------------- misc */
 uint64_t kvb_now_ns(void);

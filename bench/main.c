@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* kvwire-bench: perftest-like benchmarks of kvwire, KV-cache shaped. */
-#include "run.h"
+#include "fleet.h"
 
 #include <signal.h>
 #include <string.h>
@@ -30,6 +30,8 @@ int main(int argc, char **argv)
 		return kvb_server_main(&o, -1);
 	case KVB_T_COMPARE:
 		return kvb_compare_main(&o);
+	case KVB_T_FLEET:
+		return kvb_fleet_main(&o);
 	default:
 		return kvb_client_main(&o);
 	}

@@ -12,7 +12,7 @@
 
 static const char *const test_names[] = {
 	[KVB_T_NONE] = "none", [KVB_T_SERVER] = "server", [KVB_T_BW] = "bw",
-	[KVB_T_LAT] = "lat", [KVB_T_KV] = "kv", [KVB_T_COMPARE] = "compare",
+	[KVB_T_LAT] = "lat", [KVB_T_KV] = "kv", [KVB_T_COMPARE] = "compare", [KVB_T_FLEET] = "fleet",
 };
 
 const char *kvb_test_name(enum kvb_test t)
@@ -37,6 +37,8 @@ void kvb_opts_init(kvb_opts *o)
 	o->seed = 0x6b7677697265ull; /* "kvwire" */
 	o->timeout_ms = 30000;
 	o->repeat = 1;
+	o->time_scale = 1;
+	o->kill_decode = -1;
 }
 
 void kvb_usage(FILE *f)
@@ -56,6 +58,9 @@ void kvb_usage(FILE *f)
 	      "         --seqs N --rate REQ_PER_S --contiguous --pool-factor N (2)\n"
 	      "         --src-layout|--dst-layout nhd|hnd|kv-interleaved|hnd-kv-interleaved|kv-separate|mla\n"
 	      "         --src-block-tokens N --dst-block-tokens N --src-tp N:RANK --dst-tp N:RANK\n"
+	      "       kvwire-bench fleet --driver shm|tcp --prefill N --decode M [--model P]\n"
+	      "                (--rate R --mix 128:0.5,1024:0.3,4096:0.2 | --trace F [--trace-format mooncake|azure])\n"
+	      "                [--time-scale F] [--requests K] [--pick rr|least] [--kill-decode I@REQ]\n"
 	      "output:  --json | --out_json [--out_json_file F] | --csv  --report_gbits  --quiet\n"
 	      "limits:  --min-bw GBIT  --max-lat USEC (p99)  -> exit 2 when missed; failed verify -> exit 1\n",
 	      f);
@@ -153,7 +158,7 @@ static int dtype_bytes(const char *s)
 
 static enum kvb_test test_from_name(const char *s)
 {
-	for (unsigned i = KVB_T_SERVER; i <= KVB_T_COMPARE; i++)
+	for (unsigned i = KVB_T_SERVER; i <= KVB_T_FLEET; i++)
 		if (!strcmp(s, test_names[i]))
 			return (enum kvb_test)i;
 	return KVB_T_NONE;
@@ -165,6 +170,7 @@ enum {
 	O_JSON, O_OUTJSON, O_OUTJSONF, O_CSV, O_GBITS, O_MINBW, O_MAXLAT, O_FAULT, O_SECRET,
 	O_SEED, O_NOPIN, O_CORRUPT, O_REPEAT, O_TIMEOUT, O_CTL, O_QUIET, O_HELP,
 	O_SRCLAY, O_DSTLAY, O_SRCBT, O_DSTBT, O_SRCTP, O_DSTTP,
+	O_PREFILL, O_DECODE, O_MIX, O_TRACE, O_TRACEFMT, O_TSCALE, O_REQUESTS, O_KILLDEC, O_PICK,
 };
 
 static const struct option long_opts[] = {
@@ -220,6 +226,15 @@ static const struct option long_opts[] = {
 	{"ctl", required_argument, 0, O_CTL},
 	{"quiet", no_argument, 0, O_QUIET},
 	{"help", no_argument, 0, O_HELP},
+	{"prefill", required_argument, 0, O_PREFILL},
+	{"decode", required_argument, 0, O_DECODE},
+	{"mix", required_argument, 0, O_MIX},
+	{"trace", required_argument, 0, O_TRACE},
+	{"trace-format", required_argument, 0, O_TRACEFMT},
+	{"time-scale", required_argument, 0, O_TSCALE},
+	{"requests", required_argument, 0, O_REQUESTS},
+	{"kill-decode", required_argument, 0, O_KILLDEC},
+	{"pick", required_argument, 0, O_PICK},
 	{0, 0, 0, 0},
 };
 
@@ -343,6 +358,62 @@ static int opt_kv(kvb_opts *o, int c, const char *arg, char *err, size_t errlen)
 	return 1;
 }
 
+/* fleet options; 1 when c is none of them. */
+static int opt_fleet(kvb_opts *o, int c, const char *arg, char *err, size_t errlen)
+{
+	unsigned long long u, r;
+	char *end;
+	double d;
+	kvb_mix m;
+
+	switch (c) {
+	case O_PREFILL: case O_DECODE:
+		if (parse_uint(arg, 64, &u) || u == 0)
+			return fail(err, errlen, "--%s %s: give 1..64 processes",
+				    c == O_PREFILL ? "prefill" : "decode", arg);
+		*(c == O_PREFILL ? &o->prefill : &o->decode) = (unsigned)u;
+		return 0;
+	case O_MIX:
+		if (kvb_mix_parse(arg, &m, err, errlen))
+			return -1;
+		return copy_str(o->mix, sizeof(o->mix), arg) ? fail(err, errlen, "--mix is too long") : 0;
+	case O_TRACE:
+		return copy_str(o->trace, sizeof(o->trace), arg) ? fail(err, errlen, "--trace path too long") : 0;
+	case O_TRACEFMT:
+		if (strcmp(arg, "mooncake") && strcmp(arg, "azure"))
+			return fail(err, errlen, "--trace-format %s: use mooncake (JSONL) or azure (CSV)", arg);
+		strcpy(o->trace_format, arg);
+		return 0;
+	case O_TSCALE:
+		if (parse_double(arg, &d) || d <= 0 || d > 1e6)
+			return fail(err, errlen, "--time-scale %s: give a factor > 0 for the gaps between "
+				    "arrivals (0.5 = twice as fast)", arg);
+		o->time_scale = d;
+		return 0;
+	case O_REQUESTS:
+		if (parse_uint(arg, 1ull << 32, &u) || u == 0)
+			return fail(err, errlen, "--requests %s: give a positive count", arg);
+		o->requests = u;
+		return 0;
+	case O_KILLDEC:
+		errno = 0;
+		u = isdigit((unsigned char)*arg) ? strtoull(arg, &end, 10) : ~0ull;
+		r = u != ~0ull && *end == '@' && isdigit((unsigned char)end[1]) ? strtoull(end + 1, &end, 10) : ~0ull;
+		if (errno || u > 63 || r == ~0ull || *end)
+			return fail(err, errlen, "--kill-decode %s: give I@REQ (SIGKILL decode I when request "
+				    "REQ arrives), e.g. 1@20", arg);
+		o->kill_decode = (int)u;
+		o->kill_at = r;
+		return 0;
+	case O_PICK:
+		if (strcmp(arg, "rr") && strcmp(arg, "least"))
+			return fail(err, errlen, "--pick %s: use rr (round-robin) or least (least outstanding)", arg);
+		o->pick_least = !strcmp(arg, "least");
+		return 0;
+	}
+	return 1;
+}
+
 static int opt_misc(kvb_opts *o, int c, const char *arg, char *err, size_t errlen)
 {
 	unsigned long long u;
@@ -403,6 +474,9 @@ static int apply_opt(kvb_opts *o, int c, const char *arg, char *err, size_t errl
 	r = opt_kv(o, c, arg, err, errlen);
 	if (r <= 0)
 		return r;
+	r = opt_fleet(o, c, arg, err, errlen);
+	if (r <= 0)
+		return r;
 	r = opt_misc(o, c, arg, err, errlen);
 	if (r > 0 || (r < 0 && !err[0]))
 		return fail(err, errlen, "value too long: %s", arg ? arg : "");
@@ -420,8 +494,35 @@ static const char *uri_driver(const char *uri)
 	return NULL;
 }
 
+static int check_fleet(kvb_opts *o, char *err, size_t errlen)
+{
+	if (strcmp(o->driver, "shm") && strcmp(o->driver, "tcp"))
+		return fail(err, errlen, "fleet runs on --driver shm or tcp (loopback), not '%s'",
+			    o->driver[0] ? o->driver : "none");
+	if (!o->prefill || !o->decode)
+		return fail(err, errlen, "fleet needs --prefill N and --decode M (processes of each role)");
+	if (o->connect[0] || o->loopback || o->listen[0])
+		return fail(err, errlen, "fleet starts its own processes: no --connect, --listen or --loopback");
+	if (!o->trace[0] == !(o->rate > 0))
+		return fail(err, errlen, "fleet needs one arrival stream: --rate R (Poisson, with --mix) "
+			    "or --trace FILE");
+	if (o->trace[0] && o->mix[0])
+		return fail(err, errlen, "--mix goes with --rate; a trace brings its own prompt lengths");
+	if (o->trace_format[0] && !o->trace[0])
+		return fail(err, errlen, "--trace-format needs --trace FILE");
+	if (o->kill_decode >= (int)o->decode)
+		return fail(err, errlen, "--kill-decode %d: there are only %u decode processes (0..%u)",
+			    o->kill_decode, o->decode, o->decode - 1);
+	return 0;
+}
+
 static int check_roles(kvb_opts *o, char *err, size_t errlen)
 {
+	if (o->test == KVB_T_FLEET)
+		return check_fleet(o, err, errlen);
+	if (o->prefill || o->decode || o->mix[0] || o->trace[0] || o->kill_decode >= 0)
+		return fail(err, errlen, "--prefill, --decode, --mix, --trace and --kill-decode apply to "
+			    "fleet only");
 	const char *uri = o->test == KVB_T_SERVER ? o->listen : o->connect;
 	if (!o->driver[0] && uri[0] && uri_driver(uri))
 		strcpy(o->driver, uri_driver(uri));
@@ -448,7 +549,7 @@ static int take_test(kvb_opts *o, const char *name, char *err, size_t errlen)
 	enum kvb_test t = test_from_name(name);
 	if (o->test == KVB_T_NONE) {
 		if (t == KVB_T_NONE)
-			return fail(err, errlen, "unknown test '%s': use server, bw, lat, kv or compare", name);
+			return fail(err, errlen, "unknown test '%s': use server, bw, lat, kv, compare or fleet", name);
 		o->test = t;
 		o->compare_test = KVB_T_BW;
 		return 0;
@@ -491,7 +592,7 @@ int kvb_opts_parse(int argc, char **argv, kvb_opts *o, char *err, size_t errlen)
 	if (optind < argc)
 		return fail(err, errlen, "unexpected argument '%s'", argv[optind]);
 	if (o->test == KVB_T_NONE)
-		return fail(err, errlen, "say which test to run: server, bw, lat, kv or compare");
+		return fail(err, errlen, "say which test to run: server, bw, lat, kv, compare or fleet");
 	if (o->json && o->csv)
 		return fail(err, errlen, "choose one of --json and --csv");
 	if (o->sweep && o->test == KVB_T_KV)

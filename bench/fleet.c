@@ -1,0 +1,588 @@
+/* SPDX-License-Identifier: MIT */
+/* kvwire-bench fleet: the router. Forks N prefill and M decode processes,
+ * links every prefill to every decode (kvwire, one pair at a time), then
+ * replays the request stream: per request it picks a (prefill, decode) pair
+ * (round-robin or least outstanding), tells the decode to grant and the
+ * prefill to send, and closes the request when both have answered. */
+#include "fleet.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FL_MAXP 128
+#define FL_CAUSES 18  /* -status 0..16, and the verify mismatch */
+
+typedef struct fl_proc {
+	pid_t pid;
+	int fd;
+	bool decode, dead;
+	unsigned idx, outstanding;
+	uint64_t given, ok, failed;  /* requests dispatched to it, and how they ended */
+	int64_t last_k;              /* the last request dispatched to it, -1 none */
+	char uri[232];
+} fl_proc;
+
+typedef struct fl_req {
+	uint32_t p, d, tokens;
+	bool dispatched, sent, landed, closed;
+	int32_t st_send, st_land;
+	uint64_t t_sent, t_land;
+} fl_req;
+
+typedef struct fl_router {
+	const kvb_opts *o;
+	kvb_stream st;
+	fl_proc proc[FL_MAXP];
+	unsigned n_proc;
+	fl_req *req;
+	uint64_t next, closed, t0, t_end;
+	unsigned rr_p, rr_d;        /* round-robin positions */
+	uint64_t ok, failed, unexpected, bytes, cause[FL_CAUSES];
+	uint64_t *pair_bytes, *pair_reqs;
+	kvb_samples lat_us;
+	char err[300];
+} fl_router;
+
+uint32_t kvb_fleet_blocks(const kvb_opts *o, uint32_t tokens)
+{
+	return (tokens + o->block_tokens - 1) / o->block_tokens;
+}
+
+static fl_proc *prefill(fl_router *r, unsigned i) { return &r->proc[i]; }
+static fl_proc *decode(fl_router *r, unsigned j) { return &r->proc[r->o->prefill + j]; }
+
+static int rfail(fl_router *r, const char *fmt, const char *a, const char *b)
+{
+	if (!r->err[0])
+		snprintf(r->err, sizeof(r->err), fmt, a, b);
+	return -1;
+}
+
+static int to_child(fl_proc *c, uint32_t type, uint32_t peer, uint64_t k, uint32_t tokens, const char *uri)
+{
+	kvb_fl_rec m = {.type = type, .peer = peer, .k = k, .tokens = tokens};
+	if (uri)
+		snprintf(m.uri, sizeof(m.uri), "%s", uri);
+	return send(c->fd, &m, sizeof(m), MSG_NOSIGNAL) == (ssize_t)sizeof(m) ? 0 : -1;
+}
+
+static int spawn(fl_router *r, fl_proc *c, uint32_t max_tokens)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
+		return rfail(r, "socketpair: %s%s", strerror(errno), "");
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		return rfail(r, "fork: %s%s", strerror(errno), "");
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		for (unsigned i = 0; i < r->n_proc; i++)
+			if (&r->proc[i] != c && r->proc[i].fd > 0)
+				close(r->proc[i].fd);
+		close(sv[0]);
+		_exit(kvb_fleet_child(r->o, c->decode, c->idx, sv[1], max_tokens));
+	}
+	close(sv[1]);
+	c->pid = pid;
+	c->fd = sv[0];
+	return 0;
+}
+
+/* One record from child c, waiting up to ms; 0 ok, 1 timeout, -1 EOF. */
+static int from_child(fl_proc *c, kvb_fl_rec *m, int ms)
+{
+	struct pollfd pf = {.fd = c->fd, .events = POLLIN};
+	if (poll(&pf, 1, ms) <= 0)
+		return 1;
+	ssize_t n = recv(c->fd, m, sizeof(*m), 0);
+	return n == (ssize_t)sizeof(*m) ? 0 : -1;
+}
+
+static int await(fl_router *r, fl_proc *c, uint32_t type, kvb_fl_rec *m)
+{
+	int rc = from_child(c, m, 30000);
+	const char *who = c->decode ? "decode" : "prefill";
+	if (rc == 0 && m->type == KVB_FL_FAILED)
+		return rfail(r, "%s%s", m->uri, "");
+	if (rc == 1)
+		return rfail(r, "a %s process did not answer within 30 s%s", who, "");
+	if (rc < 0 || m->type != type)
+		return rfail(r, "a %s process ended during setup%s (its message is above)", who, "");
+	return 0;
+}
+
+static int fleet_start(fl_router *r)
+{
+	kvb_fl_rec m;
+	uint32_t mt = kvb_stream_max_tokens(&r->st);
+	r->n_proc = r->o->prefill + r->o->decode;
+	for (unsigned i = 0; i < r->n_proc; i++) {
+		fl_proc *c = &r->proc[i];
+		c->decode = i >= r->o->prefill;
+		c->idx = c->decode ? i - r->o->prefill : i;
+		c->last_k = -1;
+		if (spawn(r, c, mt))
+			return -1;
+	}
+	for (unsigned i = 0; i < r->n_proc; i++) {
+		if (await(r, &r->proc[i], KVB_FL_HELLO, &m))
+			return -1;
+		snprintf(r->proc[i].uri, sizeof(r->proc[i].uri), "%s", m.uri);
+	}
+	/* every pair, one at a time: the decode knows which prefill it accepts */
+	for (unsigned i = 0; i < r->o->prefill; i++)
+		for (unsigned j = 0; j < r->o->decode; j++) {
+			to_child(decode(r, j), KVB_FL_ACCEPT, i, 0, 0, NULL);
+			to_child(prefill(r, i), KVB_FL_CONNECT, j, 0, 0, decode(r, j)->uri);
+			if (await(r, prefill(r, i), KVB_FL_LINKED, &m))
+				return -1;
+			int32_t s1 = m.status;
+			if (await(r, decode(r, j), KVB_FL_LINKED, &m))
+				return -1;
+			if (s1 || m.status)
+				return rfail(r, "linking a prefill to %s failed: %s", decode(r, j)->uri,
+					     kvw_strerror(s1 ? s1 : m.status));
+		}
+	return 0;
+}
+
+static bool usable(fl_router *r, unsigned j)
+{
+	return !decode(r, j)->dead;
+}
+
+/* Least outstanding live decode (ties: the next after the last picked). */
+static int pick_least_decode(fl_router *r)
+{
+	int best = -1;
+	for (unsigned n = 0; n < r->o->decode; n++) {
+		unsigned j = (r->rr_d + n) % r->o->decode;
+		if (usable(r, j) && (best < 0 || decode(r, j)->outstanding < decode(r, (unsigned)best)->outstanding))
+			best = (int)j;
+	}
+	if (best >= 0)
+		r->rr_d = (unsigned)best + 1;
+	return best;
+}
+
+/* A (prefill, decode) pair: round-robin over all N x M pairs with a live
+ * decode, or the least outstanding prefill and decode. -1: no decode left. */
+static int pick_pair(fl_router *r, uint32_t *p)
+{
+	unsigned n = r->o->prefill, m = r->o->decode;
+	if (r->o->pick_least) {
+		unsigned best = r->rr_p % n;
+		for (unsigned t = 0; t < n; t++) {
+			unsigned i = (r->rr_p + t) % n;
+			if (prefill(r, i)->outstanding < prefill(r, best)->outstanding)
+				best = i;
+		}
+		r->rr_p = best + 1;
+		*p = best;
+		return pick_least_decode(r);
+	}
+	for (unsigned t = 0; t < n * m; t++) {
+		unsigned c = r->rr_p++ % (n * m);
+		if (usable(r, (c / n) % m)) {
+			*p = c % n;
+			return (int)((c / n) % m);
+		}
+	}
+	*p = 0;
+	return -1;
+}
+
+static unsigned cause_idx(int32_t st)
+{
+	if (st == KVB_FL_VERIFY_BAD || st >= 0 || -st >= FL_CAUSES - 1)
+		return FL_CAUSES - 1;
+	return (unsigned)-st;
+}
+
+static const char *cause_name(unsigned i, char *buf, size_t len)
+{
+	if (i == FL_CAUSES - 1)
+		return "VERIFY_MISMATCH";
+	snprintf(buf, len, "%s", kvw_strerror(-(int)i));
+	char *colon = strchr(buf, ':');
+	if (colon)
+		*colon = '\0';
+	return buf;
+}
+
+static void req_close(fl_router *r, uint64_t k, int32_t cause)
+{
+	fl_req *q = &r->req[k];
+	q->closed = true;
+	r->closed++;
+	if (cause)
+		decode(r, q->d)->failed++;
+	else
+		decode(r, q->d)->ok++;
+	prefill(r, q->p)->outstanding--;
+	decode(r, q->d)->outstanding--;
+	if (!cause) {
+		uint64_t b = (uint64_t)kvb_fleet_blocks(r->o, q->tokens) * r->o->layers * kvb_kv_block_bytes(r->o);
+		uint64_t t = q->t_land > q->t_sent ? q->t_land : q->t_sent;
+		r->ok++;
+		r->bytes += b;
+		r->pair_bytes[q->p * r->o->decode + q->d] += b;
+		r->pair_reqs[q->p * r->o->decode + q->d]++;
+		kvb_samples_add(&r->lat_us, (double)(t - (r->t0 + r->st.r[k].t_ns)) / 1e3);
+		if (t > r->t_end)
+			r->t_end = t;
+		return;
+	}
+	r->failed++;
+	r->cause[cause_idx(cause)]++;
+	bool expected = r->o->kill_decode == (int)q->d && cause == KVW_ERR_PEER_DEAD;
+	if (!expected)
+		r->unexpected++;
+}
+
+/* Closes k once both sides answered, or its decode is gone and the prefill answered. */
+static void req_check(fl_router *r, uint64_t k)
+{
+	fl_req *q = &r->req[k];
+	if (q->closed || !q->sent)
+		return;
+	if (q->landed)
+		req_close(r, k, q->st_land ? q->st_land : q->st_send);
+	else if (decode(r, q->d)->dead)
+		req_close(r, k, q->st_send ? q->st_send : KVW_ERR_PEER_DEAD);
+}
+
+static void child_gone(fl_router *r, fl_proc *c)
+{
+	c->dead = true;
+	close(c->fd);
+	c->fd = -1;
+	waitpid(c->pid, NULL, 0);
+	for (uint64_t k = 0; k < r->next; k++) {
+		fl_req *q = &r->req[k];
+		if (q->closed)
+			continue;
+		if (!c->decode && q->p == c->idx)
+			req_close(r, k, KVW_ERR_PEER_DEAD); /* no prefill left to say */
+		else if (c->decode && q->d == c->idx)
+			req_check(r, k);
+	}
+}
+
+static void on_rec(fl_router *r, const kvb_fl_rec *m)
+{
+	if (m->k >= r->next || (m->type != KVB_FL_SENT && m->type != KVB_FL_LANDED))
+		return;
+	fl_req *q = &r->req[m->k];
+	if (m->type == KVB_FL_SENT) {
+		q->sent = true;
+		q->st_send = m->status;
+		q->t_sent = m->t_ns;
+	} else {
+		q->landed = true;
+		q->st_land = m->status;
+		q->t_land = m->t_ns;
+	}
+	req_check(r, m->k);
+}
+
+/* Waits for child records up to until_ns (0 = just what is there). */
+static void drain(fl_router *r, uint64_t until_ns)
+{
+	struct pollfd pf[FL_MAXP];
+	kvb_fl_rec m;
+	uint64_t now = kvb_now_ns();
+	int64_t wait = until_ns > now ? (int64_t)(until_ns - now) : 0;
+	struct timespec ts = {.tv_sec = wait / 1000000000, .tv_nsec = wait % 1000000000};
+	for (unsigned i = 0; i < r->n_proc; i++)
+		pf[i] = (struct pollfd){.fd = r->proc[i].fd, .events = POLLIN};
+	if (ppoll(pf, r->n_proc, &ts, NULL) <= 0)
+		return;
+	for (unsigned i = 0; i < r->n_proc; i++) {
+		if (r->proc[i].dead || !pf[i].revents)
+			continue;
+		ssize_t n;
+		while ((n = recv(r->proc[i].fd, &m, sizeof(m), MSG_DONTWAIT)) == (ssize_t)sizeof(m))
+			on_rec(r, &m);
+		if (n == 0 || (n < 0 && errno != EAGAIN))
+			child_gone(r, &r->proc[i]);
+	}
+}
+
+static void dispatch(fl_router *r, uint64_t k)
+{
+	fl_req *q = &r->req[k];
+	int d = pick_pair(r, &q->p);
+	q->tokens = r->st.r[k].tokens;
+	q->dispatched = true;
+	r->next = k + 1;
+	if (d < 0) { /* no decode left */
+		q->d = 0;
+		prefill(r, q->p)->outstanding++;
+		decode(r, 0)->outstanding++;
+		req_close(r, k, KVW_ERR_PEER_DEAD);
+		return;
+	}
+	q->d = (uint32_t)d;
+	decode(r, q->d)->given++;
+	decode(r, q->d)->last_k = (int64_t)k;
+	prefill(r, q->p)->outstanding++;
+	decode(r, q->d)->outstanding++;
+	to_child(decode(r, q->d), KVB_FL_GRANT, q->p, k, q->tokens, NULL);
+	to_child(prefill(r, q->p), KVB_FL_SEND, q->d, k, q->tokens, NULL);
+	if (r->o->kill_decode >= 0 && k == r->o->kill_at)
+		kill(decode(r, (unsigned)r->o->kill_decode)->pid, SIGKILL);
+}
+
+static int replay(fl_router *r)
+{
+	uint64_t last = kvb_now_ns(), seen = 0;
+	r->t0 = kvb_now_ns() + 10000000ull;
+	while (r->closed < r->st.n) {
+		uint64_t due = r->next < r->st.n ? r->t0 + r->st.r[r->next].t_ns : UINT64_MAX;
+		uint64_t now = kvb_now_ns();
+		if (now >= due) {
+			dispatch(r, r->next);
+			continue;
+		}
+		drain(r, due < now + 100000000ull ? due : now + 100000000ull);
+		if (r->closed != seen)
+			seen = r->closed, last = kvb_now_ns();
+		if (kvb_now_ns() - last > (uint64_t)r->o->timeout_ms * 2000000ull && r->next == r->st.n) {
+			snprintf(r->err, sizeof(r->err), "%llu requests had no answer within 2 x --timeout-ms; "
+				 "counted as TIMEDOUT", (unsigned long long)(r->st.n - r->closed));
+			for (uint64_t k = 0; k < r->next; k++)
+				if (!r->req[k].closed)
+					req_close(r, k, KVW_ERR_TIMEDOUT);
+		}
+	}
+	return 0;
+}
+
+static void fleet_stop(fl_router *r)
+{
+	for (unsigned i = 0; i < r->n_proc; i++)
+		if (r->proc[i].pid > 0 && !r->proc[i].dead)
+			to_child(&r->proc[i], KVB_FL_QUIT, 0, 0, 0, NULL);
+	for (unsigned i = 0; i < r->n_proc; i++) {
+		fl_proc *c = &r->proc[i];
+		if (c->pid <= 0 || c->dead)
+			continue;
+		for (int t = 0; t < 500 && waitpid(c->pid, NULL, WNOHANG) == 0; t++)
+			usleep(10000);
+		if (waitpid(c->pid, NULL, WNOHANG) == 0) {
+			kill(c->pid, SIGKILL);
+			waitpid(c->pid, NULL, 0);
+		}
+		close(c->fd);
+	}
+	/* a killed child leaves its shm listener's socket file */
+	for (unsigned i = 0; i < r->n_proc; i++)
+		if (!strncmp(r->proc[i].uri, "shm://", 6))
+			unlink(r->proc[i].uri + 6);
+}
+
+static int load_stream(fl_router *r)
+{
+	const kvb_opts *o = r->o;
+	if (o->trace[0]) {
+		if (kvb_stream_load(&r->st, o->trace, o->trace_format, r->err, sizeof(r->err)))
+			return -1;
+	} else {
+		kvb_mix m;
+		if (kvb_mix_parse(o->mix[0] ? o->mix : "128:0.5,1024:0.3,4096:0.2", &m, r->err, sizeof(r->err)) ||
+		    kvb_stream_poisson(&r->st, o->rate, &m, o->requests ? o->requests : 200, o->seed))
+			return -1;
+	}
+	kvb_stream_shape(&r->st, o->time_scale, o->requests);
+	uint64_t need = (uint64_t)kvb_fleet_blocks(o, kvb_stream_max_tokens(&r->st)) * o->layers *
+			kvb_kv_block_bytes(o) * (2 * o->pool_factor * o->decode + o->prefill);
+	if (need > (32ull << 30))
+		return rfail(r, "the fleet would need %s MiB for its pools: lower the longest prompt, "
+			     "--layers, --pool-factor or the process counts%s", "over 32768", "");
+	r->req = calloc(r->st.n, sizeof(*r->req));
+	r->pair_bytes = calloc((size_t)o->prefill * o->decode, sizeof(uint64_t));
+	r->pair_reqs = calloc((size_t)o->prefill * o->decode, sizeof(uint64_t));
+	if (!r->req || !r->pair_bytes || !r->pair_reqs)
+		return rfail(r, "out of memory for %s requests%s", "the", "");
+	return 0;
+}
+
+static json_t *fleet_json(fl_router *r);
+static void fleet_text(fl_router *r);
+
+int kvb_fleet_main(const kvb_opts *o)
+{
+	static fl_router r;
+	kvb_opts ko = *o;
+	char err[256];
+
+	if (kvb_kv_resolve(&ko, err, sizeof(err))) {
+		fprintf(stderr, "kvwire-bench: %s\n", err);
+		return 1;
+	}
+	r.o = &ko;
+	int rc = load_stream(&r);
+	if (!rc)
+		rc = fleet_start(&r);
+	if (!rc)
+		rc = replay(&r);
+	fleet_stop(&r);
+	if (rc) {
+		fprintf(stderr, "kvwire-bench: fleet: %s\n", r.err);
+		return 1;
+	}
+	if (ko.json) {
+		json_t *j = fleet_json(&r);
+		json_dumpf(j, stdout, JSON_INDENT(2));
+		putchar('\n');
+		json_decref(j);
+	} else {
+		fleet_text(&r);
+	}
+	if (r.unexpected)
+		fprintf(stderr, "kvwire-bench: fleet: %llu requests failed (causes above)\n",
+			(unsigned long long)r.unexpected);
+	return r.unexpected ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------ report */
+typedef struct fl_sum {
+	kvb_stats lat;
+	double p90, seconds, goodput_gbit, offered_gbit;
+	uint64_t offered_bytes;
+} fl_sum;
+
+static void fleet_sum(fl_router *r, fl_sum *s)
+{
+	memset(s, 0, sizeof(*s));
+	kvb_stats_compute(&r->lat_us, &s->lat);
+	s->p90 = kvb_percentile_sorted(r->lat_us.v, r->lat_us.n, 90);
+	s->seconds = r->t_end > r->t0 ? (double)(r->t_end - r->t0) / 1e9 : 0;
+	s->goodput_gbit = s->seconds > 0 ? (double)r->bytes * 8 / s->seconds / 1e9 : 0;
+	for (size_t k = 0; k < r->st.n; k++)
+		s->offered_bytes += (uint64_t)kvb_fleet_blocks(r->o, r->st.r[k].tokens) * r->o->layers *
+				    kvb_kv_block_bytes(r->o);
+	double span = r->st.n ? (double)r->st.r[r->st.n - 1].t_ns / 1e9 : 0;
+	s->offered_gbit = span > 0 ? (double)s->offered_bytes * 8 / span / 1e9 : 0;
+}
+
+static const char *stream_name(const kvb_opts *o)
+{
+	if (!o->trace[0])
+		return "poisson";
+	if (o->trace_format[0])
+		return o->trace_format;
+	size_t n = strlen(o->trace);
+	return n > 4 && !strcmp(o->trace + n - 4, ".csv") ? "azure" : "mooncake";
+}
+
+static json_t *fleet_peers_json(fl_router *r)
+{
+	json_t *a = json_array();
+	for (unsigned i = 0; i < r->o->prefill; i++)
+		for (unsigned j = 0; j < r->o->decode; j++) {
+			json_t *e = json_object();
+			json_object_set_new(e, "prefill", json_integer(i));
+			json_object_set_new(e, "decode", json_integer(j));
+			json_object_set_new(e, "requests", json_integer((json_int_t)r->pair_reqs[i * r->o->decode + j]));
+			json_object_set_new(e, "bytes", json_integer((json_int_t)r->pair_bytes[i * r->o->decode + j]));
+			json_array_append_new(a, e);
+		}
+	return a;
+}
+
+static json_t *fleet_decodes_json(fl_router *r)
+{
+	json_t *a = json_array();
+	for (unsigned j = 0; j < r->o->decode; j++) {
+		fl_proc *c = decode(r, j);
+		json_t *e = json_object();
+		json_object_set_new(e, "decode", json_integer(j));
+		json_object_set_new(e, "requests", json_integer((json_int_t)c->given));
+		json_object_set_new(e, "ok", json_integer((json_int_t)c->ok));
+		json_object_set_new(e, "failed", json_integer((json_int_t)c->failed));
+		json_object_set_new(e, "last_request", json_integer((json_int_t)c->last_k));
+		json_object_set_new(e, "dead", json_boolean(c->dead));
+		json_array_append_new(a, e);
+	}
+	return a;
+}
+
+static json_t *fleet_json(fl_router *r)
+{
+	fl_sum s;
+	char buf[96];
+	fleet_sum(r, &s);
+	json_t *j = json_object(), *lat = json_object(), *causes = json_object();
+	json_object_set_new(j, "test", json_string("fleet"));
+	json_object_set_new(j, "driver", json_string(r->o->driver));
+	json_object_set_new(j, "prefill", json_integer(r->o->prefill));
+	json_object_set_new(j, "decode", json_integer(r->o->decode));
+	json_object_set_new(j, "model", json_string(r->o->model));
+	json_object_set_new(j, "stream", json_string(stream_name(r->o)));
+	json_object_set_new(j, "pick", json_string(r->o->pick_least ? "least" : "rr"));
+	json_object_set_new(j, "requests", json_integer((json_int_t)r->st.n));
+	json_object_set_new(j, "ok", json_integer((json_int_t)r->ok));
+	json_object_set_new(j, "failed", json_integer((json_int_t)r->failed));
+	json_object_set_new(j, "unexpected_failures", json_integer((json_int_t)r->unexpected));
+	for (unsigned i = 0; i < FL_CAUSES; i++)
+		if (r->cause[i])
+			json_object_set_new(causes, cause_name(i, buf, sizeof(buf)), json_integer((json_int_t)r->cause[i]));
+	json_object_set_new(j, "failures", causes);
+	/* every request that landed was hashed; verified: none differed */
+	json_object_set_new(j, "verified", json_boolean(r->ok && !r->cause[FL_CAUSES - 1]));
+	json_object_set_new(j, "all_ok", json_boolean(r->ok == r->st.n));
+	json_object_set_new(j, "bytes", json_integer((json_int_t)r->bytes));
+	json_object_set_new(j, "offered_bytes", json_integer((json_int_t)s.offered_bytes));
+	json_object_set_new(j, "seconds", json_real(s.seconds));
+	json_object_set_new(j, "goodput_gbit", json_real(s.goodput_gbit));
+	json_object_set_new(j, "offered_gbit", json_real(s.offered_gbit));
+	json_object_set_new(lat, "p50", json_real(s.lat.p50));
+	json_object_set_new(lat, "p90", json_real(s.p90));
+	json_object_set_new(lat, "p99", json_real(s.lat.p99));
+	json_object_set_new(lat, "max", json_real(s.lat.max));
+	json_object_set_new(lat, "avg", json_real(s.lat.avg));
+	json_object_set_new(j, "lat_us", lat);
+	json_object_set_new(j, "peers", fleet_peers_json(r));
+	json_object_set_new(j, "decodes", fleet_decodes_json(r));
+	if (r->o->kill_decode >= 0) {
+		json_t *k = json_object();
+		json_object_set_new(k, "decode", json_integer(r->o->kill_decode));
+		json_object_set_new(k, "at_request", json_integer((json_int_t)r->o->kill_at));
+		json_object_set_new(j, "killed", k);
+	}
+	return j;
+}
+
+static void fleet_text(fl_router *r)
+{
+	fl_sum s;
+	char buf[96];
+	fleet_sum(r, &s);
+	printf("fleet %ux%u over %s, %s, stream %s (%zu requests), pick %s\n", r->o->prefill, r->o->decode,
+	       r->o->driver, r->o->model, stream_name(r->o), r->st.n, r->o->pick_least ? "least" : "rr");
+	printf("  ok %llu  failed %llu", (unsigned long long)r->ok, (unsigned long long)r->failed);
+	for (unsigned i = 0; i < FL_CAUSES; i++)
+		if (r->cause[i])
+			printf("  %s %llu", cause_name(i, buf, sizeof(buf)), (unsigned long long)r->cause[i]);
+	printf("\n  goodput %.3f Gb/s (%.1f MiB verified in %.3f s), offered %.3f Gb/s\n", s.goodput_gbit,
+	       (double)r->bytes / 1048576, s.seconds, s.offered_gbit);
+	printf("  transfer latency us: p50 %.1f  p90 %.1f  p99 %.1f  max %.1f\n", s.lat.p50, s.p90,
+	       s.lat.p99, s.lat.max);
+	printf("  bytes prefill -> decode:\n");
+	for (unsigned i = 0; i < r->o->prefill; i++)
+		for (unsigned j = 0; j < r->o->decode; j++)
+			printf("    p%u -> d%u  %6llu requests  %14llu bytes\n", i, j,
+			       (unsigned long long)r->pair_reqs[i * r->o->decode + j],
+			       (unsigned long long)r->pair_bytes[i * r->o->decode + j]);
+}

@@ -1,0 +1,349 @@
+/* SPDX-License-Identifier: MIT */
+/* A prefill or decode process of kvwire-bench fleet. Its own kvwire context
+ * and listener; one endpoint per peer of the other role.
+ * Data: page (layer, i) of every request is kvb_pattern_fill(seed, layer, i),
+ * written once into the prefill's source blocks [0, max blocks). A decode
+ * grants scattered blocks from a shuffled free list, flips the first byte of
+ * each granted page (so a page that is not written cannot pass), and on
+ * landing hashes every byte of every page against the pattern's xxh3. */
+#include "fleet.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define FL_JOBS 512
+
+typedef struct fl_job {
+	bool used;
+	uint64_t k;
+	uint32_t nblk, peer;
+	uint32_t *blocks;   /* decode: its granted blocks */
+	kvw_req *req;
+} fl_job;
+
+typedef struct fl_child {
+	const kvb_opts *o;
+	bool decode;
+	unsigned idx;
+	int fd;
+	kvw_ctx *ctx;
+	kvw_listener *l;
+	kvw_mem *mem;
+	kvw_layout *layout;
+	kvw_ep *eps[64];
+	uint8_t *base;
+	uint64_t bb, layer_stride;
+	uint32_t layers, nblk_max, pool;
+	uint32_t *free_blk, n_free;
+	uint32_t *src;        /* prefill: 0 .. nblk_max-1 */
+	uint64_t *want;       /* decode: xxh3 of page (layer, i) */
+	fl_job jobs[FL_JOBS];
+	kvb_fl_rec *pend;     /* records waiting for blocks or send credit */
+	size_t n_pend, cap_pend;
+	char err[232];
+} fl_child;
+
+static void rec_send(fl_child *c, uint32_t type, int32_t st, uint32_t peer, uint64_t k)
+{
+	kvb_fl_rec r = {.type = type, .status = st, .peer = peer, .k = k, .t_ns = kvb_now_ns()};
+	if (type == KVB_FL_FAILED || type == KVB_FL_HELLO)
+		snprintf(r.uri, sizeof(r.uri), "%s", c->err);
+	(void)!send(c->fd, &r, sizeof(r), MSG_NOSIGNAL);
+}
+
+static int child_fail(fl_child *c, const char *what, kvw_status st)
+{
+	snprintf(c->err, sizeof(c->err), "%s %u: %s: %s %s", c->decode ? "decode" : "prefill", c->idx,
+		 what, kvw_strerror(st), kvw_ctx_last_error(c->ctx));
+	return -1;
+}
+
+static uint8_t *fl_page(const fl_child *c, uint32_t layer, uint32_t blk)
+{
+	return c->base + (uint64_t)layer * c->layer_stride + (uint64_t)blk * c->bb;
+}
+
+/* The decode's free list: a seeded permutation, so grants scatter as in kv. */
+static void shuffle_free(fl_child *c)
+{
+	uint64_t x = c->o->seed ^ 0x7065726dull ^ ((uint64_t)c->idx << 40);
+	for (uint32_t i = 0; i < c->pool; i++)
+		c->free_blk[i] = i;
+	for (uint32_t i = c->pool - 1; i > 0; i--) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		uint32_t j = (uint32_t)((x >> 33) % (i + 1)), t = c->free_blk[i];
+		c->free_blk[i] = c->free_blk[j];
+		c->free_blk[j] = t;
+	}
+	c->n_free = c->pool;
+}
+
+static int child_data(fl_child *c)
+{
+	if (!c->decode) {
+		for (uint32_t i = 0; i < c->nblk_max; i++)
+			c->src[i] = i;
+		for (uint32_t l = 0; l < c->layers; l++)
+			for (uint32_t i = 0; i < c->nblk_max; i++)
+				kvb_pattern_fill(fl_page(c, l, i), c->bb, c->o->seed, l, i);
+		return 0;
+	}
+	uint8_t *scratch = malloc(c->bb);
+	if (!scratch)
+		return -1;
+	for (uint32_t l = 0; l < c->layers; l++)
+		for (uint32_t i = 0; i < c->nblk_max; i++) {
+			kvb_pattern_fill(scratch, c->bb, c->o->seed, l, i);
+			c->want[(uint64_t)l * c->nblk_max + i] = XXH3_64bits(scratch, c->bb);
+		}
+	free(scratch);
+	shuffle_free(c);
+	for (unsigned j = 0; j < FL_JOBS; j++)
+		c->jobs[j].blocks = &c->src[(uint64_t)j * c->nblk_max];
+	return 0;
+}
+
+static int child_mem(fl_child *c)
+{
+	bool pinned;
+	c->pool = c->decode ? c->o->pool_factor * 2 * c->nblk_max : c->nblk_max;
+	c->layer_stride = (uint64_t)c->pool * c->bb;
+	uint64_t bytes = c->layer_stride * c->layers;
+	c->free_blk = calloc(c->pool, sizeof(uint32_t));
+	c->src = calloc((size_t)(c->decode ? FL_JOBS : 1) * c->nblk_max, sizeof(uint32_t));
+	c->want = c->decode ? calloc((size_t)c->layers * c->nblk_max, sizeof(uint64_t)) : NULL;
+	if (!c->free_blk || !c->src || (c->decode && !c->want))
+		return child_fail(c, "block lists", KVW_ERR_NOMEM);
+	kvw_status st = kvb_mem_get(c->ctx, bytes, c->o->no_pin, &c->mem, &pinned);
+	if (st)
+		return child_fail(c, "kvw_mem_alloc", st);
+	c->base = kvw_mem_addr(c->mem);
+	kvw_layout_desc d = {
+		.n_layers = c->layers, .n_blocks = c->pool, .block_bytes = c->bb,
+		.block_stride = c->bb, .layer_stride = c->layer_stride,
+	};
+	if ((st = kvw_layout_create(c->mem, &d, &c->layout)))
+		return child_fail(c, "kvw_layout_create", st);
+	return child_data(c) ? child_fail(c, "pattern buffer", KVW_ERR_NOMEM) : 0;
+}
+
+static int child_setup(fl_child *c, uint32_t max_tokens)
+{
+	char uri[128];
+	kvw_status st = kvb_ctx_open(c->o, 1, &c->ctx, c->err, sizeof(c->err));
+	if (st)
+		return -1;
+	if (!strcmp(c->o->driver, "shm"))
+		snprintf(uri, sizeof(uri), "shm:///tmp/kvwire-fleet-%d-%c%u.sock", (int)getppid(),
+			 c->decode ? 'd' : 'p', c->idx);
+	else
+		snprintf(uri, sizeof(uri), "tcp://127.0.0.1:0");
+	if ((st = kvw_listen(c->ctx, uri, &c->l)))
+		return child_fail(c, "kvw_listen", st);
+	c->layers = c->o->layers;
+	c->bb = kvb_kv_block_bytes(c->o);
+	c->nblk_max = kvb_fleet_blocks(c->o, max_tokens);
+	return child_mem(c);
+}
+
+static fl_job *job_new(fl_child *c)
+{
+	for (unsigned j = 0; j < FL_JOBS; j++)
+		if (!c->jobs[j].used)
+			return &c->jobs[j];
+	return NULL;
+}
+
+/* 0 posted, 1 not now (blocks, credit), -1 failed (reported). */
+static int job_post(fl_child *c, const kvb_fl_rec *r)
+{
+	fl_job *j = job_new(c);
+	uint32_t n = kvb_fleet_blocks(c->o, r->tokens);
+	kvw_ep *ep = r->peer < 64 ? c->eps[r->peer] : NULL;
+	kvw_status st;
+
+	if (!ep) {
+		rec_send(c, c->decode ? KVB_FL_LANDED : KVB_FL_SENT, KVW_ERR_NOT_FOUND, r->peer, r->k);
+		return -1;
+	}
+	if (!j || (c->decode && c->n_free < n))
+		return 1;
+	if (c->decode) {
+		for (uint32_t i = 0; i < n; i++) {
+			j->blocks[i] = c->free_blk[--c->n_free];
+			for (uint32_t l = 0; l < c->layers; l++)
+				fl_page(c, l, j->blocks[i])[0] ^= 0xff;
+		}
+		st = kvw_recv_seq(ep, r->k + 1, c->layout, j->blocks, n,
+				  (uint64_t)c->o->timeout_ms * 1000, &j->req);
+	} else {
+		st = kvw_send_seq(ep, r->k + 1, c->layout, c->src, n, 0, c->layers, KVW_SEND_LAST, &j->req);
+		if (!st)
+			kvw_req_set_timeout(j->req, (uint64_t)c->o->timeout_ms * 1000);
+	}
+	if (st == KVW_ERR_NOMEM || st == KVW_ERR_BUSY) {
+		if (c->decode)
+			c->n_free += n;
+		return 1;
+	}
+	if (st) {
+		if (c->decode)
+			c->n_free += n;
+		rec_send(c, c->decode ? KVB_FL_LANDED : KVB_FL_SENT, st, r->peer, r->k);
+		return -1;
+	}
+	j->used = true;
+	j->k = r->k;
+	j->nblk = n;
+	j->peer = r->peer;
+	kvw_req_set_user_data(j->req, j);
+	return 0;
+}
+
+static bool job_verify(fl_child *c, const fl_job *j)
+{
+	for (uint32_t l = 0; l < c->layers; l++)
+		for (uint32_t i = 0; i < j->nblk; i++)
+			if (XXH3_64bits(fl_page(c, l, j->blocks[i]), c->bb) !=
+			    c->want[(uint64_t)l * c->nblk_max + i])
+				return false;
+	return true;
+}
+
+static void job_done(fl_child *c, fl_job *j, kvw_status st)
+{
+	int32_t s = st;
+	if (c->decode && !st && !job_verify(c, j))
+		s = KVB_FL_VERIFY_BAD;
+	rec_send(c, c->decode ? KVB_FL_LANDED : KVB_FL_SENT, s, j->peer, j->k);
+	if (c->decode)
+		for (uint32_t i = 0; i < j->nblk; i++)
+			c->free_blk[c->n_free++] = j->blocks[i];
+	kvw_req_free(j->req);
+	j->req = NULL;
+	j->used = false;
+}
+
+static int pend_push(fl_child *c, const kvb_fl_rec *r)
+{
+	if (c->n_pend == c->cap_pend) {
+		size_t cap = c->cap_pend ? c->cap_pend * 2 : 64;
+		kvb_fl_rec *p = realloc(c->pend, cap * sizeof(*p));
+		if (!p)
+			return -1;
+		c->pend = p;
+		c->cap_pend = cap;
+	}
+	c->pend[c->n_pend++] = *r;
+	return 0;
+}
+
+/* Posts waiting requests in arrival order; stops at the first that must wait. */
+static void pend_run(fl_child *c)
+{
+	size_t i = 0;
+	while (i < c->n_pend && job_post(c, &c->pend[i]) != 1)
+		i++;
+	if (i) {
+		memmove(c->pend, c->pend + i, (c->n_pend - i) * sizeof(*c->pend));
+		c->n_pend -= i;
+	}
+}
+
+static void child_link(fl_child *c, const kvb_fl_rec *r)
+{
+	kvw_ep *ep = NULL;
+	kvw_status st = KVW_ERR_INVALID;
+	if (r->peer < 64 && r->type == KVB_FL_CONNECT)
+		st = kvw_connect(c->ctx, r->uri, 10000, &ep);
+	else if (r->peer < 64)
+		st = kvw_accept(c->l, 10000, &ep);
+	if (!st)
+		c->eps[r->peer] = ep;
+	rec_send(c, KVB_FL_LINKED, st, r->peer, 0);
+}
+
+/* 1 on QUIT or a closed control socket. */
+static int child_ctl(fl_child *c)
+{
+	kvb_fl_rec r;
+	ssize_t n;
+	while ((n = recv(c->fd, &r, sizeof(r), MSG_DONTWAIT)) == (ssize_t)sizeof(r)) {
+		switch (r.type) {
+		case KVB_FL_CONNECT: case KVB_FL_ACCEPT:
+			child_link(c, &r);
+			break;
+		case KVB_FL_GRANT: case KVB_FL_SEND:
+			if (c->n_pend || job_post(c, &r) == 1)
+				pend_push(c, &r);
+			break;
+		case KVB_FL_QUIT:
+			return 1;
+		}
+	}
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ? 1 : 0;
+}
+
+static void child_loop(fl_child *c)
+{
+	kvw_event ev[64];
+	struct pollfd pf[2] = {{.fd = c->fd, .events = POLLIN}, {.fd = kvw_ctx_fd(c->ctx), .events = POLLIN}};
+	for (;;) {
+		poll(pf, 2, 1);
+		if (child_ctl(c))
+			return;
+		int n = kvw_poll(c->ctx, ev, 64);
+		for (int i = 0; i < n; i++)
+			if (ev[i].type == KVW_EV_SEQ && ev[i].user_data)
+				job_done(c, ev[i].user_data, ev[i].status);
+		if (c->n_pend)
+			pend_run(c);
+	}
+}
+
+static void child_free(fl_child *c)
+{
+	for (unsigned j = 0; j < FL_JOBS; j++)
+		if (c->jobs[j].used) {
+			kvw_req_abort(c->jobs[j].req);
+			kvw_req_free(c->jobs[j].req);
+		}
+	for (unsigned i = 0; i < 64; i++)
+		if (c->eps[i])
+			kvw_ep_close(c->eps[i]);
+	if (c->layout)
+		kvw_layout_destroy(c->layout);
+	if (c->mem)
+		kvw_mem_dereg(c->mem);
+	if (c->l)
+		kvw_listener_close(c->l);
+	if (c->ctx)
+		kvw_ctx_destroy(c->ctx);
+	free(c->free_blk);
+	free(c->src);
+	free(c->want);
+	free(c->pend);
+}
+
+int kvb_fleet_child(const kvb_opts *o, bool decode, unsigned idx, int fd, uint32_t max_tokens)
+{
+	static fl_child c;
+	int rc = 0;
+	c = (fl_child){.o = o, .decode = decode, .idx = idx, .fd = fd};
+	if (child_setup(&c, max_tokens)) {
+		rec_send(&c, KVB_FL_FAILED, KVW_ERR_IO, 0, 0);
+		rc = 1;
+	} else {
+		snprintf(c.err, sizeof(c.err), "%s", kvw_listener_uri(c.l));
+		rec_send(&c, KVB_FL_HELLO, 0, 0, 0);
+		child_loop(&c);
+	}
+	child_free(&c);
+	close(fd);
+	return rc;
+}
