@@ -13,6 +13,8 @@
 
 #include <jansson.h>
 
+#include "kvbt_run.h"
+
 #define SHAPE "--model llama3-8b --layers 4"
 
 /* Runs kvwire-bench with args (stderr too when err); exit status, output in *out. */
@@ -22,19 +24,7 @@ static int bench(char **out, const char *args, bool err)
 	char cmd[4096];
 	cr_assert(bin && src, "KVB_BIN and KVB_SRC must be set (meson sets them)");
 	snprintf(cmd, sizeof(cmd), "cd %s && timeout 120 %s %s%s", src, bin, args, err ? " 2>&1" : "");
-	FILE *p = popen(cmd, "r");
-	cr_assert_not_null(p);
-	size_t cap = 1 << 16, len = 0, n;
-	char *buf = malloc(cap);
-	while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-		len += n;
-		if (cap - len < 4096)
-			buf = realloc(buf, cap *= 2);
-	}
-	buf[len] = '\0';
-	int st = pclose(p);
-	*out = buf;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+	return kvbt_run(cmd, out);
 }
 
 static json_t *fleet_json(const char *args, int want_rc)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "kvbt_run.h"
 
 /* Runs kvwire-bench with args; returns the exit status, stdout in *out. */
 static int bench(char **out, const char *args)
@@ -17,23 +18,7 @@ static int bench(char **out, const char *args)
 	char cmd[2048];
 	cr_assert_not_null(bin, "KVB_BIN must name the built kvwire-bench (meson sets it)");
 	snprintf(cmd, sizeof(cmd), "timeout 120 %s %s", bin, args);
-	FILE *p = popen(cmd, "r");
-	cr_assert_not_null(p);
-	size_t cap = 1 << 16, len = 0;
-	char *buf = malloc(cap);
-	size_t n;
-	while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-		len += n;
-		if (cap - len < 4096)
-			buf = realloc(buf, cap *= 2);
-	}
-	buf[len] = '\0';
-	int st = pclose(p);
-	if (out)
-		*out = buf;
-	else
-		free(buf);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+	return kvbt_run(cmd, out);
 }
 
 static json_t *bench_json(const char *args, int want_rc)
