@@ -27,7 +27,9 @@ table inet kvwlossy {
 	}
 }
 EOF
-KVW_TEST_DRIVER=tcp KVW_TEST_REAL_LOSS=1 "$@"
+# a handshake whose SYN or first segments are lost twice takes 1 + 2 + 4 s of
+# TCP backoff, past the listener'"'"'s 5 s default: give it 15 s here
+KVW_TEST_DRIVER=tcp KVW_TEST_REAL_LOSS=1 KVW_HANDSHAKE_TIMEOUT_MS=${KVW_HANDSHAKE_TIMEOUT_MS:-15000} "$@"
 rc=$?
 echo "# nftables dropped $(nft list table inet kvwlossy | grep -o "packets [0-9]*")" 
 exit $rc' _ "$pct" "$@"
