@@ -419,6 +419,20 @@ Test(conf_geom, fan_in_two_senders_one_decode_rank)
 	gside_free(&d);
 }
 
+/* One kvw_recv_seq_fanin request for d over both pairs' server endpoints:
+ * heads [0, 4) from gp's sender, [4, 8) from gp2's. */
+static void gfanin(struct gside *d, uint64_t seq)
+{
+	kvw_seq_range rg[2] = {{.size = sizeof(rg[0]), .h0 = 0, .h1 = 4},
+			       {.size = sizeof(rg[0]), .h0 = 4, .h1 = 8}};
+	kvw_ep *eps[2] = {gp.server, gp2.server};
+	kvw_status st = kvw_recv_seq_fanin(eps, 2, seq, d->lay, d->blocks, d->n, rg, 60000000ull,
+					   &d->req);
+
+	cr_assert_eq(st, KVW_OK, "%s: %s", kvw_strerror(st), kvw_ctx_last_error(gctx));
+	kvw_req_set_user_data(d->req, &d->rec);
+}
+
 /* Fan-in as one request (kvw_recv_seq_fanin): the same two prefill ranks,
  * one decode request over both endpoints. A layer's event waits for both
  * senders' heads of it (none while only the first has sent), then one per
@@ -426,20 +440,14 @@ Test(conf_geom, fan_in_two_senders_one_decode_rank)
 Test(conf_geom, fan_in_one_request_over_two_endpoints)
 {
 	static struct gside s0, s1, d;
-	kvw_seq_range rg[2] = {{.size = sizeof(rg[0]), .h0 = 0, .h1 = 4},
-			       {.size = sizeof(rg[0]), .h0 = 4, .h1 = 8}};
-	kvw_ep *eps[2];
 	kvw_req_info in = {.size = sizeof(in)};
 	kvwt_pair_open(gctx, &gp2);
-	eps[0] = gp.server, eps[1] = gp2.server;
 	gside_make(&s0, KVW_GEOM_HND, 16, 16, 0, 4, 16, 0);
 	gside_make(&s1, KVW_GEOM_NHD, 16, 20, 4, 8, 16, 23);
 	gside_make(&d, KVW_GEOM_HND, 32, 12, 0, GH, 8, 31);
 	gside_fill(&s0, 256);
 	gside_fill(&s1, 256);
-	kvw_status st = kvw_recv_seq_fanin(eps, 2, 15, d.lay, d.blocks, d.n, rg, 60000000ull, &d.req);
-	cr_assert_eq(st, KVW_OK, "%s: %s", kvw_strerror(st), kvw_ctx_last_error(gctx));
-	kvw_req_set_user_data(d.req, &d.rec);
+	gfanin(&d, 15);
 	gsend(&s0, gp.client, 15, NULL);
 	gdrive(&s0, NULL, NULL, NULL);
 	kvwt_spin(&gctx, 1, 200); /* time for a wrong layer event to show */
@@ -467,20 +475,15 @@ Test(conf_geom, fan_in_one_request_over_two_endpoints)
 Test(conf_geom, fan_in_one_sender_failing_ends_the_request)
 {
 	static struct gside s0, s1, d;
-	kvw_seq_range rg[2] = {{.size = sizeof(rg[0]), .h0 = 0, .h1 = 4},
-			       {.size = sizeof(rg[0]), .h0 = 4, .h1 = 8}};
-	kvw_ep *eps[2];
 	kvw_req *r1 = NULL;
+	kvw_status st;
 	kvwt_pair_open(gctx, &gp2);
-	eps[0] = gp.server, eps[1] = gp2.server;
 	gside_make(&s0, KVW_GEOM_NHD, 16, 16, 0, 4, 16, 0);
 	gside_make(&s1, KVW_GEOM_NHD, 16, 16, 4, 8, 16, 0);
 	gside_make(&d, KVW_GEOM_NHD, 16, 16, 0, GH, 16, 0);
 	gside_fill(&s0, 256);
 	gside_fill(&s1, 256);
-	kvw_status st = kvw_recv_seq_fanin(eps, 2, 16, d.lay, d.blocks, d.n, rg, 60000000ull, &d.req);
-	cr_assert_eq(st, KVW_OK, "%s: %s", kvw_strerror(st), kvw_ctx_last_error(gctx));
-	kvw_req_set_user_data(d.req, &d.rec);
+	gfanin(&d, 16);
 	cr_assert_eq(kvw_send_seq(gp.client, 16, s0.lay, s0.blocks, s0.n, 0, 1, 0, &s0.req), KVW_OK);
 	kvw_req_set_user_data(s0.req, &s0.rec);
 	cr_assert_eq(kvw_send_seq(gp2.client, 16, s1.lay, s1.blocks, s1.n, 0, 1, 0, &r1), KVW_OK);
