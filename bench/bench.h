@@ -104,6 +104,12 @@ int kvb_kv_resolve(kvb_opts *o, char *err, size_t errlen);
 uint64_t kvb_kv_bytes_per_token(const kvb_opts *o);
 uint64_t kvb_kv_block_bytes(const kvb_opts *o);
 uint32_t kvb_kv_blocks_per_seq(const kvb_opts *o);
+/* The kv run's scattered grant: a seeded permutation of n decode-pool blocks. */
+void kvb_scatter_perm(uint64_t seed, uint32_t n, uint32_t *perm);
+/* compare kv's yardsticks: one thread's memcpy of the bytes of o's KV
+ * sequences, flat (one call) or block by block into the kv run's scattered
+ * blocks; Gb/s of the median pass, every byte checked (bench/kvcopy.c). */
+int kvb_kvcopy(const kvb_opts *o, bool scattered, double *gbit, char *err, size_t errlen);
 /* Layout names for --src-layout/--dst-layout; 0 on a known name. */
 int kvb_layout_name_ok(const char *name);
 /* Heads [h0, h1) a side holds under --*-tp N:RANK. */

@@ -592,8 +592,56 @@ static void peers_csv(const kvb_result *kr, const kvb_peer *p, size_t n, bool he
 }
 
 /* ------------------------------------------------------------------ drivers */
+/* compare kv's memcpy yardsticks, round by round (bench/kvcopy.c). */
+struct kv_yard {
+	double runs[2][MAX_REPEAT]; /* [0] scattered, [1] flat */
+	double med[2];
+	bool ok;
+	char err[256];
+};
+
+static void kv_yard_round(const kvb_opts *o, struct kv_yard *y, unsigned k)
+{
+	for (int w = 0; w < 2 && y->ok; w++)
+		if (kvb_kvcopy(o, w == 0, &y->runs[w][k], y->err, sizeof(y->err)))
+			y->ok = false;
+}
+
+static void kv_yard_json(json_t *j, const struct kv_yard *y, const kvb_result r[2], unsigned rep)
+{
+	json_t *m = json_object();
+	json_object_set_new(m, "ok", json_boolean(y->ok));
+	if (!y->ok) {
+		json_object_set_new(m, "note", json_string(y->err));
+	} else {
+		json_object_set_new(m, "scattered_gbit", json_real(y->med[0]));
+		json_object_set_new(m, "flat_gbit", json_real(y->med[1]));
+		json_object_set_new(m, "scattered_gbit_runs", runs_json(y->runs[0], rep));
+		json_object_set_new(m, "flat_gbit_runs", runs_json(y->runs[1], rep));
+		json_object_set_new(m, "scattered_ratio", json_real(r[0].gbit_per_s / y->med[0]));
+		json_object_set_new(m, "contiguous_ratio", json_real(r[1].gbit_per_s / y->med[1]));
+	}
+	json_object_set_new(j, "memcpy", m);
+}
+
+static void kv_yard_text(const struct kv_yard *y, const kvb_result r[2], unsigned rep)
+{
+	char a[64], b[64];
+
+	if (!y->ok) {
+		printf(" memcpy yardstick: %s\n", y->err);
+		return;
+	}
+	range(a, sizeof(a), y->runs[0], rep);
+	range(b, sizeof(b), y->runs[1], rep);
+	printf(" memcpy, 1 thread, same bytes (median of %u): scattered %.2f Gb/s, flat %.2f Gb/s   "
+	       "ranges %s / %s\n", rep, y->med[0], y->med[1], a, b);
+	printf(" kv / memcpy: scattered %.3f, contiguous %.3f\n", r[0].gbit_per_s / y->med[0],
+	       r[1].gbit_per_s / y->med[1]);
+}
+
 static void kv_compare_print(const kvb_opts *o, kvb_result r[2], const double *sc, const double *ct,
-			     unsigned rep, double ratio)
+			     unsigned rep, double ratio, const struct kv_yard *y)
 {
 	if (o->json) {
 		json_t *j = json_object();
@@ -607,6 +655,8 @@ static void kv_compare_print(const kvb_opts *o, kvb_result r[2], const double *s
 		json_object_set_new(j, "contiguous_gbit_runs", runs_json(ct, rep));
 		json_object_set_new(j, "ratio", json_real(ratio));
 		json_object_set_new(j, "verified", json_boolean(r[0].verified && r[1].verified));
+		if (y)
+			kv_yard_json(j, y, r, rep);
 		json_dumpf(j, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
 		fputc('\n', stdout);
 		json_decref(j);
@@ -616,6 +666,10 @@ static void kv_compare_print(const kvb_opts *o, kvb_result r[2], const double *s
 		       r[0].verified ? "yes" : "no");
 		printf("%s,%s,contiguous,%.4f,1.0,%s\n", o->driver, o->model, r[1].gbit_per_s,
 		       r[1].verified ? "yes" : "no");
+		if (y && y->ok) {
+			printf("memcpy,%s,scattered,%.4f,%.4f,yes\n", o->model, y->med[0], y->med[0] / y->med[1]);
+			printf("memcpy,%s,flat,%.4f,1.0,yes\n", o->model, y->med[1]);
+		}
 	} else {
 		char a[64], b[64];
 		kvb_result_table(stdout, &r[0], 1, o->report_gbits);
@@ -624,6 +678,8 @@ static void kv_compare_print(const kvb_opts *o, kvb_result r[2], const double *s
 		range(b, sizeof(b), ct, rep);
 		printf(" kv scattered / contiguous (median of %u): %.2f / %.2f Gb/s = %.3f   ranges %s / %s\n",
 		       rep, r[0].gbit_per_s, r[1].gbit_per_s, ratio, a, b);
+		if (y)
+			kv_yard_text(y, r, rep);
 	}
 }
 
@@ -644,7 +700,12 @@ static int compare_kv(kvb_opts *o)
 	c = *o;
 	c.test = KVB_T_KV;
 	memset(r, 0, sizeof(r));
-	for (unsigned k = 0; k < rep; k++)
+	static struct kv_yard y;
+	y.ok = true;
+	bool yard = !o->geom; /* another geometry moves other bytes than a copy of the blocks */
+	for (unsigned k = 0; k < rep; k++) {
+		if (yard)
+			kv_yard_round(o, &y, k);
 		for (int which = 0; which < 2; which++) {
 			c.contiguous = which == 1;
 			kvb_client_run(&c, lp.uri, lp.ctl, &t);
@@ -655,14 +716,17 @@ static int compare_kv(kvb_opts *o)
 			if (k == 0 || t.gbit_per_s == median(runs[which], k + 1))
 				r[which] = t; /* keep the run nearest the median so far */
 		}
+	}
 	kvb_loop_stop(&lp);
+	for (int w = 0; yard && y.ok && w < 2; w++)
+		y.med[w] = median(y.runs[w], rep);
 	for (int which = 0; which < 2; which++) {
 		r[which].verified = verified[which];
 		r[which].gbit_per_s = median(runs[which], rep);
 		r[which].gbyte_per_s = r[which].gbit_per_s / 8;
 	}
 	double ratio = r[1].gbit_per_s > 0 ? r[0].gbit_per_s / r[1].gbit_per_s : 0;
-	kv_compare_print(o, r, runs[0], runs[1], rep, ratio);
+	kv_compare_print(o, r, runs[0], runs[1], rep, ratio, yard ? &y : NULL);
 	int rc = kvb_exit_code(r, 2, o, err, sizeof(err));
 	if (rc)
 		fprintf(stderr, "kvwire-bench compare: %s\n", err);

@@ -76,6 +76,21 @@ kvw_status kvb_mem_get(kvw_ctx *ctx, size_t len, bool no_pin, kvw_mem **mem, boo
 	return st;
 }
 
+void kvb_scatter_perm(uint64_t seed, uint32_t n, uint32_t *perm)
+{
+	uint64_t x = seed ^ 0x7065726dull;
+
+	for (uint32_t i = 0; i < n; i++)
+		perm[i] = i;
+	for (uint32_t i = n ? n - 1 : 0; i > 0; i--) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		uint32_t j = (uint32_t)((x >> 33) % (i + 1));
+		uint32_t t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+}
+
 static void sess_blocks(kvb_sess *s)
 {
 	uint32_t off = s->has_send ? s->send_pool : 0, nrecv = s->slots * s->nblk;
@@ -90,16 +105,7 @@ static void sess_blocks(kvb_sess *s)
 	}
 	/* scattered: a seeded random permutation inside the larger decode pool */
 	uint32_t *perm = malloc(sizeof(uint32_t) * s->recv_pool);
-	uint64_t x = s->o.seed ^ 0x7065726dull;
-	for (uint32_t i = 0; i < s->recv_pool; i++)
-		perm[i] = i;
-	for (uint32_t i = s->recv_pool - 1; i > 0; i--) {
-		x = x * 6364136223846793005ull + 1442695040888963407ull;
-		uint32_t j = (uint32_t)((x >> 33) % (i + 1));
-		uint32_t t = perm[i];
-		perm[i] = perm[j];
-		perm[j] = t;
-	}
+	kvb_scatter_perm(s->o.seed, s->recv_pool, perm);
 	for (uint32_t i = 0; i < nrecv; i++)
 		s->recv_blocks[i] = off + perm[i];
 	free(perm);

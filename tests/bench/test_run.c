@@ -266,6 +266,12 @@ Test(compare, kv_scattered_vs_contiguous, .timeout = 300)
 	cr_assert_gt(json_real_value(json_object_get(j, "ratio")), 0);
 	cr_assert(json_is_false(json_object_get(json_object_get(j, "scattered"), "contiguous")));
 	cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "contiguous"), "runs_per_layer")), 1);
+	json_t *m = json_object_get(j, "memcpy"); /* the yardsticks of the same run, bytes checked */
+	cr_assert(json_is_true(json_object_get(m, "ok")), "memcpy yardstick: %s",
+		  json_string_value(json_object_get(m, "note")));
+	cr_assert_gt(json_real_value(json_object_get(m, "flat_gbit")), 0);
+	cr_assert_gt(json_real_value(json_object_get(m, "scattered_gbit")), 0);
+	cr_assert_gt(json_real_value(json_object_get(m, "contiguous_ratio")), 0);
 	json_decref(j);
 }
 
