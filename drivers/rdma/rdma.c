@@ -33,10 +33,32 @@ static bool rd_dev_probe(struct rd_drv *rd, struct ibv_context *v, struct rd_dev
 
 	if (!rd_dev_pick(kvw_core_cfg(rd->d->ctx), v, out, &no_mw, why, sizeof(why)))
 		return false;
-	if (no_mw)
+	if (no_mw && kvw_core_cfg(rd->d->ctx)->rdma_grant_keys == RD_GRANT_KEYS_MW)
 		kvw_log(rd->d->ctx, 2, "rdma: %s has no memory windows (rdma_grant_keys=mw): an MR per "
 			"run of granted blocks instead", ibv_get_device_name(v->device));
+	else if (no_mw)
+		kvw_log(rd->d->ctx, 2, "rdma: %s has no type 2 memory windows: grant keys are %s, usable "
+			"by any endpoint's QP on this device, not only the one granted (set a secret= "
+			"to limit who can connect)", ibv_get_device_name(v->device), rd_keys_name(out->keys));
 	return true;
+}
+
+/* Per-rail keys (mw2) need them on every device: a grant keys all devices
+ * alike, so one device without type 2 windows puts the others in mr/mw. */
+static void rd_keys_same(struct rd_drv *rd)
+{
+	int n2 = 0;
+
+	for (int i = 0; i < rd->ndev; i++)
+		n2 += rd->dev[i].keys == RD_KEYS_MW2;
+	if (!n2 || n2 == rd->ndev)
+		return;
+	for (int i = 0; i < rd->ndev; i++)
+		if (rd->dev[i].keys == RD_KEYS_MW2)
+			rd->dev[i].keys = rd->dev[i].mw_bounds ? RD_KEYS_MW : RD_KEYS_MR;
+	kvw_log(rd->d->ctx, 2, "rdma: not every device has type 2 memory windows: grant keys are "
+		"per device (%s), usable by any endpoint's QP on it; set rdma_dev to use only the "
+		"devices that have them", rd_keys_name(rd->dev[0].keys));
 }
 
 static kvw_status rd_open_devices(struct rd_drv *rd)
@@ -65,8 +87,10 @@ static kvw_status rd_open_devices(struct rd_drv *rd)
 			rd->cfg_dev = rd->ndev;
 		rd->ndev++;
 	}
-	if (rd->ndev > 0)
+	if (rd->ndev > 0) {
+		rd_keys_same(rd);
 		return KVW_OK;
+	}
 	if (c->rdma_dev[0])
 		return kvw_set_err(rd->d->ctx, KVW_ERR_NOT_FOUND,
 				   "rdma: device \"%s\" (config rdma_dev) not found, no active port, or no "
@@ -155,7 +179,8 @@ static kvw_status rd_mem_reg(kvw_drv *d, kvw_mem *m)
 		return KVW_ERR_NOMEM;
 	for (int i = 0; i < rd->ndev; i++) {
 		rm->mr[i] = ibv_reg_mr(rd->dev[i].pd, kvw_mem_addr(m), kvw_mem_len(m), IBV_ACCESS_LOCAL_WRITE |
-				       (rd->dev[i].keys == RD_KEYS_MW ? IBV_ACCESS_MW_BIND : 0));
+				       (rd->dev[i].keys == RD_KEYS_MW || (rd->dev[i].keys == RD_KEYS_MW2 &&
+				       rd->dev[i].mw_bounds) ? IBV_ACCESS_MW_BIND : 0));
 		if (!rm->mr[i]) {
 			int e = errno;
 			const char *dev = rd->dev[i].name; /* the device that refused */

@@ -7,8 +7,8 @@
 #define F(field) offsetof(struct kvw_cfgv, field), sizeof(((struct kvw_cfgv *)0)->field)
 
 /* In the order of enum rd_grant_keys. */
-static const char *const rd_grant_keys_names[] = {"auto", "mw", "mr", "span", NULL};
-_Static_assert(RD_GRANT_KEYS_SPAN == 3, "rd_grant_keys_names follows enum rd_grant_keys");
+static const char *const rd_grant_keys_names[] = {"auto", "mw", "mr", "span", "mw2", NULL};
+_Static_assert(RD_GRANT_KEYS_MW2 == 4, "rd_grant_keys_names follows enum rd_grant_keys");
 
 const struct kvw_cfg_opt rd_cfg_opts[] = {
 	{"rdma_dev", "", "RDMA device (default: first with an active port)", KVW_CFG_STR, 0, 0,
@@ -19,10 +19,13 @@ const struct kvw_cfg_opt rd_cfg_opts[] = {
 	 "take 16 writes)", KVW_CFG_U64, 32, 32768, NULL, F(rdma_qp_depth)},
 	{"rdma_retry", "6", "RC retry count (7 means forever on rxe: kept below)", KVW_CFG_U64, 0, 7,
 	 NULL, F(rdma_retry)},
-	{"rdma_grant_keys", "auto", "remote keys of a grant: mw = a memory window per run of granted "
-	 "blocks, mr = an MR per run (both: the NIC refuses any other byte), span = one MR over the "
-	 "grant's span (fastest; holes between blocks unprotected), auto = mw where the device "
-	 "enforces window bounds, else mr", KVW_CFG_ENUM, 0, 0, rd_grant_keys_names,
+	{"rdma_grant_keys", "auto", "remote keys of a grant: mw2 = a type 2 memory window per run "
+	 "of granted blocks and per rail, bound to that rail's QP (only the endpoint it was granted "
+	 "to can use it; library-chosen random key byte), mw = a type 1 window per run, mr = an MR "
+	 "per run (the NIC refuses any byte outside the granted blocks in all three; mw and mr keys "
+	 "work from any QP of the device), span = one MR over the grant's span (fastest; holes "
+	 "between blocks unprotected), auto = mw2 where the device has type 2 windows, else mw "
+	 "where it enforces window bounds, else mr", KVW_CFG_ENUM, 0, 0, rd_grant_keys_names,
 	 F(rdma_grant_keys)},
 	{NULL},
 };

@@ -685,6 +685,7 @@ void rd_ep_close(kvw_ep *ep)
 
 	if (!e)
 		return;
+	rd_ep_grants_free(ep); /* windows bound to the QPs go first */
 	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
 		if (e->rail[i])
 			rd_rail_free(e->rail[i]);

@@ -984,16 +984,22 @@ size_t rd_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 		const struct rd_keyent *k = rd_key_find(e, f[took].token);
 		uint32_t ri = f[took].rail < KVW_MAX_RAILS ? f[took].rail : 0;
 
+		uint32_t rkey;
+
 		r = e->rail[ri] && e->rail[ri]->state == RD_R_UP && e->rail[ri]->peer_open ?
 			e->rail[ri] : e->rail[0];
 		if (k && k->fenced)
 			continue; /* the receiver fenced this grant: drop, it is being aborted */
+		rkey = k ? rd_key_rkey(k, f[took].dst_addr, f[took].bytes, rd_key_slot_of(k, r)) : f[took].rkey;
+		if (k && k->per_rail && !rkey && r != e->rail[0]) { /* no window on this rail: rail 0's */
+			r = e->rail[0];
+			rkey = rd_key_rkey(k, f[took].dst_addr, f[took].bytes, 0);
+		}
 		if (!f[took].src_mem || !kvw_core_mem_priv(f[took].src_mem, kvw_core_ep_drv(ep)))
 			break;
 		if (!rd_rail_room(r, &r->batch, f[took].bytes, rd_frag_wrs(r, &f[took])))
 			break;
-		rd_batch_add(r, &r->batch, &f[took],
-			     k ? rd_key_rkey(k, f[took].dst_addr, f[took].bytes, r->peer_dev) : f[took].rkey);
+		rd_batch_add(r, &r->batch, &f[took], rkey);
 	}
 	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
 		if (e->rail[i] && e->rail[i]->batch.n)

@@ -54,9 +54,10 @@ _Static_assert(sizeof(struct rd_hdr) == 8, "rd_hdr");
  * grant's whole span (devices without memory windows); else one memory
  * window per contiguous run of granted blocks per device, so the HCA itself
  * refuses any byte outside the granted blocks. */
+#define RD_KM_RAILS 0x8000u    /* n_dev flag: key slots are rails, not devices (mw2) */
 struct rd_keymap {
 	uint32_t token;
-	uint16_t n_dev, n_here;
+	uint16_t n_dev, n_here; /* n_dev: slots used, | RD_KM_RAILS when per rail */
 	uint32_t n_runs, first;
 	uint32_t rkey[RD_MAX_DEV];      /* span keys (n_runs == 0) */
 };
@@ -86,15 +87,18 @@ struct rd_dev {
 	struct in_addr ip;
 	enum ibv_mtu active_mtu;
 	uint32_t max_sge;       /* SGEs per write we ask for: the device's, at most RD_MAX_SGE */
-	enum rd_keys { RD_KEYS_MW = 1, RD_KEYS_MR, RD_KEYS_SPAN } keys; /* how grants are keyed */
+	enum rd_keys { RD_KEYS_MW = 1, RD_KEYS_MR, RD_KEYS_SPAN, RD_KEYS_MW2 } keys; /* how grants are keyed */
+	bool mw_bounds;         /* the NIC bounds a window to its range (not rxe: rd_keys_mode) */
 };
 
 /* config rdma_grant_keys, in the order of its names (rdma_cfg.c) */
-enum rd_grant_keys { RD_GRANT_KEYS_AUTO, RD_GRANT_KEYS_MW, RD_GRANT_KEYS_MR, RD_GRANT_KEYS_SPAN };
+enum rd_grant_keys { RD_GRANT_KEYS_AUTO, RD_GRANT_KEYS_MW, RD_GRANT_KEYS_MR, RD_GRANT_KEYS_SPAN,
+		     RD_GRANT_KEYS_MW2 };
 extern const struct kvw_cfg_opt rd_cfg_opts[];
 /* rdma_probe.c: the rule for a usable device (open and probe) */
 bool rd_dev_pick(const struct kvw_cfgv *c, struct ibv_context *v, struct rd_dev *out, bool *no_mw,
 		 char *why, size_t len);
+const char *rd_keys_name(enum rd_keys k);
 kvw_status rd_probe(const struct kvw_cfgv *c, struct kvw_probe_entry *out, size_t cap, size_t *n);
 
 struct rd_drv;
@@ -175,6 +179,7 @@ struct rd_rail {
 struct rd_keyent {
 	uint32_t token, n;
 	bool used, fenced;
+	bool per_rail;                  /* slots are rails (mw2: a key works on its rail only) */
 	uint32_t rkey[RD_MAX_DEV];      /* span keys */
 	struct rd_krun *run;            /* n_runs, sorted by addr once n_got == n_runs */
 	uint32_t n_runs, n_got;
@@ -238,6 +243,8 @@ struct rd_drv {
 	struct rd_rail *rails;  /* every rail of this driver */
 	struct rd_rail *lingering; /* closed rails whose last sends still go */
 	uint64_t next_events_ns; /* next look at rdma_cm and async events */
+	uint8_t rnd[256];       /* key bytes of type 2 windows (getrandom, refilled when spent) */
+	uint32_t rnd_left;      /* unused bytes at the end of rnd */
 };
 
 struct rd_mem {
@@ -287,10 +294,12 @@ void rd_grant_drop(kvw_ep *ep, uint32_t token);
 bool rd_grant_live(kvw_ep *ep, uint32_t token);
 struct rd_grant *rd_grant_find(kvw_ep *ep, uint32_t token);
 void rd_ep_data_free(kvw_ep *ep);
+void rd_ep_grants_free(kvw_ep *ep);
 struct rd_keyent *rd_key_find(struct rd_ep *e, uint32_t token);
 void rd_key_del(struct rd_ep *e, uint32_t token);
 void rd_on_keymap(struct rd_rail *r, const uint8_t *p, size_t len);
 bool rd_binds_done(struct rd_ep *e);
 uint32_t rd_key_rkey(const struct rd_keyent *k, uint64_t addr, uint64_t len, uint32_t dev);
+uint32_t rd_key_slot_of(const struct rd_keyent *k, const struct rd_rail *r);
 
 #endif

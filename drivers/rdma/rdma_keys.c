@@ -2,7 +2,9 @@
 /* RDMA grant keys.
  *
  * Receiver: when a GRANT leaves, its blocks are merged into address runs and
- * each run gets a remote-write key per device (config rdma_grant_keys): a
+ * each run gets a remote-write key per rail (mw2: a type 2 memory window
+ * bound through that rail's own QP, so no other endpoint's QP can use it,
+ * with a random key byte) or per device (config rdma_grant_keys): a
  * type 1 memory window bound on the arena's local MR (mw), or an MR over the
  * run (mr) — either way the HCA refuses any byte outside the granted blocks,
  * the holes between them included — or one MR over the grant's whole span
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #define RD_RUNS_PER_MSG ((RD_PAYLOAD - sizeof(struct rd_keymap)) / sizeof(struct rd_krun))
 #define RD_MAX_RUNS (1u << 22)
@@ -95,8 +98,8 @@ static struct rd_keyent *rd_key_start(struct rd_ep *e, const struct rd_keymap *k
 	if (!k)
 		return NULL;
 	free(k->run);
-	*k = (struct rd_keyent){.used = true, .token = km->token, .n = km->n_dev,
-				.n_runs = km->n_runs};
+	*k = (struct rd_keyent){.used = true, .token = km->token, .n = km->n_dev & ~RD_KM_RAILS,
+				.per_rail = km->n_dev & RD_KM_RAILS, .n_runs = km->n_runs};
 	memcpy(k->rkey, km->rkey, sizeof(k->rkey));
 	if (km->n_runs && !(k->run = calloc(km->n_runs, sizeof(*k->run)))) {
 		rd_key_del(e, km->token);
@@ -113,7 +116,8 @@ void rd_on_keymap(struct rd_rail *r, const uint8_t *p, size_t len)
 	if (len < sizeof(km))
 		goto bad;
 	memcpy(&km, p, sizeof(km));
-	if (km.n_dev > RD_MAX_DEV || km.n_runs > RD_MAX_RUNS || km.first > km.n_runs ||
+	if ((km.n_dev & ~RD_KM_RAILS) > RD_MAX_DEV || ((km.n_dev & RD_KM_RAILS) && !km.n_runs) ||
+	    km.n_runs > RD_MAX_RUNS || km.first > km.n_runs ||
 	    km.n_here > km.n_runs - km.first || len < sizeof(km) + (size_t)km.n_here * sizeof(struct rd_krun))
 		goto bad;
 	if (km.first == 0)
@@ -155,6 +159,13 @@ uint32_t rd_key_rkey(const struct rd_keyent *k, uint64_t addr, uint64_t len, uin
 	if (k->run[lo].addr <= addr && addr + len <= k->run[lo].addr + k->run[lo].len)
 		return k->run[lo].rkey[dev];
 	return k->run[0].rkey[dev];
+}
+
+/* The key slot rail r's writes use: the rail's index where the receiver
+ * bound a window per rail (mw2), else the peer's device on that rail. */
+uint32_t rd_key_slot_of(const struct rd_keyent *k, const struct rd_rail *r)
+{
+	return k->per_rail ? r->idx : r->peer_dev;
 }
 
 /* ------------------------------------------------------------ receiver side */
@@ -363,6 +374,130 @@ static kvw_status rd_grant_runs_keys(kvw_ep *ep, struct rd_grant *gr, kvw_mem *m
 	return KVW_OK;
 }
 
+/* A key byte the library chose (type 2 windows): random, so no peer can
+ * guess the next grant's key from the last one. One getrandom per 256. */
+static bool rd_key_byte(struct rd_drv *rd, uint8_t *out)
+{
+	if (!rd->rnd_left) {
+		if (getrandom(rd->rnd, sizeof(rd->rnd), 0) != (ssize_t)sizeof(rd->rnd))
+			return false;
+		rd->rnd_left = sizeof(rd->rnd);
+	}
+	*out = rd->rnd[--rd->rnd_left];
+	return true;
+}
+
+/* One type 2 window over one run, bound through rail r's QP with a random
+ * key byte: the NIC takes the key from that QP only. Signalled (rd_binds_done
+ * counts it; the caller checked rd_sq_room). */
+static kvw_status rd_bind2_run(struct rd_rail *r, struct ibv_mr *mr, struct ibv_mw *mw,
+			       const struct rd_krun *run, uint8_t kb, uint32_t *rkey)
+{
+	uint64_t seq = r->wr_posted;
+	uint32_t key = (mw->rkey & ~0xffu) | kb;
+	struct ibv_send_wr wr = {.wr_id = seq, .opcode = IBV_WR_BIND_MW,
+				 .send_flags = IBV_SEND_SIGNALED}, *bad;
+
+	wr.bind_mw.mw = mw;
+	wr.bind_mw.rkey = key;
+	wr.bind_mw.bind_info = (struct ibv_mw_bind_info){.mr = mr, .addr = run->addr, .length = run->len,
+							 .mw_access_flags = IBV_ACCESS_REMOTE_WRITE};
+	if (ibv_post_send(r->qp, &wr, &bad))
+		return KVW_ERR_IO;
+	r->cum_bytes[seq % r->sq_depth] = r->bytes_posted;
+	r->wr_posted = seq + 1;
+	r->last_sig = seq;
+	*rkey = key;
+	return KVW_OK;
+}
+
+/* What a window of run j on device d lies over: the arena's MR where the NIC
+ * bounds windows, else (rxe) an MR of the run alone, with no remote access of
+ * its own, made once per (run, device) and shared by the rails on d. */
+static struct ibv_mr *rd_bind_base(struct rd_grant *gr, struct rd_dev *dv, struct ibv_mr *arena,
+				   struct ibv_mr **base, const struct rd_krun *run)
+{
+	if (dv->mw_bounds)
+		return arena;
+	if (!*base && (*base = ibv_reg_mr(dv->pd, (void *)(uintptr_t)run->addr, run->len,
+					  IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_MW_BIND)))
+		gr->mr[gr->n_mr++] = *base;
+	return *base;
+}
+
+/* mw2 keys of rail r, slot r->idx. A run the send queue has no room to bind
+ * now: no key on an extra rail (the sender writes it on rail 0), an MR on
+ * rail 0 (that run's key then works from any QP of the device: logged). */
+static kvw_status rd_grant_rail(kvw_ep *ep, struct rd_grant *gr, struct rd_rail *r, struct ibv_mr *arena,
+				struct ibv_mr **base, struct rd_krun *run, uint32_t n)
+{
+	struct rd_drv *rd = rd_of(kvw_core_ep_drv(ep));
+	struct rd_dev *dv = r->dev;
+	uint32_t d = (uint32_t)r->dev_idx, fell = 0;
+	uint8_t kb;
+
+	for (uint32_t j = 0; j < n; j++) {
+		struct ibv_mr *on;
+		if (!rd_sq_room(r)) {
+			if (r->idx)
+				continue;
+			if (!(gr->mr[gr->n_mr] = ibv_reg_mr(dv->pd, (void *)(uintptr_t)run[j].addr, run[j].len,
+							    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE)))
+				return rd_key_fail(ep, "registering an MR per run", dv->name);
+			run[j].rkey[0] = gr->mr[gr->n_mr++]->rkey;
+			fell++;
+			continue;
+		}
+		errno = 0;
+		if (!(on = rd_bind_base(gr, dv, arena, &base[(size_t)j * RD_MAX_DEV + d], &run[j])))
+			return rd_key_fail(ep, "registering the MR under a run's window", dv->name);
+		if (!(gr->mw[gr->n_mw] = ibv_alloc_mw(dv->pd, IBV_MW_TYPE_2)))
+			return rd_key_fail(ep, "allocating a type 2 memory window", dv->name);
+		gr->n_mw++;
+		if (!rd_key_byte(rd, &kb))
+			return rd_key_fail(ep, "drawing a random key byte (getrandom)", dv->name);
+		if (rd_bind2_run(r, on, gr->mw[gr->n_mw - 1], &run[j], kb, &run[j].rkey[r->idx]) != KVW_OK)
+			return rd_key_fail(ep, "binding a type 2 memory window", dv->name);
+	}
+	rd_binds_gate(rd_ep_of(ep), r);
+	if (fell)
+		kvw_log(kvw_core_ep_ctx(ep), 3, "rdma: %u of %u runs of a grant got an MR (no send-queue room "
+			"to bind windows; raise rdma_qp_depth): their keys work from any QP on %s", fell, n,
+			dv->name);
+	return KVW_OK;
+}
+
+/* mw2: windows per run on every rail that is up (slots = rail
+ * indices below RD_MAX_DEV; a rail with no slot gets its runs' writes sent
+ * on rail 0 by the sender). *slots: the key map's n_dev. */
+static kvw_status rd_grant_rails(kvw_ep *ep, struct rd_grant *gr, kvw_mem *m, struct rd_krun *run,
+				 uint32_t n, uint16_t *slots)
+{
+	struct rd_drv *rd = rd_of(kvw_core_ep_drv(ep));
+	struct rd_ep *e = rd_ep_of(ep);
+	struct rd_mem *rm = kvw_core_mem_priv(m, kvw_core_ep_drv(ep));
+	struct ibv_mr **base = calloc((size_t)n * RD_MAX_DEV, sizeof(*base));
+	uint16_t nr = 1;
+	kvw_status st = KVW_ERR_NOMEM;
+
+	if (!base || !(gr->mw = calloc((size_t)n * RD_MAX_DEV, sizeof(*gr->mw))) ||
+	    !(gr->mr = calloc((size_t)n * ((unsigned)rd->ndev + 1), sizeof(*gr->mr))))
+		goto out;
+	for (uint32_t i = 0; i < RD_MAX_DEV; i++) {
+		struct rd_rail *r = e->rail[i];
+		if (!r || r->state != RD_R_UP || !r->qp)
+			continue;
+		if ((st = rd_grant_rail(ep, gr, r, rm->mr[r->dev_idx], base, run, n)) != KVW_OK)
+			goto out;
+		nr = (uint16_t)(i + 1);
+	}
+	*slots = (uint16_t)(nr | RD_KM_RAILS);
+	st = KVW_OK;
+out:
+	free(base);
+	return st;
+}
+
 /* Span mode: one MR per device over [lo, hi) of the grant's pages. */
 static kvw_status rd_grant_span(kvw_ep *ep, struct rd_grant *gr, const struct rd_krun *run,
 				uint32_t n, struct rd_keymap *km)
@@ -453,7 +588,10 @@ kvw_status rd_grant_keys(kvw_ep *ep, kvw_req *req, const void *body, size_t len,
 		return KVW_ERR_NOMEM;
 	}
 	gr->token = g->token;
-	if (rd_keys_per_run(ep, m)) {
+	if (rd_keys_per_run(ep, m) && rd->dev[e->rail[0]->dev_idx].keys == RD_KEYS_MW2) {
+		km.n_runs = n;
+		st = rd_grant_rails(ep, gr, m, run, n, &km.n_dev);
+	} else if (rd_keys_per_run(ep, m)) {
 		km.n_runs = n;
 		st = rd_grant_runs_keys(ep, gr, m, run, n);
 	} else {
@@ -469,7 +607,8 @@ kvw_status rd_grant_keys(kvw_ep *ep, kvw_req *req, const void *body, size_t len,
 			(unsigned long long)((kvw_now_ns() - t0) / 1000000));
 	gr->next = e->grants;
 	e->grants = gr;
-	*mem_key = km.n_runs ? run[0].rkey[e->rail[0]->dev_idx] : km.rkey[e->rail[0]->dev_idx];
+	*mem_key = km.n_dev & RD_KM_RAILS ? run[0].rkey[0] : km.n_runs ? run[0].rkey[e->rail[0]->dev_idx] :
+		km.rkey[e->rail[0]->dev_idx];
 	st = rd_keymap_send(e->rail[0], &km, run);
 	free(run);
 	return st;
@@ -483,15 +622,24 @@ void rd_grant_done(kvw_ep *ep, kvw_req *req)
 		rd_grant_drop(ep, kvw_core_req_token(req));
 }
 
-void rd_ep_data_free(kvw_ep *ep)
+/* The ep's grants and their keys; before its QPs go: a type 2 window holds
+ * the QP it is bound to (rxe waits for it at destroy). */
+void rd_ep_grants_free(kvw_ep *ep)
 {
 	struct rd_ep *e = rd_ep_of(ep);
 
-	while (e->grants) {
+	while (e && e->grants) {
 		struct rd_grant *g = e->grants;
 		e->grants = g->next;
 		rd_grant_free(g);
 	}
+}
+
+void rd_ep_data_free(kvw_ep *ep)
+{
+	struct rd_ep *e = rd_ep_of(ep);
+
+	rd_ep_grants_free(ep);
 	for (uint32_t i = 0; i < e->keys_cap; i++)
 		if (e->keys[i].used)
 			free(e->keys[i].run);

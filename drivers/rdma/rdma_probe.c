@@ -23,21 +23,30 @@ static bool rd_gid_ipv4(struct ibv_context *v, uint8_t port, int idx, struct in_
 
 /* How this device keys grants (config rdma_grant_keys). Soft-RoCE (vendor
  * 0xffffff) checks a window's key but not its bounds (its responder tests the
- * underlying MR's range), so auto gives it an MR per run. *no_mw: mw was
- * asked for and the device has none. */
-static enum rd_keys rd_keys_mode(const struct kvw_cfgv *c, const struct ibv_device_attr *da, bool *no_mw)
+ * underlying MR's range): auto gives it type 2 windows, each over an MR of its
+ * run (rdma_keys.c), else an MR per run. *no_mw: windows of the asked type are
+ * missing (mw, mw2), or auto found no type 2 windows (keys not per endpoint). */
+static enum rd_keys rd_keys_mode(const struct kvw_cfgv *c, const struct ibv_device_attr *da, bool *no_mw,
+				 bool *bounds)
 {
 	bool has_mw = da->device_cap_flags & IBV_DEVICE_MEM_WINDOW;
+	bool has_mw2 = has_mw && (da->device_cap_flags & (IBV_DEVICE_MEM_WINDOW_TYPE_2A |
+							  IBV_DEVICE_MEM_WINDOW_TYPE_2B));
 	bool rxe = da->vendor_id == 0xffffff;
 
 	*no_mw = false;
+	*bounds = !rxe;
 	switch ((enum rd_grant_keys)c->rdma_grant_keys) {
 	case RD_GRANT_KEYS_SPAN:
 		return RD_KEYS_SPAN;
 	case RD_GRANT_KEYS_MR:
 		return RD_KEYS_MR;
 	case RD_GRANT_KEYS_AUTO:
-		return has_mw && !rxe ? RD_KEYS_MW : RD_KEYS_MR;
+		*no_mw = !has_mw2;
+		return has_mw2 ? RD_KEYS_MW2 : has_mw && !rxe ? RD_KEYS_MW : RD_KEYS_MR;
+	case RD_GRANT_KEYS_MW2:
+		*no_mw = !has_mw2;
+		return has_mw2 ? RD_KEYS_MW2 : RD_KEYS_MR;
 	case RD_GRANT_KEYS_MW:
 		break;
 	}
@@ -77,7 +86,7 @@ bool rd_dev_pick(const struct kvw_cfgv *c, struct ibv_context *v, struct rd_dev 
 		out->active_mtu = pa.active_mtu;
 		out->max_sge = da.max_sge < 1 ? 1 : da.max_sge < RD_MAX_SGE ? (uint32_t)da.max_sge
 										: RD_MAX_SGE;
-		out->keys = rd_keys_mode(c, &da, no_mw);
+		out->keys = rd_keys_mode(c, &da, no_mw, &out->mw_bounds);
 		if ((out->gid_idx = rd_port_gid(c, v, p, &pa, &out->ip)) >= 0)
 			return true;
 	}
@@ -90,9 +99,9 @@ bool rd_dev_pick(const struct kvw_cfgv *c, struct ibv_context *v, struct rd_dev 
 	return false;
 }
 
-static const char *rd_keys_name(enum rd_keys k)
+const char *rd_keys_name(enum rd_keys k)
 {
-	return k == RD_KEYS_MW ? "mw" : k == RD_KEYS_SPAN ? "span" : "mr";
+	return k == RD_KEYS_MW2 ? "mw2" : k == RD_KEYS_MW ? "mw" : k == RD_KEYS_SPAN ? "span" : "mr";
 }
 
 static void rd_probe_one(const struct kvw_cfgv *c, struct ibv_context *v, struct kvw_probe_entry *e)
@@ -121,7 +130,9 @@ static void rd_probe_one(const struct kvw_cfgv *c, struct ibv_context *v, struct
 		 "listen on rdma://%s:PORT", name, dv.port, dv.gid_idx, ip, ip);
 	snprintf(e->details, sizeof(e->details), "port %u, gid %d (%s), active mtu %d, grant keys %s%s",
 		 dv.port, dv.gid_idx, ip, 128 << dv.active_mtu, rd_keys_name(dv.keys),
-		 no_mw ? " (rdma_grant_keys=mw, but the device has no memory windows)" : "");
+		 !no_mw ? "" : c->rdma_grant_keys == RD_GRANT_KEYS_MW ?
+		 " (rdma_grant_keys=mw, but the device has no memory windows)" :
+		 " (no type 2 memory windows: keys work from any endpoint on the device)");
 }
 
 kvw_status rd_probe(const struct kvw_cfgv *c, struct kvw_probe_entry *out, size_t cap, size_t *n)

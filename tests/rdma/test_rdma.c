@@ -387,6 +387,105 @@ Test(rdma, write_before_the_handshake_refused_by_the_nic)
 	cr_assert_eq(f.rrec.status, KVW_INPROGRESS, "the honest grant ended: %s", kvw_strerror(f.rrec.status));
 }
 
+/* ------------------------------------------ keys per endpoint (mw2) */
+/* Only type 2 windows (bound to the granting endpoint's QP) scope a key to
+ * one endpoint; mw/mr/span keys belong to the device's one PD. */
+static void skip_unless_keys_per_endpoint(struct fx *f)
+{
+	const struct rd_dev *dv = rd_ep_of(f->p.server)->rail[0]->dev;
+
+	if (dv->keys != RD_KEYS_MW2)
+		cr_skip_test("rdma_grant_keys gives %s here: keys work from any QP of the device (only "
+			     "mw2 binds them to the endpoint's QP)", rd_keys_name(dv->keys));
+}
+
+static bool ep_not_ok(void *arg)
+{
+	return kvw_ep_status(arg) != KVW_OK;
+}
+
+/* Issue 17, finding 8c: two endpoints A and B, both through the kvwire
+ * handshake, to one listener. B's QP writes a block into A's live grant
+ * with A's key: the window is bound to the listener's QP of A, so the NIC
+ * refuses it (B's endpoint fails REJECTED, B's remote_refused counts it),
+ * no byte of A's arena changes, and A's grant still completes. (With keys
+ * of the device's PD, as before mw2, B's write landed.) */
+Test(rdma, another_endpoints_key_refused_by_the_nic)
+{
+	static struct fx f;
+	kvw_ep *bc = NULL, *bs = NULL;
+	fx_open(&f);
+	skip_unless_keys_per_endpoint(&f);
+	cr_assert_eq(kvwt_connect2(f.ctx, kvw_listener_uri(f.p.l), f.p.l, 10000, &bc, &bs), KVW_OK,
+		     "endpoint B: %s", kvw_ctx_last_error(f.ctx));
+	cr_assert(bs, "the listener did not accept B");
+	kvwt_spin(&f.ctx, 1, 100); /* B's server side READY too */
+	cr_assert_eq(kvw_ep_status(bs), KVW_OK);
+	fx_grant(&f, 1);
+	struct rd_keyent *k = sender_key(&f, f.rreq->token);
+	struct rd_rail *ra = rd_ep_of(f.p.client)->rail[0], *rb = rd_ep_of(bc)->rail[0];
+	uint8_t *dst = kvwt_page(&f.dst, 0, f.blk[0]);
+	const struct rd_mem *rm = kvw_core_mem_priv(f.src.mem, kvw_core_ep_drv(bc));
+	struct ibv_sge sg = {.addr = (uintptr_t)kvwt_page(&f.src, 0, f.blk[0]), .length = BB,
+			     .lkey = rm->mr[rb->dev_idx]->lkey};
+	struct ibv_send_wr wr = {.wr_id = rb->wr_posted, .sg_list = &sg, .num_sge = 1,
+				 .opcode = IBV_WR_RDMA_WRITE, .send_flags = IBV_SEND_SIGNALED}, *bad;
+	wr.wr.rdma.remote_addr = (uintptr_t)dst;
+	wr.wr.rdma.rkey = rd_key_rkey(k, (uintptr_t)dst, BB, rd_key_slot_of(k, ra)); /* A's live key */
+	cr_assert(rb->writes_open && rb->peer_open, "B's rail is not open for writes: not authenticated");
+	cr_assert_eq(ibv_post_send(rb->qp, &wr, &bad), 0);
+	rb->cum_bytes[rb->wr_posted % rb->sq_depth] = rb->bytes_posted;
+	rb->wr_posted++;
+	cr_assert(kvwt_drive1(f.ctx, 10000, ep_not_ok, bc), "B's write with A's key completed without "
+		  "error: another endpoint's key works (keys not per endpoint)");
+	cr_assert_eq(kvw_ep_status(bc), KVW_ERR_REJECTED, "B: %s", kvw_strerror(kvw_ep_status(bc)));
+	cr_log_info("B: %s", bc->fail_why);
+	cr_assert(strstr(bc->fail_why, "remote access"), "reason: %s", bc->fail_why);
+	kvw_counters cb = {.size = sizeof(cb)};
+	cr_assert_eq(kvw_ep_counters(bc, &cb), KVW_OK);
+	cr_assert_geq(cb.remote_refused, 1, "B's refused write was not counted");
+	dst_untouched(&f);
+	cr_assert_eq(kvw_ep_status(f.p.server), KVW_OK, "A suffered: %s", f.p.server->fail_why);
+	fx_send(&f, 1, 0, L, KVW_SEND_LAST);
+	cr_assert(kvwt_drive1(f.ctx, 10000, both_done, &f), "A's sequence did not finish");
+	cr_assert_eq(f.rrec.status, KVW_OK, "A's grant: %s", kvw_strerror(f.rrec.status));
+	for (uint32_t l = 0; l < L; l++)
+		for (uint32_t i = 0; i < G; i++)
+			cr_assert_eq(memcmp(kvwt_page(&f.dst, l, f.blk[i]), kvwt_page(&f.src, l, f.blk[i]), BB), 0);
+}
+
+/* Issue 17: key bits the library picks are not predictable. 64 grants of
+ * one block each: the low bytes of their window keys are not a counter (at
+ * most a few +1 steps, as chance gives: ~1 in 256 per pair) and spread
+ * (random: ~56 distinct of 64). */
+#define NK 64u
+Test(rdma, grant_key_bytes_not_a_counter)
+{
+	static struct fx f;
+	static struct kvwt_pool pool;
+	static kvw_req *rq[NK];
+	uint8_t lb[NK];
+	bool seen[256] = {false};
+	uint32_t steps = 0, distinct = 0;
+	fx_open(&f);
+	skip_unless_keys_per_endpoint(&f);
+	kvwt_pool_make(f.ctx, &pool, 1, NK, 4096, 4096);
+	for (uint32_t i = 0; i < NK; i++)
+		cr_assert_eq(kvw_recv_seq(f.p.server, 100 + i, pool.lay, &i, 1, 20000000, &rq[i]), KVW_OK);
+	kvwt_spin(&f.ctx, 1, 200);
+	for (uint32_t i = 0; i < NK; i++) {
+		struct rd_keyent *k = sender_key(&f, rq[i]->token);
+		cr_assert(k->per_rail && k->n_runs == 1, "grant %u: not a per-rail window key", i);
+		lb[i] = (uint8_t)k->run[0].rkey[0];
+		distinct += !seen[lb[i]];
+		seen[lb[i]] = true;
+		steps += i && lb[i] == (uint8_t)(lb[i - 1] + 1);
+	}
+	cr_log_info("key low bytes of %u grants: %u distinct, %u +1 steps", NK, distinct, steps);
+	cr_assert_lt(steps, 8u, "the key byte counts up: %u of %u steps are +1", steps, NK - 1);
+	cr_assert_geq(distinct, 32u, "only %u distinct key bytes in %u grants", distinct, NK);
+}
+
 Test(rdma, qp_error_mid_transfer_fails_cleanly)
 {
 	static struct fx f;

@@ -73,9 +73,9 @@ done
 rdma="[x for x in d['drivers'] if x['name'] == 'rdma'][0]"
 json_check "$rdma['built'] and $rdma['usable'] and 'rdma://10.78.0.1:PORT' in $rdma['why']"
 json_check '[x["usable"] for x in d["drivers"] if x["name"] in ("tcp", "shm")] == [True, True]'
-# the driver's own probe (ops->probe) lists both devices, usable, keyed by an MR per run on rxe
+# the driver's own probe (ops->probe) lists both devices, usable, keyed by type 2 windows (mw2) on rxe
 json_check "sorted((x['name'], x['usable']) for x in $rdma['devices']) == [('rxe0 port 1', True), ('rxe1 port 1', True)]"
-json_check "all('grant keys mr' in x['details'] and 'active mtu 4096' in x['details'] for x in $rdma['devices'])"
+json_check "all('grant keys mw2' in x['details'] and 'active mtu 4096' in x['details'] for x in $rdma['devices'])"
 
 # config rdma_dev narrows the driver to one device: the probe says so for the other
 step onlyrxe1 0

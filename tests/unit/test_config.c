@@ -247,20 +247,20 @@ Test(config, ctx_copies_config, .init = clear_env)
 
 Test(config, driver_enum_named_values, .init = clear_env)
 {
-	static const char *const modes[] = {"auto", "mw", "mr", "span"};
+	static const char *const modes[] = {"auto", "mw", "mr", "mw2", "span"};
 	kvw_config *cfg;
 	char buf[64];
 	if (!in_table("rdma_grant_keys"))
 		cr_skip_test("the rdma driver is not built");
 	cr_assert_eq(kvw_config_create(&cfg), KVW_OK);
-	for (size_t i = 0; i < 4; i++) {
+	for (size_t i = 0; i < 5; i++) {
 		cr_assert_eq(kvw_config_set(cfg, "rdma_grant_keys", modes[i]), KVW_OK, "%s", modes[i]);
 		cr_assert_eq(kvw_config_get(cfg, "rdma_grant_keys", buf, sizeof(buf)), KVW_OK);
 		cr_assert_str_eq(buf, modes[i]);
 	}
 	cr_assert_eq(kvw_config_set(cfg, "rdma_grant_keys", "2"), KVW_ERR_INVALID, "a bare literal");
 	cr_assert_eq(kvw_config_set(cfg, "rdma_grant_keys", "MW"), KVW_ERR_INVALID);
-	cr_assert(strstr(kvw_ctx_last_error(NULL), "expected auto, mw, mr or span"), "%s",
+	cr_assert(strstr(kvw_ctx_last_error(NULL), "expected auto, mw, mr, span or mw2"), "%s",
 		  kvw_ctx_last_error(NULL));
 	cr_assert_eq(kvw_config_get(cfg, "rdma_grant_keys", buf, sizeof(buf)), KVW_OK);
 	cr_assert_str_eq(buf, "span", "a refused value must not stick");
