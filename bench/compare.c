@@ -507,6 +507,76 @@ static void peer_testpmd(double secs, kvb_peer *p)
 	}
 }
 
+/* ---------------------------------------------------------- kvwire-ofi-raw */
+/* The provider's own fi_writedata loop (bench/ofi_raw.c), built next to
+ * this binary: its path, else the name for PATH. */
+static void ofi_raw_path(char *buf, size_t len)
+{
+	char self[3800];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *slash = n > 0 ? (self[n] = '\0', strrchr(self, '/')) : NULL;
+	if (slash) {
+		snprintf(buf, len, "%.*s/kvwire-ofi-raw", (int)(slash - self), self);
+		if (!access(buf, X_OK))
+			return;
+	}
+	snprintf(buf, len, "kvwire-ofi-raw");
+}
+
+/* The raw loop through the provider kvwire used (FI_PROVIDER, else
+ * libfabric's first choice for the same hints), same size, kvwire's depth;
+ * yield: an empty CQ read yields the core (fabtests' -c yield) instead of
+ * spinning (their default), which on a host with fewer cores than busy
+ * processes lets the other side run. */
+static void peer_ofi_raw(const kvb_opts *o, const kvb_result *kr, bool yield, kvb_peer *p)
+{
+	const char *prov = getenv("FI_PROVIDER");
+	uint64_t w = (256ull << 20) / o->size, n = kr->bytes / o->size;
+	unsigned window = (unsigned)(w < 2 ? 2 : w < o->tx_depth ? w : o->tx_depth);
+	char bin[4096], name[48], *g;
+	kvb_cmd srv, cli;
+	int st, port = free_port();
+
+	snprintf(name, sizeof(name), "ofi-raw %s %s", yield ? "yield" : "spin",
+		 prov && *prov ? prov : "(first provider)");
+	ofi_raw_path(bin, sizeof(bin));
+	if (!kvb_in_path(bin)) {
+		peer_set(p, name, "missing", "kvwire-ofi-raw not built (meson builds it with the ofi driver)");
+		return;
+	}
+	n = n < 1000 ? 1000 : n > 200000 ? 200000 : n;
+	for (int side = 0; side < 2; side++) {
+		kvb_cmd *c = side ? &cli : &srv;
+		kvb_cmd_init(c, side ? KVB_ROLE_CLIENT : KVB_ROLE_SERVER, bin);
+		kvb_cmd_args(c, "-P", NULL);
+		kvb_cmd_argf(c, "%d", port);
+		if (prov && *prov)
+			kvb_cmd_args(c, "-p", prov, NULL);
+		if (yield)
+			kvb_cmd_args(c, "-y", NULL);
+	}
+	kvb_cmd_ready_tcp(&srv, port);
+	kvb_cmd_args(&cli, "-s", NULL);
+	kvb_cmd_argf(&cli, "%llu", (unsigned long long)o->size);
+	kvb_cmd_args(&cli, "-n", NULL);
+	kvb_cmd_argf(&cli, "%llu", (unsigned long long)n);
+	kvb_cmd_args(&cli, "-w", NULL);
+	kvb_cmd_argf(&cli, "%u", window);
+	kvb_cmd_args(&cli, "127.0.0.1", NULL);
+	if (g_loop_pid > 0)
+		kill(g_loop_pid, SIGSTOP); /* its busy-polling would share a core with the loop */
+	char *out = peer_pair(name, &srv, &cli, 150, PEER_GRACE_MS, p, &st);
+	if (g_loop_pid > 0)
+		kill(g_loop_pid, SIGCONT);
+	if (!out)
+		return;
+	if (strstr(out, "ofi-raw ok") && (g = strstr(out, " gbit=")) && (p->gbit = strtod(g + 6, NULL)) > 0)
+		peer_set(p, name, "ok", "fi_writemsg + FI_REMOTE_CQ_DATA, the receiver counting remote completions");
+	else
+		peer_set(p, name, "failed", strstr(out, "ofi-raw failed") ? strtok(strstr(out, "ofi-raw failed"), "\n") : "no result line from kvwire-ofi-raw");
+	free(out);
+}
+
 static size_t peers_for(const kvb_opts *o, const kvb_result *kr, double secs, kvb_peer *p)
 {
 	size_t n = 0;
@@ -521,6 +591,9 @@ static size_t peers_for(const kvb_opts *o, const kvb_result *kr, double secs, kv
 		peer_ib_write_bw(o, kr, &p[n++]);
 	} else if (!strcmp(o->driver, "dpdk")) {
 		peer_testpmd(secs, &p[n++]);
+	} else if (!strcmp(o->driver, "ofi")) {
+		peer_ofi_raw(o, kr, false, &p[n++]);
+		peer_ofi_raw(o, kr, true, &p[n++]);
 	}
 	return n;
 }

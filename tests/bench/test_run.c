@@ -313,3 +313,29 @@ Test(compare, lat_table_labels_ratio, .timeout = 300)
 	cr_assert_not_null(strstr(out, "verified yes"), "%s", out);
 	free(out);
 }
+
+/* compare --driver ofi runs the provider's own fi_writedata loop
+ * (kvwire-ofi-raw, built beside kvwire-bench) through the same provider, in
+ * both its spin and yield forms, and reports kvwire/raw ratios. */
+Test(compare, ofi_raw_loop_beside_kvwire, .timeout = 300)
+{
+	char raw[4096];
+	snprintf(raw, sizeof(raw), "%s", getenv("KVB_BIN") ? getenv("KVB_BIN") : "");
+	char *slash = strrchr(raw, '/');
+	if (!slash || (snprintf(slash, sizeof(raw) - (size_t)(slash - raw), "/kvwire-ofi-raw"), access(raw, X_OK)))
+		cr_skip_test("kvwire-ofi-raw not built (no libfabric: the ofi driver is left out)");
+	setenv("FI_PROVIDER", "tcp;ofi_rxm", 1);
+	json_t *j = bench_json("compare --driver ofi -s 64K -n 1000 --json", 0);
+	cr_assert(json_is_true(json_object_get(j, "verified")));
+	const char *forms[] = {"ofi-raw spin tcp;ofi_rxm", "ofi-raw yield tcp;ofi_rxm"};
+	for (int i = 0; i < 2; i++) {
+		json_t *p = peer(j, forms[i]);
+		cr_assert_not_null(p, "no peer %s in compare --driver ofi", forms[i]);
+		cr_assert_str_eq(json_string_value(json_object_get(p, "status")), "ok", "%s: %s", forms[i],
+				 json_string_value(json_object_get(p, "note")));
+		cr_assert_gt(json_real_value(json_object_get(p, "gbit_per_s")), 0);
+		cr_assert_gt(json_real_value(json_object_get(p, "ratio")), 0);
+	}
+	unsetenv("FI_PROVIDER");
+	json_decref(j);
+}
