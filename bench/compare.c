@@ -773,8 +773,7 @@ static int compare_kv(kvb_opts *o)
 	c = *o;
 	c.test = KVB_T_KV;
 	memset(r, 0, sizeof(r));
-	static struct kv_yard y;
-	y.ok = true;
+	struct kv_yard y = {.ok = true};
 	bool yard = !o->geom; /* another geometry moves other bytes than a copy of the blocks */
 	for (unsigned k = 0; k < rep; k++) {
 		if (yard)
