@@ -40,6 +40,8 @@ static const struct kvw_cfg_opt kvw_cfg_core[] = {
 	OU("max_peer_grants", "1024", 1, 1u << 24, max_peer_grants, "GRANTs a peer may leave waiting for this side's kvw_send_seq, per endpoint"),
 	OU("max_peer_grant_bytes", "67108864", 1u << 16, 1ull << 40, max_peer_grant_bytes, "bytes of waiting GRANT bodies a peer may leave per endpoint"),
 	OU("max_peer_timeout_ms", "600000", 1, 86400000, max_peer_timeout_ms, "longest deadline a peer's GRANT may ask for; longer ones are cut to it"),
+	OU("ep_cache", "0", 0, 1, ep_cache, "1: kvw_connect to a URI this context already has a live endpoint to returns that endpoint (one more reference; kvw_ep_close drops one) instead of a new connection, and first connects still in the handshake share it; an endpoint that failed is never handed out again"),
+	OU("ep_idle_close_ms", "60000", 0, 86400000, ep_idle_close_ms, "with ep_cache=1: an endpoint no caller holds any more stays open this long for the next kvw_connect to its URI, then is closed (0: closed at the last kvw_ep_close)"),
 	OS("stats_socket", "", stats_socket, "unix socket serving live counters to `kvwire stat` (\"auto\" = /run/kvwire/stats.PID.sock)"),
 	OU("spin_us", "50", 0, 10000000, spin_us, "kvw_poll_wait: microseconds to spin before sleeping on the context fd"),
 	OU("log_level", "1", 0, 4, log_level, "0 silent, 1 errors, 2 warnings, 3 info, 4 debug (stderr)"),

@@ -3,6 +3,7 @@
 #include "kvw_int.h"
 #include "stats.h"
 #include "seq.h"
+#include "epcache.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -110,6 +111,7 @@ kvw_status kvw_ctx_create(const kvw_config *cfg, kvw_ctx **out)
 	}
 	ctx->next_mem_id = 1;
 	ctx->next_ep_id = 1;
+	kvw_epc_ctx_init(ctx);
 	if ((st = kvw_stats_open(ctx)) != KVW_OK) {
 		kvw_set_err(NULL, st, "%s", ctx->err[0] ? ctx->err : "kvw_ctx_create: cannot open the stats socket");
 		goto fail;

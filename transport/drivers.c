@@ -97,6 +97,7 @@ static kvw_status st_grant_keys(kvw_ep *ep, kvw_req *r, const void *b, size_t n,
 static void st_grant_done(kvw_ep *ep, kvw_req *r) { (void)ep; (void)r; }
 static void st_flush(kvw_drv *d) { (void)d; }
 static bool st_prepare_wait(kvw_drv *d) { (void)d; return false; }
+static void st_ep_resources(const kvw_ep *ep, struct kvw_ep_res *r) { (void)ep; (void)r; }
 
 #define FILL(op, stub) do { if (!o->op) o->op = stub; } while (0)
 static void kvw_ops_fill(struct kvw_driver_ops *o)
@@ -107,7 +108,7 @@ static void kvw_ops_fill(struct kvw_driver_ops *o)
 	FILL(open_rails, st_open_rails); FILL(ep_close, st_ep_close);
 	FILL(send_ctrl, st_send_ctrl); FILL(post_frags, st_post); FILL(cancel, st_cancel);
 	FILL(revoke, st_revoke); FILL(grant_keys, st_grant_keys); FILL(grant_done, st_grant_done);
-	FILL(flush, st_flush); FILL(prepare_wait, st_prepare_wait);
+	FILL(flush, st_flush); FILL(prepare_wait, st_prepare_wait); FILL(ep_resources, st_ep_resources);
 }
 
 kvw_status kvw_ctx_driver(kvw_ctx *ctx, const char *name, kvw_drv **out)

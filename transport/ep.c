@@ -4,6 +4,7 @@
 #include "kvw_int.h"
 #include "seq.h"
 #include "auth.h"
+#include "epcache.h"
 
 #include <sys/resource.h>
 
@@ -83,7 +84,7 @@ void kvw_ep_fail(kvw_ep *ep, kvw_status st, const char *why)
 	ep->state = KVW_EP_FAILED;
 	ep->fail_status = st;
 	kvw_seq_fail_all(ep, st);
-	if (ep->is_server && !ep->accepted)
+	if ((ep->is_server && !ep->accepted) || (ep->cached && ep->refs == 0))
 		ep->zombie = true; /* nobody will ever see it */
 }
 
@@ -138,7 +139,8 @@ static uint32_t kvw_local_caps(const kvw_ep *ep)
 
 void kvw_core_ep_up(kvw_ep *ep)
 {
-	struct kvw_wire_hello h = {.caps = kvw_local_caps(ep), .rails = ep->rails};
+	struct kvw_wire_hello h = {.caps = kvw_local_caps(ep), .rails = ep->rails,
+				   .session = ep->ctx->incarnation};
 
 	ep->state = KVW_EP_HANDSHAKE;
 	if (ep->secret[0]) {
@@ -354,8 +356,11 @@ static kvw_status kvw_on_hello(kvw_ep *ep, const struct kvw_wire_hdr *hdr,
 	w.rails = ep->rails;
 	w.ep_id = ep->id;
 	w.session = ep->session;
+	w.incarnation = ep->ctx->incarnation;
+	ep->peer_incarnation = hdr->minor >= 4 ? h->session : 0;
 	memcpy(w.nonce, ep->nonce, sizeof(w.nonce));
-	return kvw_ep_send(ep, KVW_T_WELCOME, &w, sizeof(w));
+	/* a 1.3 client takes exactly 88 bytes */
+	return kvw_ep_send(ep, KVW_T_WELCOME, &w, hdr->minor >= 4 ? sizeof(w) : KVW_WIRE_WELCOME_13);
 }
 
 /* Client: checks the server's key confirmation, makes our own for AUTH. */
@@ -384,11 +389,13 @@ static kvw_status kvw_welcome_auth(kvw_ep *ep, const struct kvw_wire_welcome *w,
 	return KVW_OK;
 }
 
-static kvw_status kvw_on_welcome(kvw_ep *ep, const struct kvw_wire_hdr *hdr,
-				 const struct kvw_wire_welcome *w)
+static kvw_status kvw_on_welcome(kvw_ep *ep, const struct kvw_wire_hdr *hdr, const void *body)
 {
 	struct kvw_wire_auth a = {.ep_id = ep->id};
+	struct kvw_wire_welcome wb = {0}, *w = &wb;
 	kvw_status st;
+
+	memcpy(&wb, body, hdr->len < sizeof(wb) ? hdr->len : sizeof(wb)); /* 88 bytes from a 1.3 peer */
 
 	if (ep->is_server || ep->state != KVW_EP_HANDSHAKE || ep->session) {
 		kvw_core_reject(ep, KVW_ERR_PROTO, "WELCOME out of place");
@@ -403,6 +410,7 @@ static kvw_status kvw_on_welcome(kvw_ep *ep, const struct kvw_wire_hdr *hdr,
 	ep->peer_caps = w->caps;
 	ep->peer_id = w->ep_id;
 	ep->session = w->session;
+	ep->peer_incarnation = w->incarnation;
 	memcpy(ep->peer_nonce, w->nonce, sizeof(ep->peer_nonce));
 	if (w->rails < ep->rails)
 		ep->rails = w->rails;
@@ -467,6 +475,8 @@ static kvw_status kvw_on_ready(kvw_ep *ep)
 	st = ep->rails > 1 ? ep->drv->ops->open_rails(ep) : KVW_OK;
 	if (st != KVW_OK)
 		kvw_ep_fail(ep, st, "could not open the extra rails");
+	else
+		kvw_epc_restarted(ep);
 	return st;
 }
 
@@ -753,8 +763,13 @@ kvw_status kvw_connect_start(kvw_ctx *ctx, const char *uri, kvw_ep **out)
 	kvw_err_clear(ctx);
 	if ((st = kvw_uri_driver(ctx, uri, &u, &d)) != KVW_OK)
 		return st;
+	if ((ep = kvw_epc_take(ctx, uri))) { /* ep_cache: the live one, or its handshake */
+		*out = ep;
+		return KVW_OK;
+	}
 	if (!(ep = kvw_ep_alloc(ctx, d, uri)))
 		return kvw_set_err(ctx, KVW_ERR_NOMEM, "kvw_connect: out of memory");
+	kvw_epc_keys(ep, uri);
 	st = kvw_uri_overrides(ctx, &u, false, &ep->rails, ep->secret, sizeof(ep->secret));
 	if (ep->rails > d->caps.max_rails)
 		ep->rails = d->caps.max_rails ? d->caps.max_rails : 1;
@@ -765,8 +780,20 @@ kvw_status kvw_connect_start(kvw_ctx *ctx, const char *uri, kvw_ep **out)
 		kvw_ep_free(ep);
 		return st;
 	}
+	kvw_epc_adopt(ep);
 	*out = ep;
 	return KVW_OK;
+}
+
+/* A kvw_connect that failed lets go of its endpoint: freed, unless other
+ * callers share it (ep_cache), who see the failure on their own. */
+static void kvw_connect_drop(kvw_ep *ep)
+{
+	if (ep->cached && ep->refs > 1) {
+		ep->refs--;
+		return;
+	}
+	kvw_ep_free(ep);
 }
 
 kvw_status kvw_connect(kvw_ctx *ctx, const char *uri, int timeout_ms, kvw_ep **out)
@@ -779,7 +806,8 @@ kvw_status kvw_connect(kvw_ctx *ctx, const char *uri, int timeout_ms, kvw_ep **o
 		return st;
 	if (timeout_ms < 0)
 		timeout_ms = (int)ctx->cfg.connect_timeout_ms;
-	ep->hs_limit_ns = (uint64_t)timeout_ms * 1000000ull + 1; /* the call's limit, not the config's */
+	if (!ep->cached || ep->refs == 1) /* a shared handshake keeps its first caller's limit */
+		ep->hs_limit_ns = (uint64_t)timeout_ms * 1000000ull + 1; /* the call's, not the config's */
 	end = kvw_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	while ((st = kvw_ep_status(ep)) == KVW_INPROGRESS) {
 		if (kvw_now_ns() >= end) {
@@ -794,7 +822,7 @@ kvw_status kvw_connect(kvw_ctx *ctx, const char *uri, int timeout_ms, kvw_ep **o
 	if (st != KVW_OK) {
 		if (ep->state == KVW_EP_FAILED && ep->fail_why[0])
 			kvw_set_err(ctx, st, "connect to %s: %s", uri, ep->fail_why);
-		kvw_ep_free(ep);
+		kvw_connect_drop(ep);
 		return st;
 	}
 	*out = ep;
@@ -818,7 +846,7 @@ void kvw_ep_close(kvw_ep *ep)
 {
 	struct kvw_wire_close c = {.status = KVW_ERR_CLOSED};
 
-	if (!ep)
+	if (!ep || kvw_epc_release(ep)) /* ep_cache: others hold it, or it waits idle */
 		return;
 	if (ep->state == KVW_EP_READY)
 		kvw_ep_send(ep, KVW_T_CLOSE, &c, sizeof(c));
@@ -843,6 +871,8 @@ kvw_status kvw_ep_query(const kvw_ep *ep, kvw_ep_info *info)
 	in.rails = ep->rails;
 	in.id = ep->id;
 	in.authenticated = ep->authenticated;
+	in.refs = ep->cached ? ep->refs : 1;
+	in.peer_incarnation = ep->peer_incarnation;
 	return kvw_struct_out(ep->ctx, "kvw_ep_query", info, &in, sizeof(in));
 }
 
@@ -931,7 +961,7 @@ void kvw_ep_keepalive(kvw_ep *ep, uint64_t now)
 			kvw_ep_fail(ep, KVW_ERR_TIMEDOUT, "handshake did not finish within connect_timeout_ms");
 		return;
 	}
-	if (ep->state != KVW_EP_READY)
+	if (ep->state != KVW_EP_READY || kvw_epc_expire(ep, now))
 		return;
 	if (ep->is_server && !ep->accepted && now - ep->t_ready > (uint64_t)c->accept_timeout_ms * 1000000ull) {
 		struct kvw_wire_close cl = {.status = KVW_ERR_BUSY};
@@ -985,5 +1015,5 @@ uint64_t kvw_ep_next_timer(const kvw_ep *ep)
 		t = ep->next_deadline_ns;
 	if (ep->is_server && !ep->accepted && ep->t_ready + (uint64_t)c->accept_timeout_ms * 1000000ull < t)
 		t = ep->t_ready + (uint64_t)c->accept_timeout_ms * 1000000ull;
-	return t;
+	return kvw_epc_next_timer(ep) < t ? kvw_epc_next_timer(ep) : t;
 }

@@ -219,6 +219,14 @@ struct kvw_ep {
 	struct kvw_ended_grant { uint64_t seq_id; kvw_status st; } ended[KVW_ENDED_GRANTS];
 	uint32_t ended_next;
 
+	/* ep_cache (transport/epcache.c): the client side's peer (scheme, host,
+	 * port: the URI before '?') and whole URI, hashed with the context's key */
+	uint8_t peer_key[16], uri_key[16];
+	bool cached;              /* handed out by kvw_connect with ep_cache=1 */
+	uint32_t refs;            /* callers holding it (cached: kvw_connect - kvw_ep_close) */
+	uint64_t idle_since_ns;   /* cached and held by nobody since (0: held) */
+	uint64_t peer_incarnation; /* the peer context's random id (handshake; 0: a 1.3 peer) */
+
 	void *drv_priv;
 	struct kvw_ep *next;
 };
@@ -252,6 +260,8 @@ struct kvw_ctx {
 	bool no_pwait2;           /* the kernel lacks epoll_pwait2 (< 5.11) */
 	kvw_drv drv[KVW_DRV_MAX];
 	uint32_t next_mem_id, next_ep_id;
+	uint64_t incarnation;     /* random, never 0: tells peers this context from an earlier one */
+	uint8_t hash_key[16];     /* random key of the endpoint cache's URI hashes */
 	kvw_mem *mems;
 	kvw_ep *eps;
 	kvw_listener *listeners;

@@ -11,6 +11,7 @@
  * The JSON is written by hand so the library needs no JSON dependency.
  */
 #include "stats.h"
+#include "epcache.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -177,6 +178,19 @@ static void kvw_stats_reqs(struct kvw_stats *s, const kvw_ep *ep, uint64_t now)
 		      live, done, live > listed ? "true" : "false");
 }
 
+/* ep_cache and incarnations (epcache.c), and what the endpoint holds */
+static void kvw_stats_ep_cache(struct kvw_stats *s, const kvw_ep *ep, uint64_t now)
+{
+	struct kvw_ep_res res;
+
+	kvw_ep_resources(ep, &res);
+	kvw_stats_put(s, "\"cached\":%s,\"refs\":%u,\"parked_ms\":%lu,\"peer_incarnation\":\"%016lx\","
+		      "\"resources\":{\"fds\":%u,\"qps\":%u,\"bytes\":%lu},",
+		      ep->cached ? "true" : "false", ep->cached ? ep->refs : 1,
+		      kvw_stats_rel_us(now, ep->idle_since_ns) / 1000, ep->peer_incarnation,
+		      res.fds, res.qps, res.bytes);
+}
+
 static void kvw_stats_ep(struct kvw_stats *s, const kvw_ep *ep, uint64_t now, bool first)
 {
 	const char *drv = (ep->drv && ep->drv->ops && ep->drv->ops->name) ? ep->drv->ops->name : "";
@@ -198,6 +212,7 @@ static void kvw_stats_ep(struct kvw_stats *s, const kvw_ep *ep, uint64_t now, bo
 		kvw_stats_str(s, ep->fail_why);
 		kvw_stats_put(s, ",");
 	}
+	kvw_stats_ep_cache(s, ep, now);
 	kvw_stats_counters(s, ep);
 	kvw_stats_reqs(s, ep, now);
 	kvw_stats_put(s, "}");
@@ -208,8 +223,8 @@ static void kvw_stats_snapshot(struct kvw_stats *s, const kvw_ctx *ctx, uint64_t
 	s->len = 0;
 	s->off = 0;
 	s->oom = false;
-	kvw_stats_put(s, "{\"kvwire\":\"%s\",\"pid\":%ld,\"t_ns\":%lu,\"drivers\":",
-		      KVW_VERSION_STRING, (long)getpid(), now);
+	kvw_stats_put(s, "{\"kvwire\":\"%s\",\"pid\":%ld,\"t_ns\":%lu,\"incarnation\":\"%016lx\","
+		      "\"drivers\":", KVW_VERSION_STRING, (long)getpid(), now, ctx->incarnation);
 	kvw_stats_str(s, kvw_drivers_built());
 	kvw_stats_put(s, ",\"listeners\":[");
 	bool first = true;

@@ -11,7 +11,7 @@ struct kvw_wire_rule {
 
 static const struct kvw_wire_rule kvw_wire_rules[KVW_T_MAX_] = {
 	[KVW_T_HELLO] = {"HELLO", sizeof(struct kvw_wire_hello), sizeof(struct kvw_wire_hello)},
-	[KVW_T_WELCOME] = {"WELCOME", sizeof(struct kvw_wire_welcome), sizeof(struct kvw_wire_welcome)},
+	[KVW_T_WELCOME] = {"WELCOME", KVW_WIRE_WELCOME_13, sizeof(struct kvw_wire_welcome)},
 	[KVW_T_AUTH] = {"AUTH", sizeof(struct kvw_wire_auth), sizeof(struct kvw_wire_auth)},
 	[KVW_T_READY] = {"READY", sizeof(struct kvw_wire_ready), sizeof(struct kvw_wire_ready)},
 	[KVW_T_REJECT] = {"REJECT", sizeof(struct kvw_wire_reject), sizeof(struct kvw_wire_reject)},
@@ -231,8 +231,12 @@ int kvw_wire_check_body(unsigned type, const void *body, size_t len, const char 
 		return KVW_OK;
 	}
 	case KVW_T_WELCOME: {
-		struct kvw_wire_welcome w;
-		memcpy(&w, body, sizeof(w));
+		struct kvw_wire_welcome w = {0};
+		if (len != KVW_WIRE_WELCOME_13 && len != sizeof(w)) {
+			WHY("WELCOME length is neither 88 (wire 1.3) nor 96 bytes");
+			return KVW_ERR_PROTO;
+		}
+		memcpy(&w, body, len);
 		if (w.rails == 0 || w.rails > KVW_MAX_RAILS) {
 			WHY("WELCOME rail count out of range");
 			return KVW_ERR_PROTO;

@@ -327,6 +327,22 @@ kvw_status kvw_sock_cancel(kvw_ep *ep, kvw_req *req)
 	return KVW_OK;
 }
 
+void kvw_sock_ep_resources(const kvw_ep *ep, struct kvw_ep_res *r)
+{
+	const struct kvw_sockep *se = kvw_sockep(ep);
+
+	if (!se)
+		return;
+	r->bytes += sizeof(*se);
+	for (uint32_t i = 0; i < se->n; i++) {
+		const struct kvw_stream *s = se->rail[i];
+		if (!s)
+			continue;
+		r->fds += s->fd >= 0;
+		r->bytes += sizeof(*s) + (uint64_t)s->tx_cap * sizeof(*s->tx) + s->rx_body_cap + s->rb_cap;
+	}
+}
+
 void kvw_sock_ep_close(kvw_ep *ep)
 {
 	struct kvw_sockep *se = kvw_sockep(ep);

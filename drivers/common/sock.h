@@ -70,6 +70,8 @@ kvw_status kvw_sock_flush_ep(kvw_ep *ep);
 void kvw_sock_flush(kvw_drv *d);
 kvw_status kvw_sock_cancel(kvw_ep *ep, kvw_req *req);
 void kvw_sock_ep_close(kvw_ep *ep);
+/* ops->ep_resources of the socket drivers: a fd and the rings of each rail. */
+void kvw_sock_ep_resources(const kvw_ep *ep, struct kvw_ep_res *r);
 kvw_status kvw_sock_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx);
 void kvw_sock_listener_close(kvw_listener *l);
 kvw_status kvw_sock_listen_fd(kvw_listener *l, int fd, bool is_unix, const char *path,

@@ -49,7 +49,7 @@ kvw_status kvw_stream_init(struct kvw_stream *s, int fd, bool is_unix, kvw_ep *e
 	s->is_unix = is_unix;
 	s->ep = ep;
 	s->rail = rail;
-	s->tx_cap = 1024;
+	s->tx_cap = 64; /* doubles when a burst needs it: an idle endpoint stays small */
 	s->tx = calloc(s->tx_cap, sizeof(*s->tx));
 	s->rb_cap = KVW_HDR + sizeof(struct kvw_wire_data);
 	s->rb = malloc(s->rb_cap);

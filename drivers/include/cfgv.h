@@ -26,6 +26,8 @@ struct kvw_cfgv {
 	unsigned max_peer_grants;      /* unsolicited GRANTs held per endpoint */
 	uint64_t max_peer_grant_bytes;
 	unsigned max_peer_timeout_ms;
+	unsigned ep_cache;             /* kvw_connect reuses a live endpoint by URI */
+	unsigned ep_idle_close_ms;     /* cached, unheld endpoints close after this */
 	char stats_socket[108];
 	unsigned log_level;
 	unsigned spin_us;

@@ -43,6 +43,7 @@ struct kvw_wire_hello;
 struct kvw_cfgv;
 struct kvw_cfg_opt;
 struct kvw_probe_entry;
+struct kvw_ep_res;
 
 typedef struct kvw_drv kvw_drv;
 
@@ -139,6 +140,11 @@ struct kvw_driver_ops {
 	 * the driver's fds readable on new work (e.g. CQ notification), so busy
 	 * passes never pay for it. true = work arrived meanwhile: do not sleep. */
 	bool (*prepare_wait)(kvw_drv *d);
+	/* What the driver holds for ep, for `kvwire stat` and the bounds on idle
+	 * endpoints (issue 16): file descriptors, bytes of its own per-endpoint
+	 * state and buffers, queue pairs. Adds to *res (the core's share is
+	 * there already). NULL: the driver holds nothing it could count. */
+	void (*ep_resources)(const kvw_ep *ep, struct kvw_ep_res *res);
 	/* The driver's own config options ({NULL}-terminated, names prefixed by
 	 * the driver's name; may be NULL). The config API serves them with the
 	 * core's (config.c): set/get by name, KVW_<NAME>, `kvwire config`. */
@@ -162,6 +168,12 @@ struct kvw_cfg_opt {
 	uint64_t lo, hi;
 	const char *const *names;       /* ENUM: NULL-terminated */
 	size_t off, size;
+};
+
+/* Resources held for one endpoint (ops->ep_resources). */
+struct kvw_ep_res {
+	uint32_t fds, qps;
+	uint64_t bytes;
 };
 
 /* One device as ops->probe sees it. */

@@ -16,7 +16,7 @@
 
 #define KVW_WIRE_MAGIC 0x3157564bu /* "KVW1" as bytes on the wire */
 #define KVW_WIRE_MAJOR 1
-#define KVW_WIRE_MINOR 3  /* 1: CPace authentication; 2: GRANT geometries; 3: DESCV (docs/wire.md) */
+#define KVW_WIRE_MINOR 4  /* 1: CPace authentication; 2: GRANT geometries; 3: DESCV; 4: incarnations (docs/wire.md) */
 #define KVW_WIRE_MAX_CTRL (1u << 22)  /* largest control body (GRANT) */
 #define KVW_WIRE_MAX_DATA (1u << 24)  /* largest inline data payload */
 #define KVW_WIRE_NONCE 32
@@ -69,7 +69,7 @@ struct kvw_wire_hello {
 	uint32_t rails;     /* rails the client wants */
 	uint32_t flags;
 	uint32_t rail_idx;  /* for JOIN */
-	uint64_t session;   /* for JOIN */
+	uint64_t session;   /* JOIN: the session; else (1.4) the client context's incarnation */
 	uint8_t nonce[KVW_WIRE_NONCE];
 	char driver[16];
 };
@@ -85,8 +85,10 @@ struct kvw_wire_welcome {
 	uint64_t session;
 	uint8_t nonce[KVW_WIRE_NONCE];
 	uint8_t mac[KVW_WIRE_MAC];
+	uint64_t incarnation; /* 1.4: the server context's random id (absent from a 1.3 peer) */
 };
-_Static_assert(sizeof(struct kvw_wire_welcome) == 88, "welcome");
+_Static_assert(sizeof(struct kvw_wire_welcome) == 96, "welcome");
+#define KVW_WIRE_WELCOME_13 88u /* a WELCOME from or to a peer of minor < 4 */
 
 struct kvw_wire_auth {
 	uint32_t ep_id;     /* client's endpoint id */

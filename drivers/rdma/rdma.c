@@ -340,6 +340,7 @@ const struct kvw_driver_ops kvw_rdma_ops = {
 	.join = rd_join,
 	.open_rails = rd_open_rails,
 	.ep_close = rd_ep_close,
+	.ep_resources = rd_ep_resources,
 	.send_ctrl = rd_send_ctrl,
 	.post_frags = rd_post_frags,
 	.cancel = rd_cancel,

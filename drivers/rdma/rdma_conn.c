@@ -679,6 +679,26 @@ kvw_status rd_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx)
 	return KVW_OK;
 }
 
+/* A QP, its completion channel's fd and registered message buffers per
+ * rail; the sender's key table (ops->ep_resources). */
+void rd_ep_resources(const kvw_ep *ep, struct kvw_ep_res *res)
+{
+	const struct rd_ep *e = rd_ep_of(ep);
+
+	if (!e)
+		return;
+	res->bytes += sizeof(*e) + (uint64_t)e->keys_cap * sizeof(*e->keys);
+	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++) {
+		const struct rd_rail *r = e->rail[i];
+		if (!r)
+			continue;
+		res->qps += r->qp != NULL;
+		res->fds += r->cc != NULL;
+		res->bytes += sizeof(*r) + (uint64_t)RD_RECV_DEPTH * RD_BUF + (uint64_t)r->n_slots * RD_BUF +
+			      (uint64_t)r->sq_depth * sizeof(*r->cum_bytes);
+	}
+}
+
 void rd_ep_close(kvw_ep *ep)
 {
 	struct rd_ep *e = rd_ep_of(ep);

@@ -265,6 +265,7 @@ kvw_status rd_connect(kvw_drv *d, kvw_ep *ep, const struct kvw_uri *u);
 kvw_status rd_open_rails(kvw_ep *ep);
 kvw_status rd_join(kvw_ep *ep, kvw_ep *extra, uint32_t rail_idx);
 void rd_ep_close(kvw_ep *ep);
+void rd_ep_resources(const kvw_ep *ep, struct kvw_ep_res *res);
 void rd_cm_progress(struct rd_drv *rd);
 void rd_rail_free(struct rd_rail *r);
 void rd_lingering_progress(struct rd_drv *rd, bool wait);

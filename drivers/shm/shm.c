@@ -607,6 +607,21 @@ static void shm_ep_close(kvw_ep *ep)
 	kvw_sock_ep_close(ep);
 }
 
+/* The socket's share, plus a fd per mapped peer arena (the mappings are
+ * the peer's memory: counted by the driver's `mapped`, not here). */
+static void shm_ep_resources(const kvw_ep *ep, struct kvw_ep_res *r)
+{
+	struct kvw_sockep *sk = kvw_sockep(ep);
+	struct shm_ep *se = sk ? sk->priv : NULL;
+
+	kvw_sock_ep_resources(ep, r);
+	if (!se)
+		return;
+	r->bytes += sizeof(*se);
+	for (uint32_t i = 0; i < se->n_map; i++)
+		r->fds += se->map[i].base != NULL;
+}
+
 const struct kvw_driver_ops kvw_shm_ops = {
 	.name = "shm",
 	.open = shm_drv_open,
@@ -619,6 +634,7 @@ const struct kvw_driver_ops kvw_shm_ops = {
 	.listener_close = kvw_sock_listener_close,
 	.connect = shm_connect,
 	.ep_close = shm_ep_close,
+	.ep_resources = shm_ep_resources,
 	.send_ctrl = kvw_sock_send_ctrl,
 	.post_frags = shm_post_frags,
 	.cancel = kvw_sock_cancel,

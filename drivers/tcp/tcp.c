@@ -189,6 +189,7 @@ const struct kvw_driver_ops kvw_tcp_ops = {
 	.join = kvw_sock_join,
 	.open_rails = tcp_open_rails,
 	.ep_close = kvw_sock_ep_close,
+	.ep_resources = kvw_sock_ep_resources,
 	.send_ctrl = kvw_sock_send_ctrl,
 	.post_frags = tcp_post_frags,
 	.cancel = kvw_sock_cancel,

@@ -246,7 +246,15 @@ kvw_status kvw_connect(kvw_ctx *ctx, const char *uri, int timeout_ms, kvw_ep **e
  * KVW_INPROGRESS until the handshake is done, then KVW_OK or the failure.
  * Use it when both sides share one thread but not one context. */
 kvw_status kvw_connect_start(kvw_ctx *ctx, const char *uri, kvw_ep **ep);
-/* Fails every outstanding request of the endpoint with ABORTED and closes it. */
+/* Fails every outstanding request of the endpoint with ABORTED and closes it.
+ * With config ep_cache=1, kvw_connect/kvw_connect_start to a URI that has a
+ * live endpoint (READY, or still in its handshake: concurrent first connects
+ * share one handshake) return that endpoint with one more reference, and
+ * kvw_ep_close drops one: the endpoint closes at the last, or, when it is
+ * READY with nothing in flight, waits ep_idle_close_ms for the next
+ * kvw_connect to the same URI. A failed endpoint is never handed out again.
+ * Endpoints to a peer fail PEER_DEAD as soon as a new endpoint to it meets
+ * a new incarnation of the peer (it restarted). */
 void kvw_ep_close(kvw_ep *ep);
 /* KVW_OK while usable, KVW_INPROGRESS while connecting, else why not
  * (PEER_DEAD, PROTO, AUTH, VERSION, ...). */
@@ -267,6 +275,10 @@ typedef struct kvw_ep_info {
 	uint32_t rails;
 	uint64_t id;            /* local endpoint id */
 	int authenticated;
+	/* added with wire 1.4 (a caller's older, smaller struct gets none of these) */
+	uint32_t refs;          /* callers holding it: >1 when config ep_cache shares it */
+	uint64_t peer_incarnation; /* the peer context's random id, new at each of its
+	                         * starts (0: a peer older than wire 1.4) */
 } kvw_ep_info;
 kvw_status kvw_ep_query(const kvw_ep *ep, kvw_ep_info *info);
 

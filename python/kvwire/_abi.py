@@ -145,6 +145,8 @@ class kvw_ep_info(C.Structure):
         ("rails", C.c_uint32),
         ("id", C.c_uint64),
         ("authenticated", C.c_int),
+        ("refs", C.c_uint32),          # holders (config ep_cache shares endpoints)
+        ("peer_incarnation", C.c_uint64),  # the peer context's random id (0: wire < 1.4)
     ]
 
 

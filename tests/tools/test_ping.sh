@@ -11,12 +11,12 @@ listen_on() {
 
 listen_on tcp tcp://127.0.0.1:0
 expect_rc 0 "$KVWIRE" ping -c 20 "$URI"
-expect_out 'reachable via tcp, protocol 1\.3'
+expect_out 'reachable via tcp, protocol 1\.4'
 expect_out '20 pings, 0 lost; rtt us min'
 expect_rc 0 "$KVWIRE" ping -c 5 --json "$URI?rails=2"
 json_check 'd["reachable"] and d["driver"] == "tcp" and d["lost"] == 0 and d["sent"] == 5'
 json_check 'd["rails"] == 2 and len(d["rail"]) == 2 and all(r["joined"] for r in d["rail"])'
-json_check 'd["peer_version"] == "1.3" and 0 < d["rtt"]["min_us"] <= d["rtt"]["p50_us"] <= d["rtt"]["p99_us"] <= d["rtt"]["max_us"]'
+json_check 'd["peer_version"] == "1.4" and 0 < d["rtt"]["min_us"] <= d["rtt"]["p50_us"] <= d["rtt"]["p99_us"] <= d["rtt"]["max_us"]'
 wait_for "$TMP/tcp.out" '^accepted ' 5
 
 if "$KVWIRE" devices --json | python3 -c 'import json,sys; sys.exit(0 if "shm" in json.load(sys.stdin)["drivers_built"].split(",") else 1)'; then

@@ -25,13 +25,13 @@ export KVW_DPDK_EAL="$EAL -l $CL --file-prefix=kvwtPC$$ --vdev=net_memif0,role=c
 rc=$?
 [ "$rc" = 0 ] && ok "ping --json rc 0" || { fail "ping --json rc $rc"; cat "$TMP/out" "$TMP/err"; }
 json_check 'd["reachable"] and d["driver"] == "dpdk" and d["sent"] == 20 and d["lost"] == 0'
-json_check 'd["peer_version"] == "1.3" and d["rails"] >= 1'
+json_check 'd["peer_version"] == "1.4" and d["rails"] >= 1'
 json_check '0 < d["rtt"]["min_us"] <= d["rtt"]["p50_us"] <= d["rtt"]["p90_us"] <= d["rtt"]["p99_us"] <= d["rtt"]["max_us"]'
 json_check 'd["rtt"]["min_us"] <= d["rtt"]["avg_us"] <= d["rtt"]["max_us"]'
 wait_for "$TMP/listen.out" '^accepted ' 5
 # the text form, a second connection to the same listener
 expect_rc 0 "$KVWIRE" ping -c 5 -t 5000 "$URI"
-expect_out 'reachable via dpdk, protocol 1\.3'
+expect_out 'reachable via dpdk, protocol 1\.4'
 expect_out '5 pings, 0 lost; rtt us min'
 [ "$(grep -c '^accepted ' "$TMP/listen.out")" -ge 2 ] && ok "listener accepted both pings" ||
 	{ fail "listener did not accept two connections"; cat "$TMP/listen.out"; }

@@ -38,14 +38,14 @@ step() {
 
 step ping 0
 json_check 'd["reachable"] and d["driver"] == "rdma" and d["sent"] == 20 and d["lost"] == 0'
-json_check 'd["peer_version"] == "1.3" and d["rails"] == 1'
+json_check 'd["peer_version"] == "1.4" and d["rails"] == 1'
 json_check '0 < d["rtt"]["min_us"] <= d["rtt"]["p50_us"] <= d["rtt"]["p90_us"] <= d["rtt"]["p99_us"] <= d["rtt"]["max_us"]'
 step ping2 0
 json_check 'd["reachable"] and d["driver"] == "rdma" and d["lost"] == 0 and d["sent"] == 20'
 json_check 'd["rails"] == 2 and len(d["rail"]) == 2 and all(r["joined"] for r in d["rail"])'
 json_check '0 < d["rtt"]["min_us"] <= d["rtt"]["p50_us"] <= d["rtt"]["p99_us"] <= d["rtt"]["max_us"]'
 step text 0
-expect_out 'reachable via rdma, protocol 1\.3'
+expect_out 'reachable via rdma, protocol 1\.4'
 expect_out '5 pings, 0 lost; rtt us min'
 cp "$TMP/vm/listen.out" "$TMP/out"
 expect_out '^listening on rdma://10\.78\.0\.1:18515'

@@ -602,3 +602,24 @@ Test(wire, descv_pieces_must_make_up_the_bytes)
 			cr_assert(strstr(why, "DESCV"), "case %zu says: %s", i, why);
 	}
 }
+
+/* WELCOME: 96 bytes (1.4, with the server's incarnation) or 88 (a 1.3
+ * peer); nothing in between or beyond */
+Test(wire, welcome_incarnation_lengths)
+{
+	struct kvw_wire_welcome w = {.rails = 1, .incarnation = 42};
+	uint8_t body[128] = {0};
+	const char *why = NULL;
+
+	memcpy(body, &w, sizeof(w));
+	cr_assert_eq(sizeof(w), 96);
+	cr_assert_eq(kvw_wire_check_body(KVW_T_WELCOME, body, 96, &why), KVW_OK);
+	cr_assert_eq(kvw_wire_check_body(KVW_T_WELCOME, body, KVW_WIRE_WELCOME_13, &why), KVW_OK);
+	for (size_t len = 80; len <= 104; len += 4) {
+		if (len == 88 || len == 96)
+			continue;
+		why = NULL;
+		cr_assert_eq(kvw_wire_check_body(KVW_T_WELCOME, body, len, &why), KVW_ERR_PROTO, "%zu bytes", len);
+		cr_assert_not_null(why);
+	}
+}

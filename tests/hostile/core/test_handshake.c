@@ -353,3 +353,32 @@ Test(hostile_hs, reject_reason_escaped)
 	kvw_ep_close(ep);
 	kvw_ctx_destroy(c);
 }
+
+/* Wire 1.4 WELCOMEs carry the server's incarnation (96 bytes); a client
+ * whose HELLO says minor 3 gets the 88 bytes a 1.3 peer takes. */
+Test(hostile_hs, welcome_fits_the_client_minor)
+{
+	kvw_listener *l;
+	kvw_ctx *c = victim(NULL, &l);
+	struct kvw_wire_hello h = {.rails = 1, .session = 0x1234};
+	struct kvw_wire_welcome w;
+	struct kvw_wire_hdr rh;
+	uint8_t body[256];
+
+	snprintf(h.driver, sizeof(h.driver), "%s", kvwt_driver()->name);
+	for (int minor = 3; minor <= KVW_WIRE_MINOR; minor++) {
+		int fd = rawp_connect(kvw_listener_uri(l));
+		cr_assert_geq(fd, 0);
+		rawp_hello_minor = minor;
+		rawp_frame(fd, KVW_T_HELLO, 0, &h, sizeof(h));
+		cr_assert_eq(rawp_recv(fd, c, 5000, &rh, body, sizeof(body)), 1, "minor %d: no answer", minor);
+		cr_assert_eq(rh.type, KVW_T_WELCOME, "minor %d: type %u", minor, rh.type);
+		cr_assert_eq(rh.len, minor >= 4 ? sizeof(w) : KVW_WIRE_WELCOME_13, "minor %d: %u bytes", minor, rh.len);
+		memcpy(&w, body, sizeof(w));
+		if (minor >= 4)
+			cr_assert_neq(w.incarnation, 0, "the server says its incarnation");
+		close(fd);
+	}
+	rawp_hello_minor = -1;
+	kvw_ctx_destroy(c);
+}
