@@ -57,7 +57,7 @@ typedef struct fl_router {
 	fl_req *req;
 	uint64_t next, closed, t0, t_end;
 	unsigned rr_p, rr_d;        /* round-robin positions */
-	uint64_t ok, failed, unexpected, bytes, cause[FL_CAUSES];
+	uint64_t ok, failed, unexpected, bytes, failed_bytes, cause[FL_CAUSES];
 	uint64_t *pair_bytes, *pair_reqs;
 	uint32_t *linked_gen;       /* [p * M + d]: the incarnation of d that p is linked to */
 	uint32_t max_tokens;
@@ -278,6 +278,7 @@ static void req_failed(fl_router *r, fl_req *q, int32_t cause)
 	bool dead = cause == KVW_ERR_PEER_DEAD && r->killed;
 	bool held = dead && !q->orphan && (int)q->d == r->o->kill_decode && q->gen == 0;
 	r->failed++;
+	r->failed_bytes += req_bytes(r, q->tokens);
 	r->cause[cause_idx(cause)]++;
 	if (!q->orphan)
 		decode(r, q->d)->failed++;
@@ -799,6 +800,7 @@ static json_t *fleet_json(fl_router *r)
 	json_object_set_new(j, "all_ok", json_boolean(r->ok == r->st.n));
 	json_object_set_new(j, "bytes", json_integer((json_int_t)r->bytes));
 	json_object_set_new(j, "offered_bytes", json_integer((json_int_t)s.offered_bytes));
+	json_object_set_new(j, "failed_bytes", json_integer((json_int_t)r->failed_bytes));
 	json_object_set_new(j, "seconds", json_real(s.seconds));
 	json_object_set_new(j, "goodput_gbit", json_real(s.goodput_gbit));
 	json_object_set_new(j, "offered_gbit", json_real(s.offered_gbit));
