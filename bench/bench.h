@@ -78,6 +78,8 @@ typedef struct kvb_opts {
 	uint64_t requests;          /* 0 = the whole trace, 200 for Poisson */
 	int kill_decode;            /* -1 none: SIGKILL decode I at request kill_at */
 	uint64_t kill_at;
+	int restart_ms;             /* -1 none: fork decode kill_decode again MS after the kill */
+	bool idle_baseline;         /* after the replay, the same requests one at a time */
 	bool pick_least;            /* least-outstanding decode, else round-robin */
 } kvb_opts;
 

@@ -3,7 +3,11 @@
  * links every prefill to every decode (kvwire, one pair at a time), then
  * replays the request stream: per request it picks a (prefill, decode) pair
  * (round-robin or least outstanding), tells the decode to grant and the
- * prefill to send, and closes the request when both have answered. */
+ * prefill to send, and closes the request when both have answered.
+ * --restart-ms: the killed decode is forked again on its URI; the router picks
+ * it again once it says HELLO, and relinks each prefill to it on that pair's
+ * first request (one prefill at a time, so the decode knows whom it accepts).
+ * --idle-baseline: after the replay, the same requests again one at a time. */
 #include "fleet.h"
 
 #include <errno.h>
@@ -23,19 +27,27 @@
 typedef struct fl_proc {
 	pid_t pid;
 	int fd;
-	bool decode, dead;
+	bool decode, dead, listening;
 	unsigned idx, outstanding;
+	uint32_t gen;                /* incarnation: +1 per restart */
+	int relinking;               /* prefill this decode is accepting, -1 none */
 	uint64_t given, ok, failed;  /* requests dispatched to it, and how they ended */
 	int64_t last_k;              /* the last request dispatched to it, -1 none */
 	char uri[232];
 } fl_proc;
 
 typedef struct fl_req {
-	uint32_t p, d, tokens;
-	bool dispatched, sent, landed, closed;
+	uint32_t p, d, tokens, gen;  /* gen: the decode's incarnation at dispatch */
+	bool dispatched, sent, landed, closed, orphan; /* orphan: no decode was up */
 	int32_t st_send, st_land;
-	uint64_t t_sent, t_land;
+	uint64_t t_sent, t_land, t_disp;
 } fl_req;
+
+typedef struct fl_idle {
+	kvb_samples lat_us;
+	uint64_t ok, failed, skipped;
+	int32_t first_cause;
+} fl_idle;
 
 typedef struct fl_router {
 	const kvb_opts *o;
@@ -45,9 +57,14 @@ typedef struct fl_router {
 	fl_req *req;
 	uint64_t next, closed, t0, t_end;
 	unsigned rr_p, rr_d;        /* round-robin positions */
-	uint64_t ok, failed, unexpected, bytes, cause[FL_CAUSES];
+	uint64_t ok, failed, unexpected, bytes, failed_bytes, cause[FL_CAUSES];
 	uint64_t *pair_bytes, *pair_reqs;
+	uint32_t *linked_gen;       /* [p * M + d]: the incarnation of d that p is linked to */
+	uint32_t max_tokens;
+	bool killed, restarted;
+	uint64_t t_kill, t_restart, t_listen, ok_after, failed_held, failed_down, relinks;
 	kvb_samples lat_us;
+	fl_idle idle;
 	char err[300];
 } fl_router;
 
@@ -66,15 +83,16 @@ static int rfail(fl_router *r, const char *fmt, const char *a, const char *b)
 	return -1;
 }
 
-static int to_child(fl_proc *c, uint32_t type, uint32_t peer, uint64_t k, uint32_t tokens, const char *uri)
+static int to_child(fl_proc *c, uint32_t type, uint32_t peer, uint64_t k, uint32_t tokens, uint32_t gen,
+		    const char *uri)
 {
-	kvb_fl_rec m = {.type = type, .peer = peer, .k = k, .tokens = tokens};
+	kvb_fl_rec m = {.type = type, .status = (int32_t)gen, .peer = peer, .k = k, .tokens = tokens};
 	if (uri)
 		snprintf(m.uri, sizeof(m.uri), "%s", uri);
 	return send(c->fd, &m, sizeof(m), MSG_NOSIGNAL) == (ssize_t)sizeof(m) ? 0 : -1;
 }
 
-static int spawn(fl_router *r, fl_proc *c, uint32_t max_tokens)
+static int spawn(fl_router *r, fl_proc *c, const char *uri)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
@@ -89,7 +107,7 @@ static int spawn(fl_router *r, fl_proc *c, uint32_t max_tokens)
 			if (&r->proc[i] != c && r->proc[i].fd > 0)
 				close(r->proc[i].fd);
 		close(sv[0]);
-		_exit(kvb_fleet_child(r->o, c->decode, c->idx, sv[1], max_tokens));
+		_exit(kvb_fleet_child(r->o, c->decode, c->idx, sv[1], r->max_tokens, uri));
 	}
 	close(sv[1]);
 	c->pid = pid;
@@ -123,26 +141,28 @@ static int await(fl_router *r, fl_proc *c, uint32_t type, kvb_fl_rec *m)
 static int fleet_start(fl_router *r)
 {
 	kvb_fl_rec m;
-	uint32_t mt = kvb_stream_max_tokens(&r->st);
+	r->max_tokens = kvb_stream_max_tokens(&r->st);
 	r->n_proc = r->o->prefill + r->o->decode;
 	for (unsigned i = 0; i < r->n_proc; i++) {
 		fl_proc *c = &r->proc[i];
 		c->decode = i >= r->o->prefill;
 		c->idx = c->decode ? i - r->o->prefill : i;
 		c->last_k = -1;
-		if (spawn(r, c, mt))
+		c->relinking = -1;
+		if (spawn(r, c, NULL))
 			return -1;
 	}
 	for (unsigned i = 0; i < r->n_proc; i++) {
 		if (await(r, &r->proc[i], KVB_FL_HELLO, &m))
 			return -1;
 		snprintf(r->proc[i].uri, sizeof(r->proc[i].uri), "%s", m.uri);
+		r->proc[i].listening = true;
 	}
 	/* every pair, one at a time: the decode knows which prefill it accepts */
 	for (unsigned i = 0; i < r->o->prefill; i++)
 		for (unsigned j = 0; j < r->o->decode; j++) {
-			to_child(decode(r, j), KVB_FL_ACCEPT, i, 0, 0, NULL);
-			to_child(prefill(r, i), KVB_FL_CONNECT, j, 0, 0, decode(r, j)->uri);
+			to_child(decode(r, j), KVB_FL_ACCEPT, i, 0, 0, 0, NULL);
+			to_child(prefill(r, i), KVB_FL_CONNECT, j, 0, 0, 0, decode(r, j)->uri);
 			if (await(r, prefill(r, i), KVB_FL_LINKED, &m))
 				return -1;
 			int32_t s1 = m.status;
@@ -155,18 +175,23 @@ static int fleet_start(fl_router *r)
 	return 0;
 }
 
-static bool usable(fl_router *r, unsigned j)
+/* Decode j is up and listening, and prefill i is linked to this incarnation
+ * or may relink now (no other prefill is relinking to it). */
+static bool usable(fl_router *r, unsigned i, unsigned j)
 {
-	return !decode(r, j)->dead;
+	fl_proc *d = decode(r, j);
+	if (d->dead || !d->listening)
+		return false;
+	return r->linked_gen[i * r->o->decode + j] == d->gen || d->relinking < 0 || d->relinking == (int)i;
 }
 
-/* Least outstanding live decode (ties: the next after the last picked). */
-static int pick_least_decode(fl_router *r)
+/* Least outstanding usable decode for prefill i (ties: the next after the last picked). */
+static int pick_least_decode(fl_router *r, unsigned i)
 {
 	int best = -1;
 	for (unsigned n = 0; n < r->o->decode; n++) {
 		unsigned j = (r->rr_d + n) % r->o->decode;
-		if (usable(r, j) && (best < 0 || decode(r, j)->outstanding < decode(r, (unsigned)best)->outstanding))
+		if (usable(r, i, j) && (best < 0 || decode(r, j)->outstanding < decode(r, (unsigned)best)->outstanding))
 			best = (int)j;
 	}
 	if (best >= 0)
@@ -188,11 +213,11 @@ static int pick_pair(fl_router *r, uint32_t *p)
 		}
 		r->rr_p = best + 1;
 		*p = best;
-		return pick_least_decode(r);
+		return pick_least_decode(r, best);
 	}
 	for (unsigned t = 0; t < n * m; t++) {
 		unsigned c = r->rr_p++ % (n * m);
-		if (usable(r, (c / n) % m)) {
+		if (usable(r, c % n, (c / n) % m)) {
 			*p = c % n;
 			return (int)((c / n) % m);
 		}
@@ -219,51 +244,98 @@ static const char *cause_name(unsigned i, char *buf, size_t len)
 	return buf;
 }
 
+static uint64_t req_bytes(fl_router *r, uint32_t tokens)
+{
+	return (uint64_t)kvb_fleet_blocks(r->o, tokens) * r->o->layers * kvb_kv_block_bytes(r->o);
+}
+
+/* The later of landing and send completion. */
+static uint64_t req_done_ns(const fl_req *q)
+{
+	return q->t_land > q->t_sent ? q->t_land : q->t_sent;
+}
+
+static void req_ok(fl_router *r, uint64_t k)
+{
+	fl_req *q = &r->req[k];
+	uint64_t b = req_bytes(r, q->tokens), t = req_done_ns(q);
+	decode(r, q->d)->ok++;
+	r->ok++;
+	r->bytes += b;
+	r->pair_bytes[q->p * r->o->decode + q->d] += b;
+	r->pair_reqs[q->p * r->o->decode + q->d]++;
+	if ((int)q->d == r->o->kill_decode && q->gen > 0)
+		r->ok_after++;
+	kvb_samples_add(&r->lat_us, (double)(t - (r->t0 + r->st.r[k].t_ns)) / 1e3);
+	if (t > r->t_end)
+		r->t_end = t;
+}
+
+/* Expected: PEER_DEAD of a request the killed decode's first incarnation held,
+ * or of one that came while no decode was up after the kill. */
+static void req_failed(fl_router *r, fl_req *q, int32_t cause)
+{
+	bool dead = cause == KVW_ERR_PEER_DEAD && r->killed;
+	bool held = dead && !q->orphan && (int)q->d == r->o->kill_decode && q->gen == 0;
+	r->failed++;
+	r->failed_bytes += req_bytes(r, q->tokens);
+	r->cause[cause_idx(cause)]++;
+	if (!q->orphan)
+		decode(r, q->d)->failed++;
+	r->failed_held += held;
+	r->failed_down += dead && q->orphan;
+	if (!held && !(dead && q->orphan))
+		r->unexpected++;
+}
+
+/* A request of the idle baseline (k >= the stream's n). */
+static void idle_close(fl_router *r, fl_req *q, int32_t cause)
+{
+	if (cause) {
+		if (!r->idle.failed++)
+			r->idle.first_cause = cause;
+		r->unexpected++;
+		return;
+	}
+	r->idle.ok++;
+	kvb_samples_add(&r->idle.lat_us, (double)(req_done_ns(q) - q->t_disp) / 1e3);
+}
+
 static void req_close(fl_router *r, uint64_t k, int32_t cause)
 {
 	fl_req *q = &r->req[k];
 	q->closed = true;
-	r->closed++;
-	if (cause)
-		decode(r, q->d)->failed++;
-	else
-		decode(r, q->d)->ok++;
 	prefill(r, q->p)->outstanding--;
 	decode(r, q->d)->outstanding--;
-	if (!cause) {
-		uint64_t b = (uint64_t)kvb_fleet_blocks(r->o, q->tokens) * r->o->layers * kvb_kv_block_bytes(r->o);
-		uint64_t t = q->t_land > q->t_sent ? q->t_land : q->t_sent;
-		r->ok++;
-		r->bytes += b;
-		r->pair_bytes[q->p * r->o->decode + q->d] += b;
-		r->pair_reqs[q->p * r->o->decode + q->d]++;
-		kvb_samples_add(&r->lat_us, (double)(t - (r->t0 + r->st.r[k].t_ns)) / 1e3);
-		if (t > r->t_end)
-			r->t_end = t;
+	if (k >= r->st.n) {
+		idle_close(r, q, cause);
 		return;
 	}
-	r->failed++;
-	r->cause[cause_idx(cause)]++;
-	bool expected = r->o->kill_decode == (int)q->d && cause == KVW_ERR_PEER_DEAD;
-	if (!expected)
-		r->unexpected++;
+	r->closed++;
+	if (cause)
+		req_failed(r, q, cause);
+	else
+		req_ok(r, k);
 }
 
-/* Closes k once both sides answered, or its decode is gone and the prefill answered. */
+/* Closes k once both sides answered, or once its decode incarnation is gone
+ * and the prefill answered. */
 static void req_check(fl_router *r, uint64_t k)
 {
 	fl_req *q = &r->req[k];
+	fl_proc *d = decode(r, q->d);
 	if (q->closed || !q->sent)
 		return;
 	if (q->landed)
 		req_close(r, k, q->st_land ? q->st_land : q->st_send);
-	else if (decode(r, q->d)->dead)
+	else if (d->dead || d->gen != q->gen)
 		req_close(r, k, q->st_send ? q->st_send : KVW_ERR_PEER_DEAD);
 }
 
 static void child_gone(fl_router *r, fl_proc *c)
 {
 	c->dead = true;
+	c->listening = false;
 	close(c->fd);
 	c->fd = -1;
 	waitpid(c->pid, NULL, 0);
@@ -278,8 +350,28 @@ static void child_gone(fl_router *r, fl_proc *c)
 	}
 }
 
-static void on_rec(fl_router *r, const kvb_fl_rec *m)
+/* HELLO of a restarted decode, LINKED of a relink, FAILED of a restart. */
+static void on_ctl(fl_router *r, fl_proc *c, const kvb_fl_rec *m)
 {
+	if (m->type == KVB_FL_HELLO) {
+		c->listening = true;
+		r->t_listen = kvb_now_ns();
+	} else if (m->type == KVB_FL_FAILED) {
+		fprintf(stderr, "kvwire-bench: fleet: the restarted decode %u did not start: %s\n", c->idx, m->uri);
+	} else if (m->type == KVB_FL_LINKED && c->decode && c->relinking == (int)m->peer) {
+		if (!m->status)
+			r->linked_gen[m->peer * r->o->decode + c->idx] = c->gen;
+		r->relinks += !m->status;
+		c->relinking = -1;
+	}
+}
+
+static void on_rec(fl_router *r, fl_proc *c, const kvb_fl_rec *m)
+{
+	if (m->type == KVB_FL_HELLO || m->type == KVB_FL_FAILED || m->type == KVB_FL_LINKED) {
+		on_ctl(r, c, m);
+		return;
+	}
 	if (m->k >= r->next || (m->type != KVB_FL_SENT && m->type != KVB_FL_LANDED))
 		return;
 	fl_req *q = &r->req[m->k];
@@ -312,10 +404,28 @@ static void drain(fl_router *r, uint64_t until_ns)
 			continue;
 		ssize_t n;
 		while ((n = recv(r->proc[i].fd, &m, sizeof(m), MSG_DONTWAIT)) == (ssize_t)sizeof(m))
-			on_rec(r, &m);
+			on_rec(r, &r->proc[i], &m);
 		if (n == 0 || (n < 0 && errno != EAGAIN))
 			child_gone(r, &r->proc[i]);
 	}
+}
+
+/* Tells the decode to grant and the prefill to send request k (pair set);
+ * a pair not linked to this incarnation of the decode relinks first. */
+static void req_post(fl_router *r, uint64_t k)
+{
+	fl_req *q = &r->req[k];
+	fl_proc *d = decode(r, q->d);
+	q->gen = d->gen;
+	q->t_disp = kvb_now_ns();
+	d->outstanding++;
+	prefill(r, q->p)->outstanding++;
+	if (r->linked_gen[q->p * r->o->decode + q->d] != d->gen && d->relinking < 0) {
+		d->relinking = (int)q->p;
+		to_child(d, KVB_FL_ACCEPT, q->p, 0, 0, d->gen, NULL);
+	}
+	to_child(d, KVB_FL_GRANT, q->p, k, q->tokens, d->gen, NULL);
+	to_child(prefill(r, q->p), KVB_FL_SEND, q->d, k, q->tokens, d->gen, NULL);
 }
 
 static void dispatch(fl_router *r, uint64_t k)
@@ -325,8 +435,9 @@ static void dispatch(fl_router *r, uint64_t k)
 	q->tokens = r->st.r[k].tokens;
 	q->dispatched = true;
 	r->next = k + 1;
-	if (d < 0) { /* no decode left */
+	if (d < 0) { /* no decode up */
 		q->d = 0;
+		q->orphan = true;
 		prefill(r, q->p)->outstanding++;
 		decode(r, 0)->outstanding++;
 		req_close(r, k, KVW_ERR_PEER_DEAD);
@@ -335,44 +446,127 @@ static void dispatch(fl_router *r, uint64_t k)
 	q->d = (uint32_t)d;
 	decode(r, q->d)->given++;
 	decode(r, q->d)->last_k = (int64_t)k;
-	prefill(r, q->p)->outstanding++;
-	decode(r, q->d)->outstanding++;
-	to_child(decode(r, q->d), KVB_FL_GRANT, q->p, k, q->tokens, NULL);
-	to_child(prefill(r, q->p), KVB_FL_SEND, q->d, k, q->tokens, NULL);
-	if (r->o->kill_decode >= 0 && k == r->o->kill_at)
+	req_post(r, k);
+	if (r->o->kill_decode >= 0 && k == r->o->kill_at) {
 		kill(decode(r, (unsigned)r->o->kill_decode)->pid, SIGKILL);
+		r->killed = true;
+		r->t_kill = kvb_now_ns();
+	}
+}
+
+/* --restart-ms: fork the killed decode again on its URI once it is reaped. */
+static uint64_t restart_at(fl_router *r)
+{
+	if (r->o->restart_ms < 0 || !r->killed || r->restarted)
+		return UINT64_MAX;
+	return r->t_kill + (uint64_t)r->o->restart_ms * 1000000ull;
+}
+
+static void restart_due(fl_router *r)
+{
+	fl_proc *c = decode(r, (unsigned)(r->o->kill_decode >= 0 ? r->o->kill_decode : 0));
+	if (!c->dead || kvb_now_ns() < restart_at(r))
+		return;
+	if (!strncmp(c->uri, "shm://", 6))
+		unlink(c->uri + 6); /* the killed one's socket file */
+	c->gen++;
+	c->dead = false;
+	c->listening = false;
+	c->relinking = -1;
+	r->restarted = true;
+	r->t_restart = kvb_now_ns();
+	if (spawn(r, c, c->uri)) {
+		c->dead = true;
+		fprintf(stderr, "kvwire-bench: fleet: restarting decode %u: %s\n", c->idx, r->err);
+	}
+}
+
+/* The replay also waits for a restart it was asked for (and its HELLO). */
+static bool restart_pending(fl_router *r)
+{
+	fl_proc *c = decode(r, (unsigned)(r->o->kill_decode >= 0 ? r->o->kill_decode : 0));
+	if (r->o->restart_ms < 0 || !r->killed)
+		return false;
+	if (!r->restarted)
+		return true;
+	if (kvb_now_ns() - r->t_restart > 30000000000ull) { /* no HELLO: give up waiting */
+		if (!c->listening && !c->dead)
+			fprintf(stderr, "kvwire-bench: fleet: the restarted decode %u did not say it listens "
+				"within 30 s; see its message above\n", c->idx);
+		return false;
+	}
+	return !c->listening && !c->dead;
+}
+
+static void replay_timeout(fl_router *r)
+{
+	snprintf(r->err, sizeof(r->err), "%llu requests had no answer within 2 x --timeout-ms; "
+		 "counted as TIMEDOUT", (unsigned long long)(r->st.n - r->closed));
+	for (uint64_t k = 0; k < r->next; k++)
+		if (!r->req[k].closed)
+			req_close(r, k, KVW_ERR_TIMEDOUT);
 }
 
 static int replay(fl_router *r)
 {
 	uint64_t last = kvb_now_ns(), seen = 0;
 	r->t0 = kvb_now_ns() + 10000000ull;
-	while (r->closed < r->st.n) {
+	while (r->closed < r->st.n || restart_pending(r)) {
 		uint64_t due = r->next < r->st.n ? r->t0 + r->st.r[r->next].t_ns : UINT64_MAX;
-		uint64_t now = kvb_now_ns();
+		uint64_t now = kvb_now_ns(), wake = now + 100000000ull;
 		if (now >= due) {
 			dispatch(r, r->next);
 			continue;
 		}
-		drain(r, due < now + 100000000ull ? due : now + 100000000ull);
+		restart_due(r);
+		if (due < wake)
+			wake = due;
+		if (restart_at(r) < wake)
+			wake = restart_at(r);
+		drain(r, wake);
 		if (r->closed != seen)
 			seen = r->closed, last = kvb_now_ns();
-		if (kvb_now_ns() - last > (uint64_t)r->o->timeout_ms * 2000000ull && r->next == r->st.n) {
-			snprintf(r->err, sizeof(r->err), "%llu requests had no answer within 2 x --timeout-ms; "
-				 "counted as TIMEDOUT", (unsigned long long)(r->st.n - r->closed));
-			for (uint64_t k = 0; k < r->next; k++)
-				if (!r->req[k].closed)
-					req_close(r, k, KVW_ERR_TIMEDOUT);
-		}
+		if (kvb_now_ns() - last > (uint64_t)r->o->timeout_ms * 2000000ull && r->next == r->st.n &&
+		    r->closed < r->st.n)
+			replay_timeout(r);
 	}
 	return 0;
+}
+
+/* --idle-baseline: request k of the stream again (as request n + k), alone
+ * on the fleet, on the same pair; waits until it closed. */
+static void idle_one(fl_router *r, uint64_t k)
+{
+	uint64_t kk = r->st.n + k;
+	fl_req *o = &r->req[k], *q = &r->req[kk];
+	if (!o->dispatched || o->orphan || !usable(r, o->p, o->d)) {
+		r->idle.skipped++;
+		return;
+	}
+	q->p = o->p;
+	q->d = o->d;
+	q->tokens = o->tokens;
+	q->dispatched = true;
+	r->next = kk + 1;
+	req_post(r, kk);
+	uint64_t limit = kvb_now_ns() + (uint64_t)r->o->timeout_ms * 2000000ull;
+	while (!q->closed && kvb_now_ns() < limit)
+		drain(r, kvb_now_ns() + 100000000ull < limit ? kvb_now_ns() + 100000000ull : limit);
+	if (!q->closed)
+		req_close(r, kk, KVW_ERR_TIMEDOUT);
+}
+
+static void idle_baseline(fl_router *r)
+{
+	for (uint64_t k = 0; k < r->st.n; k++)
+		idle_one(r, k);
 }
 
 static void fleet_stop(fl_router *r)
 {
 	for (unsigned i = 0; i < r->n_proc; i++)
 		if (r->proc[i].pid > 0 && !r->proc[i].dead)
-			to_child(&r->proc[i], KVB_FL_QUIT, 0, 0, 0, NULL);
+			to_child(&r->proc[i], KVB_FL_QUIT, 0, 0, 0, 0, NULL);
 	for (unsigned i = 0; i < r->n_proc; i++) {
 		fl_proc *c = &r->proc[i];
 		if (c->pid <= 0 || c->dead)
@@ -409,10 +603,11 @@ static int load_stream(fl_router *r)
 	if (need > (32ull << 30))
 		return rfail(r, "the fleet would need %s MiB for its pools: lower the longest prompt, "
 			     "--layers, --pool-factor or the process counts%s", "over 32768", "");
-	r->req = calloc(r->st.n, sizeof(*r->req));
+	r->req = calloc(r->st.n * (o->idle_baseline ? 2 : 1), sizeof(*r->req));
 	r->pair_bytes = calloc((size_t)o->prefill * o->decode, sizeof(uint64_t));
 	r->pair_reqs = calloc((size_t)o->prefill * o->decode, sizeof(uint64_t));
-	if (!r->req || !r->pair_bytes || !r->pair_reqs)
+	r->linked_gen = calloc((size_t)o->prefill * o->decode, sizeof(uint32_t));
+	if (!r->req || !r->pair_bytes || !r->pair_reqs || !r->linked_gen)
 		return rfail(r, "out of memory for %s requests%s", "the", "");
 	return 0;
 }
@@ -436,6 +631,8 @@ int kvb_fleet_main(const kvb_opts *o)
 		rc = fleet_start(&r);
 	if (!rc)
 		rc = replay(&r);
+	if (!rc && ko.idle_baseline)
+		idle_baseline(&r);
 	fleet_stop(&r);
 	if (rc) {
 		fprintf(stderr, "kvwire-bench: fleet: %s\n", r.err);
@@ -518,6 +715,65 @@ static json_t *fleet_decodes_json(fl_router *r)
 	return a;
 }
 
+static double ms_since_kill(fl_router *r, uint64_t t)
+{
+	return t > r->t_kill ? (double)(t - r->t_kill) / 1e6 : 0;
+}
+
+static json_t *fleet_killed_json(fl_router *r)
+{
+	json_t *k = json_object();
+	json_object_set_new(k, "decode", json_integer(r->o->kill_decode));
+	json_object_set_new(k, "at_request", json_integer((json_int_t)r->o->kill_at));
+	json_object_set_new(k, "failed_held", json_integer((json_int_t)r->failed_held));
+	json_object_set_new(k, "failed_no_decode_up", json_integer((json_int_t)r->failed_down));
+	json_object_set_new(k, "restarted", json_boolean(r->restarted && r->t_listen));
+	if (r->o->restart_ms < 0)
+		return k;
+	json_object_set_new(k, "restart_ms", json_integer(r->o->restart_ms));
+	/* kill -> fork of the new decode, kill -> its HELLO (listening) */
+	json_object_set_new(k, "forked_after_ms", json_real(ms_since_kill(r, r->t_restart)));
+	json_object_set_new(k, "listening_after_ms", json_real(ms_since_kill(r, r->t_listen)));
+	json_object_set_new(k, "ok_after_restart", json_integer((json_int_t)r->ok_after));
+	json_object_set_new(k, "prefills_relinked", json_integer((json_int_t)r->relinks));
+	return k;
+}
+
+/* Idle percentiles in ms (p = 50, 90, 99, 100). */
+static double idle_pct(fl_router *r, double p)
+{
+	kvb_samples *x = &r->idle.lat_us;
+	kvb_stats st;
+	if (!x->n)
+		return 0;
+	kvb_stats_compute(x, &st); /* sorts */
+	return kvb_percentile_sorted(x->v, x->n, p) / 1e3;
+}
+
+static double p99_vs_idle(fl_router *r, const fl_sum *s)
+{
+	double idle = idle_pct(r, 99);
+	return idle > 0 ? s->lat.p99 / 1e3 / idle : 0;
+}
+
+static json_t *fleet_idle_json(fl_router *r)
+{
+	json_t *i = json_object();
+	char buf[96];
+	json_object_set_new(i, "requests", json_integer((json_int_t)(r->idle.ok + r->idle.failed)));
+	json_object_set_new(i, "ok", json_integer((json_int_t)r->idle.ok));
+	json_object_set_new(i, "failed", json_integer((json_int_t)r->idle.failed));
+	json_object_set_new(i, "skipped", json_integer((json_int_t)r->idle.skipped));
+	if (r->idle.failed)
+		json_object_set_new(i, "first_failure",
+				    json_string(cause_name(cause_idx(r->idle.first_cause), buf, sizeof(buf))));
+	json_object_set_new(i, "p50_ms", json_real(idle_pct(r, 50)));
+	json_object_set_new(i, "p90_ms", json_real(idle_pct(r, 90)));
+	json_object_set_new(i, "p99_ms", json_real(idle_pct(r, 99)));
+	json_object_set_new(i, "max_ms", json_real(idle_pct(r, 100)));
+	return i;
+}
+
 static json_t *fleet_json(fl_router *r)
 {
 	fl_sum s;
@@ -544,6 +800,7 @@ static json_t *fleet_json(fl_router *r)
 	json_object_set_new(j, "all_ok", json_boolean(r->ok == r->st.n));
 	json_object_set_new(j, "bytes", json_integer((json_int_t)r->bytes));
 	json_object_set_new(j, "offered_bytes", json_integer((json_int_t)s.offered_bytes));
+	json_object_set_new(j, "failed_bytes", json_integer((json_int_t)r->failed_bytes));
 	json_object_set_new(j, "seconds", json_real(s.seconds));
 	json_object_set_new(j, "goodput_gbit", json_real(s.goodput_gbit));
 	json_object_set_new(j, "offered_gbit", json_real(s.offered_gbit));
@@ -555,13 +812,34 @@ static json_t *fleet_json(fl_router *r)
 	json_object_set_new(j, "lat_us", lat);
 	json_object_set_new(j, "peers", fleet_peers_json(r));
 	json_object_set_new(j, "decodes", fleet_decodes_json(r));
-	if (r->o->kill_decode >= 0) {
-		json_t *k = json_object();
-		json_object_set_new(k, "decode", json_integer(r->o->kill_decode));
-		json_object_set_new(k, "at_request", json_integer((json_int_t)r->o->kill_at));
-		json_object_set_new(j, "killed", k);
+	if (r->o->kill_decode >= 0)
+		json_object_set_new(j, "killed", fleet_killed_json(r));
+	if (r->o->idle_baseline) {
+		json_object_set_new(j, "idle", fleet_idle_json(r));
+		json_object_set_new(j, "p99_vs_idle", json_real(p99_vs_idle(r, &s)));
 	}
 	return j;
+}
+
+/* The kill/restart and idle-baseline lines. */
+static void fleet_text_extra(fl_router *r, const fl_sum *s)
+{
+	if (r->o->kill_decode >= 0 && r->killed)
+		printf("  decode %d killed at request %llu: %llu requests it held ended PEER_DEAD", r->o->kill_decode,
+		       (unsigned long long)r->o->kill_at, (unsigned long long)r->failed_held);
+	if (r->killed && r->restarted && r->t_listen)
+		printf("; restarted %d ms later, listening %.1f ms after the kill, %llu requests ok on it since",
+		       r->o->restart_ms, ms_since_kill(r, r->t_listen), (unsigned long long)r->ok_after);
+	else if (r->killed && r->o->restart_ms >= 0)
+		printf("; the restart did not come up");
+	if (r->killed)
+		printf("\n");
+	if (!r->o->idle_baseline)
+		return;
+	printf("  idle baseline (%llu requests again one at a time, same pairs; %llu skipped, %llu failed): "
+	       "p50 %.2f ms  p99 %.2f ms; p99 under the stream / idle %.2f\n",
+	       (unsigned long long)r->idle.ok, (unsigned long long)r->idle.skipped,
+	       (unsigned long long)r->idle.failed, idle_pct(r, 50), idle_pct(r, 99), p99_vs_idle(r, s));
 }
 
 static void fleet_text(fl_router *r)
@@ -579,6 +857,7 @@ static void fleet_text(fl_router *r)
 	       (double)r->bytes / 1048576, s.seconds, s.offered_gbit);
 	printf("  transfer latency us: p50 %.1f  p90 %.1f  p99 %.1f  max %.1f\n", s.lat.p50, s.p90,
 	       s.lat.p99, s.lat.max);
+	fleet_text_extra(r, &s);
 	printf("  bytes prefill -> decode:\n");
 	for (unsigned i = 0; i < r->o->prefill; i++)
 		for (unsigned j = 0; j < r->o->decode; j++)

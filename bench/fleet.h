@@ -19,6 +19,10 @@ enum kvb_fl_type {
 	KVB_FL_QUIT,      /* router -> child */
 	KVB_FL_FAILED,    /* child -> router: setup failed, uri = the sentence */
 };
+/* Router -> child records also carry, in `status`, the incarnation of the
+ * decode they name (0 first, +1 per restart): a prefill whose endpoint to that
+ * decode is older, or failed, connects afresh before sending. A decode takes
+ * an ACCEPT without waiting: it accepts in its loop and answers LINKED. */
 
 /* Status a decode reports when landed bytes differ from the pattern. */
 #define KVB_FL_VERIFY_BAD 1000
@@ -33,8 +37,10 @@ typedef struct kvb_fl_rec {
 	char uri[232];
 } kvb_fl_rec;
 
-/* One child's life: role decode or prefill, index, its control socket. */
-int kvb_fleet_child(const kvb_opts *o, bool decode, unsigned idx, int fd, uint32_t max_tokens);
+/* One child's life: role decode or prefill, index, its control socket; it
+ * listens on uri (a restarted decode: its predecessor's), or picks one when NULL. */
+int kvb_fleet_child(const kvb_opts *o, bool decode, unsigned idx, int fd, uint32_t max_tokens,
+		    const char *uri);
 int kvb_fleet_main(const kvb_opts *o);
 /* Blocks a request of `tokens` tokens takes. */
 uint32_t kvb_fleet_blocks(const kvb_opts *o, uint32_t tokens);

@@ -5,7 +5,10 @@
  * written once into the prefill's source blocks [0, max blocks). A decode
  * grants scattered blocks from a shuffled free list, flips the first byte of
  * each granted page (so a page that is not written cannot pass), and on
- * landing hashes every byte of every page against the pattern's xxh3. */
+ * landing hashes every byte of every page against the pattern's xxh3.
+ * Links: a prefill connects when told (CONNECT) and again, to the same URI,
+ * on its first SEND to a newer incarnation of that decode (a restarted one);
+ * the endpoint it held is retired, never used again, and closed at exit. */
 #include "fleet.h"
 
 #include <errno.h>
@@ -17,6 +20,8 @@
 #include <xxhash.h>
 
 #define FL_JOBS 512
+#define FL_GONE 256         /* retired endpoints kept until exit */
+#define FL_ACCEPT_NS 10000000000ull
 
 typedef struct fl_job {
 	bool used;
@@ -36,6 +41,13 @@ typedef struct fl_child {
 	kvw_mem *mem;
 	kvw_layout *layout;
 	kvw_ep *eps[64];
+	uint32_t ep_gen[64];  /* prefill: the incarnation of the decode eps[i] reaches */
+	char peer_uri[64][232];
+	kvw_ep *gone[FL_GONE];
+	unsigned n_gone;
+	uint32_t acc[64];     /* decode: prefills to accept, in order */
+	unsigned n_acc;
+	uint64_t acc_deadline;
 	uint8_t *base;
 	uint64_t bb, layer_stride;
 	uint32_t layers, nblk_max, pool;
@@ -132,13 +144,15 @@ static int child_mem(fl_child *c)
 	return child_data(c) ? child_fail(c, "pattern buffer", KVW_ERR_NOMEM) : 0;
 }
 
-static int child_setup(fl_child *c, uint32_t max_tokens)
+static int child_setup(fl_child *c, uint32_t max_tokens, const char *given)
 {
-	char uri[128];
+	char uri[232];
 	kvw_status st = kvb_ctx_open(c->o, 1, &c->ctx, c->err, sizeof(c->err));
 	if (st)
 		return -1;
-	if (!strcmp(c->o->driver, "shm"))
+	if (given)
+		snprintf(uri, sizeof(uri), "%s", given);
+	else if (!strcmp(c->o->driver, "shm"))
 		snprintf(uri, sizeof(uri), "shm:///tmp/kvwire-fleet-%d-%c%u.sock", (int)getppid(),
 			 c->decode ? 'd' : 'p', c->idx);
 	else
@@ -159,20 +173,76 @@ static fl_job *job_new(fl_child *c)
 	return NULL;
 }
 
-/* 0 posted, 1 not now (blocks, credit), -1 failed (reported). */
+/* Puts eps[peer] aside: never used again, closed at exit (its requests may
+ * still be ending). */
+static void ep_retire(fl_child *c, uint32_t peer)
+{
+	if (!c->eps[peer])
+		return;
+	if (c->n_gone < FL_GONE)
+		c->gone[c->n_gone++] = c->eps[peer];
+	else
+		kvw_ep_close(c->eps[peer]);
+	c->eps[peer] = NULL;
+}
+
+/* Prefill: a fresh endpoint when the decode is a newer incarnation than the
+ * one eps[peer] reaches (its old endpoint failed with the old process). */
+static kvw_status prefill_relink(fl_child *c, const kvb_fl_rec *r)
+{
+	if (c->eps[r->peer] && c->ep_gen[r->peer] >= (uint32_t)r->status)
+		return KVW_OK;
+	if (!c->peer_uri[r->peer][0])
+		return KVW_ERR_NOT_FOUND;
+	ep_retire(c, r->peer);
+	kvw_status st = kvw_connect(c->ctx, c->peer_uri[r->peer], 10000, &c->eps[r->peer]);
+	if (st)
+		c->eps[r->peer] = NULL;
+	else
+		c->ep_gen[r->peer] = (uint32_t)r->status;
+	return st;
+}
+
+static bool acc_waiting(const fl_child *c, uint32_t peer)
+{
+	for (unsigned i = 0; i < c->n_acc; i++)
+		if (c->acc[i] == peer)
+			return true;
+	return false;
+}
+
+/* The endpoint for r: 0 *ep set, 1 not yet (decode: its accept is queued),
+ * -1 failed (reported). */
+static int job_ep(fl_child *c, const kvb_fl_rec *r, kvw_ep **ep)
+{
+	kvw_status st = r->peer < 64 ? KVW_OK : KVW_ERR_NOT_FOUND;
+	if (!st && c->decode && !c->eps[r->peer] && acc_waiting(c, r->peer))
+		return 1;
+	if (!st && !c->decode)
+		st = prefill_relink(c, r);
+	if (!st && !c->eps[r->peer])
+		st = KVW_ERR_NOT_FOUND;
+	if (st) {
+		rec_send(c, c->decode ? KVB_FL_LANDED : KVB_FL_SENT, st, r->peer, r->k);
+		return -1;
+	}
+	*ep = c->eps[r->peer];
+	return 0;
+}
+
+/* 0 posted, 1 not now (blocks, credit, accept), -1 failed (reported). */
 static int job_post(fl_child *c, const kvb_fl_rec *r)
 {
 	fl_job *j = job_new(c);
 	uint32_t n = kvb_fleet_blocks(c->o, r->tokens);
-	kvw_ep *ep = r->peer < 64 ? c->eps[r->peer] : NULL;
+	kvw_ep *ep = NULL;
 	kvw_status st;
 
-	if (!ep) {
-		rec_send(c, c->decode ? KVB_FL_LANDED : KVB_FL_SENT, KVW_ERR_NOT_FOUND, r->peer, r->k);
-		return -1;
-	}
 	if (!j || (c->decode && c->n_free < n))
 		return 1;
+	int e = job_ep(c, r, &ep);
+	if (e)
+		return e;
 	if (c->decode) {
 		for (uint32_t i = 0; i < n; i++) {
 			j->blocks[i] = c->free_blk[--c->n_free];
@@ -255,17 +325,49 @@ static void pend_run(fl_child *c)
 	}
 }
 
+/* CONNECT: connect now and answer; ACCEPT: queue it for child_accept. */
 static void child_link(fl_child *c, const kvb_fl_rec *r)
 {
 	kvw_ep *ep = NULL;
-	kvw_status st = KVW_ERR_INVALID;
-	if (r->peer < 64 && r->type == KVB_FL_CONNECT)
-		st = kvw_connect(c->ctx, r->uri, 10000, &ep);
-	else if (r->peer < 64)
-		st = kvw_accept(c->l, 10000, &ep);
-	if (!st)
+	kvw_status st;
+	if (r->peer >= 64) {
+		rec_send(c, KVB_FL_LINKED, KVW_ERR_INVALID, r->peer, 0);
+		return;
+	}
+	if (r->type == KVB_FL_ACCEPT) {
+		if (!c->n_acc)
+			c->acc_deadline = kvb_now_ns() + FL_ACCEPT_NS;
+		c->acc[c->n_acc++] = r->peer;
+		return;
+	}
+	snprintf(c->peer_uri[r->peer], sizeof(c->peer_uri[r->peer]), "%s", r->uri);
+	st = kvw_connect(c->ctx, r->uri, 10000, &ep);
+	ep_retire(c, r->peer);
+	if (!st) {
 		c->eps[r->peer] = ep;
+		c->ep_gen[r->peer] = (uint32_t)r->status;
+	}
 	rec_send(c, KVB_FL_LINKED, st, r->peer, 0);
+}
+
+/* Decode: takes the next handshaken peer as the first queued prefill; answers
+ * LINKED (TIMEDOUT when none came within 10 s). */
+static void child_accept(fl_child *c)
+{
+	kvw_ep *ep = NULL;
+	kvw_status st = kvw_accept(c->l, 0, &ep);
+	if (st == KVW_INPROGRESS && kvb_now_ns() < c->acc_deadline)
+		return;
+	uint32_t peer = c->acc[0];
+	if (st == KVW_INPROGRESS)
+		st = KVW_ERR_TIMEDOUT;
+	if (!st) {
+		ep_retire(c, peer);
+		c->eps[peer] = ep;
+	}
+	rec_send(c, KVB_FL_LINKED, st, peer, 0);
+	memmove(c->acc, c->acc + 1, --c->n_acc * sizeof(c->acc[0]));
+	c->acc_deadline = kvb_now_ns() + FL_ACCEPT_NS;
 }
 
 /* 1 on QUIT or a closed control socket. */
@@ -297,6 +399,8 @@ static void child_loop(fl_child *c)
 		poll(pf, 2, 1);
 		if (child_ctl(c))
 			return;
+		if (c->n_acc)
+			child_accept(c);
 		int n = kvw_poll(c->ctx, ev, 64);
 		for (int i = 0; i < n; i++)
 			if (ev[i].type == KVW_EV_SEQ && ev[i].user_data)
@@ -316,6 +420,8 @@ static void child_free(fl_child *c)
 	for (unsigned i = 0; i < 64; i++)
 		if (c->eps[i])
 			kvw_ep_close(c->eps[i]);
+	for (unsigned i = 0; i < c->n_gone; i++)
+		kvw_ep_close(c->gone[i]);
 	if (c->layout)
 		kvw_layout_destroy(c->layout);
 	if (c->mem)
@@ -330,12 +436,13 @@ static void child_free(fl_child *c)
 	free(c->pend);
 }
 
-int kvb_fleet_child(const kvb_opts *o, bool decode, unsigned idx, int fd, uint32_t max_tokens)
+int kvb_fleet_child(const kvb_opts *o, bool decode, unsigned idx, int fd, uint32_t max_tokens,
+		    const char *uri)
 {
 	static fl_child c;
 	int rc = 0;
 	c = (fl_child){.o = o, .decode = decode, .idx = idx, .fd = fd};
-	if (child_setup(&c, max_tokens)) {
+	if (child_setup(&c, max_tokens, uri)) {
 		rec_send(&c, KVB_FL_FAILED, KVW_ERR_IO, 0, 0);
 		rc = 1;
 	} else {

@@ -39,6 +39,7 @@ void kvb_opts_init(kvb_opts *o)
 	o->repeat = 1;
 	o->time_scale = 1;
 	o->kill_decode = -1;
+	o->restart_ms = -1;
 }
 
 void kvb_usage(FILE *f)
@@ -60,7 +61,8 @@ void kvb_usage(FILE *f)
 	      "         --src-block-tokens N --dst-block-tokens N --src-tp N:RANK --dst-tp N:RANK\n"
 	      "       kvwire-bench fleet --driver shm|tcp --prefill N --decode M [--model P]\n"
 	      "                (--rate R --mix 128:0.5,1024:0.3,4096:0.2 | --trace F [--trace-format mooncake|azure])\n"
-	      "                [--time-scale F] [--requests K] [--pick rr|least] [--kill-decode I@REQ]\n"
+	      "                [--time-scale F] [--requests K] [--pick rr|least] [--kill-decode I@REQ [--restart-ms MS]]\n"
+	      "                [--idle-baseline]\n"
 	      "output:  --json | --out_json [--out_json_file F] | --csv  --report_gbits  --quiet\n"
 	      "limits:  --min-bw GBIT  --max-lat USEC (p99)  -> exit 2 when missed; failed verify -> exit 1\n",
 	      f);
@@ -171,6 +173,7 @@ enum {
 	O_SEED, O_NOPIN, O_CORRUPT, O_REPEAT, O_TIMEOUT, O_CTL, O_QUIET, O_HELP,
 	O_SRCLAY, O_DSTLAY, O_SRCBT, O_DSTBT, O_SRCTP, O_DSTTP,
 	O_PREFILL, O_DECODE, O_MIX, O_TRACE, O_TRACEFMT, O_TSCALE, O_REQUESTS, O_KILLDEC, O_PICK,
+	O_RESTART, O_IDLEBASE,
 };
 
 static const struct option long_opts[] = {
@@ -235,6 +238,8 @@ static const struct option long_opts[] = {
 	{"requests", required_argument, 0, O_REQUESTS},
 	{"kill-decode", required_argument, 0, O_KILLDEC},
 	{"pick", required_argument, 0, O_PICK},
+	{"restart-ms", required_argument, 0, O_RESTART},
+	{"idle-baseline", no_argument, 0, O_IDLEBASE},
 	{0, 0, 0, 0},
 };
 
@@ -410,6 +415,15 @@ static int opt_fleet(kvb_opts *o, int c, const char *arg, char *err, size_t errl
 			return fail(err, errlen, "--pick %s: use rr (round-robin) or least (least outstanding)", arg);
 		o->pick_least = !strcmp(arg, "least");
 		return 0;
+	case O_RESTART:
+		if (parse_uint(arg, 600000, &u))
+			return fail(err, errlen, "--restart-ms %s: give 0..600000 (ms after the kill to start "
+				    "the decode again)", arg);
+		o->restart_ms = (int)u;
+		return 0;
+	case O_IDLEBASE:
+		o->idle_baseline = true;
+		return 0;
 	}
 	return 1;
 }
@@ -513,6 +527,9 @@ static int check_fleet(kvb_opts *o, char *err, size_t errlen)
 	if (o->kill_decode >= (int)o->decode)
 		return fail(err, errlen, "--kill-decode %d: there are only %u decode processes (0..%u)",
 			    o->kill_decode, o->decode, o->decode - 1);
+	if (o->restart_ms >= 0 && o->kill_decode < 0)
+		return fail(err, errlen, "--restart-ms restarts the decode that --kill-decode I@REQ kills: "
+			    "give both");
 	return 0;
 }
 
@@ -520,9 +537,10 @@ static int check_roles(kvb_opts *o, char *err, size_t errlen)
 {
 	if (o->test == KVB_T_FLEET)
 		return check_fleet(o, err, errlen);
-	if (o->prefill || o->decode || o->mix[0] || o->trace[0] || o->kill_decode >= 0)
-		return fail(err, errlen, "--prefill, --decode, --mix, --trace and --kill-decode apply to "
-			    "fleet only");
+	if (o->prefill || o->decode || o->mix[0] || o->trace[0] || o->kill_decode >= 0 ||
+	    o->restart_ms >= 0 || o->idle_baseline)
+		return fail(err, errlen, "--prefill, --decode, --mix, --trace, --kill-decode, --restart-ms "
+			    "and --idle-baseline apply to fleet only");
 	const char *uri = o->test == KVB_T_SERVER ? o->listen : o->connect;
 	if (!o->driver[0] && uri[0] && uri_driver(uri))
 		strcpy(o->driver, uri_driver(uri));

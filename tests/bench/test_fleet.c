@@ -3,7 +3,8 @@
  * synthetic traces over shm and tcp with every request verified; bad options
  * and malformed trace lines end with a sentence and a nonzero exit; a decode
  * SIGKILLed mid-run fails the requests it held with PEER_DEAD while the rest
- * of the run goes on over the other decodes. */
+ * of the run goes on over the other decodes; restarted, it takes requests
+ * again over fresh links; the idle baseline reports its percentiles. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,6 +152,78 @@ static void kill_case(const char *driver)
 Test(fleet, shm_decode_killed, .timeout = 120) { kill_case("shm"); }
 Test(fleet, tcp_decode_killed, .timeout = 120) { kill_case("tcp"); }
 
+static json_int_t kgeti(json_t *j, const char *k)
+{
+	return geti(json_object_get(j, "killed"), k);
+}
+
+/* Decode 1 killed at request 20 and forked again 100 ms later on its URI:
+ * what the old one held ends PEER_DEAD, nothing else fails, prefills
+ * reconnect and the new one verifies requests; every byte accounted. */
+static void restart_case(const char *driver)
+{
+	char args[512];
+	snprintf(args, sizeof(args), "--driver %s --prefill 4 --decode 4 --rate 40 --requests 96 --mix 64:0.5,700:0.5 "
+		 "--kill-decode 1@20 --restart-ms 100 " SHAPE, driver);
+	json_t *j = fleet_json(args, 0), *fail = json_object_get(j, "failures");
+	json_t *d1 = json_array_get(json_object_get(j, "decodes"), 1);
+	json_int_t dead = json_integer_value(json_object_get(fail, "KVW_ERR_PEER_DEAD"));
+	cr_assert_eq(geti(j, "unexpected_failures"), 0, "unexpected failures: %s", json_dumps(fail, 0));
+	cr_assert_gt(dead, 0, "no request the killed decode held ended PEER_DEAD");
+	cr_assert_eq(json_object_size(fail), 1, "other causes than PEER_DEAD: %s", json_dumps(fail, 0));
+	cr_assert_eq(kgeti(j, "failed_held"), dead);
+	cr_assert_eq(geti(j, "ok") + dead, 96);
+	cr_assert(json_is_true(json_object_get(json_object_get(j, "killed"), "restarted")), "not restarted");
+	cr_assert_eq(kgeti(j, "restart_ms"), 100);
+	cr_assert_gt(kgeti(j, "prefills_relinked"), 0, "no prefill reconnected to the new decode");
+	cr_assert_gt(kgeti(j, "ok_after_restart"), 0, "the restarted decode completed no request");
+	cr_assert(json_is_false(json_object_get(d1, "dead")));
+	cr_assert_eq(geti(d1, "failed"), dead);
+	cr_assert_eq(geti(d1, "ok") + geti(d1, "failed"), geti(d1, "requests"));
+	cr_assert_gt(geti(d1, "last_request"), 28, "the new decode got no late request");
+	cr_assert(json_is_true(json_object_get(j, "verified")));
+	cr_assert_eq(geti(j, "bytes") + geti(j, "failed_bytes"), geti(j, "offered_bytes"));
+	json_t *e;
+	size_t i;
+	json_int_t sum = 0;
+	json_array_foreach(json_object_get(j, "peers"), i, e)
+		sum += geti(e, "bytes");
+	cr_assert_eq(sum, geti(j, "bytes"));
+	json_decref(j);
+}
+
+Test(fleet, shm_decode_restarted, .timeout = 120) { restart_case("shm"); }
+Test(fleet, tcp_decode_restarted, .timeout = 120) { restart_case("tcp"); }
+
+static double getr(json_t *j, const char *k)
+{
+	json_t *v = json_object_get(j, k);
+	cr_assert(json_is_real(v), "no number \"%s\"", k);
+	return json_real_value(v);
+}
+
+/* --idle-baseline: the same 40 requests again one at a time; fields present
+ * and sane (no timing bound: the machine is shared). */
+Test(fleet, shm_idle_baseline, .timeout = 120)
+{
+	json_t *j = fleet_json("--driver shm --prefill 2 --decode 2 --rate 100 --mix 64:0.5,700:0.5 --requests 40 "
+			       "--idle-baseline " SHAPE, 0);
+	assert_clean(j, 40, 4, true);
+	json_t *idle = json_object_get(j, "idle");
+	cr_assert_not_null(idle, "no \"idle\" object");
+	cr_assert_eq(geti(idle, "requests"), 40);
+	cr_assert_eq(geti(idle, "ok"), 40);
+	cr_assert_eq(geti(idle, "failed"), 0);
+	cr_assert_gt(getr(idle, "p50_ms"), 0);
+	cr_assert_geq(getr(idle, "p99_ms"), getr(idle, "p50_ms"));
+	cr_assert_gt(getr(idle, "p99_ms"), 0);
+	cr_assert_gt(getr(j, "p99_vs_idle"), 0);
+	double want = json_real_value(json_object_get(json_object_get(j, "lat_us"), "p99")) / 1e3 /
+		      getr(idle, "p99_ms");
+	cr_assert_float_eq(getr(j, "p99_vs_idle"), want, 1e-9 * want);
+	json_decref(j);
+}
+
 /* ---------------------------------------------------------------- refusals */
 static void refused(const char *args, const char *says)
 {
@@ -176,6 +249,9 @@ Test(fleet_opts, bad_format) { refused("--driver shm --prefill 1 --decode 1 --tr
 Test(fleet_opts, bad_time_scale) { refused("--driver shm --prefill 1 --decode 1 --time-scale 0 " T_MC, "--time-scale 0"); }
 Test(fleet_opts, kill_out_of_range) { refused("--driver shm --prefill 1 --decode 2 --kill-decode 2@1 " T_MC, "only 2 decode processes"); }
 Test(fleet_opts, kill_bad_spec) { refused("--driver shm --prefill 1 --decode 2 --kill-decode 1 " T_MC, "give I@REQ"); }
+Test(fleet_opts, restart_without_kill) { refused("--driver shm --prefill 1 --decode 2 --restart-ms 50 " T_MC, "give both"); }
+Test(fleet_opts, restart_bad_ms) { refused("--driver shm --prefill 1 --decode 2 --kill-decode 1@3 --restart-ms soon " T_MC, "--restart-ms soon: give 0..600000"); }
+Test(fleet_opts, idle_elsewhere) { refused("kv --loopback --driver shm --idle-baseline", "apply to fleet only"); }
 Test(fleet_opts, rdma_driver) { refused("--driver rdma --prefill 1 --decode 1 " T_MC, "fleet runs on --driver shm or tcp"); }
 Test(fleet_opts, fleet_option_elsewhere) { refused("kv --loopback --driver shm --prefill 2", "apply to fleet only"); }
 Test(fleet_opts, missing_trace) { refused("--driver shm --prefill 1 --decode 1 --trace /nonexistent/t.jsonl", "cannot open the trace"); }
