@@ -757,19 +757,22 @@ kvw_status kvw_connect_start(kvw_ctx *ctx, const char *uri, kvw_ep **out)
 	kvw_drv *d;
 	kvw_ep *ep;
 	kvw_status st;
+	uint8_t peer_key[16], uri_key[16];
 
 	if (!ctx || !out)
 		return kvw_set_err(ctx, KVW_ERR_INVALID, "kvw_connect: context and output pointer must not be NULL");
 	kvw_err_clear(ctx);
 	if ((st = kvw_uri_driver(ctx, uri, &u, &d)) != KVW_OK)
 		return st;
-	if ((ep = kvw_epc_take(ctx, uri))) { /* ep_cache: the live one, or its handshake */
+	kvw_epc_keys(ctx, uri, peer_key, uri_key);
+	if ((ep = kvw_epc_take(ctx, uri_key))) { /* ep_cache: the live one, or its handshake */
 		*out = ep;
 		return KVW_OK;
 	}
 	if (!(ep = kvw_ep_alloc(ctx, d, uri)))
 		return kvw_set_err(ctx, KVW_ERR_NOMEM, "kvw_connect: out of memory");
-	kvw_epc_keys(ep, uri);
+	memcpy(ep->peer_key, peer_key, sizeof(peer_key));
+	memcpy(ep->uri_key, uri_key, sizeof(uri_key));
 	st = kvw_uri_overrides(ctx, &u, false, &ep->rails, ep->secret, sizeof(ep->secret));
 	if (ep->rails > d->caps.max_rails)
 		ep->rails = d->caps.max_rails ? d->caps.max_rails : 1;
@@ -999,7 +1002,7 @@ void kvw_ctx_reap(kvw_ctx *ctx)
 uint64_t kvw_ep_next_timer(const kvw_ep *ep)
 {
 	const struct kvw_cfgv *c = &ep->ctx->cfg;
-	uint64_t t;
+	uint64_t t, idle;
 
 	if (ep->state == KVW_EP_CONNECTING || ep->state == KVW_EP_HANDSHAKE)
 		return ep->t_start + kvw_ep_handshake_ns(ep);
@@ -1015,5 +1018,6 @@ uint64_t kvw_ep_next_timer(const kvw_ep *ep)
 		t = ep->next_deadline_ns;
 	if (ep->is_server && !ep->accepted && ep->t_ready + (uint64_t)c->accept_timeout_ms * 1000000ull < t)
 		t = ep->t_ready + (uint64_t)c->accept_timeout_ms * 1000000ull;
-	return kvw_epc_next_timer(ep) < t ? kvw_epc_next_timer(ep) : t;
+	idle = kvw_epc_next_timer(ep);
+	return idle < t ? idle : t;
 }

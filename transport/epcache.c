@@ -23,14 +23,12 @@ void kvw_epc_ctx_init(kvw_ctx *ctx)
 
 /* The URI's peer (what comes before '?') and the whole URI, keyed hashes:
  * the endpoint never keeps a URI that may hold ?secret=. */
-void kvw_epc_keys(kvw_ep *ep, const char *uri)
+void kvw_epc_keys(const kvw_ctx *ctx, const char *uri, uint8_t peer_key[16], uint8_t uri_key[16])
 {
-	const kvw_ctx *ctx = ep->ctx;
-
-	crypto_generichash(ep->peer_key, sizeof(ep->peer_key), (const uint8_t *)uri, strcspn(uri, "?"),
-			   ctx->hash_key, sizeof(ctx->hash_key));
-	crypto_generichash(ep->uri_key, sizeof(ep->uri_key), (const uint8_t *)uri, strlen(uri),
-			   ctx->hash_key, sizeof(ctx->hash_key));
+	crypto_generichash(peer_key, 16, (const uint8_t *)uri, strcspn(uri, "?"), ctx->hash_key,
+			   sizeof(ctx->hash_key));
+	crypto_generichash(uri_key, 16, (const uint8_t *)uri, strlen(uri), ctx->hash_key,
+			   sizeof(ctx->hash_key));
 }
 
 static bool kvw_epc_live(const kvw_ep *ep)
@@ -39,16 +37,13 @@ static bool kvw_epc_live(const kvw_ep *ep)
 			       ep->state == KVW_EP_READY);
 }
 
-kvw_ep *kvw_epc_take(kvw_ctx *ctx, const char *uri)
+kvw_ep *kvw_epc_take(kvw_ctx *ctx, const uint8_t uri_key[16])
 {
-	kvw_ep probe = {.ctx = ctx};
-
 	if (!ctx->cfg.ep_cache)
 		return NULL;
-	kvw_epc_keys(&probe, uri);
 	for (kvw_ep *ep = ctx->eps; ep; ep = ep->next) {
 		if (!ep->cached || ep->is_server || !kvw_epc_live(ep) ||
-		    memcmp(ep->uri_key, probe.uri_key, sizeof(probe.uri_key)) != 0)
+		    memcmp(ep->uri_key, uri_key, sizeof(ep->uri_key)) != 0)
 			continue;
 		ep->refs++;
 		ep->idle_since_ns = 0;

@@ -6,11 +6,12 @@
 
 /* The context's incarnation and hash key (at kvw_ctx_create). */
 void kvw_epc_ctx_init(kvw_ctx *ctx);
-/* Sets ep's peer and URI keys from the unredacted URI. */
-void kvw_epc_keys(kvw_ep *ep, const char *uri);
-/* With ep_cache: a live client endpoint made for exactly this URI, with one
- * more reference taken (it may still be in its handshake); else NULL. */
-kvw_ep *kvw_epc_take(kvw_ctx *ctx, const char *uri);
+/* The peer key (the URI before '?') and URI key of an unredacted URI. */
+void kvw_epc_keys(const kvw_ctx *ctx, const char *uri, uint8_t peer_key[16], uint8_t uri_key[16]);
+/* With ep_cache: a live client endpoint made for exactly this URI (its
+ * key), with one more reference taken (it may still be in its handshake);
+ * else NULL. */
+kvw_ep *kvw_epc_take(kvw_ctx *ctx, const uint8_t uri_key[16]);
 /* A new client endpoint joins the cache (ep_cache=1): one reference. */
 void kvw_epc_adopt(kvw_ep *ep);
 /* kvw_ep_close on ep: true when the endpoint stays (other holders, or

@@ -37,6 +37,12 @@ static void side_close(struct side *x)
 	kvw_ctx_destroy(x->s);
 }
 
+/* Another URI of the same peer (HOST:PORT): a query parameter added. */
+static void side_other_uri(const struct side *x, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s%srails=1", x->uri, strchr(x->uri, '?') ? "&" : "?");
+}
+
 /* Connects through the client's context while the server's progresses. */
 static kvw_ep *side_connect(struct side *x, const char *uri)
 {
@@ -150,7 +156,7 @@ Test(fleet_epcache, another_uri_of_the_same_peer_is_another_endpoint)
 	struct side x;
 	char other[200];
 	side_open(&x, "1", "60000");
-	snprintf(other, sizeof(other), "%s%srails=1", x.uri, strchr(x.uri, '?') ? "&" : "?");
+	side_other_uri(&x, other, sizeof(other));
 	kvw_ep *a = side_connect(&x, x.uri), *b = side_connect(&x, other);
 	cr_assert_neq(a, b, "the cache keys on the whole URI");
 	cr_assert_eq(side_accept_all(&x, 200, NULL), 2);
@@ -280,7 +286,7 @@ Test(fleet_epcache, new_incarnation_fails_the_old_endpoint)
 	kvw_ctx *s2ctx = kvwt_ctx(NULL);
 	cr_assert_eq(kvw_listen(s2ctx, x.uri, &l2), KVW_OK, "%s", kvw_ctx_last_error(s2ctx));
 	/* another URI of the same peer: the cache would rightly hand out a */
-	snprintf(other, sizeof(other), "%s%srails=1", x.uri, strchr(x.uri, '?') ? "&" : "?");
+	side_other_uri(&x, other, sizeof(other));
 	kvw_ep *b = NULL;
 	cr_assert_eq(kvw_connect_start(x.c, other, &b), KVW_OK);
 	uint64_t end = kvwt_now_ms() + 10000;
@@ -313,7 +319,7 @@ Test(fleet_epcache, same_incarnation_keeps_both_endpoints)
 	struct side x;
 	char other[200];
 	side_open(&x, "1", "60000");
-	snprintf(other, sizeof(other), "%s%srails=1", x.uri, strchr(x.uri, '?') ? "&" : "?");
+	side_other_uri(&x, other, sizeof(other));
 	kvw_ep *a = side_connect(&x, x.uri), *b = side_connect(&x, other);
 	cr_assert_eq(info_of(a).peer_incarnation, info_of(b).peer_incarnation);
 	cr_assert_eq(kvw_ep_status(a), KVW_OK, "a second endpoint to the same peer is no restart");
