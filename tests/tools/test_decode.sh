@@ -20,7 +20,7 @@ for tool in "xxd" "xxd -p" "od -x" "od -A x -t x1z" "hexdump -C"; do
 	fi
 done
 expect_rc 0 "$KVWIRE" decode - <"$TMP/good.bin"
-expect_out '^frame 2 @136 GRANT v1\.3 .* OK$'
+expect_out '^frame 2 @136 GRANT v1\.4 .* OK$'
 expect_out '^5 frames, 0 malformed$'
 
 bad() { # MODE REGEX
