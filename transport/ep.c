@@ -876,6 +876,11 @@ kvw_status kvw_ep_query(const kvw_ep *ep, kvw_ep_info *info)
 	in.authenticated = ep->authenticated;
 	in.refs = ep->cached ? ep->refs : 1;
 	in.peer_incarnation = ep->peer_incarnation;
+	struct kvw_ep_res res = {0};
+	kvw_ep_resources(ep, &res);
+	in.res_fds = res.fds;
+	in.res_qps = res.qps;
+	in.res_bytes = res.bytes;
 	return kvw_struct_out(ep->ctx, "kvw_ep_query", info, &in, sizeof(in));
 }
 

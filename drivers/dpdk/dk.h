@@ -306,6 +306,7 @@ void dk_mac_seal(struct dk_flow *f, struct rte_mbuf *m);
 /* Checks a received frame's authenticator (udp: UDP payload bytes). */
 bool dk_mac_check(struct dk_flow *f, struct rte_mbuf *m, uint32_t udp);
 void dk_mac_free(struct dk_flow *f);
+uint64_t dk_mac_bytes(const struct dk_flow *f);
 
 /* dk_rx.c */
 void dk_rx_port(struct dk_drv *dd, struct dk_port *p);

@@ -29,6 +29,12 @@ struct dk_mac {
 	uint8_t buf[];                   /* one frame's UDP payload, made contiguous */
 };
 
+/* Bytes of f's authenticator state (ops->ep_resources). */
+uint64_t dk_mac_bytes(const struct dk_flow *f)
+{
+	return f->mac ? sizeof(*f->mac) + f->mac->cap : 0;
+}
+
 uint32_t dk_rand32(bool nonzero)
 {
 	uint32_t v;

@@ -599,6 +599,22 @@ static kvw_status dk_cancel(kvw_ep *ep, kvw_req *req)
 	return f ? dk_rel_cancel(f, req) : KVW_OK;
 }
 
+/* A flow holds no fd and no QP: its send ring, request records and their
+ * index, the receive window (bits, and control packets held out of
+ * order), the reassembly buffer and the authenticator. The ring and the
+ * records are mapped, touched as used: these are the bytes reserved. */
+static void dk_ep_resources(const kvw_ep *ep, struct kvw_ep_res *r)
+{
+	const struct dk_flow *f = kvw_core_ep_priv(ep);
+
+	if (!f)
+		return;
+	r->bytes += sizeof(*f) + (uint64_t)DK_RING * sizeof(*f->ring) +
+		    (uint64_t)DK_OWNERS * sizeof(*f->own) + (uint64_t)DK_OWN_HASH * sizeof(*f->own_hash) +
+		    DK_RWIN / 8 + (f->held ? (uint64_t)DK_RWIN * sizeof(*f->held) + f->held_bytes : 0) +
+		    f->reasm_cap + dk_mac_bytes(f);
+}
+
 const struct kvw_driver_ops kvw_dpdk_ops = {
 	.name = "dpdk",
 	.open = dk_open,
@@ -611,6 +627,7 @@ const struct kvw_driver_ops kvw_dpdk_ops = {
 	.listener_close = dk_listener_close,
 	.connect = dk_connect,
 	.ep_close = dk_ep_close,
+	.ep_resources = dk_ep_resources,
 	.send_ctrl = dk_send_ctrl,
 	.post_frags = dk_post_frags,
 	.cancel = dk_cancel,

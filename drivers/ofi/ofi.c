@@ -389,6 +389,22 @@ static void ofi_ep_close(kvw_ep *ep)
 	kvw_sock_ep_close(ep);
 }
 
+/* The control stream's (drivers/common) plus one RDM endpoint, counted as
+ * the QP it is on EFA, with its tables. The provider's own fds and buffers
+ * (the tcp provider's sockets, shm's regions) are not visible from here. */
+static void ofi_ep_resources(const kvw_ep *ep, struct kvw_ep_res *r)
+{
+	const struct kvw_sockep *se = kvw_sockep(ep);
+	const struct ofi_ep *oe = se ? se->priv : NULL;
+
+	kvw_sock_ep_resources(ep, r);
+	if (!oe)
+		return;
+	r->qps += oe->fep != NULL;
+	r->bytes += sizeof(*oe) + ((uint64_t)oe->keys.cap + oe->pend.cap) * sizeof(*oe->keys.e) +
+		    (uint64_t)oe->cap_fences * sizeof(*oe->fences);
+}
+
 static kvw_status ofi_progress(kvw_drv *d)
 {
 	struct ofi_drv *od = ofi_of(d);
@@ -500,6 +516,7 @@ const struct kvw_driver_ops kvw_ofi_ops = {
 	.listener_close = kvw_sock_listener_close,
 	.connect = ofi_connect,
 	.ep_close = ofi_ep_close,
+	.ep_resources = ofi_ep_resources,
 	.send_ctrl = kvw_sock_send_ctrl,
 	.grant_keys = ofi_grant_keys,
 	.post_frags = ofi_post_frags,

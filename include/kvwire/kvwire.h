@@ -279,6 +279,11 @@ typedef struct kvw_ep_info {
 	uint32_t refs;          /* callers holding it: >1 when config ep_cache shares it */
 	uint64_t peer_incarnation; /* the peer context's random id, new at each of its
 	                         * starts (0: a peer older than wire 1.4) */
+	/* what the endpoint holds now (as `kvwire stat` "resources"): fds and
+	 * QPs (libfabric: RDM endpoints) of the driver, bytes of the core's
+	 * tables and the driver's rings, reserved (mapped rings count whole) */
+	uint32_t res_fds, res_qps;
+	uint64_t res_bytes;
 } kvw_ep_info;
 kvw_status kvw_ep_query(const kvw_ep *ep, kvw_ep_info *info);
 

@@ -147,6 +147,9 @@ class kvw_ep_info(C.Structure):
         ("authenticated", C.c_int),
         ("refs", C.c_uint32),          # holders (config ep_cache shares endpoints)
         ("peer_incarnation", C.c_uint64),  # the peer context's random id (0: wire < 1.4)
+        ("res_fds", C.c_uint32),       # what the endpoint holds now: fds, QPs, bytes
+        ("res_qps", C.c_uint32),
+        ("res_bytes", C.c_uint64),
     ]
 
 

@@ -169,6 +169,11 @@ class EndpointInfo:
     rails: int
     id: int
     authenticated: bool
+    refs: int = 1              # holders: >1 when config ep_cache shares the endpoint
+    peer_incarnation: int = 0  # the peer context's random id, new at each start (0: wire < 1.4)
+    fds: int = 0               # what the endpoint holds now (kvwire stat "resources")
+    qps: int = 0
+    resource_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1128,7 +1133,8 @@ class Endpoint:
         caps = frozenset(n for bit, n in _abi.CAP_NAMES.items() if i.caps & bit)
         return EndpointInfo(i.driver.decode(), i.peer_uri.decode(),
                             (i.peer_version_major, i.peer_version_minor), caps, i.rails, i.id,
-                            bool(i.authenticated))
+                            bool(i.authenticated), i.refs, i.peer_incarnation, i.res_fds,
+                            i.res_qps, i.res_bytes)
 
     @property
     def driver(self) -> str:

@@ -382,6 +382,48 @@ Test(conf, send_before_grant)
 	xseq_free(&s.x);
 }
 
+/* kvw_ep_query says what an endpoint holds (as kvwire stat's "resources"):
+ * the driver's share is there on every driver that has one -- a socket per
+ * rail on the stream drivers, a QP per rail on rdma, an RDM endpoint on ofi,
+ * the reliability rings of a dpdk flow (no fd, no QP). */
+static void check_resources(kvw_ep *ep, const char *side)
+{
+	const char *d = kvwt_driver()->name;
+	kvw_ep_info in = {.size = sizeof(in)};
+	cr_assert_eq(kvw_ep_query(ep, &in), KVW_OK);
+	cr_log_info("%s %s: %u rails, %u fds, %u qps, %llu bytes", d, side, in.rails, in.res_fds,
+		    in.res_qps, (unsigned long long)in.res_bytes);
+	cr_assert_gt(in.res_bytes, 1024, "%s: %llu bytes is not even the core's tables", side,
+		     (unsigned long long)in.res_bytes);
+	if (!strcmp(d, "tcp") || !strcmp(d, "shm"))
+		cr_assert(in.res_fds >= in.rails && in.res_qps == 0 && in.res_bytes > 8192,
+			  "%s: %u fds, %u qps, %llu bytes on %u rails", side, in.res_fds, in.res_qps,
+			  (unsigned long long)in.res_bytes, in.rails);
+	else if (!strcmp(d, "rdma"))
+		cr_assert(in.res_qps == in.rails, "%s: %u QPs on %u rails", side, in.res_qps, in.rails);
+	else if (!strcmp(d, "ofi"))
+		cr_assert(in.res_qps == 1 && in.res_fds >= 1, "%s: %u RDM endpoints (one, made at "
+			  "the first transfer), %u fds", side,
+			  in.res_qps, in.res_fds);
+	else if (!strcmp(d, "dpdk"))
+		cr_assert(in.res_fds == 0 && in.res_qps == 0 && in.res_bytes > (512u << 10),
+			  "%s: %u fds, %u qps, %llu bytes (a flow's send ring alone is more)", side,
+			  in.res_fds, in.res_qps, (unsigned long long)in.res_bytes);
+}
+
+Test(conf, endpoint_reports_its_resources)
+{
+	static struct small s; /* ofi opens its RDM endpoint at the first transfer */
+	small_make(&s, 29);
+	xseq_grant(&s.x, pr.server, 0);
+	cr_assert_geq(xseq_send(&s.x, pr.client, 0, SL, KVW_SEND_LAST), 0);
+	cr_assert(kvwt_drive1(ctx, 20000, xseq_done, &s.x));
+	xseq_verify(&s.x);
+	xseq_free(&s.x);
+	check_resources(pr.client, "client");
+	check_resources(pr.server, "server");
+}
+
 Test(conf, seq_id_in_use_is_busy)
 {
 	static struct small s;

@@ -194,6 +194,9 @@ def test_listen_connect_accept_info_counters_ping(ctx, driver, tmp_path):
     if driver == "shm":
         assert "same_host" in info.caps
     assert cl.driver == driver
+    # one holder, the peer's random incarnation, what the endpoint holds
+    assert info.refs == 1 and info.peer_incarnation != 0
+    assert info.fds >= info.rails and info.qps == 0 and info.resource_bytes > 8192
     rtt = cl.ping(2.0)
     assert 0 < rtt < 2.0
     c = cl.counters()
