@@ -72,6 +72,13 @@ void kvwt_listen_uri(char *buf, size_t len)
 	kvwt_driver()->listen_uri(buf, len);
 }
 
+uint64_t kvwt_slack_ms(uint64_t ms)
+{
+	const char *e = getenv("KVW_TEST_TIME_SCALE");
+	long k = e ? strtol(e, NULL, 10) : 1;
+	return ms * (uint64_t)(k >= 1 && k <= 20 ? k : 1);
+}
+
 /* --------------------------------------------------------------- ctx */
 uint64_t kvwt_now_ms(void)
 {

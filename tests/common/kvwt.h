@@ -44,6 +44,12 @@ void kvwt_listen_uri(char *buf, size_t len);
  * skipped here, with the reason in KVW_TEST_SKIP_WHY. */
 kvw_ctx *kvwt_ctx(const char *const *extra);
 uint64_t kvwt_now_ms(void);
+/* An upper time bound of a test, stretched by KVW_TEST_TIME_SCALE (an
+ * integer 1..20, default 1): the VM suites run under TCG, where a loaded
+ * host makes everything several times slower than the bound was made for.
+ * Lower bounds and the limits that tell a waiting call from a working one
+ * are not stretched. */
+uint64_t kvwt_slack_ms(uint64_t ms);
 /* Resident set of this process (or pid, 0 = self) in KiB, from /proc; -1 on error. */
 long kvwt_rss_kib(void);
 long kvwt_rss_kib_of(int pid);
