@@ -70,6 +70,7 @@ typedef struct fl_router {
 	uint32_t max_tokens;
 	bool killed, restarted;
 	uint64_t t_kill, t_restart, t_listen, ok_after, failed_held, failed_down, relinks;
+	uint64_t failed_gone;       /* --join: PEER_DEAD of a request whose node went away */
 	kvb_samples lat_us;
 	fl_idle idle;
 	kvb_join *join;
@@ -306,11 +307,16 @@ static void req_ok(fl_router *r, uint64_t k)
 }
 
 /* Expected: PEER_DEAD of a request the killed decode's first incarnation held,
- * or of one that came while no decode was up after the kill. */
+ * or of one that came while no decode was up after the kill; --join: also of
+ * one whose prefill or decode node went away (a node is not the router's to
+ * keep alive: it is treated as killed, and reported). */
 static void req_failed(fl_router *r, fl_req *q, int32_t cause)
 {
 	bool dead = cause == KVW_ERR_PEER_DEAD && r->killed;
 	bool held = dead && !q->orphan && (int)q->d == r->o->kill_decode && q->gen == 0;
+	bool gone = cause == KVW_ERR_PEER_DEAD && r->o->join && !held && !(dead && q->orphan) &&
+		    (q->orphan || decode(r, q->d)->dead || prefill(r, q->p)->dead);
+	r->failed_gone += gone;
 	r->failed++;
 	r->failed_bytes += req_bytes(r, q->tokens);
 	r->cause[cause_idx(cause)]++;
@@ -318,7 +324,7 @@ static void req_failed(fl_router *r, fl_req *q, int32_t cause)
 		decode(r, q->d)->failed++;
 	r->failed_held += held;
 	r->failed_down += dead && q->orphan;
-	if (!held && !(dead && q->orphan))
+	if (!held && !(dead && q->orphan) && !gone)
 		r->unexpected++;
 }
 
@@ -905,6 +911,7 @@ static void fleet_join_json(fl_router *r, json_t *j)
 		json_array_append_new(left, e);
 	}
 	json_object_set_new(j, "left", left);
+	json_object_set_new(j, "failed_node_gone", json_integer((json_int_t)r->failed_gone));
 	if (kvb_join_warning(r->join)[0])
 		json_object_set_new(j, "warning", json_string(kvb_join_warning(r->join)));
 }

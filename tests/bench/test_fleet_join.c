@@ -3,8 +3,8 @@
  * port and temporary data dir), 2 prefill + 2 decode fleet-node processes
  * with 2 s leases, and the router taking them out of the directory:
  * every request verified over shm and tcp, twice on the same nodes (each
- * goes back to waiting for a router); a decode SIGKILLed mid-run leaves the
- * directory within its lease, its requests end PEER_DEAD and later ones go
+ * goes back to waiting for a router); a decode SIGKILLed mid-run (by the
+ * router, and from outside) leaves the directory within its lease, its requests end PEER_DEAD and later ones go
  * to the survivor; etcd stopped after the join: the run still completes and
  * says the directory stopped answering. Skipped without etcd. */
 #include <criterion/criterion.h>
@@ -213,17 +213,13 @@ Test(fleet_join, tcp_decode_killed, .init = up, .fini = down, .timeout = 60)
 	json_decref(j);
 }
 
-/* (c) etcd stopped as soon as the router joined: the 2 s stream completes,
- * every request verified, and the report warns that the directory went. */
-Test(fleet_join, shm_etcd_stopped, .init = up, .fini = down, .timeout = 60)
+/* The router in the background (output in the etcd dir's router.out/.err). */
+static pid_t router_start(const char *driver, const char *args)
 {
-	char cmd[2048], err[128], outp[128], *out = NULL;
-	start_fleet("shm");
-	snprintf(err, sizeof(err), "%s/router.err", logdir);
-	snprintf(outp, sizeof(outp), "%s/router.out", logdir);
-	snprintf(cmd, sizeof(cmd), "cd %s && exec timeout 60 %s fleet --join --dir %s --pool pool --driver shm "
-		 "--prefill 2 --decode 2 --timeout-ms 10000 --rate 50 --requests 100 --mix 64:0.5,700:0.5 " SHAPE " --json >%s 2>%s",
-		 getenv("KVB_SRC"), bin(), etcd.url, outp, err);
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "cd %s && exec timeout 60 %s fleet --join --dir %s --pool pool --driver %s "
+		 "--prefill 2 --decode 2 --timeout-ms 10000 %s " SHAPE " --json >%s/router.out 2>%s/router.err",
+		 getenv("KVB_SRC"), bin(), etcd.url, driver, args, logdir, logdir);
 	pid_t r = fork();
 	cr_assert_geq(r, 0);
 	if (r == 0) {
@@ -231,10 +227,17 @@ Test(fleet_join, shm_etcd_stopped, .init = up, .fini = down, .timeout = 60)
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}
+	return r;
+}
+
+/* Waits until the router says it joined the four nodes (at most 6 s). */
+static void router_joined(void)
+{
+	char err[128], line[512];
 	bool joined = false;
+	snprintf(err, sizeof(err), "%s/router.err", logdir);
 	for (int t = 0; t < 300 && !joined; t++) {
 		FILE *f = fopen(err, "r");
-		char line[512];
 		while (f && fgets(line, sizeof(line), f))
 			joined |= strstr(line, "joined 2 prefill and 2 decode") != NULL;
 		if (f)
@@ -243,18 +246,73 @@ Test(fleet_join, shm_etcd_stopped, .init = up, .fini = down, .timeout = 60)
 			usleep(20000);
 	}
 	cr_assert(joined, "the router did not join within 6 s");
-	etcd_kill(&etcd);
+}
+
+/* Its exit status 0 and its JSON. */
+static json_t *router_end(pid_t r)
+{
+	char cmd[256], *out = NULL;
 	int st;
 	cr_assert_eq(waitpid(r, &st, 0), r);
-	snprintf(cmd, sizeof(cmd), "cat %s", outp);
+	snprintf(cmd, sizeof(cmd), "cat %s/router.out", logdir);
 	kvbt_run(cmd, &out);
-	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the router exited %d:\n%s", st, out);
+	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+		char *err = NULL;
+		snprintf(cmd, sizeof(cmd), "cat %s/router.err", logdir);
+		kvbt_run(cmd, &err);
+		cr_assert_fail("the router exited %d:\n%s\n%s", st, out, err);
+	}
 	json_error_t e;
-	json_t *j = json_loads(out, 0, &e);
+	json_t *j = json_loads(out, JSON_DISABLE_EOF_CHECK, &e);
 	cr_assert_not_null(j, "not one JSON object (%s): %s", e.text, out);
+	free(out);
+	return j;
+}
+
+/* (b') dec-b SIGKILLed by the test, not the router, 500 ms into a 2 s
+ * stream: its socket closes, its entry leaves within the lease, its
+ * requests end PEER_DEAD (counted as failed_node_gone, not unexpected), the
+ * rest goes to dec-a. */
+Test(fleet_join, shm_decode_killed_outside, .init = up, .fini = down, .timeout = 60)
+{
+	start_fleet("shm");
+	pid_t r = router_start("shm", "--rate 40 --requests 80 --mix 64:0.5,700:0.5");
+	router_joined();
+	usleep(500000);
+	kill(node[3], SIGKILL);
+	json_t *j = router_end(r), *fail = json_object_get(j, "failures"), *left = json_object_get(j, "left");
+	json_t *d0 = json_array_get(json_object_get(j, "decodes"), 0);
+	json_t *d1 = json_array_get(json_object_get(j, "decodes"), 1);
+	json_int_t dead = json_integer_value(json_object_get(fail, "KVW_ERR_PEER_DEAD"));
+	cr_assert_eq(json_object_size(fail), dead ? 1 : 0, "other causes than PEER_DEAD: %s", json_dumps(fail, 0));
+	cr_assert_eq(geti(j, "unexpected_failures"), 0);
+	cr_assert_eq(geti(j, "failed_node_gone"), geti(j, "failed"));
+	cr_assert_eq(geti(j, "ok") + geti(j, "failed"), 80);
+	cr_assert(json_is_true(json_object_get(j, "verified")));
+	cr_assert(json_is_true(json_object_get(d1, "dead")));
+	cr_assert_eq(geti(d0, "failed"), 0);
+	cr_assert_eq(geti(d0, "last_request"), 79, "the last request did not go to the survivor");
+	cr_assert_lt(geti(d1, "last_request"), 79);
+	cr_assert_eq(json_array_size(left), 1, "left: %s", json_dumps(left, 0));
+	json_t *l = json_array_get(left, 0);
+	cr_assert_str_eq(gets(l, "name"), "dec-b");
+	double ms = json_real_value(json_object_get(l, "ms_from_socket_close"));
+	cr_assert_gt(ms, 0);
+	cr_assert_leq(ms, 2000 + 2000, "left %.0f ms after its socket closed", ms);
+	json_decref(j);
+}
+
+/* (c) etcd stopped as soon as the router joined: the 2 s stream completes,
+ * every request verified, and the report warns that the directory went. */
+Test(fleet_join, shm_etcd_stopped, .init = up, .fini = down, .timeout = 60)
+{
+	start_fleet("shm");
+	pid_t r = router_start("shm", "--rate 50 --requests 100 --mix 64:0.5,700:0.5");
+	router_joined();
+	etcd_kill(&etcd);
+	json_t *j = router_end(r);
 	assert_clean(j, 100);
 	cr_assert(strstr(gets(j, "warning"), "directory stopped answering"), "warning: %s", gets(j, "warning"));
-	free(out);
 	json_decref(j);
 }
 
