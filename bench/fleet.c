@@ -637,7 +637,8 @@ static void join_await_leaves(fl_router *r)
 }
 
 /* --join: QUIT to each node that is still there (it waits for the next
- * router); a dead one's files are removed. */
+ * router); the files of one that is gone (its entry left, or no process has
+ * its pid: it was killed) are removed, as it could not. */
 static void join_stop(fl_router *r)
 {
 	for (unsigned i = 0; i < r->n_proc; i++) {
@@ -645,7 +646,7 @@ static void join_stop(fl_router *r)
 		if (!c->dead) {
 			to_child(c, KVB_FL_QUIT, 0, 0, 0, 0, NULL);
 			close(c->fd);
-		} else if (c->left) {
+		} else if (c->left || (c->pid > 0 && kill(c->pid, 0) && errno == ESRCH)) {
 			if (!strncmp(c->uri, "shm://", 6))
 				unlink(c->uri + 6);
 			if (c->ctl[0])

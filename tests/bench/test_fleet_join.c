@@ -53,6 +53,13 @@ static void down(void)
 			kill(node[i], SIGKILL);
 			waitpid(node[i], NULL, 0);
 		}
+		char f[64]; /* what a killed node could not remove (fleet_node.c's names) */
+		snprintf(f, sizeof(f), "/tmp/kvwire-node-%d.ctl", (int)node[i]);
+		if (node[i] > 0)
+			unlink(f);
+		snprintf(f, sizeof(f), "/tmp/kvwire-node-%d.sock", (int)node[i]);
+		if (node[i] > 0)
+			unlink(f);
 		node[i] = 0;
 	}
 	etcd_stop(&etcd);
