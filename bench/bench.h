@@ -18,7 +18,10 @@
 #define KVB_MAX_RAILS 16
 
 /* ------------------------------------------------------------------ options */
-enum kvb_test { KVB_T_NONE = 0, KVB_T_SERVER, KVB_T_BW, KVB_T_LAT, KVB_T_KV, KVB_T_COMPARE, KVB_T_FLEET };
+enum kvb_test {
+	KVB_T_NONE = 0, KVB_T_SERVER, KVB_T_BW, KVB_T_LAT, KVB_T_KV, KVB_T_COMPARE, KVB_T_FLEET,
+	KVB_T_FLEET_NODE,
+};
 
 typedef struct kvb_opts {
 	enum kvb_test test;
@@ -81,6 +84,13 @@ typedef struct kvb_opts {
 	int restart_ms;             /* -1 none: fork decode kill_decode again MS after the kill */
 	bool idle_baseline;         /* after the replay, the same requests one at a time */
 	bool pick_least;            /* least-outstanding decode, else round-robin */
+	/* fleet --join and fleet-node: the directory (libkvwire-dir on etcd) */
+	char dir[256];              /* etcd endpoints, "http://127.0.0.1:2379" */
+	char pool[64];
+	char name[64];              /* fleet-node: its entry's name */
+	int role;                   /* fleet-node: 1 prefill, 2 decode */
+	bool join;                  /* fleet: take running fleet-nodes of --pool */
+	unsigned ttl_s;             /* fleet-node: its lease (0 = the library's 10 s) */
 } kvb_opts;
 
 void kvb_opts_init(kvb_opts *o);

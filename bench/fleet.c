@@ -7,7 +7,9 @@
  * --restart-ms: the killed decode is forked again on its URI; the router picks
  * it again once it says HELLO, and relinks each prefill to it on that pair's
  * first request (one prefill at a time, so the decode knows whom it accepts).
- * --idle-baseline: after the replay, the same requests again one at a time. */
+ * --idle-baseline: after the replay, the same requests again one at a time.
+ * --join: the processes are running fleet-nodes taken from the directory
+ * (bench/fleet_join.c); a node whose entry leaves is treated as killed. */
 #include "fleet.h"
 
 #include <errno.h>
@@ -30,6 +32,11 @@ typedef struct fl_proc {
 	bool decode, dead, listening;
 	unsigned idx, outstanding;
 	uint32_t gen;                /* incarnation: +1 per restart */
+	bool joined, left;           /* --join: a fleet-node; its entry left the directory */
+	uint64_t t_left, t_gone;     /* when the router saw it leave, and its socket close */
+	unsigned ttl_s;              /* --join: its lease */
+	char name[64];               /* p0, d1 or a fleet-node's name */
+	char ctl[108];
 	int relinking;               /* prefill this decode is accepting, -1 none */
 	uint64_t given, ok, failed;  /* requests dispatched to it, and how they ended */
 	int64_t last_k;              /* the last request dispatched to it, -1 none */
@@ -63,9 +70,11 @@ typedef struct fl_router {
 	uint32_t max_tokens;
 	bool killed, restarted;
 	uint64_t t_kill, t_restart, t_listen, ok_after, failed_held, failed_down, relinks;
+	uint64_t failed_gone;       /* --join: PEER_DEAD of a request whose node went away */
 	kvb_samples lat_us;
 	fl_idle idle;
-	char err[300];
+	kvb_join *join;
+	char err[600];
 } fl_router;
 
 uint32_t kvb_fleet_blocks(const kvb_opts *o, uint32_t tokens)
@@ -128,13 +137,33 @@ static int from_child(fl_proc *c, kvb_fl_rec *m, int ms)
 static int await(fl_router *r, fl_proc *c, uint32_t type, kvb_fl_rec *m)
 {
 	int rc = from_child(c, m, 30000);
-	const char *who = c->decode ? "decode" : "prefill";
 	if (rc == 0 && m->type == KVB_FL_FAILED)
 		return rfail(r, "%s%s", m->uri, "");
 	if (rc == 1)
-		return rfail(r, "a %s process did not answer within 30 s%s", who, "");
+		return rfail(r, "%s (%s) did not answer within 30 s", c->name, c->decode ? "decode" : "prefill");
 	if (rc < 0 || m->type != type)
-		return rfail(r, "a %s process ended during setup%s (its message is above)", who, "");
+		return rfail(r, "%s (%s) ended during setup (its message is in its output)", c->name,
+			     c->decode ? "decode" : "prefill");
+	return 0;
+}
+
+/* --join: the fleet-nodes' control sockets instead of forked children. */
+static int fleet_join(fl_router *r)
+{
+	kvb_fl_node nodes[FL_MAXP];
+	if (kvb_join_open(r->o, r->max_tokens, &r->join, nodes, r->err, sizeof(r->err)))
+		return -1;
+	for (unsigned i = 0; i < r->n_proc; i++) {
+		fl_proc *c = &r->proc[i];
+		c->joined = true;
+		c->fd = nodes[i].fd;
+		c->pid = nodes[i].pid;
+		c->ttl_s = nodes[i].ttl_s;
+		memcpy(c->name, nodes[i].name, sizeof(c->name));
+		memcpy(c->ctl, nodes[i].ctl, sizeof(c->ctl));
+	}
+	fprintf(stderr, "kvwire-bench: fleet: joined %u prefill and %u decode fleet-nodes of pool %s\n",
+		r->o->prefill, r->o->decode, r->o->pool);
 	return 0;
 }
 
@@ -149,9 +178,13 @@ static int fleet_start(fl_router *r)
 		c->idx = c->decode ? i - r->o->prefill : i;
 		c->last_k = -1;
 		c->relinking = -1;
-		if (spawn(r, c, NULL))
+		c->fd = -1;
+		snprintf(c->name, sizeof(c->name), "%c%u", c->decode ? 'd' : 'p', c->idx);
+		if (!r->o->join && spawn(r, c, NULL))
 			return -1;
 	}
+	if (r->o->join && fleet_join(r))
+		return -1;
 	for (unsigned i = 0; i < r->n_proc; i++) {
 		if (await(r, &r->proc[i], KVB_FL_HELLO, &m))
 			return -1;
@@ -175,12 +208,13 @@ static int fleet_start(fl_router *r)
 	return 0;
 }
 
-/* Decode j is up and listening, and prefill i is linked to this incarnation
- * or may relink now (no other prefill is relinking to it). */
+/* Prefill i is up (--join: a node may go), decode j is up and listening,
+ * and i is linked to this incarnation of j or may relink now (no other
+ * prefill is relinking to it). */
 static bool usable(fl_router *r, unsigned i, unsigned j)
 {
 	fl_proc *d = decode(r, j);
-	if (d->dead || !d->listening)
+	if (d->dead || !d->listening || prefill(r, i)->dead)
 		return false;
 	return r->linked_gen[i * r->o->decode + j] == d->gen || d->relinking < 0 || d->relinking == (int)i;
 }
@@ -208,7 +242,8 @@ static int pick_pair(fl_router *r, uint32_t *p)
 		unsigned best = r->rr_p % n;
 		for (unsigned t = 0; t < n; t++) {
 			unsigned i = (r->rr_p + t) % n;
-			if (prefill(r, i)->outstanding < prefill(r, best)->outstanding)
+			if (!prefill(r, i)->dead && (prefill(r, best)->dead ||
+						     prefill(r, i)->outstanding < prefill(r, best)->outstanding))
 				best = i;
 		}
 		r->rr_p = best + 1;
@@ -272,11 +307,16 @@ static void req_ok(fl_router *r, uint64_t k)
 }
 
 /* Expected: PEER_DEAD of a request the killed decode's first incarnation held,
- * or of one that came while no decode was up after the kill. */
+ * or of one that came while no decode was up after the kill; --join: also of
+ * one whose prefill or decode node went away (a node is not the router's to
+ * keep alive: it is treated as killed, and reported). */
 static void req_failed(fl_router *r, fl_req *q, int32_t cause)
 {
 	bool dead = cause == KVW_ERR_PEER_DEAD && r->killed;
 	bool held = dead && !q->orphan && (int)q->d == r->o->kill_decode && q->gen == 0;
+	bool gone = cause == KVW_ERR_PEER_DEAD && r->o->join && !held && !(dead && q->orphan) &&
+		    (q->orphan || decode(r, q->d)->dead || prefill(r, q->p)->dead);
+	r->failed_gone += gone;
 	r->failed++;
 	r->failed_bytes += req_bytes(r, q->tokens);
 	r->cause[cause_idx(cause)]++;
@@ -284,7 +324,7 @@ static void req_failed(fl_router *r, fl_req *q, int32_t cause)
 		decode(r, q->d)->failed++;
 	r->failed_held += held;
 	r->failed_down += dead && q->orphan;
-	if (!held && !(dead && q->orphan))
+	if (!held && !(dead && q->orphan) && !gone)
 		r->unexpected++;
 }
 
@@ -338,7 +378,9 @@ static void child_gone(fl_router *r, fl_proc *c)
 	c->listening = false;
 	close(c->fd);
 	c->fd = -1;
-	waitpid(c->pid, NULL, 0);
+	c->t_gone = kvb_now_ns();
+	if (!c->joined)
+		waitpid(c->pid, NULL, 0);
 	for (uint64_t k = 0; k < r->next; k++) {
 		fl_req *q = &r->req[k];
 		if (q->closed)
@@ -387,6 +429,23 @@ static void on_rec(fl_router *r, fl_proc *c, const kvb_fl_rec *m)
 	req_check(r, m->k);
 }
 
+/* --join: entries that left the directory; a node still linked is treated
+ * as killed (its requests end PEER_DEAD, it is not picked again). */
+static void join_poll(fl_router *r)
+{
+	char name[64];
+	while (r->join && kvb_join_next(r->join, name, sizeof(name)) == 1)
+		for (unsigned i = 0; i < r->n_proc; i++) {
+			fl_proc *c = &r->proc[i];
+			if (strcmp(c->name, name) || c->left)
+				continue;
+			c->left = true;
+			c->t_left = kvb_now_ns();
+			if (!c->dead)
+				child_gone(r, c);
+		}
+}
+
 /* Waits for child records up to until_ns (0 = just what is there). */
 static void drain(fl_router *r, uint64_t until_ns)
 {
@@ -397,9 +456,9 @@ static void drain(fl_router *r, uint64_t until_ns)
 	struct timespec ts = {.tv_sec = wait / 1000000000, .tv_nsec = wait % 1000000000};
 	for (unsigned i = 0; i < r->n_proc; i++)
 		pf[i] = (struct pollfd){.fd = r->proc[i].fd, .events = POLLIN};
-	if (ppoll(pf, r->n_proc, &ts, NULL) <= 0)
-		return;
-	for (unsigned i = 0; i < r->n_proc; i++) {
+	int ready = ppoll(pf, r->n_proc, &ts, NULL);
+	join_poll(r);
+	for (unsigned i = 0; ready > 0 && i < r->n_proc; i++) {
 		if (r->proc[i].dead || !pf[i].revents)
 			continue;
 		ssize_t n;
@@ -449,6 +508,9 @@ static void dispatch(fl_router *r, uint64_t k)
 	req_post(r, k);
 	if (r->o->kill_decode >= 0 && k == r->o->kill_at) {
 		kill(decode(r, (unsigned)r->o->kill_decode)->pid, SIGKILL);
+		/* not picked again from now: its socket closes only once the kernel
+		 * has torn its memory down, which a loaded host makes slow */
+		decode(r, (unsigned)r->o->kill_decode)->listening = false;
 		r->killed = true;
 		r->t_kill = kvb_now_ns();
 	}
@@ -562,8 +624,43 @@ static void idle_baseline(fl_router *r)
 		idle_one(r, k);
 }
 
+/* --join: a node the router killed leaves when its lease runs out; waits
+ * for that (up to its TTL + 3 s) so the report can say when. */
+static void join_await_leaves(fl_router *r)
+{
+	for (unsigned i = 0; r->join && i < r->n_proc; i++) {
+		fl_proc *c = &r->proc[i];
+		uint64_t end = c->t_gone + (c->ttl_s + 3) * 1000000000ull;
+		while (c->dead && !c->left && !kvb_join_warning(r->join)[0] && kvb_now_ns() < end)
+			drain(r, kvb_now_ns() + 50000000ull);
+	}
+}
+
+/* --join: QUIT to each node that is still there (it waits for the next
+ * router); the files of one that is gone (its entry left, or no process has
+ * its pid: it was killed) are removed, as it could not. */
+static void join_stop(fl_router *r)
+{
+	for (unsigned i = 0; i < r->n_proc; i++) {
+		fl_proc *c = &r->proc[i];
+		if (!c->dead) {
+			to_child(c, KVB_FL_QUIT, 0, 0, 0, 0, NULL);
+			close(c->fd);
+		} else if (c->left || (c->pid > 0 && kill(c->pid, 0) && errno == ESRCH)) {
+			if (!strncmp(c->uri, "shm://", 6))
+				unlink(c->uri + 6);
+			if (c->ctl[0])
+				unlink(c->ctl);
+		}
+	}
+}
+
 static void fleet_stop(fl_router *r)
 {
+	if (r->o->join) {
+		join_stop(r);
+		return;
+	}
 	for (unsigned i = 0; i < r->n_proc; i++)
 		if (r->proc[i].pid > 0 && !r->proc[i].dead)
 			to_child(&r->proc[i], KVB_FL_QUIT, 0, 0, 0, 0, NULL);
@@ -633,9 +730,12 @@ int kvb_fleet_main(const kvb_opts *o)
 		rc = replay(&r);
 	if (!rc && ko.idle_baseline)
 		idle_baseline(&r);
+	if (!rc)
+		join_await_leaves(&r);
 	fleet_stop(&r);
 	if (rc) {
 		fprintf(stderr, "kvwire-bench: fleet: %s\n", r.err);
+		kvb_join_close(r.join);
 		return 1;
 	}
 	if (ko.json) {
@@ -646,6 +746,9 @@ int kvb_fleet_main(const kvb_opts *o)
 	} else {
 		fleet_text(&r);
 	}
+	if (kvb_join_warning(r.join)[0])
+		fprintf(stderr, "kvwire-bench: fleet: warning: %s\n", kvb_join_warning(r.join));
+	kvb_join_close(r.join);
 	if (r.unexpected)
 		fprintf(stderr, "kvwire-bench: fleet: %llu requests failed (causes above)\n",
 			(unsigned long long)r.unexpected);
@@ -691,6 +794,8 @@ static json_t *fleet_peers_json(fl_router *r)
 			json_t *e = json_object();
 			json_object_set_new(e, "prefill", json_integer(i));
 			json_object_set_new(e, "decode", json_integer(j));
+			json_object_set_new(e, "prefill_name", json_string(prefill(r, i)->name));
+			json_object_set_new(e, "decode_name", json_string(decode(r, j)->name));
 			json_object_set_new(e, "requests", json_integer((json_int_t)r->pair_reqs[i * r->o->decode + j]));
 			json_object_set_new(e, "bytes", json_integer((json_int_t)r->pair_bytes[i * r->o->decode + j]));
 			json_array_append_new(a, e);
@@ -705,6 +810,7 @@ static json_t *fleet_decodes_json(fl_router *r)
 		fl_proc *c = decode(r, j);
 		json_t *e = json_object();
 		json_object_set_new(e, "decode", json_integer(j));
+		json_object_set_new(e, "name", json_string(c->name));
 		json_object_set_new(e, "requests", json_integer((json_int_t)c->given));
 		json_object_set_new(e, "ok", json_integer((json_int_t)c->ok));
 		json_object_set_new(e, "failed", json_integer((json_int_t)c->failed));
@@ -774,6 +880,43 @@ static json_t *fleet_idle_json(fl_router *r)
 	return i;
 }
 
+/* Whether c is the decode the router killed (--kill-decode). */
+static bool left_killed(fl_router *r, fl_proc *c)
+{
+	return r->killed && c->decode && (int)c->idx == r->o->kill_decode;
+}
+
+/* ms from the kill (or from c's socket closing) to its entry leaving. */
+static double left_ms(fl_router *r, fl_proc *c)
+{
+	uint64_t from = left_killed(r, c) ? r->t_kill : c->t_gone;
+	return from && c->t_left > from ? (double)(c->t_left - from) / 1e6 : 0;
+}
+
+/* --join: the pool, the nodes that left (ms from the kill, or from their
+ * socket's close, to the leave) and the directory's warning. */
+static void fleet_join_json(fl_router *r, json_t *j)
+{
+	json_t *left = json_array();
+	json_object_set_new(j, "joined", json_string(r->o->pool));
+	for (unsigned i = 0; i < r->n_proc; i++) {
+		fl_proc *c = &r->proc[i];
+		if (!c->left)
+			continue;
+		json_t *e = json_object();
+		json_object_set_new(e, "name", json_string(c->name));
+		json_object_set_new(e, "role", json_string(c->decode ? "decode" : "prefill"));
+		json_object_set_new(e, left_killed(r, c) ? "ms_from_kill" : "ms_from_socket_close",
+				    json_real(left_ms(r, c)));
+		json_object_set_new(e, "ttl_s", json_integer(c->ttl_s));
+		json_array_append_new(left, e);
+	}
+	json_object_set_new(j, "left", left);
+	json_object_set_new(j, "failed_node_gone", json_integer((json_int_t)r->failed_gone));
+	if (kvb_join_warning(r->join)[0])
+		json_object_set_new(j, "warning", json_string(kvb_join_warning(r->join)));
+}
+
 static json_t *fleet_json(fl_router *r)
 {
 	fl_sum s;
@@ -818,6 +961,8 @@ static json_t *fleet_json(fl_router *r)
 		json_object_set_new(j, "idle", fleet_idle_json(r));
 		json_object_set_new(j, "p99_vs_idle", json_real(p99_vs_idle(r, &s)));
 	}
+	if (r->o->join)
+		fleet_join_json(r, j);
 	return j;
 }
 
@@ -858,10 +1003,16 @@ static void fleet_text(fl_router *r)
 	printf("  transfer latency us: p50 %.1f  p90 %.1f  p99 %.1f  max %.1f\n", s.lat.p50, s.p90,
 	       s.lat.p99, s.lat.max);
 	fleet_text_extra(r, &s);
+	for (unsigned i = 0; i < r->n_proc; i++)
+		if (r->proc[i].left)
+			printf("  %s left the directory %.0f ms after %s\n", r->proc[i].name, left_ms(r, &r->proc[i]),
+			       left_killed(r, &r->proc[i]) ? "the kill" : "its socket closed");
+	if (kvb_join_warning(r->join)[0])
+		printf("  warning: %s\n", kvb_join_warning(r->join));
 	printf("  bytes prefill -> decode:\n");
 	for (unsigned i = 0; i < r->o->prefill; i++)
 		for (unsigned j = 0; j < r->o->decode; j++)
-			printf("    p%u -> d%u  %6llu requests  %14llu bytes\n", i, j,
+			printf("    %s -> %s  %6llu requests  %14llu bytes\n", prefill(r, i)->name, decode(r, j)->name,
 			       (unsigned long long)r->pair_reqs[i * r->o->decode + j],
 			       (unsigned long long)r->pair_bytes[i * r->o->decode + j]);
 }

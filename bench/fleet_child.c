@@ -31,11 +31,14 @@ typedef struct fl_job {
 	kvw_req *req;
 } fl_job;
 
-typedef struct fl_child {
+struct kvb_fl_child {
 	const kvb_opts *o;
 	bool decode;
 	unsigned idx;
+	char name[64];        /* in sentences: "decode 2" or a fleet-node's name */
 	int fd;
+	kvb_fl_tick tick;     /* fleet-node: its directory and control listener */
+	void *tick_arg;
 	kvw_ctx *ctx;
 	kvw_listener *l;
 	kvw_mem *mem;
@@ -58,7 +61,8 @@ typedef struct fl_child {
 	kvb_fl_rec *pend;     /* records waiting for blocks or send credit */
 	size_t n_pend, cap_pend;
 	char err[232];
-} fl_child;
+};
+typedef struct kvb_fl_child fl_child;
 
 static void rec_send(fl_child *c, uint32_t type, int32_t st, uint32_t peer, uint64_t k)
 {
@@ -70,8 +74,8 @@ static void rec_send(fl_child *c, uint32_t type, int32_t st, uint32_t peer, uint
 
 static int child_fail(fl_child *c, const char *what, kvw_status st)
 {
-	snprintf(c->err, sizeof(c->err), "%s %u: %s: %s %s", c->decode ? "decode" : "prefill", c->idx,
-		 what, kvw_strerror(st), kvw_ctx_last_error(c->ctx));
+	snprintf(c->err, sizeof(c->err), "%s: %s: %s %s", c->name, what, kvw_strerror(st),
+		 c->ctx ? kvw_ctx_last_error(c->ctx) : "");
 	return -1;
 }
 
@@ -391,14 +395,17 @@ static int child_ctl(fl_child *c)
 	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ? 1 : 0;
 }
 
-static void child_loop(fl_child *c)
+/* 1 on QUIT or a closed control socket, 2 when the tick said stop. */
+static int child_loop(fl_child *c)
 {
 	kvw_event ev[64];
 	struct pollfd pf[2] = {{.fd = c->fd, .events = POLLIN}, {.fd = kvw_ctx_fd(c->ctx), .events = POLLIN}};
 	for (;;) {
 		poll(pf, 2, 1);
 		if (child_ctl(c))
-			return;
+			return 1;
+		if (c->tick && c->tick(c->tick_arg))
+			return 2;
 		if (c->n_acc)
 			child_accept(c);
 		int n = kvw_poll(c->ctx, ev, 64);
@@ -410,18 +417,41 @@ static void child_loop(fl_child *c)
 	}
 }
 
-static void child_free(fl_child *c)
+/* Ends one router's session: requests aborted (a decode's blocks back on its
+ * free list), endpoints closed; the context, listener and memory stay. */
+static void child_session_end(fl_child *c)
 {
-	for (unsigned j = 0; j < FL_JOBS; j++)
-		if (c->jobs[j].used) {
-			kvw_req_abort(c->jobs[j].req);
-			kvw_req_free(c->jobs[j].req);
-		}
+	kvw_event ev[64];
+	for (unsigned j = 0; j < FL_JOBS; j++) {
+		fl_job *jb = &c->jobs[j];
+		if (!jb->used)
+			continue;
+		kvw_req_set_user_data(jb->req, NULL); /* its event, if one comes, is dropped */
+		kvw_req_abort(jb->req);
+		kvw_req_free(jb->req);
+		jb->req = NULL;
+		jb->used = false;
+		if (c->decode)
+			for (uint32_t i = 0; i < jb->nblk; i++)
+				c->free_blk[c->n_free++] = jb->blocks[i];
+	}
 	for (unsigned i = 0; i < 64; i++)
 		if (c->eps[i])
 			kvw_ep_close(c->eps[i]);
 	for (unsigned i = 0; i < c->n_gone; i++)
 		kvw_ep_close(c->gone[i]);
+	while (c->ctx && kvw_poll(c->ctx, ev, 64) > 0)
+		;
+	memset(c->eps, 0, sizeof(c->eps));
+	memset(c->ep_gen, 0, sizeof(c->ep_gen));
+	memset(c->peer_uri, 0, sizeof(c->peer_uri));
+	c->n_gone = c->n_acc = 0;
+	c->n_pend = 0;
+}
+
+static void child_free(fl_child *c)
+{
+	child_session_end(c);
 	if (c->layout)
 		kvw_layout_destroy(c->layout);
 	if (c->mem)
@@ -434,23 +464,67 @@ static void child_free(fl_child *c)
 	free(c->src);
 	free(c->want);
 	free(c->pend);
+	free(c);
+}
+
+int kvb_fl_child_open(const kvb_opts *o, bool decode, unsigned idx, const char *name, uint32_t max_tokens,
+		      const char *uri, kvb_fl_child **out, char *err, size_t len)
+{
+	fl_child *c = calloc(1, sizeof(*c));
+	if (!c) {
+		snprintf(err, len, "out of memory for a %s process", decode ? "decode" : "prefill");
+		return -1;
+	}
+	*c = (fl_child){.o = o, .decode = decode, .idx = idx, .fd = -1};
+	if (name)
+		snprintf(c->name, sizeof(c->name), "%s", name);
+	else
+		snprintf(c->name, sizeof(c->name), "%s %u", decode ? "decode" : "prefill", idx);
+	if (child_setup(c, max_tokens, uri)) {
+		snprintf(err, len, "%s", c->err);
+		child_free(c);
+		return -1;
+	}
+	*out = c;
+	return 0;
+}
+
+const char *kvb_fl_child_uri(const kvb_fl_child *c) { return kvw_listener_uri(c->l); }
+uint32_t kvb_fl_child_blocks(const kvb_fl_child *c) { return c->pool; }
+
+int kvb_fl_child_serve(kvb_fl_child *c, int fd, kvb_fl_tick tick, void *arg)
+{
+	c->fd = fd;
+	c->tick = tick;
+	c->tick_arg = arg;
+	snprintf(c->err, sizeof(c->err), "%s", kvw_listener_uri(c->l));
+	rec_send(c, KVB_FL_HELLO, 0, 0, 0);
+	int rc = child_loop(c);
+	child_session_end(c);
+	c->fd = -1;
+	return rc;
+}
+
+void kvb_fl_child_close(kvb_fl_child *c)
+{
+	if (c)
+		child_free(c);
 }
 
 int kvb_fleet_child(const kvb_opts *o, bool decode, unsigned idx, int fd, uint32_t max_tokens,
 		    const char *uri)
 {
-	static fl_child c;
-	int rc = 0;
-	c = (fl_child){.o = o, .decode = decode, .idx = idx, .fd = fd};
-	if (child_setup(&c, max_tokens, uri)) {
-		rec_send(&c, KVB_FL_FAILED, KVW_ERR_IO, 0, 0);
-		rc = 1;
-	} else {
-		snprintf(c.err, sizeof(c.err), "%s", kvw_listener_uri(c.l));
-		rec_send(&c, KVB_FL_HELLO, 0, 0, 0);
-		child_loop(&c);
+	kvb_fl_child *c;
+	char err[232];
+	if (kvb_fl_child_open(o, decode, idx, NULL, max_tokens, uri, &c, err, sizeof(err))) {
+		kvb_fl_rec r = {.type = KVB_FL_FAILED, .status = KVW_ERR_IO, .t_ns = kvb_now_ns()};
+		snprintf(r.uri, sizeof(r.uri), "%s", err);
+		(void)!send(fd, &r, sizeof(r), MSG_NOSIGNAL);
+		close(fd);
+		return 1;
 	}
-	child_free(&c);
+	kvb_fl_child_serve(c, fd, NULL, NULL);
+	kvb_fl_child_close(c);
 	close(fd);
-	return rc;
+	return 0;
 }

@@ -32,6 +32,8 @@ int main(int argc, char **argv)
 		return kvb_compare_main(&o);
 	case KVB_T_FLEET:
 		return kvb_fleet_main(&o);
+	case KVB_T_FLEET_NODE:
+		return kvb_fleet_node_main(&o);
 	default:
 		return kvb_client_main(&o);
 	}

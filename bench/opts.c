@@ -13,6 +13,7 @@
 static const char *const test_names[] = {
 	[KVB_T_NONE] = "none", [KVB_T_SERVER] = "server", [KVB_T_BW] = "bw",
 	[KVB_T_LAT] = "lat", [KVB_T_KV] = "kv", [KVB_T_COMPARE] = "compare", [KVB_T_FLEET] = "fleet",
+	[KVB_T_FLEET_NODE] = "fleet-node",
 };
 
 const char *kvb_test_name(enum kvb_test t)
@@ -63,6 +64,9 @@ void kvb_usage(FILE *f)
 	      "                (--rate R --mix 128:0.5,1024:0.3,4096:0.2 | --trace F [--trace-format mooncake|azure])\n"
 	      "                [--time-scale F] [--requests K] [--pick rr|least] [--kill-decode I@REQ [--restart-ms MS]]\n"
 	      "                [--idle-baseline]\n"
+	      "       kvwire-bench fleet --join --dir ETCD_URL --pool P --driver shm|tcp --prefill N --decode M (stream)\n"
+	      "       kvwire-bench fleet-node --role prefill|decode --dir ETCD_URL --pool P --name NAME\n"
+	      "                --driver shm|tcp [--model P] [--tokens MAX] [--ttl S] [--listen URI] [--once]\n"
 	      "output:  --json | --out_json [--out_json_file F] | --csv  --report_gbits  --quiet\n"
 	      "limits:  --min-bw GBIT  --max-lat USEC (p99)  -> exit 2 when missed; failed verify -> exit 1\n",
 	      f);
@@ -160,7 +164,7 @@ static int dtype_bytes(const char *s)
 
 static enum kvb_test test_from_name(const char *s)
 {
-	for (unsigned i = KVB_T_SERVER; i <= KVB_T_FLEET; i++)
+	for (unsigned i = KVB_T_SERVER; i <= KVB_T_FLEET_NODE; i++)
 		if (!strcmp(s, test_names[i]))
 			return (enum kvb_test)i;
 	return KVB_T_NONE;
@@ -173,7 +177,7 @@ enum {
 	O_SEED, O_NOPIN, O_CORRUPT, O_REPEAT, O_TIMEOUT, O_CTL, O_QUIET, O_HELP,
 	O_SRCLAY, O_DSTLAY, O_SRCBT, O_DSTBT, O_SRCTP, O_DSTTP,
 	O_PREFILL, O_DECODE, O_MIX, O_TRACE, O_TRACEFMT, O_TSCALE, O_REQUESTS, O_KILLDEC, O_PICK,
-	O_RESTART, O_IDLEBASE,
+	O_RESTART, O_IDLEBASE, O_DIR, O_POOL, O_NAME, O_ROLE, O_JOIN, O_TTL,
 };
 
 static const struct option long_opts[] = {
@@ -240,6 +244,12 @@ static const struct option long_opts[] = {
 	{"pick", required_argument, 0, O_PICK},
 	{"restart-ms", required_argument, 0, O_RESTART},
 	{"idle-baseline", no_argument, 0, O_IDLEBASE},
+	{"dir", required_argument, 0, O_DIR},
+	{"pool", required_argument, 0, O_POOL},
+	{"name", required_argument, 0, O_NAME},
+	{"role", required_argument, 0, O_ROLE},
+	{"join", no_argument, 0, O_JOIN},
+	{"ttl", required_argument, 0, O_TTL},
 	{0, 0, 0, 0},
 };
 
@@ -363,6 +373,38 @@ static int opt_kv(kvb_opts *o, int c, const char *arg, char *err, size_t errlen)
 	return 1;
 }
 
+/* fleet --join and fleet-node options; 1 when c is none of them. */
+static int opt_dir(kvb_opts *o, int c, const char *arg, char *err, size_t errlen)
+{
+	unsigned long long u;
+
+	switch (c) {
+	case O_DIR:
+		return copy_str(o->dir, sizeof(o->dir), arg) ? fail(err, errlen, "--dir is too long") : 0;
+	case O_POOL: case O_NAME:
+		if (!*arg || strlen(arg) > 63 || strspn(arg, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+							 "0123456789._-") != strlen(arg))
+			return fail(err, errlen, "--%s %s: give 1-63 characters of A-Z a-z 0-9 . _ -",
+				    c == O_POOL ? "pool" : "name", arg);
+		strcpy(c == O_POOL ? o->pool : o->name, arg);
+		return 0;
+	case O_ROLE:
+		if (strcmp(arg, "prefill") && strcmp(arg, "decode"))
+			return fail(err, errlen, "--role %s: use prefill or decode", arg);
+		o->role = !strcmp(arg, "prefill") ? 1 : 2;
+		return 0;
+	case O_JOIN:
+		o->join = true;
+		return 0;
+	case O_TTL:
+		if (parse_uint(arg, 3600, &u) || u < 2)
+			return fail(err, errlen, "--ttl %s: give the lease in seconds, 2..3600", arg);
+		o->ttl_s = (unsigned)u;
+		return 0;
+	}
+	return 1;
+}
+
 /* fleet options; 1 when c is none of them. */
 static int opt_fleet(kvb_opts *o, int c, const char *arg, char *err, size_t errlen)
 {
@@ -425,7 +467,7 @@ static int opt_fleet(kvb_opts *o, int c, const char *arg, char *err, size_t errl
 		o->idle_baseline = true;
 		return 0;
 	}
-	return 1;
+	return opt_dir(o, c, arg, err, errlen);
 }
 
 static int opt_misc(kvb_opts *o, int c, const char *arg, char *err, size_t errlen)
@@ -517,6 +559,15 @@ static int check_fleet(kvb_opts *o, char *err, size_t errlen)
 		return fail(err, errlen, "fleet needs --prefill N and --decode M (processes of each role)");
 	if (o->connect[0] || o->loopback || o->listen[0])
 		return fail(err, errlen, "fleet starts its own processes: no --connect, --listen or --loopback");
+	if (o->role || o->name[0] || o->ttl_s)
+		return fail(err, errlen, "--role, --name and --ttl are fleet-node's; fleet --join takes --dir and --pool");
+	if (o->join && (!o->dir[0] || !o->pool[0]))
+		return fail(err, errlen, "fleet --join needs --dir ETCD_URL and --pool P (where the fleet-nodes publish)");
+	if (!o->join && (o->dir[0] || o->pool[0]))
+		return fail(err, errlen, "--dir and --pool go with --join (fleet takes running fleet-nodes)");
+	if (o->join && o->restart_ms >= 0)
+		return fail(err, errlen, "--restart-ms forks the killed decode again; with --join, start the "
+			    "fleet-node again yourself");
 	if (!o->trace[0] == !(o->rate > 0))
 		return fail(err, errlen, "fleet needs one arrival stream: --rate R (Poisson, with --mix) "
 			    "or --trace FILE");
@@ -533,14 +584,36 @@ static int check_fleet(kvb_opts *o, char *err, size_t errlen)
 	return 0;
 }
 
+static int check_node(kvb_opts *o, char *err, size_t errlen)
+{
+	if (strcmp(o->driver, "shm") && strcmp(o->driver, "tcp"))
+		return fail(err, errlen, "fleet-node runs on --driver shm or tcp (loopback), not '%s'",
+			    o->driver[0] ? o->driver : "none");
+	if (!o->role || !o->dir[0] || !o->pool[0] || !o->name[0])
+		return fail(err, errlen, "fleet-node needs --role prefill|decode, --dir ETCD_URL, --pool P "
+			    "and --name NAME");
+	if (o->prefill || o->decode || o->mix[0] || o->trace[0] || o->kill_decode >= 0 ||
+	    o->restart_ms >= 0 || o->idle_baseline || o->join || o->connect[0] || o->loopback || o->rate > 0)
+		return fail(err, errlen, "fleet-node takes no stream or fleet options: the router (fleet --join) "
+			    "brings them");
+	if (o->listen[0] && (!uri_driver(o->listen) || strcmp(uri_driver(o->listen), o->driver)))
+		return fail(err, errlen, "--driver %s does not match the URI %s", o->driver, o->listen);
+	return 0;
+}
+
 static int check_roles(kvb_opts *o, char *err, size_t errlen)
 {
 	if (o->test == KVB_T_FLEET)
 		return check_fleet(o, err, errlen);
+	if (o->test == KVB_T_FLEET_NODE)
+		return check_node(o, err, errlen);
 	if (o->prefill || o->decode || o->mix[0] || o->trace[0] || o->kill_decode >= 0 ||
 	    o->restart_ms >= 0 || o->idle_baseline)
 		return fail(err, errlen, "--prefill, --decode, --mix, --trace, --kill-decode, --restart-ms "
 			    "and --idle-baseline apply to fleet only");
+	if (o->dir[0] || o->pool[0] || o->name[0] || o->role || o->join || o->ttl_s)
+		return fail(err, errlen, "--dir, --pool, --name, --role, --join and --ttl apply to fleet and "
+			    "fleet-node only");
 	const char *uri = o->test == KVB_T_SERVER ? o->listen : o->connect;
 	if (!o->driver[0] && uri[0] && uri_driver(uri))
 		strcpy(o->driver, uri_driver(uri));
@@ -567,7 +640,8 @@ static int take_test(kvb_opts *o, const char *name, char *err, size_t errlen)
 	enum kvb_test t = test_from_name(name);
 	if (o->test == KVB_T_NONE) {
 		if (t == KVB_T_NONE)
-			return fail(err, errlen, "unknown test '%s': use server, bw, lat, kv, compare or fleet", name);
+			return fail(err, errlen, "unknown test '%s': use server, bw, lat, kv, compare, fleet or "
+				    "fleet-node", name);
 		o->test = t;
 		o->compare_test = KVB_T_BW;
 		return 0;

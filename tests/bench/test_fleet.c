@@ -229,7 +229,8 @@ static void refused(const char *args, const char *says)
 {
 	char *out, full[2048];
 	/* args name their own test when they start with one */
-	snprintf(full, sizeof(full), "%s%s", strncmp(args, "kv ", 3) ? "fleet " : "", args);
+	snprintf(full, sizeof(full), "%s%s", strncmp(args, "kv ", 3) && strncmp(args, "fleet-node ", 11) ? "fleet " : "",
+		 args);
 	int rc = bench(&out, full, true);
 	cr_assert_neq(rc, 0, "kvwire-bench %s exited 0\n%s", full, out);
 	cr_assert_neq(rc, 124, "kvwire-bench %s hung", full);
@@ -254,6 +255,17 @@ Test(fleet_opts, restart_bad_ms) { refused("--driver shm --prefill 1 --decode 2 
 Test(fleet_opts, idle_elsewhere) { refused("kv --loopback --driver shm --idle-baseline", "apply to fleet only"); }
 Test(fleet_opts, rdma_driver) { refused("--driver rdma --prefill 1 --decode 1 " T_MC, "fleet runs on --driver shm or tcp"); }
 Test(fleet_opts, fleet_option_elsewhere) { refused("kv --loopback --driver shm --prefill 2", "apply to fleet only"); }
+/* fleet --join and fleet-node (the runs themselves: test_fleet_join.c) */
+#define NODE "fleet-node --driver shm --role decode --pool p --name n "
+Test(fleet_opts, join_without_dir) { refused("--join --driver shm --prefill 1 --decode 1 " T_MC, "fleet --join needs --dir ETCD_URL and --pool P"); }
+Test(fleet_opts, dir_without_join) { refused("--driver shm --prefill 1 --decode 1 --dir http://127.0.0.1:1 --pool p " T_MC, "--dir and --pool go with --join"); }
+Test(fleet_opts, join_restart) { refused("--join --dir http://127.0.0.1:1 --pool p --driver shm --prefill 1 --decode 2 --kill-decode 1@3 --restart-ms 5 " T_MC, "start the fleet-node again yourself"); }
+Test(fleet_opts, node_no_role) { refused("fleet-node --driver shm --dir http://127.0.0.1:1 --pool p --name n", "fleet-node needs --role prefill|decode"); }
+Test(fleet_opts, node_bad_role) { refused(NODE "--dir http://127.0.0.1:1 --role router", "--role router: use prefill or decode"); }
+Test(fleet_opts, node_bad_name) { refused("fleet-node --driver shm --role decode --pool p --name 'a b' --dir http://127.0.0.1:1", "--name a b: give 1-63 characters"); }
+Test(fleet_opts, node_stream) { refused(NODE "--dir http://127.0.0.1:1 --rate 5", "fleet-node takes no stream or fleet options"); }
+Test(fleet_opts, node_short_ttl) { refused(NODE "--dir http://127.0.0.1:1 --ttl 1", "--ttl 1: give the lease in seconds, 2..3600"); }
+Test(fleet_opts, dir_elsewhere) { refused("kv --loopback --driver shm --pool p", "apply to fleet and fleet-node only"); }
 Test(fleet_opts, missing_trace) { refused("--driver shm --prefill 1 --decode 1 --trace /nonexistent/t.jsonl", "cannot open the trace"); }
 
 /* A trace file holding `text`; refused with `says` (and the file:line). */
