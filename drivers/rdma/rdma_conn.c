@@ -707,8 +707,17 @@ void rd_ep_close(kvw_ep *ep)
 		return;
 	rd_ep_grants_free(ep); /* windows bound to the QPs go first */
 	for (uint32_t i = 0; i < KVW_MAX_RAILS; i++)
-		if (e->rail[i])
+		if (e->rail[i]) {
+			const struct rd_rail *r = e->rail[i];
+			if (kvw_core_ep_failed(ep)) /* what the rail waited on when the endpoint failed */
+				kvw_log(r->rd->d->ctx, 3, "rdma: endpoint %llu rail %u at close: credits %d, "
+					"to return %d, peer starved %d, %zu bytes queued, %llu WRs in flight "
+					"of %u slots, %llu bytes unacknowledged", (unsigned long long)kvw_core_ep_id(ep),
+					i, r->credits, r->to_return, r->peer_starved, r->txq_len,
+					(unsigned long long)(r->wr_posted - r->wr_done), r->n_slots,
+					(unsigned long long)(r->bytes_posted - r->bytes_acked));
 			rd_rail_free(e->rail[i]);
+		}
 	rd_ep_data_free(ep);
 	free(e);
 	kvw_core_ep_set_priv(ep, NULL);
