@@ -334,6 +334,37 @@ static void rd_chain_add(struct rd_rail *r, const uint8_t *p, size_t bytes, int 
 	r->cum_bytes[seq % r->sq_depth] = r->bytes_posted;
 }
 
+/* Window binds are local work requests that rxe runs in send-queue order,
+ * behind the SENDs posted before them. In the VM pair under netem loss
+ * (1-2 %, Linux 6.1's rxe) a queue was seen to stop at a grant's 160 binds
+ * for good: no completion and no error, rxe's own SEND count still, and
+ * further posts (credit messages tried as a nudge) stopped behind them.
+ * The rail's messages wait for those binds (rd_flush), so the peer heard
+ * nothing until its peer_dead_ms. This side says why first: a rail whose
+ * messages wait for binds and whose send queue completed nothing for half
+ * of peer_dead_ms fails. */
+static void rd_binds_stalled(struct rd_rail *r)
+{
+	uint64_t now = kvw_now_ns();
+	uint64_t lim = (uint64_t)kvw_core_cfg(r->rd->d->ctx)->peer_dead_ms * 500000ull;
+
+	if (!r->bind_wait_ns || r->wr_done != r->bind_wait_done) {
+		r->bind_wait_ns = now; /* a completion since: the queue moves */
+		r->bind_wait_done = r->wr_done;
+		return;
+	}
+	if (now - r->bind_wait_ns < lim || r->dead_why)
+		return;
+	kvw_log(r->rd->d->ctx, 2, "rdma: rail %u: messages wait for window binds and no work request "
+		"completed for %llu ms (%llu in flight, no error)", r->idx,
+		(unsigned long long)((now - r->bind_wait_ns) / 1000000u),
+		(unsigned long long)(r->wr_posted - r->wr_done));
+	r->dead_st = KVW_ERR_PEER_DEAD; /* the endpoint fails in this pass (rd_progress) */
+	r->dead_why = "rdma: the send queue completed nothing for half of peer_dead_ms while messages "
+		      "waited for window binds, and the QP reports no error: it stalled (seen with rxe "
+		      "on Linux 6.1 under packet loss); rdma_grant_keys=mr needs no binds";
+}
+
 /* Sends the queued messages that credits and SQ room allow, in order:
  * records packed into as few sends as fit, posted as one chain (one
  * doorbell, one syscall on rxe, for a whole pass's messages). */
@@ -345,8 +376,11 @@ static void rd_flush(struct rd_rail *r)
 	size_t off = 0, rec = 0;
 	uint32_t n = 0;
 
-	if (r->idx == 0 && r->rep && r->txq_len && !rd_binds_done(r->rep))
+	if (r->idx == 0 && r->rep && r->txq_len && !rd_binds_done(r->rep)) {
+		rd_binds_stalled(r);
 		return; /* a grant's windows are not bound yet: its key map waits */
+	}
+	r->bind_wait_ns = 0;
 	while (off < r->txq_len && n < RD_CHAIN_MAX) {
 		bool credit_only;
 		size_t k, bytes = rd_pack(r, off, rec, now, &credit_only, &k);

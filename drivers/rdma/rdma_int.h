@@ -146,6 +146,8 @@ struct rd_rail {
 	bool writes_open;       /* QP takes RDMA WRITEs: only once its endpoint is READY */
 	bool peer_open;         /* the peer's QP takes our writes (client's extra rails: RD_JOINED) */
 	bool heard;             /* a message arrived since the last progress pass */
+	uint64_t bind_wait_ns;  /* rail 0: messages wait for window binds, and no WR completed, since */
+	uint64_t bind_wait_done; /* wr_done then */
 	/* fault layer (config `fault`): a lossy link below RC (rdma_data.c) */
 	struct kvw_fault *fault;
 	uint64_t fault_tail;    /* latest time a unit of this rail was let go at (ns) */
