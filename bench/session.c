@@ -277,6 +277,9 @@ int kvb_sess_ctl_poll(kvb_sess *s, int timeout_ms)
 	} else if (type && !strcmp(type, "error")) {
 		const char *msg = json_string_value(json_object_get(m, "msg"));
 		kvb_sess_fail(s, "peer: %s", msg ? msg : "failed");
+	} else if (type && !strcmp(type, "result") && s->is_client && !s->early_result) {
+		s->early_result = m; /* dropping it left the client waiting for it in vain */
+		return 0;
 	}
 	json_decref(m);
 	return s->err[0] ? -1 : 0;
@@ -383,6 +386,8 @@ int kvb_sess_run(kvb_sess *s)
 
 void kvb_sess_free(kvb_sess *s)
 {
+	json_decref(s->early_result);
+	s->early_result = NULL;
 	if (s->has_send)
 		kvb_flow_free(&s->send);
 	if (s->has_recv)

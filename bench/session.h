@@ -39,6 +39,9 @@ typedef struct kvb_sess {
 	bool peer_failed;
 	bool done_sent;
 	bool progress_shown;
+	/* the server's "result" (or "error") when it came while this side still
+	 * ran (the server finished first): kept for client_wait_result */
+	json_t *early_result;
 	/* results of this side */
 	struct rusage ru0;
 	uint64_t t0, t1;
