@@ -111,6 +111,13 @@ static unsigned long json_num(const char *from, const char *key)
 	return strtoul(p + strlen(key), NULL, 10);
 }
 
+static bool json_true(const char *from, const char *key)
+{
+	const char *p = strstr(from, key);
+	cr_assert_not_null(p, "no %s in the stats snapshot", key);
+	return !strncmp(p + strlen(key), "true", 4);
+}
+
 /* The endpoints of a snapshot (keys in the order stats.c writes them). */
 static unsigned stat_eps(const char *json, struct ep_snap *out, unsigned max)
 {
@@ -120,9 +127,9 @@ static unsigned stat_eps(const char *json, struct ep_snap *out, unsigned max)
 	while ((p = strstr(p, "{\"id\":")) && n < max) {
 		struct ep_snap *e = &out[n++];
 		e->id = (unsigned)json_num(p, "{\"id\":");
-		e->server = !strncmp(strstr(p, "\"server\":") + 9, "true", 4);
+		e->server = json_true(p, "\"server\":");
 		e->rails = (unsigned)json_num(p, "\"rails\":");
-		e->cached = !strncmp(strstr(p, "\"cached\":") + 9, "true", 4);
+		e->cached = json_true(p, "\"cached\":");
 		e->refs = (unsigned)json_num(p, "\"refs\":");
 		const char *r = strstr(p, "\"resources\":{");
 		cr_assert_not_null(r);
