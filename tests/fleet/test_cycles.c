@@ -14,7 +14,7 @@
  * endpoint cache (ep_cache=1, ep_idle_close_ms=0: every close really
  * closes). rdma (only inside the Soft-RoCE VM, KVW_TEST_DRIVER=rdma, meson
  * test fleet-rdma): 1,000 cycles after 100, not 10,000, because one cycle
- * costs 57-78 ms there against ~1.2 ms on tcp (rxe under TCG: the rdma_cm
+ * costs 40-78 ms there against ~1.2 ms on tcp (rxe under TCG: the rdma_cm
  * exchange, QP/CQ/MR creation, registering and pinning ~4.75 MB of rings
  * per endpoint and the teardown, all in an emulated kernel), so 1,000 keep
  * the case near 1 minute of a VM test that should stay under a few; on top
