@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "kvbt_json.h"
 #include "kvbt_run.h"
 
 #define SHAPE "--model llama3-8b --layers 4"
@@ -39,13 +40,6 @@ static json_t *fleet_json(const char *args, int want_rc)
 	cr_assert_not_null(j, "not one JSON object (%s): %s", e.text, out);
 	free(out);
 	return j;
-}
-
-static json_int_t geti(json_t *j, const char *k)
-{
-	json_t *v = json_object_get(j, k);
-	cr_assert(json_is_integer(v), "no integer \"%s\"", k);
-	return json_integer_value(v);
 }
 
 /* Every request verified, no failure, bytes add up over the 16 pairs. */

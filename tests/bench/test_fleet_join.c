@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "etcd.h"
+#include "kvbt_json.h"
 #include "kvbt_run.h"
 
 #define SHAPE "--model llama3-8b --layers 4"
@@ -113,20 +114,6 @@ static json_t *join_run(const char *driver, const char *args)
 	cr_assert_not_null(j, "not one JSON object (%s): %s", e.text, out);
 	free(out);
 	return j;
-}
-
-static json_int_t geti(json_t *j, const char *k)
-{
-	json_t *v = json_object_get(j, k);
-	cr_assert(json_is_integer(v), "no integer \"%s\"", k);
-	return json_integer_value(v);
-}
-
-static const char *gets(json_t *j, const char *k)
-{
-	json_t *v = json_object_get(j, k);
-	cr_assert(json_is_string(v), "no string \"%s\"", k);
-	return json_string_value(v);
 }
 
 /* Bytes per pair under the nodes' names: all four pairs, summing up. */
