@@ -127,11 +127,14 @@ static void rd_wc_fail(struct rd_rail *r, const struct ibv_wc *wc)
 	rd_rail_fail(r, st, why);
 }
 
-/* Send completions only: safe from anywhere (no core callback). */
+/* Send completions only: safe from anywhere (no core callback). A rail
+ * still joining may have no CQ yet: rd_on_fence and the cancel path poll
+ * every rail of the endpoint, and a FENCE that came while rail 1 was being
+ * set up crashed on its NULL CQ (conformance-rdma-rails2, once). */
 int rd_poll_sends(struct rd_rail *r)
 {
 	struct ibv_wc wc[16];
-	int n = r->state == RD_R_DEAD ? 0 : ibv_poll_cq(r->scq, 16, wc);
+	int n = r->state == RD_R_DEAD || !r->scq ? 0 : ibv_poll_cq(r->scq, 16, wc);
 
 	for (int i = 0; i < n; i++) {
 		if (wc[i].status != IBV_WC_SUCCESS) {
