@@ -845,7 +845,12 @@ size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 
 /* ------------------------------------------------------------ completions */
 /* A write failed at the target: its key was dropped (an abort: no error) or
- * never covered those bytes (a forged or stale key): REJECTED. */
+ * never covered those bytes (a forged or stale key): REJECTED, counted in
+ * remote_refused. tcp;ofi_rxm reports such a refusal as FI_ECANCELED (its
+ * target answers the bad key with an error response); shm and udp;ofi_rxd
+ * of libfabric 1.17 drop it at the target and never complete the write, so
+ * there the receiver's deadline ends both sides (docs/drivers/ofi.md,
+ * "Scoped grants"). */
 static void ofi_cq_error(struct ofi_ep *oe)
 {
 	struct fi_cq_err_entry err = {0};
@@ -860,9 +865,11 @@ static void ofi_cq_error(struct ofi_ep *oe)
 		return;
 	}
 	if (!op->cancelled && ofi_tab_find(&oe->keys, op->token, false) && kvw_core_req_live(oe->ep, op->req)) {
-		char why[160];
-		snprintf(why, sizeof(why), "ofi: the receiver's provider refused a write of grant %08x (%s): "
-			 "its key does not cover those bytes", op->token, fi_strerror(err.err));
+		char why[256];
+		snprintf(why, sizeof(why), "ofi: the receiver's provider (%s) refused a write of grant %08x "
+			 "(it said: %s): its key does not cover those bytes", oe->od->prov, op->token,
+			 fi_strerror(err.err));
+		kvw_core_ep_counters(oe->ep)->remote_refused++; /* kvwire stat shows it */
 		kvw_core_req_fail(op->req, KVW_ERR_REJECTED, why);
 	}
 	ofi_op_done(oe, op);
