@@ -11,7 +11,8 @@
  * what was honestly written is unchanged, the sender's request ends
  * REJECTED with the provider's words and remote_refused counted, the
  * receiver's request ends (never hangs), and an honest sequence on a new
- * endpoint between the same two domains still lands.
+ * endpoint between the same two domains still lands. And requested grant
+ * keys are random, not a counter a peer could guess.
  * Two contexts (two libfabric domains, as two processes), one thread
  * driving both. Provider from KVW_TEST_LISTEN_URI.
  */
@@ -241,8 +242,7 @@ static void honest_after(struct fx *f)
 
 TestSuite(ofi_forge, .timeout = 90);
 
-/* (a) A key never issued: each run's key with bits flipped above any key
- * this domain handed out (requested keys count from 1). */
+/* (a) A key never issued: each run's key with bits flipped. */
 Test(ofi_forge, forged_key_refused_by_the_provider)
 {
 	static struct fx f;
@@ -344,5 +344,55 @@ Test(ofi_forge, address_between_granted_blocks_refused)
 	fx_send(&f, 1, 1, L, KVW_SEND_LAST);
 	refused_and_reported(&f, true);
 	honest_after(&f);
+	fx_close(&f);
+}
+
+/* Requested keys (no FI_MR_PROV_KEY) are not a counter: keys are per
+ * domain, shared by every endpoint of a context, so a counter would let a
+ * peer guess the live keys of another endpoint's grants. 32 grants of one
+ * block each (a run per layer: 128 keys in the order they were made): at
+ * most a few consecutive keys lie within 2^20 of each other (random 64-bit
+ * keys: ~0; a counter: every one) and none repeats. */
+Test(ofi_forge, requested_keys_not_a_counter)
+{
+	static struct fx f;
+	static kvw_req *rr[N];
+	static struct kvwt_rec rec[N];
+	static struct kvwt_rec *recs[N + 1];
+	static uint64_t key[N * L];
+	uint32_t n = 0, near = 0, same = 0;
+
+	fx_open(&f, false);
+	if (ofi_of_ep(f.sv)->prov_key)
+		cr_skip_test("%s picks its own keys (FI_MR_PROV_KEY)", fx_prov(&f));
+	for (uint32_t i = 0; i < N; i++) {
+		kvwt_rec_init(&rec[i]);
+		recs[i] = &rec[i];
+		cr_assert_eq(kvw_recv_seq(f.sv, 200 + i, f.dst.lay, &i, 1, 500000, &rr[i]), KVW_OK,
+			     "%s", kvw_ctx_last_error(f.c[0]));
+		kvw_req_set_user_data(rr[i], &rec[i]);
+	}
+	kvwt_spin(f.c, 2, 150);
+	for (uint32_t i = 0; i < N; i++) {
+		struct ofi_ent *k = sender_keys(&f, rr[i]->token);
+		cr_assert_eq(k->n_runs, L);
+		for (uint32_t j = 0; j < L; j++)
+			key[n++] = k->run[j].key;
+	}
+	for (uint32_t i = 1; i < n; i++) {
+		uint64_t d = key[i] > key[i - 1] ? key[i] - key[i - 1] : key[i - 1] - key[i];
+		near += d < (1u << 20);
+		for (uint32_t j = 0; j < i; j++)
+			same += key[i] == key[j];
+	}
+	cr_log_info("%s: keys %llx %llx %llx ...: %u of %u steps under 2^20, %u repeats", fx_prov(&f),
+		    (unsigned long long)key[0], (unsigned long long)key[1], (unsigned long long)key[2],
+		    near, n - 1, same);
+	cr_assert_leq(near, 8, "%u of %u consecutive grant keys lie within 2^20: a counter", near, n - 1);
+	cr_assert_eq(same, 0, "%u grant keys repeat", same);
+	recs[N] = NULL;
+	cr_assert(kvwt_drive(f.c, 2, 15000, kvwt_recs_done, recs), "the grants did not expire");
+	for (uint32_t i = 0; i < N; i++)
+		kvw_req_free(rr[i]);
 	fx_close(&f);
 }
