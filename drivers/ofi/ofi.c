@@ -278,6 +278,8 @@ static kvw_status ofi_dom_open(struct ofi_drv *od, const char *prov)
 	od->virt_addr = od->info->domain_attr->mr_mode & FI_MR_VIRT_ADDR;
 	od->prov_key = od->info->domain_attr->mr_mode & FI_MR_PROV_KEY;
 	od->mr_local = od->info->domain_attr->mr_mode & FI_MR_LOCAL;
+	od->key_mask = od->info->domain_attr->mr_key_size && od->info->domain_attr->mr_key_size < 8 ?
+		(1ull << 8 * od->info->domain_attr->mr_key_size) - 1 : ~0ull;
 	od->max_msg = od->info->ep_attr->max_msg_size;
 	/* gathered fragments (a source piece per iovec) only once the provider
 	 * is known: before the first endpoint, so the core never cuts one for

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 /* ------------------------------------------------------------ tables */
 static uint32_t ofi_hash(uint64_t id)
@@ -381,15 +382,42 @@ static kvw_status ofi_addr_send(kvw_ep *ep, struct ofi_ep *oe)
 	return KVW_OK;
 }
 
-/* An MR with remote-write access only over each run. */
+/* The key to ask for a grant's MR: random bits (a counter, as the arena
+ * MRs get, would let any peer of this domain guess the live keys of another
+ * endpoint's grants: keys are per domain, not per endpoint), 32 keys per
+ * getrandom call; 0 where the provider picks (FI_MR_PROV_KEY). */
+static bool ofi_key_pick(struct ofi_drv *od, uint64_t *key)
+{
+	if (od->prov_key) {
+		*key = 0;
+		return true;
+	}
+	if (!od->n_rand) {
+		if (getrandom(od->rand, sizeof(od->rand), 0) != (ssize_t)sizeof(od->rand))
+			return false;
+		od->n_rand = KVW_ARRAY_SIZE(od->rand);
+	}
+	*key = od->rand[--od->n_rand] & od->key_mask;
+	return true;
+}
+
+/* An MR with remote-write access only over each run; a requested key the
+ * domain holds already (chance) is drawn again. */
 static kvw_status ofi_runs_reg(kvw_ep *ep, struct ofi_ep *oe, struct ofi_grant *gr, struct ofi_run *run,
 			       uint32_t n)
 {
 	if (!(gr->mr = calloc(n, sizeof(*gr->mr))))
 		return KVW_ERR_NOMEM;
 	for (uint32_t j = 0; j < n; j++, gr->n_mr++) {
-		int rc = fi_mr_reg(oe->od->dom, (void *)(uintptr_t)run[j].addr, run[j].len, FI_REMOTE_WRITE,
-				   0, oe->od->next_key++, 0, &gr->mr[j], NULL);
+		uint64_t key;
+		int rc = -FI_ENOKEY;
+		for (int t = 0; t < 4 && (rc == -FI_ENOKEY || rc == -FI_EALREADY); t++) {
+			if (!ofi_key_pick(oe->od, &key))
+				return kvw_set_err(kvw_core_ep_ctx(ep), KVW_ERR_IO, "ofi: no random bytes for "
+						   "a grant's key (getrandom failed): check the system's entropy source");
+			rc = fi_mr_reg(oe->od->dom, (void *)(uintptr_t)run[j].addr, run[j].len, FI_REMOTE_WRITE,
+				       0, key, 0, &gr->mr[j], NULL);
+		}
 		if (rc)
 			return kvw_set_err(kvw_core_ep_ctx(ep), rc == -FI_ENOMEM ? KVW_ERR_MEMLOCK : KVW_ERR_IO,
 					   "ofi: registering run %u of %u of a grant: %s (raise `ulimit -l`)",
@@ -845,7 +873,12 @@ size_t ofi_post_frags(kvw_ep *ep, const kvw_frag *f, size_t n)
 
 /* ------------------------------------------------------------ completions */
 /* A write failed at the target: its key was dropped (an abort: no error) or
- * never covered those bytes (a forged or stale key): REJECTED. */
+ * never covered those bytes (a forged or stale key): REJECTED, counted in
+ * remote_refused. tcp;ofi_rxm reports such a refusal as FI_ECANCELED (its
+ * target answers the bad key with an error response); shm and udp;ofi_rxd
+ * of libfabric 1.17 drop it at the target and never complete the write, so
+ * there the receiver's deadline ends both sides (docs/drivers/ofi.md,
+ * "Scoped grants"). */
 static void ofi_cq_error(struct ofi_ep *oe)
 {
 	struct fi_cq_err_entry err = {0};
@@ -860,9 +893,11 @@ static void ofi_cq_error(struct ofi_ep *oe)
 		return;
 	}
 	if (!op->cancelled && ofi_tab_find(&oe->keys, op->token, false) && kvw_core_req_live(oe->ep, op->req)) {
-		char why[160];
-		snprintf(why, sizeof(why), "ofi: the receiver's provider refused a write of grant %08x (%s): "
-			 "its key does not cover those bytes", op->token, fi_strerror(err.err));
+		char why[256];
+		snprintf(why, sizeof(why), "ofi: the receiver's provider (%s) refused a write of grant %08x "
+			 "(it said: %s): its key does not cover those bytes", oe->od->prov, op->token,
+			 fi_strerror(err.err));
+		kvw_core_ep_counters(oe->ep)->remote_refused++; /* kvwire stat shows it */
 		kvw_core_req_fail(op->req, KVW_ERR_REJECTED, why);
 	}
 	ofi_op_done(oe, op);

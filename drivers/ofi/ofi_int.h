@@ -145,7 +145,10 @@ struct ofi_drv {
 	struct fid_fabric *fab;
 	struct fid_domain *dom;
 	bool virt_addr, prov_key, mr_local, delivery;
-	uint64_t next_key;      /* requested keys without FI_MR_PROV_KEY */
+	uint64_t next_key;      /* requested keys of arena MRs (no remote access) */
+	uint64_t key_mask;      /* the bits a requested key may have (mr_key_size) */
+	uint64_t rand[32];      /* random bits for grant keys, used from the end */
+	uint32_t n_rand;
 	uint64_t max_msg;
 	struct ofi_ep *eps;
 	struct ofi_mem *mems;   /* every arena of the context (mem_reg), registered once dom opens */
